@@ -1,0 +1,67 @@
+"""The project's one exception tree.
+
+Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the boundary with
+``raise X(...) from exc`` so callers handle our names, never a library's::
+
+    AgentError
+    ├── ConfigError            bad settings or agent configuration (file, line, key when known)
+    ├── AudioError             audio that cannot be decoded or has the wrong shape
+    ├── TelephonyError
+    │   └── SignatureError     a webhook or stream whose Twilio signature / stream token fails
+    └── LiveError              the Live API leg
+        ├── LiveConnectError   could not open or set up a Live session
+        └── LiveClosedError    the Live socket closed (carries the close code and reason)
+
+Protocol cores never raise on bad *input from the wire*: a malformed message becomes a protocol-error
+event. These exceptions are for the adapters and for configuration.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(AgentError):
+    """Settings or agent configuration are invalid; the message says where and why."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, key: str | None = None
+    ) -> None:
+        where = ":".join(str(p) for p in (file, line) if p is not None)
+        prefix = f"{where}: " if where else ""
+        suffix = f" (key {key!r})" if key else ""
+        super().__init__(f"{prefix}{message}{suffix}")
+        self.file = file
+        self.line = line
+        self.key = key
+
+
+class AudioError(AgentError):
+    """Audio that cannot be decoded or has the wrong sample width or rate."""
+
+
+class TelephonyError(AgentError):
+    """The telephony leg (Twilio webhooks, media stream, REST)."""
+
+
+class SignatureError(TelephonyError):
+    """A request whose X-Twilio-Signature or stream token does not verify."""
+
+
+class LiveError(AgentError):
+    """The Gemini Live API leg."""
+
+
+class LiveConnectError(LiveError):
+    """Opening the Live socket or completing its setup failed."""
+
+
+class LiveClosedError(LiveError):
+    """The Live socket closed; ``code`` and ``reason`` are the WebSocket close frame's."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"Live connection closed (code={code}, reason={reason!r})")
+        self.code = code
+        self.reason = reason
