@@ -1,0 +1,270 @@
+"""What the voice webhook needs: TwiML that connects a call to our media stream, Twilio request
+signatures, and the stream tokens that tie a media stream back to a signed webhook.
+
+Everything here is pure (no I/O, no clock unless passed in) so it is tested with literal values and
+checked against the official ``twilio`` library in ``tests/conformance``.
+
+Why stream tokens: Twilio's media-stream WebSocket cannot be authenticated reliably by its
+``X-Twilio-Signature`` alone (which URL is signed is not clearly documented), and Twilio has no
+fixed IP ranges. The voice webhook, whose signature we *can* verify, therefore issues a short-lived,
+single-use token bound to the CallSid and passes it to the stream as a ``<Parameter>``; the stream
+is refused unless ``start.customParameters`` carries a valid one for that CallSid.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+from xml.sax.saxutils import escape
+
+__all__ = [
+    "StreamTokens",
+    "compute_signature",
+    "connect_stream_twiml",
+    "stream_url_from_public_url",
+    "verify_signature",
+]
+
+#: Twilio rejects a <Parameter> whose name and value together reach this many characters.
+PARAMETER_LIMIT: Final = 500
+
+_XML_DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
+# Escape the quote we delimit attributes with, and the whitespace that XML attribute-value
+# normalisation would otherwise turn into plain spaces, so values round-trip exactly.
+_ATTR_ENTITIES: Final = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+# Characters XML 1.0 cannot carry at all, not even as character references.
+_NOT_XML_CHAR: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+# What secrets.token_urlsafe produces; anything else in a token's nonce field is forged.
+_NONCE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+_DEFAULT_PORTS: Final = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+_STREAM_SCHEMES: Final = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
+
+
+# -- TwiML -----------------------------------------------------------------------------------------
+
+
+def connect_stream_twiml(
+    stream_url: str, parameters: Mapping[str, str], *, status_callback: str | None = None
+) -> str:
+    """TwiML for the voice webhook: ``<Connect><Stream>`` to ``stream_url`` with ``parameters``.
+
+    The parameters reach the stream as ``start.customParameters``; this is the only way to pass data
+    to it, since Twilio does not allow a query string on the stream URL. Raises ``ValueError`` for a
+    URL that is not ``ws://``/``wss://`` or carries a query or fragment, for a parameter whose name
+    and value reach Twilio's 500-character limit, and for text XML cannot represent.
+    """
+    _check_stream_url(stream_url)
+    stream_attrs = f"url={_attr(stream_url)}"
+    if status_callback is not None:
+        stream_attrs += f" statusCallback={_attr(status_callback)}"
+    params = []
+    for name, value in parameters.items():
+        if not name:
+            raise ValueError("a <Parameter> name must not be empty")
+        if len(name) + len(value) >= PARAMETER_LIMIT:
+            raise ValueError(
+                f"<Parameter> {name!r}: name and value must be under {PARAMETER_LIMIT} characters"
+            )
+        params.append(f"<Parameter name={_attr(name)} value={_attr(value)}/>")
+    return (
+        f"{_XML_DECLARATION}<Response><Connect><Stream {stream_attrs}>"
+        f"{''.join(params)}</Stream></Connect></Response>"
+    )
+
+
+def stream_url_from_public_url(public_url: str, path: str = "/twilio/stream") -> str:
+    """The media-stream URL under the service's public base URL: https becomes wss, http becomes ws.
+
+    Host, port and any base path (a reverse-proxy prefix) are kept, so
+    ``https://example.com:8443/bot`` gives ``wss://example.com:8443/bot/twilio/stream``. Raises
+    ``ValueError`` if ``public_url`` is not an absolute http(s) URL or carries a query or fragment,
+    which a stream URL may not have.
+    """
+    parts = urlsplit(public_url)
+    scheme = _STREAM_SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"public URL must be an absolute http(s) URL, got {public_url!r}")
+    if "?" in public_url or "#" in public_url:
+        raise ValueError(f"public URL must not have a query or fragment, got {public_url!r}")
+    full_path = parts.path.rstrip("/") + "/" + path.lstrip("/")
+    return urlunsplit((scheme, parts.netloc, full_path, "", ""))
+
+
+def _check_stream_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise ValueError(f"stream URL is not a valid URL: {url!r}") from exc
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"stream URL must be an absolute ws:// or wss:// URL, got {url!r}")
+    # Test the raw text, not parts.query: "wss://h/s?" has an empty query but still a '?'.
+    if "?" in url:
+        raise ValueError(f"stream URL must not have a query string (use parameters), got {url!r}")
+    if "#" in url:  # RFC 6455: fragments MUST NOT be used in WebSocket URIs
+        raise ValueError(f"stream URL must not have a fragment, got {url!r}")
+
+
+def _attr(value: str) -> str:
+    """A double-quoted, escaped XML attribute value."""
+    bad = _NOT_XML_CHAR.search(value)
+    if bad:
+        raise ValueError(f"character {bad.group()!r} cannot appear in XML: {value!r}")
+    return '"' + escape(value, _ATTR_ENTITIES) + '"'
+
+
+# -- webhook signatures ----------------------------------------------------------------------------
+
+
+def compute_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """Twilio's ``X-Twilio-Signature`` for a request to ``url`` with form ``params``.
+
+    The signed text is the full URL (query string included) followed by each parameter's name and
+    value, sorted by name, with no separators; the signature is its HMAC-SHA1 under the auth token,
+    in base64.
+    """
+    data = url + "".join(name + params[name] for name in sorted(params))
+    mac = hmac.new(auth_token.encode("utf-8"), data.encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def verify_signature(
+    auth_token: str, url: str, params: Mapping[str, str], signature: str | None
+) -> bool:
+    """Whether ``signature`` (the ``X-Twilio-Signature`` header) signs this request.
+
+    ``url`` must be the URL as Twilio requested it; behind a proxy, rebuild it from the configured
+    public base URL rather than the Host header. As in twilio-python's ``RequestValidator``, the URL
+    is also tried with the scheme's default port added (if absent) or removed (if present), because
+    Twilio is not consistent about it. A missing or empty signature is False; comparison is
+    constant-time.
+    """
+    if not signature:
+        return False
+    # Header text is attacker-controlled: "replace" keeps odd characters from raising, and any
+    # non-ASCII character already guarantees a mismatch with our base64.
+    given = signature.encode("utf-8", "replace")
+    try:
+        return any(
+            hmac.compare_digest(compute_signature(auth_token, candidate, params).encode(), given)
+            for candidate in _port_variants(url)
+        )
+    except UnicodeEncodeError:  # lone surrogates in a URL or parameter: not something Twilio signed
+        return False
+
+
+def _port_variants(url: str) -> list[str]:
+    """``url`` as given, plus the same URL with its scheme's default port added or removed."""
+    variants = [url]
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # malformed netloc or port: only the URL as given can match
+        return variants
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    netloc = parts.netloc
+    # Edit the netloc in place rather than via urlunsplit, which would also normalise the rest of
+    # the URL (dropping an empty "?", for one) and so sign something Twilio did not.
+    start = url.find("//") + 2
+    if default is None or not netloc or url[start : start + len(netloc)] != netloc:
+        return variants
+    if port is None and not netloc.endswith(":"):
+        new_netloc = f"{netloc}:{default}"
+    elif port == default:
+        # rpartition, not split: IPv6 hosts and userinfo contain ':' too.
+        new_netloc = netloc.rpartition(":")[0]
+    else:
+        return variants
+    variants.append(url[:start] + new_netloc + url[start + len(netloc) :])
+    return variants
+
+
+# -- stream tokens ---------------------------------------------------------------------------------
+
+
+class StreamTokens:
+    """Short-lived, single-use HMAC tokens bound to a CallSid, issued by the (signed) voice webhook
+    as a ``<Parameter>`` and required on the media stream's ``start``.
+
+    A token is ``"{expiry_ms}.{nonce}.{mac}"``, all URL-safe: the expiry in milliseconds on the
+    clock the caller passes as ``now``, a random nonce, and an HMAC-SHA256 over both and the
+    CallSid. Issuing keeps no state; verifying remembers used nonces until they expire, so a token
+    works once. That memory is per instance: with several processes, share the secret, pass
+    wall-clock time, and accept that a token could be replayed once against each process within its
+    TTL.
+    """
+
+    _DOMAIN: Final = b"twilio-stream-token/v1"
+    _MAX_EXPIRY_DIGITS: Final = 16  # bound the int() conversion on attacker-supplied text
+
+    def __init__(self, secret: bytes, ttl_s: float = 60.0) -> None:
+        if not secret:
+            raise ValueError("stream token secret must not be empty")
+        if not ttl_s > 0:
+            raise ValueError(f"stream token TTL must be positive, got {ttl_s!r}")
+        self._secret = secret
+        self._ttl_ms = ttl_s * 1000.0
+        self._used: set[str] = set()
+        self._expiries: list[tuple[int, str]] = []  # heap of (expiry_ms, nonce) for pruning `_used`
+
+    def issue(self, call_sid: str, now: float) -> str:
+        """A fresh token for ``call_sid``, valid until ``now + ttl_s`` (inclusive, to the ms)."""
+        if not call_sid:
+            raise ValueError("call_sid must not be empty")
+        expiry = str(int(now * 1000.0 + self._ttl_ms))
+        nonce = secrets.token_urlsafe(16)
+        return f"{expiry}.{nonce}.{self._mac(expiry, nonce, call_sid)}"
+
+    def verify(self, token: str, call_sid: str, now: float) -> bool:
+        """Whether ``token`` was issued by us for ``call_sid``, is unexpired and was never used.
+
+        A valid token is consumed by this call; forged, malformed or mismatched ones are not.
+        """
+        now_ms = now * 1000.0
+        self._prune(now_ms)
+        expiry, sep1, rest = token.partition(".")
+        nonce, sep2, mac = rest.partition(".")
+        if not (sep1 and sep2 and mac and _NONCE.fullmatch(nonce)):
+            return False
+        if not (expiry.isascii() and expiry.isdigit() and len(expiry) <= self._MAX_EXPIRY_DIGITS):
+            return False
+        expiry_ms = int(expiry)
+        if now_ms > expiry_ms:
+            return False
+        expected = self._mac(expiry, nonce, call_sid).encode("ascii")
+        if not hmac.compare_digest(expected, mac.encode("utf-8", "replace")):
+            return False
+        if nonce in self._used:
+            return False
+        self._used.add(nonce)
+        heapq.heappush(self._expiries, (expiry_ms, nonce))
+        return True
+
+    def _mac(self, expiry: str, nonce: str, call_sid: str) -> str:
+        # Expiry and nonce never contain NUL (checked in verify), so the NUL-joined message is
+        # unambiguous. surrogatepass: a CallSid from JSON may hold a lone surrogate; encode it
+        # rather than raise.
+        message = b"\x00".join(
+            (
+                self._DOMAIN,
+                expiry.encode("ascii"),
+                nonce.encode("ascii"),
+                call_sid.encode("utf-8", "surrogatepass"),
+            )
+        )
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def _prune(self, now_ms: float) -> None:
+        """Forget nonces whose tokens have expired: the expiry check alone now rejects them."""
+        while self._expiries and self._expiries[0][0] < now_ms:
+            _, nonce = heapq.heappop(self._expiries)
+            self._used.discard(nonce)
