@@ -1,0 +1,1 @@
+"""The Gemini Live API leg: the sans-I/O protocol and its websockets adapter."""

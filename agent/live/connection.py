@@ -1,0 +1,159 @@
+"""The asyncio adapter around :mod:`agent.live.protocol`: one WebSocket to the Live API.
+
+It opens the socket, sends ``setup``, waits for ``setupComplete`` and then moves frames: text out,
+typed events in. websockets' exceptions are mapped to :class:`~agent.errors.LiveError` here, so the
+call above never sees a library exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from agent.config import AgentConfig
+from agent.errors import LiveClosedError, LiveConnectError
+from agent.live import protocol
+from agent.live.protocol import LiveEvent, SetupComplete
+
+# Gemini's pongs can take 8-30 s (python-genai#2935): websockets' default 20 s ping timeout kills
+# healthy calls. Ping for liveness, but give the pong a minute.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 60.0
+# The SDK refuses server frames over 1 MiB; leave headroom rather than close a call over one frame.
+MAX_FRAME_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTarget:
+    """Where the Live API is and how to authenticate (``LIVE_API_URL``, ``GEMINI_API_KEY``)."""
+
+    base_url: str = protocol.DEFAULT_LIVE_API_URL
+    api_key: str | None = field(default=None, repr=False)
+
+    def url(self, version: str) -> str:
+        return protocol.live_url(self.base_url, version)
+
+    def headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+
+
+class LiveConnection:
+    """One open, set-up Live API WebSocket. Use :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, socket: ClientConnection, setup: SetupComplete) -> None:
+        self._socket = socket
+        self.setup = setup
+        self._closing = False
+
+    @classmethod
+    async def open(
+        cls,
+        target: LiveTarget,
+        agent: AgentConfig,
+        *,
+        resumption_handle: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> LiveConnection:
+        """Connect, send ``setup`` and wait for ``setupComplete`` (all within ``timeout_s``)."""
+        url = target.url(agent.api_version)
+        try:
+            async with asyncio.timeout(timeout_s):
+                socket = await connect(
+                    url,
+                    additional_headers=target.headers(),
+                    # Audio is base64 noise to deflate: compressing it costs CPU and saves little.
+                    compression=None,
+                    ping_interval=PING_INTERVAL_S,
+                    ping_timeout=PING_TIMEOUT_S,
+                    max_size=MAX_FRAME_BYTES,
+                    open_timeout=None,
+                    proxy=None,
+                )
+                try:
+                    await socket.send(
+                        protocol.setup_message(agent, resumption_handle=resumption_handle)
+                    )
+                    setup = await cls._await_setup_complete(socket)
+                except BaseException:
+                    await socket.close()
+                    raise
+        except TimeoutError as exc:
+            raise LiveConnectError(f"no setupComplete from {url} within {timeout_s} s") from exc
+        except ConnectionClosed as exc:
+            raise LiveConnectError(
+                f"Live API closed the connection during setup "
+                f"(code={_code(exc)}, reason={_reason(exc)!r})"
+            ) from exc
+        except (OSError, InvalidHandshake, InvalidURI) as exc:
+            raise LiveConnectError(f"cannot connect to {url}: {exc}") from exc
+        return cls(socket, setup)
+
+    @staticmethod
+    async def _await_setup_complete(socket: ClientConnection) -> SetupComplete:
+        while True:
+            for event in protocol.parse_server_message(await socket.recv()):
+                if isinstance(event, SetupComplete):
+                    return event
+                raise LiveConnectError(f"expected setupComplete, got {event!r}")
+
+    async def send(self, message: str) -> None:
+        """Send one client frame; a closed socket raises :class:`LiveClosedError`."""
+        try:
+            await self._socket.send(message)
+        except ConnectionClosed as exc:
+            raise LiveClosedError(_code(exc), _reason(exc)) from exc
+
+    async def send_audio(self, pcm16k: bytes) -> None:
+        """Send 16 kHz PCM16 caller audio as ``realtimeInput``."""
+        await self.send(protocol.audio_message(pcm16k))
+
+    async def events(self) -> AsyncIterator[LiveEvent]:
+        """Every event from the server until the socket closes.
+
+        Ends quietly when *we* closed it; raises :class:`LiveClosedError` when the server did or
+        the connection dropped, so the caller can decide to resume.
+        """
+        while True:
+            try:
+                frame = await self._socket.recv()
+            except ConnectionClosed as exc:
+                if self._closing:
+                    return
+                raise LiveClosedError(_code(exc), _reason(exc)) from exc
+            for event in protocol.parse_server_message(frame):
+                yield event
+
+    async def close(self) -> None:
+        """Close the socket (normal closure) and wait for the closing handshake."""
+        self._closing = True
+        await self._socket.close()
+
+    @property
+    def close_code(self) -> int | None:
+        return self._socket.close_code
+
+    async def __aenter__(self) -> LiveConnection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _code(exc: ConnectionClosed) -> int | None:
+    frame = exc.rcvd or exc.sent
+    return frame.code if frame else None
+
+
+def _reason(exc: ConnectionClosed) -> str:
+    frame = exc.rcvd or exc.sent
+    return frame.reason if frame else "connection lost"
