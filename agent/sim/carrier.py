@@ -1,0 +1,876 @@
+"""Carrier simulator: places calls into the bridge the way Twilio does, from WAV files, offline.
+
+A developer without a phone line (or without the internet) runs ``agent call order-status --out
+heard.wav``; the integration tests do the same in-process. The simulator speaks the bridge's real
+contract, following Twilio's Media Streams, TwiML and webhook-security documentation:
+
+1. ``POST {url}/twilio/voice`` with Twilio's voice-webhook form fields, signed with
+   ``X-Twilio-Signature`` when an auth token is configured;
+2. read ``<Connect><Stream url=…><Parameter …/>`` from the TwiML it answers;
+3. open that WebSocket and send ``connected``, ``start``, a continuous stream of 20 ms ``media``
+   frames and finally ``stop``, while playing back what the bridge sends (``media``, ``mark``,
+   ``clear``) exactly as Twilio's buffer would.
+
+The simulated phone is the sans-I/O :class:`Phone`: it is driven by a *tick* every 20 ms of audio
+time and by the server messages it is given, and returns the messages to send. Everything it decides
+(when the caller speaks, when a mark is echoed, what the caller heard) is a function of ticks and
+messages, never of the wall clock, so it is tested with literal messages and no event loop.
+:func:`place_call` is the thin asyncio adapter around it: it paces ticks at ``20 ms / speed`` of
+wall time against a fixed start (no drift) and pumps the WebSocket.
+
+The caller's script, in audio time: wait until the line has been quiet for ``lead_ms`` (so a
+greeting is heard out), say the first utterance, then wait for the reply to be heard (it started
+playing, then nothing played for ``gap_ms``) before the next one; or, with ``barge_in_ms``, cut in
+that long after the reply started. The reply to an utterance is the first audio played that arrived
+after the utterance started and after any ``clear`` the bridge sent while the caller was talking:
+what the agent was still saying, or flushed because the caller interrupted, does not answer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import importlib.resources
+import json
+import math
+import secrets
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from agent.audio.codec import (
+    ULAW_SILENCE,
+    pcm16_to_ulaw,
+    read_wav,
+    resample_offline,
+    ulaw_to_pcm16,
+)
+from agent.errors import TelephonyError
+from agent.telephony.webhooks import compute_signature
+
+__all__ = [
+    "BUNDLED_CALLER_CLIPS",
+    "ENDED_BY_CALLER",
+    "ENDED_BY_MAX_DURATION",
+    "ENDED_BY_SERVER",
+    "CallReport",
+    "CarrierOptions",
+    "Phone",
+    "StreamInstruction",
+    "UtteranceReport",
+    "load_caller_audio",
+    "new_sid",
+    "parse_stream_twiml",
+    "place_call",
+    "voice_webhook_params",
+]
+
+#: Audio time per tick: Twilio sends (and plays) 20 ms frames.
+FRAME_MS: Final = 20
+#: One 20 ms frame of 8 kHz mu-law.
+FRAME_BYTES: Final = 160
+SAMPLE_RATE: Final = 8000
+
+#: The caller clips shipped in ``agent/sim/assets`` as ``caller-<name>.wav``.
+BUNDLED_CALLER_CLIPS: Final[tuple[str, ...]] = ("order-status", "interrupt", "goodbye", "transfer")
+
+ENDED_BY_CALLER: Final = "caller hung up"
+ENDED_BY_SERVER: Final = "server hung up"
+ENDED_BY_MAX_DURATION: Final = "max duration"
+
+#: Twilio's limit on a <Parameter>'s name and value together.
+_PARAMETER_LIMIT: Final = 500
+# Bounds the closing handshake, so a bridge that never answers our close frame cannot hang the call.
+_WS_CLOSE_TIMEOUT_S: Final = 5.0
+_HTTP_TIMEOUT_S: Final = 30.0
+
+Message = dict[str, Any]
+
+
+# -- options and report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierOptions:
+    """How to place a call: where the bridge is, how fast to run, and the caller's turn-taking.
+
+    All durations are in *audio* time; ``speed`` only compresses wall time (20 ms of audio take
+    ``0.020 / speed`` seconds), so the same options give the same call at any speed.
+    """
+
+    #: The bridge's base URL; the voice webhook is ``{url}/twilio/voice``.
+    url: str = "http://127.0.0.1:8080"
+    speed: float = 1.0
+    #: When set, requests carry ``X-Twilio-Signature`` computed with this token, as Twilio's do.
+    auth_token: str | None = None
+    from_number: str = "+15555550100"
+    to_number: str = "+15555550199"
+    #: Silence the caller waits for before the first utterance (longer if a greeting is playing).
+    lead_ms: int = 500
+    #: Silence after the reply that tells the caller the agent has finished its turn.
+    gap_ms: int = 800
+    #: When set, the caller interrupts: the next utterance starts this long after the reply began.
+    barge_in_ms: int | None = None
+    #: The caller moves on when no reply audio starts within this long after an utterance.
+    reply_timeout_ms: int = 10000
+    #: The caller hangs up after this long whatever happens, so a call never runs forever.
+    max_duration_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0 or not math.isfinite(self.speed):
+            raise ValueError(f"speed must be a positive number, got {self.speed}")
+        if not self.max_duration_s > 0 or not math.isfinite(self.max_duration_s):
+            raise ValueError(f"max_duration_s must be a positive number, got {self.max_duration_s}")
+        for name in ("lead_ms", "gap_ms", "reply_timeout_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.barge_in_ms is not None and self.barge_in_ms < 0:
+            raise ValueError(f"barge_in_ms must not be negative, got {self.barge_in_ms}")
+
+
+@dataclass
+class UtteranceReport:
+    """One caller utterance, in audio-time milliseconds from the start of the call.
+
+    ``first_reply_ms`` is when the agent's reply to it started playing (None: no reply before the
+    caller moved on); the reply latency the caller perceived is ``first_reply_ms - end_ms``. It is
+    negative when the agent spoke over the caller and did not yield.
+    """
+
+    start_ms: int
+    end_ms: int
+    first_reply_ms: int | None
+
+
+@dataclass
+class CallReport:
+    """Everything the simulated caller observed during one call."""
+
+    call_sid: str
+    stream_sid: str
+    #: PCM16 8 kHz: the caller's timeline, one 20 ms frame per tick (what played, else silence).
+    heard: bytes
+    utterances: list[UtteranceReport]
+    #: ``(tick index when it arrived, payload bytes)`` for every ``media`` message.
+    media_received: list[tuple[int, int]]
+    #: Tick index of each ``clear`` received.
+    clears: list[int]
+    #: ``(tick, event)`` for every media, mark and clear received, in arrival order: within one
+    #: tick this tells a frame that arrived before a ``clear`` from one that came after it.
+    arrivals: list[tuple[int, str]]
+    #: ``(name, played)`` per echoed mark; ``played`` is False when echoed because of a ``clear``.
+    marks_echoed: list[tuple[str, bool]]
+    barge_ins: int
+    protocol_errors: list[str]
+    #: ``"caller hung up"``, ``"server hung up"`` or ``"max duration"``.
+    ended_by: str
+
+    def reply_latencies_ms(self) -> list[int | None]:
+        """Per utterance, the time from its end to the first reply audio heard (None: no reply)."""
+        return [
+            None if u.first_reply_ms is None else u.first_reply_ms - u.end_ms
+            for u in self.utterances
+        ]
+
+    def summary(self) -> str:
+        """A human-readable account: reply latencies, barge-ins, clears, audio heard, the ending."""
+        frames = np.frombuffer(self.heard, dtype="<i2")
+        frames = frames[: len(frames) // FRAME_BYTES * FRAME_BYTES].reshape(-1, FRAME_BYTES)
+        agent_s = int(np.count_nonzero(frames.any(axis=1))) * FRAME_MS / 1000
+        call_s = len(self.heard) / 2 / SAMPLE_RATE
+        lines = [
+            f"call {self.call_sid} (stream {self.stream_sid}): {self.ended_by} after {call_s:.1f} s"
+        ]
+        for n, (utt, latency) in enumerate(
+            zip(self.utterances, self.reply_latencies_ms(), strict=True), start=1
+        ):
+            reply = "no reply" if latency is None else f"reply audio {latency} ms after its end"
+            lines.append(
+                f"  utterance {n} ({utt.start_ms / 1000:.2f}-{utt.end_ms / 1000:.2f} s): {reply}"
+            )
+        flushed = sum(1 for _, played in self.marks_echoed if not played)
+        lines.append(
+            f"  barge-ins: {self.barge_ins}, clears: {len(self.clears)}, "
+            f"marks echoed: {len(self.marks_echoed)} ({flushed} by a clear)"
+        )
+        lines.append(f"  heard {agent_s:.1f} s of agent audio")
+        if self.protocol_errors:
+            lines.append(f"  protocol errors: {len(self.protocol_errors)}")
+            lines.extend(f"    {error}" for error in self.protocol_errors[:10])
+            if len(self.protocol_errors) > 10:
+                lines.append(f"    … and {len(self.protocol_errors) - 10} more")
+        return "\n".join(lines)
+
+
+# -- the simulated phone (sans-I/O) ----------------------------------------------------------------
+
+
+class _Step(Enum):
+    """Where the caller is in its script."""
+
+    LEAD = "waiting to speak first"
+    SPEAKING = "speaking"
+    WAITING = "waiting for the reply"
+    DONE = "done"
+
+
+@dataclass(slots=True)
+class _Utterance:
+    audio: bytes  # mu-law
+    sent: int = 0
+    start_tick: int | None = None
+    end_tick: int | None = None
+    first_reply_tick: int | None = None
+    # Only audio from media messages numbered at least this counts as the reply to this utterance:
+    # what the agent was still saying when the caller started speaking is not an answer to it.
+    reply_floor: int = 0
+    # Agent audio played while this utterance was being spoken (the caller talked over the agent).
+    overlapped: bool = False
+    barge_in_counted: bool = False
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Part of one received ``media`` payload still to be played."""
+
+    data: bytes
+    index: int  # which media message (0-based) it came from
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingMark:
+    name: str
+
+
+def _ticks(ms: float) -> int:
+    """Whole ticks covering ``ms`` of audio time, rounding up so a wait is never cut short."""
+    return math.ceil(ms / FRAME_MS)
+
+
+class Phone:
+    """The caller's phone as Twilio runs it, without I/O: ticks and server messages in, messages
+    out.
+
+    Call :meth:`connect` once, then :meth:`tick` every 20 ms of audio time and
+    :meth:`receive_text` / :meth:`receive_binary` for each WebSocket frame from the server; each
+    returns the messages to send, in order. When :attr:`finished` is true the call is over (the
+    last tick returned ``stop``, or :meth:`server_hung_up` was called) and :meth:`report` says
+    what happened.
+
+    Each tick sends exactly one inbound frame (the caller's next 20 ms, or mu-law silence between
+    utterances: a real phone streams continuously) and plays exactly one frame of the outbound
+    buffer into the ``heard`` timeline. Playback follows Twilio: marks are echoed once all audio
+    received before them has played, and ``clear`` empties the buffer and echoes pending marks at
+    once. Malformed or unknown messages become protocol errors in the report; nothing from the
+    wire raises.
+    """
+
+    def __init__(
+        self,
+        options: CarrierOptions,
+        utterances: Sequence[bytes],
+        *,
+        call_sid: str,
+        account_sid: str,
+        stream_sid: str,
+    ) -> None:
+        """``utterances`` are the caller's clips as 8 kHz mu-law, spoken in order."""
+        self.call_sid = call_sid
+        self.account_sid = account_sid
+        self.stream_sid = stream_sid
+        self._utterances = [_Utterance(bytes(audio)) for audio in utterances]
+        self._lead_ticks = _ticks(options.lead_ms)
+        self._gap_ticks = _ticks(options.gap_ms)
+        self._barge_in_ticks = None if options.barge_in_ms is None else _ticks(options.barge_in_ms)
+        self._reply_timeout_ticks = _ticks(options.reply_timeout_ms)
+        self._max_ticks = math.floor(options.max_duration_s * 1000 / FRAME_MS)
+
+        self._step = _Step.LEAD
+        self._current = -1  # index of the utterance being spoken or answered
+        self._tick = 0  # ticks done so far = index of the next tick
+        self._sequence = 0  # last sequenceNumber sent
+        self._chunks_sent = 0
+        self._media_count = 0  # media messages received
+        self._buffer: deque[_Chunk | _PendingMark] = deque()
+        self._quiet_ticks = 0  # consecutive ticks that played nothing
+        self._heard = bytearray()  # mu-law, one frame per tick
+        self._media_received: list[tuple[int, int]] = []
+        self._clears: list[int] = []
+        self._arrivals: list[tuple[int, str]] = []
+        self._marks_echoed: list[tuple[str, bool]] = []
+        self._barge_ins = 0
+        self._protocol_errors: list[str] = []
+        self._ended_by: str | None = None
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether the call is over (no more ticks or messages are taken)."""
+        return self._ended_by is not None
+
+    @property
+    def ended_by(self) -> str | None:
+        return self._ended_by
+
+    @property
+    def ticks(self) -> int:
+        """Ticks done so far, which is also the index of the next tick."""
+        return self._tick
+
+    # -- driving it --------------------------------------------------------------------------------
+
+    def connect(self, custom_parameters: Mapping[str, str]) -> list[Message]:
+        """The ``connected`` and ``start`` messages that open the stream."""
+        return [
+            {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+            {
+                "event": "start",
+                "sequenceNumber": self._next_sequence(),
+                "streamSid": self.stream_sid,
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": dict(custom_parameters),
+                },
+            },
+        ]
+
+    def tick(self) -> list[Message]:
+        """Advance 20 ms of audio time.
+
+        Returns one inbound ``media`` frame plus the echoes of marks whose audio has now played; or
+        ``stop`` when the caller hangs up (script over, or the maximum duration reached).
+        """
+        if self._ended_by is not None:
+            return []
+        if self._tick >= self._max_ticks:
+            return self._hang_up(ENDED_BY_MAX_DURATION)
+        self._advance_script()
+        if self._step is _Step.DONE:
+            return self._hang_up(ENDED_BY_CALLER)
+        out = [self._media_message(self._next_inbound_frame())]
+        out.extend(self._play_frame())
+        self._tick += 1
+        return out
+
+    def receive_text(self, text: str) -> list[Message]:
+        """Handle one text frame from the server; returns the mark echoes it causes."""
+        if self._ended_by is not None:
+            return []
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return self._protocol_error(f"not JSON: {_short(text)}")
+        if not isinstance(message, dict):
+            return self._protocol_error(f"not a JSON object: {_short(text)}")
+        event = message.get("event")
+        if event not in ("media", "mark", "clear"):
+            return self._protocol_error(
+                f"unknown event {event!r} (Twilio error 31924): {_short(text)}"
+            )
+        if message.get("streamSid") != self.stream_sid:
+            return self._protocol_error(
+                f"{event} with streamSid {message.get('streamSid')!r}, expected {self.stream_sid!r}"
+            )
+        if event == "media":
+            return self._on_media(message, text)
+        if event == "mark":
+            return self._on_mark(message, text)
+        return self._on_clear()
+
+    def receive_binary(self, data: bytes) -> None:
+        """A binary frame: Twilio ignores it with warning 31950, so the report records it."""
+        if self._ended_by is None:
+            self._protocol_error(f"binary frame of {len(data)} bytes (Twilio warning 31950)")
+
+    def note_problem(self, problem: str) -> None:
+        """Record something Twilio would reject or warn about that the phone did not see itself."""
+        self._protocol_errors.append(problem)
+
+    def server_hung_up(self) -> None:
+        """The server closed the WebSocket: the call ends (no ``stop``: there is no socket left)."""
+        if self._ended_by is None:
+            self._ended_by = ENDED_BY_SERVER
+
+    def report(self) -> CallReport:
+        """What the caller observed so far (normally called once the call is finished)."""
+        utterances = []
+        for utt in self._utterances:
+            if utt.start_tick is None:
+                continue  # the call ended before the caller got to say it
+            end_tick = self._tick if utt.end_tick is None else utt.end_tick
+            utterances.append(
+                UtteranceReport(
+                    start_ms=utt.start_tick * FRAME_MS,
+                    end_ms=end_tick * FRAME_MS,
+                    first_reply_ms=None
+                    if utt.first_reply_tick is None
+                    else utt.first_reply_tick * FRAME_MS,
+                )
+            )
+        return CallReport(
+            call_sid=self.call_sid,
+            stream_sid=self.stream_sid,
+            heard=ulaw_to_pcm16(bytes(self._heard)),
+            utterances=utterances,
+            media_received=list(self._media_received),
+            clears=list(self._clears),
+            arrivals=list(self._arrivals),
+            marks_echoed=list(self._marks_echoed),
+            barge_ins=self._barge_ins,
+            protocol_errors=list(self._protocol_errors),
+            ended_by=self._ended_by or ENDED_BY_CALLER,
+        )
+
+    # -- the caller's script -----------------------------------------------------------------------
+
+    def _advance_script(self) -> None:
+        """Move the script on as far as this tick allows (several steps past empty utterances)."""
+        while True:
+            step, current = self._step, self._current
+            if step is _Step.LEAD:
+                # "lead_ms of silence": a greeting that is playing is listened to first.
+                if self._line_quiet_for(self._lead_ticks):
+                    self._begin_next_utterance()
+            elif step is _Step.WAITING and self._reply_over(self._utterances[self._current]):
+                self._begin_next_utterance()
+            if (self._step, self._current) == (step, current):
+                return
+
+    def _reply_over(self, utt: _Utterance) -> bool:
+        """Whether the caller stops waiting for the reply to ``utt``."""
+        assert utt.end_tick is not None
+        if utt.first_reply_tick is None:
+            return self._tick - utt.end_tick >= self._reply_timeout_ticks
+        is_last = self._current == len(self._utterances) - 1
+        # The last utterance has nothing to interrupt with, so it waits for the whole reply.
+        if (
+            self._barge_in_ticks is not None
+            and not is_last
+            and self._tick - utt.first_reply_tick >= self._barge_in_ticks
+        ):
+            return True
+        return self._line_quiet_for(self._gap_ticks)
+
+    def _line_quiet_for(self, ticks: int) -> bool:
+        """Nothing has played for ``ticks`` ticks and nothing is waiting to be played."""
+        return self._quiet_ticks >= ticks and not self._has_audio()
+
+    def _begin_next_utterance(self) -> None:
+        self._current += 1
+        if self._current >= len(self._utterances):
+            self._step = _Step.DONE
+            return
+        utt = self._utterances[self._current]
+        utt.start_tick = self._tick
+        utt.reply_floor = self._media_count
+        if utt.audio:
+            self._step = _Step.SPEAKING
+        else:
+            utt.end_tick = self._tick
+            self._step = _Step.WAITING
+
+    def _next_inbound_frame(self) -> bytes:
+        if self._step is not _Step.SPEAKING:
+            return bytes([ULAW_SILENCE]) * FRAME_BYTES
+        utt = self._utterances[self._current]
+        frame = utt.audio[utt.sent : utt.sent + FRAME_BYTES]
+        utt.sent += len(frame)
+        if utt.sent >= len(utt.audio):
+            utt.end_tick = self._tick + 1  # the utterance ends with this frame
+            self._step = _Step.WAITING
+        return frame.ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+
+    # -- playback ----------------------------------------------------------------------------------
+
+    def _has_audio(self) -> bool:
+        # Marks never sit at the head of the buffer (they are echoed as soon as they get there), so
+        # a non-empty buffer always has audio to play.
+        return bool(self._buffer)
+
+    def _play_frame(self) -> list[Message]:
+        """Play one frame from the buffer into ``heard``; echo marks whose audio has now played."""
+        utt = self._answered_utterance()
+        frame = bytearray()
+        echoes: list[Message] = []
+        while len(frame) < FRAME_BYTES and self._buffer:
+            head = self._buffer[0]
+            if isinstance(head, _PendingMark):
+                self._buffer.popleft()
+                echoes.append(self._echo_mark(head.name, played=True))
+                continue
+            piece = head.data[head.offset : head.offset + FRAME_BYTES - len(frame)]
+            head.offset += len(piece)
+            frame += piece
+            if utt is not None and utt.first_reply_tick is None and head.index >= utt.reply_floor:
+                utt.first_reply_tick = self._tick
+            if head.offset >= len(head.data):
+                self._buffer.popleft()
+        echoes.extend(self._echo_marks_at_head())
+        if frame:
+            self._quiet_ticks = 0
+            if self._step is _Step.SPEAKING and utt is not None:
+                utt.overlapped = True
+        else:
+            self._quiet_ticks += 1
+        self._heard += frame.ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+        return echoes
+
+    def _answered_utterance(self) -> _Utterance | None:
+        """The utterance whose reply is awaited: the one being spoken or just spoken."""
+        if self._step in (_Step.SPEAKING, _Step.WAITING):
+            return self._utterances[self._current]
+        return None
+
+    def _echo_marks_at_head(self) -> list[Message]:
+        echoes = []
+        while self._buffer and isinstance(self._buffer[0], _PendingMark):
+            mark = self._buffer.popleft()
+            assert isinstance(mark, _PendingMark)
+            echoes.append(self._echo_mark(mark.name, played=True))
+        return echoes
+
+    # -- server messages ---------------------------------------------------------------------------
+
+    def _on_media(self, message: Message, raw: str) -> list[Message]:
+        media = message.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str):
+            return self._protocol_error(f"media without a payload string: {_short(raw)}")
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            return self._protocol_error(f"media payload is not base64: {_short(raw)}")
+        self._media_received.append((self._tick, len(audio)))
+        self._arrivals.append((self._tick, "media"))
+        if audio:
+            self._buffer.append(_Chunk(audio, self._media_count))
+        self._media_count += 1
+        return []
+
+    def _on_mark(self, message: Message, raw: str) -> list[Message]:
+        mark = message.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
+        if not isinstance(name, str):
+            return self._protocol_error(f"mark without a name string: {_short(raw)}")
+        self._arrivals.append((self._tick, "mark"))
+        if not self._buffer:  # nothing buffered: Twilio echoes it at once
+            return [self._echo_mark(name, played=True)]
+        self._buffer.append(_PendingMark(name))
+        return []
+
+    def _on_clear(self) -> list[Message]:
+        self._clears.append(self._tick)
+        self._arrivals.append((self._tick, "clear"))
+        echoes = [
+            self._echo_mark(item.name, played=False)
+            for item in self._buffer
+            if isinstance(item, _PendingMark)
+        ]
+        self._buffer.clear()
+        utt = self._answered_utterance()
+        # A reply that began while the caller was still talking, and that the agent now flushes, was
+        # talking over the caller, not answering: the answer is whatever comes after the clear.
+        if utt is not None and (
+            utt.first_reply_tick is None
+            or utt.end_tick is None
+            or utt.first_reply_tick < utt.end_tick
+        ):
+            utt.first_reply_tick = None
+            utt.reply_floor = self._media_count
+            if utt.overlapped and not utt.barge_in_counted:
+                utt.barge_in_counted = True
+                self._barge_ins += 1
+        return echoes
+
+    # -- messages out ------------------------------------------------------------------------------
+
+    def _next_sequence(self) -> str:
+        self._sequence += 1
+        return str(self._sequence)
+
+    def _media_message(self, frame: bytes) -> Message:
+        self._chunks_sent += 1
+        return {
+            "event": "media",
+            "sequenceNumber": self._next_sequence(),
+            "streamSid": self.stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(self._chunks_sent),
+                "timestamp": str(self._tick * FRAME_MS),
+                "payload": base64.b64encode(frame).decode("ascii"),
+            },
+        }
+
+    def _echo_mark(self, name: str, *, played: bool) -> Message:
+        self._marks_echoed.append((name, played))
+        return {
+            "event": "mark",
+            "sequenceNumber": self._next_sequence(),
+            "streamSid": self.stream_sid,
+            "mark": {"name": name},
+        }
+
+    def _hang_up(self, reason: str) -> list[Message]:
+        self._ended_by = reason
+        return [
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_sequence(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            }
+        ]
+
+    def _protocol_error(self, problem: str) -> list[Message]:
+        self._protocol_errors.append(f"at {self._tick * FRAME_MS} ms: {problem}")
+        return []
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# -- the voice webhook and its TwiML (pure) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInstruction:
+    """What ``<Connect><Stream>`` told Twilio to do."""
+
+    url: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    #: Things real Twilio would reject or warn about (the simulator goes ahead, and reports them).
+    problems: tuple[str, ...] = ()
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-shaped SID: two-letter prefix ("CA", "AC", "MZ") and 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+def voice_webhook_params(
+    *, call_sid: str, account_sid: str, from_number: str, to_number: str
+) -> dict[str, str]:
+    """The form fields Twilio POSTs to the voice webhook when an inbound call rings."""
+    return {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": to_number,
+        "Caller": from_number,
+        "Direction": "inbound",
+        "From": from_number,
+        "To": to_number,
+    }
+
+
+def parse_stream_twiml(twiml: str) -> StreamInstruction:
+    """The ``<Connect><Stream>`` in the voice webhook's TwiML (``TelephonyError`` if none)."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise TelephonyError(
+            f"the voice webhook answered invalid XML ({exc}): {_short(twiml)}"
+        ) from exc
+    stream = root.find("./Connect/Stream") if root.tag == "Response" else None
+    if stream is None:
+        raise TelephonyError(
+            f"the voice webhook's TwiML has no <Response><Connect><Stream>: {_short(twiml)}"
+        )
+    url = stream.get("url")
+    if not url:
+        raise TelephonyError(f"<Stream> has no url attribute: {_short(twiml)}")
+    if urlsplit(url).scheme not in ("ws", "wss"):
+        raise TelephonyError(f"<Stream url> must be a ws:// or wss:// URL, got {url!r}")
+    # Twilio itself insists on wss://, but a bridge on a developer's machine serves ws://, so that
+    # is not reported: the report should flag bridge bugs, not the local set-up.
+    problems = []
+    if "?" in url:
+        problems.append(f"<Stream url> {url!r} has a query string, which Twilio does not allow")
+    if len(root.findall("./Connect/Stream")) > 1:
+        problems.append("more than one <Connect><Stream>: Twilio allows one per call")
+    parameters: dict[str, str] = {}
+    for param in stream.findall("Parameter"):
+        name, value = param.get("name"), param.get("value", "")
+        if not name:
+            problems.append("a <Parameter> without a name")
+            continue
+        if len(name) + len(value) >= _PARAMETER_LIMIT:
+            problems.append(f"<Parameter> {name!r} reaches Twilio's {_PARAMETER_LIMIT}-char limit")
+        parameters[name] = value
+    return StreamInstruction(url=url, parameters=parameters, problems=tuple(problems))
+
+
+# -- caller audio ----------------------------------------------------------------------------------
+
+
+def load_caller_audio(name_or_path: str) -> bytes:
+    """PCM16 8 kHz caller audio: a bundled clip by short name (see ``BUNDLED_CALLER_CLIPS``) or a
+    mono 16-bit WAV file at any rate, resampled to 8 kHz.
+
+    Raises ``FileNotFoundError`` (naming the bundled clips) when it is neither, and ``AudioError``
+    when the file is not audio the simulator can send.
+    """
+    if name_or_path in BUNDLED_CALLER_CLIPS:
+        clip = importlib.resources.files("agent") / "sim" / "assets" / f"caller-{name_or_path}.wav"
+        with importlib.resources.as_file(clip) as path:
+            pcm, rate = read_wav(path)
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"caller audio {name_or_path!r} is neither a WAV file nor a bundled clip "
+                f"({', '.join(BUNDLED_CALLER_CLIPS)})"
+            )
+        pcm, rate = read_wav(path)
+    if rate != SAMPLE_RATE:
+        pcm = resample_offline(pcm, rate, SAMPLE_RATE)
+    return pcm
+
+
+# -- the asyncio adapter ---------------------------------------------------------------------------
+
+
+async def place_call(options: CarrierOptions, utterances: Sequence[bytes]) -> CallReport:
+    """Call the bridge at ``options.url`` and say ``utterances`` (PCM16 8 kHz), as Twilio would.
+
+    Returns the report once the caller hangs up, the server closes the stream, or the maximum
+    duration passes. Raises ``TelephonyError`` when the call cannot be set up (webhook unreachable
+    or answering non-2xx, TwiML without a stream, WebSocket refused) and ``AudioError`` for PCM
+    that is not 16-bit.
+    """
+    caller_audio = [pcm16_to_ulaw(pcm) for pcm in utterances]
+    call_sid, account_sid, stream_sid = new_sid("CA"), new_sid("AC"), new_sid("MZ")
+    phone = Phone(
+        options, caller_audio, call_sid=call_sid, account_sid=account_sid, stream_sid=stream_sid
+    )
+    timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        twiml = await _ring(http, options, call_sid=call_sid, account_sid=account_sid)
+        stream = parse_stream_twiml(twiml)
+        for problem in stream.problems:
+            phone.note_problem(problem)
+        ws = await _open_stream(http, stream.url, options.auth_token)
+        try:
+            await _run_stream(ws, phone, stream.parameters, options.speed)
+        finally:
+            await ws.close()
+    return phone.report()
+
+
+async def _ring(
+    http: aiohttp.ClientSession, options: CarrierOptions, *, call_sid: str, account_sid: str
+) -> str:
+    """POST the voice webhook; the TwiML it answers."""
+    url = options.url.rstrip("/") + "/twilio/voice"
+    params = voice_webhook_params(
+        call_sid=call_sid,
+        account_sid=account_sid,
+        from_number=options.from_number,
+        to_number=options.to_number,
+    )
+    headers = {}
+    if options.auth_token is not None:
+        # Signed over the exact URL we POST, as Twilio signs the URL it requests.
+        headers["X-Twilio-Signature"] = compute_signature(options.auth_token, url, params)
+    try:
+        async with http.post(url, data=params, headers=headers) as response:
+            body = await response.text()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TelephonyError(f"could not reach the voice webhook {url}: {exc!r}") from exc
+    if not 200 <= status < 300:
+        raise TelephonyError(f"the voice webhook {url} answered {status}: {_short(body.strip())}")
+    return body
+
+
+async def _open_stream(
+    http: aiohttp.ClientSession, url: str, auth_token: str | None
+) -> aiohttp.ClientWebSocketResponse:
+    """Open the media-stream WebSocket at ``url`` exactly as the TwiML gave it."""
+    headers = {}
+    if auth_token is not None:
+        # Twilio signs the upgrade request too, over the stream URL as written, with no params.
+        headers["X-Twilio-Signature"] = compute_signature(auth_token, url, {})
+    try:
+        return await http.ws_connect(
+            url,
+            headers=headers,
+            autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_close=_WS_CLOSE_TIMEOUT_S),
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TelephonyError(f"could not open the media stream {url}: {exc!r}") from exc
+
+
+async def _run_stream(
+    ws: aiohttp.ClientWebSocketResponse,
+    phone: Phone,
+    parameters: Mapping[str, str],
+    speed: float,
+) -> None:
+    """Drive ``phone`` over ``ws`` until the call ends: paced ticks, a reader and a writer."""
+    # One writer sends everything in the order the phone produced it, so sequence numbers go out in
+    # order even though both the tick loop and the reader produce messages.
+    outbox: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    def post(messages: list[Message]) -> None:
+        for message in messages:
+            outbox.put_nowait(message)
+
+    async def write() -> None:
+        while (message := await outbox.get()) is not None:
+            if ws.closed:
+                continue
+            try:
+                await ws.send_str(json.dumps(message))
+            except (aiohttp.ClientError, ConnectionError):
+                phone.server_hung_up()
+
+    async def read() -> None:
+        async for frame in ws:
+            if frame.type is aiohttp.WSMsgType.TEXT:
+                post(phone.receive_text(frame.data))
+            elif frame.type is aiohttp.WSMsgType.BINARY:
+                phone.receive_binary(frame.data)
+            else:  # ERROR: the connection is gone
+                break
+        # The iterator also ends when we close after our own stop; then the call is already over.
+        phone.server_hung_up()
+
+    async def run_ticks() -> None:
+        loop = asyncio.get_running_loop()
+        period = FRAME_MS / 1000 / speed
+        started = loop.time()
+        while not phone.finished:
+            # Scheduled against the start, not the previous tick, so pacing never drifts; when
+            # behind, ticks run back to back (still yielding so the reader keeps up).
+            await asyncio.sleep(max(0.0, started + phone.ticks * period - loop.time()))
+            post(phone.tick())
+
+    post(phone.connect(parameters))
+    # The task group ties the reader and writer to this call: if either fails, the call fails.
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(read())
+        writer = tasks.create_task(write())
+        await run_ticks()
+        outbox.put_nowait(None)  # after the stop (or the server's hang-up), nothing more to send
+        await writer
+        await ws.close()  # ends the reader
