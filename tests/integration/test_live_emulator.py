@@ -1,0 +1,330 @@
+"""The Live API emulator on a real port, driven by a ``websockets`` client as the bridge would be.
+
+Runs at speed 20, so a 7 s answer streams in under half a second. Tests wait for messages (with
+timeouts), never for time to pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from agent.sim.live_emulator import (
+    LIVE_PATH,
+    EmulatorOptions,
+    RunningEmulator,
+    load_bundled_clips,
+    start_emulator,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PATH = LIVE_PATH.format(version="v1beta")
+TIMEOUT = 5.0
+MODEL = "models/gemini-2.5-flash-native-audio-preview-12-2025"
+SETUP = {
+    "setup": {
+        "model": MODEL,
+        "generationConfig": {"responseModalities": ["AUDIO"]},
+        "inputAudioTranscription": {},
+        "outputAudioTranscription": {},
+    }
+}
+Message = dict[str, Any]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    running = await start_emulator(EmulatorOptions(speed=20))
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+def caller_pcm16k(name: str = "caller-order-status.wav", trailing_silence_ms: int = 800) -> bytes:
+    """A telephone fixture (8 kHz) upsampled to 16 kHz by repetition, then silence."""
+    with wave.open(str(FIXTURES / name), "rb") as wav:
+        assert wav.getframerate() == 8000
+        samples: npt.NDArray[np.int16] = np.frombuffer(
+            wav.readframes(wav.getnframes()), dtype=np.int16
+        )
+    silence = np.zeros(16 * trailing_silence_ms, dtype=np.int16)
+    return np.concatenate([np.repeat(samples, 2), silence]).astype("<i2").tobytes()
+
+
+async def send_audio(ws: ClientConnection, pcm: bytes, chunk_ms: int = 20) -> None:
+    """Stream 16 kHz PCM16 as the Python SDK does: snake_case and URL-safe base64."""
+    step = 32 * chunk_ms
+    for start in range(0, len(pcm), step):
+        data = base64.urlsafe_b64encode(pcm[start : start + step]).decode()
+        audio = {"data": data, "mime_type": "audio/pcm;rate=16000"}
+        await ws.send(json.dumps({"realtime_input": {"audio": audio}}))
+
+
+async def receive(ws: ClientConnection) -> Message:
+    """The next server message; Google sends JSON in binary frames."""
+    frame = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(frame, bytes)
+    message: Message = json.loads(frame)
+    return message
+
+
+async def receive_until_turn_complete(ws: ClientConnection) -> list[Message]:
+    received: list[Message] = []
+    while True:
+        received.append(await receive(ws))
+        if received[-1].get("serverContent", {}).get("turnComplete"):
+            return received
+
+
+async def open_session(emulator: RunningEmulator, setup: Message = SETUP) -> ClientConnection:
+    ws = await connect(emulator.url + PATH)
+    await ws.send(json.dumps(setup))
+    assert await receive(ws) == {"setupComplete": {}}
+    return ws
+
+
+async def close_of(ws: ClientConnection) -> tuple[int, str]:
+    """Wait for the server to close the connection; its close code and reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        await read_until_closed(ws)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def read_until_closed(ws: ClientConnection) -> None:
+    while True:
+        await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+def is_audio(message: Message) -> bool:
+    return "modelTurn" in message.get("serverContent", {})
+
+
+def audio_of(message: Message) -> bytes:
+    blob = message["serverContent"]["modelTurn"]["parts"][0]["inlineData"]
+    assert blob["mimeType"] == "audio/pcm;rate=24000"
+    return base64.b64decode(blob["data"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+        "//ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent",
+        "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContent",
+    ],
+)
+async def test_setup_is_completed_on_every_api_version(
+    emulator: RunningEmulator, path: str
+) -> None:
+    async with connect(emulator.url + path) as ws:
+        await ws.send(json.dumps(SETUP).encode())  # a binary client frame is fine too
+        assert await receive(ws) == {"setupComplete": {}}
+    assert emulator.sessions[0].setup["model"] == MODEL
+
+
+async def test_caller_turn_gets_a_spoken_transcribed_answer(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator) as ws:
+        await send_audio(ws, caller_pcm16k())
+        received = await receive_until_turn_complete(ws)
+
+    contents = [m["serverContent"] for m in received]
+    assert contents[0]["inputTranscription"]["text"].startswith("[caller speech ")
+    audio = b"".join(audio_of(m) for m in received if is_audio(m))
+    assert audio == load_bundled_clips().reply.pcm
+    words = "".join(
+        c["outputTranscription"]["text"] for c in contents if "outputTranscription" in c
+    )
+    assert words == load_bundled_clips().reply.transcript
+    # The last transcription, generationComplete, then one frame with turnComplete AND usage.
+    assert "outputTranscription" in contents[-3]
+    assert contents[-2] == {"generationComplete": True}
+    final = received[-1]
+    assert final["serverContent"] == {"turnComplete": True}
+    usage = final["usageMetadata"]
+    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["responseTokenCount"]
+    assert usage["responseTokensDetails"] == [
+        {"modality": "AUDIO", "tokenCount": usage["responseTokenCount"]}
+    ]
+
+    record = emulator.sessions[0]
+    assert record.caller_turns == 1
+    assert record.answers_started == record.answers_completed == 1
+    assert record.audio_bytes_received == len(caller_pcm16k())
+    assert record.client_messages[0] == "setup"
+    assert set(record.client_messages[1:]) == {"realtimeInput.audio"}
+    assert record.closed_code == 1000
+
+
+async def test_client_content_turn_gets_the_greeting(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "client_content": {
+                        "turns": [{"role": "user", "parts": [{"text": "Greet the caller."}]}],
+                        "turn_complete": True,
+                    }
+                }
+            )
+        )
+        received = await receive_until_turn_complete(ws)
+    audio = b"".join(audio_of(m) for m in received if is_audio(m))
+    assert audio == load_bundled_clips().greeting.pcm
+    assert received[-1]["usageMetadata"]["promptTokensDetails"][0]["modality"] == "TEXT"
+
+
+async def test_caller_barging_in_interrupts_the_answer(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator) as ws:
+        await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+        while not is_audio(await receive(ws)):
+            pass
+        # The caller talks over the greeting.
+        await send_audio(ws, caller_pcm16k("caller-interrupt.wav"))
+        after_barge_in: list[Message] = []
+        while "interrupted" not in (message := await receive(ws)).get("serverContent", {}):
+            assert "turnComplete" not in message.get("serverContent", {})
+            after_barge_in.append(message)
+        assert await receive(ws) == {"serverContent": {"turnComplete": True}}
+        # Next comes the interrupting turn's transcription: no stale audio of the greeting.
+        next_message = await receive(ws)
+        assert "inputTranscription" in next_message["serverContent"]
+        reply = await receive_until_turn_complete(ws)
+    assert b"".join(audio_of(m) for m in reply if is_audio(m)) == load_bundled_clips().reply.pcm
+    assert not any("generationComplete" in m.get("serverContent", {}) for m in after_barge_in)
+    record = emulator.sessions[0]
+    assert record.interruptions == 1
+    assert record.answers_started == 2
+    assert record.answers_completed == 1
+
+
+async def test_no_interruption_lets_the_greeting_finish(emulator: RunningEmulator) -> None:
+    setup = json.loads(json.dumps(SETUP))
+    setup["setup"]["realtimeInputConfig"] = {"activityHandling": "NO_INTERRUPTION"}
+    async with await open_session(emulator, setup) as ws:
+        await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+        while not is_audio(await receive(ws)):
+            pass
+        await send_audio(ws, caller_pcm16k("caller-interrupt.wav"))
+        greeting = await receive_until_turn_complete(ws)
+        reply = await receive_until_turn_complete(ws)
+    assert not any("interrupted" in m["serverContent"] for m in greeting + reply)
+    assert any("generationComplete" in m["serverContent"] for m in greeting)
+    assert b"".join(audio_of(m) for m in reply if is_audio(m)) == load_bundled_clips().reply.pcm
+
+
+async def test_manual_activity_signals_delimit_the_turn(emulator: RunningEmulator) -> None:
+    setup = json.loads(json.dumps(SETUP))
+    setup["setup"]["realtimeInputConfig"] = {"automaticActivityDetection": {"disabled": True}}
+    async with await open_session(emulator, setup) as ws:
+        await ws.send(json.dumps({"realtimeInput": {"activityStart": {}}}))
+        await send_audio(ws, caller_pcm16k("caller-transfer.wav", trailing_silence_ms=0))
+        await ws.send(json.dumps({"realtimeInput": {"activityEnd": {}}}))
+        received = await receive_until_turn_complete(ws)
+    assert received[0]["serverContent"]["inputTranscription"]["text"] == "[caller speech 2.3 s]"
+    assert emulator.sessions[0].caller_turns == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "reason"),
+    [
+        (
+            '{"realtimeInput":{"audioStreamEnd":true}}',
+            1007,
+            "Request contains an invalid argument.",
+        ),
+        ("{not json", 1007, "Request contains an invalid argument."),
+        (
+            '{"setup":{"model":"' + MODEL + '","x":{}}}',
+            1007,
+            "Invalid JSON payload received. Unknown name \"x\" at 'setup': Cannot find field.",
+        ),
+        (
+            '{"setup":{"model":"gemini-live"}}',
+            1008,
+            "models/gemini-live is not found for API version v1beta, "
+            "or is not supported for bidiGenerateContent.",
+        ),
+    ],
+)
+async def test_bad_first_messages_close_with_googles_codes(
+    emulator: RunningEmulator, first: str, code: int, reason: str
+) -> None:
+    async with connect(emulator.url + PATH) as ws:
+        await ws.send(first)
+        assert await close_of(ws) == (code, reason)
+    assert emulator.sessions[0].closed_code == code
+
+
+async def test_second_setup_closes_1007(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator) as ws:
+        await ws.send(json.dumps(SETUP))
+        assert await close_of(ws) == (1007, "Request contains an invalid argument.")
+
+
+async def test_api_key_is_required_when_configured() -> None:
+    running = await start_emulator(EmulatorOptions(speed=20, api_key="secret"))
+    try:
+        invalid = (1007, "API key not valid. Please pass a valid API key.")
+        async with connect(
+            running.url + PATH, additional_headers={"x-goog-api-key": "wrong"}
+        ) as ws:
+            # Refused right after the handshake, before any setup.
+            assert await close_of(ws) == invalid
+        async with connect(running.url + PATH) as ws:
+            assert await close_of(ws) == invalid
+        headers = {"x-goog-api-key": "secret"}
+        async with connect(running.url + PATH, additional_headers=headers) as ws:
+            await ws.send(json.dumps(SETUP))
+            assert await receive(ws) == {"setupComplete": {}}
+        async with connect(running.url + PATH + "?key=secret") as ws:  # as the JS SDK does
+            await ws.send(json.dumps(SETUP))
+            assert await receive(ws) == {"setupComplete": {}}
+        assert [s.closed_code for s in running.sessions] == [1007, 1007, 1000, 1000]
+    finally:
+        await running.close()
+
+
+async def test_close_ends_open_sessions_with_going_away() -> None:
+    running = await start_emulator(EmulatorOptions(speed=20))
+    ws = await open_session(running)
+    try:
+        # Mid-answer, so a paced stream is running when the emulator stops.
+        await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+        while not is_audio(await receive(ws)):
+            pass
+        await running.close()
+        code, _ = await close_of(ws)
+        assert code == 1001
+        assert running.sessions[0].closed_code == 1001
+    finally:
+        await ws.close()
+
+
+async def test_a_client_vanishing_mid_answer_is_cleaned_up() -> None:
+    running = await start_emulator(EmulatorOptions(speed=20))
+    try:
+        ws = await open_session(running)
+        await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+        while not is_audio(await receive(ws)):
+            pass
+        ws.transport.abort()  # no close frame: the line just drops
+        await ws.wait_closed()
+        async with await open_session(running) as second:  # still serving
+            await second.close()
+    finally:
+        await running.close()  # waits for every session to end
+    assert running.sessions[0].closed_code is not None
+    assert running.sessions[0].answers_completed == 0
