@@ -1,0 +1,145 @@
+"""The ``agent`` command line: serve, emulate, call.
+
+agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_URL it embeds the
+                                local Live API emulator and says so
+agent emulate [--port P]        the Live API emulator on its own
+agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+from aiohttp import web
+
+from agent.errors import AgentError
+from agent.observability import configure_logging
+from agent.settings import Settings
+
+log = structlog.get_logger("agent.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``agent`` console script and ``python -m agent``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except AgentError as exc:
+        print(f"agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the bridge server")
+    serve.add_argument("--host", default=None, help="bind address (default HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=None, help="port (default PORT or 8080)")
+    serve.set_defaults(run=_serve)
+
+    emulate = commands.add_parser("emulate", help="run the local Live API emulator")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=9090)
+    emulate.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    emulate.add_argument("--think-ms", type=int, default=0, help="delay before each answer")
+    emulate.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default=None,
+        help="require the key held in this environment variable (kept out of argv and logs)",
+    )
+    emulate.set_defaults(run=_emulate)
+
+    call = commands.add_parser("call", help="place a simulated call into the bridge")
+    call.add_argument(
+        "wavs", nargs="+", metavar="WAV", help="caller utterances: WAV paths or bundled names"
+    )
+    call.add_argument("--url", default="http://127.0.0.1:8080", help="the bridge's base URL")
+    call.add_argument("--out", default=None, help="write what the caller heard to this WAV")
+    call.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    call.add_argument("--barge-in-ms", type=int, default=None, help="interrupt each reply")
+    call.add_argument("--from", dest="from_number", default="+15555550100")
+    call.add_argument("--to", dest="to_number", default="+15555550199")
+    call.set_defaults(run=_call)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(port=args.port, host=args.host)
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
+    from agent.app import create_app
+
+    app = create_app(settings)
+    if settings.use_emulator:
+        app.cleanup_ctx.append(_embedded_emulator)
+    # aiohttp's access log goes through the root handler, hence through structlog's chain.
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
+    """Start the local Live API emulator in-process and point the bridge at it."""
+    from agent.app import LIVE_BACKEND
+    from agent.live.connection import LiveTarget
+    from agent.sim.live_emulator import EmulatorOptions, start_emulator
+
+    emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))
+    app[LIVE_BACKEND].target = LiveTarget(base_url=emulator.url)
+    log.warning(
+        "live.emulator_in_use",
+        message="neither GEMINI_API_KEY nor LIVE_API_URL is set: calls are answered by the "
+        "local Live API emulator",
+        emulator_url=emulator.url,
+    )
+    yield
+    await emulator.close()
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    configure_logging(settings.log_level, settings.log_format, secrets=[api_key or ""])
+    from agent.sim.live_emulator import EmulatorOptions, create_emulator_app
+
+    options = EmulatorOptions(speed=args.speed, think_ms=args.think_ms, api_key=api_key)
+    log.info("emulator.started", url=f"ws://{args.host}:{args.port}")
+    web.run_app(create_emulator_app(options), host=args.host, port=args.port, print=None)
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging("warning", settings.log_format, secrets=settings.secrets())
+    from agent.audio.codec import write_wav
+    from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
+
+    utterances = [load_caller_audio(name) for name in args.wavs]
+    options = CarrierOptions(
+        url=args.url.rstrip("/"),
+        speed=args.speed,
+        auth_token=settings.twilio_auth_token,
+        from_number=args.from_number,
+        to_number=args.to_number,
+        barge_in_ms=args.barge_in_ms,
+    )
+    report = asyncio.run(place_call(options, utterances))
+    if args.out:
+        write_wav(args.out, report.heard, 8000)
+    print(report.summary())
+    if args.out:
+        print(f"wrote what the caller heard to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

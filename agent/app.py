@@ -1,0 +1,245 @@
+"""The aiohttp application: Twilio's voice webhook, the media-stream WebSocket and health checks.
+
+``create_app(settings)`` builds the whole server with its state in typed ``AppKey`` slots and its
+lifecycle in ``cleanup_ctx``, so tests build a real app in-process with their own Live target.
+
+Routes:
+    POST /twilio/voice    the number's "A call comes in" webhook -> TwiML <Connect><Stream>
+    GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
+    GET  /healthz         liveness
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from agent.call.registry import CallRegistry
+from agent.call.session import CallSession
+from agent.config import DEFAULT_AGENT, AgentConfig
+from agent.errors import SignatureError
+from agent.live.connection import LiveConnection, LiveTarget
+from agent.live.protocol import DEFAULT_LIVE_API_URL
+from agent.settings import Settings
+from agent.telephony.twilio import (
+    Connected,
+    ProtocolError,
+    StreamStarted,
+    TwilioMediaStream,
+)
+from agent.telephony.webhooks import (
+    StreamTokens,
+    connect_stream_twiml,
+    stream_url_from_public_url,
+    verify_signature,
+)
+
+log = structlog.get_logger("agent.app")
+
+VOICE_PATH = "/twilio/voice"
+STREAM_PATH = "/twilio/stream"
+
+
+@dataclass(slots=True)
+class LiveBackend:
+    """Where calls' Live sessions go. Mutable so a start-up hook can fill it in (the emulator)."""
+
+    target: LiveTarget | None = None
+
+
+SETTINGS = web.AppKey("settings", Settings)
+AGENT = web.AppKey("agent", AgentConfig)
+LIVE_BACKEND = web.AppKey("live_backend", LiveBackend)
+STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
+CALL_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_sockets")
+CALLS = web.AppKey("calls", CallRegistry)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    live_target: LiveTarget | None = None,
+    agent: AgentConfig = DEFAULT_AGENT,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The whole bridge. Without ``live_target`` it uses ``LIVE_API_URL`` / Google's endpoint,
+    unless a start-up hook (the CLI's embedded emulator) sets ``app[LIVE_BACKEND].target``."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[AGENT] = agent
+    if live_target is None and not settings.use_emulator:
+        live_target = LiveTarget(
+            base_url=settings.live_api_url or DEFAULT_LIVE_API_URL,
+            api_key=settings.gemini_api_key,
+        )
+    app[LIVE_BACKEND] = LiveBackend(live_target)
+    # Tokens must verify on any worker behind the same number: key them with the auth token.
+    secret = (
+        settings.twilio_auth_token.encode()
+        if settings.twilio_auth_token
+        else secrets.token_bytes(32)
+    )
+    app[STREAM_TOKENS] = StreamTokens(secret)
+    app[CALL_SOCKETS] = set()
+    app[CALLS] = CallRegistry()
+    app[CLOCK] = clock
+    app.router.add_post(VOICE_PATH, voice_webhook)
+    app.router.add_get(STREAM_PATH, media_stream)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_announce)
+    app.on_shutdown.append(_close_calls)
+    return app
+
+
+async def _announce(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.twilio_auth_token:
+        log.warning(
+            "server.unauthenticated",
+            message="TWILIO_AUTH_TOKEN is not set: webhooks and streams are not verified "
+            "(development only)",
+        )
+    log.info("server.started", public_url=settings.public_url, agent=app[AGENT].name)
+    yield
+
+
+async def _close_calls(app: web.Application) -> None:
+    """On shutdown, close every open media stream with GOING_AWAY so no handler hangs."""
+    sockets: set[web.WebSocketResponse] = app[CALL_SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves requests."""
+    return web.json_response({"status": "ok"})
+
+
+async def voice_webhook(request: web.Request) -> web.Response:
+    """Answer an incoming call with TwiML that connects it to our media stream."""
+    app = request.app
+    settings = app[SETTINGS]
+    form = await request.post()
+    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    if settings.twilio_auth_token:
+        # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.
+        url = settings.public_url + request.path_qs
+        signature = request.headers.get("X-Twilio-Signature")
+        if not verify_signature(settings.twilio_auth_token, url, params, signature):
+            log.warning(
+                "twilio.signature_rejected",
+                path=request.path,
+                call_sid=params.get("CallSid"),
+                has_signature=signature is not None,
+            )
+            raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
+    call_sid = params.get("CallSid")
+    if not call_sid:
+        raise web.HTTPBadRequest(text="missing CallSid")
+    token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
+    twiml = connect_stream_twiml(
+        stream_url_from_public_url(settings.public_url, STREAM_PATH),
+        {"agent": app[AGENT].name, "token": token},
+    )
+    log.info(
+        "call.webhook",
+        call_sid=call_sid,
+        to=params.get("To"),
+        direction=params.get("Direction"),
+    )
+    return web.Response(text=twiml, content_type="text/xml")
+
+
+async def media_stream(request: web.Request) -> web.StreamResponse:
+    """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
+    app = request.app
+    ws = web.WebSocketResponse(max_msg_size=1 << 20)
+    await ws.prepare(request)
+    app[CALL_SOCKETS].add(ws)
+    try:
+        await _serve_stream(app, ws)
+    finally:
+        app[CALL_SOCKETS].discard(ws)
+    return ws
+
+
+async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None:
+    stream = TwilioMediaStream()
+    try:
+        started = await _await_start(ws, stream, app[SETTINGS].stream_start_timeout_s)
+        if started is not None:
+            _check_stream_token(app, started)
+    except SignatureError as exc:
+        log.warning("call.rejected", reason=str(exc))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"stream not authorised")
+        return
+    if started is None:
+        await ws.close()
+        return
+    structlog.contextvars.bind_contextvars(
+        call_sid=started.call_sid, stream_sid=started.stream_sid, agent=app[AGENT].name
+    )
+    log.info("call.started", tracks=list(started.tracks))
+    session = CallSession(
+        ws=ws,
+        stream=stream,
+        started=started,
+        agent=app[AGENT],
+        connect_live=lambda agent: _connect_live(app, agent),
+    )
+    app[CALLS].started(session)
+    try:
+        await session.run()
+    except Exception:
+        # The call boundary: a bug in one call must not take the server (or other calls) down.
+        log.exception("call.failed")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+    finally:
+        app[CALLS].ended(session)
+
+
+async def _await_start(
+    ws: web.WebSocketResponse, stream: TwilioMediaStream, timeout_s: float
+) -> StreamStarted | None:
+    """Read ``connected`` and ``start``; None if the socket closes or ``start`` never comes."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for message in ws:
+                if message.type is not WSMsgType.TEXT:
+                    if message.type is WSMsgType.BINARY:
+                        log.warning("twilio.protocol_error", reason="binary frame before start")
+                        continue
+                    return None
+                event = stream.receive_text(message.data)
+                if isinstance(event, StreamStarted):
+                    return event
+                if isinstance(event, ProtocolError):
+                    log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
+                elif not isinstance(event, Connected):
+                    log.warning("twilio.unexpected_before_start", kind=type(event).__name__)
+    except TimeoutError:
+        log.warning("call.no_start", timeout_s=timeout_s)
+    return None
+
+
+def _check_stream_token(app: web.Application, started: StreamStarted) -> None:
+    """With an auth token configured, only streams our signed webhook announced may run."""
+    if not app[SETTINGS].twilio_auth_token:
+        return
+    token = started.custom_parameters.get("token", "")
+    if not app[STREAM_TOKENS].verify(token, started.call_sid, app[CLOCK]()):
+        raise SignatureError("missing, expired or reused stream token")
+
+
+async def _connect_live(app: web.Application, agent: AgentConfig) -> LiveConnection:
+    target = app[LIVE_BACKEND].target
+    if target is None:
+        raise RuntimeError("no Live API backend configured")
+    return await LiveConnection.open(target, agent, timeout_s=app[SETTINGS].live_connect_timeout_s)
