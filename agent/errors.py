@@ -12,8 +12,8 @@ Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the b
         ├── LiveConnectError   could not open or set up a Live session
         └── LiveClosedError    the Live socket closed (carries the close code and reason)
 
-Protocol cores never raise on bad *input from the wire*: a malformed message becomes a protocol-error
-event. These exceptions are for the adapters and for configuration.
+Protocol cores never raise on bad *input from the wire*: a malformed message becomes a
+protocol-error event. These exceptions are for the adapters and for configuration.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ class ConfigError(AgentError):
     """Settings or agent configuration are invalid; the message says where and why."""
 
     def __init__(
-        self, message: str, *, file: str | None = None, line: int | None = None, key: str | None = None
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
     ) -> None:
         where = ":".join(str(p) for p in (file, line) if p is not None)
         prefix = f"{where}: " if where else ""
