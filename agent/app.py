@@ -192,7 +192,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         stream=stream,
         started=started,
         agent=app[AGENT],
-        connect_live=lambda agent: _connect_live(app, agent),
+        connect_live=lambda agent, handle: _connect_live(app, agent, handle),
     )
     app[CALLS].started(session)
     try:
@@ -238,8 +238,15 @@ def _check_stream_token(app: web.Application, started: StreamStarted) -> None:
         raise SignatureError("missing, expired or reused stream token")
 
 
-async def _connect_live(app: web.Application, agent: AgentConfig) -> LiveConnection:
+async def _connect_live(
+    app: web.Application, agent: AgentConfig, resumption_handle: str | None
+) -> LiveConnection:
     target = app[LIVE_BACKEND].target
     if target is None:
         raise RuntimeError("no Live API backend configured")
-    return await LiveConnection.open(target, agent, timeout_s=app[SETTINGS].live_connect_timeout_s)
+    return await LiveConnection.open(
+        target,
+        agent,
+        resumption_handle=resumption_handle,
+        timeout_s=app[SETTINGS].live_connect_timeout_s,
+    )

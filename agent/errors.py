@@ -60,7 +60,12 @@ class LiveError(AgentError):
 
 
 class LiveConnectError(LiveError):
-    """Opening the Live socket or completing its setup failed."""
+    """Opening the Live socket or completing its setup failed; ``code`` is the close code if the
+    service closed it during setup (1007: a rejected setup or resumption handle)."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class LiveClosedError(LiveError):

@@ -82,5 +82,9 @@ class Playback:
         return self.frames_played * FRAME_MS
 
     @property
+    def marks_sent(self) -> int:
+        return self._next
+
+    @property
     def pending_marks(self) -> int:
         return len(self._pending)

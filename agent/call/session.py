@@ -15,15 +15,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 
 import structlog
 from aiohttp import WSMsgType, web
 
+from agent.audio.codec import pcm16_to_ulaw, read_wav
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.config import AgentConfig
 from agent.errors import LiveError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
+from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError, ReconnectPolicy
 from agent.live.protocol import (
     GenerationComplete,
     GoAway,
@@ -52,7 +56,10 @@ from .playback import Playback
 
 log = structlog.get_logger("agent.call")
 
-LiveConnector = Callable[[AgentConfig], Awaitable[LiveConnection]]
+LiveConnector = Callable[[AgentConfig, str | None], Awaitable[LiveConnection]]
+"""Opens a Live connection for an agent, resuming the given session handle if not None."""
+
+FALLBACK_AUDIO = resources.files("agent") / "assets" / "fallback-apology-8k.wav"
 
 
 class _CallEnded(Exception):  # noqa: N818 (a control-flow signal, not an error)
@@ -71,6 +78,7 @@ class CallStats:
     frames_out: int = 0
     model_turns: int = 0
     barge_ins: int = 0
+    reconnects: int = 0
     protocol_errors: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     said: list[str] = field(default_factory=list)
@@ -88,13 +96,13 @@ class CallSession:
         started: StreamStarted,
         agent: AgentConfig,
         connect_live: LiveConnector,
+        reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
     ) -> None:
         self._ws = ws
         self._stream = stream
         self.started = started
         self.agent = agent
-        self._connect_live = connect_live
-        self._live: LiveConnection | None = None
+        self._live = LiveLink(lambda handle: connect_live(agent, handle), reconnect_policy)
         self._inbound = InboundTranscoder()
         self._outbound = OutboundTranscoder()
         self.playback = Playback()
@@ -105,7 +113,7 @@ class CallSession:
         """Run the call to its end and return the ending reason; logs one ``call.ended`` line."""
         began = time.monotonic()
         try:
-            self._live = await self._connect_live(self.agent)
+            await self._live.start()
             log.info("live.connected", model=self.agent.model)
             if self.agent.greeting:
                 await self._live.send(protocol.text_turn_message(self.agent.greeting))
@@ -117,12 +125,15 @@ class CallSession:
         except* ConnectionResetError:
             # Writing to Twilio's socket after it closed: the caller is gone.
             self.ended_reason = self.ended_reason or "caller hung up"
+        except* LiveUnavailableError as unavailable:
+            self.ended_reason = "error"
+            log.error("live.unavailable", error=str(unavailable.exceptions[0]))
+            await self._play_fallback()
         except* LiveError as failed:
             self.ended_reason = "error"
             log.error("live.failed", error=str(failed.exceptions[0]))
         finally:
-            if self._live is not None:
-                await self._live.close()
+            await self._live.close()
             await self._ws.close()
             reason = self.ended_reason or "error"
             log.info(
@@ -133,6 +144,7 @@ class CallSession:
                 frames_out=self.stats.frames_out,
                 model_turns=self.stats.model_turns,
                 barge_ins=self.stats.barge_ins,
+                reconnects=self.stats.reconnects,
                 played_ms=self.playback.played_ms,
                 discarded_ms=self.playback.frames_discarded * 20,
                 protocol_errors=self.stats.protocol_errors,
@@ -140,9 +152,31 @@ class CallSession:
             )
         return reason
 
+    async def _play_fallback(self) -> None:
+        """Tell the caller, instead of leaving dead air, and wait until they have heard it."""
+        if self._ws.closed:
+            return
+        self._outbound.reset()
+        await self._ws.send_str(self._stream.clear())
+        frames = _fallback_frames()
+        await self._send_frames(frames)
+        last_mark = f"m{self.playback.marks_sent}"
+        # The pumps are gone: read Twilio ourselves until that mark is played or the caller leaves.
+        try:
+            async with asyncio.timeout(len(frames) * 0.02 + 5.0):
+                async for message in self._ws:
+                    if message.type is not WSMsgType.TEXT:
+                        break
+                    event = self._stream.receive_text(message.data)
+                    if type(event) is StreamStopped:
+                        break
+                    if type(event) is MarkPlayed and event.name == last_mark:
+                        break
+        except TimeoutError:
+            log.warning("call.fallback_unconfirmed")
+
     async def _caller_pump(self) -> None:
         """Twilio -> Live: decode each media frame and forward it at once."""
-        assert self._live is not None
         live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
         async for message in self._ws:
             if message.type is WSMsgType.TEXT:
@@ -167,7 +201,6 @@ class CallSession:
 
     async def _model_pump(self) -> None:
         """Live -> Twilio: transcode the model's speech into 20 ms frames, with a mark per chunk."""
-        assert self._live is not None
         ws, stream, outbound, playback = self._ws, self._stream, self._outbound, self.playback
         stats = self.stats
         async for event in self._live.events():
@@ -216,11 +249,17 @@ class CallSession:
                 pass  # Kept for reconnection; the handle itself is a secret-ish token.
             elif type(event) is GroundingMetadata:
                 log.info("model.grounding", metadata=dict(event.data))
+            elif type(event) is LiveReconnected:
+                # Whatever the old connection left half-said is over: play its tail now.
+                tail = outbound.flush()
+                if tail:
+                    await self._send_frames(tail)
+                stats.reconnects += 1
             elif type(event) is LiveProtocolError:
                 log.warning("live.protocol_error", reason=event.reason, raw=event.raw)
             else:
                 log.debug("live.event_ignored", kind=type(event).__name__)
-        raise _CallEnded("live closed")
+        raise _CallEnded("agent ended")
 
     async def _send_frames(self, frames: list[bytes]) -> None:
         ws, stream = self._ws, self._stream
@@ -234,3 +273,14 @@ class CallSession:
 def _first_reason(group: BaseExceptionGroup[_CallEnded]) -> str:
     first = group.exceptions[0]
     return first.reason if isinstance(first, _CallEnded) else _first_reason(first)
+
+
+@cache
+def _fallback_frames() -> list[bytes]:
+    """The bundled apology as 20 ms mu-law frames (read once per process)."""
+    pcm, rate = read_wav(str(FALLBACK_AUDIO))
+    if rate != 8000:
+        raise LiveError(f"fallback audio must be 8 kHz, got {rate} Hz")
+    ulaw = pcm16_to_ulaw(pcm)
+    size = OutboundTranscoder.FRAME_BYTES
+    return [ulaw[i : i + size].ljust(size, b"\xff") for i in range(0, len(ulaw), size)]

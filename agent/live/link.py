@@ -1,0 +1,330 @@
+"""A Live API session that outlives its connections.
+
+The Live API ends every connection after about ten minutes (announced by ``goAway``) and now and
+then closes one mid-call (1011) or loses it (1006). Callers must not notice. :class:`LiveLink`
+owns the current :class:`~agent.live.connection.LiveConnection` and replaces it:
+
+* on ``goAway`` it switches at the next moment the model is not speaking, and at the latest a
+  safety margin before ``timeLeft`` runs out;
+* on any unexpected close it reconnects at once, then with bounded, jittered backoff;
+* it resumes with the newest resumable handle; without one it opens a fresh session seeded with the
+  conversation so far (from the transcriptions);
+* caller audio and other client messages sent during a switch are buffered (bounded) and sent, in
+  order, on the new connection, so none is lost; tool results that finish during the switch go out
+  after it;
+* if no connection can be had before ``deadline_s`` it raises :class:`LiveUnavailableError`, and
+  the call plays its fallback instead of dead air.
+
+The caller's pump only ever calls :meth:`send_audio`, which never waits on a reconnection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from agent.errors import LiveClosedError, LiveConnectError, LiveError
+from agent.live import protocol
+from agent.live.connection import LiveConnection
+from agent.live.protocol import (
+    GenerationComplete,
+    GoAway,
+    InputTranscription,
+    Interrupted,
+    LiveEvent,
+    ModelAudio,
+    OutputTranscription,
+    ResumptionHandle,
+    TurnComplete,
+)
+
+log = structlog.get_logger("agent.live")
+
+Opener = Callable[[str | None], Awaitable[LiveConnection]]
+
+
+class LiveUnavailableError(LiveError):
+    """No Live connection could be (re)established before the deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How hard to try. Defaults suit a phone call: the caller waits seconds, not minutes."""
+
+    deadline_s: float = 15.0  # give up (and play the fallback) after this long without a connection
+    first_delay_s: float = 0.1  # the first retry; the first attempt itself is immediate
+    max_delay_s: float = 2.0
+    go_away_margin_s: float = 5.0  # switch at least this long before goAway's timeLeft runs out
+    max_buffered_audio_ms: int = 20_000  # caller audio kept during a switch; oldest dropped past it
+
+
+@dataclass(frozen=True, slots=True)
+class LiveReconnected:
+    """A new connection replaced the old one (an event for the call's log and metrics)."""
+
+    reason: str  # "go_away", "closed_1011", "dropped", ...
+    resumed: bool  # True: resumed with a handle; False: a fresh session seeded with history
+    attempts: int
+    switch_ms: float  # from losing (or leaving) the old connection to the new one being ready
+    buffered_messages: int  # client messages held during the switch, now sent
+    dropped_audio_frames: int  # caller frames lost to the buffer bound (0 unless a switch is long)
+
+
+LinkEvent = LiveEvent | LiveReconnected
+
+
+class _Switch(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """Leave the current connection and move to a new one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LiveLink:
+    """One Live session for one call, across as many connections as it takes."""
+
+    def __init__(
+        self,
+        opener: Opener,
+        policy: ReconnectPolicy = ReconnectPolicy(),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._opener = opener
+        self.policy = policy
+        self._clock = clock
+        self._conn: LiveConnection | None = None
+        self._buffer: deque[str] = deque()
+        self._buffered_audio = 0
+        self._dropped_audio = 0
+        self._handle: str | None = None
+        self._history: list[tuple[str, str]] = []  # (role, text) from transcriptions
+        self._model_speaking = False
+        self._go_away_at: float | None = None
+        self._closed = False
+        self.reconnects = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the first connection (with the same retries and deadline as a reconnection)."""
+        self._conn, _ = await self._open(resume=False)
+
+    async def close(self) -> None:
+        """End the session: close the current connection; buffered messages are dropped."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    # -- caller side ----------------------------------------------------------------------------
+
+    async def send_audio(self, pcm16k: bytes) -> None:
+        """Send caller audio now, or hold it (bounded) while the connection is being replaced."""
+        message = protocol.audio_message(pcm16k)
+        conn = self._conn
+        if conn is None:
+            self._hold(message, audio=True)
+            return
+        try:
+            await conn.send(message)
+        except LiveClosedError:
+            # The model pump will see the close and reconnect; keep this frame for the new socket.
+            self._conn = None
+            self._hold(message, audio=True)
+
+    async def send(self, message: str) -> None:
+        """Send a client message (text turn, tool response...); held during a switch."""
+        conn = self._conn
+        if conn is None:
+            self._hold(message, audio=False)
+            return
+        try:
+            await conn.send(message)
+        except LiveClosedError:
+            self._conn = None
+            self._hold(message, audio=False)
+
+    def _hold(self, message: str, *, audio: bool) -> None:
+        if audio:
+            frames_allowed = self.policy.max_buffered_audio_ms // 20
+            if self._buffered_audio >= frames_allowed:
+                # Drop the oldest caller frame, never a tool result or text turn.
+                for i, held in enumerate(self._buffer):
+                    if held.startswith('{"realtimeInput":{"audio"'):
+                        del self._buffer[i]
+                        self._buffered_audio -= 1
+                        self._dropped_audio += 1
+                        break
+            self._buffered_audio += 1
+        self._buffer.append(message)
+
+    # -- model side -----------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[LinkEvent]:
+        """Every server event of the session, across connections, plus :class:`LiveReconnected`.
+
+        Raises :class:`LiveUnavailableError` when no connection can be had before the deadline.
+        """
+        while not self._closed:
+            conn = self._conn
+            if conn is None:
+                yield await self._reconnect("dropped", lost_at=self._clock())
+                continue
+            try:
+                async for event in self._events_of(conn):
+                    yield event
+                if self._closed:
+                    return
+                reason, lost_at = "closed", self._clock()
+            except _Switch as switch:
+                reason, lost_at = switch.reason, self._clock()
+            except LiveClosedError as exc:
+                if self._closed:
+                    return
+                reason = f"closed_{exc.code}" if exc.code else "dropped"
+                lost_at = self._clock()
+                log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
+            yield await self._reconnect(reason, lost_at=lost_at)
+
+    async def _events_of(self, conn: LiveConnection) -> AsyncIterator[LiveEvent]:
+        """One connection's events; raises :class:`_Switch` when it is time to leave it."""
+        self._go_away_at = None
+        iterator = conn.events().__aiter__()
+        while True:
+            deadline = self._switch_deadline()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    event = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise _Switch("go_away") from None
+            self._observe(event)
+            yield event
+            if self._go_away_at is not None and not self._model_speaking:
+                # Between turns: the quietest moment to change connections.
+                raise _Switch("go_away")
+
+    def _switch_deadline(self) -> float | None:
+        if self._go_away_at is None:
+            return None
+        # asyncio deadlines are on the loop's clock; goAway time is on ours. Convert.
+        loop = asyncio.get_running_loop()
+        return loop.time() + max(0.0, self._go_away_at - self._clock())
+
+    def _observe(self, event: LiveEvent) -> None:
+        """Track what reconnection needs: handle, speaking state, goAway, conversation."""
+        kind = type(event)
+        if kind is ModelAudio:
+            self._model_speaking = True
+        elif kind is TurnComplete or kind is Interrupted or kind is GenerationComplete:
+            self._model_speaking = False
+        elif kind is ResumptionHandle:
+            assert isinstance(event, ResumptionHandle)
+            if event.resumable and event.handle:
+                self._handle = event.handle
+        elif kind is GoAway:
+            assert isinstance(event, GoAway)
+            self._go_away_at = self._clock() + max(
+                0.0, event.time_left_s - self.policy.go_away_margin_s
+            )
+            log.info("live.go_away", time_left_s=event.time_left_s)
+        elif kind is InputTranscription:
+            assert isinstance(event, InputTranscription)
+            self._remember("user", event.text)
+        elif kind is OutputTranscription:
+            assert isinstance(event, OutputTranscription)
+            self._remember("model", event.text)
+
+    def _remember(self, role: str, text: str) -> None:
+        if not text:
+            return
+        if self._history and self._history[-1][0] == role:
+            self._history[-1] = (role, self._history[-1][1] + text)
+        else:
+            self._history.append((role, text))
+
+    # -- switching connections ------------------------------------------------------------------
+
+    async def _reconnect(self, reason: str, *, lost_at: float) -> LiveReconnected:
+        old, self._conn = self._conn, None
+        if old is not None:
+            # The service refuses a resume while the old socket is open: close it first.
+            await old.close()
+        self._model_speaking = False
+        conn, attempts = await self._open(resume=True)
+        if self._handle is None and self._history:
+            await conn.send(_history_message(self._history))
+        held = len(self._buffer)
+        # No await between the last message sent and publishing the connection, so nothing can
+        # slip into the buffer unseen.
+        while self._buffer:
+            await conn.send(self._buffer.popleft())
+        self._buffered_audio = 0
+        dropped, self._dropped_audio = self._dropped_audio, 0
+        self._conn = conn
+        self.reconnects += 1
+        event = LiveReconnected(
+            reason=reason,
+            resumed=self._handle is not None,
+            attempts=attempts,
+            switch_ms=round((self._clock() - lost_at) * 1000, 1),
+            buffered_messages=held,
+            dropped_audio_frames=dropped,
+        )
+        log.info(
+            "live.reconnected",
+            reason=event.reason,
+            resumed=event.resumed,
+            attempts=event.attempts,
+            switch_ms=event.switch_ms,
+            buffered_messages=event.buffered_messages,
+            dropped_audio_frames=event.dropped_audio_frames,
+        )
+        return event
+
+    async def _open(self, *, resume: bool) -> tuple[LiveConnection, int]:
+        """Connect with retries until the policy's deadline; (connection, attempts)."""
+        started = self._clock()
+        delay = self.policy.first_delay_s
+        attempts = 0
+        while True:
+            attempts += 1
+            handle = self._handle if resume else None
+            try:
+                return await self._opener(handle), attempts
+            except LiveConnectError as exc:
+                if handle is not None and exc.code == 1007:
+                    # The service rejected the handle (expired, unknown): start afresh instead.
+                    log.warning("live.resume_refused", error=str(exc))
+                    self._handle = None
+                    continue
+                elapsed = self._clock() - started
+                if elapsed + delay > self.policy.deadline_s:
+                    raise LiveUnavailableError(
+                        f"no Live connection after {attempts} attempts in {elapsed:.1f} s: {exc}"
+                    ) from exc
+                log.warning("live.connect_failed", attempt=attempts, error=str(exc))
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.policy.max_delay_s)
+
+
+def _history_message(history: list[tuple[str, str]]) -> str:
+    """The conversation so far as a clientContent turn list, to seed a fresh session."""
+    return json.dumps(
+        {
+            "clientContent": {
+                "turns": [{"role": role, "parts": [{"text": text}]} for role, text in history],
+                "turnComplete": False,
+            }
+        }
+    )

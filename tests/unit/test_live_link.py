@@ -1,0 +1,281 @@
+"""LiveLink: one Live session across connections, with fake connections (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent.errors import LiveClosedError, LiveConnectError
+from agent.live import protocol
+from agent.live.link import (
+    LinkEvent,
+    LiveLink,
+    LiveReconnected,
+    LiveUnavailableError,
+    ReconnectPolicy,
+)
+from agent.live.protocol import (
+    GoAway,
+    InputTranscription,
+    LiveEvent,
+    ModelAudio,
+    OutputTranscription,
+    ResumptionHandle,
+    TurnComplete,
+)
+
+FAST = ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.002, deadline_s=1.0)
+
+
+class FakeConnection:
+    """A Live connection whose server side the test scripts through ``push``."""
+
+    def __init__(self, handle: str | None) -> None:
+        self.handle = handle
+        self.sent: list[str] = []
+        self.closed = False
+        self._inbox: asyncio.Queue[LiveEvent | Exception | None] = asyncio.Queue()
+
+    def push(self, item: LiveEvent | Exception | None) -> None:
+        self._inbox.put_nowait(item)
+
+    async def send(self, message: str) -> None:
+        if self.closed:
+            raise LiveClosedError(1011, "closed")
+        self.sent.append(message)
+
+    async def events(self) -> AsyncIterator[LiveEvent]:
+        while True:
+            item = await self._inbox.get()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                self.closed = True
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        self.closed = True
+        self.push(None)
+
+
+class FakeService:
+    """Hands out FakeConnections; can refuse a number of attempts first."""
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.connections: list[FakeConnection] = []
+        self.failures = list(failures or [])
+        self.attempts: list[str | None] = []
+        # When set, the next open() reports itself on ``attempting`` and waits for ``release``.
+        self.hold_next = False
+        self.attempting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def open(self, handle: str | None) -> FakeConnection:
+        self.attempts.append(handle)
+        if self.hold_next:
+            self.hold_next = False
+            self.attempting.set()
+            await self.release.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        conn = FakeConnection(handle)
+        self.connections.append(conn)
+        return conn
+
+
+def audio_of(message: str) -> bytes:
+    return protocol.decode_b64(json.loads(message)["realtimeInput"]["audio"]["data"])
+
+
+async def start(service: FakeService, policy: ReconnectPolicy = FAST) -> LiveLink:
+    link = LiveLink(service.open, policy)  # type: ignore[arg-type]
+    await link.start()
+    return link
+
+
+async def next_event(events: AsyncIterator[LinkEvent]) -> LinkEvent:
+    async with asyncio.timeout(5):
+        return await anext(events)
+
+
+async def test_a_dropped_connection_is_resumed_with_the_newest_handle_and_no_audio_is_lost() -> (
+    None
+):
+    service = FakeService()
+    link = await start(service)
+    first = service.connections[0]
+    events = link.events()
+    first.push(ResumptionHandle("h-1", True))
+    first.push(ResumptionHandle(None, False))  # mid-turn: not resumable, keep h-1
+    assert await next_event(events) == ResumptionHandle("h-1", True)
+    assert await next_event(events) == ResumptionHandle(None, False)
+    await link.send_audio(b"\x01\x00")
+    service.hold_next = True
+    first.push(LiveClosedError(1011, "Internal error occurred."))
+    reconnected = asyncio.ensure_future(next_event(events))
+    await service.attempting.wait()
+    # While the switch is under way the caller keeps talking: held, not sent into the dead socket.
+    await link.send_audio(b"\x02\x00")
+    await link.send_audio(b"\x03\x00")
+    assert len(first.sent) == 1
+    service.release.set()
+    event = await reconnected
+    assert isinstance(event, LiveReconnected)
+    assert event.reason == "closed_1011"
+    assert event.resumed
+    second = service.connections[1]
+    assert second.handle == "h-1"
+    await link.send_audio(b"\x04\x00")
+    sent = [audio_of(m) for m in first.sent + second.sent]
+    assert sent == [b"\x01\x00", b"\x02\x00", b"\x03\x00", b"\x04\x00"]
+    await link.close()
+
+
+async def test_go_away_between_turns_switches_at_once() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    first = service.connections[0]
+    first.push(ResumptionHandle("h-1", True))
+    first.push(GoAway(50.0))
+    assert await next_event(events) == ResumptionHandle("h-1", True)
+    assert await next_event(events) == GoAway(50.0)
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)
+    assert event.reason == "go_away"
+    assert first.closed  # closed before resuming: the service refuses a resume otherwise
+    assert service.connections[1].handle == "h-1"
+    await link.close()
+
+
+async def test_go_away_while_the_model_speaks_waits_for_the_end_of_its_turn() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    first = service.connections[0]
+    first.push(ModelAudio(b"\x00\x00" * 480))
+    first.push(GoAway(50.0))
+    first.push(ModelAudio(b"\x00\x00" * 480))
+    first.push(TurnComplete())
+    seen = [await next_event(events) for _ in range(4)]
+    assert [type(e) for e in seen] == [ModelAudio, GoAway, ModelAudio, TurnComplete]
+    assert len(service.connections) == 1  # the turn was not cut
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)
+    assert event.reason == "go_away"
+    await link.close()
+
+
+async def test_go_away_switches_before_time_runs_out_even_mid_turn() -> None:
+    service = FakeService()
+    link = await start(service, ReconnectPolicy(first_delay_s=0.001, go_away_margin_s=5.0))
+    events = link.events()
+    first = service.connections[0]
+    first.push(ModelAudio(b"\x00\x00"))
+    first.push(GoAway(5.0))  # no time to wait for the turn to end
+    assert type(await next_event(events)) is ModelAudio
+    assert type(await next_event(events)) is GoAway
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)
+    assert event.reason == "go_away"
+    await link.close()
+
+
+async def test_without_a_handle_a_fresh_session_is_seeded_with_the_conversation() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    first = service.connections[0]
+    first.push(InputTranscription("Where is "))
+    first.push(InputTranscription("my order?"))
+    first.push(OutputTranscription("It shipped."))
+    first.push(LiveClosedError(None, "connection lost"))
+    for _ in range(3):
+        await next_event(events)
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)
+    assert event.reason == "dropped"
+    assert not event.resumed
+    second = service.connections[1]
+    assert second.handle is None
+    assert json.loads(second.sent[0]) == {
+        "clientContent": {
+            "turns": [
+                {"role": "user", "parts": [{"text": "Where is my order?"}]},
+                {"role": "model", "parts": [{"text": "It shipped."}]},
+            ],
+            "turnComplete": False,
+        }
+    }
+    await link.close()
+
+
+async def test_a_refused_handle_falls_back_to_a_fresh_session() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    first = service.connections[0]
+    first.push(ResumptionHandle("stale", True))
+    await next_event(events)
+    service.failures.append(LiveConnectError("setup refused", code=1007))
+    first.push(LiveClosedError(1011, "Internal error occurred."))
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)
+    assert service.attempts == [None, "stale", None]
+    assert not event.resumed
+    await link.close()
+
+
+async def test_retries_with_backoff_then_gives_up_at_the_deadline() -> None:
+    refusals = [LiveConnectError("connection refused") for _ in range(1000)]
+    service = FakeService(failures=refusals)
+    link = LiveLink(
+        service.open, ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.004, deadline_s=0.05)
+    )  # type: ignore[arg-type]
+    with pytest.raises(LiveUnavailableError, match="no Live connection"):
+        await link.start()
+    assert 3 <= len(service.attempts) < 1000
+
+
+async def test_a_transient_refusal_is_retried() -> None:
+    service = FakeService(failures=[LiveConnectError("refused"), LiveConnectError("refused")])
+    await start(service)
+    assert len(service.attempts) == 3
+    assert len(service.connections) == 1
+
+
+async def test_the_buffer_bound_drops_oldest_audio_but_keeps_other_messages() -> None:
+    service = FakeService()
+    link = await start(service, ReconnectPolicy(first_delay_s=0.001, max_buffered_audio_ms=40))
+    events = link.events()
+    first = service.connections[0]
+    service.hold_next = True
+    first.push(LiveClosedError(1006, "connection lost"))
+    reconnected = asyncio.ensure_future(next_event(events))
+    await service.attempting.wait()
+    await link.send(protocol.text_turn_message("tool result"))
+    for sample in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
+        await link.send_audio(sample)
+    service.release.set()
+    event = await reconnected
+    assert isinstance(event, LiveReconnected)
+    assert event.dropped_audio_frames == 1
+    second = service.connections[1]
+    kinds = [next(iter(json.loads(m))) for m in second.sent]
+    assert kinds == ["clientContent", "realtimeInput", "realtimeInput"]
+    assert [audio_of(m) for m in second.sent[1:]] == [b"\x02\x00", b"\x03\x00"]
+    await link.close()
+
+
+async def test_closing_the_link_ends_its_events_quietly() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    pending = asyncio.ensure_future(next_event(events))
+    await link.close()
+    with pytest.raises(StopAsyncIteration):
+        await pending
