@@ -14,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from agent.call.policy import CallPolicy
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
 from agent.config import DEFAULT_AGENT, AgentConfig
 from agent.errors import SignatureError
+from agent.live import protocol
 from agent.live.connection import LiveConnection, LiveTarget
+from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import DEFAULT_LIVE_API_URL
 from agent.settings import Settings
 from agent.telephony.twilio import (
@@ -46,6 +50,31 @@ VOICE_PATH = "/twilio/voice"
 STREAM_PATH = "/twilio/stream"
 
 
+class Background:
+    """Fire-and-forget tasks the app still owns: kept referenced, awaited at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+
+@dataclass(slots=True)
+class Preconnect:
+    """A Live session opened at the voice webhook, waiting for its media stream."""
+
+    link: LiveLink
+    ready: asyncio.Task[None]
+    expiry: asyncio.TimerHandle
+
+
 @dataclass(slots=True)
 class LiveBackend:
     """Where calls' Live sessions go. Mutable so a start-up hook can fill it in (the emulator)."""
@@ -60,6 +89,10 @@ STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 CALL_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_sockets")
 CALLS = web.AppKey("calls", CallRegistry)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+CALL_POLICY = web.AppKey("call_policy", CallPolicy)
+RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
+PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")
+BACKGROUND = web.AppKey("background", Background)
 
 
 def create_app(
@@ -67,6 +100,8 @@ def create_app(
     *,
     live_target: LiveTarget | None = None,
     agent: AgentConfig = DEFAULT_AGENT,
+    call_policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
+    reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The whole bridge. Without ``live_target`` it uses ``LIVE_API_URL`` / Google's endpoint,
@@ -90,6 +125,10 @@ def create_app(
     app[CALL_SOCKETS] = set()
     app[CALLS] = CallRegistry()
     app[CLOCK] = clock
+    app[CALL_POLICY] = call_policy
+    app[RECONNECT_POLICY] = reconnect_policy
+    app[PRECONNECTS] = {}
+    app[BACKGROUND] = Background()
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(STREAM_PATH, media_stream)
     app.router.add_get("/healthz", healthz)
@@ -112,6 +151,10 @@ async def _announce(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_calls(app: web.Application) -> None:
     """On shutdown, close every open media stream with GOING_AWAY so no handler hangs."""
+    preconnects: dict[str, Preconnect] = app[PRECONNECTS]
+    for call_sid in list(preconnects):
+        await _release_preconnect(app, call_sid, "server shutdown")
+    await app[BACKGROUND].drain()
     sockets: set[web.WebSocketResponse] = app[CALL_SOCKETS]
     for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -144,6 +187,8 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if not call_sid:
         raise web.HTTPBadRequest(text="missing CallSid")
     token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
+    # Start the Live session now, so the greeting is ready when the media stream starts.
+    await _preconnect(app, call_sid)
     twiml = connect_stream_twiml(
         stream_url_from_public_url(settings.public_url, STREAM_PATH),
         {"agent": app[AGENT].name, "token": token},
@@ -187,12 +232,20 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         call_sid=started.call_sid, stream_sid=started.stream_sid, agent=app[AGENT].name
     )
     log.info("call.started", tracks=list(started.tracks))
+    preconnect = app[PRECONNECTS].pop(started.call_sid, None)
+    if preconnect is not None:
+        preconnect.expiry.cancel()
+        link, ready = preconnect.link, preconnect.ready
+    else:
+        link, ready = _new_link(app, app[AGENT]), None
     session = CallSession(
         ws=ws,
         stream=stream,
         started=started,
         agent=app[AGENT],
-        connect_live=lambda agent, handle: _connect_live(app, agent, handle),
+        live=link,
+        live_ready=ready,
+        policy=app[CALL_POLICY],
     )
     app[CALLS].started(session)
     try:
@@ -236,6 +289,46 @@ def _check_stream_token(app: web.Application, started: StreamStarted) -> None:
     token = started.custom_parameters.get("token", "")
     if not app[STREAM_TOKENS].verify(token, started.call_sid, app[CLOCK]()):
         raise SignatureError("missing, expired or reused stream token")
+
+
+def _new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
+    return LiveLink(lambda handle: _connect_live(app, agent, handle), app[RECONNECT_POLICY])
+
+
+async def _preconnect(app: web.Application, call_sid: str) -> None:
+    """Open the call's Live session and ask for the greeting before the stream exists."""
+    await _release_preconnect(app, call_sid, "webhook repeated")  # Twilio may retry a webhook
+    agent = app[AGENT]
+    link = _new_link(app, agent)
+
+    async def ready() -> None:
+        await link.start()
+        if agent.greeting:
+            await link.send(protocol.text_turn_message(agent.greeting))
+
+    task = asyncio.get_running_loop().create_task(ready(), name=f"preconnect {call_sid}")
+    expiry = asyncio.get_running_loop().call_later(
+        app[CALL_POLICY].preconnect_timeout_s,
+        lambda: app[BACKGROUND].spawn(
+            _release_preconnect(app, call_sid, "no media stream arrived")
+        ),
+    )
+    app[PRECONNECTS][call_sid] = Preconnect(link, task, expiry)
+
+
+async def _release_preconnect(app: web.Application, call_sid: str, why: str) -> None:
+    preconnect = app[PRECONNECTS].pop(call_sid, None)
+    if preconnect is None:
+        return
+    preconnect.expiry.cancel()
+    preconnect.ready.cancel()
+    await asyncio.wait([preconnect.ready])  # never raises: the outcome is read below
+    if not preconnect.ready.cancelled() and preconnect.ready.exception() is not None:
+        log.warning(
+            "live.preconnect_failed", call_sid=call_sid, error=str(preconnect.ready.exception())
+        )
+    await preconnect.link.close()
+    log.info("live.preconnect_released", call_sid=call_sid, reason=why)
 
 
 async def _connect_live(

@@ -29,6 +29,7 @@ with warnings.catch_warnings():
 
 __all__ = [
     "ULAW_SILENCE",
+    "pcm16_rms",
     "pcm16_to_ulaw",
     "read_wav",
     "resample_offline",
@@ -45,6 +46,11 @@ _SAMPLE_WIDTH = 2  # bytes per PCM16 sample
 def ulaw_to_pcm16(data: bytes) -> bytes:
     """Decode 8-bit mu-law into PCM16 little-endian: one 2-byte sample per input byte."""
     return audioop.ulaw2lin(data, _SAMPLE_WIDTH)
+
+
+def pcm16_rms(data: bytes) -> int:
+    """Root-mean-square level of PCM16 little-endian audio (0..32767); 0 for no samples."""
+    return int(audioop.rms(data, _SAMPLE_WIDTH)) if data else 0
 
 
 def pcm16_to_ulaw(data: bytes) -> bytes:

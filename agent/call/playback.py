@@ -1,9 +1,14 @@
-"""What the bridge sent the caller and, from Twilio's marks, what the caller actually heard.
+"""What the bridge sent the caller and what the caller actually heard, frame by frame.
 
-Twilio plays media in order and echoes a ``mark`` once everything sent before it has played. But a
-``clear`` echoes every pending mark at once, unplayed, so an echo alone proves nothing: this tracker
-remembers which marks were still pending when it cleared, and only other echoes count as playback.
-Pure and synchronous: the session calls it as it sends frames and receives marks.
+Twilio plays media in order, in real time, starting as soon as it has some; it echoes a ``mark``
+once everything sent before it has played. A ``clear`` empties its buffer and echoes every pending
+mark at once, unplayed, so an echo alone proves nothing: this tracker remembers which marks were
+pending when it cleared, and only other echoes count as playback.
+
+Between marks it keeps a model of Twilio's player: each frame starts playing when it arrives or
+when the one before it ends, whichever is later; every genuine mark echo re-anchors the model
+("frame N finished now"). So at a barge-in the bridge knows, to within a frame, how much of the
+model's turn the caller heard. Pure and synchronous: the caller passes the time in.
 """
 
 from __future__ import annotations
@@ -12,35 +17,51 @@ from collections import deque
 from dataclasses import dataclass
 
 FRAME_MS = 20
+FRAME_S = FRAME_MS / 1000
 
 
 @dataclass(slots=True)
 class ClearOutcome:
-    """What a barge-in threw away: frames sent to Twilio but not proven played."""
+    """What a barge-in threw away."""
 
-    frames_unconfirmed: int
+    heard_frames: int  # of the current turn, as estimated at the clear
+    discarded_frames: int  # sent to Twilio but never played
     marks_cancelled: int
 
 
 class Playback:
-    """Counts frames sent and frames proven played, turn by turn, from marks."""
+    """Frames sent, frames proven played, and an estimate of the caller's playback position."""
 
     def __init__(self) -> None:
-        # (mark name, frames sent when it was sent), oldest first: Twilio echoes in order.
+        # (mark name, timeline position when it was sent), oldest first: Twilio echoes in order.
         self._pending: deque[tuple[str, int]] = deque()
         self._cancelled: set[str] = set()
         self._next = 0
-        # Frames on the caller's timeline: sent, minus those a clear threw away.
+        # The caller's timeline, in frames: sent, minus those a clear threw away.
         self._queued = 0
+        # The player model: frame ``_anchor_pos`` starts playing at ``_anchor_time``, and frames
+        # play back to back from there up to ``_queued``.
+        self._anchor_pos = 0
+        self._anchor_time = 0.0
+        self._turn_start = 0
         self.frames_sent = 0
-        self.frames_played = 0
+        self.frames_played = 0  # proven by marks
         self.frames_discarded = 0
         self.marks_played = 0
 
-    def sent(self, frames: int) -> None:
-        """``frames`` more 20 ms frames went to Twilio."""
-        self.frames_sent += frames
+    # -- what we send -------------------------------------------------------------------------
+
+    def start_turn(self) -> None:
+        """The model's next audio begins a new turn (for :meth:`heard_in_turn`)."""
+        self._turn_start = self._queued
+
+    def sent(self, frames: int, now: float) -> None:
+        """``frames`` more 20 ms frames went to Twilio at time ``now``."""
+        if self._position(now) >= self._queued:
+            # Twilio's buffer had run dry: these start playing on arrival.
+            self._anchor_pos, self._anchor_time = self._queued, now
         self._queued += frames
+        self.frames_sent += frames
 
     def mark(self) -> str:
         """A new mark name to send right after the frames sent so far."""
@@ -49,8 +70,10 @@ class Playback:
         self._pending.append((name, self._queued))
         return name
 
-    def mark_played(self, name: str) -> bool:
-        """Twilio echoed ``name``. True when that proves playback (not a clear's echo)."""
+    # -- what Twilio tells us -----------------------------------------------------------------
+
+    def mark_played(self, name: str, now: float) -> bool:
+        """Twilio echoed ``name`` at ``now``: True when that proves playback (not a clear's)."""
         if name in self._cancelled:
             self._cancelled.discard(name)
             return False
@@ -58,27 +81,56 @@ class Playback:
             return False  # not ours, or already accounted for
         # Twilio plays in order: marks older than this one have played too.
         while True:
-            pending, frames = self._pending.popleft()
-            self.frames_played = max(self.frames_played, frames)
+            pending, position = self._pending.popleft()
+            self.frames_played = max(self.frames_played, position)
             self.marks_played += 1
             if pending == name:
-                return True
+                break
+        # Re-anchor the player model: frame ``position`` starts now.
+        self._anchor_pos, self._anchor_time = self.frames_played, now
+        return True
 
-    def clear(self) -> ClearOutcome:
-        """We sent ``clear``: Twilio drops its buffer and echoes pending marks unplayed."""
+    def clear(self, now: float) -> ClearOutcome:
+        """We sent ``clear`` at ``now``: Twilio drops its buffer, echoes pending marks unplayed."""
+        heard_until = self._position(now)
         outcome = ClearOutcome(
-            frames_unconfirmed=self._queued - self.frames_played,
+            heard_frames=max(0, heard_until - self._turn_start),
+            discarded_frames=self._queued - heard_until,
             marks_cancelled=len(self._pending),
         )
         self._cancelled.update(name for name, _ in self._pending)
         self._pending.clear()
-        self.frames_discarded += outcome.frames_unconfirmed
-        # The caller's timeline continues from the last frame proven played.
-        self._queued = self.frames_played
+        self.frames_discarded += outcome.discarded_frames
+        self._queued = heard_until
+        self._anchor_pos, self._anchor_time = heard_until, now
+        self._turn_start = heard_until
         return outcome
+
+    # -- estimates ----------------------------------------------------------------------------
+
+    def _position(self, now: float) -> int:
+        """Frames on the timeline that have finished playing (or started, rounding down) by now."""
+        elapsed = max(0.0, now - self._anchor_time)
+        # A small epsilon keeps float error from losing a frame that ended exactly now.
+        played = self._anchor_pos + int(elapsed / FRAME_S + 1e-6)
+        return max(self.frames_played, min(self._queued, played))
+
+    def heard_in_turn(self, now: float) -> int:
+        """Frames of the current model turn the caller has heard by ``now`` (estimate)."""
+        return max(0, self._position(now) - self._turn_start)
+
+    def unplayed_ms(self, now: float) -> int:
+        """How much sent audio is still waiting in Twilio's buffer."""
+        return (self._queued - self._position(now)) * FRAME_MS
+
+    @property
+    def sent_in_turn(self) -> int:
+        """Frames of the current model turn sent so far (where its transcription has reached)."""
+        return self._queued - self._turn_start
 
     @property
     def played_ms(self) -> int:
+        """Audio proven played by marks."""
         return self.frames_played * FRAME_MS
 
     @property

@@ -1,19 +1,19 @@
 """One phone call: Twilio's media stream joined to a Live API session.
 
 A :class:`CallSession` owns everything the call starts: the two pumps (caller -> model and
-model -> caller), run in one task group, the per-direction transcoders, the playback tracker and the
-Live connection. When either side ends, the task group cancels the other pump and the session closes
-the Live socket, so nothing outlives the call.
+model -> caller) and a supervisor for its timers, run in one task group, plus the per-direction
+transcoders, the playback tracker, the transcript and the Live link. When any of them ends the
+call, the task group cancels the rest and the session closes the Live link, so nothing outlives it.
 
-The pumps are the per-frame path (100 times a second per call): no logging, no JSON parsing beyond
-the protocol cores, one await per message sent.
+The pumps are the per-frame path (100 times a second per call): no logging, no JSON work beyond the
+protocol cores, one await per message sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -21,13 +21,13 @@ from importlib import resources
 import structlog
 from aiohttp import WSMsgType, web
 
-from agent.audio.codec import pcm16_to_ulaw, read_wav
+from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
+from agent.audio.vad import EnergyVad, VoiceActivity
 from agent.config import AgentConfig
 from agent.errors import LiveError
 from agent.live import protocol
-from agent.live.connection import LiveConnection
-from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError, ReconnectPolicy
+from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError
 from agent.live.protocol import (
     GenerationComplete,
     GoAway,
@@ -52,18 +52,25 @@ from agent.telephony.twilio import (
     TwilioMediaStream,
 )
 
+from .dtmf import DtmfCollector
 from .playback import Playback
+from .policy import CallPolicy
+from .transcript import Transcript
 
 log = structlog.get_logger("agent.call")
 
-LiveConnector = Callable[[AgentConfig, str | None], Awaitable[LiveConnection]]
-"""Opens a Live connection for an agent, resuming the given session handle if not None."""
-
 FALLBACK_AUDIO = resources.files("agent") / "assets" / "fallback-apology-8k.wav"
+
+# Ending reasons, as recorded and counted.
+CALLER_HUNG_UP = "caller hung up"
+AGENT_ENDED = "agent ended"
+TRANSFERRED = "transferred"
+TIMED_OUT = "timed out"
+ERROR = "error"
 
 
 class _CallEnded(Exception):  # noqa: N818 (a control-flow signal, not an error)
-    """Raised by a pump to end the call; the task group then cancels the other pump."""
+    """Raised inside the task group to end the call; the group then cancels the other tasks."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -80,13 +87,13 @@ class CallStats:
     barge_ins: int = 0
     reconnects: int = 0
     protocol_errors: int = 0
+    dtmf_groups: int = 0
+    first_audio_ms: float | None = None  # from the stream's start to the first frame sent
     usage: dict[str, int] = field(default_factory=dict)
-    said: list[str] = field(default_factory=list)
-    heard_from_caller: list[str] = field(default_factory=list)
 
 
 class CallSession:
-    """Runs one call from Twilio's ``start`` until the caller hangs up or the Live leg fails."""
+    """Runs one call from Twilio's ``start`` until it ends, and says why it ended."""
 
     def __init__(
         self,
@@ -95,68 +102,329 @@ class CallSession:
         stream: TwilioMediaStream,
         started: StreamStarted,
         agent: AgentConfig,
-        connect_live: LiveConnector,
-        reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
+        live: LiveLink,
+        live_ready: Awaitable[None] | None = None,
+        policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
+        the greeting requested); without it the session connects and greets itself."""
         self._ws = ws
         self._stream = stream
         self.started = started
         self.agent = agent
-        self._live = LiveLink(lambda handle: connect_live(agent, handle), reconnect_policy)
+        self.policy = policy
+        self._live = live
+        self._live_ready = live_ready
+        self._clock = clock
         self._inbound = InboundTranscoder()
         self._outbound = OutboundTranscoder()
+        # The bridge's own VAD: turn signals when the Live API's is off, and idle detection.
+        manual = agent.vad.disabled
+        self._vad = EnergyVad(start_ms=20 if manual else 60)
+        self._manual_activity = manual
+        self._dtmf = DtmfCollector(policy.dtmf_group_timeout_s)
+        self._wake = asyncio.Event()
         self.playback = Playback()
+        self.transcript = Transcript()
         self.stats = CallStats()
         self.ended_reason: str | None = None
+        self.preconnected = live_ready is not None
+        self._began = clock()
+        self._last_activity = self._began
+        self._idle_prompted_at: float | None = None
+        self._wrap_up_sent = False
+        self._agent_turn_open = False
+
+    # -- the call -------------------------------------------------------------------------------
 
     async def run(self) -> str:
         """Run the call to its end and return the ending reason; logs one ``call.ended`` line."""
-        began = time.monotonic()
         try:
-            await self._live.start()
-            log.info("live.connected", model=self.agent.model)
-            if self.agent.greeting:
-                await self._live.send(protocol.text_turn_message(self.agent.greeting))
+            if self._live_ready is not None:
+                await self._live_ready
+            else:
+                await self._live.start()
+                if self.agent.greeting:
+                    await self._live.send(protocol.text_turn_message(self.agent.greeting))
+            log.info("live.connected", model=self.agent.model, preconnected=self.preconnected)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._caller_pump(), name="caller->model")
                 group.create_task(self._model_pump(), name="model->caller")
+                group.create_task(self._supervisor(), name="timers")
         except* _CallEnded as ended:
             self.ended_reason = _first_reason(ended)
         except* ConnectionResetError:
             # Writing to Twilio's socket after it closed: the caller is gone.
-            self.ended_reason = self.ended_reason or "caller hung up"
+            self.ended_reason = self.ended_reason or CALLER_HUNG_UP
         except* LiveUnavailableError as unavailable:
-            self.ended_reason = "error"
+            self.ended_reason = ERROR
             log.error("live.unavailable", error=str(unavailable.exceptions[0]))
             await self._play_fallback()
         except* LiveError as failed:
-            self.ended_reason = "error"
+            self.ended_reason = ERROR
             log.error("live.failed", error=str(failed.exceptions[0]))
+            await self._play_fallback()
         finally:
             await self._live.close()
             await self._ws.close()
-            reason = self.ended_reason or "error"
-            log.info(
-                "call.ended",
-                reason=reason,
-                duration_s=round(time.monotonic() - began, 3),
-                frames_in=self.stats.frames_in,
-                frames_out=self.stats.frames_out,
-                model_turns=self.stats.model_turns,
-                barge_ins=self.stats.barge_ins,
-                reconnects=self.stats.reconnects,
-                played_ms=self.playback.played_ms,
-                discarded_ms=self.playback.frames_discarded * 20,
-                protocol_errors=self.stats.protocol_errors,
-                tokens=self.stats.usage,
+            self._log_summary()
+        return self.ended_reason or ERROR
+
+    def end(self, reason: str) -> None:
+        """Ask the call to end (a tool hanging up or transferring); takes effect at once."""
+        self.ended_reason = reason
+        self._wake.set()
+
+    def _log_summary(self) -> None:
+        now = self._clock()
+        self.transcript.agent_turn_ended(now)
+        log.info(
+            "call.ended",
+            reason=self.ended_reason or ERROR,
+            duration_s=round(now - self._began, 3),
+            turns=len(self.transcript.turns),
+            model_turns=self.stats.model_turns,
+            barge_ins=self.stats.barge_ins,
+            reconnects=self.stats.reconnects,
+            frames_in=self.stats.frames_in,
+            frames_out=self.stats.frames_out,
+            played_ms=self.playback.played_ms,
+            discarded_ms=self.playback.frames_discarded * 20,
+            first_audio_ms=self.stats.first_audio_ms,
+            preconnected=self.preconnected,
+            dtmf_groups=self.stats.dtmf_groups,
+            protocol_errors=self.stats.protocol_errors,
+            tokens=self.stats.usage,
+        )
+
+    # -- caller -> model ------------------------------------------------------------------------
+
+    async def _caller_pump(self) -> None:
+        """Twilio -> Live: decode each media frame and forward it at once."""
+        live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
+        vad, clock = self._vad, self._clock
+        async for message in self._ws:
+            if message.type is WSMsgType.TEXT:
+                event = stream.receive_text(message.data)
+            elif message.type is WSMsgType.BINARY:
+                event = stream.receive_bytes(message.data)
+            else:  # ERROR: the socket failed under us
+                break
+            if type(event) is MediaReceived:
+                stats.frames_in += 1
+                activity = vad.process(ulaw_to_pcm16(event.payload))
+                if vad.speaking:
+                    self._last_activity = clock()
+                if activity is not None and self._manual_activity:
+                    await self._signal_activity(activity)
+                await live.send_audio(inbound.process(event.payload))
+            elif type(event) is MarkPlayed:
+                self.playback.mark_played(event.name, clock())
+            elif type(event) is StreamStopped:
+                raise _CallEnded(CALLER_HUNG_UP)
+            elif type(event) is DtmfReceived:
+                await self._on_dtmf(event.digit)
+            elif type(event) is ProtocolError:
+                stats.protocol_errors += 1
+                log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
+        raise _CallEnded(CALLER_HUNG_UP)
+
+    async def _signal_activity(self, activity: VoiceActivity) -> None:
+        """Automatic VAD is off: the bridge marks the caller's turns itself."""
+        if activity is VoiceActivity.STARTED:
+            await self._live.send(protocol.activity_start_message())
+        else:
+            await self._live.send(protocol.activity_end_message())
+
+    async def _on_dtmf(self, digit: str) -> None:
+        self._last_activity = self._clock()
+        log.info("caller.dtmf", digit=digit)
+        group = self._dtmf.press(digit, self._clock())
+        if group:
+            await self._send_dtmf(group)
+        self._wake.set()  # the group's deadline moved
+
+    async def _send_dtmf(self, digits: str) -> None:
+        self.stats.dtmf_groups += 1
+        log.info("caller.dtmf_group", digits=len(digits))
+        await self._live.send(
+            protocol.text_turn_message(self.policy.dtmf_message.format(digits=digits))
+        )
+
+    # -- model -> caller ------------------------------------------------------------------------
+
+    async def _model_pump(self) -> None:
+        """Live -> Twilio: the model's speech as 20 ms frames with a mark per chunk; barge-in."""
+        outbound, playback, transcript, stats = (
+            self._outbound,
+            self.playback,
+            self.transcript,
+            self.stats,
+        )
+        clock = self._clock
+        async for event in self._live.events():
+            kind = type(event)
+            if kind is ModelAudio:
+                assert isinstance(event, ModelAudio)
+                if event.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
+                    log.error("live.unexpected_audio_rate", sample_rate=event.sample_rate)
+                    continue
+                if not self._agent_turn_open:
+                    self._agent_turn_open = True
+                    playback.start_turn()
+                frames = outbound.process(event.pcm)
+                if frames:
+                    await self._send_frames(frames)
+            elif kind is Interrupted:
+                await self._barge_in()
+            elif kind is GenerationComplete or kind is TurnComplete:
+                tail = outbound.flush()
+                if tail:
+                    await self._send_frames(tail)
+                if kind is TurnComplete:
+                    assert isinstance(event, TurnComplete)
+                    self._agent_turn_open = False
+                    stats.model_turns += 1
+                    transcript.agent_turn_ended(clock())
+                    log.info("model.turn_complete", reason=event.reason)
+            elif kind is OutputTranscription:
+                assert isinstance(event, OutputTranscription)
+                transcript.agent_text(event.text, playback.sent_in_turn, clock())
+            elif kind is InputTranscription:
+                assert isinstance(event, InputTranscription)
+                transcript.caller_text(event.text, clock())
+            elif kind is UsageReported:
+                assert isinstance(event, UsageReported)
+                _add_usage(stats.usage, "prompt", event.prompt_by_modality)
+                _add_usage(stats.usage, "response", event.response_by_modality)
+            elif kind is LiveReconnected:
+                # Whatever the old connection left half-said is over: play its tail now.
+                tail = outbound.flush()
+                if tail:
+                    await self._send_frames(tail)
+                self._agent_turn_open = False
+                stats.reconnects += 1
+            elif kind is ModelText:
+                assert isinstance(event, ModelText)
+                if not event.thought:  # thoughts never reach the caller, nor the logs
+                    log.info("model.text", text=event.text)
+            elif kind is GoAway or kind is ResumptionHandle:
+                pass  # the link acts on these
+            elif kind is GroundingMetadata:
+                assert isinstance(event, GroundingMetadata)
+                log.info("model.grounding", metadata=dict(event.data))
+            elif kind is LiveProtocolError:
+                assert isinstance(event, LiveProtocolError)
+                log.warning("live.protocol_error", reason=event.reason, raw=event.raw)
+            else:
+                log.debug("live.event_ignored", kind=kind.__name__)
+        raise _CallEnded(self.ended_reason or AGENT_ENDED)
+
+    async def _barge_in(self) -> None:
+        """The model was interrupted: flush everything queued for the caller in this loop turn."""
+        received = time.perf_counter()
+        self._outbound.reset()
+        now = self._clock()
+        cleared = self.playback.clear(now)
+        await self._ws.send_str(self._stream.clear())
+        latency_ms = (time.perf_counter() - received) * 1000
+        self._agent_turn_open = False
+        self.stats.barge_ins += 1
+        turn = self.transcript.agent_turn_ended(now, heard_frames=cleared.heard_frames)
+        log.info(
+            "caller.barge_in",
+            heard_ms=cleared.heard_frames * 20,
+            discarded_ms=cleared.discarded_frames * 20,
+            clear_latency_ms=round(latency_ms, 3),
+            heard_text=turn.heard if turn else None,
+        )
+
+    async def _send_frames(self, frames: list[bytes]) -> None:
+        ws, stream, playback = self._ws, self._stream, self.playback
+        for frame in frames:
+            await ws.send_str(stream.media(frame))
+        now = self._clock()
+        if self.stats.first_audio_ms is None:
+            self.stats.first_audio_ms = round((now - self._began) * 1000, 3)
+            log.info("call.first_audio", ms_since_start=self.stats.first_audio_ms)
+        playback.sent(len(frames), now)
+        self._last_activity = now + playback.unplayed_ms(now) / 1000
+        self.stats.frames_out += len(frames)
+        await ws.send_str(stream.mark(playback.mark()))
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    async def _supervisor(self) -> None:
+        """Keypad groups, idle callers and the call's time limit, without polling."""
+        policy = self.policy
+        while True:
+            if self.ended_reason is not None:
+                raise _CallEnded(self.ended_reason)
+            now = self._clock()
+            deadline = min(
+                (d for d in (self._dtmf.deadline, *self._limits()) if d is not None),
+                default=None,
             )
-        return reason
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(None if deadline is None else max(0, deadline - now)):
+                    await self._wake.wait()
+                continue
+            except TimeoutError:
+                pass
+            now = self._clock()
+            digits = self._dtmf.due(now)
+            if digits:
+                await self._send_dtmf(digits)
+            if policy.max_duration_s is not None:
+                elapsed = now - self._began
+                if elapsed >= policy.max_duration_s:
+                    log.info("call.max_duration", seconds=policy.max_duration_s)
+                    raise _CallEnded(TIMED_OUT)
+                if not self._wrap_up_sent and elapsed >= policy.max_duration_s - (
+                    policy.wrap_up_before_s
+                ):
+                    self._wrap_up_sent = True
+                    log.info("call.wrap_up")
+                    await self._live.send(protocol.text_turn_message(policy.wrap_up_message))
+            if policy.idle_timeout_s is not None:
+                await self._check_idle(now, policy.idle_timeout_s)
+
+    def _limits(self) -> tuple[float | None, float | None]:
+        policy = self.policy
+        duration = None
+        if policy.max_duration_s is not None:
+            end = self._began + policy.max_duration_s
+            duration = end if self._wrap_up_sent else end - policy.wrap_up_before_s
+        idle = None
+        if policy.idle_timeout_s is not None:
+            since = max(self._last_activity, self._idle_prompted_at or 0.0)
+            idle = since + policy.idle_timeout_s
+        return duration, idle
+
+    async def _check_idle(self, now: float, timeout_s: float) -> None:
+        if self._idle_prompted_at is not None and self._last_activity > self._idle_prompted_at:
+            self._idle_prompted_at = None  # the caller (or the model) came back
+        since = max(self._last_activity, self._idle_prompted_at or 0.0)
+        if now - since < timeout_s:
+            return
+        if self._idle_prompted_at is None:
+            self._idle_prompted_at = now
+            log.info("call.idle_prompt", silent_s=round(now - self._last_activity, 1))
+            await self._live.send(protocol.text_turn_message(self.policy.idle_message))
+        else:
+            log.info("call.idle_timeout", silent_s=round(now - self._last_activity, 1))
+            raise _CallEnded(TIMED_OUT)
+
+    # -- fallback -------------------------------------------------------------------------------
 
     async def _play_fallback(self) -> None:
         """Tell the caller, instead of leaving dead air, and wait until they have heard it."""
         if self._ws.closed:
             return
         self._outbound.reset()
+        self.playback.clear(self._clock())
         await self._ws.send_str(self._stream.clear())
         frames = _fallback_frames()
         await self._send_frames(frames)
@@ -175,104 +443,16 @@ class CallSession:
         except TimeoutError:
             log.warning("call.fallback_unconfirmed")
 
-    async def _caller_pump(self) -> None:
-        """Twilio -> Live: decode each media frame and forward it at once."""
-        live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
-        async for message in self._ws:
-            if message.type is WSMsgType.TEXT:
-                event = stream.receive_text(message.data)
-            elif message.type is WSMsgType.BINARY:
-                event = stream.receive_bytes(message.data)
-            else:  # ERROR: the socket failed under us
-                break
-            if type(event) is MediaReceived:
-                stats.frames_in += 1
-                await live.send_audio(inbound.process(event.payload))
-            elif type(event) is MarkPlayed:
-                self.playback.mark_played(event.name)
-            elif type(event) is StreamStopped:
-                raise _CallEnded("caller hung up")
-            elif type(event) is DtmfReceived:
-                log.info("caller.dtmf", digit=event.digit)
-            elif type(event) is ProtocolError:
-                stats.protocol_errors += 1
-                log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
-        raise _CallEnded("caller hung up")
-
-    async def _model_pump(self) -> None:
-        """Live -> Twilio: transcode the model's speech into 20 ms frames, with a mark per chunk."""
-        ws, stream, outbound, playback = self._ws, self._stream, self._outbound, self.playback
-        stats = self.stats
-        async for event in self._live.events():
-            if type(event) is ModelAudio:
-                if event.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
-                    log.error("live.unexpected_audio_rate", sample_rate=event.sample_rate)
-                    continue
-                frames = outbound.process(event.pcm)
-                if frames:
-                    await self._send_frames(frames)
-            elif type(event) is Interrupted:
-                # Barge-in: flush everything queued for the caller in this same loop turn.
-                outbound.reset()
-                cleared = playback.clear()
-                await ws.send_str(stream.clear())
-                stats.barge_ins += 1
-                log.info(
-                    "caller.barge_in",
-                    discarded_ms=cleared.frames_unconfirmed * 20,
-                    played_ms=playback.played_ms,
-                )
-            elif type(event) is GenerationComplete or type(event) is TurnComplete:
-                tail = outbound.flush()
-                if tail:
-                    await self._send_frames(tail)
-                if type(event) is TurnComplete:
-                    stats.model_turns += 1
-                    log.info("model.turn_complete", reason=event.reason)
-            elif type(event) is OutputTranscription:
-                stats.said.append(event.text)
-            elif type(event) is InputTranscription:
-                stats.heard_from_caller.append(event.text)
-            elif type(event) is UsageReported:
-                for modality, count in event.response_by_modality.items():
-                    key = f"response_{modality.lower()}"
-                    stats.usage[key] = stats.usage.get(key, 0) + count
-                for modality, count in event.prompt_by_modality.items():
-                    key = f"prompt_{modality.lower()}"
-                    stats.usage[key] = stats.usage.get(key, 0) + count
-            elif type(event) is ModelText:
-                if not event.thought:
-                    log.info("model.text", text=event.text)
-            elif type(event) is GoAway:
-                log.warning("live.go_away", time_left_s=event.time_left_s)
-            elif type(event) is ResumptionHandle:
-                pass  # Kept for reconnection; the handle itself is a secret-ish token.
-            elif type(event) is GroundingMetadata:
-                log.info("model.grounding", metadata=dict(event.data))
-            elif type(event) is LiveReconnected:
-                # Whatever the old connection left half-said is over: play its tail now.
-                tail = outbound.flush()
-                if tail:
-                    await self._send_frames(tail)
-                stats.reconnects += 1
-            elif type(event) is LiveProtocolError:
-                log.warning("live.protocol_error", reason=event.reason, raw=event.raw)
-            else:
-                log.debug("live.event_ignored", kind=type(event).__name__)
-        raise _CallEnded("agent ended")
-
-    async def _send_frames(self, frames: list[bytes]) -> None:
-        ws, stream = self._ws, self._stream
-        for frame in frames:
-            await ws.send_str(stream.media(frame))
-        self.playback.sent(len(frames))
-        self.stats.frames_out += len(frames)
-        await ws.send_str(stream.mark(self.playback.mark()))
-
 
 def _first_reason(group: BaseExceptionGroup[_CallEnded]) -> str:
     first = group.exceptions[0]
     return first.reason if isinstance(first, _CallEnded) else _first_reason(first)
+
+
+def _add_usage(totals: dict[str, int], direction: str, by_modality: Mapping[str, int]) -> None:
+    for modality, count in by_modality.items():
+        key = f"{direction}_{modality.lower()}"
+        totals[key] = totals.get(key, 0) + count
 
 
 @cache

@@ -1,4 +1,4 @@
-"""The playback tracker: what was sent, and what Twilio's marks prove was heard."""
+"""The playback tracker: what was sent, what marks prove was heard, and where the caller is now."""
 
 from __future__ import annotations
 
@@ -7,47 +7,96 @@ from agent.call.playback import Playback
 
 def test_a_mark_echo_proves_the_frames_before_it_were_played() -> None:
     playback = Playback()
-    playback.sent(2)
+    playback.sent(2, now=0.0)
     first = playback.mark()
-    playback.sent(3)
+    playback.sent(3, now=0.0)
     second = playback.mark()
-    assert playback.mark_played(first)
+    assert playback.mark_played(first, now=0.04)
     assert playback.played_ms == 40
-    assert playback.mark_played(second)
+    assert playback.mark_played(second, now=0.10)
     assert playback.played_ms == 100
     assert playback.pending_marks == 0
 
 
+def test_a_later_echo_implies_the_earlier_marks_played() -> None:
+    playback = Playback()
+    playback.sent(2, now=0.0)
+    playback.mark()
+    playback.sent(2, now=0.0)
+    later = playback.mark()
+    assert playback.mark_played(later, now=0.08)
+    assert playback.played_ms == 80
+    assert playback.marks_played == 2
+
+
 def test_marks_echoed_by_a_clear_are_not_counted_as_played() -> None:
     playback = Playback()
-    playback.sent(2)
+    playback.start_turn()
+    playback.sent(2, now=0.0)
     played = playback.mark()
-    playback.sent(5)
+    playback.sent(5, now=0.0)
     stale = playback.mark()
-    assert playback.mark_played(played)
+    assert playback.mark_played(played, now=0.04)
 
-    outcome = playback.clear()
+    outcome = playback.clear(now=0.04)
 
-    assert outcome.frames_unconfirmed == 5
     assert outcome.marks_cancelled == 1
-    assert not playback.mark_played(stale)  # Twilio's echo of a cleared mark
+    assert outcome.heard_frames == 2
+    assert outcome.discarded_frames == 5
+    assert not playback.mark_played(stale, now=0.041)  # Twilio's echo of a cleared mark
     assert playback.played_ms == 40
     assert playback.frames_discarded == 5
 
 
-def test_the_timeline_continues_after_a_clear() -> None:
+def test_between_marks_the_position_follows_real_time_playback() -> None:
     playback = Playback()
-    playback.sent(4)
-    playback.clear()
-    playback.sent(3)
+    playback.start_turn()
+    playback.sent(50, now=10.0)  # one second of audio, sent at once: Twilio plays it from 10.0
+    playback.mark()
+    assert playback.heard_in_turn(now=10.0) == 0
+    assert playback.heard_in_turn(now=10.30) == 15
+    assert playback.heard_in_turn(now=11.5) == 50  # never beyond what was sent
+    assert playback.unplayed_ms(now=10.30) == 700
+
+
+def test_a_genuine_echo_reanchors_the_estimate() -> None:
+    playback = Playback()
+    playback.start_turn()
+    playback.sent(10, now=0.0)
     mark = playback.mark()
-    assert playback.mark_played(mark)
-    assert playback.played_ms == 60
-    assert playback.frames_sent == 7
+    playback.sent(40, now=0.0)
+    # Twilio started late: frame 10 finished at 0.5 s, not 0.2 s.
+    assert playback.mark_played(mark, now=0.5)
+    assert playback.heard_in_turn(now=0.6) == 15
+
+
+def test_audio_sent_after_the_buffer_ran_dry_starts_when_it_arrives() -> None:
+    playback = Playback()
+    playback.sent(5, now=0.0)  # plays 0.0-0.1
+    playback.start_turn()
+    playback.sent(10, now=2.0)  # the buffer was empty for 1.9 s
+    assert playback.heard_in_turn(now=2.1) == 5
+
+
+def test_a_clear_cuts_the_turn_at_the_estimated_position() -> None:
+    playback = Playback()
+    playback.start_turn()
+    playback.sent(100, now=0.0)
+    outcome = playback.clear(now=0.73)
+    assert outcome.heard_frames == 36
+    assert outcome.discarded_frames == 64
+    # The caller's timeline continues from what was heard.
+    playback.start_turn()
+    playback.sent(3, now=1.0)
+    mark = playback.mark()
+    assert playback.mark_played(mark, now=1.06)
+    assert playback.played_ms == (36 + 3) * 20
+    assert playback.frames_sent == 103
 
 
 def test_an_unknown_mark_is_ignored() -> None:
     playback = Playback()
-    playback.sent(1)
+    playback.sent(1, now=0.0)
     playback.mark()
-    assert not playback.mark_played("someone-else")
+    assert not playback.mark_played("someone-else", now=0.1)
+    assert playback.pending_marks == 1
