@@ -24,6 +24,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agent.call.policy import CallPolicy
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
+from agent.clock import REAL_TIME, Clock
 from agent.config import DEFAULT_AGENT, AgentConfig
 from agent.errors import SignatureError
 from agent.live import protocol
@@ -90,6 +91,7 @@ CALL_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_sockets"
 CALLS = web.AppKey("calls", CallRegistry)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 CALL_POLICY = web.AppKey("call_policy", CallPolicy)
+CALL_CLOCK = web.AppKey("call_clock", Clock)
 RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")
 BACKGROUND = web.AppKey("background", Background)
@@ -103,6 +105,7 @@ def create_app(
     call_policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
     reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
     clock: Callable[[], float] = time.time,
+    call_clock: Clock = REAL_TIME,
 ) -> web.Application:
     """The whole bridge. Without ``live_target`` it uses ``LIVE_API_URL`` / Google's endpoint,
     unless a start-up hook (the CLI's embedded emulator) sets ``app[LIVE_BACKEND].target``."""
@@ -125,6 +128,7 @@ def create_app(
     app[CALL_SOCKETS] = set()
     app[CALLS] = CallRegistry()
     app[CLOCK] = clock
+    app[CALL_CLOCK] = call_clock
     app[CALL_POLICY] = call_policy
     app[RECONNECT_POLICY] = reconnect_policy
     app[PRECONNECTS] = {}
@@ -246,6 +250,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         live=link,
         live_ready=ready,
         policy=app[CALL_POLICY],
+        clock=app[CALL_CLOCK],
     )
     app[CALLS].started(session)
     try:
@@ -292,7 +297,11 @@ def _check_stream_token(app: web.Application, started: StreamStarted) -> None:
 
 
 def _new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
-    return LiveLink(lambda handle: _connect_live(app, agent, handle), app[RECONNECT_POLICY])
+    return LiveLink(
+        lambda handle: _connect_live(app, agent, handle),
+        app[RECONNECT_POLICY],
+        clock=app[CALL_CLOCK],
+    )
 
 
 async def _preconnect(app: web.Application, call_sid: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.audio.vad import EnergyVad, VoiceActivity
+from agent.clock import REAL_TIME, Clock
 from agent.config import AgentConfig
 from agent.errors import LiveError
 from agent.live import protocol
@@ -105,7 +106,7 @@ class CallSession:
         live: LiveLink,
         live_ready: Awaitable[None] | None = None,
         policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = REAL_TIME,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested); without it the session connects and greets itself."""
@@ -116,7 +117,8 @@ class CallSession:
         self.policy = policy
         self._live = live
         self._live_ready = live_ready
-        self._clock = clock
+        self._clock = clock.now
+        self._wall = clock.wall
         self._inbound = InboundTranscoder()
         self._outbound = OutboundTranscoder()
         # The bridge's own VAD: turn signals when the Live API's is off, and idle detection.
@@ -130,8 +132,9 @@ class CallSession:
         self.stats = CallStats()
         self.ended_reason: str | None = None
         self.preconnected = live_ready is not None
-        self._began = clock()
-        self._last_activity = self._began
+        self._began = clock.now()
+        self._last_activity = self._began  # either party: caller speech, keys, or model audio
+        self._last_caller_activity = self._began
         self._idle_prompted_at: float | None = None
         self._wrap_up_sent = False
         self._agent_turn_open = False
@@ -170,6 +173,11 @@ class CallSession:
             await self._ws.close()
             self._log_summary()
         return self.ended_reason or ERROR
+
+    @property
+    def live_closed(self) -> bool:
+        """The call's Live session is closed (true once the call has ended)."""
+        return self._live.is_closed
 
     def end(self, reason: str) -> None:
         """Ask the call to end (a tool hanging up or transferring); takes effect at once."""
@@ -215,7 +223,7 @@ class CallSession:
                 stats.frames_in += 1
                 activity = vad.process(ulaw_to_pcm16(event.payload))
                 if vad.speaking:
-                    self._last_activity = clock()
+                    self._last_activity = self._last_caller_activity = clock()
                 if activity is not None and self._manual_activity:
                     await self._signal_activity(activity)
                 await live.send_audio(inbound.process(event.payload))
@@ -238,7 +246,7 @@ class CallSession:
             await self._live.send(protocol.activity_end_message())
 
     async def _on_dtmf(self, digit: str) -> None:
-        self._last_activity = self._clock()
+        self._last_activity = self._last_caller_activity = self._clock()
         log.info("caller.dtmf", digit=digit)
         group = self._dtmf.press(digit, self._clock())
         if group:
@@ -349,7 +357,7 @@ class CallSession:
             self.stats.first_audio_ms = round((now - self._began) * 1000, 3)
             log.info("call.first_audio", ms_since_start=self.stats.first_audio_ms)
         playback.sent(len(frames), now)
-        self._last_activity = now + playback.unplayed_ms(now) / 1000
+        self._last_activity = max(self._last_activity, now + playback.unplayed_ms(now) / 1000)
         self.stats.frames_out += len(frames)
         await ws.send_str(stream.mark(playback.mark()))
 
@@ -368,7 +376,8 @@ class CallSession:
             )
             self._wake.clear()
             try:
-                async with asyncio.timeout(None if deadline is None else max(0, deadline - now)):
+                wait = None if deadline is None else self._wall(max(0.0, deadline - now))
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
                 continue
             except TimeoutError:
@@ -404,8 +413,11 @@ class CallSession:
         return duration, idle
 
     async def _check_idle(self, now: float, timeout_s: float) -> None:
-        if self._idle_prompted_at is not None and self._last_activity > self._idle_prompted_at:
-            self._idle_prompted_at = None  # the caller (or the model) came back
+        prompted = self._idle_prompted_at
+        if prompted is not None and self._last_caller_activity > prompted:
+            self._idle_prompted_at = (
+                None  # the caller came back (the model's check-in does not count)
+            )
         since = max(self._last_activity, self._idle_prompted_at or 0.0)
         if now - since < timeout_s:
             return
@@ -431,7 +443,7 @@ class CallSession:
         last_mark = f"m{self.playback.marks_sent}"
         # The pumps are gone: read Twilio ourselves until that mark is played or the caller leaves.
         try:
-            async with asyncio.timeout(len(frames) * 0.02 + 5.0):
+            async with asyncio.timeout(self._wall(len(frames) * 0.02 + 5.0)):
                 async for message in self._ws:
                     if message.type is not WSMsgType.TEXT:
                         break

@@ -23,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from agent.clock import REAL_TIME, Clock
 from agent.errors import LiveClosedError, LiveConnectError, LiveError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
@@ -96,11 +96,12 @@ class LiveLink:
         opener: Opener,
         policy: ReconnectPolicy = ReconnectPolicy(),
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = REAL_TIME,
     ) -> None:
         self._opener = opener
         self.policy = policy
-        self._clock = clock
+        self._clock = clock.now
+        self._wall = clock.wall
         self._conn: LiveConnection | None = None
         self._buffer: deque[str] = deque()
         self._buffered_audio = 0
@@ -124,6 +125,11 @@ class LiveLink:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
+
+    @property
+    def is_closed(self) -> bool:
+        """Closed by :meth:`close`, with no connection left open."""
+        return self._closed and self._conn is None
 
     # -- caller side ----------------------------------------------------------------------------
 
@@ -219,7 +225,7 @@ class LiveLink:
             return None
         # asyncio deadlines are on the loop's clock; goAway time is on ours. Convert.
         loop = asyncio.get_running_loop()
-        return loop.time() + max(0.0, self._go_away_at - self._clock())
+        return loop.time() + self._wall(max(0.0, self._go_away_at - self._clock()))
 
     def _observe(self, event: LiveEvent) -> None:
         """Track what reconnection needs: handle, speaking state, goAway, conversation."""
@@ -314,7 +320,7 @@ class LiveLink:
                         f"no Live connection after {attempts} attempts in {elapsed:.1f} s: {exc}"
                     ) from exc
                 log.warning("live.connect_failed", attempt=attempts, error=str(exc))
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await asyncio.sleep(self._wall(delay) * (0.5 + random.random()))
             delay = min(delay * 2, self.policy.max_delay_s)
 
 

@@ -124,17 +124,24 @@ class CarrierOptions:
     reply_timeout_ms: int = 10000
     #: The caller hangs up after this long whatever happens, so a call never runs forever.
     max_duration_s: float = 120.0
+    #: After the last reply the caller stays on the line, silent, this long before hanging up.
+    linger_ms: int = 0
+    #: Keys pressed on the keypad: ``(at_ms, digit)``, sent as ``dtmf`` events at those times.
+    keypad: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.speed > 0 or not math.isfinite(self.speed):
             raise ValueError(f"speed must be a positive number, got {self.speed}")
         if not self.max_duration_s > 0 or not math.isfinite(self.max_duration_s):
             raise ValueError(f"max_duration_s must be a positive number, got {self.max_duration_s}")
-        for name in ("lead_ms", "gap_ms", "reply_timeout_ms"):
+        for name in ("lead_ms", "gap_ms", "reply_timeout_ms", "linger_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.barge_in_ms is not None and self.barge_in_ms < 0:
             raise ValueError(f"barge_in_ms must not be negative, got {self.barge_in_ms}")
+        for at_ms, digit in self.keypad:
+            if at_ms < 0 or len(digit) != 1 or digit not in "0123456789*#ABCD":
+                raise ValueError(f"a key press is (at_ms >= 0, one of 0-9 * # A-D), got {digit!r}")
 
 
 @dataclass
@@ -220,6 +227,7 @@ class _Step(Enum):
     LEAD = "waiting to speak first"
     SPEAKING = "speaking"
     WAITING = "waiting for the reply"
+    LINGERING = "silent on the line after the last reply"
     DONE = "done"
 
 
@@ -294,6 +302,11 @@ class Phone:
         self._barge_in_ticks = None if options.barge_in_ms is None else _ticks(options.barge_in_ms)
         self._reply_timeout_ticks = _ticks(options.reply_timeout_ms)
         self._max_ticks = math.floor(options.max_duration_s * 1000 / FRAME_MS)
+        self._linger_ticks = _ticks(options.linger_ms)
+        self._linger_until = 0
+        self._keypad: dict[int, list[str]] = {}
+        for at_ms, digit in options.keypad:
+            self._keypad.setdefault(_ticks(at_ms), []).append(digit)
 
         self._step = _Step.LEAD
         self._current = -1  # index of the utterance being spoken or answered
@@ -363,6 +376,7 @@ class Phone:
         if self._step is _Step.DONE:
             return self._hang_up(ENDED_BY_CALLER)
         out = [self._media_message(self._next_inbound_frame())]
+        out.extend(self._dtmf_message(digit) for digit in self._keypad.pop(self._tick, ()))
         out.extend(self._play_frame())
         self._tick += 1
         return out
@@ -448,6 +462,8 @@ class Phone:
                     self._begin_next_utterance()
             elif step is _Step.WAITING and self._reply_over(self._utterances[self._current]):
                 self._begin_next_utterance()
+            elif step is _Step.LINGERING and self._tick >= self._linger_until:
+                self._step = _Step.DONE
             if (self._step, self._current) == (step, current):
                 return
 
@@ -473,7 +489,8 @@ class Phone:
     def _begin_next_utterance(self) -> None:
         self._current += 1
         if self._current >= len(self._utterances):
-            self._step = _Step.DONE
+            self._step = _Step.LINGERING if self._linger_ticks else _Step.DONE
+            self._linger_until = self._tick + self._linger_ticks
             return
         utt = self._utterances[self._current]
         utt.start_tick = self._tick
@@ -615,6 +632,14 @@ class Phone:
                 "timestamp": str(self._tick * FRAME_MS),
                 "payload": base64.b64encode(frame).decode("ascii"),
             },
+        }
+
+    def _dtmf_message(self, digit: str) -> Message:
+        return {
+            "event": "dtmf",
+            "sequenceNumber": self._next_sequence(),
+            "streamSid": self.stream_sid,
+            "dtmf": {"track": "inbound_track", "digit": digit},
         }
 
     def _echo_mark(self, name: str, *, played: bool) -> Message:

@@ -16,7 +16,11 @@ from aiohttp import web
 
 from agent.app import create_app
 from agent.audio.codec import read_wav
+from agent.call.policy import CallPolicy
+from agent.clock import Clock
+from agent.config import DEFAULT_AGENT, AgentConfig
 from agent.live.connection import LiveTarget
+from agent.live.link import ReconnectPolicy
 from agent.settings import Settings
 from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
 
@@ -53,13 +57,27 @@ async def start_bridge(emulator: RunningEmulator) -> AsyncIterator[BridgeFactory
     """Start the real app on a free loopback port; settings overridable per test."""
     runners: list[web.AppRunner] = []
 
-    async def start(**overrides: object) -> Bridge:
+    async def start(
+        *,
+        agent: AgentConfig = DEFAULT_AGENT,
+        call_policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
+        reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
+        live_target: LiveTarget | None = None,
+        **overrides: object,
+    ) -> Bridge:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         settings = Settings(port=port, public_url=url, **overrides)  # type: ignore[arg-type]
-        app = create_app(settings, live_target=LiveTarget(base_url=emulator.url))
+        app = create_app(
+            settings,
+            live_target=live_target or LiveTarget(base_url=emulator.url),
+            agent=agent,
+            call_policy=call_policy,
+            reconnect_policy=reconnect_policy,
+            call_clock=Clock(SPEED),
+        )
         runner = web.AppRunner(app)
         await runner.setup()
         await web.SockSite(runner, sock).start()

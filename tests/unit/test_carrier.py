@@ -543,3 +543,27 @@ def test_summary_reports_latencies_barge_ins_audio_and_ending() -> None:
     assert "barge-ins: 1, clears: 1, marks echoed: 2 (1 by a clear)" in summary
     assert "heard 1.0 s of agent audio" in summary
     assert "binary frame" in summary
+
+
+def test_keypad_presses_go_out_as_dtmf_events_at_their_audio_time() -> None:
+    phone = make_phone([b"\x00" * 1600], lead_ms=0, keypad=((40, "4"), (40, "2"), (100, "#")))
+    phone.connect({})
+    digits = [
+        (tick, m["dtmf"]["digit"])
+        for tick in range(8)
+        for m in phone.tick()
+        if m["event"] == "dtmf"
+    ]
+    assert digits == [(2, "4"), (2, "2"), (5, "#")]
+
+
+def test_a_lingering_caller_stays_silent_on_the_line_before_hanging_up() -> None:
+    phone = make_phone([b"\x00" * 160], lead_ms=0, gap_ms=0, reply_timeout_ms=20, linger_ms=200)
+    phone.connect({})
+    sent = ticks(phone, 14)
+    events = [m["event"] for m in sent]
+    assert "stop" not in events[:-1]
+    # One spoken frame, one tick waiting for a reply, ten silent ticks, then the hang-up.
+    assert events.count("media") == 12
+    assert events[-1] == "stop"
+    assert all(inbound_payload(m) == SILENCE for m in sent[1:] if m["event"] == "media")

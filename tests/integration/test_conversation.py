@@ -1,0 +1,197 @@
+"""The conversation on the phone: greeting first, what the caller heard, DTMF, how calls end.
+
+Carrier simulator -> bridge -> Live API emulator, in-process, at ``SPEED`` times real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import numpy as np
+import structlog
+
+from agent.app import CALLS
+from agent.call.policy import CallPolicy
+from agent.call.session import CallSession
+from agent.config import AgentConfig
+from agent.live.connection import LiveTarget
+from agent.live.link import ReconnectPolicy
+from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.live_emulator import RunningEmulator
+
+from .conftest import SPEED, BridgeFactory, caller_clip
+
+GREETER = AgentConfig(greeting="Greet the caller warmly and offer help.")
+CALL_TASKS = {"caller->model", "model->caller", "timers"}
+
+
+def voiced_ms(pcm: bytes) -> int:
+    """Milliseconds of 20 ms windows that carry speech-level audio."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    windows = samples[: samples.size // 160 * 160].reshape(-1, 160)
+    return int(np.count_nonzero(np.sqrt((windows**2).mean(axis=1)) > 200)) * 20
+
+
+def assert_nothing_left_running(call: CallSession) -> None:
+    leftovers = [
+        t
+        for t in asyncio.all_tasks()
+        if t.get_name() in CALL_TASKS or t.get_name().startswith("preconnect")
+    ]
+    assert leftovers == []
+    assert call.live_closed
+
+
+async def test_the_greeting_plays_first_from_the_session_opened_at_the_webhook(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge(agent=GREETER)
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("order-status")]
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+
+    assert call.preconnected
+    assert call.stats.first_audio_ms is not None
+    # The caller listened to a greeting before speaking.
+    first = report.utterances[0]
+    assert voiced_ms(report.heard[: first.start_ms * 16]) > 2000
+    # The model was asked to greet before it got any caller audio.
+    assert emulator.sessions[0].client_messages[:2] == ["setup", "clientContent"]
+    assert call.transcript.turns[0].role == "agent"
+    assert first.first_reply_ms is not None
+
+
+async def test_without_a_greeting_the_caller_speaks_first(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge()
+    report = await place_call(CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("goodbye")])
+    first = report.utterances[0]
+    assert voiced_ms(report.heard[: first.start_ms * 16]) == 0
+    assert "clientContent" not in emulator.sessions[0].client_messages
+
+
+async def test_after_a_barge_in_the_heard_transcript_stops_where_the_caller_stopped_hearing(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge()
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, barge_in_ms=2500),
+        [caller_clip("order-status"), caller_clip("interrupt")],
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+
+    (cut,) = [turn for turn in call.transcript.turns if turn.interrupted]
+    reply_started = report.utterances[0].first_reply_ms
+    assert reply_started is not None
+    played_by_carrier_ms = report.clears[0] * 20 - reply_started
+    assert cut.heard_ms is not None
+    assert abs(cut.heard_ms - played_by_carrier_ms) <= 20
+    # What the model said is kept whole; what the caller heard is the part played before the cut.
+    assert cut.said.startswith(cut.heard)
+    assert cut.heard
+    assert len(cut.heard) < len("Thanks for calling Acme. Your order shipped yesterday")
+    # Marks that the clear sent back unplayed were not counted as heard: the bridge counts exactly
+    # the echoes that followed real playback.
+    assert any(not played for _, played in report.marks_echoed)
+    assert call.playback.marks_played == sum(played for _, played in report.marks_echoed)
+
+
+async def test_a_keypad_sequence_reaches_the_model_as_one_message(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge(call_policy=CallPolicy(dtmf_group_timeout_s=1.0))
+    keys = ((600, "4"), (800, "1"), (1000, "7"), (1150, "2"))
+    with structlog.testing.capture_logs() as logs:
+        report = await place_call(
+            CarrierOptions(url=bridge.url, speed=SPEED, keypad=keys), [caller_clip("goodbye")]
+        )
+        await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert [e["digit"] for e in logs if e["event"] == "caller.dtmf"] == ["4", "1", "7", "2"]
+    assert [e["digits"] for e in logs if e["event"] == "caller.dtmf_group"] == [4]
+    assert emulator.sessions[0].client_messages.count("clientContent") == 1
+
+
+async def test_the_caller_hanging_up_ends_everything(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge()
+    report = await place_call(CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("goodbye")])
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "caller hung up"
+    assert_nothing_left_running(call)
+
+
+async def test_a_dropped_media_socket_ends_the_call(start_bridge: BridgeFactory) -> None:
+    bridge = await start_bridge()
+    call_sid = "CA" + "7" * 32
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{bridge.url}/twilio/voice", data={"CallSid": call_sid})
+        ws = await http.ws_connect(bridge.url.replace("http", "ws") + "/twilio/stream")
+        start = {
+            "streamSid": "MZ" + "7" * 32,
+            "accountSid": "AC" + "7" * 32,
+            "callSid": call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": {},
+        }
+        await ws.send_json({"event": "start", "streamSid": "MZ" + "7" * 32, "start": start})
+        await ws.close()  # gone without a stop
+    call = await bridge.app[CALLS].wait_ended(call_sid)
+    assert call.ended_reason == "caller hung up"
+    assert_nothing_left_running(call)
+
+
+async def test_an_unreachable_live_api_leads_to_the_fallback_not_dead_air(
+    start_bridge: BridgeFactory,
+) -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    bridge = await start_bridge(
+        live_target=LiveTarget(base_url=f"ws://127.0.0.1:{dead}"),
+        reconnect_policy=ReconnectPolicy(deadline_s=2.0, first_delay_s=0.1),
+    )
+    # A patient caller: stays on the line 5 s after the apology, so the server hangs up first.
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, gap_ms=5000), [caller_clip("goodbye")]
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "error"
+    assert report.ended_by == "server hung up"
+    assert voiced_ms(report.heard) > 5000  # the apology, heard to its end
+    assert_nothing_left_running(call)
+
+
+async def test_the_max_duration_wraps_up_then_ends_the_call(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge(call_policy=CallPolicy(max_duration_s=8.0, wrap_up_before_s=3.0))
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=30_000), [caller_clip("goodbye")]
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "timed out"
+    assert report.ended_by == "server hung up"
+    assert emulator.sessions[0].client_messages.count("clientContent") == 1  # the wrap-up prompt
+    assert len(report.heard) < 10 * 16000  # ended near 8 s, long before the caller would have
+    assert_nothing_left_running(call)
+
+
+async def test_an_idle_caller_is_checked_on_then_the_call_ends(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge(call_policy=CallPolicy(idle_timeout_s=3.0))
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=60_000), [caller_clip("goodbye")]
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "timed out"
+    assert report.ended_by == "server hung up"
+    assert emulator.sessions[0].client_messages.count("clientContent") == 1  # the check-in
+    assert emulator.sessions[0].answers_completed == 2  # the reply, then the check-in
+    assert_nothing_left_running(call)
