@@ -28,9 +28,10 @@ from agent.clock import REAL_TIME, Clock
 from agent.config import DEFAULT_AGENT, AgentConfig
 from agent.errors import SignatureError
 from agent.live import protocol
-from agent.live.connection import LiveConnection, LiveTarget
+from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
-from agent.live.protocol import DEFAULT_LIVE_API_URL
+from agent.live.protocol import check_backend
+from agent.live.targets import LiveEndpoint, live_endpoint
 from agent.settings import Settings
 from agent.telephony.twilio import (
     Connected,
@@ -80,7 +81,7 @@ class Preconnect:
 class LiveBackend:
     """Where calls' Live sessions go. Mutable so a start-up hook can fill it in (the emulator)."""
 
-    target: LiveTarget | None = None
+    target: LiveEndpoint | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -100,7 +101,7 @@ BACKGROUND = web.AppKey("background", Background)
 def create_app(
     settings: Settings,
     *,
-    live_target: LiveTarget | None = None,
+    live_target: LiveEndpoint | None = None,
     agent: AgentConfig = DEFAULT_AGENT,
     call_policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
     reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
@@ -113,10 +114,16 @@ def create_app(
     app[SETTINGS] = settings
     app[AGENT] = agent
     if live_target is None and not settings.use_emulator:
-        live_target = LiveTarget(
-            base_url=settings.live_api_url or DEFAULT_LIVE_API_URL,
+        live_target = live_endpoint(
+            settings.live_backend,
+            base_url=settings.live_api_url,
             api_key=settings.gemini_api_key,
+            vertex_project=settings.vertex_project,
+            vertex_location=settings.vertex_location,
         )
+    if live_target is not None:
+        # A Vertex-only field on the Developer API fails at start-up, not on the first call.
+        check_backend(agent, live_target.backend)
     app[LIVE_BACKEND] = LiveBackend(live_target)
     # Tokens must verify on any worker behind the same number: key them with the auth token.
     secret = (

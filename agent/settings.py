@@ -6,7 +6,12 @@
 | `PUBLIC_URL`        | the bridge's public base URL as Twilio reaches it (`https://…`)      |
 | `LIVE_API_URL`      | Live API base URL (default Google's); set it to use another backend   |
 | `GEMINI_API_KEY`    | Developer API key. With neither it nor `LIVE_API_URL`, the embedded   |
-|                     | Live API emulator answers calls                                       |
+|                     | Live API emulator answers calls (Developer API backend only)          |
+| `LIVE_BACKEND`      | `gemini` (default: the Developer API) or `vertex` (Vertex AI, with    |
+|                     | Application Default Credentials; needs the `vertex` extra)            |
+| `VERTEX_PROJECT`    | Google Cloud project for `LIVE_BACKEND=vertex` (required there)       |
+| `VERTEX_LOCATION`   | Vertex AI region, or `global` (default `us-central1`). `LIVE_API_URL` |
+|                     | replaces the regional host if set                                     |
 | `TWILIO_AUTH_TOKEN` | verifies `X-Twilio-Signature` and keys stream tokens; unset = dev mode|
 | `LOG_LEVEL`         | debug, info (default), warning, error                                 |
 | `LOG_FORMAT`        | auto (default: console on a TTY, JSON otherwise), json, console       |
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,7 +28,11 @@ from typing import Literal
 from agent.errors import ConfigError
 
 LogFormat = Literal["auto", "json", "console"]
+LiveBackendName = Literal["gemini", "vertex"]
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+# A Google Cloud project id, and a region name ("us-central1", "europe-west4") or "global".
+_PROJECT_RE = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.-]+:[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_LOCATION_RE = re.compile(r"[a-z]+(-[a-z]+)*[0-9]*|global")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +49,14 @@ class Settings:
     log_format: LogFormat = "auto"
     live_connect_timeout_s: float = 10.0
     stream_start_timeout_s: float = 10.0
+    live_backend: LiveBackendName = "gemini"
+    vertex_project: str | None = None
+    vertex_location: str = "us-central1"
 
     @property
     def use_emulator(self) -> bool:
-        """No key and no URL: answer calls with the embedded Live API emulator."""
-        return not self.gemini_api_key and not self.live_api_url
+        """Developer API with no key and no URL: answer calls with the embedded emulator."""
+        return self.live_backend == "gemini" and not self.gemini_api_key and not self.live_api_url
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
@@ -79,6 +92,30 @@ class Settings:
         fmt = env.get("LOG_FORMAT", "auto").lower()
         if fmt not in ("auto", "json", "console"):
             raise ConfigError("LOG_FORMAT must be auto, json or console", key="LOG_FORMAT")
+        backend = (env.get("LIVE_BACKEND") or "gemini").strip().lower()
+        if backend not in ("gemini", "vertex"):
+            raise ConfigError(
+                f"LIVE_BACKEND must be gemini or vertex, got {env.get('LIVE_BACKEND')!r}",
+                key="LIVE_BACKEND",
+            )
+        vertex_project = (env.get("VERTEX_PROJECT") or "").strip() or None
+        if vertex_project is not None and not _PROJECT_RE.fullmatch(vertex_project):
+            raise ConfigError(
+                f"VERTEX_PROJECT must be a Google Cloud project id, got {vertex_project!r}",
+                key="VERTEX_PROJECT",
+            )
+        if backend == "vertex" and vertex_project is None:
+            raise ConfigError(
+                "LIVE_BACKEND=vertex needs VERTEX_PROJECT (the Google Cloud project id)",
+                key="VERTEX_PROJECT",
+            )
+        vertex_location = (env.get("VERTEX_LOCATION") or "us-central1").strip().lower()
+        if not _LOCATION_RE.fullmatch(vertex_location):
+            raise ConfigError(
+                "VERTEX_LOCATION must be a Vertex AI region such as us-central1, or global; "
+                f"got {env.get('VERTEX_LOCATION')!r}",
+                key="VERTEX_LOCATION",
+            )
         return cls(
             host=host or env.get("HOST", "0.0.0.0"),
             port=port,
@@ -88,6 +125,9 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
             log_level=level,
             log_format=fmt,  # type: ignore[arg-type]  # checked just above
+            live_backend=backend,  # type: ignore[arg-type]  # checked just above
+            vertex_project=vertex_project,
+            vertex_location=vertex_location,
         )
 
 

@@ -1,6 +1,7 @@
 """The asyncio adapter around :mod:`agent.live.protocol`: one WebSocket to the Live API.
 
-It opens the socket, sends ``setup``, waits for ``setupComplete`` and then moves frames: text out,
+It opens the socket to a :class:`~agent.live.targets.LiveEndpoint` (Developer API or Vertex AI),
+sends ``setup``, waits for ``setupComplete`` and then moves frames: text out,
 typed events in. websockets' exceptions are mapped to :class:`~agent.errors.LiveError` here, so the
 call above never sees a library exception.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -19,6 +19,11 @@ from agent.config import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError
 from agent.live import protocol
 from agent.live.protocol import LiveEvent, SetupComplete
+from agent.live.targets import DeveloperApiTarget, LiveEndpoint
+
+LiveTarget = DeveloperApiTarget
+"""The Developer API target under its original name, ``LiveTarget(base_url=..., api_key=...)``.
+Any :class:`~agent.live.targets.LiveEndpoint` (e.g. a ``VertexTarget``) can be opened."""
 
 # Gemini's pongs can take 8-30 s (python-genai#2935): websockets' default 20 s ping timeout kills
 # healthy calls. Ping for liveness, but give the pong a minute.
@@ -26,20 +31,6 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 60.0
 # The SDK refuses server frames over 1 MiB; leave headroom rather than close a call over one frame.
 MAX_FRAME_BYTES = 4 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class LiveTarget:
-    """Where the Live API is and how to authenticate (``LIVE_API_URL``, ``GEMINI_API_KEY``)."""
-
-    base_url: str = protocol.DEFAULT_LIVE_API_URL
-    api_key: str | None = field(default=None, repr=False)
-
-    def url(self, version: str) -> str:
-        return protocol.live_url(self.base_url, version)
-
-    def headers(self) -> dict[str, str]:
-        return {"x-goog-api-key": self.api_key} if self.api_key else {}
 
 
 class LiveConnection:
@@ -53,19 +44,31 @@ class LiveConnection:
     @classmethod
     async def open(
         cls,
-        target: LiveTarget,
+        target: LiveEndpoint,
         agent: AgentConfig,
         *,
         resumption_handle: str | None = None,
         timeout_s: float = 10.0,
     ) -> LiveConnection:
-        """Connect, send ``setup`` and wait for ``setupComplete`` (all within ``timeout_s``)."""
+        """Connect, send ``setup`` and wait for ``setupComplete`` (all within ``timeout_s``).
+
+        ``target`` gives the URL, the handshake headers (fetching a token if it must) and the
+        model's resource name. Raises :class:`~agent.errors.ConfigError` if the agent uses a field
+        the target's backend lacks (check it at start-up with ``protocol.check_backend``).
+        """
         url = target.url(agent.api_version)
+        # Built before connecting: a configuration error must not cost a handshake.
+        setup = protocol.setup_message(
+            agent,
+            resumption_handle=resumption_handle,
+            model_path=target.model_path(agent.model),
+            backend=target.backend,
+        )
         try:
             async with asyncio.timeout(timeout_s):
                 socket = await connect(
                     url,
-                    additional_headers=target.headers(),
+                    additional_headers=await target.headers(),
                     # Audio is base64 noise to deflate: compressing it costs CPU and saves little.
                     compression=None,
                     ping_interval=PING_INTERVAL_S,
@@ -75,10 +78,8 @@ class LiveConnection:
                     proxy=None,
                 )
                 try:
-                    await socket.send(
-                        protocol.setup_message(agent, resumption_handle=resumption_handle)
-                    )
-                    setup = await cls._await_setup_complete(socket)
+                    await socket.send(setup)
+                    complete = await cls._await_setup_complete(socket)
                 except BaseException:
                     await socket.close()
                     raise
@@ -87,11 +88,12 @@ class LiveConnection:
         except ConnectionClosed as exc:
             raise LiveConnectError(
                 f"Live API closed the connection during setup "
-                f"(code={_code(exc)}, reason={_reason(exc)!r})"
+                f"(code={_code(exc)}, reason={_reason(exc)!r})",
+                code=_code(exc),
             ) from exc
         except (OSError, InvalidHandshake, InvalidURI) as exc:
             raise LiveConnectError(f"cannot connect to {url}: {exc}") from exc
-        return cls(socket, setup)
+        return cls(socket, complete)
 
     @staticmethod
     async def _await_setup_complete(socket: ClientConnection) -> SetupComplete:

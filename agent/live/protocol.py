@@ -6,24 +6,32 @@ can carry several fields at once (``serverContent`` with ``usageMetadata``, seve
 turn), so a frame always yields a *list*, in the order a client must act on them.
 
 Nothing here touches a socket or a clock, and nothing raises on wire input: a frame that cannot be
-understood becomes a :class:`LiveProtocolError` event that the adapter logs and drops.
+understood becomes a :class:`LiveProtocolError` event that the adapter logs and drops. Builders do
+raise on a caller's mistake (a Vertex-only field sent to the Developer API, an empty tool response).
 """
 
 from __future__ import annotations
 
 import binascii
+import copy
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ToolsConfig
+from agent.errors import ConfigError
 
 DEFAULT_LIVE_API_URL = "wss://generativelanguage.googleapis.com"
 LIVE_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
 INPUT_MIME_TYPE = "audio/pcm;rate=16000"
 OUTPUT_SAMPLE_RATE = 24000
+
+Backend = Literal["gemini", "vertex"]
+"""Which Live API a setup is for: the Developer API (``gemini``) or Vertex AI."""
+Scheduling = Literal["INTERRUPT", "WHEN_IDLE", "SILENT"]
+"""When the model takes a non-blocking function's result (``FunctionResponse.scheduling``)."""
 
 # Servers send the standard base64 alphabet; the Python SDK sends URL-safe. Accept both everywhere.
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
@@ -40,51 +48,254 @@ def live_url(base_url: str, version: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def build_setup(agent: AgentConfig, *, resumption_handle: str | None = None) -> dict[str, Any]:
+def developer_model_path(model: str) -> str:
+    """The Developer API's resource name for ``model``: ``models/`` is added when missing."""
+    return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+
+
+def check_backend(agent: AgentConfig, backend: Backend) -> None:
+    """Refuse fields ``backend`` does not have, so a misconfiguration fails at start-up.
+
+    The Developer API rejects Vertex-only fields with a 1007 close after the handshake (and the
+    SDK refuses to send them); better a :class:`~agent.errors.ConfigError` naming the key.
+    """
+    if backend == "vertex":
+        return
+    if agent.explicit_vad_signal is not None:
+        raise ConfigError(
+            "explicit_vad_signal is Vertex AI only (set LIVE_BACKEND=vertex or remove it)",
+            key="explicit_vad_signal",
+        )
+    if agent.session_resumption is not None and agent.session_resumption.transparent is not None:
+        raise ConfigError(
+            "session_resumption.transparent is Vertex AI only (set LIVE_BACKEND=vertex or "
+            "remove it)",
+            key="session_resumption.transparent",
+        )
+
+
+def build_setup(
+    agent: AgentConfig,
+    *,
+    resumption_handle: str | None = None,
+    model_path: str | None = None,
+    backend: Backend = "gemini",
+) -> dict[str, Any]:
     """The ``setup`` message for ``agent``, in the Live API's canonical camelCase JSON.
 
     Only fields the agent sets are sent, so the service's own defaults apply to the rest.
+    ``model_path`` is the target's resource name for the model (Vertex AI's is a project path);
+    by default the Developer API's ``models/...``. ``resumption_handle`` resumes a session; it is
+    sent even if the agent turned resumption off, because the caller asked for it explicitly.
+    Raises :class:`~agent.errors.ConfigError` for fields ``backend`` does not have.
     """
+    check_backend(agent, backend)
+    setup: dict[str, Any] = {"model": model_path or developer_model_path(agent.model)}
+    setup["generationConfig"] = _generation_config(agent)
+    if agent.system_instruction:
+        setup["systemInstruction"] = {"parts": [{"text": agent.system_instruction}], "role": "user"}
+    if agent.tools:
+        setup["tools"] = _tools(agent.tools)
+    realtime = _realtime_input_config(agent)
+    if realtime:
+        setup["realtimeInputConfig"] = realtime
+    if agent.explicit_vad_signal is not None:
+        setup["explicitVadSignal"] = agent.explicit_vad_signal
+    if agent.input_transcription:
+        setup["inputAudioTranscription"] = {}
+    if agent.output_transcription:
+        setup["outputAudioTranscription"] = {}
+    compression = agent.context_window_compression
+    if compression is not None:
+        window: dict[str, Any] = {}
+        if compression.sliding_window.target_tokens is not None:
+            window["targetTokens"] = compression.sliding_window.target_tokens
+        # slidingWindow is the compression mechanism: an empty object still selects it.
+        setup["contextWindowCompression"] = _without_none(
+            {"triggerTokens": compression.trigger_tokens, "slidingWindow": window}
+        )
+    if agent.session_resumption is not None or resumption_handle:
+        transparent = agent.session_resumption.transparent if agent.session_resumption else None
+        setup["sessionResumption"] = _without_none(
+            {"handle": resumption_handle or None, "transparent": transparent}
+        )
+    if agent.proactivity is not None:
+        setup["proactivity"] = _without_none({"proactiveAudio": agent.proactivity.proactive_audio})
+    if agent.history_config is not None:
+        history = agent.history_config.initial_history_in_client_content
+        setup["historyConfig"] = _without_none({"initialHistoryInClientContent": history})
+    return {"setup": setup}
+
+
+def setup_message(
+    agent: AgentConfig,
+    *,
+    resumption_handle: str | None = None,
+    model_path: str | None = None,
+    backend: Backend = "gemini",
+) -> str:
+    """:func:`build_setup` serialised as the first text frame of a connection."""
+    return json.dumps(
+        build_setup(
+            agent, resumption_handle=resumption_handle, model_path=model_path, backend=backend
+        )
+    )
+
+
+def _generation_config(agent: AgentConfig) -> dict[str, Any]:
     speech: dict[str, Any] = {}
     if agent.voice:
         speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": agent.voice}}
     if agent.language:
         speech["languageCode"] = agent.language
-    generation: dict[str, Any] = {"responseModalities": ["AUDIO"]}
-    if speech:
-        generation["speechConfig"] = speech
-
-    vad: dict[str, Any] = {"disabled": agent.vad.disabled}
-    if agent.vad.start_sensitivity is not None:
-        vad["startOfSpeechSensitivity"] = agent.vad.start_sensitivity
-    if agent.vad.end_sensitivity is not None:
-        vad["endOfSpeechSensitivity"] = agent.vad.end_sensitivity
-    if agent.vad.prefix_padding_ms is not None:
-        vad["prefixPaddingMs"] = agent.vad.prefix_padding_ms
-    if agent.vad.silence_duration_ms is not None:
-        vad["silenceDurationMs"] = agent.vad.silence_duration_ms
-
-    model = agent.model if agent.model.startswith("models/") else f"models/{agent.model}"
-    setup: dict[str, Any] = {
-        "model": model,
-        "generationConfig": generation,
-        "systemInstruction": {"parts": [{"text": agent.system_instruction}], "role": "user"},
-        "realtimeInputConfig": {"automaticActivityDetection": vad},
-    }
-    if agent.input_transcription:
-        setup["inputAudioTranscription"] = {}
-    if agent.output_transcription:
-        setup["outputAudioTranscription"] = {}
-    resumption: dict[str, Any] = {}
-    if resumption_handle:
-        resumption["handle"] = resumption_handle
-    setup["sessionResumption"] = resumption
-    return {"setup": setup}
+    thinking = agent.thinking_config
+    return _without_none(
+        {
+            # Always sent: the bridge's whole job depends on the modality, and Vertex has no
+            # AUDIO default for some models (the SDK adds it there too).
+            "responseModalities": [agent.response_modality],
+            "temperature": agent.temperature,
+            "topP": agent.top_p,
+            "topK": agent.top_k,
+            "maxOutputTokens": agent.max_output_tokens,
+            "seed": agent.seed,
+            "mediaResolution": agent.media_resolution,
+            "speechConfig": speech or None,
+            "thinkingConfig": None
+            if thinking is None
+            else _without_none(
+                {
+                    "thinkingBudget": thinking.thinking_budget,
+                    "includeThoughts": thinking.include_thoughts,
+                    "thinkingLevel": thinking.thinking_level,
+                }
+            ),
+            "enableAffectiveDialog": agent.enable_affective_dialog,
+        }
+    )
 
 
-def setup_message(agent: AgentConfig, *, resumption_handle: str | None = None) -> str:
-    """:func:`build_setup` serialised as the first text frame of a connection."""
-    return json.dumps(build_setup(agent, resumption_handle=resumption_handle))
+def _realtime_input_config(agent: AgentConfig) -> dict[str, Any]:
+    vad = agent.vad
+    detection = _without_none(
+        {
+            # false is the service's default: send it only when it says something.
+            "disabled": True if vad.disabled else None,
+            "startOfSpeechSensitivity": vad.start_sensitivity,
+            "endOfSpeechSensitivity": vad.end_sensitivity,
+            "prefixPaddingMs": vad.prefix_padding_ms,
+            "silenceDurationMs": vad.silence_duration_ms,
+        }
+    )
+    return _without_none(
+        {
+            "automaticActivityDetection": detection or None,
+            "activityHandling": agent.activity_handling,
+            "turnCoverage": agent.turn_coverage,
+        }
+    )
+
+
+def _tools(tools: ToolsConfig) -> list[dict[str, Any]]:
+    # The SDK's layout (t_tools): one entry per built-in tool, then every function merged into a
+    # single functionDeclarations entry, last.
+    entries: list[dict[str, Any]] = []
+    if tools.google_search:
+        entries.append({"googleSearch": {}})
+    if tools.code_execution:
+        entries.append({"codeExecution": {}})
+    if tools.url_context:
+        entries.append({"urlContext": {}})
+    if tools.function_declarations:
+        entries.append(
+            {
+                "functionDeclarations": [
+                    _without_none(
+                        {
+                            "name": declaration.name,
+                            "description": declaration.description,
+                            # User data (schemas, property names): copied, never renamed.
+                            "parametersJsonSchema": _copy(declaration.parameters_json_schema),
+                            "parameters": _copy(declaration.parameters),
+                            "behavior": declaration.behavior,
+                        }
+                    )
+                    for declaration in tools.function_declarations
+                ]
+            }
+        )
+    return entries
+
+
+def _without_none(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _copy(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    # A fresh copy per message, so a caller editing the built dict cannot reach into the config.
+    return None if value is None else copy.deepcopy(dict(value))
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionResult:
+    """The outcome of one function call, sent back in a ``toolResponse``.
+
+    ``id`` and ``name`` are the call's. ``scheduling`` (for ``NON_BLOCKING`` functions) says
+    whether the model should interrupt itself, wait until idle, or take the result silently;
+    ``will_continue`` says more results for this call will follow. ``None`` is not sent.
+    """
+
+    id: str
+    name: str
+    response: Mapping[str, Any]
+    scheduling: Scheduling | None = None
+    will_continue: bool | None = None
+
+
+def tool_response_message(responses: Sequence[FunctionResult]) -> str:
+    """A ``toolResponse`` frame answering one or more function calls.
+
+    ``scheduling`` goes beside ``response``, as the SDK sends it (the docs' examples also put it
+    inside ``response``; servers accept it beside). Raises ``ValueError`` for no responses (the
+    server would refuse an empty one) and ``TypeError`` for a response JSON cannot carry.
+    """
+    if not responses:
+        raise ValueError("a tool response needs at least one function result")
+    return json.dumps(
+        {
+            "toolResponse": {
+                "functionResponses": [
+                    _without_none(
+                        {
+                            "id": result.id,
+                            "name": result.name,
+                            "response": dict(result.response),
+                            "willContinue": result.will_continue,
+                            "scheduling": result.scheduling,
+                        }
+                    )
+                    for result in responses
+                ]
+            }
+        }
+    )
+
+
+def history_message(turns: Sequence[tuple[str, str]], *, turn_complete: bool = False) -> str:
+    """A ``clientContent`` frame replaying a conversation as text turns.
+
+    ``turns`` are ``(role, text)`` pairs, ``role`` being ``"user"`` or ``"model"``; it seeds a
+    fresh session with the conversation so far when no resumption handle is left. With
+    ``turn_complete=False`` (the default) the model does not answer it; with
+    ``history_config.initial_history_in_client_content`` the server takes everything up to the
+    first ``turn_complete=True`` as history. Raises ``ValueError`` for any other role.
+    """
+    contents = []
+    for role, text in turns:
+        if role not in ("user", "model"):
+            raise ValueError(f"a history turn's role must be 'user' or 'model', got {role!r}")
+        contents.append({"role": role, "parts": [{"text": text}]})
+    return json.dumps({"clientContent": {"turns": contents, "turnComplete": turn_complete}})
 
 
 def audio_message(pcm16k: bytes) -> str:

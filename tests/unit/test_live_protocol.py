@@ -7,10 +7,23 @@ import json
 
 import pytest
 
-from agent.config import AgentConfig, VadConfig
+from agent.config import (
+    AgentConfig,
+    ContextWindowCompressionConfig,
+    FunctionDeclaration,
+    HistoryConfig,
+    ProactivityConfig,
+    SessionResumptionConfig,
+    SlidingWindow,
+    ThinkingConfig,
+    ToolsConfig,
+    VadConfig,
+)
+from agent.errors import ConfigError
 from agent.live import protocol
 from agent.live.protocol import (
     FunctionCall,
+    FunctionResult,
     GenerationComplete,
     GoAway,
     GroundingMetadata,
@@ -63,7 +76,6 @@ def test_setup_carries_the_agents_choices_in_camel_case() -> None:
             "systemInstruction": {"parts": [{"text": "Be brief."}], "role": "user"},
             "realtimeInputConfig": {
                 "automaticActivityDetection": {
-                    "disabled": False,
                     "startOfSpeechSensitivity": "START_SENSITIVITY_LOW",
                     "endOfSpeechSensitivity": "END_SENSITIVITY_HIGH",
                     "prefixPaddingMs": 40,
@@ -72,19 +84,305 @@ def test_setup_carries_the_agents_choices_in_camel_case() -> None:
             },
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
+            "contextWindowCompression": {"slidingWindow": {}},
             "sessionResumption": {"handle": "h-1"},
+        }
+    }
+
+
+def test_default_agent_turns_on_compression_and_resumption_and_nothing_else() -> None:
+    assert json.loads(protocol.setup_message(AgentConfig(system_instruction=None))) == {
+        "setup": {
+            "model": "models/gemini-2.5-flash-native-audio-preview-12-2025",
+            "generationConfig": {
+                "responseModalities": ["AUDIO"],
+                "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Puck"}}},
+            },
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+            "contextWindowCompression": {"slidingWindow": {}},
+            "sessionResumption": {},
         }
     }
 
 
 def test_setup_leaves_unset_fields_to_the_service() -> None:
     setup = protocol.build_setup(
-        AgentConfig(voice=None, input_transcription=False, output_transcription=False)
+        AgentConfig(
+            voice=None,
+            input_transcription=False,
+            output_transcription=False,
+            context_window_compression=None,
+            session_resumption=None,
+        )
     )["setup"]
     assert "speechConfig" not in setup["generationConfig"]
-    assert setup["realtimeInputConfig"] == {"automaticActivityDetection": {"disabled": False}}
+    assert "realtimeInputConfig" not in setup
     assert "inputAudioTranscription" not in setup
-    assert setup["sessionResumption"] == {}
+    assert "contextWindowCompression" not in setup
+    assert "sessionResumption" not in setup
+    assert "tools" not in setup
+
+
+def test_a_resumption_handle_is_sent_even_with_resumption_configured_off() -> None:
+    setup = protocol.build_setup(AgentConfig(session_resumption=None), resumption_handle="h-9")
+    assert setup["setup"]["sessionResumption"] == {"handle": "h-9"}
+
+
+def test_setup_with_every_field_set() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}, "snake_case_name": {"type": "integer"}},
+        "required": ["order_id"],
+        "additionalProperties": False,
+    }
+    agent = AgentConfig(
+        name="everything",
+        model="models/gemini-3.8-live",
+        api_version="v1alpha",
+        response_modality="TEXT",
+        voice="Aoede",
+        language="de-DE",
+        system_instruction="Sei kurz.",
+        temperature=0.7,
+        top_p=0.95,
+        top_k=40,
+        max_output_tokens=512,
+        seed=42,
+        media_resolution="MEDIA_RESOLUTION_LOW",
+        thinking_config=ThinkingConfig(thinking_budget=1024, include_thoughts=True),
+        enable_affective_dialog=True,
+        vad=VadConfig(disabled=True),
+        activity_handling="NO_INTERRUPTION",
+        turn_coverage="TURN_INCLUDES_ALL_INPUT",
+        input_transcription=True,
+        output_transcription=False,
+        context_window_compression=ContextWindowCompressionConfig(
+            trigger_tokens=25600, sliding_window=SlidingWindow(target_tokens=12800)
+        ),
+        session_resumption=SessionResumptionConfig(),
+        proactivity=ProactivityConfig(proactive_audio=True),
+        history_config=HistoryConfig(initial_history_in_client_content=True),
+        tools=ToolsConfig(
+            function_declarations=(
+                FunctionDeclaration(
+                    "lookup_order",
+                    "Find an order by its id.",
+                    parameters_json_schema=schema,
+                    behavior="NON_BLOCKING",
+                ),
+                FunctionDeclaration(
+                    "transfer",
+                    parameters={"type": "OBJECT", "properties": {"to": {"type": "STRING"}}},
+                    behavior="BLOCKING",
+                ),
+                FunctionDeclaration("hang_up"),
+            ),
+            google_search=True,
+            code_execution=True,
+            url_context=True,
+        ),
+    )
+    assert protocol.build_setup(agent) == {
+        "setup": {
+            "model": "models/gemini-3.8-live",
+            "generationConfig": {
+                "responseModalities": ["TEXT"],
+                "temperature": 0.7,
+                "topP": 0.95,
+                "topK": 40,
+                "maxOutputTokens": 512,
+                "seed": 42,
+                "mediaResolution": "MEDIA_RESOLUTION_LOW",
+                "speechConfig": {
+                    "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Aoede"}},
+                    "languageCode": "de-DE",
+                },
+                "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True},
+                "enableAffectiveDialog": True,
+            },
+            "systemInstruction": {"parts": [{"text": "Sei kurz."}], "role": "user"},
+            "tools": [
+                {"googleSearch": {}},
+                {"codeExecution": {}},
+                {"urlContext": {}},
+                {
+                    "functionDeclarations": [
+                        {
+                            "name": "lookup_order",
+                            "description": "Find an order by its id.",
+                            "parametersJsonSchema": {
+                                "type": "object",
+                                "properties": {
+                                    "order_id": {"type": "string"},
+                                    "snake_case_name": {"type": "integer"},
+                                },
+                                "required": ["order_id"],
+                                "additionalProperties": False,
+                            },
+                            "behavior": "NON_BLOCKING",
+                        },
+                        {
+                            "name": "transfer",
+                            "parameters": {
+                                "type": "OBJECT",
+                                "properties": {"to": {"type": "STRING"}},
+                            },
+                            "behavior": "BLOCKING",
+                        },
+                        {"name": "hang_up"},
+                    ]
+                },
+            ],
+            "realtimeInputConfig": {
+                "automaticActivityDetection": {"disabled": True},
+                "activityHandling": "NO_INTERRUPTION",
+                "turnCoverage": "TURN_INCLUDES_ALL_INPUT",
+            },
+            "inputAudioTranscription": {},
+            "contextWindowCompression": {
+                "triggerTokens": 25600,
+                "slidingWindow": {"targetTokens": 12800},
+            },
+            "sessionResumption": {},
+            "proactivity": {"proactiveAudio": True},
+            "historyConfig": {"initialHistoryInClientContent": True},
+        }
+    }
+
+
+def test_thinking_level_is_sent_as_is() -> None:
+    setup = protocol.build_setup(AgentConfig(thinking_config=ThinkingConfig(thinking_level="LOW")))
+    assert setup["setup"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "LOW"}
+
+
+def test_the_built_setup_is_a_copy_of_the_agents_schemas() -> None:
+    agent = AgentConfig(
+        tools=ToolsConfig(
+            function_declarations=(
+                FunctionDeclaration("f", parameters_json_schema={"type": "object"}),
+            )
+        )
+    )
+    first = protocol.build_setup(agent)
+    first["setup"]["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"]["type"] = "x"
+    second = protocol.build_setup(agent)
+    assert second["setup"]["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"] == {
+        "type": "object"
+    }
+
+
+def test_vertex_setup_takes_the_targets_model_path_and_vertex_only_fields() -> None:
+    agent = AgentConfig(
+        model="gemini-live-2.5-flash-native-audio",
+        system_instruction=None,
+        voice=None,
+        explicit_vad_signal=True,
+        session_resumption=SessionResumptionConfig(transparent=True),
+    )
+    path = (
+        "projects/p-1/locations/us-central1/publishers/google/models/"
+        "gemini-live-2.5-flash-native-audio"
+    )
+    assert protocol.build_setup(
+        agent, resumption_handle="h", model_path=path, backend="vertex"
+    ) == {
+        "setup": {
+            "model": path,
+            "generationConfig": {"responseModalities": ["AUDIO"]},
+            "explicitVadSignal": True,
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+            "contextWindowCompression": {"slidingWindow": {}},
+            "sessionResumption": {"handle": "h", "transparent": True},
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("agent", "key"),
+    [
+        (AgentConfig(explicit_vad_signal=False), "explicit_vad_signal"),
+        (
+            AgentConfig(session_resumption=SessionResumptionConfig(transparent=True)),
+            "session_resumption.transparent",
+        ),
+    ],
+)
+def test_vertex_only_fields_are_refused_for_the_developer_api(agent: AgentConfig, key: str) -> None:
+    with pytest.raises(ConfigError, match="Vertex AI only") as caught:
+        protocol.build_setup(agent)
+    assert caught.value.key == key
+    protocol.check_backend(agent, "vertex")  # fine there
+
+
+@pytest.mark.parametrize(
+    ("model", "path"),
+    [
+        ("gemini-3.8-live", "models/gemini-3.8-live"),
+        ("models/gemini-3.8-live", "models/gemini-3.8-live"),
+        ("tunedModels/my-tuned", "tunedModels/my-tuned"),
+    ],
+)
+def test_developer_model_path(model: str, path: str) -> None:
+    assert protocol.developer_model_path(model) == path
+
+
+def test_tool_response_puts_scheduling_beside_the_response() -> None:
+    message = protocol.tool_response_message(
+        [
+            FunctionResult(
+                "function-call-58",
+                "lookup_order",
+                {"result": {"status": "shipped"}},
+                scheduling="WHEN_IDLE",
+                will_continue=False,
+            ),
+            FunctionResult("function-call-59", "hang_up", {"result": "ok"}),
+        ]
+    )
+    assert json.loads(message) == {
+        "toolResponse": {
+            "functionResponses": [
+                {
+                    "id": "function-call-58",
+                    "name": "lookup_order",
+                    "response": {"result": {"status": "shipped"}},
+                    "willContinue": False,
+                    "scheduling": "WHEN_IDLE",
+                },
+                {"id": "function-call-59", "name": "hang_up", "response": {"result": "ok"}},
+            ]
+        }
+    }
+
+
+def test_tool_response_needs_a_result() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        protocol.tool_response_message([])
+
+
+def test_history_replays_turns_without_asking_for_an_answer() -> None:
+    message = protocol.history_message(
+        [("user", "Where is order A17?"), ("model", 'It shipped "today".')]
+    )
+    assert json.loads(message) == {
+        "clientContent": {
+            "turns": [
+                {"role": "user", "parts": [{"text": "Where is order A17?"}]},
+                {"role": "model", "parts": [{"text": 'It shipped "today".'}]},
+            ],
+            "turnComplete": False,
+        }
+    }
+    assert json.loads(protocol.history_message([], turn_complete=True)) == {
+        "clientContent": {"turns": [], "turnComplete": True}
+    }
+
+
+def test_history_refuses_other_roles() -> None:
+    with pytest.raises(ValueError, match="'user' or 'model'"):
+        protocol.history_message([("system", "x")])
 
 
 def test_audio_message_is_valid_json_with_standard_base64() -> None:
