@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 from aiohttp import web
 
-from agent.errors import AgentError
+from agent.errors import AgentError, ConfigError
 from agent.observability import configure_logging
 from agent.settings import Settings
 
@@ -52,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--port", type=int, default=9090)
     emulate.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
     emulate.add_argument("--think-ms", type=int, default=0, help="delay before each answer")
+    emulate.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=None,
+        help="serve wss:// with this certificate chain (PEM; may also hold the key)",
+    )
+    emulate.add_argument("--tls-key", metavar="PEM", default=None, help="key for --tls-cert")
+    emulate.add_argument(
+        "--scenario",
+        metavar="FILE|NAME",
+        default=None,
+        help="script answers and function calls: a YAML/JSON file or a bundled name "
+        "(order-status, sms-confirmation, text-chat)",
+    )
+    emulate.add_argument("--connection-lifetime-s", type=float, default=600.0)
+    emulate.add_argument("--go-away-before-s", type=float, default=50.0)
+    emulate.add_argument("--session-limit-s", type=float, default=900.0)
     emulate.add_argument(
         "--api-key-env",
         metavar="VAR",
@@ -109,11 +126,34 @@ def _emulate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     configure_logging(settings.log_level, settings.log_format, secrets=[api_key or ""])
-    from agent.sim.live_emulator import EmulatorOptions, create_emulator_app
+    from agent.sim.live_emulator import (
+        EmulatorOptions,
+        create_emulator_app,
+        load_scenario,
+        tls_server_context,
+    )
 
-    options = EmulatorOptions(speed=args.speed, think_ms=args.think_ms, api_key=api_key)
-    log.info("emulator.started", url=f"ws://{args.host}:{args.port}")
-    web.run_app(create_emulator_app(options), host=args.host, port=args.port, print=None)
+    if args.tls_key and not args.tls_cert:
+        raise ConfigError("--tls-key needs --tls-cert")
+    ssl_context = tls_server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    options = EmulatorOptions(
+        speed=args.speed,
+        think_ms=args.think_ms,
+        api_key=api_key,
+        scenario=load_scenario(args.scenario) if args.scenario else None,
+        connection_lifetime_s=args.connection_lifetime_s,
+        go_away_before_s=args.go_away_before_s,
+        session_limit_s=args.session_limit_s,
+    )
+    scheme = "wss" if ssl_context else "ws"
+    log.info("emulator.started", url=f"{scheme}://{args.host}:{args.port}", scenario=args.scenario)
+    web.run_app(
+        create_emulator_app(options),
+        host=args.host,
+        port=args.port,
+        ssl_context=ssl_context,
+        print=None,
+    )
     return 0
 
 

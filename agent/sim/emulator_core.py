@@ -1,33 +1,64 @@
 """The local Live API emulator's decisions, sans-I/O.
 
-:class:`LiveEmulatorCore` is one emulated ``BidiGenerateContent`` session. The adapter
+:class:`LiveEmulatorCore` is one emulated ``BidiGenerateContent`` connection. The adapter
 (:mod:`agent.sim.live_emulator`) feeds it every client frame with :meth:`~LiveEmulatorCore.receive`,
 lets it act on its timers with :meth:`~LiveEmulatorCore.poll` and sends what
 :meth:`~LiveEmulatorCore.data_to_send` returns, in that order. The core never touches a socket or
 reads a clock: ``now_ms`` is *emulated* time that the adapter hands in (wall time multiplied by the
-speed-up), and the voice activity detector runs on audio time (sample counts), so a session behaves
-the same at any speed and in a unit test with no event loop at all.
+speed-up, on one clock for the whole emulator), and the voice activity detector runs on audio time
+(sample counts), so a session behaves the same at any speed and in a unit test with no event loop.
 
 What it emulates, following ``docs/live-api-protocol.md``: the ``setup`` handshake and its errors
-(as close frames, never exceptions), camelCase and snake_case keys, both base64 alphabets, an energy
-VAD honouring ``automaticActivityDetection``, manual activity signals, spoken answers streamed from
-bundled clips with transcriptions, barge-in, and ``usageMetadata`` on the final frame of a turn.
+(as close frames, never exceptions) down to unknown fields in nested setup objects, camelCase and
+snake_case keys, both base64 alphabets, an energy VAD honouring ``automaticActivityDetection``,
+manual activity signals, answers streamed from bundled clips (audio with transcriptions, or text
+parts for ``responseModalities: ["TEXT"]``), barge-in, ``usageMetadata`` on the final frame of a
+turn, session resumption (handles naming snapshots in a :class:`ResumptionStore` shared by every
+connection of an emulator), the ~10-minute connection cap with its ``goAway``, the 15-minute session
+limit without context compression, scripted function calls (:mod:`agent.sim.scenario`) with
+``NON_BLOCKING`` scheduling and cancellation, and injected faults (:class:`Fault`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import heapq
 import json
 import math
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from agent.sim.scenario import Clip, FunctionCall, Scenario, Speech, Step, render_template
+
+__all__ = [
+    "AbortConnection",
+    "AnswerClips",
+    "Clip",
+    "CloseConnection",
+    "ConversationSnapshot",
+    "EmulatedSessionRecord",
+    "EmulatorOptions",
+    "EnergyVad",
+    "Fault",
+    "HistoryEntry",
+    "LiveEmulatorCore",
+    "PendingSpeech",
+    "ResumptionStore",
+    "SendMessage",
+    "Stall",
+    "ToolCallRecord",
+    "ToolCancellationRecord",
+    "ToolResponseRecord",
+    "VadSettings",
+]
 
 JsonObject = dict[str, Any]
 
@@ -35,19 +66,103 @@ JsonObject = dict[str, Any]
 # Options and records
 # --------------------------------------------------------------------------------------------
 
+FaultKind = Literal["close", "abort", "stall", "delay_setup", "go_away"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A failure the emulator injects into a connection, for testing a client's recovery.
+
+    Build one with the class methods (``Fault.close(after_s=5)``). Times are emulated seconds
+    from the moment the connection opened (scaled by ``speed`` on the wall clock). ``connection``
+    is the 0-based index of the connection it hits, as in ``RunningEmulator.sessions``; ``None``
+    hits every connection.
+    """
+
+    kind: FaultKind
+    after_s: float = 0.0
+    """When it strikes (not used by ``delay_setup``, which strikes at ``setup``)."""
+    duration_s: float = 0.0
+    """``stall``: how long; ``delay_setup``: the delay; ``go_away``: the ``timeLeft`` announced."""
+    code: int = 1011
+    """``close``: the close code."""
+    reason: str = "Internal error occurred."
+    """``close``: the close reason."""
+    connection: int | None = None
+
+    @classmethod
+    def close(
+        cls,
+        after_s: float,
+        code: int = 1011,
+        reason: str = "Internal error occurred.",
+        *,
+        connection: int | None = None,
+    ) -> Fault:
+        """Close the connection with ``code`` and ``reason`` (a mid-session 1011 by default)."""
+        return cls("close", after_s=after_s, code=code, reason=reason, connection=connection)
+
+    @classmethod
+    def abort(cls, after_s: float, *, connection: int | None = None) -> Fault:
+        """Drop the TCP connection with no close frame: the client sees 1006."""
+        return cls("abort", after_s=after_s, connection=connection)
+
+    @classmethod
+    def stall(cls, after_s: float, for_s: float, *, connection: int | None = None) -> Fault:
+        """Stop reading and sending for ``for_s``; what fell due meanwhile goes out afterwards."""
+        return cls("stall", after_s=after_s, duration_s=for_s, connection=connection)
+
+    @classmethod
+    def delay_setup(cls, delay_ms: float, *, connection: int | None = None) -> Fault:
+        """Send ``setupComplete`` ``delay_ms`` after the ``setup`` arrives."""
+        return cls("delay_setup", duration_s=delay_ms / 1000, connection=connection)
+
+    @classmethod
+    def go_away(
+        cls, after_s: float, time_left_s: float = 50.0, *, connection: int | None = None
+    ) -> Fault:
+        """Send ``goAway`` early, then end the connection ``time_left_s`` later as the cap does."""
+        return cls("go_away", after_s=after_s, duration_s=time_left_s, connection=connection)
+
+    def applies_to(self, connection: int) -> bool:
+        return self.connection is None or self.connection == connection
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.after_s) and self.after_s >= 0):
+            raise ValueError(f"a fault's after_s must be >= 0, not {self.after_s!r}")
+        if not (math.isfinite(self.duration_s) and self.duration_s >= 0):
+            raise ValueError(f"a fault's duration must be >= 0, not {self.duration_s!r}")
+        if not 1000 <= self.code <= 4999:
+            raise ValueError(f"a close code must be between 1000 and 4999, not {self.code!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class EmulatorOptions:
-    """How an emulator behaves; one set of options serves every session it accepts."""
+    """How an emulator behaves; one set of options serves every session it accepts.
+
+    Every duration is emulated time: the wall clock runs it ``speed`` times faster.
+    """
 
     speed: float = 1.0
     """1.0 = real time; 10.0 answers ten times faster. Scales every wall-clock wait."""
     think_ms: int = 0
     """Model "thinking" time from the end of a caller turn to its first audio (audio-time ms)."""
     chunk_ms: int = 40
-    """Duration of each streamed audio chunk of an answer."""
+    """Duration of each streamed audio chunk of an answer (and the pace of text chunks)."""
     api_key: str | None = None
     """When set, a client must present it (``x-goog-api-key`` header or ``?key=``)."""
+    connection_lifetime_s: float = 600.0
+    """The connection cap: closed 1011 "Deadline expired..." this long after it opened
+    (``math.inf``: never)."""
+    go_away_before_s: float = 50.0
+    """``goAway`` comes this long before the cap, announcing it as ``timeLeft``."""
+    session_limit_s: float = 900.0
+    """Without ``contextWindowCompression`` a session (counted across resumptions, connected
+    time only) is closed when it reaches this; with compression it is unlimited."""
+    scenario: Scenario | None = None
+    """What the model says and calls, turn by turn; ``None``: the bundled greeting and reply."""
+    faults: Sequence[Fault] = ()
+    """Failures to inject (see :class:`Fault`); kept as a tuple."""
 
     def __post_init__(self) -> None:
         if not (self.speed > 0 and math.isfinite(self.speed)):
@@ -57,11 +172,66 @@ class EmulatorOptions:
         # Above a few seconds one chunk's base64 would approach the SDK's 1 MiB frame limit.
         if not 1 <= self.chunk_ms <= 5000:
             raise ValueError(f"chunk_ms must be between 1 and 5000, not {self.chunk_ms!r}")
+        if not self.connection_lifetime_s > 0:
+            raise ValueError(
+                f"connection_lifetime_s must be positive, not {self.connection_lifetime_s!r}"
+            )
+        if not (math.isfinite(self.go_away_before_s) and self.go_away_before_s >= 0):
+            raise ValueError(f"go_away_before_s must be >= 0, not {self.go_away_before_s!r}")
+        if not self.session_limit_s > 0:
+            raise ValueError(f"session_limit_s must be positive, not {self.session_limit_s!r}")
+        # A list is friendlier to write; a frozen dataclass wants a tuple.
+        object.__setattr__(self, "faults", tuple(self.faults))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One item of a conversation's history, as the emulated model remembers it.
+
+    Caller speech is remembered as ``[caller speech 1.2 s]``: the emulator does no recognition.
+    """
+
+    role: Literal["user", "model"]
+    kind: Literal["text", "audio", "function_call", "function_response"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """A function call the emulated model made (one entry of a ``toolCall`` message)."""
+
+    id: str
+    name: str
+    args: Mapping[str, Any]
+    wait: bool
+    """``True``: blocking (the model waits); ``False``: ``NON_BLOCKING``."""
+    at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResponseRecord:
+    """A function response the client sent, as received."""
+
+    id: str
+    name: str
+    response: Mapping[str, Any]
+    scheduling: str | None
+    """``SILENT``/``WHEN_IDLE``/``INTERRUPT`` found beside or inside ``response``; ``None``."""
+    will_continue: bool
+    at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCancellationRecord:
+    """A ``toolCallCancellation`` the emulator sent."""
+
+    ids: tuple[str, ...]
+    at_ms: float
 
 
 @dataclass(slots=True)
 class EmulatedSessionRecord:
-    """What happened in one emulated session, filled in as it runs (for tests and diagnostics)."""
+    """What happened on one emulated connection, filled in as it runs (tests, diagnostics)."""
 
     setup: JsonObject = field(default_factory=dict)
     """The received ``setup`` body, normalised to camelCase."""
@@ -72,25 +242,32 @@ class EmulatedSessionRecord:
     """Caller turns detected: VAD or ``activityStart``/``activityEnd`` turns and
     ``realtimeInput.text``. A ``clientContent`` turn (such as a request for the greeting) is the
     bridge's, not the caller's, and is not counted."""
+    turns: int = 0
+    """Every turn that asked for an answer on this connection: caller turns and ``clientContent``
+    turns. A scenario's step index counts these across the whole (resumed) session."""
     answers_started: int = 0
     answers_completed: int = 0
     interruptions: int = 0
+    answers_cut: int = 0
+    """Answers cut short by an ``INTERRUPT``-scheduled function result (no ``interrupted``)."""
     client_messages: list[str] = field(default_factory=list, repr=False)
     """The kind of every client message in order: ``"setup"``, ``"realtimeInput.audio"``, ..."""
     closed_code: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Clip:
-    """A bundled answer: mono PCM16 little-endian audio and what it says."""
-
-    pcm: bytes
-    rate: int
-    transcript: str
-
-    @property
-    def duration_ms(self) -> float:
-        return len(self.pcm) / 2 / self.rate * 1000
+    connection: int = 0
+    """This connection's index in ``RunningEmulator.sessions``."""
+    resumed_from: str | None = None
+    """The resumption handle the setup presented, when it resumed a session."""
+    resumption_handles: list[str] = field(default_factory=list)
+    """Every ``newHandle`` sent, in order."""
+    go_aways: list[str] = field(default_factory=list)
+    """The ``timeLeft`` of every ``goAway`` sent."""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    tool_responses: list[ToolResponseRecord] = field(default_factory=list)
+    tool_cancellations: list[ToolCancellationRecord] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    """The kind of every injected fault that struck, in order."""
+    history: list[HistoryEntry] = field(default_factory=list, repr=False)
+    """The conversation as the model sees it, including what a resumed session brought along."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +297,19 @@ class CloseConnection:
     reason: str
 
 
-Outgoing = SendMessage | CloseConnection
+@dataclass(frozen=True, slots=True)
+class AbortConnection:
+    """Drop the TCP connection without a close frame (the client sees 1006); nothing follows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Stop reading and sending until emulated ``until_ms``, then go on with what follows."""
+
+    until_ms: float
+
+
+Outgoing = SendMessage | CloseConnection | AbortConnection | Stall
 
 # --------------------------------------------------------------------------------------------
 # Wire details
@@ -128,14 +317,23 @@ Outgoing = SendMessage | CloseConnection
 
 INVALID_ARGUMENT: Final = "Request contains an invalid argument."
 INVALID_API_KEY: Final = "API key not valid. Please pass a valid API key."
+INTERNAL_ERROR: Final = "Internal error occurred."
+DEADLINE_EXPIRED: Final = "Deadline expired before operation could complete."
 EXPLICIT_ACTIVITY_WITH_VAD: Final = (
     "Explicit activity control is not supported when automatic activity detection is enabled."
 )
 CLOSE_INVALID: Final = 1007
 CLOSE_POLICY: Final = 1008
 CLOSE_GOING_AWAY: Final = 1001
+CLOSE_INTERNAL: Final = 1011
+# The doc records no close for the 15-minute session limit; the closest observed close for a
+# time limit is the connection cap's, so the limit closes the same way.
+SESSION_LIMIT_CODE: Final = CLOSE_INTERNAL
+SESSION_LIMIT_REASON: Final = DEADLINE_EXPIRED
 # A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
 _MAX_REASON_BYTES: Final = 123
+HANDLE_VALIDITY_S: Final = 2 * 60 * 60
+"""Resumption handles are valid for two hours (emulated time)."""
 
 SETUP_FIELDS: Final = frozenset(
     {
@@ -160,6 +358,8 @@ CLIENT_MESSAGE_FIELDS: Final = frozenset(
 RETIRED_MODELS: Final = frozenset(
     {"models/gemini-2.0-flash-live-001", "models/gemini-2.0-flash-exp", "models/gemini-pro"}
 )
+SCHEDULING_VALUES: Final = frozenset({"SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT"})
+MODALITIES: Final = frozenset({"MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO"})
 
 # Values that are protobuf Struct/Value (function args and responses, JSON schemas): their keys are
 # the user's data, not field names, so they pass through untouched.
@@ -171,11 +371,14 @@ _NAME_MAP_KEYS: Final = frozenset({"properties"})
 
 _RATE_RE: Final = re.compile(r"rate\s*=\s*(\d+)")
 _URLSAFE_TO_STD: Final = str.maketrans("-_", "+/")
+_CAPITAL: Final = re.compile(r"(?<!^)(?=[A-Z])")
 DEFAULT_INPUT_RATE: Final = 16000
 OUTPUT_MIME_TYPE: Final = "audio/pcm;rate=24000"
 # Gemini counts audio at about 25 tokens per second, in and out; text at about 4 characters a token.
 AUDIO_TOKENS_PER_SECOND: Final = 25
 CHARS_PER_TEXT_TOKEN: Final = 4
+# A TEXT-modality answer streams this many words per modelTurn chunk.
+WORDS_PER_TEXT_CHUNK: Final = 3
 
 
 def camel_case(name: str) -> str:
@@ -184,6 +387,11 @@ def camel_case(name: str) -> str:
         return name
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def snake_case(name: str) -> str:
+    """``generationConfig`` -> ``generation_config``: how Google's errors spell field paths."""
+    return _CAPITAL.sub("_", name).lower()
 
 
 def normalise_keys(value: Any) -> Any:
@@ -247,6 +455,252 @@ def text_tokens(text: str) -> int:
 def audio_tokens(duration_ms: float) -> int:
     """A rough Gemini token count for ``duration_ms`` of audio."""
     return math.ceil(duration_ms / 1000 * AUDIO_TOKENS_PER_SECOND) if duration_ms > 0 else 0
+
+
+def duration_string(seconds: float) -> str:
+    """A proto3 JSON ``Duration``: ``"50s"``, ``"0.500s"`` (0, 3, 6 or 9 fractional digits)."""
+    nanos = round(seconds * 1_000_000_000)
+    whole, fraction = divmod(abs(nanos), 1_000_000_000)
+    sign = "-" if nanos < 0 else ""
+    if fraction == 0:
+        return f"{sign}{whole}s"
+    digits = f"{fraction:09d}"
+    for width in (3, 6):
+        if digits[width:] == "0" * (9 - width):
+            digits = digits[:width]
+            break
+    return f"{sign}{whole}.{digits}s"
+
+
+# --------------------------------------------------------------------------------------------
+# Setup field validation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """The known fields of one proto message in ``setup`` (camelCase), for unknown-field errors.
+
+    A field mapped to ``None`` is not looked into: user data (schemas, Structs) or a message whose
+    contents the emulator has no reason to police.
+    """
+
+    fields: Mapping[str, _Message | None]
+    repeated: bool = False
+
+
+_OPAQUE: Final[None] = None
+_CONTENT: Final = _Message({"parts": _OPAQUE, "role": _OPAQUE})
+_TRANSCRIPTION: Final = _Message({"languageCodes": _OPAQUE})
+_VOICE: Final = _Message({"prebuiltVoiceConfig": _Message({"voiceName": _OPAQUE})})
+# From the generativelanguage v1beta proto (as the doc and google-genai 3.4 send them).
+_SETUP: Final = _Message(
+    {
+        "model": _OPAQUE,
+        "generationConfig": _Message(
+            {
+                "candidateCount": _OPAQUE,
+                "maxOutputTokens": _OPAQUE,
+                "temperature": _OPAQUE,
+                "topP": _OPAQUE,
+                "topK": _OPAQUE,
+                "seed": _OPAQUE,
+                "presencePenalty": _OPAQUE,
+                "frequencyPenalty": _OPAQUE,
+                "stopSequences": _OPAQUE,
+                "responseMimeType": _OPAQUE,
+                "responseSchema": _OPAQUE,
+                "responseJsonSchema": _OPAQUE,
+                "responseLogprobs": _OPAQUE,
+                "logprobs": _OPAQUE,
+                "enableEnhancedCivicAnswers": _OPAQUE,
+                "responseModalities": _OPAQUE,
+                "mediaResolution": _OPAQUE,
+                "speechConfig": _Message(
+                    {
+                        "voiceConfig": _VOICE,
+                        "languageCode": _OPAQUE,
+                        "multiSpeakerVoiceConfig": _OPAQUE,
+                    }
+                ),
+                "thinkingConfig": _Message(
+                    {
+                        "thinkingBudget": _OPAQUE,
+                        "includeThoughts": _OPAQUE,
+                        "thinkingLevel": _OPAQUE,
+                    }
+                ),
+                "enableAffectiveDialog": _OPAQUE,
+                "translationConfig": _OPAQUE,
+            }
+        ),
+        "systemInstruction": _CONTENT,
+        "tools": _Message(
+            {
+                "functionDeclarations": _Message(
+                    {
+                        "name": _OPAQUE,
+                        "description": _OPAQUE,
+                        "parameters": _OPAQUE,
+                        "parametersJsonSchema": _OPAQUE,
+                        "response": _OPAQUE,
+                        "responseJsonSchema": _OPAQUE,
+                        "behavior": _OPAQUE,
+                    },
+                    repeated=True,
+                ),
+                "googleSearch": _OPAQUE,
+                "googleSearchRetrieval": _OPAQUE,
+                "codeExecution": _OPAQUE,
+                "urlContext": _OPAQUE,
+            },
+            repeated=True,
+        ),
+        "realtimeInputConfig": _Message(
+            {
+                "automaticActivityDetection": _Message(
+                    {
+                        "disabled": _OPAQUE,
+                        "startOfSpeechSensitivity": _OPAQUE,
+                        "endOfSpeechSensitivity": _OPAQUE,
+                        "prefixPaddingMs": _OPAQUE,
+                        "silenceDurationMs": _OPAQUE,
+                    }
+                ),
+                "activityHandling": _OPAQUE,
+                "turnCoverage": _OPAQUE,
+            }
+        ),
+        "inputAudioTranscription": _TRANSCRIPTION,
+        "outputAudioTranscription": _TRANSCRIPTION,
+        "contextWindowCompression": _Message(
+            {"triggerTokens": _OPAQUE, "slidingWindow": _Message({"targetTokens": _OPAQUE})}
+        ),
+        # "transparent" is Vertex-only: the Developer API does not know it.
+        "sessionResumption": _Message({"handle": _OPAQUE}),
+        "proactivity": _Message({"proactiveAudio": _OPAQUE}),
+        "historyConfig": _Message({"initialHistoryInClientContent": _OPAQUE}),
+    }
+)
+
+
+def check_setup_fields(setup: Any) -> None:
+    """Reject a ``setup`` body with a field the service does not know, as Google words it.
+
+    Google names the first unknown field as sent and its parent by snake_case path:
+    ``Invalid JSON payload received. Unknown name "x" at 'setup.generation_config': Cannot find
+    field.`` Raises :class:`_RequestRejectedError` (1007).
+    """
+    _check_fields(setup, _SETUP, "setup")
+
+
+def _check_fields(value: Any, message: _Message, path: str) -> None:
+    if message.repeated and isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_fields(item, _Message(message.fields), f"{path}[{index}]")
+        return
+    if not isinstance(value, dict):
+        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+    for key, item in value.items():
+        name = camel_case(key)
+        if name not in message.fields:
+            raise _RequestRejectedError(
+                CLOSE_INVALID,
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}': "
+                "Cannot find field.",
+            )
+        child = message.fields[name]
+        if child is not None and item is not None:
+            _check_fields(item, child, f"{path}.{snake_case(name)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Session resumption
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSpeech:
+    """Something the model will say when it is next idle: a ``WHEN_IDLE`` function result."""
+
+    speech: Speech
+    context: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSnapshot:
+    """The state a resumption handle names: what a resumed session continues from."""
+
+    history: tuple[HistoryEntry, ...] = ()
+    text_tokens: int = 0
+    audio_tokens: int = 0
+    turns: int = 0
+    """Turns answered so far (the next scenario step's index)."""
+    calls_issued: int = 0
+    """Function call ids handed out so far (ids stay unique across the session)."""
+    when_idle: tuple[PendingSpeech, ...] = ()
+    results: Mapping[str, Any] = field(default_factory=dict)
+    """The latest result of each function, by name (for scenario templates)."""
+
+
+@dataclass(slots=True)
+class SessionLine:
+    """One session as it moves from connection to connection through resumption."""
+
+    serial: int
+    attached: bool = False
+    """A connection holds the session now; another may not resume it meanwhile."""
+    connected_ms: float = 0.0
+    """Connected time of the connections that held it and have ended (for the session limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuedHandle:
+    line: SessionLine
+    snapshot: ConversationSnapshot
+    issued_ms: float
+
+
+class ResumptionStore:
+    """Resumption handles of one emulator, shared by all its connections (no I/O, no clock).
+
+    A handle names a :class:`ConversationSnapshot` of a :class:`SessionLine` and is valid for
+    ``validity_s`` of emulated time after it was issued. Handles are opaque and deterministic.
+    """
+
+    def __init__(self, validity_s: float = HANDLE_VALIDITY_S) -> None:
+        self.validity_ms = validity_s * 1000
+        self._handles: dict[str, _IssuedHandle] = {}
+        self._lines = 0
+        self._issued = 0
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def open_line(self) -> SessionLine:
+        """A new session."""
+        self._lines += 1
+        return SessionLine(self._lines)
+
+    def issue(self, line: SessionLine, snapshot: ConversationSnapshot, now_ms: float) -> str:
+        """A new handle for ``snapshot`` of ``line``; expired handles are forgotten meanwhile."""
+        self._issued += 1
+        self._handles = {
+            handle: issued
+            for handle, issued in self._handles.items()
+            if now_ms - issued.issued_ms < self.validity_ms
+        }
+        digest = hashlib.sha256(f"live-emulator:{line.serial}:{self._issued}".encode()).digest()
+        handle = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        self._handles[handle] = _IssuedHandle(line, snapshot, now_ms)
+        return handle
+
+    def find(self, handle: str, now_ms: float) -> tuple[SessionLine, ConversationSnapshot] | None:
+        """The session and snapshot ``handle`` names, or ``None`` if unknown or expired."""
+        issued = self._handles.get(handle)
+        if issued is None or now_ms - issued.issued_ms >= self.validity_ms:
+            return None
+        return issued.line, issued.snapshot
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,29 +870,73 @@ class _RequestRejectedError(Exception):
 
 
 @dataclass(slots=True)
+class _PendingCall:
+    """A function call sent to the client and not answered (or cancelled) yet."""
+
+    id: str
+    spec: FunctionCall
+
+
+@dataclass(slots=True)
 class _Scheduled:
-    """One frame of an answer, due at ``at_ms``; ``last`` is the frame that completes the turn."""
+    """One frame of a model turn, due at ``at_ms``.
+
+    ``spoken`` is the part of the answer's text this frame delivers (for history, whether or not
+    transcription is on); ``calls`` are registered as pending when a ``toolCall`` frame goes out;
+    ``last`` is the frame that completes the turn.
+    """
 
     at_ms: float
     message: JsonObject
     audio_ms: float = 0.0
+    spoken: str = ""
+    calls: tuple[_PendingCall, ...] = ()
     last: bool = False
 
 
 @dataclass(slots=True)
-class _Answer:
-    """The answer being spoken: its frames still to send and how much audio has gone out."""
+class _Turn:
+    """The model turn in progress: from the client turn (or function result) that started it to
+    its ``turnComplete``.
 
-    messages: deque[_Scheduled]
+    A turn with blocking calls sends its ``toolCall`` and then has no frames left until every
+    call in ``waiting`` is answered; then ``then`` is scheduled.
+    """
+
+    frames: deque[_Scheduled] = field(default_factory=deque)
+    waiting: set[str] = field(default_factory=set)
+    then: Speech | None = None
     audio_sent_ms: float = 0.0
+    spoken: list[str] = field(default_factory=list)
+    speaking: bool = False
+    """Whether speech (audio or text) has been scheduled in this turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class _QueuedTurn:
+    """A client turn waiting for the model to finish its current answer."""
+
+    source: Literal["client", "caller"]
+
+
+_Queued = _QueuedTurn | PendingSpeech
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    at_ms: float
+    seq: int
+    action: Callable[[float], None] = field(compare=False)
 
 
 class LiveEmulatorCore:
-    """One emulated Live API session: parsed client frames in, server frames and a close out.
+    """One emulated Live API connection: parsed client frames in, server frames and a close out.
 
     Feed it with :meth:`receive` (each client frame) and :meth:`poll` (when :meth:`next_deadline`
     comes due); send :meth:`data_to_send` after each call. Every ``now_ms`` is emulated time in
-    milliseconds on one monotonic clock of the adapter's choosing.
+    milliseconds on one monotonic clock of the adapter's choosing; ``now_ms`` given to the
+    constructor is when the connection opened (its lifetime and faults count from there).
+    Sessions resumed across connections share ``store``.
     """
 
     def __init__(
@@ -448,27 +946,49 @@ class LiveEmulatorCore:
         *,
         api_version: str = "v1beta",
         record: EmulatedSessionRecord | None = None,
+        store: ResumptionStore | None = None,
+        connection: int = 0,
+        now_ms: float = 0.0,
     ) -> None:
         self.options = options
         self.clips = clips
         self.api_version = api_version
         self.record = record if record is not None else EmulatedSessionRecord()
+        self.record.connection = connection
+        self.store = store if store is not None else ResumptionStore()
+        self.connection = connection
         self.closed = False
         self._outbox: list[Outgoing] = []
+        self._now_ms = now_ms
+        self._timers: list[_Timer] = []
+        self._timer_seq = 0
         self._setup_done = False
         self._vad: EnergyVad | None = None
         self._interrupts = True
         self._input_transcription = False
         self._output_transcription = False
+        self._text_mode = False
         self._remainder = b""  # half a sample left over from an odd-length chunk
         # Manual activity (automatic VAD disabled): open between activityStart and activityEnd.
         self._activity_open = False
         self._activity_ms = 0.0
-        self._answer: _Answer | None = None
-        self._queued: deque[Clip] = deque()  # turns waiting for the current answer to end
-        # Context the next answer is prompted with, by modality, for usageMetadata.
+        self._turn: _Turn | None = None
+        self._queued: deque[_Queued] = deque()  # turns waiting for the current answer to end
+        self._pending: dict[str, _PendingCall] = {}  # function calls awaiting a response
+        # The conversation (restored on resumption).
+        self._history = self.record.history
+        self._instruction_tokens = 0  # system instruction and tools: in every prompt
         self._context_text_tokens = 0
         self._context_audio_tokens = 0
+        self._turns_total = 0
+        self._calls_issued = 0
+        self._results: dict[str, Any] = {}
+        # Session resumption.
+        self._line: SessionLine | None = None
+        self._session_started_ms = now_ms
+        self._resumption = False
+        self._resumable = False  # the state the client was last told
+        self._schedule_connection_timers(now_ms)
 
     # -- the adapter's side --------------------------------------------------------------------
 
@@ -476,28 +996,39 @@ class LiveEmulatorCore:
         """Act on one client frame (a TEXT or BINARY WebSocket message) received at ``now_ms``."""
         if self.closed:
             return
+        self._now_ms = max(self._now_ms, now_ms)
         try:
             self._receive(data, now_ms)
         except _RequestRejectedError as rejected:
             self.close(rejected.code, rejected.reason)
 
     def poll(self, now_ms: float) -> None:
-        """Emit every scheduled answer frame due by ``now_ms``."""
-        while self._answer is not None and not self.closed:
-            answer = self._answer
-            if not answer.messages or answer.messages[0].at_ms > now_ms:
+        """Emit every scheduled frame and fire every timer due by ``now_ms``, in time order."""
+        self._now_ms = max(self._now_ms, now_ms)
+        while not self.closed:
+            frame_at = self._next_frame_at()
+            timer_at = self._timers[0].at_ms if self._timers else None
+            # On a tie the answer's frame goes first: a close at the same instant follows it.
+            if (
+                frame_at is not None
+                and frame_at <= now_ms
+                and (timer_at is None or frame_at <= timer_at)
+            ):
+                self._send_frame()
+            elif timer_at is not None and timer_at <= now_ms:
+                timer = heapq.heappop(self._timers)
+                timer.action(timer.at_ms)
+            else:
                 return
-            item = answer.messages.popleft()
-            answer.audio_sent_ms += item.audio_ms
-            self._send(item.message)
-            if item.last:
-                self._finish_answer(item.at_ms)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`poll` next has something to send (emulated ms), or ``None``."""
-        if self.closed or self._answer is None or not self._answer.messages:
+        """When :meth:`poll` next has something to do (emulated ms), or ``None``."""
+        if self.closed:
             return None
-        return self._answer.messages[0].at_ms
+        times = [at for at in (self._next_frame_at(),) if at is not None]
+        if self._timers:
+            times.append(self._timers[0].at_ms)
+        return min(times) if times else None
 
     def data_to_send(self) -> list[Outgoing]:
         """The frames (and perhaps a final close) to send now, in order; empties the outbox."""
@@ -505,20 +1036,96 @@ class LiveEmulatorCore:
         return outgoing
 
     def close(self, code: int, reason: str) -> None:
-        """Close the session: stop answering and queue the close frame."""
+        """Close the connection: stop answering and queue the close frame."""
         if self.closed:
             return
-        self.closed = True
-        self._answer = None
-        self._queued.clear()
+        self._shut()
         self._outbox.append(CloseConnection(code, truncate_reason(reason)))
+
+    def abort(self) -> None:
+        """Drop the connection with no close frame (the client sees 1006)."""
+        if self.closed:
+            return
+        self._shut()
+        self._outbox.append(AbortConnection())
+
+    def go_away(self, time_left_s: float, now_ms: float) -> None:
+        """Send ``goAway`` now and end the connection ``time_left_s`` later, as the cap does."""
+        if self.closed:
+            return
+        self._now_ms = max(self._now_ms, now_ms)
+        self._send_go_away(time_left_s, now_ms)
+        self._at(now_ms + time_left_s * 1000, self._deadline_expired)
 
     def connection_lost(self) -> None:
         """The socket is gone (the client closed it): forget everything pending."""
-        self.closed = True
-        self._answer = None
-        self._queued.clear()
+        self._shut()
         self._outbox.clear()
+
+    def snapshot(self) -> ConversationSnapshot:
+        """The conversation as it stands, as a resumption handle would name it."""
+        return ConversationSnapshot(
+            history=tuple(self._history),
+            text_tokens=self._context_text_tokens,
+            audio_tokens=self._context_audio_tokens,
+            turns=self._turns_total,
+            calls_issued=self._calls_issued,
+            when_idle=tuple(item for item in self._queued if isinstance(item, PendingSpeech)),
+            results=dict(self._results),
+        )
+
+    def _shut(self) -> None:
+        self.closed = True
+        self._turn = None
+        self._queued.clear()
+        self._pending.clear()
+        self._timers.clear()
+        if self._line is not None and self._line.attached:
+            # The session is free to be resumed from now on.
+            self._line.attached = False
+            self._line.connected_ms += max(0.0, self._now_ms - self._session_started_ms)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def _at(self, at_ms: float, action: Callable[[float], None]) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, _Timer(at_ms, self._timer_seq, action))
+
+    def _schedule_connection_timers(self, opened_ms: float) -> None:
+        options = self.options
+        lifetime_ms = options.connection_lifetime_s * 1000
+        if math.isfinite(lifetime_ms):
+            before_s = min(options.go_away_before_s, options.connection_lifetime_s)
+            self._at(
+                opened_ms + lifetime_ms - before_s * 1000,
+                lambda at: self._send_go_away(before_s, at),
+            )
+            self._at(opened_ms + lifetime_ms, self._deadline_expired)
+        for fault in options.faults:
+            if fault.applies_to(self.connection) and fault.kind != "delay_setup":
+                self._at(opened_ms + fault.after_s * 1000, self._fault_action(fault))
+
+    def _fault_action(self, fault: Fault) -> Callable[[float], None]:
+        def strike(at_ms: float) -> None:
+            self.record.faults.append(fault.kind)
+            if fault.kind == "close":
+                self.close(fault.code, fault.reason)
+            elif fault.kind == "abort":
+                self.abort()
+            elif fault.kind == "stall":
+                self._outbox.append(Stall(at_ms + fault.duration_s * 1000))
+            else:
+                self.go_away(fault.duration_s, at_ms)
+
+        return strike
+
+    def _send_go_away(self, time_left_s: float, at_ms: float) -> None:
+        left = duration_string(time_left_s)
+        self.record.go_aways.append(left)
+        self._send({"goAway": {"timeLeft": left}})
+
+    def _deadline_expired(self, at_ms: float) -> None:
+        self.close(CLOSE_INTERNAL, DEADLINE_EXPIRED)
 
     # -- client messages -------------------------------------------------------------------------
 
@@ -541,7 +1148,7 @@ class LiveEmulatorCore:
             )
         if kind == "setup":
             self.record.client_messages.append("setup")
-            self._on_setup(raw_body)
+            self._on_setup(raw_body, now_ms)
             return
         body = normalise_keys(raw_body)
         if not isinstance(body, dict):
@@ -557,18 +1164,14 @@ class LiveEmulatorCore:
             self._on_realtime_input(body, now_ms)
         elif kind == "clientContent":
             self._on_client_content(body, now_ms)
-        # toolResponse and contextUpdate: this emulator declares no tools and keeps no context.
+        elif kind == "toolResponse":
+            self._on_tool_response(body, now_ms)
+        # contextUpdate: accepted; this emulator's answers do not depend on instructions.
 
-    def _on_setup(self, raw: Any) -> None:
+    def _on_setup(self, raw: Any, now_ms: float) -> None:
         if self._setup_done or not isinstance(raw, dict):
             raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
-        for name in raw:
-            if camel_case(name) not in SETUP_FIELDS:
-                raise _RequestRejectedError(
-                    CLOSE_INVALID,
-                    f"Invalid JSON payload received. Unknown name \"{name}\" at 'setup': "
-                    "Cannot find field.",
-                )
+        check_setup_fields(raw)
         setup: JsonObject = normalise_keys(raw)
         self.record.setup = setup
         model = setup.get("model")
@@ -581,6 +1184,17 @@ class LiveEmulatorCore:
                 f"{name} is not found for API version {self.api_version}, "
                 "or is not supported for bidiGenerateContent.",
             )
+        generation = _object(setup.get("generationConfig"))
+        modalities = _list(generation.get("responseModalities"))
+        for index, modality in enumerate(modalities):
+            if modality not in MODALITIES:
+                raise _RequestRejectedError(
+                    CLOSE_INVALID,
+                    "Invalid value at 'setup.generation_config.response_modalities"
+                    f"[{index}]' (type.googleapis.com/google.ai.generativelanguage."
+                    f'{self.api_version}.GenerationConfig.Modality), "{modality}"',
+                )
+        self._text_mode = modalities == ["TEXT"]
         realtime = _object(setup.get("realtimeInputConfig"))
         vad_settings = _vad_settings(_object(realtime.get("automaticActivityDetection")))
         handling = realtime.get("activityHandling", "START_OF_ACTIVITY_INTERRUPTS")
@@ -594,15 +1208,72 @@ class LiveEmulatorCore:
         self._vad = None if vad_settings.disabled else EnergyVad(vad_settings)
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
-        self._context_text_tokens = _setup_tokens(setup)
+        self._instruction_tokens = _setup_tokens(setup)
+        self._attach_session(setup, now_ms)
         self._setup_done = True
+        delay_ms = sum(
+            fault.duration_s * 1000
+            for fault in self.options.faults
+            if fault.kind == "delay_setup" and fault.applies_to(self.connection)
+        )
+        if delay_ms > 0:
+            self.record.faults.append("delay_setup")
+            self._at(now_ms + delay_ms, self._complete_setup)
+        else:
+            self._complete_setup(now_ms)
+
+    def _attach_session(self, setup: JsonObject, now_ms: float) -> None:
+        """Start a session, or resume the one ``sessionResumption.handle`` names."""
+        resumption = setup.get("sessionResumption")
+        self._resumption = resumption is not None
+        handle = _object(resumption).get("handle")
+        if handle is not None and not isinstance(handle, str):
+            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        if handle:
+            found = self.store.find(handle, now_ms)
+            if found is None:
+                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            line, snapshot = found
+            if line.attached:
+                # The doc's pitfall: the old socket must be closed before its session resumes.
+                raise _RequestRejectedError(CLOSE_INTERNAL, INTERNAL_ERROR)
+            self._restore(snapshot)
+            self.record.resumed_from = handle
+        else:
+            line = self.store.open_line()
+        line.attached = True
+        self._line = line
+        self._session_started_ms = now_ms
+        limit_ms = self.options.session_limit_s * 1000
+        if "contextWindowCompression" not in setup and math.isfinite(limit_ms):
+            remaining = max(0.0, limit_ms - line.connected_ms)
+            self._at(now_ms + remaining, self._session_limit_reached)
+
+    def _restore(self, snapshot: ConversationSnapshot) -> None:
+        self._history.extend(snapshot.history)
+        # The new setup's instruction and tools replace the old ones; the turns carry over.
+        self._context_text_tokens = snapshot.text_tokens
+        self._context_audio_tokens = snapshot.audio_tokens
+        self._turns_total = snapshot.turns
+        self._calls_issued = snapshot.calls_issued
+        self._queued.extend(snapshot.when_idle)
+        self._results = dict(snapshot.results)
+
+    def _complete_setup(self, at_ms: float) -> None:
         self._send({"setupComplete": {}})
+        if self._queued:
+            self._start_next(at_ms)
+        else:
+            self._became_idle(at_ms)
+
+    def _session_limit_reached(self, at_ms: float) -> None:
+        self.close(SESSION_LIMIT_CODE, SESSION_LIMIT_REASON)
 
     def _on_realtime_input(self, body: JsonObject, now_ms: float) -> None:
         # The SDK sends one field per message; the proto allows several, so take them in the order
         # that makes sense on a timeline.
         if "activityStart" in body:
-            self._on_activity_start()
+            self._on_activity_start(now_ms)
         if "audio" in body:
             self._on_audio(_object(body["audio"]), now_ms)
         for chunk in _list(body.get("mediaChunks")):
@@ -615,7 +1286,8 @@ class LiveEmulatorCore:
                 raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
             self.record.caller_turns += 1
             self._context_text_tokens += text_tokens(text)
-            self._turn_ended(self.clips.reply, now_ms)
+            self._history.append(HistoryEntry("user", "text", text))
+            self._turn_ended("caller", now_ms)
         if body.get("audioStreamEnd") is True and self._vad is not None:
             ended = self._vad.end_speech()
             if ended is not None:
@@ -644,16 +1316,16 @@ class LiveEmulatorCore:
             return
         for event in self._vad.feed(samples, rate):
             if isinstance(event, SpeechStarted):
-                self._caller_started()
+                self._caller_started(now_ms)
             else:
                 self._caller_audio_turn(event.duration_ms, now_ms)
 
-    def _on_activity_start(self) -> None:
+    def _on_activity_start(self, now_ms: float) -> None:
         if self._vad is not None:
             raise _RequestRejectedError(CLOSE_INVALID, EXPLICIT_ACTIVITY_WITH_VAD)
         self._activity_open = True
         self._activity_ms = 0.0
-        self._caller_started()
+        self._caller_started(now_ms)
 
     def _on_activity_end(self, now_ms: float) -> None:
         if self._vad is not None:
@@ -670,107 +1342,399 @@ class LiveEmulatorCore:
         if not isinstance(turns, list):
             raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         for turn in turns:
-            for part in _list(_object(turn).get("parts")):
+            content = _object(turn)
+            texts = []
+            for part in _list(content.get("parts")):
                 text = _object(part).get("text")
                 if isinstance(text, str):
                     self._context_text_tokens += text_tokens(text)
+                    texts.append(text)
+            if texts:
+                role: Literal["user", "model"] = (
+                    "model" if content.get("role") == "model" else "user"
+                )
+                self._history.append(HistoryEntry(role, "text", "".join(texts)))
         if body.get("turnComplete") is True:
-            self._turn_ended(self.clips.greeting, now_ms)
+            self._turn_ended("client", now_ms)
+
+    def _on_tool_response(self, body: JsonObject, now_ms: float) -> None:
+        responses = body.get("functionResponses", [])
+        if isinstance(responses, dict):
+            responses = [responses]
+        for item in _list(responses):
+            answer = _object(item)
+            call_id = answer.get("id")
+            if not isinstance(call_id, str) or not call_id:
+                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            response = _object(answer.get("response"))
+            beside = answer.get("scheduling")
+            if beside is not None and beside not in SCHEDULING_VALUES:
+                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            inside = response.get("scheduling")
+            # The docs' examples put it inside the response too; beside it wins.
+            scheduling = next(
+                (
+                    value
+                    for value in (beside, inside)
+                    if value in SCHEDULING_VALUES and value != "SCHEDULING_UNSPECIFIED"
+                ),
+                None,
+            )
+            name = answer.get("name")
+            will_continue = answer.get("willContinue") is True
+            self.record.tool_responses.append(
+                ToolResponseRecord(
+                    call_id,
+                    name if isinstance(name, str) else "",
+                    response,
+                    scheduling,
+                    will_continue,
+                    now_ms,
+                )
+            )
+            self._on_function_result(call_id, response, scheduling, will_continue, now_ms)
 
     # -- turns and answers -----------------------------------------------------------------------
 
-    def _caller_started(self) -> None:
-        """The caller began speaking: barge in on an answer in progress, unless told not to."""
-        if self._answer is None or not self._interrupts:
+    def _caller_started(self, now_ms: float) -> None:
+        """The caller began speaking: barge in on the model's turn, unless told not to.
+
+        Function calls still pending are cancelled: the turn that made them is over.
+        """
+        turn = self._turn
+        if turn is None or not self._interrupts:
             return
-        self._context_audio_tokens += audio_tokens(self._answer.audio_sent_ms)
-        self._answer = None
+        self._account_spoken(turn)
+        self._turn = None
+        if self._pending:
+            ids = tuple(self._pending)
+            self._pending.clear()
+            self.record.tool_cancellations.append(ToolCancellationRecord(ids, now_ms))
+            self._send({"toolCallCancellation": {"ids": list(ids)}})
         self.record.interruptions += 1
         self._send({"serverContent": {"interrupted": True}})
         self._send({"serverContent": {"turnComplete": True}})
+        self._became_idle(now_ms)
 
     def _caller_audio_turn(self, duration_ms: float, now_ms: float) -> None:
         self.record.caller_turns += 1
         self._context_audio_tokens += audio_tokens(duration_ms)
+        # No speech recognition here: say honestly what was heard.
+        heard = f"[caller speech {duration_ms / 1000:.1f} s]"
+        self._history.append(HistoryEntry("user", "audio", heard))
         if self._input_transcription:
-            # No speech recognition here: say honestly what was heard.
-            placeholder = f"[caller speech {duration_ms / 1000:.1f} s]"
-            self._send({"serverContent": {"inputTranscription": {"text": placeholder}}})
-        self._turn_ended(self.clips.reply, now_ms)
+            self._send({"serverContent": {"inputTranscription": {"text": heard}}})
+        self._turn_ended("caller", now_ms)
 
-    def _turn_ended(self, clip: Clip, now_ms: float) -> None:
-        """Answer a finished client turn with ``clip``, after any answer still being spoken."""
-        if self._answer is None:
-            self._start_answer(clip, now_ms)
+    def _turn_ended(self, source: Literal["client", "caller"], now_ms: float) -> None:
+        """Answer a finished client turn, after any answer still in progress."""
+        if self._turn is None:
+            self._start_step(source, now_ms)
         else:
-            self._queued.append(clip)
+            self._queued.append(_QueuedTurn(source))
 
-    def _start_answer(self, clip: Clip, now_ms: float) -> None:
-        """Schedule the whole answer: audio chunks, transcription words, the closing frames."""
+    def _step_for(self, source: Literal["client", "caller"]) -> Step:
+        """The scenario's step for the next turn, or the default answer for its source."""
+        index = self._turns_total
+        self._turns_total += 1
+        self.record.turns += 1
+        scenario = self.options.scenario
+        step = scenario.step(index) if scenario is not None else None
+        if step is None:
+            step = Step(say=Speech("greeting" if source == "client" else "reply"))
+        return step
+
+    def _start_step(self, source: Literal["client", "caller"], at_ms: float) -> None:
+        """Begin the model's turn for a client turn: its calls, then (or meanwhile) its speech."""
+        step = self._step_for(source)
+        turn = self._begin_turn()
+        start = at_ms + self.options.think_ms
+        if not step.calls:
+            self._schedule_speech(turn, step.say, self._template_context(), start)
+            return
+        calls = tuple(_PendingCall(self._new_call_id(), spec) for spec in step.calls)
+        message = {
+            "toolCall": {
+                "functionCalls": [
+                    {"id": call.id, "name": call.spec.name, "args": dict(call.spec.args)}
+                    for call in calls
+                ]
+            }
+        }
+        turn.frames.append(_Scheduled(start, message, calls=calls))
+        if any(call.spec.wait for call in calls):
+            turn.then = step.say  # spoken once every blocking call is answered
+        else:
+            # NON_BLOCKING: the model carries on at once, usually with a filler.
+            self._schedule_speech(turn, step.say, self._template_context(), start)
+
+    def _begin_turn(self) -> _Turn:
+        turn = _Turn()
+        self._turn = turn
+        if self._resumption and self._resumable:
+            self._resumable = False
+            self._send({"sessionResumptionUpdate": {"resumable": False}})
+        return turn
+
+    def _new_call_id(self) -> str:
+        self._calls_issued += 1
+        # Real ids are "function-call-" and a large decimal number; these stay unique per session.
+        serial = self._line.serial if self._line is not None else 0
+        return f"function-call-{serial:06d}{self._calls_issued:013d}"
+
+    def _resolve(self, speech: Speech) -> Clip:
+        if speech.audio is not None:
+            return speech.audio
+        return self.clips.greeting if speech.clip == "greeting" else self.clips.reply
+
+    def _schedule_speech(
+        self, turn: _Turn, speech: Speech | None, context: Mapping[str, Any], start: float
+    ) -> None:
+        """Append ``speech`` and the frames closing the turn to ``turn``, from ``start``."""
+        if speech is None:
+            # A silent turn: nothing to say, just the end of it.
+            usage = self._usage(0, "TEXT" if self._text_mode else "AUDIO")
+            turn.frames.append(_Scheduled(start, _turn_complete(usage), last=True))
+            return
+        clip = self._resolve(speech)
+        text = clip.transcript if speech.text is None else render_template(speech.text, context)
         self.record.answers_started += 1
-        start = now_ms + self.options.think_ms
+        turn.speaking = True
+        if self._text_mode:
+            end = self._schedule_text(turn, text, start)
+            usage = self._usage(text_tokens(text), "TEXT")
+        else:
+            end = self._schedule_audio(turn, clip, text, start)
+            usage = self._usage(audio_tokens(clip.duration_ms), "AUDIO")
+        turn.frames.append(_Scheduled(end, {"serverContent": {"generationComplete": True}}))
+        turn.frames.append(_Scheduled(end, _turn_complete(usage), last=True))
+
+    def _schedule_audio(self, turn: _Turn, clip: Clip, text: str, start: float) -> float:
+        """Audio chunks paced by ``chunk_ms`` with the transcript's words riding along."""
         chunk_ms = self.options.chunk_ms
         chunk_bytes = max(2, clip.rate * chunk_ms // 1000 * 2)
         chunks = [clip.pcm[i : i + chunk_bytes] for i in range(0, len(clip.pcm), chunk_bytes)]
-        words = clip.transcript.split() if self._output_transcription else []
+        words = text.split()
         # Every word but the last rides along the audio; the last closes the turn, as Gemini's does.
         words_at: dict[int, list[str]] = {}
         for index, word in enumerate(words[:-1]):
             position = index * len(chunks) // max(1, len(words) - 1)
             words_at.setdefault(position, []).append(word if index == 0 else " " + word)
-        messages: deque[_Scheduled] = deque()
+        last = (words[-1] if len(words) == 1 else " " + words[-1]) if words else ""
         for index, chunk in enumerate(chunks):
             at = start + index * chunk_ms
             part = {"inlineData": {"mimeType": OUTPUT_MIME_TYPE, "data": _b64(chunk)}}
-            messages.append(
+            said = words_at.get(index, [])
+            turn.frames.append(
                 _Scheduled(
                     at,
                     {"serverContent": {"modelTurn": {"role": "model", "parts": [part]}}},
                     audio_ms=len(chunk) / 2 / clip.rate * 1000,
+                    spoken="".join(said) + (last if index == len(chunks) - 1 else ""),
                 )
             )
-            for text in words_at.get(index, []):
-                messages.append(_Scheduled(at, _output_transcription(text)))
+            if self._output_transcription:
+                for word in said:
+                    turn.frames.append(_Scheduled(at, _output_transcription(word)))
         end = start + max(0, len(chunks) - 1) * chunk_ms
-        if words:
-            last = words[-1] if len(words) == 1 else " " + words[-1]
-            messages.append(_Scheduled(end, _output_transcription(last)))
-        messages.append(_Scheduled(end, {"serverContent": {"generationComplete": True}}))
-        response = audio_tokens(clip.duration_ms)
-        messages.append(
-            _Scheduled(
-                end,
-                {"serverContent": {"turnComplete": True}, "usageMetadata": self._usage(response)},
-                last=True,
+        if not chunks and text:
+            # A clip with no audio still says its words (all at once).
+            turn.frames.append(_Scheduled(end, {}, spoken=" ".join(words)))
+            if self._output_transcription:
+                turn.frames.append(_Scheduled(end, _output_transcription(" ".join(words))))
+        elif last and self._output_transcription:
+            turn.frames.append(_Scheduled(end, _output_transcription(last)))
+        return end
+
+    def _schedule_text(self, turn: _Turn, text: str, start: float) -> float:
+        """``TEXT`` modality: the answer as text parts, a few words each, paced by ``chunk_ms``."""
+        words = text.split(" ") if text else []
+        pieces = [
+            ("" if i == 0 else " ") + " ".join(words[i : i + WORDS_PER_TEXT_CHUNK])
+            for i in range(0, len(words), WORDS_PER_TEXT_CHUNK)
+        ]
+        for index, piece in enumerate(pieces):
+            turn.frames.append(
+                _Scheduled(
+                    start + index * self.options.chunk_ms,
+                    {"serverContent": {"modelTurn": {"role": "model", "parts": [{"text": piece}]}}},
+                    spoken=piece,
+                )
             )
+        return start + max(0, len(pieces) - 1) * self.options.chunk_ms
+
+    def _next_frame_at(self) -> float | None:
+        turn = self._turn
+        if turn is None or not turn.frames:
+            return None
+        return turn.frames[0].at_ms
+
+    def _send_frame(self) -> None:
+        turn = self._turn
+        assert turn is not None
+        item = turn.frames.popleft()
+        turn.audio_sent_ms += item.audio_ms
+        if item.spoken:
+            turn.spoken.append(item.spoken)
+        if item.message:
+            self._send(item.message)
+        for call in item.calls:
+            self._pending[call.id] = call
+            if call.spec.wait:
+                turn.waiting.add(call.id)
+            args = dict(call.spec.args)
+            self.record.tool_calls.append(
+                ToolCallRecord(call.id, call.spec.name, args, call.spec.wait, item.at_ms)
+            )
+            self._context_text_tokens += text_tokens(json.dumps(args, separators=(",", ":")))
+            self._history.append(
+                HistoryEntry(
+                    "model",
+                    "function_call",
+                    f"{call.spec.name}({json.dumps(args, sort_keys=True)})",
+                )
+            )
+        if item.last:
+            self._finish_turn(item.at_ms)
+
+    def _account_spoken(self, turn: _Turn) -> None:
+        """Put what the model got to say of ``turn`` into the context and the history."""
+        if self._text_mode:
+            self._context_text_tokens += text_tokens("".join(turn.spoken))
+        else:
+            self._context_audio_tokens += audio_tokens(turn.audio_sent_ms)
+        said = "".join(turn.spoken)
+        if said:
+            kind: Literal["text", "audio"] = "text" if self._text_mode else "audio"
+            self._history.append(HistoryEntry("model", kind, said))
+
+    def _finish_turn(self, at_ms: float) -> None:
+        turn = self._turn
+        assert turn is not None
+        self._account_spoken(turn)
+        self._turn = None
+        if turn.speaking:
+            self.record.answers_completed += 1
+        # Scheduled from the end of the previous answer, not from whenever poll ran: no drift.
+        self._start_next(at_ms)
+
+    def _start_next(self, at_ms: float) -> None:
+        """Start what waited for the model to finish, or tell the client the session is idle."""
+        if not self._queued:
+            self._became_idle(at_ms)
+            return
+        item = self._queued.popleft()
+        if isinstance(item, _QueuedTurn):
+            self._start_step(item.source, at_ms)
+        else:
+            self._speak_result(item, at_ms)
+
+    def _became_idle(self, at_ms: float) -> None:
+        """Nothing in progress: a resumable moment, so hand the client a fresh handle."""
+        if not self._resumption or self._turn is not None or self._queued or self._pending:
+            return
+        if self._line is None or not self._setup_done:
+            return
+        handle = self.store.issue(self._line, self.snapshot(), at_ms)
+        self._resumable = True
+        self.record.resumption_handles.append(handle)
+        self._send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+
+    # -- function results ------------------------------------------------------------------------
+
+    def _template_context(
+        self, call: _PendingCall | None = None, response: Mapping[str, Any] | None = None
+    ) -> JsonObject:
+        """What a scenario's text templates can name (see :func:`render_template`)."""
+        context: JsonObject = {"results": dict(self._results)}
+        if call is not None and response is not None:
+            result = response.get("result", response)
+            context.update(
+                result=result, response=dict(response), name=call.spec.name, args=call.spec.args
+            )
+        return context
+
+    def _on_function_result(
+        self,
+        call_id: str,
+        response: Mapping[str, Any],
+        scheduling: str | None,
+        will_continue: bool,
+        now_ms: float,
+    ) -> None:
+        """Act on one function response: resume a waiting turn or schedule the result's speech.
+
+        Responses to unknown, answered or cancelled calls are recorded and otherwise ignored.
+        """
+        call = self._pending.get(call_id)
+        if call is None:
+            return
+        if not will_continue:
+            del self._pending[call_id]
+        text = json.dumps(dict(response), separators=(",", ":"), sort_keys=True)
+        self._context_text_tokens += text_tokens(text)
+        self._history.append(HistoryEntry("user", "function_response", f"{call.spec.name}: {text}"))
+        context = self._template_context(call, response)
+        self._results[call.spec.name] = context["result"]
+        context["results"] = dict(self._results)
+        turn = self._turn
+        if call.spec.wait:
+            # Blocking: the scheduling field does not apply; the waiting turn goes on.
+            if turn is not None and call_id in turn.waiting:
+                turn.waiting.discard(call_id)
+                if not turn.waiting:
+                    self._schedule_speech(turn, turn.then, context, now_ms + self.options.think_ms)
+            return
+        pending = PendingSpeech(call.spec.say or Speech("reply"), context)
+        effective = scheduling or "WHEN_IDLE"
+        if effective == "SILENT":
+            self._became_idle(now_ms)
+        elif turn is None:
+            self._speak_result(pending, now_ms)
+        elif effective == "WHEN_IDLE":
+            self._queued.append(pending)
+        elif turn.waiting or any(frame.calls for frame in turn.frames):
+            # The model is about to call or waiting on a blocking call: the result goes first
+            # once that turn is done.
+            self._queued.appendleft(pending)
+        else:
+            self._cut_turn(turn)
+            self._speak_result(pending, now_ms)
+
+    def _cut_turn(self, turn: _Turn) -> None:
+        """``INTERRUPT``: the model stops its answer where it is (no ``interrupted``: nobody
+        barged in) and completes the turn, so it can speak the result next."""
+        response = (
+            text_tokens("".join(turn.spoken))
+            if self._text_mode
+            else audio_tokens(turn.audio_sent_ms)
         )
-        self._answer = _Answer(messages)
+        usage = self._usage(response, "TEXT" if self._text_mode else "AUDIO")
+        self._account_spoken(turn)
+        self._turn = None
+        self.record.answers_cut += 1
+        self._send(_turn_complete(usage))
 
-    def _finish_answer(self, at_ms: float) -> None:
-        assert self._answer is not None
-        self._context_audio_tokens += audio_tokens(self._answer.audio_sent_ms)
-        self._answer = None
-        self.record.answers_completed += 1
-        if self._queued:
-            # Scheduled from the end of the previous answer, not from whenever poll ran: no drift.
-            self._start_answer(self._queued.popleft(), at_ms)
+    def _speak_result(self, pending: PendingSpeech, at_ms: float) -> None:
+        turn = self._begin_turn()
+        self._schedule_speech(turn, pending.speech, pending.context, at_ms + self.options.think_ms)
 
-    def _usage(self, response_tokens: int) -> JsonObject:
+    def _usage(self, response_tokens: int, modality: str = "AUDIO") -> JsonObject:
         prompt_details = [
-            {"modality": modality, "tokenCount": count}
-            for modality, count in (
-                ("TEXT", self._context_text_tokens),
+            {"modality": name, "tokenCount": count}
+            for name, count in (
+                ("TEXT", self._instruction_tokens + self._context_text_tokens),
                 ("AUDIO", self._context_audio_tokens),
             )
             if count
         ]
-        prompt = self._context_text_tokens + self._context_audio_tokens
+        prompt = self._instruction_tokens + self._context_text_tokens + self._context_audio_tokens
         return {
             "promptTokenCount": prompt,
             "responseTokenCount": response_tokens,
             "totalTokenCount": prompt + response_tokens,
             "promptTokensDetails": prompt_details,
-            "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": response_tokens}],
+            "responseTokensDetails": [{"modality": modality, "tokenCount": response_tokens}],
         }
 
     def _send(self, message: JsonObject) -> None:
@@ -784,6 +1748,10 @@ def _b64(data: bytes) -> str:
 
 def _output_transcription(text: str) -> JsonObject:
     return {"serverContent": {"outputTranscription": {"text": text}}}
+
+
+def _turn_complete(usage: JsonObject) -> JsonObject:
+    return {"serverContent": {"turnComplete": True}, "usageMetadata": usage}
 
 
 def _object(value: Any) -> JsonObject:

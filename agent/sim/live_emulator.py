@@ -11,8 +11,13 @@ WebSocket, so the bridge, the official SDK and tests can hold a real conversatio
 Each connection gets one core and one writer task. The reader feeds client frames to the core; the
 writer sends what the core has to say and sleeps until the core's next deadline, which is how
 answers are paced: the core schedules every chunk against the answer's start, so the stream does
-not drift however late the loop wakes. Emulated time is wall time multiplied by
-:attr:`EmulatorOptions.speed`.
+not drift however late the loop wakes. Emulated time is wall time since the emulator started,
+multiplied by :attr:`EmulatorOptions.speed`; one clock serves every connection, so resumption
+handles expire and sessions add up across connections.
+
+Tests drive failures without sleeping: :attr:`EmulatorOptions.faults` schedules them, and
+:meth:`RunningEmulator.close_session`, :meth:`~RunningEmulator.abort_session` and
+:meth:`~RunningEmulator.go_away` inject them at once and return when they have happened.
 """
 
 from __future__ import annotations
@@ -22,34 +27,48 @@ import contextlib
 import hmac
 import importlib.resources
 import ssl
+import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Final
 
 from aiohttp import WSMsgType, web
 
-from agent.errors import AudioError
+from agent.errors import AudioError, ConfigError
 from agent.sim.emulator_core import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
     CLOSE_INVALID,
+    INTERNAL_ERROR,
     INVALID_API_KEY,
+    AbortConnection,
     AnswerClips,
     Clip,
     CloseConnection,
     EmulatedSessionRecord,
     EmulatorOptions,
+    Fault,
     LiveEmulatorCore,
+    ResumptionStore,
+    Stall,
 )
+from agent.sim.scenario import Scenario, load_scenario
 
 __all__ = [
     "LIVE_PATH",
     "EmulatedSessionRecord",
     "EmulatorOptions",
+    "Fault",
     "RunningEmulator",
+    "Scenario",
     "create_emulator_app",
     "load_bundled_clips",
+    "load_scenario",
     "start_emulator",
+    "tls_server_context",
 ]
 
 LIVE_PATH: Final = (
@@ -66,7 +85,7 @@ _REPLY_TRANSCRIPT: Final = (
     "Is there anything else I can help you with?"
 )
 _SHUTDOWN_REASON: Final = "The service is shutting down."
-_CLOSE_INTERNAL: Final = 1011
+_CLOSE_ABNORMAL: Final = 1006
 # Larger than Google's own limits in practice; the bridge never comes near it.
 _MAX_CLIENT_FRAME: Final = 16 * 1024 * 1024
 
@@ -87,6 +106,21 @@ def _read_clip(resource: Traversable, transcript: str) -> Clip:
         return Clip(wav.readframes(wav.getnframes()), wav.getframerate(), transcript)
 
 
+def tls_server_context(cert_file: str | Path, key_file: str | Path | None = None) -> ssl.SSLContext:
+    """A server-side TLS context from PEM files, for serving ``wss://`` (the Python SDK's scheme).
+
+    ``key_file`` may be omitted when the certificate file holds the key too. A missing or
+    mismatched file raises :class:`~agent.errors.ConfigError`.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        message = f"cannot load the TLS certificate and key: {exc}"
+        raise ConfigError(message, file=str(cert_file)) from exc
+    return context
+
+
 @dataclass(slots=True)
 class _EmulatorState:
     """Everything the app's sessions share."""
@@ -94,7 +128,26 @@ class _EmulatorState:
     options: EmulatorOptions
     clips: AnswerClips
     sessions: list[EmulatedSessionRecord] = field(default_factory=list)
-    open_sessions: set[_LiveSession] = field(default_factory=set)
+    live: dict[int, _LiveSession] = field(default_factory=dict)
+    """Open connections by index."""
+    store: ResumptionStore = field(default_factory=ResumptionStore)
+    origin: float = field(default_factory=time.monotonic)
+    _accepted: asyncio.Event | None = None
+
+    def now_ms(self) -> float:
+        """Emulated time: wall time since the emulator started, sped up."""
+        return (time.monotonic() - self.origin) * 1000 * self.options.speed
+
+    def connection_accepted(self) -> asyncio.Event:
+        """An event set when the next connection is accepted."""
+        if self._accepted is None:
+            self._accepted = asyncio.Event()
+        return self._accepted
+
+    def announce_connection(self) -> None:
+        if self._accepted is not None:
+            self._accepted.set()
+            self._accepted = None
 
 
 _STATE: Final = web.AppKey("live_emulator_state", _EmulatorState)
@@ -117,12 +170,15 @@ class RunningEmulator:
 
     def __init__(self, runner: web.AppRunner, url: str, port: int, state: _EmulatorState) -> None:
         self._runner = runner
+        self._state = state
         self._closed = False
         self.url = url
         """Base URL: append ``LIVE_PATH.format(version=...)`` to connect."""
         self.port = port
         self.sessions: list[EmulatedSessionRecord] = state.sessions
-        """One record per accepted connection, in order of arrival."""
+        """One record per accepted connection, in order of arrival (the index of a connection)."""
+        self.resumption: ResumptionStore = state.store
+        """The resumption handles issued so far, shared by all connections."""
 
     async def close(self) -> None:
         """Close open sessions with 1001, stop listening and wait until every session has ended.
@@ -134,6 +190,43 @@ class RunningEmulator:
         self._closed = True
         await self._runner.cleanup()
 
+    async def close_session(
+        self, index: int, code: int = CLOSE_INTERNAL, reason: str = INTERNAL_ERROR
+    ) -> None:
+        """Close connection ``index`` with ``code`` and ``reason`` (a mid-session 1011 by default)
+        and return once it has ended. A connection that already ended is left alone."""
+        session = self._open_session(index)
+        if session is not None:
+            session.act(lambda core, now: core.close(code, reason))
+            await session.finished.wait()
+
+    async def abort_session(self, index: int) -> None:
+        """Drop connection ``index``'s TCP connection with no close frame (the client sees 1006)
+        and return once it has ended."""
+        session = self._open_session(index)
+        if session is not None:
+            session.act(lambda core, now: core.abort())
+            await session.finished.wait()
+
+    async def go_away(self, index: int, time_left_s: float = 50.0) -> None:
+        """Send ``goAway`` on connection ``index`` now and close it 1011 ``time_left_s`` (emulated)
+        later unless the client leaves first; returns once the ``goAway`` frame is sent."""
+        session = self._open_session(index)
+        if session is not None:
+            session.act(lambda core, now: core.go_away(time_left_s, now))
+            await session.flushed()
+
+    async def wait_for_connection(self, index: int) -> EmulatedSessionRecord:
+        """Wait until connection ``index`` has been accepted; its record."""
+        while len(self.sessions) <= index:
+            await self._state.connection_accepted().wait()
+        return self.sessions[index]
+
+    def _open_session(self, index: int) -> _LiveSession | None:
+        if not 0 <= index < len(self.sessions):
+            raise IndexError(f"no connection {index}: {len(self.sessions)} so far")
+        return self._state.live.get(index)
+
 
 async def start_emulator(
     options: EmulatorOptions,
@@ -144,7 +237,8 @@ async def start_emulator(
 ) -> RunningEmulator:
     """Serve the emulator on ``host:port`` (0 = any free port) and return it running.
 
-    With ``ssl_context`` it serves ``wss://``, which the official Python SDK insists on.
+    With ``ssl_context`` (see :func:`tls_server_context`) it serves ``wss://``, which the official
+    Python SDK insists on.
     """
     app = create_emulator_app(options)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -165,10 +259,12 @@ async def _handle_live(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     ws = web.WebSocketResponse(compress=False, max_msg_size=_MAX_CLIENT_FRAME)
     await ws.prepare(request)
-    record = EmulatedSessionRecord()
+    index = len(state.sessions)
+    record = EmulatedSessionRecord(connection=index)
     state.sessions.append(record)
-    session = _LiveSession(ws, state, request.match_info["version"], record)
-    state.open_sessions.add(session)
+    session = _LiveSession(request, ws, state, request.match_info["version"], record)
+    state.live[index] = session
+    state.announce_connection()
     try:
         # Like Google, authenticate after the handshake and refuse with a close frame.
         if _api_key_ok(request, state.options.api_key):
@@ -177,8 +273,9 @@ async def _handle_live(request: web.Request) -> web.StreamResponse:
             record.closed_code = CLOSE_INVALID
             await ws.close(code=CLOSE_INVALID, message=INVALID_API_KEY.encode())
     finally:
-        state.open_sessions.discard(session)
+        del state.live[index]
         session.finished.set()
+        session.release_waiters()
     return ws
 
 
@@ -190,9 +287,9 @@ def _api_key_ok(request: web.Request, expected: str | None) -> bool:
 
 
 async def _close_open_sessions(app: web.Application) -> None:
-    sessions = list(app[_STATE].open_sessions)
+    sessions = list(app[_STATE].live.values())
     for session in sessions:
-        session.go_away()
+        session.shut_down()
     await asyncio.gather(*(session.finished.wait() for session in sessions))
 
 
@@ -201,30 +298,58 @@ class _LiveSession:
 
     def __init__(
         self,
+        request: web.Request,
         ws: web.WebSocketResponse,
         state: _EmulatorState,
         api_version: str,
         record: EmulatedSessionRecord,
     ) -> None:
+        self._request = request
         self._ws = ws
+        self._state = state
         self._speed = state.options.speed
         self._core = LiveEmulatorCore(
-            state.options, state.clips, api_version=api_version, record=record
+            state.options,
+            state.clips,
+            api_version=api_version,
+            record=record,
+            store=state.store,
+            connection=record.connection,
+            now_ms=state.now_ms(),
         )
         self._record = record
-        self._loop = asyncio.get_running_loop()
-        self._epoch = self._loop.time()
         self._wake = asyncio.Event()
+        self._reading = asyncio.Event()  # cleared while a stall fault holds the connection
+        self._reading.set()
         self._stopping = False
+        self._flush_waiters: list[asyncio.Future[None]] = []
         self.finished = asyncio.Event()
 
-    def _now_ms(self) -> float:
-        """Emulated time: wall time since the session began, sped up."""
-        return (self._loop.time() - self._epoch) * 1000 * self._speed
+    def act(self, action: Callable[[LiveEmulatorCore, float], None]) -> None:
+        """Run ``action`` on the core now (for runtime fault injection) and wake the writer."""
+        action(self._core, self._state.now_ms())
+        self._wake.set()
 
-    def go_away(self) -> None:
+    async def flushed(self) -> None:
+        """Wait until what the core has queued so far has been sent (or the session ended)."""
+        if self.finished.is_set():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    def release_waiters(self, waiters: list[asyncio.Future[None]] | None = None) -> None:
+        if waiters is None:
+            waiters, self._flush_waiters = self._flush_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def shut_down(self) -> None:
         """Close this session with 1001 (the emulator is shutting down)."""
         self._core.close(CLOSE_GOING_AWAY, _SHUTDOWN_REASON)
+        self._reading.set()
         self._wake.set()
 
     async def run(self) -> None:
@@ -232,8 +357,10 @@ class _LiveSession:
         writer = asyncio.create_task(self._write_loop())
         try:
             async for message in self._ws:
+                # A stalled connection does not read: the frame waits, and so do later ones.
+                await self._reading.wait()
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self._core.receive(message.data, self._now_ms())
+                    self._core.receive(message.data, self._state.now_ms())
                     self._wake.set()
                 elif message.type is WSMsgType.ERROR:
                     break
@@ -241,6 +368,7 @@ class _LiveSession:
             # The writer may be closing the socket itself; let it finish rather than cancel it.
             self._core.connection_lost()
             self._stopping = True
+            self._reading.set()
             self._wake.set()
             try:
                 await writer
@@ -253,30 +381,55 @@ class _LiveSession:
             await self._write()
         except Exception:
             # A bug here must not leave the client talking to a session that never answers.
-            await self._ws.close(code=_CLOSE_INTERNAL, message=b"Internal error occurred.")
+            await self._ws.close(code=CLOSE_INTERNAL, message=INTERNAL_ERROR.encode())
             raise
 
     async def _write(self) -> None:
         core = self._core
         while True:
             self._wake.clear()
+            # Everything queued before these waiters registered is in this batch.
+            waiters, self._flush_waiters = self._flush_waiters, []
             for item in core.data_to_send():
                 if isinstance(item, CloseConnection):
                     self._record.closed_code = item.code
                     await self._ws.close(code=item.code, message=item.reason.encode())
                     return
+                if isinstance(item, AbortConnection):
+                    self._record.closed_code = _CLOSE_ABNORMAL
+                    transport = self._request.transport
+                    if transport is not None:
+                        transport.abort()
+                    return
+                if isinstance(item, Stall):
+                    await self._stall(item.until_ms)
+                    continue
                 try:
                     await self._ws.send_bytes(item.encode())
                 except ConnectionError:
                     return  # the client went away; the reader sees it too
+            self.release_waiters(waiters)
             if self._stopping or self._ws.closed:
                 return
             deadline = core.next_deadline()
             timeout = None
             if deadline is not None:
-                timeout = max(0.0, (deadline - self._now_ms()) / self._speed / 1000)
+                timeout = max(0.0, (deadline - self._state.now_ms()) / self._speed / 1000)
             # Pacing: sleep until the next scheduled frame, or until the reader has news.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
-            core.poll(self._now_ms())
+            core.poll(self._state.now_ms())
+
+    async def _stall(self, until_ms: float) -> None:
+        """Neither read nor send until ``until_ms`` (emulated), unless the session is ending."""
+        self._reading.clear()
+        try:
+            delay = max(0.0, (until_ms - self._state.now_ms()) / self._speed / 1000)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    while not (self._stopping or self._core.closed):
+                        self._wake.clear()
+                        await self._wake.wait()
+        finally:
+            self._reading.set()

@@ -1,7 +1,7 @@
 """The Live API emulator on a real port, driven by a ``websockets`` client as the bridge would be.
 
 Runs at speed 20, so a 7 s answer streams in under half a second. Tests wait for messages (with
-timeouts), never for time to pass.
+timeouts), never for time to pass: injected faults are awaited through the emulator's own methods.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,16 +18,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+import trustme
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from agent.sim.emulator_core import Fault
 from agent.sim.live_emulator import (
     LIVE_PATH,
     EmulatorOptions,
     RunningEmulator,
     load_bundled_clips,
     start_emulator,
+    tls_server_context,
 )
+from agent.sim.scenario import FunctionCall, Scenario, Speech, Step
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PATH = LIVE_PATH.format(version="v1beta")
@@ -93,6 +98,22 @@ async def open_session(emulator: RunningEmulator, setup: Message = SETUP) -> Cli
     await ws.send(json.dumps(setup))
     assert await receive(ws) == {"setupComplete": {}}
     return ws
+
+
+def with_setup(**fields: Any) -> Message:
+    """``SETUP`` with ``fields`` added (or replaced)."""
+    setup: Message = json.loads(json.dumps(SETUP))
+    setup["setup"].update(fields)
+    return setup
+
+
+async def receive_handle(ws: ClientConnection) -> str:
+    """Read up to the next resumable ``sessionResumptionUpdate``; its handle."""
+    while True:
+        update = (await receive(ws)).get("sessionResumptionUpdate")
+        if update and update.get("resumable"):
+            handle: str = update["newHandle"]
+            return handle
 
 
 async def close_of(ws: ClientConnection) -> tuple[int, str]:
@@ -328,3 +349,179 @@ async def test_a_client_vanishing_mid_answer_is_cleaned_up() -> None:
         await running.close()  # waits for every session to end
     assert running.sessions[0].closed_code is not None
     assert running.sessions[0].answers_completed == 0
+
+
+# ------------------------------------------------------------------------------------------
+# Session resumption, goAway and the connection cap
+# ------------------------------------------------------------------------------------------
+
+
+async def test_a_session_resumes_on_a_new_connection_and_goes_on(
+    emulator: RunningEmulator,
+) -> None:
+    setup = with_setup(sessionResumption={})
+    async with await open_session(emulator, setup) as ws:
+        await receive_handle(ws)
+        await ws.send(json.dumps({"realtimeInput": {"text": "Where is my order?"}}))
+        first = await receive_until_turn_complete(ws)
+        handle = await receive_handle(ws)  # it comes after turnComplete
+
+    async with await open_session(emulator, with_setup(sessionResumption={"handle": handle})) as ws:
+        await receive_handle(ws)
+        await ws.send(json.dumps({"realtimeInput": {"text": "Thanks"}}))
+        second = await receive_until_turn_complete(ws)
+    prompt_before = first[-1]["usageMetadata"]["promptTokenCount"]
+    prompt_after = second[-1]["usageMetadata"]["promptTokenCount"]
+    reply_tokens = first[-1]["usageMetadata"]["responseTokenCount"]
+    assert prompt_after == prompt_before + reply_tokens + 2  # + the answer + "Thanks"
+    record = emulator.sessions[1]
+    assert record.resumed_from == handle
+    assert [entry.text for entry in record.history][:1] == ["Where is my order?"]
+
+
+async def test_a_resume_is_refused_while_the_old_socket_is_open(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator, with_setup(sessionResumption={})) as old:
+        handle = await receive_handle(old)
+        async with connect(emulator.url + PATH) as new:
+            await new.send(json.dumps(with_setup(sessionResumption={"handle": handle})))
+            assert await close_of(new) == (1011, "Internal error occurred.")
+    async with connect(emulator.url + PATH) as ws:
+        await ws.send(json.dumps(with_setup(sessionResumption={"handle": "made-up"})))
+        assert await close_of(ws) == (1007, "Request contains an invalid argument.")
+
+
+async def test_go_away_on_demand_then_the_deadline_close(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator) as ws:
+        await emulator.go_away(0, time_left_s=1.0)
+        assert await receive(ws) == {"goAway": {"timeLeft": "1s"}}
+        assert await close_of(ws) == (1011, "Deadline expired before operation could complete.")
+    assert emulator.sessions[0].go_aways == ["1s"]
+
+
+async def test_the_connection_cap_sends_go_away_then_closes() -> None:
+    # goAway 8.5 s (0.425 s of wall time) in: well after setupComplete, even on a busy machine.
+    options = EmulatorOptions(speed=20, connection_lifetime_s=10, go_away_before_s=1.5)
+    running = await start_emulator(options)
+    try:
+        async with await open_session(running) as ws:
+            assert await receive(ws) == {"goAway": {"timeLeft": "1.500s"}}
+            assert await close_of(ws) == (1011, "Deadline expired before operation could complete.")
+    finally:
+        await running.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Injected faults
+# ------------------------------------------------------------------------------------------
+
+
+async def test_close_session_closes_with_the_given_code(emulator: RunningEmulator) -> None:
+    async with await open_session(emulator) as ws:
+        await emulator.close_session(0, 1011, "The service is currently unavailable.")
+        assert await close_of(ws) == (1011, "The service is currently unavailable.")
+    assert emulator.sessions[0].closed_code == 1011
+
+
+async def test_abort_session_drops_the_line_without_a_close_frame(
+    emulator: RunningEmulator,
+) -> None:
+    ws = await open_session(emulator)
+    await emulator.abort_session(0)
+    with pytest.raises(ConnectionClosed) as closed:
+        await read_until_closed(ws)
+    assert closed.value.rcvd is None  # the client reports 1006
+    assert emulator.sessions[0].closed_code == 1006
+
+
+async def test_faults_from_options_hit_only_their_connection() -> None:
+    faults = (Fault.close(after_s=3, code=1011, connection=1), Fault.delay_setup(200))
+    running = await start_emulator(EmulatorOptions(speed=20, faults=faults))
+    try:
+        async with await open_session(running) as first:
+            async with await open_session(running) as second:
+                assert (await running.wait_for_connection(1)).connection == 1
+                assert await close_of(second) == (1011, "Internal error occurred.")
+            await first.send(json.dumps({"realtimeInput": {"text": "Still there?"}}))
+            assert (await receive_until_turn_complete(first))[-1]["usageMetadata"]
+        assert running.sessions[0].faults == ["delay_setup"]
+        assert running.sessions[1].faults == ["delay_setup", "close"]
+    finally:
+        await running.close()
+
+
+async def test_a_stalled_connection_catches_up_afterwards() -> None:
+    running = await start_emulator(
+        EmulatorOptions(speed=20, faults=(Fault.stall(after_s=0, for_s=1),))
+    )
+    try:
+        async with await open_session(running) as ws:
+            await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
+            received = await receive_until_turn_complete(ws)
+        audio = b"".join(audio_of(m) for m in received if is_audio(m))
+        assert audio == load_bundled_clips().greeting.pcm
+        assert running.sessions[0].faults == ["stall"]
+    finally:
+        await running.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Scenarios, TEXT, TLS
+# ------------------------------------------------------------------------------------------
+
+
+async def test_a_scripted_blocking_call_is_answered_with_the_result() -> None:
+    step = Step(
+        say=Speech("reply", "Your order {result.status}."),
+        calls=(FunctionCall("lookup_order", {"order_id": "A17"}),),
+    )
+    running = await start_emulator(EmulatorOptions(speed=20, scenario=Scenario(steps=(step,))))
+    try:
+        async with await open_session(running) as ws:
+            await send_audio(ws, caller_pcm16k())
+            assert "inputTranscription" in (await receive(ws))["serverContent"]
+            call = (await receive(ws))["toolCall"]["functionCalls"][0]
+            assert call["name"] == "lookup_order"
+            await ws.send(
+                json.dumps(
+                    {
+                        "toolResponse": {
+                            "functionResponses": [
+                                {
+                                    "id": call["id"],
+                                    "name": "lookup_order",
+                                    "response": {"result": {"status": "shipped"}},
+                                }
+                            ]
+                        }
+                    }
+                )
+            )
+            answer = await receive_until_turn_complete(ws)
+        words = "".join(
+            m["serverContent"]["outputTranscription"]["text"]
+            for m in answer
+            if "outputTranscription" in m["serverContent"]
+        )
+        assert words == "Your order shipped."
+        (response,) = running.sessions[0].tool_responses
+        assert response.id == call["id"]
+        assert response.response == {"result": {"status": "shipped"}}
+    finally:
+        await running.close()
+
+
+async def test_tls_serves_wss(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    pem = tmp_path / "server.pem"
+    server.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    running = await start_emulator(EmulatorOptions(speed=20), ssl_context=tls_server_context(pem))
+    try:
+        assert running.url.startswith("wss://127.0.0.1:")
+        async with connect(running.url + PATH, ssl=client_context) as ws:
+            await ws.send(json.dumps(SETUP))
+            assert await receive(ws) == {"setupComplete": {}}
+    finally:
+        await running.close()

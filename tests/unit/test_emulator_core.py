@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import wave
 from pathlib import Path
 from typing import Any
@@ -16,25 +17,48 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from agent.errors import ConfigError
 from agent.sim.emulator_core import (
+    DEADLINE_EXPIRED,
     EXPLICIT_ACTIVITY_WITH_VAD,
+    INTERNAL_ERROR,
     INVALID_ARGUMENT,
+    AbortConnection,
     AnswerClips,
     Clip,
     CloseConnection,
     EmulatorOptions,
     EnergyVad,
+    Fault,
+    HistoryEntry,
     LiveEmulatorCore,
+    ResumptionStore,
     SendMessage,
     SpeechEnded,
     SpeechStarted,
+    Stall,
+    ToolCancellationRecord,
+    ToolResponseRecord,
     VadSettings,
     camel_case,
     decode_base64,
+    duration_string,
     normalise_keys,
     pcm_rate,
+    snake_case,
+    truncate_reason,
 )
 from agent.sim.live_emulator import load_bundled_clips
+from agent.sim.scenario import (
+    FunctionCall,
+    Scenario,
+    Speech,
+    Step,
+    bundled_scenarios,
+    load_scenario,
+    render_template,
+    scenario_from_data,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RATE = 16000
@@ -45,6 +69,7 @@ GREETING = Clip(b"\x01\x00" * 4800, 24000, "Hello there friend")
 REPLY = Clip(b"\x02\x00" * 4800, 24000, "Your order shipped")
 CLIPS = AnswerClips(greeting=GREETING, reply=REPLY)
 
+NO_LIMITS: dict[str, Any] = {"connection_lifetime_s": math.inf, "session_limit_s": math.inf}
 SETUP = '{"setup":{"model":"models/gemini-2.5-flash-native-audio-preview-12-2025"}}'
 # What google-genai 3.4 sends for a typical config: camelCase outside, snake_case inside.
 SDK_SETUP = (
@@ -97,9 +122,15 @@ def audio_frame(samples: Samples, rate: int = RATE, *, urlsafe: bool = False) ->
 
 
 def new_core(setup: str = SETUP, **options: Any) -> LiveEmulatorCore:
+    """A core past its setup. Connection and session limits are off unless a test sets them, so
+    ``next_deadline()`` speaks only of answers."""
+    options.setdefault("connection_lifetime_s", math.inf)
+    options.setdefault("session_limit_s", math.inf)
     core = LiveEmulatorCore(EmulatorOptions(**options), CLIPS)
     core.receive(setup, 0.0)
-    assert messages(core) == [{"setupComplete": {}}]
+    out = messages(core)
+    assert out[0] == {"setupComplete": {}}
+    assert all("sessionResumptionUpdate" in message for message in out[1:]), out
     return core
 
 
@@ -580,7 +611,7 @@ def test_bundled_clips_are_24k_speech_with_their_transcripts() -> None:
     assert clips.greeting.rate == clips.reply.rate == 24000
     assert 3000 < clips.greeting.duration_ms < 6000
     assert clips.reply.transcript.startswith("Thanks for calling Acme.")
-    core = LiveEmulatorCore(EmulatorOptions(chunk_ms=100), clips)
+    core = LiveEmulatorCore(EmulatorOptions(chunk_ms=100, **NO_LIMITS), clips)
     core.receive('{"setup":{"model":"models/m","outputAudioTranscription":{}}}', 0)
     core.receive('{"clientContent":{"turnComplete":true}}', 0)
     timeline = run_answer(core)
@@ -730,3 +761,728 @@ def test_options_are_validated() -> None:
         EmulatorOptions(speed=0)
     with pytest.raises(ValueError, match="chunk_ms"):
         EmulatorOptions(chunk_ms=0)
+
+
+# ------------------------------------------------------------------------------------------
+# Unknown fields in nested setup objects
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (
+            {"generationConfig": {"temperature": 0.5, "x": 1}},
+            "Invalid JSON payload received. Unknown name \"x\" at 'setup.generation_config': "
+            "Cannot find field.",
+        ),
+        (
+            {"realtime_input_config": {"automatic_activity_detection": {"silence_ms": 5}}},
+            'Invalid JSON payload received. Unknown name "silence_ms" at '
+            "'setup.realtime_input_config.automatic_activity_detection': Cannot find field.",
+        ),
+        (
+            {"generationConfig": {"speechConfig": {"voiceConfig": {"voice": "Puck"}}}},
+            'Invalid JSON payload received. Unknown name "voice" at '
+            "'setup.generation_config.speech_config.voice_config': Cannot find field.",
+        ),
+        (
+            {"tools": [{"googleSearch": {}}, {"functionDeclarations": [{"name": "f", "mode": 1}]}]},
+            'Invalid JSON payload received. Unknown name "mode" at '
+            "'setup.tools[1].function_declarations[0]': Cannot find field.",
+        ),
+        (
+            {"sessionResumption": {"transparent": True}},  # Vertex only
+            'Invalid JSON payload received. Unknown name "transparent" at '
+            "'setup.session_resumption': Cannot find field.",
+        ),
+        (
+            {"contextWindowCompression": {"slidingWindow": {"target": 10}}},
+            'Invalid JSON payload received. Unknown name "target" at '
+            "'setup.context_window_compression.sliding_window': Cannot find field.",
+        ),
+    ],
+)
+def test_unknown_nested_setup_fields_close_1007_naming_the_snake_case_path(
+    setup: dict[str, Any], reason: str
+) -> None:
+    core = LiveEmulatorCore(EmulatorOptions(), CLIPS)
+    core.receive(setup_with(**setup), 0)
+    # Like Google's, a long reason is cut to the 123 bytes a close frame carries.
+    assert close_of(core) == CloseConnection(1007, truncate_reason(reason))
+
+
+def test_every_documented_setup_field_is_accepted() -> None:
+    core = new_core(
+        setup_with(
+            generationConfig={
+                "responseModalities": ["AUDIO"],
+                "temperature": 0.7,
+                "topP": 0.9,
+                "topK": 40,
+                "maxOutputTokens": 512,
+                "seed": 7,
+                "mediaResolution": "MEDIA_RESOLUTION_LOW",
+                "speechConfig": {
+                    "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}},
+                    "languageCode": "en-US",
+                },
+                "thinkingConfig": {"thinkingBudget": 0, "includeThoughts": False},
+                "enable_affective_dialog": True,
+            },
+            systemInstruction={"parts": [{"text": "Be brief."}], "role": "user"},
+            tools=[
+                {
+                    "functionDeclarations": [
+                        {
+                            "name": "lookup_order",
+                            "description": "Find an order",
+                            "parameters": {"type": "OBJECT", "anything": {"goes": "here"}},
+                            "behavior": "NON_BLOCKING",
+                        }
+                    ]
+                },
+                {"googleSearch": {}},
+                {"codeExecution": {}},
+                {"urlContext": {}},
+            ],
+            realtimeInputConfig={
+                "automaticActivityDetection": {"disabled": False, "prefixPaddingMs": 20},
+                "activityHandling": "START_OF_ACTIVITY_INTERRUPTS",
+                "turnCoverage": "TURN_INCLUDES_ONLY_ACTIVITY",
+            },
+            inputAudioTranscription={},
+            outputAudioTranscription={},
+            contextWindowCompression={
+                "triggerTokens": 1000,
+                "slidingWindow": {"targetTokens": 500},
+            },
+            proactivity={"proactiveAudio": True},
+            historyConfig={"initialHistoryInClientContent": True},
+        )
+    )
+    assert not core.closed
+
+
+def test_an_unknown_response_modality_closes_1007() -> None:
+    core = LiveEmulatorCore(EmulatorOptions(), CLIPS, api_version="v1alpha")
+    core.receive(setup_with(generationConfig={"responseModalities": ["SPEECH"]}), 0)
+    assert close_of(core) == CloseConnection(
+        1007,
+        truncate_reason(
+            "Invalid value at 'setup.generation_config.response_modalities[0]' "
+            "(type.googleapis.com/google.ai.generativelanguage.v1alpha.GenerationConfig.Modality), "
+            '"SPEECH"'
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("generationConfig", "generation_config"), ("model", "model"), ("topP", "top_p")],
+)
+def test_snake_case(name: str, expected: str) -> None:
+    assert snake_case(name) == expected
+
+
+# ------------------------------------------------------------------------------------------
+# TEXT response modality
+# ------------------------------------------------------------------------------------------
+
+TEXT_SETUP = setup_with(
+    generationConfig={"responseModalities": ["TEXT"]},
+    outputAudioTranscription={},
+)
+
+
+def test_text_modality_answers_with_text_parts_and_text_usage() -> None:
+    core = new_core(TEXT_SETUP)
+    core.receive(
+        '{"clientContent":{"turns":[{"parts":[{"text":"Hi there"}]}],"turnComplete":true}}', 0
+    )
+    timeline = run_answer(core)
+    assert timeline == [
+        (
+            0.0,
+            {
+                "serverContent": {
+                    "modelTurn": {"role": "model", "parts": [{"text": "Hello there friend"}]}
+                }
+            },
+        ),
+        (0.0, {"serverContent": {"generationComplete": True}}),
+        (
+            0.0,
+            {
+                "serverContent": {"turnComplete": True},
+                "usageMetadata": {
+                    "promptTokenCount": 2,
+                    "responseTokenCount": 5,
+                    "totalTokenCount": 7,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 2}],
+                    "responseTokensDetails": [{"modality": "TEXT", "tokenCount": 5}],
+                },
+            },
+        ),
+    ]
+    assert core.record.history == [
+        HistoryEntry("user", "text", "Hi there"),
+        HistoryEntry("model", "text", "Hello there friend"),
+    ]
+
+
+def test_text_modality_streams_a_long_answer_in_paced_chunks() -> None:
+    long = Clip(b"", 24000, "one two three four five six seven")
+    core = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), AnswerClips(greeting=long, reply=REPLY))
+    core.receive(TEXT_SETUP, 0)
+    core.data_to_send()
+    core.receive('{"clientContent":{"turnComplete":true}}', 100)
+    timeline = run_answer(core)
+    texts = [
+        (at, m["serverContent"]["modelTurn"]["parts"][0]["text"])
+        for at, m in timeline
+        if is_audio(m)
+    ]
+    assert texts == [(100.0, "one two three"), (140.0, " four five six"), (180.0, " seven")]
+    assert not any("outputTranscription" in m.get("serverContent", {}) for _, m in timeline)
+
+
+# ------------------------------------------------------------------------------------------
+# Session resumption
+# ------------------------------------------------------------------------------------------
+
+RESUMABLE = setup_with(sessionResumption={}, outputAudioTranscription={})
+
+
+def resume_setup(handle: str, **fields: Any) -> str:
+    return setup_with(sessionResumption={"handle": handle}, **fields)
+
+
+def handles_in(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m["sessionResumptionUpdate"] for m in out if "sessionResumptionUpdate" in m]
+
+
+def test_resumable_setup_gets_a_handle_right_after_setup_complete() -> None:
+    core = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS)
+    core.receive(RESUMABLE, 0)
+    out = messages(core)
+    assert out[0] == {"setupComplete": {}}
+    assert out[1] == {
+        "sessionResumptionUpdate": {
+            "newHandle": core.record.resumption_handles[0],
+            "resumable": True,
+        }
+    }
+    assert len(out) == 2
+
+
+def test_without_session_resumption_no_updates_are_sent() -> None:
+    core = new_core()
+    core.receive('{"clientContent":{"turnComplete":true}}', 0)
+    assert handles_in(run_answer_messages(core)) == []
+    assert core.record.resumption_handles == []
+
+
+def run_answer_messages(core: LiveEmulatorCore) -> list[dict[str, Any]]:
+    return [message for _, message in run_answer(core)]
+
+
+def test_a_turn_is_not_resumable_and_its_end_brings_a_new_handle_after_turn_complete() -> None:
+    core = new_core(RESUMABLE)
+    core.receive('{"clientContent":{"turnComplete":true}}', 0)
+    first = messages(core)
+    assert first == [{"sessionResumptionUpdate": {"resumable": False}}]
+    out = run_answer_messages(core)
+    assert out[-2]["serverContent"] == {"turnComplete": True}
+    assert out[-1] == {
+        "sessionResumptionUpdate": {
+            "newHandle": core.record.resumption_handles[-1],
+            "resumable": True,
+        }
+    }
+    assert len(set(core.record.resumption_handles)) == 2
+
+
+def test_resuming_restores_the_conversation_and_usage_goes_on() -> None:
+    store = ResumptionStore()
+    first = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store)
+    first.receive(RESUMABLE, 0)
+    first.receive('{"realtimeInput":{"text":"Where is my order?"}}', 0)
+    usage_before = run_answer(first)[-2][1]["usageMetadata"]
+    handle = first.record.resumption_handles[-1]
+    first.connection_lost()
+
+    second = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store, connection=1)
+    second.receive(resume_setup(handle), 1000)
+    assert messages(second)[0] == {"setupComplete": {}}
+    assert second.record.resumed_from == handle
+    assert second.record.history == [
+        HistoryEntry("user", "text", "Where is my order?"),
+        HistoryEntry("model", "audio", "Your order shipped"),
+    ]
+    second.receive('{"realtimeInput":{"text":"Thanks"}}', 1000)
+    usage_after = run_answer(second)[-2][1]["usageMetadata"]
+    # The earlier question, the earlier answer (200 ms of audio) and the new question.
+    assert usage_before["promptTokenCount"] == 5
+    assert usage_after["promptTokenCount"] == 5 + 5 + 2
+    assert usage_after["promptTokensDetails"] == [
+        {"modality": "TEXT", "tokenCount": 7},
+        {"modality": "AUDIO", "tokenCount": 5},
+    ]
+
+
+def test_a_resume_while_the_old_socket_is_open_is_refused_1011() -> None:
+    store = ResumptionStore()
+    first = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store)
+    first.receive(RESUMABLE, 0)
+    handle = first.record.resumption_handles[0]
+    early = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store, connection=1)
+    early.receive(resume_setup(handle), 10)
+    assert close_of(early) == CloseConnection(1011, INTERNAL_ERROR)
+    first.close(1000, "")
+    late = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store, connection=2)
+    late.receive(resume_setup(handle), 20)
+    assert messages(late)[0] == {"setupComplete": {}}
+    assert late.record.resumed_from == handle
+
+
+@pytest.mark.parametrize(("handle", "now_ms"), [("no-such-handle", 10.0), (None, 2 * 3600_000.0)])
+def test_an_unknown_or_expired_handle_closes_1007(handle: str | None, now_ms: float) -> None:
+    store = ResumptionStore()
+    first = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store)
+    first.receive(RESUMABLE, 0)
+    first.connection_lost()
+    second = LiveEmulatorCore(EmulatorOptions(**NO_LIMITS), CLIPS, store=store)
+    second.receive(resume_setup(handle or first.record.resumption_handles[0]), now_ms)
+    assert close_of(second) == CloseConnection(1007, INVALID_ARGUMENT)
+
+
+# ------------------------------------------------------------------------------------------
+# Connection lifetime, goAway and the session limit
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(50, "50s"), (0.5, "0.500s"), (1.25, "1.250s"), (0, "0s"), (2.000001, "2.000001s")],
+)
+def test_duration_strings_follow_proto_json(seconds: float, text: str) -> None:
+    assert duration_string(seconds) == text
+
+
+def test_go_away_comes_50_s_before_the_10_minute_cap_which_closes_1011() -> None:
+    core = LiveEmulatorCore(EmulatorOptions(session_limit_s=math.inf), CLIPS, now_ms=1000)
+    core.receive(SETUP, 1000)
+    messages(core)
+    assert core.next_deadline() == 551_000
+    core.poll(550_999)
+    assert messages(core) == []
+    core.poll(551_000)
+    assert messages(core) == [{"goAway": {"timeLeft": "50s"}}]
+    assert core.next_deadline() == 601_000
+    core.poll(601_000)
+    assert close_of(core) == CloseConnection(1011, DEADLINE_EXPIRED)
+    assert core.record.go_aways == ["50s"]
+
+
+def test_session_limit_without_compression_counts_connected_time_across_resumptions() -> None:
+    options = EmulatorOptions(connection_lifetime_s=math.inf, session_limit_s=900)
+    store = ResumptionStore()
+    first = LiveEmulatorCore(options, CLIPS, store=store)
+    first.receive(RESUMABLE, 0)
+    handle = first.record.resumption_handles[0]
+    first.poll(600_000)
+    first.connection_lost()
+    # Ten minutes offline do not count; the 300 s left do.
+    second = LiveEmulatorCore(options, CLIPS, store=store, connection=1, now_ms=1_200_000)
+    second.receive(resume_setup(handle), 1_200_000)
+    messages(second)
+    assert second.next_deadline() == 1_500_000
+    second.poll(1_500_000)
+    assert close_of(second) == CloseConnection(1011, DEADLINE_EXPIRED)
+
+
+def test_context_window_compression_lifts_the_session_limit() -> None:
+    options = EmulatorOptions(connection_lifetime_s=math.inf, session_limit_s=900)
+    core = LiveEmulatorCore(options, CLIPS)
+    core.receive(setup_with(contextWindowCompression={"slidingWindow": {}}), 0)
+    messages(core)
+    assert core.next_deadline() is None
+    core.poll(10**9)
+    assert messages(core) == []
+
+
+def test_runtime_go_away_announces_the_time_left_then_closes() -> None:
+    core = new_core()
+    core.go_away(2.5, 1000)
+    assert messages(core) == [{"goAway": {"timeLeft": "2.500s"}}]
+    core.poll(3499)
+    assert messages(core) == []
+    core.poll(3500)
+    assert close_of(core) == CloseConnection(1011, DEADLINE_EXPIRED)
+
+
+# ------------------------------------------------------------------------------------------
+# Faults
+# ------------------------------------------------------------------------------------------
+
+
+def fault_core(*faults: Fault, connection: int = 0) -> LiveEmulatorCore:
+    core = LiveEmulatorCore(
+        EmulatorOptions(faults=faults, **NO_LIMITS), CLIPS, connection=connection, now_ms=100
+    )
+    return core
+
+
+def test_a_close_fault_closes_with_its_code_after_its_time() -> None:
+    core = fault_core(
+        Fault.close(after_s=5, code=1011, reason="The service is currently unavailable.")
+    )
+    core.receive(SETUP, 100)
+    messages(core)
+    assert core.next_deadline() == 5100
+    core.poll(5100)
+    assert close_of(core) == CloseConnection(1011, "The service is currently unavailable.")
+    assert core.record.faults == ["close"]
+
+
+def test_a_fault_for_another_connection_does_not_strike() -> None:
+    core = fault_core(Fault.abort(after_s=1, connection=1), connection=0)
+    assert core.next_deadline() is None
+    other = fault_core(Fault.abort(after_s=1, connection=1), connection=1)
+    other.poll(1100)
+    assert other.data_to_send() == [AbortConnection()]
+    assert other.closed
+
+
+def test_a_stall_fault_tells_the_adapter_how_long() -> None:
+    core = fault_core(Fault.stall(after_s=2, for_s=3))
+    core.poll(2100)
+    assert core.data_to_send() == [Stall(until_ms=5100)]
+    assert not core.closed
+
+
+def test_a_delayed_setup_complete() -> None:
+    core = fault_core(Fault.delay_setup(delay_ms=250))
+    core.receive(RESUMABLE, 100)
+    assert core.data_to_send() == []
+    assert core.next_deadline() == 350
+    core.poll(350)
+    out = messages(core)
+    assert out[0] == {"setupComplete": {}}
+    assert "sessionResumptionUpdate" in out[1]
+
+
+def test_a_go_away_fault() -> None:
+    core = fault_core(Fault.go_away(after_s=1, time_left_s=0.5))
+    core.poll(1100)
+    assert messages(core) == [{"goAway": {"timeLeft": "0.500s"}}]
+    core.poll(1600)
+    assert close_of(core) == CloseConnection(1011, DEADLINE_EXPIRED)
+
+
+def test_options_reject_nonsense_limits_and_faults() -> None:
+    with pytest.raises(ValueError, match="connection_lifetime_s"):
+        EmulatorOptions(connection_lifetime_s=0)
+    with pytest.raises(ValueError, match="after_s"):
+        Fault.close(after_s=-1)
+    with pytest.raises(ValueError, match="close code"):
+        Fault.close(after_s=1, code=99)
+    assert EmulatorOptions(faults=[Fault.abort(1)]).faults == (Fault.abort(1),)
+
+
+# ------------------------------------------------------------------------------------------
+# Scenarios: function calls and their scheduling
+# ------------------------------------------------------------------------------------------
+
+LOOKUP = FunctionCall("lookup_order", {"order_id": "A17"}, wait=True)
+TOOLS_SETUP = setup_with(
+    tools=[{"functionDeclarations": [{"name": "lookup_order"}, {"name": "send_sms"}]}],
+    outputAudioTranscription={},
+    sessionResumption={},
+)
+
+
+def scripted(*steps: Step, setup: str = TOOLS_SETUP, **options: Any) -> LiveEmulatorCore:
+    return new_core(setup, scenario=Scenario(steps=steps), **options)
+
+
+def tool_response(call_id: str, response: dict[str, Any], **fields: Any) -> str:
+    answer = {"id": call_id, "name": "f", "response": response, **fields}
+    return json.dumps({"tool_response": {"function_responses": [answer]}})
+
+
+def words_of(out: list[dict[str, Any]]) -> str:
+    return "".join(
+        m["serverContent"]["outputTranscription"]["text"]
+        for m in out
+        if "outputTranscription" in m.get("serverContent", {})
+    )
+
+
+def test_a_blocking_call_keeps_the_model_silent_until_the_response() -> None:
+    core = scripted(
+        Step(
+            say=Speech("reply", "Your order {result.status}, arriving {result.eta}."),
+            calls=(LOOKUP,),
+        ),
+        think_ms=100,
+    )
+    core.receive('{"realtimeInput":{"text":"Where is my order?"}}', 1000)
+    assert messages(core) == [{"sessionResumptionUpdate": {"resumable": False}}]
+    core.poll(1100)
+    (call,) = messages(core)
+    call_id = call["toolCall"]["functionCalls"][0]["id"]
+    assert call == {
+        "toolCall": {
+            "functionCalls": [{"id": call_id, "name": "lookup_order", "args": {"order_id": "A17"}}]
+        }
+    }
+    assert call_id.startswith("function-call-")
+    assert core.next_deadline() is None  # waiting: not a word
+    core.receive(tool_response(call_id, {"result": {"status": "shipped", "eta": "Friday"}}), 3000)
+    assert messages(core) == []
+    out = run_answer_messages(core)
+    assert words_of(out) == "Your order shipped, arriving Friday."
+    assert out[-2]["serverContent"] == {"turnComplete": True}
+    assert "newHandle" in out[-1]["sessionResumptionUpdate"]
+    assert run_answer(core) == []
+    assert core.record.tool_responses == [
+        ToolResponseRecord(
+            call_id, "f", {"result": {"status": "shipped", "eta": "Friday"}}, None, False, 3000
+        )
+    ]
+    assert [c.name for c in core.record.tool_calls] == ["lookup_order"]
+    assert core.record.history[1].kind == "function_call"
+    assert core.record.history[2].kind == "function_response"
+
+
+def nonblocking_core(scheduling_say: Speech | None = None) -> tuple[LiveEmulatorCore, str]:
+    """A core speaking its filler (2 chunks sent) while a NON_BLOCKING send_sms is pending."""
+    sms = FunctionCall("send_sms", {"to": "+1555"}, wait=False, say=scheduling_say)
+    core = scripted(Step(say=Speech("greeting", "One moment please"), calls=(sms,)))
+    core.receive('{"clientContent":{"turnComplete":true}}', 0)
+    core.poll(40)
+    out = messages(core)
+    call_id = out[1]["toolCall"]["functionCalls"][0]["id"]
+    assert sum(map(is_audio, out)) == 2
+    return core, call_id
+
+
+RESULT_SAY = Speech("reply", "Text sent: {result.status}")
+
+
+def test_when_idle_result_is_spoken_after_the_filler_ends() -> None:
+    core, call_id = nonblocking_core(RESULT_SAY)
+    core.receive(
+        tool_response(call_id, {"result": {"status": "delivered"}}, scheduling="WHEN_IDLE"), 50
+    )
+    assert messages(core) == []
+    out = run_answer_messages(core)
+    finals = [i for i, m in enumerate(out) if m.get("serverContent", {}).get("turnComplete")]
+    assert len(finals) == 2
+    assert words_of(out[: finals[0]]) == " moment please"
+    assert words_of(out[finals[0] :]) == "Text sent: delivered"
+    assert not any("interrupted" in m.get("serverContent", {}) for m in out)
+    # Resumable only once nothing is pending and the result has been spoken.
+    assert handles_in(out) == [{"newHandle": core.record.resumption_handles[-1], "resumable": True}]
+    assert core.record.answers_completed == 2
+
+
+def test_interrupt_result_cuts_the_filler_without_interrupted_and_speaks_at_once() -> None:
+    core, call_id = nonblocking_core(RESULT_SAY)
+    # The scheduling may come inside the response, as in the docs' examples.
+    core.receive(
+        tool_response(call_id, {"result": {"status": "sent"}, "scheduling": "INTERRUPT"}), 50
+    )
+    cut = messages(core)
+    assert cut == [
+        {
+            "serverContent": {"turnComplete": True},
+            "usageMetadata": {
+                "promptTokenCount": cut[0]["usageMetadata"]["promptTokenCount"],
+                "responseTokenCount": 2,  # the 80 ms of filler that went out
+                "totalTokenCount": cut[0]["usageMetadata"]["promptTokenCount"] + 2,
+                "promptTokensDetails": cut[0]["usageMetadata"]["promptTokensDetails"],
+                "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 2}],
+            },
+        }
+    ]
+    out = run_answer_messages(core)
+    assert is_audio(out[0])
+    assert words_of(out) == "Text sent: sent"
+    assert core.record.answers_cut == 1
+    assert core.record.interruptions == 0
+    assert core.record.tool_responses[0].scheduling == "INTERRUPT"
+
+
+def test_silent_result_is_context_only_and_makes_the_session_resumable() -> None:
+    core, call_id = nonblocking_core(RESULT_SAY)
+    out = run_answer_messages(core)
+    assert handles_in(out) == []  # the filler is done but the call is still pending
+    core.receive(tool_response(call_id, {"result": "ok"}, scheduling="SILENT"), 5000)
+    assert messages(core) == [
+        {
+            "sessionResumptionUpdate": {
+                "newHandle": core.record.resumption_handles[-1],
+                "resumable": True,
+            }
+        }
+    ]
+    assert core.next_deadline() is None
+    assert core.record.history[-1] == HistoryEntry(
+        "user", "function_response", 'send_sms: {"result":"ok"}'
+    )
+
+
+def test_when_idle_result_arriving_when_idle_is_spoken_at_once() -> None:
+    core, call_id = nonblocking_core()
+    run_answer(core)
+    core.receive(tool_response(call_id, {"result": "ok"}), 5000)  # no scheduling: WHEN_IDLE
+    assert messages(core) == []  # not resumable since the call: nothing new to say about it
+    out = run_answer_messages(core)
+    assert words_of(out) == "Your order shipped"  # no say: the bundled reply
+
+
+def test_caller_barging_in_cancels_pending_calls() -> None:
+    core = scripted(Step(say=Speech("reply", "Done"), calls=(LOOKUP,)), setup=setup_with(tools=[]))
+    stream(core, np.concatenate([tone(500), silence(600)]), now_ms=0)
+    core.poll(0)
+    call_id = messages(core)[0]["toolCall"]["functionCalls"][0]["id"]
+    out = stream(core, tone(100), now_ms=2000)
+    assert out == [
+        {"toolCallCancellation": {"ids": [call_id]}},
+        {"serverContent": {"interrupted": True}},
+        {"serverContent": {"turnComplete": True}},
+    ]
+    assert core.record.tool_cancellations == [ToolCancellationRecord((call_id,), 2000)]
+    # A late response is recorded and otherwise ignored.
+    core.receive(tool_response(call_id, {"result": "late"}), 2100)
+    assert messages(core) == []
+    assert core.next_deadline() is None
+    assert len(core.record.tool_responses) == 1
+
+
+def test_scenario_steps_follow_every_turn_then_fall_back_to_the_defaults() -> None:
+    core = scripted(
+        Step(say=Speech("reply", "First")),
+        Step(),  # a silent turn
+        setup=setup_with(outputAudioTranscription={}),
+    )
+    core.receive('{"clientContent":{"turnComplete":true}}', 0)
+    assert words_of(run_answer_messages(core)) == "First"
+    core.receive('{"realtimeInput":{"text":"hm"}}', 1000)
+    silent = run_answer_messages(core)
+    assert [m["serverContent"] for m in silent] == [{"turnComplete": True}]
+    core.receive('{"realtimeInput":{"text":"hello?"}}', 2000)
+    assert words_of(run_answer_messages(core)) == "Your order shipped"
+    assert core.record.turns == 3
+    assert core.record.caller_turns == 2
+
+
+def test_a_resumed_session_continues_the_scenario() -> None:
+    store = ResumptionStore()
+    scenario = Scenario(steps=(Step(say=Speech("reply", "One")), Step(say=Speech("reply", "Two"))))
+    options = EmulatorOptions(scenario=scenario, **NO_LIMITS)
+    first = LiveEmulatorCore(options, CLIPS, store=store)
+    first.receive(RESUMABLE, 0)
+    first.receive('{"clientContent":{"turnComplete":true}}', 0)
+    assert words_of(run_answer_messages(first)) == "One"
+    first.connection_lost()
+    second = LiveEmulatorCore(options, CLIPS, store=store)
+    second.receive(
+        resume_setup(first.record.resumption_handles[-1], outputAudioTranscription={}), 0
+    )
+    second.receive('{"clientContent":{"turnComplete":true}}', 0)
+    assert words_of(run_answer_messages(second)) == "Two"
+
+
+def test_a_tool_response_without_an_id_closes_1007() -> None:
+    core = new_core()
+    core.receive('{"toolResponse":{"functionResponses":[{"name":"f","response":{}}]}}', 0)
+    assert close_of(core) == CloseConnection(1007, INVALID_ARGUMENT)
+
+
+def test_an_invalid_scheduling_beside_the_response_closes_1007() -> None:
+    core = new_core()
+    core.receive(tool_response("function-call-1", {}, scheduling="LATER"), 0)
+    assert close_of(core) == CloseConnection(1007, INVALID_ARGUMENT)
+
+
+# ------------------------------------------------------------------------------------------
+# Scenario files and templates
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("Your order {result.status}.", "Your order shipped."),
+        ("{result}", '{"status":"shipped","items":["a","b"]}'),
+        ("First item {result.items.0}", "First item a"),
+        ("{name} said {missing.key}", "lookup_order said {missing.key}"),
+        ("{{literal}}", "{literal}"),
+    ],
+)
+def test_render_template(template: str, expected: str) -> None:
+    context = {"result": {"status": "shipped", "items": ["a", "b"]}, "name": "lookup_order"}
+    assert render_template(template, context) == expected
+
+
+def test_every_bundled_scenario_loads() -> None:
+    names = bundled_scenarios()
+    assert "order-status" in names
+    for name in names:
+        assert load_scenario(name).steps
+
+
+def test_a_scenario_from_yaml_with_a_wav_of_its_own(tmp_path: Path) -> None:
+    with wave.open(str(tmp_path / "hold.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(24000)
+        wav.writeframes(b"\x00\x00" * 2400)
+    (tmp_path / "s.yaml").write_text(
+        "name: test\n"
+        "steps:\n"
+        "  - say: greeting\n"
+        "  - calls:\n"
+        "      - {name: lookup_order, args: {order_id: A17}}\n"
+        "      - name: send_sms\n"
+        "        wait: false\n"
+        "        say: {text: 'Sent {result}'}\n"
+        "    say: {clip: hold.wav, text: 'Please hold'}\n"
+    )
+    scenario = load_scenario(tmp_path / "s.yaml")
+    assert scenario.name == "test"
+    assert scenario.steps[0] == Step(say=Speech("greeting"))
+    step = scenario.steps[1]
+    assert step.calls == (
+        FunctionCall("lookup_order", {"order_id": "A17"}, wait=True),
+        FunctionCall("send_sms", {}, wait=False, say=Speech("reply", "Sent {result}")),
+    )
+    assert step.say is not None
+    assert step.say.audio is not None
+    assert step.say.audio.duration_ms == 100
+
+
+def test_scenario_mistakes_name_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("steps:\n  - say: reply\n  - calls:\n      - name: f\n        wait: maybe\n")
+    with pytest.raises(ConfigError) as error:
+        load_scenario(path)
+    assert error.value.line == 5
+    assert error.value.key == "steps[1].calls[0].wait"
+    assert str(path) in str(error.value)
+    with pytest.raises(ConfigError, match="unknown key"):
+        scenario_from_data({"steps": [{"speak": "reply"}]})
+    with pytest.raises(ConfigError, match="neither a bundled clip"):
+        scenario_from_data({"steps": [{"say": "goodbye"}]})
+    with pytest.raises(ConfigError, match="no bundled scenario"):
+        load_scenario("no-such-scenario")
+
+
+def test_a_json_scenario(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"steps": [{"say": {"text": "Hi"}}, None]}))
+    assert load_scenario(path).steps == (Step(say=Speech("reply", "Hi")), Step())
