@@ -1,9 +1,10 @@
-"""The ``agent`` command line: serve, emulate, call.
+"""The ``agent`` command line: serve, emulate, call, calls.
 
 agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_URL it embeds the
                                 local Live API emulator and says so
 agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
+agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 from aiohttp import web
 
+from agent.calls_cli import add_calls_subcommands
 from agent.errors import AgentError, ConfigError
 from agent.observability import configure_logging
 from agent.settings import Settings
@@ -88,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--from", dest="from_number", default="+15555550100")
     call.add_argument("--to", dest="to_number", default="+15555550199")
     call.set_defaults(run=_call)
+
+    add_calls_subcommands(commands)
     return parser
 
 

@@ -7,6 +7,8 @@ Routes:
     POST /twilio/voice    the number's "A call comes in" webhook -> TwiML <Connect><Stream>
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     GET  /healthz         liveness
+    GET  /readyz          readiness for new calls (503 while shutting down)
+    GET  /metrics         Prometheus metrics
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
+from agent.metrics import Metrics
+from agent.records import CallRecordStore, RecordStore
 from agent.settings import Settings
 from agent.telephony.twilio import (
     Connected,
@@ -75,6 +79,8 @@ class Preconnect:
     link: LiveLink
     ready: asyncio.Task[None]
     expiry: asyncio.TimerHandle
+    from_number: str | None = None
+    to_number: str | None = None
 
 
 @dataclass(slots=True)
@@ -96,6 +102,8 @@ CALL_CLOCK = web.AppKey("call_clock", Clock)
 RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")
 BACKGROUND = web.AppKey("background", Background)
+METRICS = web.AppKey("metrics", Metrics)
+RECORDS: web.AppKey[CallRecordStore] = web.AppKey("records")
 
 
 def create_app(
@@ -107,6 +115,8 @@ def create_app(
     reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
     clock: Callable[[], float] = time.time,
     call_clock: Clock = REAL_TIME,
+    metrics: Metrics | None = None,
+    records: CallRecordStore | None = None,
 ) -> web.Application:
     """The whole bridge. Without ``live_target`` it uses ``LIVE_API_URL`` / Google's endpoint,
     unless a start-up hook (the CLI's embedded emulator) sets ``app[LIVE_BACKEND].target``."""
@@ -134,6 +144,20 @@ def create_app(
     app[STREAM_TOKENS] = StreamTokens(secret)
     app[CALL_SOCKETS] = set()
     app[CALLS] = CallRegistry()
+    app[METRICS] = metrics if metrics is not None else Metrics()
+    calls = app[CALLS]
+    app[METRICS].track_active_calls(lambda: len(calls.active))
+    # Opened here rather than at start-up: app state cannot change once the app is frozen.
+    app[RECORDS] = (
+        records
+        if records is not None
+        else RecordStore.from_url(
+            settings.database_url,
+            redact_fields=settings.record_redact_fields,
+            mask_caller_numbers=settings.mask_caller_numbers,
+            on_drop=app[METRICS].records_dropped.inc,
+        )
+    )
     app[CLOCK] = clock
     app[CALL_CLOCK] = call_clock
     app[CALL_POLICY] = call_policy
@@ -143,7 +167,10 @@ def create_app(
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(STREAM_PATH, media_stream)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.cleanup_ctx.append(_announce)
+    app.cleanup_ctx.append(_close_records)
     app.on_shutdown.append(_close_calls)
     return app
 
@@ -171,9 +198,39 @@ async def _close_calls(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
+async def _close_records(app: web.Application) -> AsyncIterator[None]:
+    """Drain call records after shutdown has closed the calls and their handlers returned."""
+    yield
+    await app[RECORDS].close()
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process serves requests."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: can this instance take a new call? 503 with the reasons when not."""
+    app = request.app
+    problems = []
+    if app[LIVE_BACKEND].target is None:
+        problems.append("no Live API backend yet")
+    if app[RECORDS].closed:
+        problems.append("shutting down")
+    body = {
+        "status": "unavailable" if problems else "ready",
+        "problems": problems,
+        "active_calls": len(app[CALLS].active),
+        "records_backlog": app[RECORDS].backlog,
+    }
+    return web.json_response(body, status=503 if problems else 200)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this process's metrics."""
+    body, content_type = request.app[METRICS].render()
+    # headers=, not content_type=: aiohttp rejects a charset inside content_type.
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def voice_webhook(request: web.Request) -> web.Response:
@@ -199,7 +256,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="missing CallSid")
     token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
     # Start the Live session now, so the greeting is ready when the media stream starts.
-    await _preconnect(app, call_sid)
+    await _preconnect(app, call_sid, params.get("From"), params.get("To"))
     twiml = connect_stream_twiml(
         stream_url_from_public_url(settings.public_url, STREAM_PATH),
         {"agent": app[AGENT].name, "token": token},
@@ -249,6 +306,16 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         link, ready = preconnect.link, preconnect.ready
     else:
         link, ready = _new_link(app, app[AGENT]), None
+    wall_started = app[CLOCK]()
+    recorder = app[RECORDS].recorder(started.call_sid)
+    recorder.started(
+        call_sid=started.call_sid,
+        stream_sid=started.stream_sid,
+        agent=app[AGENT].name,
+        from_number=preconnect.from_number if preconnect else None,
+        to_number=preconnect.to_number if preconnect else None,
+        started_at=wall_started,
+    )
     session = CallSession(
         ws=ws,
         stream=stream,
@@ -258,6 +325,9 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         live_ready=ready,
         policy=app[CALL_POLICY],
         clock=app[CALL_CLOCK],
+        metrics=app[METRICS],
+        recorder=recorder,
+        wall_started_at=wall_started,
     )
     app[CALLS].started(session)
     try:
@@ -311,7 +381,9 @@ def _new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
     )
 
 
-async def _preconnect(app: web.Application, call_sid: str) -> None:
+async def _preconnect(
+    app: web.Application, call_sid: str, from_number: str | None, to_number: str | None
+) -> None:
     """Open the call's Live session and ask for the greeting before the stream exists."""
     await _release_preconnect(app, call_sid, "webhook repeated")  # Twilio may retry a webhook
     agent = app[AGENT]
@@ -329,7 +401,7 @@ async def _preconnect(app: web.Application, call_sid: str) -> None:
             _release_preconnect(app, call_sid, "no media stream arrived")
         ),
     )
-    app[PRECONNECTS][call_sid] = Preconnect(link, task, expiry)
+    app[PRECONNECTS][call_sid] = Preconnect(link, task, expiry, from_number, to_number)
 
 
 async def _release_preconnect(app: web.Application, call_sid: str, why: str) -> None:
@@ -353,9 +425,12 @@ async def _connect_live(
     target = app[LIVE_BACKEND].target
     if target is None:
         raise RuntimeError("no Live API backend configured")
-    return await LiveConnection.open(
+    began = time.perf_counter()
+    connection = await LiveConnection.open(
         target,
         agent,
         resumption_handle=resumption_handle,
         timeout_s=app[SETTINGS].live_connect_timeout_s,
     )
+    app[METRICS].observe_live_connect(time.perf_counter() - began)
+    return connection

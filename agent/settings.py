@@ -15,6 +15,10 @@
 | `TWILIO_AUTH_TOKEN` | verifies `X-Twilio-Signature` and keys stream tokens; unset = dev mode|
 | `LOG_LEVEL`         | debug, info (default), warning, error                                 |
 | `LOG_FORMAT`        | auto (default: console on a TTY, JSON otherwise), json, console       |
+| `DATABASE_URL`      | call records: `sqlite:///path.db` (default `sqlite:///./calls.db`) or |
+|                     | `postgresql://…` (needs the `postgres` extra)                         |
+| `RECORD_REDACT_FIELDS` | comma-separated tool argument/result fields stored as `***`        |
+| `MASK_CALLER_NUMBERS`  | `true`: caller numbers are masked in records and logs              |
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
 
@@ -52,6 +57,9 @@ class Settings:
     live_backend: LiveBackendName = "gemini"
     vertex_project: str | None = None
     vertex_location: str = "us-central1"
+    database_url: str = field(default="sqlite:///./calls.db", repr=False)
+    record_redact_fields: frozenset[str] = frozenset()
+    mask_caller_numbers: bool = False
 
     @property
     def use_emulator(self) -> bool:
@@ -60,7 +68,10 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        return tuple(s for s in (self.gemini_api_key, self.twilio_auth_token) if s)
+        database_password = urlsplit(self.database_url).password
+        return tuple(
+            s for s in (self.gemini_api_key, self.twilio_auth_token, database_password) if s
+        )
 
     @classmethod
     def from_env(
@@ -116,6 +127,11 @@ class Settings:
                 f"got {env.get('VERTEX_LOCATION')!r}",
                 key="VERTEX_LOCATION",
             )
+        database_url = env.get("DATABASE_URL") or "sqlite:///./calls.db"
+        if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError(
+                "DATABASE_URL must start with sqlite:/// or postgresql://", key="DATABASE_URL"
+            )
         return cls(
             host=host or env.get("HOST", "0.0.0.0"),
             port=port,
@@ -128,7 +144,23 @@ class Settings:
             live_backend=backend,  # type: ignore[arg-type]  # checked just above
             vertex_project=vertex_project,
             vertex_location=vertex_location,
+            database_url=database_url,
+            record_redact_fields=frozenset(
+                f.strip().lower()
+                for f in env.get("RECORD_REDACT_FIELDS", "").split(",")
+                if f.strip()
+            ),
+            mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
         )
+
+
+def _flag(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{key} must be true or false, got {raw!r}", key=key)
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

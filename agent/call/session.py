@@ -43,6 +43,8 @@ from agent.live.protocol import (
     TurnComplete,
     UsageReported,
 )
+from agent.metrics import Metrics
+from agent.records import CallRecorder
 from agent.telephony.twilio import (
     DtmfReceived,
     MarkPlayed,
@@ -107,6 +109,9 @@ class CallSession:
         live_ready: Awaitable[None] | None = None,
         policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
         clock: Clock = REAL_TIME,
+        metrics: Metrics | None = None,
+        recorder: CallRecorder | None = None,
+        wall_started_at: float | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested); without it the session connects and greets itself."""
@@ -133,6 +138,13 @@ class CallSession:
         self.ended_reason: str | None = None
         self.preconnected = live_ready is not None
         self._began = clock.now()
+        # Records carry wall-clock times; the call clock may run fast in simulations.
+        self._wall_began = time.time() if wall_started_at is None else wall_started_at
+        self._speed = clock.speed
+        self._metrics = metrics or Metrics()
+        self._frame_timer = self._metrics.frame_timer()
+        self._recorder = recorder or CallRecorder.discarding(started.call_sid)
+        self._recorded_turns = 0
         self._last_activity = self._began  # either party: caller speech, keys, or model audio
         self._last_caller_activity = self._began
         self._idle_prompted_at: float | None = None
@@ -184,34 +196,65 @@ class CallSession:
         self.ended_reason = reason
         self._wake.set()
 
+    def _wall_time(self, t: float) -> float:
+        return self._wall_began + (t - self._began) / self._speed
+
+    def _record_closed_turns(self, *, final: bool = False) -> None:
+        """Write each turn the transcript has closed, once, in order: a crash loses only the
+        turn in progress."""
+        turns = self.transcript.turns
+        while self._recorded_turns < len(turns):
+            turn = turns[self._recorded_turns]
+            ended = turn.ended_at
+            if ended is None:
+                if not final:
+                    return
+                ended = self._clock()
+            self._recorder.turn(
+                index=self._recorded_turns,
+                role=turn.role,
+                said=turn.said,
+                heard=turn.heard,
+                started_at=self._wall_time(turn.started_at),
+                ended_at=self._wall_time(ended),
+                interrupted=turn.interrupted,
+            )
+            self._recorded_turns += 1
+
     def _log_summary(self) -> None:
         now = self._clock()
+        reason = self.ended_reason or ERROR
         self.transcript.agent_turn_ended(now)
-        log.info(
-            "call.ended",
-            reason=self.ended_reason or ERROR,
-            duration_s=round(now - self._began, 3),
-            turns=len(self.transcript.turns),
-            model_turns=self.stats.model_turns,
-            barge_ins=self.stats.barge_ins,
-            reconnects=self.stats.reconnects,
-            frames_in=self.stats.frames_in,
-            frames_out=self.stats.frames_out,
-            played_ms=self.playback.played_ms,
-            discarded_ms=self.playback.frames_discarded * 20,
-            first_audio_ms=self.stats.first_audio_ms,
-            preconnected=self.preconnected,
-            dtmf_groups=self.stats.dtmf_groups,
-            protocol_errors=self.stats.protocol_errors,
-            tokens=self.stats.usage,
-        )
+        self._record_closed_turns(final=True)
+        self._frame_timer.flush()
+        self._metrics.count_call_ended(self.agent.name, reason)
+        summary = {
+            "reason": reason,
+            "duration_s": round(now - self._began, 3),
+            "turns": len(self.transcript.turns),
+            "model_turns": self.stats.model_turns,
+            "barge_ins": self.stats.barge_ins,
+            "reconnects": self.stats.reconnects,
+            "frames_in": self.stats.frames_in,
+            "frames_out": self.stats.frames_out,
+            "played_ms": self.playback.played_ms,
+            "discarded_ms": self.playback.frames_discarded * 20,
+            "first_audio_ms": self.stats.first_audio_ms,
+            "preconnected": self.preconnected,
+            "dtmf_groups": self.stats.dtmf_groups,
+            "protocol_errors": self.stats.protocol_errors,
+            "tokens": self.stats.usage,
+        }
+        self._recorder.usage(self.stats.usage)
+        self._recorder.ended(reason=reason, ended_at=self._wall_time(now), summary=summary)
+        log.info("call.ended", **summary)
 
     # -- caller -> model ------------------------------------------------------------------------
 
     async def _caller_pump(self) -> None:
         """Twilio -> Live: decode each media frame and forward it at once."""
         live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
-        vad, clock = self._vad, self._clock
+        vad, clock, timer = self._vad, self._clock, self._frame_timer
         async for message in self._ws:
             if message.type is WSMsgType.TEXT:
                 event = stream.receive_text(message.data)
@@ -220,13 +263,16 @@ class CallSession:
             else:  # ERROR: the socket failed under us
                 break
             if type(event) is MediaReceived:
+                sampled = timer.start()
                 stats.frames_in += 1
                 activity = vad.process(ulaw_to_pcm16(event.payload))
                 if vad.speaking:
                     self._last_activity = self._last_caller_activity = clock()
+                pcm = inbound.process(event.payload)
+                timer.inbound(sampled)
                 if activity is not None and self._manual_activity:
                     await self._signal_activity(activity)
-                await live.send_audio(inbound.process(event.payload))
+                await live.send_audio(pcm)
             elif type(event) is MarkPlayed:
                 self.playback.mark_played(event.name, clock())
             elif type(event) is StreamStopped:
@@ -281,9 +327,10 @@ class CallSession:
                 if not self._agent_turn_open:
                     self._agent_turn_open = True
                     playback.start_turn()
+                sampled = self._frame_timer.start()
                 frames = outbound.process(event.pcm)
                 if frames:
-                    await self._send_frames(frames)
+                    await self._send_frames(frames, sampled)
             elif kind is Interrupted:
                 await self._barge_in()
             elif kind is GenerationComplete or kind is TurnComplete:
@@ -295,24 +342,31 @@ class CallSession:
                     self._agent_turn_open = False
                     stats.model_turns += 1
                     transcript.agent_turn_ended(clock())
+                    self._record_closed_turns()
                     log.info("model.turn_complete", reason=event.reason)
             elif kind is OutputTranscription:
                 assert isinstance(event, OutputTranscription)
                 transcript.agent_text(event.text, playback.sent_in_turn, clock())
+                self._record_closed_turns()
             elif kind is InputTranscription:
                 assert isinstance(event, InputTranscription)
                 transcript.caller_text(event.text, clock())
+                self._record_closed_turns()
             elif kind is UsageReported:
                 assert isinstance(event, UsageReported)
                 _add_usage(stats.usage, "prompt", event.prompt_by_modality)
                 _add_usage(stats.usage, "response", event.response_by_modality)
+                self._metrics.count_tokens(event.prompt_by_modality, event.response_by_modality)
+                self._recorder.usage(stats.usage)
             elif kind is LiveReconnected:
+                assert isinstance(event, LiveReconnected)
                 # Whatever the old connection left half-said is over: play its tail now.
                 tail = outbound.flush()
                 if tail:
                     await self._send_frames(tail)
                 self._agent_turn_open = False
                 stats.reconnects += 1
+                self._metrics.count_live_reconnect(event.reason)
             elif kind is ModelText:
                 assert isinstance(event, ModelText)
                 if not event.thought:  # thoughts never reach the caller, nor the logs
@@ -340,6 +394,8 @@ class CallSession:
         self._agent_turn_open = False
         self.stats.barge_ins += 1
         turn = self.transcript.agent_turn_ended(now, heard_frames=cleared.heard_frames)
+        self._record_closed_turns()
+        self._metrics.count_interruption()
         log.info(
             "caller.barge_in",
             heard_ms=cleared.heard_frames * 20,
@@ -348,7 +404,8 @@ class CallSession:
             heard_text=turn.heard if turn else None,
         )
 
-    async def _send_frames(self, frames: list[bytes]) -> None:
+    async def _send_frames(self, frames: list[bytes], sampled: int = 0) -> None:
+        self._frame_timer.outbound(sampled, len(frames))
         ws, stream, playback = self._ws, self._stream, self.playback
         for frame in frames:
             await ws.send_str(stream.media(frame))

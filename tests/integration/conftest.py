@@ -53,7 +53,7 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
 
 @pytest.fixture
-async def start_bridge(emulator: RunningEmulator) -> AsyncIterator[BridgeFactory]:
+async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterator[BridgeFactory]:
     """Start the real app on a free loopback port; settings overridable per test."""
     runners: list[web.AppRunner] = []
 
@@ -69,7 +69,12 @@ async def start_bridge(emulator: RunningEmulator) -> AsyncIterator[BridgeFactory
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        settings = Settings(port=port, public_url=url, **overrides)  # type: ignore[arg-type]
+        settings = Settings(
+            port=port,
+            public_url=url,
+            database_url=f"sqlite:///{tmp_path}/calls-{port}.db",
+            **overrides,  # type: ignore[arg-type]
+        )
         app = create_app(
             settings,
             live_target=live_target or LiveTarget(base_url=emulator.url),
