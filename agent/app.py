@@ -23,7 +23,6 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from agent.call.policy import CallPolicy
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
@@ -97,7 +96,6 @@ STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 CALL_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_sockets")
 CALLS = web.AppKey("calls", CallRegistry)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
-CALL_POLICY = web.AppKey("call_policy", CallPolicy)
 CALL_CLOCK = web.AppKey("call_clock", Clock)
 RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")
@@ -111,7 +109,6 @@ def create_app(
     *,
     live_target: LiveEndpoint | None = None,
     agent: AgentConfig = DEFAULT_AGENT,
-    call_policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
     reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
     clock: Callable[[], float] = time.time,
     call_clock: Clock = REAL_TIME,
@@ -160,7 +157,6 @@ def create_app(
     )
     app[CLOCK] = clock
     app[CALL_CLOCK] = call_clock
-    app[CALL_POLICY] = call_policy
     app[RECONNECT_POLICY] = reconnect_policy
     app[PRECONNECTS] = {}
     app[BACKGROUND] = Background()
@@ -323,7 +319,6 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         agent=app[AGENT],
         live=link,
         live_ready=ready,
-        policy=app[CALL_POLICY],
         clock=app[CALL_CLOCK],
         metrics=app[METRICS],
         recorder=recorder,
@@ -396,7 +391,7 @@ async def _preconnect(
 
     task = asyncio.get_running_loop().create_task(ready(), name=f"preconnect {call_sid}")
     expiry = asyncio.get_running_loop().call_later(
-        app[CALL_POLICY].preconnect_timeout_s,
+        agent.call.preconnect_timeout_s,
         lambda: app[BACKGROUND].spawn(
             _release_preconnect(app, call_sid, "no media stream arrived")
         ),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from agent.errors import ConfigError
+from agent.toolspec import ToolSpec
 
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
@@ -259,6 +260,37 @@ class ToolsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """How a call behaves around the conversation: keypad input, time limits, idle callers.
+
+    The session reads it; the model never sees it. ``None`` disables a limit."""
+
+    dtmf_group_timeout_s: float = 2.0
+    dtmf_message: str = "The caller typed on their keypad: {digits}"
+    max_duration_s: float | None = 1800.0
+    wrap_up_before_s: float = 30.0
+    wrap_up_message: str = (
+        "The call is about to reach its time limit. Wrap up politely now and say goodbye."
+    )
+    idle_timeout_s: float | None = 20.0
+    idle_message: str = (
+        "The caller has been silent for a while. Ask briefly whether they are still there."
+    )
+    preconnect_timeout_s: float = 30.0  # a pre-opened Live session waits this long for its stream
+
+    def __post_init__(self) -> None:
+        for key in ("max_duration_s", "idle_timeout_s"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError("must be a positive number of seconds or null", key=f"call.{key}")
+        for key in ("dtmf_group_timeout_s", "wrap_up_before_s", "preconnect_timeout_s"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError("must not be negative", key=f"call.{key}")
+        if "{digits}" not in self.dtmf_message:
+            raise ConfigError("must contain {digits}", key="call.dtmf_message")
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """One voice agent: the model, its voice and instructions, its tools and how it takes turns.
 
@@ -309,6 +341,11 @@ class AgentConfig:
     proactivity: ProactivityConfig | None = None
     history_config: HistoryConfig | None = None
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+
+    # What the bridge does around the conversation (never sent to the Live API).
+    call: CallPolicy = field(default_factory=CallPolicy)
+    tool_specs: tuple[ToolSpec, ...] = ()
+    """Executable tools; their declarations (bound parameters removed) are in ``tools``."""
 
     def __post_init__(self) -> None:
         _text(self.name, "name", required=True)

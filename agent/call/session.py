@@ -57,7 +57,6 @@ from agent.telephony.twilio import (
 
 from .dtmf import DtmfCollector
 from .playback import Playback
-from .policy import CallPolicy
 from .transcript import Transcript
 
 log = structlog.get_logger("agent.call")
@@ -107,7 +106,6 @@ class CallSession:
         agent: AgentConfig,
         live: LiveLink,
         live_ready: Awaitable[None] | None = None,
-        policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
         clock: Clock = REAL_TIME,
         metrics: Metrics | None = None,
         recorder: CallRecorder | None = None,
@@ -119,7 +117,7 @@ class CallSession:
         self._stream = stream
         self.started = started
         self.agent = agent
-        self.policy = policy
+        self.policy = agent.call
         self._live = live
         self._live_ready = live_ready
         self._clock = clock.now
@@ -130,7 +128,7 @@ class CallSession:
         manual = agent.vad.disabled
         self._vad = EnergyVad(start_ms=20 if manual else 60)
         self._manual_activity = manual
-        self._dtmf = DtmfCollector(policy.dtmf_group_timeout_s)
+        self._dtmf = DtmfCollector(agent.call.dtmf_group_timeout_s)
         self._wake = asyncio.Event()
         self.playback = Playback()
         self.transcript = Transcript()

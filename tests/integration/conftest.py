@@ -16,7 +16,6 @@ from aiohttp import web
 
 from agent.app import create_app
 from agent.audio.codec import read_wav
-from agent.call.policy import CallPolicy
 from agent.clock import Clock
 from agent.config import DEFAULT_AGENT, AgentConfig
 from agent.live.connection import LiveTarget
@@ -60,7 +59,6 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
     async def start(
         *,
         agent: AgentConfig = DEFAULT_AGENT,
-        call_policy: CallPolicy = CallPolicy(),  # noqa: B008 (frozen)
         reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
         live_target: LiveTarget | None = None,
         **overrides: object,
@@ -79,7 +77,6 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             settings,
             live_target=live_target or LiveTarget(base_url=emulator.url),
             agent=agent,
-            call_policy=call_policy,
             reconnect_policy=reconnect_policy,
             call_clock=Clock(SPEED),
         )

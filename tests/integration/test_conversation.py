@@ -13,9 +13,8 @@ import numpy as np
 import structlog
 
 from agent.app import CALLS
-from agent.call.policy import CallPolicy
 from agent.call.session import CallSession
-from agent.config import AgentConfig
+from agent.config import AgentConfig, CallPolicy
 from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
 from agent.sim.carrier import CarrierOptions, place_call
@@ -103,7 +102,7 @@ async def test_after_a_barge_in_the_heard_transcript_stops_where_the_caller_stop
 async def test_a_keypad_sequence_reaches_the_model_as_one_message(
     start_bridge: BridgeFactory, emulator: RunningEmulator
 ) -> None:
-    bridge = await start_bridge(call_policy=CallPolicy(dtmf_group_timeout_s=1.0))
+    bridge = await start_bridge(agent=AgentConfig(call=CallPolicy(dtmf_group_timeout_s=1.0)))
     keys = ((600, "4"), (800, "1"), (1000, "7"), (1150, "2"))
     with structlog.testing.capture_logs() as logs:
         report = await place_call(
@@ -170,7 +169,9 @@ async def test_an_unreachable_live_api_leads_to_the_fallback_not_dead_air(
 async def test_the_max_duration_wraps_up_then_ends_the_call(
     start_bridge: BridgeFactory, emulator: RunningEmulator
 ) -> None:
-    bridge = await start_bridge(call_policy=CallPolicy(max_duration_s=8.0, wrap_up_before_s=3.0))
+    bridge = await start_bridge(
+        agent=AgentConfig(call=CallPolicy(max_duration_s=8.0, wrap_up_before_s=3.0))
+    )
     report = await place_call(
         CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=30_000), [caller_clip("goodbye")]
     )
@@ -185,7 +186,7 @@ async def test_the_max_duration_wraps_up_then_ends_the_call(
 async def test_an_idle_caller_is_checked_on_then_the_call_ends(
     start_bridge: BridgeFactory, emulator: RunningEmulator
 ) -> None:
-    bridge = await start_bridge(call_policy=CallPolicy(idle_timeout_s=3.0))
+    bridge = await start_bridge(agent=AgentConfig(call=CallPolicy(idle_timeout_s=3.0)))
     report = await place_call(
         CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=60_000), [caller_clip("goodbye")]
     )
