@@ -189,6 +189,11 @@ class CallSession:
         """The call's Live session is closed (true once the call has ended)."""
         return self._live.is_closed
 
+    @property
+    def live_replayed_frames(self) -> int:
+        """Caller frames resent after abnormal Live closes (``ReconnectPolicy.replay_ms``)."""
+        return self._live.replayed_frames
+
     def end(self, reason: str) -> None:
         """Ask the call to end (a tool hanging up or transferring); takes effect at once."""
         self.ended_reason = reason

@@ -11,7 +11,8 @@ owns the current :class:`~agent.live.connection.LiveConnection` and replaces it:
   conversation so far (from the transcriptions);
 * caller audio and other client messages sent during a switch are buffered (bounded) and sent, in
   order, on the new connection, so none is lost; tool results that finish during the switch go out
-  after it;
+  after it; after an abnormal close the last ``replay_ms`` of caller audio is sent again, since it
+  may have been written into a socket the server no longer read;
 * if no connection can be had before ``deadline_s`` it raises :class:`LiveUnavailableError`, and
   the call plays its fallback instead of dead air.
 
@@ -63,6 +64,10 @@ class ReconnectPolicy:
     max_delay_s: float = 2.0
     go_away_margin_s: float = 5.0  # switch at least this long before goAway's timeLeft runs out
     max_buffered_audio_ms: int = 20_000  # caller audio kept during a switch; oldest dropped past it
+    # After an abnormal close (1011, a dropped socket) the last frames written may never have been
+    # read: the Developer API does not say what it consumed. Resend this much recent caller audio
+    # on the new connection: a possible duplicate of a syllable rather than a lost one.
+    replay_ms: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,8 @@ class LiveReconnected:
     resumed: bool  # True: resumed with a handle; False: a fresh session seeded with history
     attempts: int
     switch_ms: float  # from losing (or leaving) the old connection to the new one being ready
-    buffered_messages: int  # client messages held during the switch, now sent
+    buffered_messages: int  # client messages held during the switch (and replayed), now sent
+    replayed_frames: int  # recent caller frames sent again after an abnormal close
     dropped_audio_frames: int  # caller frames lost to the buffer bound (0 unless a switch is long)
 
 
@@ -104,6 +110,7 @@ class LiveLink:
         self._wall = clock.wall
         self._conn: LiveConnection | None = None
         self._buffer: deque[str] = deque()
+        self._recent: deque[tuple[float, str]] = deque()  # (sent at, message): for replay
         self._buffered_audio = 0
         self._dropped_audio = 0
         self._handle: str | None = None
@@ -112,6 +119,8 @@ class LiveLink:
         self._go_away_at: float | None = None
         self._closed = False
         self.reconnects = 0
+        self.replayed_frames = 0
+        self._replaying = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -146,6 +155,13 @@ class LiveLink:
             # The model pump will see the close and reconnect; keep this frame for the new socket.
             self._conn = None
             self._hold(message, audio=True)
+            return
+        now = self._clock()
+        recent = self._recent
+        recent.append((now, message))
+        horizon = now - self.policy.replay_ms / 1000
+        while recent[0][0] < horizon:
+            recent.popleft()
 
     async def send(self, message: str) -> None:
         """Send a client message (text turn, tool response...); held during a switch."""
@@ -182,7 +198,8 @@ class LiveLink:
         """
         while not self._closed:
             conn = self._conn
-            if conn is None:
+            if conn is None:  # a send found the socket closed before this loop did
+                self._replay_recent()
                 yield await self._reconnect("dropped", lost_at=self._clock())
                 continue
             try:
@@ -192,6 +209,8 @@ class LiveLink:
                     return
                 reason, lost_at = "closed", self._clock()
             except _Switch as switch:
+                # We close the old socket after our last frame: it read everything we sent.
+                self._recent.clear()
                 reason, lost_at = switch.reason, self._clock()
             except LiveClosedError as exc:
                 if self._closed:
@@ -199,6 +218,7 @@ class LiveLink:
                 reason = f"closed_{exc.code}" if exc.code else "dropped"
                 lost_at = self._clock()
                 log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
+                self._replay_recent()
             yield await self._reconnect(reason, lost_at=lost_at)
 
     async def _events_of(self, conn: LiveConnection) -> AsyncIterator[LiveEvent]:
@@ -259,6 +279,15 @@ class LiveLink:
         else:
             self._history.append((role, text))
 
+    def _replay_recent(self) -> None:
+        """Put the last moments of caller audio back in front of what is held for the new socket."""
+        replay = [message for _, message in self._recent]
+        self._recent.clear()
+        self._buffer.extendleft(reversed(replay))
+        self._buffered_audio += len(replay)
+        self._replaying += len(replay)
+        self.replayed_frames += len(replay)
+
     # -- switching connections ------------------------------------------------------------------
 
     async def _reconnect(self, reason: str, *, lost_at: float) -> LiveReconnected:
@@ -271,6 +300,7 @@ class LiveLink:
         if self._handle is None and self._history:
             await conn.send(_history_message(self._history))
         held = len(self._buffer)
+        replayed, self._replaying = self._replaying, 0
         # No await between the last message sent and publishing the connection, so nothing can
         # slip into the buffer unseen.
         while self._buffer:
@@ -285,6 +315,7 @@ class LiveLink:
             attempts=attempts,
             switch_ms=round((self._clock() - lost_at) * 1000, 1),
             buffered_messages=held,
+            replayed_frames=replayed,
             dropped_audio_frames=dropped,
         )
         log.info(
@@ -294,6 +325,7 @@ class LiveLink:
             attempts=event.attempts,
             switch_ms=event.switch_ms,
             buffered_messages=event.buffered_messages,
+            replayed_frames=event.replayed_frames,
             dropped_audio_frames=event.dropped_audio_frames,
         )
         return event
