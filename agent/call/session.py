@@ -313,78 +313,70 @@ class CallSession:
 
     async def _model_pump(self) -> None:
         """Live -> Twilio: the model's speech as 20 ms frames with a mark per chunk; barge-in."""
-        outbound, playback, transcript, stats = (
-            self._outbound,
-            self.playback,
-            self.transcript,
-            self.stats,
-        )
-        clock = self._clock
+        playback, transcript, stats, clock = self.playback, self.transcript, self.stats, self._clock
         async for event in self._live.events():
-            kind = type(event)
-            if kind is ModelAudio:
-                assert isinstance(event, ModelAudio)
-                if event.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
-                    log.error("live.unexpected_audio_rate", sample_rate=event.sample_rate)
-                    continue
-                if not self._agent_turn_open:
-                    self._agent_turn_open = True
-                    playback.start_turn()
-                sampled = self._frame_timer.start()
-                frames = outbound.process(event.pcm)
-                if frames:
-                    await self._send_frames(frames, sampled)
-            elif kind is Interrupted:
-                await self._barge_in()
-            elif kind is GenerationComplete or kind is TurnComplete:
-                tail = outbound.flush()
-                if tail:
-                    await self._send_frames(tail)
-                if kind is TurnComplete:
-                    assert isinstance(event, TurnComplete)
+            match event:
+                case ModelAudio():  # the hot path, checked first
+                    await self._play(event)
+                case Interrupted():
+                    await self._barge_in()
+                case GenerationComplete():
+                    await self._flush_outbound()
+                case TurnComplete(reason=reason):
+                    await self._flush_outbound()
                     self._agent_turn_open = False
                     stats.model_turns += 1
                     transcript.agent_turn_ended(clock())
                     self._record_closed_turns()
-                    log.info("model.turn_complete", reason=event.reason)
-            elif kind is OutputTranscription:
-                assert isinstance(event, OutputTranscription)
-                transcript.agent_text(event.text, playback.sent_in_turn, clock())
-                self._record_closed_turns()
-            elif kind is InputTranscription:
-                assert isinstance(event, InputTranscription)
-                transcript.caller_text(event.text, clock())
-                self._record_closed_turns()
-            elif kind is UsageReported:
-                assert isinstance(event, UsageReported)
-                _add_usage(stats.usage, "prompt", event.prompt_by_modality)
-                _add_usage(stats.usage, "response", event.response_by_modality)
-                self._metrics.count_tokens(event.prompt_by_modality, event.response_by_modality)
-                self._recorder.usage(stats.usage)
-            elif kind is LiveReconnected:
-                assert isinstance(event, LiveReconnected)
-                # Whatever the old connection left half-said is over: play its tail now.
-                tail = outbound.flush()
-                if tail:
-                    await self._send_frames(tail)
-                self._agent_turn_open = False
-                stats.reconnects += 1
-                self._metrics.count_live_reconnect(event.reason)
-            elif kind is ModelText:
-                assert isinstance(event, ModelText)
-                if not event.thought:  # thoughts never reach the caller, nor the logs
-                    log.info("model.text", text=event.text)
-            elif kind is GoAway or kind is ResumptionHandle:
-                pass  # the link acts on these
-            elif kind is GroundingMetadata:
-                assert isinstance(event, GroundingMetadata)
-                log.info("model.grounding", metadata=dict(event.data))
-            elif kind is LiveProtocolError:
-                assert isinstance(event, LiveProtocolError)
-                log.warning("live.protocol_error", reason=event.reason, raw=event.raw)
-            else:
-                log.debug("live.event_ignored", kind=kind.__name__)
+                    log.info("model.turn_complete", reason=reason)
+                case OutputTranscription(text=text):
+                    transcript.agent_text(text, playback.sent_in_turn, clock())
+                    self._record_closed_turns()
+                case InputTranscription(text=text):
+                    transcript.caller_text(text, clock())
+                    self._record_closed_turns()
+                case UsageReported(prompt_by_modality=prompt, response_by_modality=response):
+                    _add_usage(stats.usage, "prompt", prompt)
+                    _add_usage(stats.usage, "response", response)
+                    self._metrics.count_tokens(prompt, response)
+                    self._recorder.usage(stats.usage)
+                case LiveReconnected(reason=reason):
+                    # Whatever the old connection left half-said is over: play its tail now.
+                    await self._flush_outbound()
+                    self._agent_turn_open = False
+                    stats.reconnects += 1
+                    self._metrics.count_live_reconnect(reason)
+                case ModelText(text=text, thought=False):
+                    log.info("model.text", text=text)
+                case ModelText():
+                    pass  # thoughts never reach the caller, nor the logs
+                case GoAway() | ResumptionHandle():
+                    pass  # the link acts on these
+                case GroundingMetadata(data=data):
+                    log.info("model.grounding", metadata=dict(data))
+                case LiveProtocolError(reason=reason, raw=raw):
+                    log.warning("live.protocol_error", reason=reason, raw=raw)
+                case _:
+                    log.debug("live.event_ignored", kind=type(event).__name__)
         raise _CallEnded(self.ended_reason or AGENT_ENDED)
+
+    async def _play(self, audio: ModelAudio) -> None:
+        if audio.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
+            log.error("live.unexpected_audio_rate", sample_rate=audio.sample_rate)
+            return
+        if not self._agent_turn_open:
+            self._agent_turn_open = True
+            self.playback.start_turn()
+        sampled = self._frame_timer.start()
+        frames = self._outbound.process(audio.pcm)
+        if frames:
+            await self._send_frames(frames, sampled)
+
+    async def _flush_outbound(self) -> None:
+        """The end of a turn: send its last partial frame (and the resampler's tail)."""
+        tail = self._outbound.flush()
+        if tail:
+            await self._send_frames(tail)
 
     async def _barge_in(self) -> None:
         """The model was interrupted: flush everything queued for the caller in this loop turn."""

@@ -112,6 +112,8 @@ async def test_a_keypad_sequence_reaches_the_model_as_one_message(
     assert [e["digit"] for e in logs if e["event"] == "caller.dtmf"] == ["4", "1", "7", "2"]
     assert [e["digits"] for e in logs if e["event"] == "caller.dtmf_group"] == [4]
     assert emulator.sessions[0].client_messages.count("clientContent") == 1
+    typed = [h.text for h in emulator.sessions[0].history if h.role == "user" and h.kind == "text"]
+    assert typed == ["The caller typed on their keypad: 4172"]
 
 
 async def test_the_caller_hanging_up_ends_everything(
