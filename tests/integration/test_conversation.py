@@ -14,7 +14,7 @@ import structlog
 
 from agent.app import CALLS
 from agent.call.session import CallSession
-from agent.config import AgentConfig, CallPolicy
+from agent.config import AgentConfig, CallPolicy, VadConfig
 from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
 from agent.sim.carrier import CarrierOptions, place_call
@@ -198,3 +198,22 @@ async def test_an_idle_caller_is_checked_on_then_the_call_ends(
     assert emulator.sessions[0].client_messages.count("clientContent") == 1  # the check-in
     assert emulator.sessions[0].answers_completed == 2  # the reply, then the check-in
     assert_nothing_left_running(call)
+
+
+async def test_with_automatic_vad_disabled_the_bridge_marks_the_callers_turns(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    manual = AgentConfig(vad=VadConfig(disabled=True))
+    bridge = await start_bridge(agent=manual)
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED),
+        [caller_clip("order-status"), caller_clip("goodbye")],
+    )
+    session = emulator.sessions[0]
+    assert session.setup["realtimeInputConfig"]["automaticActivityDetection"]["disabled"] is True
+    signals = [
+        kind for kind in session.client_messages if kind.endswith(("activityStart", "activityEnd"))
+    ]
+    assert signals == ["realtimeInput.activityStart", "realtimeInput.activityEnd"] * 2
+    # The emulator, told to rely on them, answered both turns.
+    assert all(u.first_reply_ms is not None for u in report.utterances)
