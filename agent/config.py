@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
@@ -55,6 +56,8 @@ _LANGUAGE_RE: Final = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 _SCHEMA_TYPES: Final = frozenset(
     {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 )
+#: A telephone number in E.164 form: "+", a country code, at most 15 digits in all.
+E164_RE: Final = re.compile(r"\+[1-9][0-9]{1,14}")
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 
@@ -291,6 +294,21 @@ class CallPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    """What the caller gets when the model cannot be reached (the Live API is down for longer
+    than the reconnection deadline): ``message`` is spoken to them instead of dead air (``None``:
+    the bundled apology recording), then the call moves to ``transfer_to`` (E.164) if set, or
+    ends. The session reads it; the model never sees it."""
+
+    message: str | None = None
+    transfer_to: str | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.message, "fallback.message")
+        _phone_number(self.transfer_to, "fallback.transfer_to")
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """One voice agent: the model, its voice and instructions, its tools and how it takes turns.
 
@@ -346,6 +364,13 @@ class AgentConfig:
     call: CallPolicy = field(default_factory=CallPolicy)
     tool_specs: tuple[ToolSpec, ...] = ()
     """Executable tools; their declarations (bound parameters removed) are in ``tools``."""
+    phone_numbers: tuple[str, ...] = ()
+    """E.164 numbers this agent answers (the voice webhook's ``To``); see ``agent.agents``."""
+    timezone: str = "UTC"
+    """IANA time zone of the business: ``{local_time}`` in prompts and tools is told in it."""
+    prefetch_crm: bool = False
+    """Look the caller's number up in the CRM before the call, for ``{customer.*}`` in prompts."""
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
 
     def __post_init__(self) -> None:
         _text(self.name, "name", required=True)
@@ -384,6 +409,18 @@ class AgentConfig:
         _instance(self.proactivity, ProactivityConfig | None, "proactivity")
         _instance(self.history_config, HistoryConfig | None, "history_config")
         _instance(self.tools, ToolsConfig, "tools")
+        numbers = self.phone_numbers
+        if isinstance(numbers, list):  # YAML gives lists; keep the frozen object hashable
+            numbers = tuple(numbers)
+            object.__setattr__(self, "phone_numbers", numbers)
+        _instance(numbers, tuple, "phone_numbers")
+        for number in numbers:
+            _phone_number(number, "phone_numbers", required=True)
+        if len(set(numbers)) != len(numbers):
+            raise ConfigError("a phone number is listed twice", key="phone_numbers")
+        _time_zone(self.timezone)
+        _flag(self.prefetch_crm, "prefetch_crm", required=True)
+        _instance(self.fallback, FallbackConfig, "fallback")
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +487,28 @@ def _model_name(model: object) -> None:
         raise ConfigError(
             f"model must be a model name such as 'gemini-3.8-live', got {model!r}", key="model"
         )
+
+
+def _phone_number(value: object, key: str, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not E164_RE.fullmatch(value):
+        raise ConfigError(
+            f"{key} must be an E.164 phone number such as '+15555550100', got {value!r}", key=key
+        )
+
+
+def _time_zone(name: object) -> None:
+    # Checked here so a typo fails at start-up rather than when the first call renders its prompt.
+    try:
+        if not isinstance(name, str) or not name:
+            raise ValueError(name)
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise ConfigError(
+            f"timezone must be an IANA time zone such as 'America/New_York', got {name!r}",
+            key="timezone",
+        ) from None
 
 
 def _json_object(value: object, what: str, key: str) -> dict[str, Any]:

@@ -19,6 +19,10 @@
 |                     | `postgresql://…` (needs the `postgres` extra)                         |
 | `RECORD_REDACT_FIELDS` | comma-separated tool argument/result fields stored as `***`        |
 | `MASK_CALLER_NUMBERS`  | `true`: caller numbers are masked in records and logs              |
+| `AGENTS_PATH`       | a folder of agent YAML files, or one file (default: the bundled       |
+|                     | examples, so `agent serve` answers as `acme-support` out of the box)  |
+| `AGENTS_RELOAD_INTERVAL_S` | poll the agent files' modification times this often and reload |
+|                     | on a change (default 0: off; SIGHUP always reloads)                   |
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Settings:
     database_url: str = field(default="sqlite:///./calls.db", repr=False)
     record_redact_fields: frozenset[str] = frozenset()
     mask_caller_numbers: bool = False
+    agents_path: str | None = None  # None: the bundled examples (agent.agents.BUNDLED_AGENTS)
+    agents_reload_interval_s: float = 0.0  # 0: no polling
 
     @property
     def use_emulator(self) -> bool:
@@ -151,7 +157,16 @@ class Settings:
                 if f.strip()
             ),
             mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
+            agents_path=agents_path_from_env(env),
+            agents_reload_interval_s=_seconds(env, "AGENTS_RELOAD_INTERVAL_S", 0.0),
         )
+
+
+def agents_path_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """``AGENTS_PATH`` alone, for commands (``agent check``) that need nothing else from the
+    environment; ``None`` means the bundled examples."""
+    env = os.environ if env is None else env
+    return (env.get("AGENTS_PATH") or "").strip() or None
 
 
 def _flag(env: Mapping[str, str], key: str) -> bool:
@@ -161,6 +176,19 @@ def _flag(env: Mapping[str, str], key: str) -> bool:
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{key} must be true or false, got {raw!r}", key=key)
+
+
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = (env.get(key) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{key} must be a number of seconds (0 or more), got {raw!r}", key=key)
+    return value
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
