@@ -24,6 +24,11 @@ playing, then nothing played for ``gap_ms``) before the next one; or, with ``bar
 that long after the reply started. The reply to an utterance is the first audio played that arrived
 after the utterance started and after any ``clear`` the bridge sent while the caller was talking:
 what the agent was still saying, or flushed because the caller interrupted, does not answer it.
+
+The bridge may also act on the call through Twilio's REST API (hang up, transfer): give
+:func:`place_call` a running :class:`TwilioApiSimulator`, point the bridge's ``TWILIO_API_URL`` at
+it, and a ``Status=completed`` or ``<Dial>`` update ends the simulated call the way Twilio would
+(the stream gets its ``stop``), with the report saying so.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import importlib.resources
 import json
 import math
+import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -46,6 +53,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
+from aiohttp import web
 
 from agent.audio.codec import (
     ULAW_SILENCE,
@@ -61,11 +69,16 @@ __all__ = [
     "BUNDLED_CALLER_CLIPS",
     "ENDED_BY_CALLER",
     "ENDED_BY_MAX_DURATION",
+    "ENDED_BY_REST_HANG_UP",
+    "ENDED_BY_REST_REDIRECT",
+    "ENDED_BY_REST_TRANSFER",
     "ENDED_BY_SERVER",
     "CallReport",
+    "CallUpdate",
     "CarrierOptions",
     "Phone",
     "StreamInstruction",
+    "TwilioApiSimulator",
     "UtteranceReport",
     "load_caller_audio",
     "new_sid",
@@ -86,6 +99,12 @@ BUNDLED_CALLER_CLIPS: Final[tuple[str, ...]] = ("order-status", "interrupt", "go
 ENDED_BY_CALLER: Final = "caller hung up"
 ENDED_BY_SERVER: Final = "server hung up"
 ENDED_BY_MAX_DURATION: Final = "max duration"
+#: The bridge ended the call through the REST API (``Status=completed``).
+ENDED_BY_REST_HANG_UP: Final = "hung up via REST"
+#: The bridge moved the call to a number through the REST API (``Twiml=<Dial>``).
+ENDED_BY_REST_TRANSFER: Final = "transferred via REST"
+#: The bridge gave the call other TwiML, or a ``Url``, through the REST API: the stream ends.
+ENDED_BY_REST_REDIRECT: Final = "redirected via REST"
 
 #: Twilio's limit on a <Parameter>'s name and value together.
 _PARAMETER_LIMIT: Final = 500
@@ -178,8 +197,11 @@ class CallReport:
     marks_echoed: list[tuple[str, bool]]
     barge_ins: int
     protocol_errors: list[str]
-    #: ``"caller hung up"``, ``"server hung up"`` or ``"max duration"``.
+    #: ``"caller hung up"``, ``"server hung up"``, ``"max duration"``, or one of the REST
+    #: endings (``ENDED_BY_REST_*``) when the bridge updated the call through the REST API.
     ended_by: str
+    #: The number a REST ``<Dial>`` moved the call to (None: not transferred).
+    transferred_to: str | None = None
 
     def reply_latencies_ms(self) -> list[int | None]:
         """Per utterance, the time from its end to the first reply audio heard (None: no reply)."""
@@ -197,6 +219,8 @@ class CallReport:
         lines = [
             f"call {self.call_sid} (stream {self.stream_sid}): {self.ended_by} after {call_s:.1f} s"
         ]
+        if self.transferred_to is not None:
+            lines.append(f"  transferred to {self.transferred_to}")
         for n, (utt, latency) in enumerate(
             zip(self.utterances, self.reply_latencies_ms(), strict=True), start=1
         ):
@@ -324,6 +348,7 @@ class Phone:
         self._barge_ins = 0
         self._protocol_errors: list[str] = []
         self._ended_by: str | None = None
+        self._transferred_to: str | None = None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -415,6 +440,22 @@ class Phone:
         """Record something Twilio would reject or warn about that the phone did not see itself."""
         self._protocol_errors.append(problem)
 
+    def hang_up_via_rest(self) -> list[Message]:
+        """The REST API completed the call (``Status=completed``): the stream stops.
+
+        Returns the ``stop`` to send (nothing if the call was already over)."""
+        if self._ended_by is not None:
+            return []
+        return self._hang_up(ENDED_BY_REST_HANG_UP)
+
+    def redirect_via_rest(self, dial: str | None) -> list[Message]:
+        """The REST API gave the call new TwiML (or a ``Url``): the stream stops, and the call
+        goes on elsewhere, to ``dial`` for a ``<Dial>``. Returns the ``stop`` to send."""
+        if self._ended_by is not None:
+            return []
+        self._transferred_to = dial
+        return self._hang_up(ENDED_BY_REST_TRANSFER if dial else ENDED_BY_REST_REDIRECT)
+
     def server_hung_up(self) -> None:
         """The server closed the WebSocket: the call ends (no ``stop``: there is no socket left)."""
         if self._ended_by is None:
@@ -448,6 +489,7 @@ class Phone:
             barge_ins=self._barge_ins,
             protocol_errors=list(self._protocol_errors),
             ended_by=self._ended_by or ENDED_BY_CALLER,
+            transferred_to=self._transferred_to,
         )
 
     # -- the caller's script -----------------------------------------------------------------------
@@ -773,30 +815,48 @@ def load_caller_audio(name_or_path: str) -> bytes:
 # -- the asyncio adapter ---------------------------------------------------------------------------
 
 
-async def place_call(options: CarrierOptions, utterances: Sequence[bytes]) -> CallReport:
+async def place_call(
+    options: CarrierOptions,
+    utterances: Sequence[bytes],
+    *,
+    rest: TwilioApiSimulator | None = None,
+) -> CallReport:
     """Call the bridge at ``options.url`` and say ``utterances`` (PCM16 8 kHz), as Twilio would.
 
-    Returns the report once the caller hangs up, the server closes the stream, or the maximum
-    duration passes. Raises ``TelephonyError`` when the call cannot be set up (webhook unreachable
-    or answering non-2xx, TwiML without a stream, WebSocket refused) and ``AudioError`` for PCM
-    that is not 16-bit.
+    With ``rest``, the call is placed under that simulator's account and can be updated through
+    its REST API while it lasts (hung up, transferred), as a real call can through Twilio's.
+
+    Returns the report once the caller hangs up, the server closes the stream, the bridge ends
+    or moves the call through the REST API, or the maximum duration passes. Raises
+    ``TelephonyError`` when the call cannot be set up (webhook unreachable or answering non-2xx,
+    TwiML without a stream, WebSocket refused) and ``AudioError`` for PCM that is not 16-bit.
     """
     caller_audio = [pcm16_to_ulaw(pcm) for pcm in utterances]
-    call_sid, account_sid, stream_sid = new_sid("CA"), new_sid("AC"), new_sid("MZ")
+    call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
+    account_sid = rest.account_sid if rest is not None else new_sid("AC")
     phone = Phone(
         options, caller_audio, call_sid=call_sid, account_sid=account_sid, stream_sid=stream_sid
     )
-    timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        twiml = await _ring(http, options, call_sid=call_sid, account_sid=account_sid)
-        stream = parse_stream_twiml(twiml)
-        for problem in stream.problems:
-            phone.note_problem(problem)
-        ws = await _open_stream(http, stream.url, options.auth_token)
-        try:
-            await _run_stream(ws, phone, stream.parameters, options.speed)
-        finally:
-            await ws.close()
+    if rest is not None:
+        # Routable from the moment it rings: Twilio accepts updates for a ringing call too.
+        rest.attach(phone)
+    try:
+        timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            twiml = await _ring(http, options, call_sid=call_sid, account_sid=account_sid)
+            if phone.finished:  # ended over REST while the webhook was answering
+                return phone.report()
+            stream = parse_stream_twiml(twiml)
+            for problem in stream.problems:
+                phone.note_problem(problem)
+            ws = await _open_stream(http, stream.url, options.auth_token)
+            try:
+                await _run_stream(ws, phone, stream.parameters, options.speed, rest)
+            finally:
+                await ws.close()
+    finally:
+        if rest is not None:
+            rest.detach(call_sid)
     return phone.report()
 
 
@@ -850,6 +910,7 @@ async def _run_stream(
     phone: Phone,
     parameters: Mapping[str, str],
     speed: float,
+    rest: TwilioApiSimulator | None = None,
 ) -> None:
     """Drive ``phone`` over ``ws`` until the call ends: paced ticks, a reader and a writer."""
     # One writer sends everything in the order the phone produced it, so sequence numbers go out in
@@ -891,6 +952,9 @@ async def _run_stream(
             post(phone.tick())
 
     post(phone.connect(parameters))
+    if rest is not None:
+        # From now on a REST update's ``stop`` goes out through the same writer, in order.
+        rest.attach(phone, post)
     # The task group ties the reader and writer to this call: if either fails, the call fails.
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(read())
@@ -899,3 +963,229 @@ async def _run_stream(
         outbox.put_nowait(None)  # after the stop (or the server's hang-up), nothing more to send
         await writer
         await ws.close()  # ends the reader
+
+
+# -- Twilio's REST API: the Calls update endpoint --------------------------------------------------
+
+#: Where Twilio's API takes a call update (``POST``, form-encoded).
+CALL_UPDATE_PATH: Final = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
+_ERRORS_URL: Final = "https://www.twilio.com/docs/errors/"
+#: Twilio's "not found": for a call update, a CallSid that is unknown or whose call has ended.
+NOT_FOUND_CODE: Final = 20404
+#: Twilio's "Authenticate": missing or wrong credentials.
+AUTHENTICATE_CODE: Final = 20003
+# For a malformed update. Twilio's own codes for these vary by parameter; the simulator reports one
+# generic code and says in the message what is wrong.
+_BAD_REQUEST_CODE: Final = 20001
+#: Twilio's "Document parse failure", for a ``Twiml`` parameter that is not XML.
+_PARSE_FAILURE_CODE: Final = 12100
+
+Send = Callable[[list[Message]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdate:
+    """One request to the Calls update endpoint, and how the simulator answered it."""
+
+    call_sid: str
+    params: dict[str, str]
+    status: int
+    code: int | None = None
+
+
+@dataclass(slots=True)
+class _LiveCall:
+    phone: Phone
+    send: Send | None = None  # None until the media stream runs (the call is still ringing)
+
+
+class TwilioApiSimulator:
+    """A local stand-in for Twilio's REST API, as far as a bridge uses it during a call.
+
+    It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` on loopback (port
+    0: any free port) and routes each update to the :class:`Phone` that :func:`place_call`
+    attached for that CallSid:
+
+    * ``Status=completed`` ends the call: the stream gets its ``stop`` and the report says
+      ``hung up via REST`` (:data:`ENDED_BY_REST_HANG_UP`);
+    * ``Twiml`` with ``<Dial>`` ends the stream and records the number the call moved to
+      (``transferred via REST``, ``CallReport.transferred_to``); ``<Hangup/>`` hangs up; any other
+      TwiML, or ``Url``, ends the stream as ``redirected via REST``;
+    * an unknown CallSid, or a call that has ended, is a 404 with code 20404, as Twilio answers.
+
+    Requests must carry HTTP Basic credentials: the account SID and ``auth_token``. Without an
+    ``auth_token`` (development) any password is accepted, but the account SID must still match.
+    Every request is kept in :attr:`updates`; what real Twilio would warn about (``Twiml`` and
+    ``Url`` together, ``Status=canceled`` on a call in progress) is noted in the call's report.
+    """
+
+    def __init__(
+        self,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.account_sid = account_sid or new_sid("AC")
+        self._auth_token = auth_token
+        self._host = host
+        self._port = port
+        self._calls: dict[str, _LiveCall] = {}
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self.updates: list[CallUpdate] = []
+
+    def __repr__(self) -> str:
+        return f"TwilioApiSimulator(account_sid={self.account_sid!r}, url={self._url!r})"
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the bridge as ``TWILIO_API_URL`` (once started)."""
+        if self._url is None:
+            raise RuntimeError("the Twilio API simulator is not started")
+        return self._url
+
+    def app(self) -> web.Application:
+        """The aiohttp application (what :meth:`start` serves; tests may serve it themselves)."""
+        app = web.Application()
+        app.router.add_post(CALL_UPDATE_PATH, self._update_call)
+        return app
+
+    async def start(self) -> str:
+        """Listen on ``host:port``; returns :attr:`url`."""
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+        return self._url
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> TwilioApiSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def attach(self, phone: Phone, send: Send | None = None) -> None:
+        """Route updates for ``phone.call_sid`` to ``phone``; ``send`` delivers the messages an
+        update produces (the ``stop``) to the media stream. Attaching again replaces ``send``."""
+        self._calls[phone.call_sid] = _LiveCall(phone, send)
+
+    def detach(self, call_sid: str) -> None:
+        """The call is over: later updates for it get 20404."""
+        self._calls.pop(call_sid, None)
+
+    async def _update_call(self, request: web.Request) -> web.Response:
+        account_sid = request.match_info["account_sid"]
+        call_sid = request.match_info["call_sid"]
+        form = await request.post()
+        params = {name: value for name, value in form.items() if isinstance(value, str)}
+
+        def error(status: int, code: int, message: str) -> web.Response:
+            self.updates.append(CallUpdate(call_sid, params, status, code))
+            body = {
+                "code": code,
+                "message": message,
+                "more_info": f"{_ERRORS_URL}{code}",
+                "status": status,
+            }
+            headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if status == 401 else None
+            return web.json_response(body, status=status, headers=headers)
+
+        if not self._authorised(request.headers.get("Authorization"), account_sid):
+            return error(401, AUTHENTICATE_CODE, "Authenticate")
+        live = self._calls.get(call_sid)
+        if live is None or live.phone.finished:
+            return error(
+                404, NOT_FOUND_CODE, f"The requested resource {request.path} was not found"
+            )
+        phone = live.phone
+        status = params.get("Status")
+        twiml = params.get("Twiml")
+        url = params.get("Url")
+        if status is not None and status not in ("completed", "canceled"):
+            return error(400, _BAD_REQUEST_CODE, f"Status must be completed or canceled: {status}")
+        dial: str | None = None
+        messages: list[Message] = []
+        if url is not None or twiml is not None:
+            if url is not None and twiml is not None:
+                phone.note_problem("REST update with both Twiml and Url (Twilio warning 32019)")
+                twiml = None  # Twilio follows the Url
+            if twiml is not None:
+                try:
+                    verb, dial = _twiml_verb(twiml)
+                except ValueError as exc:
+                    return error(400, _PARSE_FAILURE_CODE, f"Document parse failure: {exc}")
+                if verb == "Hangup":
+                    messages = phone.hang_up_via_rest()
+                else:
+                    if verb == "Dial" and (dial is None or not _is_e164(dial)):
+                        phone.note_problem(f"REST <Dial> to {dial!r}, not an E.164 number")
+                    messages = phone.redirect_via_rest(dial)
+            else:
+                messages = phone.redirect_via_rest(None)
+        elif status == "canceled" and live.send is not None:
+            # Twilio cancels only queued or ringing calls; one in progress needs "completed".
+            phone.note_problem("REST Status=canceled on a call in progress has no effect")
+        elif status is not None:
+            messages = phone.hang_up_via_rest()
+        else:
+            return error(400, _BAD_REQUEST_CODE, "Nothing to update: give Status, Twiml or Url")
+        if messages and live.send is not None:
+            live.send(messages)
+        self.updates.append(CallUpdate(call_sid, params, 200))
+        body = {
+            "sid": call_sid,
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "status": "completed" if phone.finished and dial is None else "in-progress",
+            "uri": request.path,
+        }
+        return web.json_response(body)
+
+    def _authorised(self, header: str | None, account_sid: str) -> bool:
+        if header is None or account_sid != self.account_sid:
+            return False
+        scheme, _, encoded = header.partition(" ")
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        login, colon, password = decoded.partition(":")
+        if scheme.lower() != "basic" or not colon:
+            return False
+        if not hmac.compare_digest(login.encode(), self.account_sid.encode()):
+            return False
+        return self._auth_token is None or hmac.compare_digest(
+            password.encode(), self._auth_token.encode()
+        )
+
+
+def _twiml_verb(twiml: str) -> tuple[str, str | None]:
+    """The first verb of a REST update's TwiML, and for ``<Dial>`` the number dialled."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise ValueError(str(exc)) from exc
+    if root.tag != "Response" or len(root) == 0:
+        raise ValueError("expected <Response> with at least one verb")
+    verb = root[0]
+    if verb.tag != "Dial":
+        return verb.tag, None
+    number = verb.find("Number")
+    text = number.text if number is not None else verb.text
+    return "Dial", (text or "").strip() or None
+
+
+def _is_e164(number: str) -> bool:
+    return bool(re.fullmatch(r"\+[1-9][0-9]{1,14}", number))

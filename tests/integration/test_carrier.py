@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -26,7 +27,8 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from agent.audio.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from agent.errors import TelephonyError
-from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.carrier import CarrierOptions, TwilioApiSimulator, place_call
+from agent.telephony.rest import TwilioRest
 
 SPEED = 20.0
 TOKEN = "test-auth-token"
@@ -51,6 +53,9 @@ class FakeBridge:
     replies: list[list[bytes]] = field(default_factory=list)  # per utterance: media payloads
     twiml: str | None = None  # overrides the <Connect><Stream> answer
     hang_up_after_frames: int | None = None  # server closes the socket after this many frames
+    # Called with (inbound media frames so far, CallSid) after each frame: a bridge acting on
+    # the call through the REST API.
+    on_media: Callable[[int, str], Awaitable[None]] | None = None
     # What it saw:
     forms: list[dict[str, str]] = field(default_factory=list)
     signatures: list[str | None] = field(default_factory=list)
@@ -89,16 +94,19 @@ class FakeBridge:
         self.stream_signatures.append(request.headers.get("X-Twilio-Signature"))
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        stream_sid = ""
+        stream_sid = call_sid = ""
         utterance = voiced = quiet = frames = 0
         async for frame in ws:
             message = json.loads(frame.data)
             self.received.append(message)
             if message["event"] == "start":
                 stream_sid = message["streamSid"]
+                call_sid = message["start"]["callSid"]
             if message["event"] != "media":
                 continue
             frames += 1
+            if self.on_media is not None:
+                await self.on_media(frames, call_sid)
             if self.hang_up_after_frames is not None and frames >= self.hang_up_after_frames:
                 await ws.close()
                 break
@@ -290,3 +298,97 @@ async def test_an_unreachable_bridge_is_a_telephony_error() -> None:
     options = CarrierOptions(url=f"http://127.0.0.1:{port}", speed=SPEED)
     with pytest.raises(TelephonyError, match="could not reach the voice webhook"):
         await place_call(options, [tone(200, 100)])
+
+
+# -- the bridge acts on the call through Twilio's REST API -----------------------------------------
+
+REST_TOKEN = "rest-auth-token-for-tests"
+
+
+@pytest.fixture
+async def twilio_api() -> AsyncIterator[TwilioApiSimulator]:
+    async with TwilioApiSimulator(auth_token=REST_TOKEN) as simulator:
+        yield simulator
+
+
+async def test_a_rest_hang_up_ends_the_simulated_call(
+    start_bridge: StartBridge, twilio_api: TwilioApiSimulator
+) -> None:
+    results: list[bool] = []
+
+    async with aiohttp.ClientSession() as http:
+        client = TwilioRest(
+            http, account_sid=twilio_api.account_sid, auth_token=REST_TOKEN, base_url=twilio_api.url
+        )
+
+        async def hang_up_at_frame_10(frames: int, call_sid: str) -> None:
+            if frames == 10:
+                results.append(await client.hang_up(call_sid))
+
+        bridge = FakeBridge(on_media=hang_up_at_frame_10)
+        url = await start_bridge(bridge)
+        options = CarrierOptions(url=url, speed=SPEED, lead_ms=0)
+        report = await place_call(options, [tone(200, 2000)], rest=twilio_api)
+        # Once the call is over, Twilio answers 20404: not an error for a hang-up.
+        results.append(await client.hang_up(report.call_sid))
+
+    assert results == [True, False]
+    assert report.ended_by == "hung up via REST"
+    assert report.transferred_to is None
+    assert bridge.forms[0]["AccountSid"] == twilio_api.account_sid
+    assert bridge.received[-1]["event"] == "stop"
+    assert bridge.received[-1]["stop"]["callSid"] == report.call_sid
+    assert len(bridge.sent("media")) >= 10
+    assert "hung up via REST" in report.summary()
+
+
+async def test_a_rest_dial_transfers_the_simulated_call(
+    start_bridge: StartBridge, twilio_api: TwilioApiSimulator
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = TwilioRest(
+            http, account_sid=twilio_api.account_sid, auth_token=REST_TOKEN, base_url=twilio_api.url
+        )
+
+        async def transfer_at_frame_5(frames: int, call_sid: str) -> None:
+            if frames == 5:
+                await client.transfer(call_sid, "+15555550123")
+
+        bridge = FakeBridge(on_media=transfer_at_frame_5)
+        url = await start_bridge(bridge)
+        report = await place_call(
+            CarrierOptions(url=url, speed=SPEED, lead_ms=0), [tone(200, 2000)], rest=twilio_api
+        )
+
+    assert report.ended_by == "transferred via REST"
+    assert report.transferred_to == "+15555550123"
+    assert "transferred to +15555550123" in report.summary()
+    assert bridge.sent("stop")
+    [update] = twilio_api.updates
+    assert update.params == {"Twiml": "<Response><Dial>+15555550123</Dial></Response>"}
+
+
+async def test_a_rest_update_with_the_wrong_token_changes_nothing(
+    start_bridge: StartBridge, twilio_api: TwilioApiSimulator
+) -> None:
+    errors: list[int | None] = []
+    async with aiohttp.ClientSession() as http:
+        client = TwilioRest(
+            http,
+            account_sid=twilio_api.account_sid,
+            auth_token="not-the-token",
+            base_url=twilio_api.url,
+        )
+
+        async def try_hang_up(frames: int, call_sid: str) -> None:
+            if frames == 5:
+                try:
+                    await client.hang_up(call_sid)
+                except TelephonyError as exc:
+                    errors.append(getattr(exc, "code", None))
+
+        url = await start_bridge(FakeBridge(on_media=try_hang_up))
+        options = CarrierOptions(url=url, speed=SPEED, lead_ms=0)
+        report = await place_call(options, [tone(200, 300)], rest=twilio_api)
+    assert errors == [20003]
+    assert report.ended_by == "caller hung up"

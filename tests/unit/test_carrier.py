@@ -23,6 +23,7 @@ from agent.sim.carrier import (
     CarrierOptions,
     Phone,
     UtteranceReport,
+    _twiml_verb,
     load_caller_audio,
     new_sid,
     parse_stream_twiml,
@@ -567,3 +568,81 @@ def test_a_lingering_caller_stays_silent_on_the_line_before_hanging_up() -> None
     assert events.count("media") == 12
     assert events[-1] == "stop"
     assert all(inbound_payload(m) == SILENCE for m in sent[1:] if m["event"] == "media")
+
+
+# -- the call ended or moved through the REST API --------------------------------------------------
+
+
+def test_a_rest_hang_up_sends_stop_and_ends_the_call() -> None:
+    phone = make_phone([b"\x10" * 1600], lead_ms=0)
+    phone.connect({})
+    ticks(phone, 3)
+    [stop] = phone.hang_up_via_rest()
+    assert stop == {
+        "event": "stop",
+        "sequenceNumber": stop["sequenceNumber"],
+        "streamSid": STREAM_SID,
+        "stop": {"accountSid": ACCOUNT_SID, "callSid": CALL_SID},
+    }
+    assert phone.finished
+    assert phone.tick() == []
+    assert phone.hang_up_via_rest() == []  # a second update finds the call over
+    report = phone.report()
+    assert report.ended_by == "hung up via REST"
+    assert report.transferred_to is None
+
+
+def test_a_rest_dial_ends_the_stream_and_records_the_number() -> None:
+    phone = make_phone([b"\x10" * 160], lead_ms=0)
+    phone.connect({})
+    ticks(phone, 2)
+    [stop] = phone.redirect_via_rest("+15555550123")
+    assert stop["event"] == "stop"
+    report = phone.report()
+    assert report.ended_by == "transferred via REST"
+    assert report.transferred_to == "+15555550123"
+    summary = report.summary()
+    assert "transferred via REST after 0.0 s" in summary
+    assert "transferred to +15555550123" in summary
+
+
+def test_other_rest_twiml_is_a_redirect_without_a_number() -> None:
+    phone = make_phone([])
+    phone.connect({})
+    assert [m["event"] for m in phone.redirect_via_rest(None)] == ["stop"]
+    report = phone.report()
+    assert report.ended_by == "redirected via REST"
+    assert report.transferred_to is None
+    assert "transferred to" not in report.summary()
+
+
+def test_a_call_that_already_ended_ignores_rest_updates() -> None:
+    phone = make_phone([])
+    phone.server_hung_up()
+    assert phone.hang_up_via_rest() == []
+    assert phone.redirect_via_rest("+15555550123") == []
+    assert phone.report().ended_by == "server hung up"
+    assert phone.report().transferred_to is None
+
+
+@pytest.mark.parametrize(
+    ("twiml", "verb", "number"),
+    [
+        ("<Response><Dial>+15555550123</Dial></Response>", "Dial", "+15555550123"),
+        (
+            "<Response><Dial> <Number>+15555550124</Number></Dial></Response>",
+            "Dial",
+            "+15555550124",
+        ),
+        ("<Response><Hangup/></Response>", "Hangup", None),
+        ("<Response><Say>Bye</Say><Hangup/></Response>", "Say", None),
+    ],
+)
+def test_rest_twiml_is_read_for_its_first_verb(twiml: str, verb: str, number: str | None) -> None:
+    assert _twiml_verb(twiml) == (verb, number)
+
+
+@pytest.mark.parametrize("twiml", ["<Response><Dial>", "<Dial>+1</Dial>", "<Response/>"])
+def test_rest_twiml_that_twilio_could_not_parse_is_refused(twiml: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (the message depends on the parser)
+        _twiml_verb(twiml)

@@ -1,0 +1,296 @@
+"""Twilio's REST API, for the one thing the bridge does to a live call: update it.
+
+A bidirectional media stream cannot hang up or transfer a call by itself (closing the socket
+only ends the stream, and what happens next depends on the TwiML around it), so the built-in
+``end_call`` and ``transfer_call`` tools end in a call update::
+
+    POST {base_url}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json   (form-encoded)
+        Status=completed                                   hang up
+        Twiml=<Response><Dial>+15551234567</Dial></Response>  transfer (ends the stream)
+        Url=https://…                                      continue with the TwiML found there
+
+Authentication is HTTP Basic with the account SID and auth token, or an API key SID and secret
+(the key must belong to the account). ``base_url`` is ``TWILIO_API_URL``: Twilio's default host,
+a regional one (``https://api.dublin.ie1.twilio.com``) or the carrier simulator's stand-in.
+
+Errors become :class:`TwilioApiError` (a ``TelephonyError``) carrying Twilio's error code and
+message; the credentials never appear in a log line, an exception or a ``repr``.
+
+Retries, at most one, after a short pause:
+
+* ``hang_up`` retries on any connection error, timeout or 5xx. Hanging up is idempotent: if the
+  first request did reach Twilio, the retry finds the call gone (20404), which counts as done.
+* ``transfer`` and ``redirect`` retry only when the connection could not be made at all, so the
+  request cannot have reached Twilio. After a dropped connection or a timeout the first update may
+  have taken effect; sending it again would restart the ``<Dial>`` (the caller hears ringing
+  start over) or act on a call that has already moved on, which is worse than reporting the
+  failure and letting the session end the call another way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import xml.sax.saxutils
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import structlog
+
+from agent.errors import ConfigError, TelephonyError
+
+log = structlog.get_logger("agent.telephony.rest")
+
+DEFAULT_API_URL: Final = "https://api.twilio.com"
+API_VERSION: Final = "2010-04-01"
+#: Twilio's "the requested resource was not found": for a call update, the call has ended.
+CALL_NOT_FOUND: Final = 20404
+
+#: E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
+E164: Final = re.compile(r"\+[1-9][0-9]{1,14}")
+# Twilio SIDs: two capital letters naming the resource, then 32 hex digits. Checked before they go
+# into a URL path, so a malformed value cannot address another resource.
+_SID: Final = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
+
+_RETRY_DELAY_S: Final = 0.25
+_Retry = Literal["any", "connect"]
+
+
+def is_e164(number: str) -> bool:
+    """Whether ``number`` is an E.164 telephone number such as ``+15551234567``."""
+    return bool(E164.fullmatch(number))
+
+
+class TwilioApiError(TelephonyError):
+    """Twilio refused a REST request, or could not be reached.
+
+    ``status`` is the HTTP status (None: no response), ``code`` Twilio's error code
+    (https://www.twilio.com/docs/api/errors), ``more_info`` its documentation link.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        more_info: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.more_info = more_info
+
+
+class TwilioRest:
+    """Updates live calls through Twilio's REST API, over a shared ``aiohttp`` session.
+
+    Give either ``auth_token`` (Basic ``AccountSid:AuthToken``) or both ``api_key_sid`` and
+    ``api_key_secret``. Construction raises ``ConfigError`` for missing or malformed
+    credentials, so a misconfiguration shows at start-up, not at the first hang-up.
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        account_sid: str,
+        auth_token: str | None = None,
+        api_key_sid: str | None = None,
+        api_key_secret: str | None = None,
+        base_url: str = DEFAULT_API_URL,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if not _SID.fullmatch(account_sid) or not account_sid.startswith("AC"):
+            raise ConfigError(
+                "TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits", key="TWILIO_ACCOUNT_SID"
+            )
+        if auth_token and (api_key_sid or api_key_secret):
+            raise ConfigError(
+                "give the auth token or an API key and secret, not both", key="TWILIO_API_KEY_SID"
+            )
+        if api_key_sid or api_key_secret:
+            if not (api_key_sid and api_key_secret):
+                raise ConfigError(
+                    "an API key needs both its SID and its secret", key="TWILIO_API_KEY_SID"
+                )
+            if not _SID.fullmatch(api_key_sid) or not api_key_sid.startswith("SK"):
+                raise ConfigError(
+                    "TWILIO_API_KEY_SID must be SK followed by 32 hex digits",
+                    key="TWILIO_API_KEY_SID",
+                )
+            login, password = api_key_sid, api_key_secret
+        elif auth_token:
+            login, password = account_sid, auth_token
+        else:
+            raise ConfigError(
+                "Twilio's REST API needs TWILIO_AUTH_TOKEN or an API key and secret",
+                key="TWILIO_AUTH_TOKEN",
+            )
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ConfigError(
+                f"TWILIO_API_URL must be an http(s):// base URL, got {base_url!r}",
+                key="TWILIO_API_URL",
+            )
+        if not timeout_s > 0:
+            raise ConfigError("the Twilio REST timeout must be positive", key="TWILIO_API_URL")
+        self._http = http
+        self.account_sid = account_sid
+        self.base_url = base_url.rstrip("/")
+        # The header value, built once; kept private and out of ``repr``. (Encoded here rather
+        # than with aiohttp's helpers, whose API changed across the 3.x releases we support.)
+        credentials = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
+        self._authorization = f"Basic {credentials}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    def __repr__(self) -> str:
+        # Never the credentials.
+        return f"TwilioRest(account_sid={self.account_sid!r}, base_url={self.base_url!r})"
+
+    async def hang_up(self, call_sid: str) -> bool:
+        """End the call (``Status=completed``). True if this ended it, False if it had already
+        ended (Twilio's 404 with code 20404): either way the call is over."""
+        try:
+            await self.update_call(call_sid, {"Status": "completed"}, retry="any")
+        except TwilioApiError as exc:
+            if exc.code == CALL_NOT_FOUND:
+                log.info("twilio.call_already_ended", call_sid=call_sid)
+                return False
+            raise
+        return True
+
+    async def transfer(self, call_sid: str, number: str) -> None:
+        """Move the call to ``number`` (E.164) with ``<Dial>``; this ends the media stream."""
+        if not is_e164(number):
+            raise TelephonyError(f"cannot transfer to {number!r}: not an E.164 number")
+        twiml = f"<Response><Dial>{xml.sax.saxutils.escape(number)}</Dial></Response>"
+        await self.update_call(call_sid, {"Twiml": twiml}, retry="connect")
+
+    async def redirect(self, call_sid: str, url: str, *, method: str = "POST") -> None:
+        """Continue the call with the TwiML that ``url`` returns; this ends the media stream."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise TelephonyError(f"cannot redirect to {url!r}: not an http(s) URL")
+        if method not in ("GET", "POST"):
+            raise TelephonyError(f"the redirect method must be GET or POST, got {method!r}")
+        await self.update_call(call_sid, {"Url": url, "Method": method}, retry="connect")
+
+    async def update_call(
+        self, call_sid: str, params: Mapping[str, str], *, retry: _Retry = "connect"
+    ) -> dict[str, Any]:
+        """POST ``params`` to the call's resource; Twilio's JSON representation of the call.
+
+        ``retry="any"`` retries once after any connection failure, timeout or 5xx (for updates
+        that are safe to repeat); ``"connect"`` only when no connection could be made.
+        """
+        if not _SID.fullmatch(call_sid) or not call_sid.startswith("CA"):
+            raise TelephonyError(f"not a Twilio CallSid: {call_sid!r}")
+        url = (
+            f"{self.base_url}/{API_VERSION}/Accounts/{quote(self.account_sid)}"
+            f"/Calls/{quote(call_sid)}.json"
+        )
+        action = ",".join(sorted(params))
+        for attempt in (1, 2):
+            try:
+                return await self._post(url, params, call_sid)
+            except _TransientError as exc:
+                retryable = exc.connect_failed or (retry == "any" and exc.repeatable)
+                if attempt == 2 or not retryable:
+                    raise exc.error from exc.__cause__
+                log.warning(
+                    "twilio.retrying",
+                    call_sid=call_sid,
+                    update=action,
+                    error=str(exc.error),
+                )
+                await asyncio.sleep(_RETRY_DELAY_S)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post(self, url: str, params: Mapping[str, str], call_sid: str) -> dict[str, Any]:
+        try:
+            async with self._http.post(
+                url,
+                data=dict(params),
+                timeout=self._timeout,
+                headers={"Accept": "application/json", "Authorization": self._authorization},
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                body = await response.read()
+                payload = _json_object(body)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _TransientError(
+                TwilioApiError(f"could not connect to Twilio's REST API ({type(exc).__name__})"),
+                connect_failed=True,
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # A dropped connection, a timeout: the request may or may not have been acted on.
+            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise _TransientError(
+                TwilioApiError(f"Twilio's REST API did not answer the call update ({what})"),
+                repeatable=True,
+            ) from exc
+        if 200 <= status < 300:
+            log.info(
+                "twilio.call_updated",
+                call_sid=call_sid,
+                update=",".join(sorted(params)),
+                status=payload.get("status"),
+            )
+            return payload
+        error = _api_error(status, payload)
+        if status >= 500:
+            raise _TransientError(error, repeatable=True)
+        # A call that has already ended is routine (the caller hung up first), not a warning.
+        (log.info if error.code == CALL_NOT_FOUND else log.warning)(
+            "twilio.call_update_refused",
+            call_sid=call_sid,
+            update=",".join(sorted(params)),
+            http_status=status,
+            code=error.code,
+            message=str(error),
+        )
+        raise error
+
+
+class _TransientError(Exception):
+    """A failure worth one retry, carrying the error to raise if there is none."""
+
+    def __init__(
+        self, error: TwilioApiError, *, connect_failed: bool = False, repeatable: bool = False
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.connect_failed = connect_failed
+        self.repeatable = repeatable
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _api_error(status: int, payload: Mapping[str, Any]) -> TwilioApiError:
+    """Twilio's error body (``code``, ``message``, ``more_info``) as a ``TwilioApiError``."""
+    code = payload.get("code")
+    message = payload.get("message")
+    more_info = payload.get("more_info")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    text = f"Twilio refused the call update (HTTP {status}"
+    text += f", error {code})" if code is not None else ")"
+    if isinstance(message, str) and message:
+        text += f": {message[:300]}"
+    return TwilioApiError(
+        text,
+        status=status,
+        code=code,
+        more_info=more_info if isinstance(more_info, str) else None,
+    )

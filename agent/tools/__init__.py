@@ -1,0 +1,34 @@
+"""Running the model's function calls: HTTP requests, SQL queries, Python functions, built-ins.
+
+The call session builds one :class:`CallContext` per call and, for each function call the model
+makes, starts ``toolbox.run(name, args, context)`` as its own task; the :class:`ToolOutcome`'s
+``response`` goes back to the model and its ``action`` (hang up, transfer) is the session's to
+carry out, with :meth:`Toolbox.perform`, once the goodbye has played.
+
+Modules: :mod:`~agent.tools.registry` (the :class:`Toolbox`, :func:`validate_specs`),
+:mod:`~agent.tools.base` (shared types), :mod:`~agent.tools.arguments` (schema checks),
+and one per kind of tool: :mod:`~agent.tools.http`, :mod:`~agent.tools.sql`,
+:mod:`~agent.tools.python`, :mod:`~agent.tools.builtin`.
+"""
+
+from agent.tools.base import (
+    Action,
+    CallContext,
+    EndCall,
+    ToolError,
+    ToolOutcome,
+    TransferCall,
+)
+from agent.tools.registry import GENERIC_FAILURE, Toolbox, validate_specs
+
+__all__ = [
+    "GENERIC_FAILURE",
+    "Action",
+    "CallContext",
+    "EndCall",
+    "ToolError",
+    "ToolOutcome",
+    "Toolbox",
+    "TransferCall",
+    "validate_specs",
+]

@@ -1,0 +1,30 @@
+"""The built-in tools: hang up and transfer.
+
+They do nothing themselves. Ending or moving the call now would cut off the goodbye the model is
+about to say, so they return an :data:`~agent.tools.base.Action` for the session, which waits for
+the audio in flight to play and then performs it (``Toolbox.perform``: a Twilio REST update).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.telephony.rest import is_e164
+from agent.tools.base import Action, EndCall, TransferCall
+from agent.toolspec import EndCallTool, TransferCallTool
+
+
+def run_builtin(kind: EndCallTool | TransferCallTool) -> tuple[Any, Action]:
+    """The result the model hears about, and the action the session is to carry out."""
+    if isinstance(kind, EndCallTool):
+        return "ending the call", EndCall()
+    return "transferring the call", TransferCall(kind.number)
+
+
+def validate_builtin(kind: EndCallTool | TransferCallTool) -> list[str]:
+    """Problems with a built-in's configuration (a transfer number must be E.164)."""
+    if isinstance(kind, TransferCallTool) and not (
+        isinstance(kind.number, str) and is_e164(kind.number)
+    ):
+        return [f"transfer number {kind.number!r} is not an E.164 number such as +15551234567"]
+    return []

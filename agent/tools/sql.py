@@ -1,0 +1,517 @@
+"""``sql`` tools: one parameterised statement against the embedded CRM, SQLite or PostgreSQL.
+
+Arguments are only ever *bound* as parameters: the configured query names them ``:name`` and the
+driver sends their values separately from the SQL text, so ``'; DROP TABLE customers; --`` is a
+string that matches nothing. The query text is the configuration's alone. For SQLite it runs as
+written (sqlite3 binds ``:name`` itself); for PostgreSQL it is translated once to psycopg's
+``%(name)s`` by a scanner that knows string literals, quoted identifiers, comments, dollar quoting
+and ``::`` casts, and doubles every other ``%`` so psycopg cannot mistake it for a placeholder.
+
+A SELECT returns at most ``max_rows`` rows as a list of ``{column: value}``; other statements
+return ``{"rows_affected": n}``. Connections autocommit: one statement is one transaction.
+
+Nothing blocks the event loop, and a cancelled query really stops:
+
+* SQLite runs in a worker thread. When the awaiting task is cancelled (the call ended, the tool's
+  timeout fired), the event loop calls ``connection.interrupt()`` and sets a flag that a progress
+  handler checks every few thousand VM steps (interrupt alone misses a statement that had not
+  started yet); the thread's query fails with "interrupted" and the thread returns. The task
+  waits briefly for that, so the connection is idle before it is reused or closed.
+* PostgreSQL uses psycopg's asyncio connection, which on cancellation sends the server a cancel
+  request for the running query. Rows are streamed, so a query stops at ``max_rows`` (the rest is
+  cancelled server-side) instead of being buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+
+import structlog
+
+from agent.tools.base import ToolError
+from agent.toolspec import SqlTool
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = structlog.get_logger("agent.tools")
+
+#: A query is refused more rows than this whatever its configuration says.
+MAX_ROWS_LIMIT: Final = 1000
+# SQLite VM instructions between checks of the cancellation flag: frequent enough to stop within
+# a millisecond or so, rare enough to cost nothing measurable.
+_PROGRESS_STEPS: Final = 4096
+# How long a cancelled query may take to notice before the task gives up waiting for its thread.
+_INTERRUPT_GRACE_S: Final = 2.0
+_POOL_SIZE: Final = 4
+
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_READ_KEYWORDS: Final = frozenset({"SELECT", "VALUES", "TABLE", "SHOW"})
+_DOLLAR_TAG: Final = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+
+CONSTRAINT_MESSAGE: Final = "the database refused these values (a constraint failed)"
+FAILURE_MESSAGE: Final = "the database query failed"
+
+
+# -- the query text --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedQuery:
+    """A configured query, scanned once: its placeholders and its PostgreSQL form."""
+
+    text: str
+    """As configured; what SQLite runs."""
+    pyformat: str
+    """For psycopg: ``:name`` as ``%(name)s``, every literal ``%`` doubled."""
+    names: tuple[str, ...]
+    """Placeholder names, in order of first use."""
+    statements: int
+    """Top-level statements (a trailing ``;`` does not count as another)."""
+    is_read: bool
+    """Whether it starts with a keyword that only reads (SELECT, VALUES, TABLE, SHOW): rows can
+    be streamed. A ``WITH`` may hide a write, so it counts as a write."""
+
+
+def parse_query(query: str) -> ParsedQuery:
+    """Scan ``query`` for ``:name`` placeholders outside literals, identifiers and comments."""
+    out: list[str] = []
+    names: list[str] = []
+    statements = 0
+    has_code = False  # the current statement has something besides blanks and comments
+    i, n = 0, len(query)
+    while i < n:
+        c = query[i]
+        end = _skip_quoted(query, i)
+        if end is not None:
+            if c in "'\"$":
+                has_code = True
+            out.append(query[i:end].replace("%", "%%"))
+            i = end
+            continue
+        if c == ":" and query.startswith("::", i):  # a PostgreSQL cast, not a placeholder
+            out.append("::")
+            i += 2
+            continue
+        if c == ":" and (match := _NAME.match(query, i + 1)):
+            name = match.group(0)
+            if name not in names:
+                names.append(name)
+            out.append(f"%({name})s")
+            has_code = True
+            i = match.end()
+            continue
+        if c == ";":
+            statements += int(has_code)
+            has_code = False
+        elif not c.isspace():
+            has_code = True
+        out.append("%%" if c == "%" else c)
+        i += 1
+    statements += int(has_code)
+    first = re.match(r"\(*\s*([A-Za-z]+)", _strip_comments(query))
+    is_read = first is not None and first.group(1).upper() in _READ_KEYWORDS
+    return ParsedQuery(query, "".join(out), tuple(names), statements, is_read)
+
+
+def _strip_comments(query: str) -> str:
+    """``query`` without its leading comments (for finding the first keyword)."""
+    while True:
+        query = query.lstrip()
+        end = _skip_quoted(query, 0) if query.startswith(("--", "/*")) else None
+        if end is None:
+            return query
+        query = query[end:]
+
+
+def _skip_quoted(query: str, i: int) -> int | None:
+    """Where the literal, quoted identifier or comment starting at ``i`` ends (None: none)."""
+    c = query[i]
+    if c == "'":
+        # E'...' strings (PostgreSQL) escape with backslashes; others only by doubling the quote.
+        escapes = (
+            i > 0
+            and query[i - 1] in "eE"
+            and (i < 2 or not (query[i - 2].isalnum() or query[i - 2] == "_"))
+        )
+        return _end_of_quote(query, i, "'", backslash=escapes)
+    if c == '"':
+        return _end_of_quote(query, i, '"', backslash=False)
+    if query.startswith("--", i):
+        newline = query.find("\n", i)
+        return len(query) if newline < 0 else newline
+    if query.startswith("/*", i):
+        close = query.find("*/", i + 2)
+        return len(query) if close < 0 else close + 2
+    if c == "$" and (tag := _DOLLAR_TAG.match(query, i)):
+        close = query.find(tag.group(0), tag.end())
+        return len(query) if close < 0 else close + len(tag.group(0))
+    return None
+
+
+def _end_of_quote(query: str, i: int, quote: str, *, backslash: bool) -> int:
+    j = i + 1
+    while j < len(query):
+        if backslash and query[j] == "\\":
+            j += 2
+            continue
+        if query[j] == quote:
+            if query.startswith(quote * 2, j):  # a doubled quote is a quote character
+                j += 2
+                continue
+            return j + 1
+        j += 1
+    return len(query)
+
+
+def validate_sql(tool: SqlTool, known: set[str]) -> list[str]:
+    """Problems with an ``sql`` tool's configuration; ``known`` are its parameters' names."""
+    problems = []
+    parsed = parse_query(tool.query)
+    if parsed.statements != 1:
+        problems.append(f"query must be exactly one statement, found {parsed.statements}")
+    unknown = sorted(set(parsed.names) - known)
+    if unknown:
+        problems.append(
+            "query uses placeholder(s) that are neither parameters nor bound: "
+            + ", ".join(f":{name}" for name in unknown)
+        )
+    if not 1 <= tool.max_rows <= MAX_ROWS_LIMIT:
+        problems.append(f"max_rows must be between 1 and {MAX_ROWS_LIMIT}, got {tool.max_rows}")
+    url = tool.database_url
+    if url is not None:
+        if url.startswith("sqlite:///"):
+            raw = url.removeprefix("sqlite:///")
+            if not raw or raw == ":memory:" or raw.startswith("file:"):
+                problems.append(f"database_url {url!r} needs a file path")
+        elif not url.startswith(("postgresql://", "postgres://")):
+            problems.append(
+                "database_url must start with sqlite:/// or postgresql:// "
+                f"(got {url.split(':')[0]!r})"
+            )
+    return problems
+
+
+def bind_parameters(parsed: ParsedQuery, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """One value per placeholder: the argument, NULL when not given, JSON text for a list or an
+    object (no driver binds those the same way, and JSON text works in both databases)."""
+    params = {}
+    for name in parsed.names:
+        value = arguments.get(name)
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        params[name] = value
+    return params
+
+
+# -- databases -------------------------------------------------------------------------------------
+
+
+class Database(Protocol):
+    """Somewhere an ``sql`` tool's statement runs."""
+
+    async def execute(self, query: ParsedQuery, params: Mapping[str, Any], max_rows: int) -> Any:
+        """Run the statement: rows as dicts (at most ``max_rows``), or ``{"rows_affected": n}``.
+        Raises ``ToolError`` with a message fit for the model when the database refuses it."""
+        ...
+
+    async def close(self) -> None:
+        """Close pooled connections."""
+        ...
+
+
+class _SqliteJob:
+    """One query's link between the event loop (which may cancel it) and its thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self.cancelled = False
+
+    def start(self, connection: sqlite3.Connection) -> bool:
+        """Called by the thread before it runs the statement; False if already cancelled."""
+        with self._lock:
+            if self.cancelled:
+                return False
+            self._connection = connection
+            connection.set_progress_handler(self._should_stop, _PROGRESS_STEPS)
+            return True
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.set_progress_handler(None, 0)
+            self._connection = None
+
+    def cancel(self) -> None:
+        """Called on the event loop. ``interrupt`` is the one sqlite3 method that is safe to call
+        from another thread while the connection is busy."""
+        with self._lock:
+            self.cancelled = True
+            if self._connection is not None:
+                self._connection.interrupt()
+
+    def _should_stop(self) -> int:
+        return 1 if self.cancelled else 0
+
+
+class SqliteDatabase:
+    """An SQLite file, queried from worker threads through a small pool of connections.
+
+    ``must_exist``: open the file read-write without creating it, so a mistyped path is an
+    error rather than a new empty database (the CRM creates its own file beforehand).
+    """
+
+    def __init__(self, path: Path, *, must_exist: bool = True, pool_size: int = _POOL_SIZE) -> None:
+        self.path = path
+        self._must_exist = must_exist
+        self._pool_size = pool_size
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._running = 0
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        """Queries whose threads have not returned yet (0 once every cancelled one stopped)."""
+        with self._lock:
+            return self._running
+
+    async def execute(self, query: ParsedQuery, params: Mapping[str, Any], max_rows: int) -> Any:
+        loop = asyncio.get_running_loop()
+        job = _SqliteJob()
+        context = contextvars.copy_context()  # the thread logs with the call's context
+        future = loop.run_in_executor(
+            None, context.run, self._run, job, query.text, dict(params), max_rows
+        )
+        try:
+            # Shielded: a cancellation must reach the query through ``job``, not by abandoning
+            # the future while its thread runs on.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.cancel()
+            await asyncio.wait([future], timeout=_INTERRUPT_GRACE_S)
+            if not future.done():
+                log.warning("tool.sql_not_interrupted", path=str(self.path))
+            future.add_done_callback(_consume)
+            raise
+
+    def _run(self, job: _SqliteJob, sql: str, params: dict[str, Any], max_rows: int) -> Any:
+        with self._lock:
+            self._running += 1
+        try:
+            connection = self._acquire()
+            reusable = False
+            try:
+                if not job.start(connection):
+                    raise ToolError("cancelled")  # never seen: the awaiting task is gone
+                try:
+                    result = _fetch(connection.execute(sql, params), max_rows)
+                finally:
+                    job.finish()
+                reusable = True
+                return result
+            except sqlite3.IntegrityError as exc:
+                log.info("tool.sql_constraint", error=str(exc))
+                raise ToolError(CONSTRAINT_MESSAGE) from exc
+            except sqlite3.Error as exc:
+                if job.cancelled:
+                    raise ToolError("cancelled") from exc
+                log.error("tool.sql_failed", error=str(exc), path=str(self.path))
+                raise ToolError(FAILURE_MESSAGE) from exc
+            finally:
+                self._release(connection, reusable)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _acquire(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            if self._must_exist:
+                connection = sqlite3.connect(
+                    self.path.resolve().as_uri() + "?mode=rw",
+                    uri=True,
+                    timeout=5.0,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                connection = sqlite3.connect(
+                    self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+                )
+            connection.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            log.error("tool.sql_connect_failed", error=str(exc), path=str(self.path))
+            raise ToolError("the database is unavailable") from exc
+        return connection
+
+    def _release(self, connection: sqlite3.Connection, reusable: bool) -> None:
+        # ``check_same_thread=False`` lets pooled connections move between worker threads; the
+        # pool hands each to one thread at a time.
+        with self._lock:
+            if reusable and not self._closed and len(self._idle) < self._pool_size:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            await asyncio.to_thread(connection.close)
+
+
+def _fetch(cursor: sqlite3.Cursor, max_rows: int) -> Any:
+    try:
+        if cursor.description is None:
+            return {"rows_affected": cursor.rowcount}
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchmany(max_rows)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+    finally:
+        cursor.close()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # A cancelled query's thread still finishes (with "interrupted"): retrieve that outcome so
+    # asyncio does not report an exception nobody looked at.
+    if not future.cancelled():
+        future.exception()
+
+
+class PostgresDatabase:
+    """A PostgreSQL database through psycopg 3's asyncio connections, a few kept open."""
+
+    def __init__(self, url: str, *, pool_size: int = _POOL_SIZE) -> None:
+        self.url = url
+        self._pool_size = pool_size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._closed = False
+
+    async def execute(self, query: ParsedQuery, params: Mapping[str, Any], max_rows: int) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        connection = await self._acquire()
+        reusable = False
+        try:
+            sql, values = query.pyformat.encode(), dict(params)
+            async with connection.cursor(row_factory=dict_row) as cursor:
+                if query.is_read:
+                    rows: list[dict[str, Any]] = []
+                    # stream() is an async generator (typed as an iterator): closing it early is
+                    # what cancels the rest of the result server-side.
+                    stream = cast(AsyncGenerator[dict[str, Any], None], cursor.stream(sql, values))
+                    try:
+                        async for row in stream:
+                            rows.append(row)
+                            if len(rows) >= max_rows:
+                                break
+                    finally:
+                        await stream.aclose()
+                    result: Any = rows
+                else:
+                    # stream() refuses statements without a result; a write (even with
+                    # RETURNING) is as large as the configured statement makes it.
+                    await cursor.execute(sql, values)
+                    if cursor.description is None:
+                        result = {"rows_affected": cursor.rowcount}
+                    else:
+                        result = await cursor.fetchmany(max_rows)
+            reusable = True
+            return result
+        except psycopg.errors.IntegrityError as exc:
+            log.info("tool.sql_constraint", error=str(exc))
+            raise ToolError(CONSTRAINT_MESSAGE) from exc
+        except psycopg.OperationalError as exc:
+            log.error("tool.sql_failed", error=str(exc), database=_without_password(self.url))
+            raise ToolError("the database is unavailable") from exc
+        except psycopg.Error as exc:
+            log.error("tool.sql_failed", error=str(exc), database=_without_password(self.url))
+            raise ToolError(FAILURE_MESSAGE) from exc
+        finally:
+            await self._release(connection, reusable)
+
+    async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ToolError("the database is unavailable") from exc
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=5
+            )
+        except psycopg.Error as exc:
+            log.error(
+                "tool.sql_connect_failed", error=str(exc), database=_without_password(self.url)
+            )
+            raise ToolError("the database is unavailable") from exc
+
+    async def _release(self, connection: psycopg.AsyncConnection[Any], reusable: bool) -> None:
+        from psycopg import pq
+
+        idle = connection.info.transaction_status is pq.TransactionStatus.IDLE
+        if reusable and idle and not self._closed and len(self._idle) < self._pool_size:
+            self._idle.append(connection)
+            return
+        # A cancelled or failed connection may be mid-protocol: never reuse it.
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+class Databases:
+    """The databases ``sql`` tools use, one pool per URL; ``None`` is the embedded CRM."""
+
+    def __init__(self, crm_path: Path) -> None:
+        self._crm = SqliteDatabase(crm_path, must_exist=True)
+        self._by_url: dict[str, Database] = {}
+
+    def get(self, url: str | None) -> Database:
+        if url is None:
+            return self._crm
+        database = self._by_url.get(url)
+        if database is None:
+            if url.startswith("sqlite:///"):
+                database = SqliteDatabase(Path(url.removeprefix("sqlite:///")))
+            else:
+                database = PostgresDatabase(url)
+            self._by_url[url] = database
+        return database
+
+    async def close(self) -> None:
+        for database in (self._crm, *self._by_url.values()):
+            await database.close()
