@@ -16,26 +16,39 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from agent.agents import (
+    AgentRegistry,
+    AgentRegistryHolder,
+    format_local_time,
+    reloading,
+    render_for_call,
+)
+from agent.agents import CallContext as AgentCallContext
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
-from agent.config import DEFAULT_AGENT, AgentConfig
-from agent.errors import SignatureError
+from agent.config import AgentConfig
+from agent.crm import Crm
+from agent.errors import ConfigError, SignatureError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
 from agent.metrics import Metrics
+from agent.observability import add_secrets
 from agent.records import CallRecordStore, RecordStore
 from agent.settings import Settings
+from agent.telephony.rest import TwilioRest
 from agent.telephony.twilio import (
     Connected,
     ProtocolError,
@@ -48,6 +61,8 @@ from agent.telephony.webhooks import (
     stream_url_from_public_url,
     verify_signature,
 )
+from agent.tools import CallContext as ToolCallContext
+from agent.tools import Toolbox, validate_specs
 
 log = structlog.get_logger("agent.app")
 
@@ -75,6 +90,7 @@ class Background:
 class Preconnect:
     """A Live session opened at the voice webhook, waiting for its media stream."""
 
+    agent: AgentConfig  # rendered for this call (prompt templated, CRM record included)
     link: LiveLink
     ready: asyncio.Task[None]
     expiry: asyncio.TimerHandle
@@ -89,8 +105,20 @@ class LiveBackend:
     target: LiveEndpoint | None = None
 
 
+@dataclass(slots=True)
+class Tools:
+    """What tools run with: one HTTP session, the CRM, the Twilio REST client (made at start-up,
+    on the running loop) and a toolbox per agent configuration."""
+
+    http: aiohttp.ClientSession | None = None
+    crm: Crm | None = None
+    twilio: TwilioRest | None = None
+    toolboxes: dict[int, tuple[object, Toolbox]] = field(default_factory=dict)
+
+
 SETTINGS = web.AppKey("settings", Settings)
-AGENT = web.AppKey("agent", AgentConfig)
+AGENTS = web.AppKey("agents", AgentRegistryHolder)
+TOOLS = web.AppKey("tools", Tools)
 LIVE_BACKEND = web.AppKey("live_backend", LiveBackend)
 STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 CALL_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_sockets")
@@ -108,7 +136,8 @@ def create_app(
     settings: Settings,
     *,
     live_target: LiveEndpoint | None = None,
-    agent: AgentConfig = DEFAULT_AGENT,
+    agent: AgentConfig | None = None,
+    agents: AgentRegistryHolder | None = None,
     reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
     clock: Callable[[], float] = time.time,
     call_clock: Clock = REAL_TIME,
@@ -116,10 +145,14 @@ def create_app(
     records: CallRecordStore | None = None,
 ) -> web.Application:
     """The whole bridge. Without ``live_target`` it uses ``LIVE_API_URL`` / Google's endpoint,
-    unless a start-up hook (the CLI's embedded emulator) sets ``app[LIVE_BACKEND].target``."""
+    unless a start-up hook (the CLI's embedded emulator) sets ``app[LIVE_BACKEND].target``.
+
+    Agents come from ``agents``, or one ``agent`` built in code (tests), or else the YAML files
+    in ``AGENTS_PATH`` (reloaded on SIGHUP). Invalid agents raise :class:`ConfigError` here,
+    before anything listens.
+    """
     app = web.Application()
     app[SETTINGS] = settings
-    app[AGENT] = agent
     if live_target is None and not settings.use_emulator:
         live_target = live_endpoint(
             settings.live_backend,
@@ -128,9 +161,26 @@ def create_app(
             vertex_project=settings.vertex_project,
             vertex_location=settings.vertex_location,
         )
+    reloadable = agents is None and agent is None
+    if agents is None:
+        if agent is not None:
+            problems = validate_specs(agent.tool_specs)
+            if problems:
+                raise ConfigError("invalid tools:\n  " + "\n  ".join(problems), key="tools")
+            agents = AgentRegistryHolder.of(AgentRegistry.of(agent))
+        else:
+            agents = AgentRegistryHolder(
+                settings.agents_path,
+                check_tools=validate_specs,
+                on_change=lambda registry: add_secrets(*registry.secrets()),
+            )
+    add_secrets(*agents.current.secrets())
     if live_target is not None:
         # A Vertex-only field on the Developer API fails at start-up, not on the first call.
-        check_backend(agent, live_target.backend)
+        for configured in agents.current.agents.values():
+            check_backend(configured, live_target.backend)
+    app[AGENTS] = agents
+    app[TOOLS] = Tools()
     app[LIVE_BACKEND] = LiveBackend(live_target)
     # Tokens must verify on any worker behind the same number: key them with the auth token.
     secret = (
@@ -167,6 +217,9 @@ def create_app(
     app.router.add_get("/metrics", metrics_endpoint)
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_close_records)
+    app.cleanup_ctx.append(_tools)
+    if reloadable:
+        app.cleanup_ctx.append(_agents_reload)
     app.on_shutdown.append(_close_calls)
     return app
 
@@ -179,8 +232,71 @@ async def _announce(app: web.Application) -> AsyncIterator[None]:
             message="TWILIO_AUTH_TOKEN is not set: webhooks and streams are not verified "
             "(development only)",
         )
-    log.info("server.started", public_url=settings.public_url, agent=app[AGENT].name)
+    log.info(
+        "server.started",
+        public_url=settings.public_url,
+        agents=sorted(app[AGENTS].current.agents),
+        default_agent=app[AGENTS].current.default.name,
+    )
     yield
+
+
+async def _agents_reload(app: web.Application) -> AsyncIterator[None]:
+    """Reload agent files on SIGHUP (and by polling when configured) while the server runs."""
+    async with reloading(app[AGENTS], interval_s=app[SETTINGS].agents_reload_interval_s):
+        yield
+
+
+async def _tools(app: web.Application) -> AsyncIterator[None]:
+    """Tools' shared resources for the server's lifetime; closed after the calls have ended."""
+    settings, tools = app[SETTINGS], app[TOOLS]
+    tools.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        tools.crm = await Crm.open(settings.crm_database_url)
+        if settings.twilio_account_sid and (
+            settings.twilio_api_key_sid or settings.twilio_auth_token
+        ):
+            tools.twilio = TwilioRest(
+                tools.http,
+                account_sid=settings.twilio_account_sid,
+                auth_token=None if settings.twilio_api_key_sid else settings.twilio_auth_token,
+                api_key_sid=settings.twilio_api_key_sid,
+                api_key_secret=settings.twilio_api_key_secret,
+                base_url=settings.twilio_api_url,
+            )
+        else:
+            log.warning(
+                "server.no_twilio_rest",
+                message="TWILIO_ACCOUNT_SID and credentials are not set: end_call closes the "
+                "media stream and transfer_call is unavailable",
+            )
+        yield
+    finally:
+        for _, toolbox in tools.toolboxes.values():
+            await toolbox.close()
+        if tools.crm is not None:
+            await tools.crm.close()
+        await tools.http.close()
+
+
+def _toolbox(app: web.Application, agent: AgentConfig) -> Toolbox | None:
+    """The toolbox for an agent's tools (one per configuration, reused by its calls)."""
+    tools = app[TOOLS]
+    if not agent.tool_specs or tools.http is None or tools.crm is None:
+        return None
+    key = id(agent.tool_specs)  # the specs object is kept in the value, so the id stays unique
+    cached = tools.toolboxes.get(key)
+    if cached is None:
+        toolbox = Toolbox(
+            agent.tool_specs,
+            http=tools.http,
+            crm=tools.crm,
+            twilio=tools.twilio,
+            metrics=app[METRICS],
+            redact_fields=app[SETTINGS].record_redact_fields,
+        )
+        cached = tools.toolboxes[key] = (agent.tool_specs, toolbox)
+    return cached[1]
 
 
 async def _close_calls(app: web.Application) -> None:
@@ -251,17 +367,32 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if not call_sid:
         raise web.HTTPBadRequest(text="missing CallSid")
     token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
+    caller, called = params.get("From"), params.get("To")
+    configured = app[AGENTS].current.for_number(called)
+    customer = await _prefetch_customer(app, configured, caller)
+    agent = render_for_call(
+        configured,
+        AgentCallContext(
+            caller_number=caller,
+            called_number=called,
+            call_sid=call_sid,
+            now=datetime.fromtimestamp(app[CLOCK](), UTC),
+            customer=customer,
+        ),
+    )
     # Start the Live session now, so the greeting is ready when the media stream starts.
-    await _preconnect(app, call_sid, params.get("From"), params.get("To"))
+    await _preconnect(app, call_sid, agent, caller, called)
     twiml = connect_stream_twiml(
         stream_url_from_public_url(settings.public_url, STREAM_PATH),
-        {"agent": app[AGENT].name, "token": token},
+        {"agent": agent.name, "token": token},
     )
     log.info(
         "call.webhook",
         call_sid=call_sid,
-        to=params.get("To"),
+        agent=agent.name,
+        to=called,
         direction=params.get("Direction"),
+        known_caller=customer is not None,
     )
     return web.Response(text=twiml, content_type="text/xml")
 
@@ -292,37 +423,54 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
     if started is None:
         await ws.close()
         return
-    structlog.contextvars.bind_contextvars(
-        call_sid=started.call_sid, stream_sid=started.stream_sid, agent=app[AGENT].name
-    )
-    log.info("call.started", tracks=list(started.tracks))
     preconnect = app[PRECONNECTS].pop(started.call_sid, None)
     if preconnect is not None:
         preconnect.expiry.cancel()
-        link, ready = preconnect.link, preconnect.ready
+        agent, link, ready = preconnect.agent, preconnect.link, preconnect.ready
     else:
-        link, ready = _new_link(app, app[AGENT]), None
+        # No webhook on this process (or it expired): the agent Twilio was told, or the default.
+        registry = app[AGENTS].current
+        configured = registry.by_name(started.custom_parameters.get("agent")) or registry.default
+        agent = render_for_call(configured, AgentCallContext(call_sid=started.call_sid))
+        link, ready = _new_link(app, agent), None
+    structlog.contextvars.bind_contextvars(
+        call_sid=started.call_sid, stream_sid=started.stream_sid, agent=agent.name
+    )
+    log.info("call.started", tracks=list(started.tracks), preconnected=preconnect is not None)
+    caller = preconnect.from_number if preconnect else None
+    called = preconnect.to_number if preconnect else None
     wall_started = app[CLOCK]()
     recorder = app[RECORDS].recorder(started.call_sid)
     recorder.started(
         call_sid=started.call_sid,
         stream_sid=started.stream_sid,
-        agent=app[AGENT].name,
-        from_number=preconnect.from_number if preconnect else None,
-        to_number=preconnect.to_number if preconnect else None,
+        agent=agent.name,
+        from_number=caller,
+        to_number=called,
         started_at=wall_started,
+    )
+    tool_context = ToolCallContext(
+        call_sid=started.call_sid,
+        account_sid=started.account_sid,
+        stream_sid=started.stream_sid,
+        agent=agent.name,
+        caller_number=caller,
+        called_number=called,
+        local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
     )
     session = CallSession(
         ws=ws,
         stream=stream,
         started=started,
-        agent=app[AGENT],
+        agent=agent,
         live=link,
         live_ready=ready,
         clock=app[CALL_CLOCK],
         metrics=app[METRICS],
         recorder=recorder,
         wall_started_at=wall_started,
+        toolbox=_toolbox(app, agent),
+        tool_context=tool_context,
     )
     app[CALLS].started(session)
     try:
@@ -376,12 +524,31 @@ def _new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
     )
 
 
+async def _prefetch_customer(
+    app: web.Application, agent: AgentConfig, caller: str | None
+) -> Mapping[str, Any] | None:
+    """The caller's CRM record, so the first model turn knows who is calling (bounded: a slow
+    CRM costs the greeting at most a second, and a failure only the personal touch)."""
+    crm = app[TOOLS].crm
+    if not agent.prefetch_crm or crm is None or not caller:
+        return None
+    try:
+        async with asyncio.timeout(1.0):
+            return await crm.lookup_caller(caller)
+    except Exception as exc:
+        log.warning("crm.prefetch_failed", error=str(exc) or type(exc).__name__)
+        return None
+
+
 async def _preconnect(
-    app: web.Application, call_sid: str, from_number: str | None, to_number: str | None
+    app: web.Application,
+    call_sid: str,
+    agent: AgentConfig,
+    from_number: str | None,
+    to_number: str | None,
 ) -> None:
     """Open the call's Live session and ask for the greeting before the stream exists."""
     await _release_preconnect(app, call_sid, "webhook repeated")  # Twilio may retry a webhook
-    agent = app[AGENT]
     link = _new_link(app, agent)
 
     async def ready() -> None:
@@ -396,7 +563,7 @@ async def _preconnect(
             _release_preconnect(app, call_sid, "no media stream arrived")
         ),
     )
-    app[PRECONNECTS][call_sid] = Preconnect(link, task, expiry, from_number, to_number)
+    app[PRECONNECTS][call_sid] = Preconnect(agent, link, task, expiry, from_number, to_number)
 
 
 async def _release_preconnect(app: web.Application, call_sid: str, why: str) -> None:

@@ -280,6 +280,7 @@ class CallPolicy:
         "The caller has been silent for a while. Ask briefly whether they are still there."
     )
     preconnect_timeout_s: float = 30.0  # a pre-opened Live session waits this long for its stream
+    max_concurrent_tools: int = 4  # a call's function calls running at once; more get an error
 
     def __post_init__(self) -> None:
         for key in ("max_duration_s", "idle_timeout_s"):

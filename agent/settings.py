@@ -13,6 +13,10 @@
 | `VERTEX_LOCATION`   | Vertex AI region, or `global` (default `us-central1`). `LIVE_API_URL` |
 |                     | replaces the regional host if set                                     |
 | `TWILIO_AUTH_TOKEN` | verifies `X-Twilio-Signature` and keys stream tokens; unset = dev mode|
+| `TWILIO_ACCOUNT_SID`| with the auth token (or an API key): REST calls to hang up / transfer |
+| `TWILIO_API_KEY_SID`, `TWILIO_API_KEY_SECRET` | REST credentials instead of the auth token |
+| `TWILIO_API_URL`    | Twilio REST base URL (default `https://api.twilio.com`)               |
+| `CRM_DATABASE_URL`  | the embedded demo CRM (default `sqlite:///./crm.db`)                  |
 | `LOG_LEVEL`         | debug, info (default), warning, error                                 |
 | `LOG_FORMAT`        | auto (default: console on a TTY, JSON otherwise), json, console       |
 | `DATABASE_URL`      | call records: `sqlite:///path.db` (default `sqlite:///./calls.db`) or |
@@ -64,6 +68,11 @@ class Settings:
     database_url: str = field(default="sqlite:///./calls.db", repr=False)
     record_redact_fields: frozenset[str] = frozenset()
     mask_caller_numbers: bool = False
+    twilio_account_sid: str | None = None
+    twilio_api_key_sid: str | None = None
+    twilio_api_key_secret: str | None = field(default=None, repr=False)
+    twilio_api_url: str = "https://api.twilio.com"
+    crm_database_url: str = "sqlite:///./crm.db"
     agents_path: str | None = None  # None: the bundled examples (agent.agents.BUNDLED_AGENTS)
     agents_reload_interval_s: float = 0.0  # 0: no polling
 
@@ -75,9 +84,13 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
         database_password = urlsplit(self.database_url).password
-        return tuple(
-            s for s in (self.gemini_api_key, self.twilio_auth_token, database_password) if s
+        candidates = (
+            self.gemini_api_key,
+            self.twilio_auth_token,
+            self.twilio_api_key_secret,
+            database_password,
         )
+        return tuple(s for s in candidates if s)
 
     @classmethod
     def from_env(
@@ -158,6 +171,11 @@ class Settings:
             ),
             mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
             agents_path=agents_path_from_env(env),
+            twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
+            twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,
+            twilio_api_key_secret=env.get("TWILIO_API_KEY_SECRET") or None,
+            twilio_api_url=(env.get("TWILIO_API_URL") or "https://api.twilio.com").rstrip("/"),
+            crm_database_url=env.get("CRM_DATABASE_URL") or "sqlite:///./crm.db",
             agents_reload_interval_s=_seconds(env, "AGENTS_RELOAD_INTERVAL_S", 0.0),
         )
 

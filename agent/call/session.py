@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -26,10 +26,12 @@ from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.audio.vad import EnergyVad, VoiceActivity
 from agent.clock import REAL_TIME, Clock
 from agent.config import AgentConfig
-from agent.errors import LiveError
+from agent.errors import AgentError, LiveError
 from agent.live import protocol
 from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError
 from agent.live.protocol import (
+    FunctionCall,
+    FunctionResult,
     GenerationComplete,
     GoAway,
     GroundingMetadata,
@@ -40,6 +42,8 @@ from agent.live.protocol import (
     ModelText,
     OutputTranscription,
     ResumptionHandle,
+    ToolCallCancelled,
+    ToolCallRequested,
     TurnComplete,
     UsageReported,
 )
@@ -54,9 +58,12 @@ from agent.telephony.twilio import (
     StreamStopped,
     TwilioMediaStream,
 )
+from agent.tools import CallContext as ToolCallContext
+from agent.tools import EndCall, Toolbox, TransferCall
 
 from .dtmf import DtmfCollector
 from .playback import Playback
+from .tools import Action, ToolRunner
 from .transcript import Transcript
 
 log = structlog.get_logger("agent.call")
@@ -110,6 +117,8 @@ class CallSession:
         metrics: Metrics | None = None,
         recorder: CallRecorder | None = None,
         wall_started_at: float | None = None,
+        toolbox: Toolbox | None = None,
+        tool_context: ToolCallContext | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested); without it the session connects and greets itself."""
@@ -143,6 +152,21 @@ class CallSession:
         self._frame_timer = self._metrics.frame_timer()
         self._recorder = recorder or CallRecorder.discarding(started.call_sid)
         self._recorded_turns = 0
+        self._toolbox = toolbox
+        self._tool_context = tool_context
+        self._tools: ToolRunner | None = None
+        if toolbox is not None and tool_context is not None:
+            self._tools = ToolRunner(
+                toolbox=toolbox,
+                context=tool_context,
+                live=live,
+                recorder=self._recorder,
+                on_action=self._on_action,
+                max_concurrent=agent.call.max_concurrent_tools,
+            )
+        # Set when everything sent to Twilio has been played (no mark pending, no turn open).
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._last_activity = self._began  # either party: caller speech, keys, or model audio
         self._last_caller_activity = self._began
         self._idle_prompted_at: float | None = None
@@ -162,6 +186,8 @@ class CallSession:
                     await self._live.send(protocol.text_turn_message(self.agent.greeting))
             log.info("live.connected", model=self.agent.model, preconnected=self.preconnected)
             async with asyncio.TaskGroup() as group:
+                if self._tools is not None:
+                    self._tools.attach(group)
                 group.create_task(self._caller_pump(), name="caller->model")
                 group.create_task(self._model_pump(), name="model->caller")
                 group.create_task(self._supervisor(), name="timers")
@@ -278,6 +304,8 @@ class CallSession:
                 await live.send_audio(pcm)
             elif type(event) is MarkPlayed:
                 self.playback.mark_played(event.name, clock())
+                if not self.playback.pending_marks and not self._agent_turn_open:
+                    self._drained.set()
             elif type(event) is StreamStopped:
                 raise _CallEnded(CALLER_HUNG_UP)
             elif type(event) is DtmfReceived:
@@ -325,6 +353,8 @@ class CallSession:
                 case TurnComplete(reason=reason):
                     await self._flush_outbound()
                     self._agent_turn_open = False
+                    if not playback.pending_marks:
+                        self._drained.set()
                     stats.model_turns += 1
                     transcript.agent_turn_ended(clock())
                     self._record_closed_turns()
@@ -352,6 +382,11 @@ class CallSession:
                     pass  # thoughts never reach the caller, nor the logs
                 case GoAway() | ResumptionHandle():
                     pass  # the link acts on these
+                case ToolCallRequested(calls=calls):
+                    await self._tool_calls(calls)
+                case ToolCallCancelled(ids=ids):
+                    if self._tools is not None:
+                        self._tools.cancelled(ids)
                 case GroundingMetadata(data=data):
                     log.info("model.grounding", metadata=dict(data))
                 case LiveProtocolError(reason=reason, raw=raw):
@@ -360,12 +395,58 @@ class CallSession:
                     log.debug("live.event_ignored", kind=type(event).__name__)
         raise _CallEnded(self.ended_reason or AGENT_ENDED)
 
+    async def _tool_calls(self, calls: Sequence[FunctionCall]) -> None:
+        if self._tools is not None:
+            await self._tools.requested(calls)
+            return
+        # The model called a function this agent has no runner for: say so, never leave it waiting.
+        log.warning("tool.unavailable", tools=[call.name for call in calls])
+        results = [
+            FunctionResult(id=c.id, name=c.name, response={"error": "This tool is not available."})
+            for c in calls
+        ]
+        await self._live.send(protocol.tool_response_message(results))
+
+    async def _on_action(self, action: Action) -> None:
+        """Hang up or transfer, once the caller has heard the model's goodbye."""
+        await self._wait_until_played()
+        reason = TRANSFERRED if isinstance(action, TransferCall) else AGENT_ENDED
+        assert self._toolbox is not None
+        assert self._tool_context is not None
+        try:
+            done = await self._toolbox.perform(action, self._tool_context)
+        except AgentError as exc:
+            log.error("call.action_failed", action=type(action).__name__, error=str(exc))
+            done = False
+        if isinstance(action, EndCall):
+            # Without a REST client, closing the media stream hangs up (no TwiML follows it).
+            log.info("call.hang_up", via="rest" if done else "stream")
+            self.end(AGENT_ENDED)
+        elif done:
+            log.info("call.transferred", number=action.number)
+            self.end(reason)
+        else:
+            log.error("call.transfer_unavailable", number=action.number)
+            self.end(ERROR)
+
+    async def _wait_until_played(self) -> None:
+        """Until the model has finished its turn and Twilio has played everything we sent (a
+        goodbye must not be cut), bounded so a lost mark cannot keep the call open."""
+        now = self._clock()
+        bound = self.playback.unplayed_ms(now) / 1000 + 15.0
+        try:
+            async with asyncio.timeout(self._wall(bound)):
+                await self._drained.wait()
+        except TimeoutError:
+            log.warning("call.playback_unconfirmed")
+
     async def _play(self, audio: ModelAudio) -> None:
         if audio.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
             log.error("live.unexpected_audio_rate", sample_rate=audio.sample_rate)
             return
         if not self._agent_turn_open:
             self._agent_turn_open = True
+            self._drained.clear()
             self.playback.start_turn()
         sampled = self._frame_timer.start()
         frames = self._outbound.process(audio.pcm)
@@ -387,6 +468,7 @@ class CallSession:
         await self._ws.send_str(self._stream.clear())
         latency_ms = (time.perf_counter() - received) * 1000
         self._agent_turn_open = False
+        self._drained.set()  # nothing is left to play
         self.stats.barge_ins += 1
         turn = self.transcript.agent_turn_ended(now, heard_frames=cleared.heard_frames)
         self._record_closed_turns()

@@ -1,0 +1,166 @@
+"""One call's function calls: each its own task, so the conversation never waits on a tool.
+
+The model asks (``toolCall``); the runner starts a task per call in the call's task group, runs it
+through the app's :class:`~agent.tools.Toolbox` with the call's trusted context, and sends the
+result back with the tool's scheduling (``NON_BLOCKING``) or as soon as it is ready (``BLOCKING``).
+A ``toolCallCancellation`` cancels the task for real and sends nothing; the call ending cancels
+every task with the task group. A timeout or a crash becomes an error result the model can talk
+about; the call goes on. Built-in actions (hang up, transfer) are handed to the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+
+from agent.live import protocol
+from agent.live.link import LiveLink
+from agent.live.protocol import FunctionCall, FunctionResult
+from agent.records import CallRecorder
+from agent.tools import CallContext, EndCall, Toolbox, ToolOutcome, TransferCall
+
+log = structlog.get_logger("agent.tools")
+
+Action = EndCall | TransferCall
+
+
+@dataclass(slots=True)
+class ToolStats:
+    """For the call's summary line."""
+
+    calls: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    slowest_ms: float = 0.0
+    slowest_tool: str | None = None
+
+
+class ToolRunner:
+    """Starts, tracks and cancels one call's function-call tasks."""
+
+    def __init__(
+        self,
+        *,
+        toolbox: Toolbox,
+        context: CallContext,
+        live: LiveLink,
+        recorder: CallRecorder,
+        on_action: Callable[[Action], Awaitable[None]],
+        max_concurrent: int = 4,
+    ) -> None:
+        self._toolbox = toolbox
+        self._context = context
+        self._live = live
+        self._recorder = recorder
+        self._on_action = on_action
+        self._max_concurrent = max_concurrent
+        self._group: asyncio.TaskGroup | None = None
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.stats = ToolStats()
+
+    def attach(self, group: asyncio.TaskGroup) -> None:
+        """Tasks start in the call's task group, so they end with the call."""
+        self._group = group
+
+    async def requested(self, calls: Sequence[FunctionCall]) -> None:
+        """The model asked for ``calls``: start each as its own task (or refuse it at once)."""
+        assert self._group is not None, "attach() the call's task group first"
+        for call in calls:
+            if len(self.running) >= self._max_concurrent:
+                log.warning(
+                    "tool.refused", tool=call.name, call_id=call.id, running=len(self.running)
+                )
+                await self._respond(
+                    call,
+                    {"error": "Too many lookups are already running; try again in a moment."},
+                    scheduling=None,
+                )
+                continue
+            task = self._group.create_task(self._run(call), name=f"tool {call.name}")
+            self.running[call.id] = task
+            task.add_done_callback(partial(self._finished, call.id))
+
+    def _finished(self, call_id: str, task: asyncio.Task[None]) -> None:
+        self.running.pop(call_id, None)
+
+    def cancelled(self, ids: Sequence[str]) -> None:
+        """The model no longer wants these results: cancel the tasks, send nothing."""
+        for call_id in ids:
+            task = self.running.get(call_id)
+            if task is not None:
+                task.cancel()
+                self.stats.cancelled += 1
+                log.info("tool.cancelled", call_id=call_id)
+
+    async def _run(self, call: FunctionCall) -> None:
+        spec = self._toolbox.spec(call.name)
+        self.stats.calls += 1
+        started = time.time()
+        log.info("tool.started", tool=call.name, call_id=call.id)
+        try:
+            outcome = await self._toolbox.run(call.name, call.args, self._context)
+        except asyncio.CancelledError:
+            # The toolbox has counted it in the metrics; the record says so too.
+            self._recorder.tool_call(
+                call_id=call.id,
+                name=call.name,
+                arguments=dict(call.args),
+                result=None,
+                outcome="cancelled",
+                started_at=started,
+                latency_ms=(time.time() - started) * 1000,
+            )
+            raise
+        except Exception:
+            # The toolbox maps tool failures to outcomes; this is a bug in it. Keep the call alive.
+            log.exception("tool.failed", tool=call.name, call_id=call.id)
+            outcome = ToolOutcome(
+                response={"error": "The tool failed unexpectedly."},
+                outcome="error",
+                latency_s=time.time() - started,
+            )
+        latency_ms = round(outcome.latency_s * 1000, 1)
+        if outcome.outcome != "ok":
+            self.stats.errors += 1
+        if latency_ms > self.stats.slowest_ms:
+            self.stats.slowest_ms, self.stats.slowest_tool = latency_ms, call.name
+        log.info(
+            "tool.finished",
+            tool=call.name,
+            call_id=call.id,
+            outcome=outcome.outcome,
+            latency_ms=latency_ms,
+        )
+        self._recorder.tool_call(
+            call_id=call.id,
+            name=call.name,
+            arguments=dict(call.args),
+            result=dict(outcome.response),
+            outcome=outcome.outcome,
+            started_at=started,
+            latency_ms=latency_ms,
+        )
+        non_blocking = spec is not None and spec.behavior == "NON_BLOCKING"
+        scheduling = spec.scheduling if spec is not None and non_blocking else None
+        if outcome.action is not None:
+            # The model should not talk over its own goodbye or transfer.
+            scheduling = "SILENT" if non_blocking else None
+        await self._respond(call, outcome.response, scheduling=scheduling)
+        if outcome.action is not None:
+            await self._on_action(outcome.action)
+
+    async def _respond(
+        self, call: FunctionCall, response: object, *, scheduling: str | None
+    ) -> None:
+        result = FunctionResult(
+            id=call.id,
+            name=call.name,
+            response=response if isinstance(response, dict) else {"result": response},
+            scheduling=scheduling,  # type: ignore[arg-type]
+        )
+        await self._live.send(protocol.tool_response_message([result]))
