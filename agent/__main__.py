@@ -5,6 +5,8 @@ agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_UR
 agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
+agent check [PATH]              validate agent YAML files without starting anything
+agent schema                    JSON Schema of an agent file, for editors
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 from aiohttp import web
 
+from agent.agents_cli import add_agents_subcommands
 from agent.calls_cli import add_calls_subcommands
 from agent.errors import AgentError, ConfigError
 from agent.observability import configure_logging
@@ -89,9 +92,24 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--barge-in-ms", type=int, default=None, help="interrupt each reply")
     call.add_argument("--from", dest="from_number", default="+15555550100")
     call.add_argument("--to", dest="to_number", default="+15555550199")
+    call.add_argument(
+        "--rest-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve Twilio's REST API (call updates: hang up, transfer) on 127.0.0.1:PORT; "
+        "start the bridge with TWILIO_API_URL=http://127.0.0.1:PORT and the same "
+        "TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN",
+    )
+    call.add_argument(
+        "--account-sid",
+        default=None,
+        help="the simulated account (default TWILIO_ACCOUNT_SID, else a random AC... SID)",
+    )
     call.set_defaults(run=_call)
 
     add_calls_subcommands(commands)
+    add_agents_subcommands(commands)
     return parser
 
 
@@ -100,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
     from agent.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings)  # loads AGENTS_PATH: every problem is reported before listening
     if settings.use_emulator:
         app.cleanup_ctx.append(_embedded_emulator)
     # aiohttp's access log goes through the root handler, hence through structlog's chain.
@@ -165,7 +183,14 @@ def _call(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging("warning", settings.log_format, secrets=settings.secrets())
     from agent.audio.codec import write_wav
-    from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
+    from agent.sim.carrier import (
+        CallReport,
+        CarrierOptions,
+        TwilioApiSimulator,
+        load_caller_audio,
+        new_sid,
+        place_call,
+    )
 
     utterances = [load_caller_audio(name) for name in args.wavs]
     options = CarrierOptions(
@@ -176,7 +201,18 @@ def _call(args: argparse.Namespace) -> int:
         to_number=args.to_number,
         barge_in_ms=args.barge_in_ms,
     )
-    report = asyncio.run(place_call(options, utterances))
+
+    async def run() -> CallReport:
+        if args.rest_port is None:
+            return await place_call(options, utterances)
+        account_sid = args.account_sid or settings.twilio_account_sid or new_sid("AC")
+        async with TwilioApiSimulator(
+            account_sid=account_sid, auth_token=settings.twilio_auth_token, port=args.rest_port
+        ) as rest:
+            print(f"TWILIO_API_URL={rest.url} TWILIO_ACCOUNT_SID={rest.account_sid}", flush=True)
+            return await place_call(options, utterances, rest=rest)
+
+    report = asyncio.run(run())
     if args.out:
         write_wav(args.out, report.heard, 8000)
     print(report.summary())
