@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from agent.agents import AgentRegistryHolder
 from agent.app import create_app
 from agent.audio.codec import read_wav
 from agent.clock import Clock
@@ -58,7 +59,8 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
 
     async def start(
         *,
-        agent: AgentConfig = DEFAULT_AGENT,
+        agent: AgentConfig | None = DEFAULT_AGENT,
+        agents: AgentRegistryHolder | None = None,
         reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
         live_target: LiveTarget | None = None,
         **overrides: object,
@@ -71,12 +73,14 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             port=port,
             public_url=url,
             database_url=f"sqlite:///{tmp_path}/calls-{port}.db",
+            crm_database_url=f"sqlite:///{tmp_path}/crm-{port}.db",
             **overrides,  # type: ignore[arg-type]
         )
         app = create_app(
             settings,
             live_target=live_target or LiveTarget(base_url=emulator.url),
-            agent=agent,
+            agent=None if agents is not None else agent,
+            agents=agents,
             reconnect_policy=reconnect_policy,
             call_clock=Clock(SPEED),
         )

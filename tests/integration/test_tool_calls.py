@@ -1,0 +1,350 @@
+"""Function calls on a live call: non-blocking tasks, scheduling, cancellation, failures, the
+CRM's safety rules, and hang-up / transfer through Twilio's REST API.
+
+The emulator is scripted (a scenario per test) to call functions the way the model would; the
+bridge runs real agents (YAML) and real tools; the carrier simulator is the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.agents import AgentRegistryHolder
+from agent.app import CALLS
+from agent.live.connection import LiveTarget
+from agent.sim.carrier import (
+    ENDED_BY_REST_HANG_UP,
+    CarrierOptions,
+    TwilioApiSimulator,
+    place_call,
+)
+from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
+from agent.sim.scenario import scenario_from_data
+
+from . import tool_fixtures
+from .conftest import SPEED, Bridge, BridgeFactory, caller_clip
+
+ACCOUNT_SID = "AC" + "4" * 32
+AUTH_TOKEN = "tool-test-auth-token-7e1f"
+CALLER = "+15555550100"  # on file in the embedded CRM
+OTHER_CUSTOMER = "+15555550102"  # someone else on file
+
+ScriptedEmulator = Callable[[dict[str, Any]], Awaitable[RunningEmulator]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedEmulator]:
+    """Start an emulator that follows a scenario (steps answer the conversation's turns)."""
+    running: list[RunningEmulator] = []
+
+    async def start(scenario: dict[str, Any]) -> RunningEmulator:
+        emulator = await start_emulator(
+            EmulatorOptions(speed=SPEED, scenario=scenario_from_data(scenario))
+        )
+        running.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in running:
+        await emulator.close()
+
+
+@pytest.fixture
+def probe() -> tool_fixtures.Probe:
+    tool_fixtures.PROBE = tool_fixtures.Probe(wall_seconds=2.0 / SPEED)  # 2 s of call time
+    return tool_fixtures.PROBE
+
+
+def agents_from_yaml(tmp_path: Path, text: str) -> AgentRegistryHolder:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "tester.yaml").write_text(textwrap.dedent(text))
+    return AgentRegistryHolder(folder)
+
+
+def python_tool(name: str, target: str, *, behavior: str, scheduling: str = "WHEN_IDLE",
+                params: str = "{}", bind: str = "{}", timeout_s: float = 10) -> str:  # fmt: skip
+    return f"""
+      - name: {name}
+        description: Test tool {name}.
+        parameters: {{type: object, properties: {params}}}
+        bind: {bind}
+        behavior: {behavior}
+        scheduling: {scheduling}
+        timeout_s: {timeout_s}
+        python: integration.tool_fixtures:{target}
+    """
+
+
+def responses(emulator: RunningEmulator) -> dict[str, Any]:
+    """Tool responses the model received, by function name."""
+    return {r.name: r for s in emulator.sessions for r in s.tool_responses}
+
+
+async def test_a_slow_lookup_runs_while_caller_and_model_audio_keep_flowing(
+    tmp_path: Path, start_bridge: BridgeFactory, scripted: ScriptedEmulator, probe: Any
+) -> None:
+    tool = python_tool(
+        "order_status",
+        "slow_order_status",
+        behavior="NON_BLOCKING",
+        params="{order_id: {type: string}, call_sid: {type: string}}",
+        bind="{call_sid: call_sid}",
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tool)
+    emulator = await scripted(
+        {
+            "steps": [
+                {
+                    "say": {"clip": "reply", "text": "Let me check that for you."},
+                    "calls": [
+                        {
+                            "name": "order_status",
+                            "args": {"order_id": "A1017"},
+                            "wait": False,
+                            "say": {"clip": "greeting", "text": "Your order is {result.status}."},
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    probe.emulator, probe.calls = emulator, bridge.app[CALLS]
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=3000), [caller_clip("order-status")]
+    )
+
+    # While the lookup ran (2 s of call time = 100 frames), neither direction paused.
+    assert probe.seen["caller_frames_during"] >= 90
+    assert probe.seen["model_frames_during"] >= 90
+    # Its result went back with the tool's scheduling, and the model spoke it afterwards.
+    result = responses(emulator)["order_status"]
+    assert result.scheduling == "WHEN_IDLE"
+    assert result.response == {
+        "result": {"order_id": "A1017", "status": "shipped", "eta": "Friday"}
+    }
+    assert emulator.sessions[0].answers_completed == 2
+    assert report.ended_by == "caller hung up"
+
+
+async def test_each_scheduling_reaches_the_model_as_configured(
+    tmp_path: Path, start_bridge: BridgeFactory, scripted: ScriptedEmulator, probe: Any
+) -> None:
+    params = "{label: {type: string}}"
+    tools = "".join(
+        python_tool(
+            f"quick_{mode.lower()}",
+            "quick",
+            behavior="NON_BLOCKING",
+            scheduling=mode,
+            params=params,
+        )  # fmt: skip
+        for mode in ("INTERRUPT", "WHEN_IDLE", "SILENT")
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tools)
+    calls = [
+        {"name": f"quick_{mode}", "args": {"label": mode}, "wait": False}
+        for mode in ("interrupt", "when_idle", "silent")
+    ]
+    emulator = await scripted({"steps": [{"say": "reply", "calls": calls}]})
+    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=2000), [caller_clip("goodbye")]
+    )
+
+    got = {name: r.scheduling for name, r in responses(emulator).items()}
+    assert got == {
+        "quick_interrupt": "INTERRUPT",
+        "quick_when_idle": "WHEN_IDLE",
+        "quick_silent": "SILENT",
+    }
+    assert responses(emulator)["quick_silent"].response == {"result": {"label": "silent"}}
+
+
+async def test_a_cancelled_call_is_really_cancelled_and_answered_with_nothing(
+    tmp_path: Path, start_bridge: BridgeFactory, scripted: ScriptedEmulator, probe: Any
+) -> None:
+    tool = python_tool(
+        "check_stock",
+        "never_finishes",
+        behavior="NON_BLOCKING",
+        params="{call_sid: {type: string}}",
+        bind="{call_sid: call_sid}",
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tool)
+    emulator = await scripted(
+        {"steps": [{"say": "reply", "calls": [{"name": "check_stock", "wait": False}]}]}
+    )
+    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, barge_in_ms=1500),
+        [caller_clip("order-status"), caller_clip("interrupt")],
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+
+    session = emulator.sessions[0]
+    (called,) = session.tool_calls
+    assert any(called.id in c.ids for c in session.tool_cancellations)
+    assert probe.seen["cancelled"] == report.call_sid  # the task saw its cancellation
+    assert "check_stock" not in responses(emulator)  # and nothing was sent for it
+    assert call.ended_reason == "caller hung up"
+
+
+async def test_a_timeout_and_a_crash_become_error_results_and_the_call_goes_on(
+    tmp_path: Path, start_bridge: BridgeFactory, scripted: ScriptedEmulator, probe: Any
+) -> None:
+    tools = python_tool("reserve", "crashes", behavior="BLOCKING") + python_tool(
+        "quote", "too_slow", behavior="BLOCKING", timeout_s=0.3
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tools)
+    emulator = await scripted(
+        {
+            "steps": [
+                {
+                    "calls": [{"name": "reserve", "wait": True}, {"name": "quote", "wait": True}],
+                    "say": {"clip": "reply", "text": "Sorry, that did not work."},
+                },
+                {"say": "reply"},
+            ]
+        }
+    )
+    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED),
+        [caller_clip("order-status"), caller_clip("goodbye")],
+    )
+
+    got = responses(emulator)
+    assert set(got) == {"reserve", "quote"}
+    for result in got.values():
+        assert "error" in result.response
+        assert "exploded" not in json.dumps(result.response)  # no internals reach the model
+    assert all(u.first_reply_ms is not None for u in report.utterances)
+    assert report.ended_by == "caller hung up"
+
+
+# -- the bundled example agent and its CRM ---------------------------------------------------
+
+
+def crm_rows(bridge: Bridge) -> dict[str, int]:
+    path = bridge.settings.crm_database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        return {
+            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("customers", "orders", "appointments", "tickets")
+        }
+
+
+def customer_name(bridge: Bridge, phone: str) -> str:
+    path = bridge.settings.crm_database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        name: str = db.execute("SELECT name FROM customers WHERE phone = ?", (phone,)).fetchone()[0]
+    return name
+
+
+def after_greeting(*steps: dict[str, Any]) -> dict[str, Any]:
+    """The example agent greets first: the greeting request is the conversation's first turn."""
+    return {"steps": [{"say": "greeting"}, *steps]}
+
+
+async def test_sql_injection_in_a_model_argument_changes_nothing_and_reveals_nothing(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator
+) -> None:
+    attacks = [
+        "A1017' OR '1'='1",
+        "'; DROP TABLE orders; --",
+        "A1017' UNION SELECT id, name, email, tier, phone FROM customers --",
+    ]
+    calls = [{"name": "order_status", "args": {"order_id": a}, "wait": True} for a in attacks]
+    emulator = await scripted(after_greeting({"calls": calls, "say": "reply"}))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(None), live_target=LiveTarget(base_url=emulator.url)
+    )
+    before = crm_rows(bridge)
+    await place_call(CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("order-status")])
+
+    results = [r.response for s in emulator.sessions for r in s.tool_responses]
+    assert len(results) == len(attacks)
+    assert all(r == {"result": []} for r in results), results
+    assert crm_rows(bridge) == before
+
+
+async def test_a_bound_parameter_cannot_be_overridden_by_the_model(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator
+) -> None:
+    steal = {"name": "lookup_caller", "args": {"phone": OTHER_CUSTOMER}, "wait": True}
+    emulator = await scripted(after_greeting({"calls": [steal], "say": "reply"}))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(None), live_target=LiveTarget(base_url=emulator.url)
+    )
+    await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, from_number=CALLER),
+        [caller_clip("order-status")],
+    )
+
+    (result,) = [r.response for s in emulator.sessions for r in s.tool_responses]
+    (row,) = result["result"]
+    assert row["name"] == customer_name(bridge, CALLER)
+    assert row["name"] != customer_name(bridge, OTHER_CUSTOMER)
+
+
+@pytest.fixture
+async def twilio_api() -> AsyncIterator[TwilioApiSimulator]:
+    async with TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        yield rest
+
+
+async def test_the_agent_hangs_up_through_twilio_after_its_goodbye(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator, twilio_api: TwilioApiSimulator
+) -> None:
+    goodbye = {"say": "reply", "calls": [{"name": "end_call", "wait": False}]}
+    emulator = await scripted(after_greeting(goodbye))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(None),
+        live_target=LiveTarget(base_url=emulator.url),
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=twilio_api.url,
+    )
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, auth_token=AUTH_TOKEN, linger_ms=30_000),
+        [caller_clip("goodbye")],
+        rest=twilio_api,
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+
+    assert report.ended_by == ENDED_BY_REST_HANG_UP
+    assert call.ended_reason == "agent ended"
+    # The goodbye (the 7.4 s reply clip) was heard to its end before the line went dead.
+    assert call.playback.played_ms >= 7000 + 4500  # greeting + goodbye
+
+
+async def test_the_agent_transfers_the_caller_to_a_person(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator, twilio_api: TwilioApiSimulator
+) -> None:
+    transfer = {"say": "reply", "calls": [{"name": "transfer_call", "wait": False}]}
+    emulator = await scripted(after_greeting(transfer))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(None),
+        live_target=LiveTarget(base_url=emulator.url),
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=twilio_api.url,
+    )
+    report = await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, auth_token=AUTH_TOKEN, linger_ms=30_000),
+        [caller_clip("transfer")],
+        rest=twilio_api,
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+
+    assert report.transferred_to == "+15555550142"
+    assert call.ended_reason == "transferred"

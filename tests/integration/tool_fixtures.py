@@ -1,0 +1,69 @@
+"""Python tools for the tool-call tests (``python: integration.tool_fixtures:NAME``).
+
+Each test sets :data:`PROBE` to what the tools should observe while they run: the emulator (to
+see caller audio arriving at the Live API) and the bridge's call registry (to see the call's own
+counters). The tools write what they saw back into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.call.registry import CallRegistry
+from agent.sim.live_emulator import RunningEmulator
+
+
+@dataclass
+class Probe:
+    emulator: RunningEmulator | None = None
+    calls: CallRegistry | None = None
+    wall_seconds: float = 0.2  # how long slow tools take on the wall clock
+    seen: dict[str, Any] = field(default_factory=dict)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+PROBE = Probe()
+
+
+def _counters(call_sid: str) -> tuple[int, int]:
+    """(caller frames received by the Live API so far, frames the bridge sent the caller)."""
+    assert PROBE.emulator is not None
+    assert PROBE.calls is not None
+    received = sum(s.audio_chunks_received for s in PROBE.emulator.sessions)
+    return received, PROBE.calls.active[call_sid].stats.frames_out
+
+
+async def slow_order_status(order_id: str, call_sid: str) -> dict[str, Any]:
+    """A CRM lookup that takes a while; records the audio that flowed while it ran."""
+    before = _counters(call_sid)
+    await asyncio.sleep(PROBE.wall_seconds)
+    after = _counters(call_sid)
+    PROBE.seen["caller_frames_during"] = after[0] - before[0]
+    PROBE.seen["model_frames_during"] = after[1] - before[1]
+    return {"order_id": order_id, "status": "shipped", "eta": "Friday"}
+
+
+def quick(label: str) -> dict[str, str]:
+    """An instant answer (sync: it runs in a thread)."""
+    return {"label": label}
+
+
+async def never_finishes(call_sid: str) -> dict[str, str]:
+    """Waits until cancelled, and records that it was."""
+    try:
+        await PROBE.release.wait()
+    except asyncio.CancelledError:
+        PROBE.seen["cancelled"] = call_sid
+        raise
+    return {"status": "released"}
+
+
+def crashes() -> dict[str, str]:
+    raise RuntimeError("the backend exploded (internal detail the caller must not hear)")
+
+
+async def too_slow() -> dict[str, str]:
+    await asyncio.sleep(30)
+    return {"status": "late"}
