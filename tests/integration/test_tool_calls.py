@@ -69,8 +69,16 @@ def agents_from_yaml(tmp_path: Path, text: str) -> AgentRegistryHolder:
     return AgentRegistryHolder(folder)
 
 
-def python_tool(name: str, target: str, *, behavior: str, scheduling: str = "WHEN_IDLE",
-                params: str = "{}", bind: str = "{}", timeout_s: float = 10) -> str:  # fmt: skip
+def python_tool(
+    name: str,
+    target: str,
+    *,
+    behavior: str,
+    scheduling: str = "WHEN_IDLE",
+    params: str = "{}",
+    bind: str = "{}",
+    timeout_s: float = 10,
+) -> str:
     return f"""
       - name: {name}
         description: Test tool {name}.
@@ -146,7 +154,7 @@ async def test_each_scheduling_reaches_the_model_as_configured(
             behavior="NON_BLOCKING",
             scheduling=mode,
             params=params,
-        )  # fmt: skip
+        )
         for mode in ("INTERRUPT", "WHEN_IDLE", "SILENT")
     )
     agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tools)
