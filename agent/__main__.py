@@ -115,14 +115,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(port=args.port, host=args.host)
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secrets())
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secrets(),
+        mask_numbers=settings.mask_caller_numbers,
+    )
     from agent.app import create_app
 
     app = create_app(settings)  # loads AGENTS_PATH: every problem is reported before listening
     if settings.use_emulator:
         app.cleanup_ctx.append(_embedded_emulator)
     # aiohttp's access log goes through the root handler, hence through structlog's chain.
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        # %Tf: each request's duration (the stream's: the call's) becomes server.access duration_ms.
+        access_log_format='%a "%r" %s %b %Tf "%{User-Agent}i"',
+    )
     return 0
 
 

@@ -45,7 +45,7 @@ from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
 from agent.metrics import Metrics
-from agent.observability import add_secrets
+from agent.observability import PriceTable, add_secrets
 from agent.records import CallRecordStore, RecordStore
 from agent.settings import Settings
 from agent.telephony.rest import TwilioRest
@@ -130,6 +130,7 @@ PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")
 BACKGROUND = web.AppKey("background", Background)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDS: web.AppKey[CallRecordStore] = web.AppKey("records")
+PRICES = web.AppKey("prices", PriceTable)
 
 
 def create_app(
@@ -153,6 +154,10 @@ def create_app(
     """
     app = web.Application()
     app[SETTINGS] = settings
+    # However logging was configured, this app's own secrets are masked in every line from now on.
+    add_secrets(*settings.secrets())
+    # A malformed PRICE_TABLE stops the server here, not at the end of the first call.
+    app[PRICES] = PriceTable.from_spec(settings.price_table)
     if live_target is None and not settings.use_emulator:
         live_target = live_endpoint(
             settings.live_backend,
@@ -366,6 +371,9 @@ async def voice_webhook(request: web.Request) -> web.Response:
     call_sid = params.get("CallSid")
     if not call_sid:
         raise web.HTTPBadRequest(text="missing CallSid")
+    # aiohttp runs each request in its own task: this binds the webhook's own lines, its
+    # access-log line and the pre-connect task it starts (tasks copy the context), nothing else.
+    structlog.contextvars.bind_contextvars(call_sid=call_sid)
     token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
     caller, called = params.get("From"), params.get("To")
     configured = app[AGENTS].current.for_number(called)
@@ -471,6 +479,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         wall_started_at=wall_started,
         toolbox=_toolbox(app, agent),
         tool_context=tool_context,
+        prices=app[PRICES],
     )
     app[CALLS].started(session)
     try:

@@ -23,6 +23,8 @@
 |                     | `postgresql://…` (needs the `postgres` extra)                         |
 | `RECORD_REDACT_FIELDS` | comma-separated tool argument/result fields stored as `***`        |
 | `MASK_CALLER_NUMBERS`  | `true`: caller numbers are masked in records and logs              |
+| `PRICE_TABLE`       | token prices for call cost estimates: inline JSON, or a .json/.yaml   |
+|                     | file, on top of agent.observability.DEFAULT_PRICES                    |
 | `AGENTS_PATH`       | a folder of agent YAML files, or one file (default: the bundled       |
 |                     | examples, so `agent serve` answers as `acme-support` out of the box)  |
 | `AGENTS_RELOAD_INTERVAL_S` | poll the agent files' modification times this often and reload |
@@ -68,6 +70,7 @@ class Settings:
     database_url: str = field(default="sqlite:///./calls.db", repr=False)
     record_redact_fields: frozenset[str] = frozenset()
     mask_caller_numbers: bool = False
+    price_table: str | None = None  # PRICE_TABLE, read by PriceTable.from_spec in create_app
     twilio_account_sid: str | None = None
     twilio_api_key_sid: str | None = None
     twilio_api_key_secret: str | None = field(default=None, repr=False)
@@ -170,6 +173,7 @@ class Settings:
                 if f.strip()
             ),
             mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
+            price_table=(env.get("PRICE_TABLE") or "").strip() or None,
             agents_path=agents_path_from_env(env),
             twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
             twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,

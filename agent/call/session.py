@@ -48,6 +48,7 @@ from agent.live.protocol import (
     UsageReported,
 )
 from agent.metrics import Metrics
+from agent.observability import PriceTable
 from agent.records import CallRecorder
 from agent.telephony.twilio import (
     DtmfReceived,
@@ -63,7 +64,7 @@ from agent.tools import EndCall, Toolbox, TransferCall
 
 from .dtmf import DtmfCollector
 from .playback import Playback
-from .tools import Action, ToolRunner
+from .tools import Action, ToolRunner, ToolStats
 from .transcript import Transcript
 
 log = structlog.get_logger("agent.call")
@@ -117,6 +118,7 @@ class CallSession:
         metrics: Metrics | None = None,
         recorder: CallRecorder | None = None,
         wall_started_at: float | None = None,
+        prices: PriceTable | None = None,
         toolbox: Toolbox | None = None,
         tool_context: ToolCallContext | None = None,
     ) -> None:
@@ -149,6 +151,7 @@ class CallSession:
         self._wall_began = time.time() if wall_started_at is None else wall_started_at
         self._speed = clock.speed
         self._metrics = metrics or Metrics()
+        self._prices = prices or PriceTable()
         self._frame_timer = self._metrics.frame_timer()
         self._recorder = recorder or CallRecorder.discarding(started.call_sid)
         self._recorded_turns = 0
@@ -273,10 +276,23 @@ class CallSession:
             "dtmf_groups": self.stats.dtmf_groups,
             "protocol_errors": self.stats.protocol_errors,
             "tokens": self.stats.usage,
+            **self._tool_summary(),
+            **self._prices.estimate(self.agent.model, self.stats.usage).summary_fields(),
         }
         self._recorder.usage(self.stats.usage)
         self._recorder.ended(reason=reason, ended_at=self._wall_time(now), summary=summary)
         log.info("call.ended", **summary)
+
+    def _tool_summary(self) -> dict[str, object]:
+        """Tool calls for ``call.ended``: a slow or failing tool is a common cause of silence."""
+        tools = self._tools.stats if self._tools is not None else ToolStats()
+        return {
+            "tool_calls": tools.calls,
+            "tool_errors": tools.errors,
+            "tool_cancelled": tools.cancelled,
+            "slowest_tool": tools.slowest_tool,
+            "slowest_tool_ms": tools.slowest_ms if tools.slowest_tool is not None else None,
+        }
 
     # -- caller -> model ------------------------------------------------------------------------
 
@@ -324,7 +340,7 @@ class CallSession:
 
     async def _on_dtmf(self, digit: str) -> None:
         self._last_activity = self._last_caller_activity = self._clock()
-        log.info("caller.dtmf", digit=digit)
+        log.debug("caller.dtmf", digit=digit)  # a key may be part of a PIN or a card number
         group = self._dtmf.press(digit, self._clock())
         if group:
             await self._send_dtmf(group)
@@ -446,6 +462,11 @@ class CallSession:
             return
         if not self._agent_turn_open:
             self._agent_turn_open = True
+            # Once per agent turn: the silence the caller sat through since they last spoke.
+            log.info(
+                "model.responding",
+                wait_ms=round((self._clock() - self._last_caller_activity) * 1000),
+            )
             self._drained.clear()
             self.playback.start_turn()
         sampled = self._frame_timer.start()

@@ -135,6 +135,8 @@ class ToolRunner:
             call_id=call.id,
             outcome=outcome.outcome,
             latency_ms=latency_ms,
+            error=outcome.response.get("error"),
+            action=type(outcome.action).__name__ if outcome.action else None,
         )
         self._recorder.tool_call(
             call_id=call.id,

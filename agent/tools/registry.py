@@ -15,7 +15,8 @@ What ``run`` does, in order:
 3. run the executor under ``asyncio.timeout(spec.timeout_s)``;
 4. turn the result into plain JSON, or any failure into a short, safe message (the stack and
    the exception text go to the log, never to the model);
-5. log one ``tool.finished`` line and observe ``agent_tool_latency_seconds``.
+5. log one DEBUG ``tool.executed`` line and observe ``agent_tool_latency_seconds`` (the call
+   session logs the INFO ``tool.finished`` line on-call engineers read).
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class Toolbox:
             return self._finish(name, "error", {"error": str(exc)}, started)
         except asyncio.CancelledError:
             latency = loop.time() - started
-            log.info("tool.cancelled", tool=name, latency_ms=round(latency * 1000, 1))
+            log.debug("tool.execution_cancelled", tool=name, latency_ms=round(latency * 1000, 1))
             self._observe(name, "cancelled", latency)
             raise
         except Exception as exc:
@@ -296,7 +297,7 @@ class Toolbox:
             fields["error"] = response.get("error")
         if action is not None:
             fields["action"] = type(action).__name__
-        log.info("tool.finished", **fields)
+        log.debug("tool.executed", **fields)
         self._observe(name, outcome, latency)
         return ToolOutcome(response=response, outcome=outcome, latency_s=latency, action=action)
 
