@@ -7,6 +7,7 @@ agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio 
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
 agent check [PATH]              validate agent YAML files without starting anything
 agent schema                    JSON Schema of an agent file, for editors
+agent bench [--only ...] [--json]  timing and CPU targets, measured
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import structlog
 from aiohttp import web
 
 from agent.agents_cli import add_agents_subcommands
+from agent.bench import DESCRIPTION as BENCH_DESCRIPTION
+from agent.bench import add_bench_arguments, run_bench
 from agent.calls_cli import add_calls_subcommands
 from agent.errors import AgentError, ConfigError
 from agent.observability import configure_logging
@@ -110,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_calls_subcommands(commands)
     add_agents_subcommands(commands)
+
+    bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)
+    add_bench_arguments(bench)
+    bench.set_defaults(run=run_bench)
     return parser
 
 

@@ -1,0 +1,376 @@
+"""``agent bench``: the bridge's timing and CPU targets, measured on this machine.
+
+Timing targets live here, never in unit tests: a loaded CI runner must not fail a build, and a
+figure is only meaningful next to the load it was taken under, which every run prints.
+
+Sections (all by default; ``--only`` picks some):
+
+``audio``      algorithmic delay per direction (the transcoders' ``delay_ms``, checked by sending a
+               click through each and finding the output peak) and CPU per 20 ms frame.
+``cpu``        CPU per call-second of ``agent serve`` (every feature on) and of the thinnest
+               possible bridge (:mod:`agent.bench_thin`), side by side as separate processes,
+               each with ``--calls`` concurrent real-time calls of ``--seconds``, ``--rounds``
+               times (:mod:`agent.bench_cpu`).
+``latency``    greeting after ``start`` with and without pre-connect, barge-in, reply latency and
+               caller-audio transit, in-process at real time (:mod:`agent.bench_live`).
+``reconnect``  goAway, a 1011 close and a dropped socket mid-call: switch time, gaps in caller and
+               agent audio, frames lost (:mod:`agent.bench_live`).
+
+Targets: at most 5 ms of added audio delay per direction; CPU per call-second with every feature on
+at most a third of the thinnest bridge's; greeting audio within 10 ms of ``start`` when
+pre-connected. Reconnection gaps and barge-in latency are measured and reported.
+
+Run ``agent bench`` (or ``python -m agent.bench``); ``--json`` prints the figures and the raw
+measurements as JSON instead of a table. A default run takes about two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final
+
+from agent.bench_report import (
+    AUDIO_DELAY_TARGET_MS,
+    CPU_RATIO_TARGET,
+    TEAM_THIN_BRIDGE_MS,
+    Section,
+    judged,
+    machine_info,
+    render_json,
+    render_table,
+    reported,
+)
+
+__all__ = [
+    "DESCRIPTION",
+    "SECTIONS",
+    "add_bench_arguments",
+    "audio_section",
+    "main",
+    "run_bench",
+    "run_sections",
+]
+
+SECTIONS: Final = ("audio", "cpu", "latency", "reconnect")
+DESCRIPTION: Final = "measure latency, CPU and reconnection gaps against the bridge's targets"
+
+
+# -- audio ----------------------------------------------------------------------------------------
+
+
+def _impulse_delay_inbound() -> float:
+    """Send a click through :class:`InboundTranscoder` in 20 ms frames; its delay in ms."""
+    import numpy as np
+
+    from agent.audio.codec import pcm16_to_ulaw
+    from agent.audio.transcoder import InboundTranscoder
+
+    samples = np.zeros(8000, dtype="<i2")  # 1 s at 8 kHz
+    at = 4000
+    samples[at] = 16000
+    ulaw = pcm16_to_ulaw(samples.tobytes())
+    transcoder = InboundTranscoder()
+    out = b"".join(transcoder.process(ulaw[i : i + 160]) for i in range(0, len(ulaw), 160))
+    peak = int(np.argmax(np.abs(np.frombuffer(out, dtype="<i2").astype(np.int32))))
+    return (peak - 2 * at) / 16.0  # output samples at 16 kHz -> ms
+
+
+def _impulse_delay_outbound() -> float:
+    """Send a click through :class:`OutboundTranscoder` in 20 ms chunks; its delay in ms."""
+    import numpy as np
+
+    from agent.audio.codec import ulaw_to_pcm16
+    from agent.audio.transcoder import OutboundTranscoder
+
+    samples = np.zeros(24000, dtype="<i2")  # 1 s at 24 kHz
+    at = 12000  # a multiple of 3: lands exactly on an 8 kHz sample
+    samples[at] = 24000
+    pcm = samples.tobytes()
+    transcoder = OutboundTranscoder()
+    frames = [f for i in range(0, len(pcm), 960) for f in transcoder.process(pcm[i : i + 960])]
+    out = np.frombuffer(ulaw_to_pcm16(b"".join(frames)), dtype="<i2").astype(np.int32)
+    peak = int(np.argmax(np.abs(out)))
+    return (peak - at // 3) / 8.0  # output samples at 8 kHz -> ms
+
+
+def audio_section(seconds: float = 2.0) -> Section:
+    """Algorithmic delay per direction (declared and measured) and µs per 20 ms frame."""
+    from agent.audio.bench import bench_transcoders
+    from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
+
+    section = Section("audio")
+    inbound_ms, outbound_ms = _impulse_delay_inbound(), _impulse_delay_outbound()
+    cost = bench_transcoders(seconds)
+    section.details = {
+        "declared_delay_ms": {
+            "inbound": InboundTranscoder.delay_ms,
+            "outbound": OutboundTranscoder.delay_ms,
+        },
+        "measured_delay_ms": {"inbound": inbound_ms, "outbound": outbound_ms},
+        "us_per_frame": cost,
+        "timed_audio_s": seconds,
+    }
+    section.figures = [
+        judged(
+            "caller -> model delay (click through InboundTranscoder)",
+            inbound_ms,
+            "ms",
+            AUDIO_DELAY_TARGET_MS,
+            f"declared {InboundTranscoder.delay_ms:g} ms",
+            digits=4,
+        ),
+        judged(
+            "model -> caller delay (click through OutboundTranscoder)",
+            outbound_ms,
+            "ms",
+            AUDIO_DELAY_TARGET_MS,
+            f"declared {OutboundTranscoder.delay_ms:g} ms; whole 20 ms frames in and out",
+            digits=4,
+        ),
+        reported("caller -> model CPU per 20 ms frame", cost["inbound"], "us", "best of 5"),
+        reported("model -> caller CPU per 20 ms frame", cost["outbound"], "us", "best of 5"),
+    ]
+    return section
+
+
+# -- cpu ------------------------------------------------------------------------------------------
+
+
+async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
+    """CPU per call-second of ``agent serve`` against the thin bridge (:mod:`agent.bench_cpu`)."""
+    from dataclasses import asdict
+    from statistics import median
+
+    from agent.bench_cpu import run_cpu_bench
+
+    section = Section("cpu")
+    runs = await run_cpu_bench(calls, seconds, rounds)
+    section.details["runs"] = [asdict(run) for run in runs]
+    thin = [r for r in runs if r.bridge == "thin"]
+    agent = [r for r in runs if r.bridge == "agent"]
+
+    def med(rs: Sequence[Any], attr: str) -> float | None:
+        values = [getattr(r, attr) for r in rs if getattr(r, attr) is not None]
+        return float(median(values)) if values else None
+
+    thin_ms = med(thin, "cpu_ms_per_call_second")
+    agent_ms = med(agent, "cpu_ms_per_call_second")
+    # The bridges ran side by side in each round: compare them round by round.
+    ratios = [
+        a.cpu_ms_per_call_second / t.cpu_ms_per_call_second
+        for t, a in zip(thin, agent, strict=True)
+        if t.cpu_ms_per_call_second > 0
+    ]
+    ratio = _median_of(ratios)
+    section.details["round_ratios"] = ratios
+    thin_steady = _median_of([w for r in thin for w in r.window_ms_per_call_second])
+    agent_steady = _median_of([w for r in agent for w in r.window_ms_per_call_second])
+    steady_ratio = agent_steady / thin_steady if agent_steady is not None and thin_steady else None
+    section.details["ratio"] = ratio
+    section.details["steady_state_ratio"] = steady_ratio
+    load = f"{calls} calls x {seconds:g} s, median of {rounds}"
+    failed = sum(r.failed_calls for r in runs)
+    section.figures = [
+        reported(
+            "thin bridge CPU per call-second",
+            thin_ms,
+            "ms",
+            f"{load}: {_nums(r.cpu_ms_per_call_second for r in thin)}; "
+            f"the team measured ~{TEAM_THIN_BRIDGE_MS:g} ms",
+        ),
+        reported(
+            "agent serve CPU per call-second (every feature on)",
+            agent_ms,
+            "ms",
+            f"{load}: {_nums(r.cpu_ms_per_call_second for r in agent)}",
+        ),
+        judged(
+            "agent serve / thin bridge CPU",
+            ratio,
+            "x",
+            round(CPU_RATIO_TARGET, 3),
+            f"target: a third of the thin bridge's; rounds {_nums(ratios, 2)}",
+            digits=2,
+        ),
+        reported(
+            "agent serve / thin bridge CPU, steady state",
+            steady_ratio,
+            "x",
+            f"median of 1 s windows: {_num(agent_steady)} / {_num(thin_steady)} ms",
+        ),
+        judged(
+            "agent serve CPU vs the team's thin-bridge figure",
+            agent_ms / TEAM_THIN_BRIDGE_MS if agent_ms is not None else None,
+            "x",
+            round(CPU_RATIO_TARGET, 3),
+            f"agent serve / {TEAM_THIN_BRIDGE_MS:g} ms",
+            digits=2,
+        ),
+        reported(
+            "frames in / out per call-second, thin (carrier)",
+            _pair(med(thin, "frames_in_per_call_second"), med(thin, "frames_out_per_call_second")),
+            "",
+            "caller frames sent / agent frames received",
+        ),
+        reported(
+            "frames in / out per call-second, agent (carrier)",
+            _pair(
+                med(agent, "frames_in_per_call_second"), med(agent, "frames_out_per_call_second")
+            ),
+        ),
+        reported(
+            "frames in / out per call-second, agent (/metrics)",
+            _pair(
+                med(agent, "metrics_frames_in_per_call_second"),
+                med(agent, "metrics_frames_out_per_call_second"),
+            ),
+            "",
+            "agent_frames_total",
+        ),
+        reported(
+            "replies / caller utterances",
+            f"{sum(r.replies for r in runs)} / {sum(r.utterances for r in runs)}",
+            "",
+            f"{failed} calls failed" if failed else "all calls completed",
+        ),
+    ]
+    return section
+
+
+def _median_of(values: Sequence[float]) -> float | None:
+    from statistics import median
+
+    return float(median(values)) if values else None
+
+
+def _nums(values: Iterable[float], digits: int = 1) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    def one(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1f}"
+
+    return f"{one(a)} / {one(b)}"
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``bench`` options, for ``agent bench`` and ``python -m agent.bench``."""
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        metavar="SECTIONS",
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--calls", type=int, default=4, metavar="N", help="cpu: concurrent calls per bridge (4)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, metavar="S", help="cpu: length of each call (15)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="R",
+        help="cpu: measure both bridges R times, report the median (3)",
+    )
+    parser.add_argument(
+        "--greetings",
+        type=int,
+        default=8,
+        metavar="N",
+        help="latency: greeting calls with and without pre-connect, each (8)",
+    )
+    parser.add_argument(
+        "--barge-ins",
+        type=int,
+        default=5,
+        metavar="N",
+        help="latency: barge-ins in the conversation call (5)",
+    )
+    parser.add_argument(
+        "--audio-seconds",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="audio: seconds of audio timed per direction (2)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _sections(only: str) -> list[str]:
+    chosen = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown or not chosen:
+        raise SystemExit(
+            f"agent bench: unknown section(s) {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(SECTIONS)}"
+        )
+    return [name for name in SECTIONS if name in chosen]
+
+
+async def run_sections(args: argparse.Namespace) -> list[Section]:
+    """Run the chosen sections in order; a section that fails is reported, the others still run."""
+    from agent.bench_live import run_latency_bench, run_reconnect_bench
+
+    async def audio() -> Section:
+        return audio_section(args.audio_seconds)
+
+    runners: dict[str, Callable[[], Awaitable[Section]]] = {
+        "audio": audio,
+        "cpu": lambda: cpu_section(args.calls, args.seconds, args.rounds),
+        "latency": lambda: run_latency_bench(args.greetings, args.barge_ins),
+        "reconnect": run_reconnect_bench,
+    }
+    sections = []
+    for name in _sections(args.only):
+        began = time.perf_counter()
+        try:
+            section = await runners[name]()
+        except Exception as exc:  # one broken section must not hide the others' figures
+            section = Section(name, error=f"{type(exc).__name__}: {exc}")
+        section.seconds = time.perf_counter() - began
+        sections.append(section)
+    return sections
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``agent bench``: run, print the table (or JSON). Exit status 0 even when a target is
+    missed (the figures are the output); 1 when a section could not run."""
+    _sections(args.only)  # fail fast on a typo, before minutes of measuring
+    options = {
+        "only": args.only,
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "greetings": args.greetings,
+        "barge_ins": args.barge_ins,
+    }
+    before = machine_info()
+    sections = asyncio.run(run_sections(args))
+    after = machine_info()
+    render = render_json if args.json else render_table
+    print(render(sections, before, after, options))
+    return 1 if any(section.error for section in sections) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m agent.bench [options]``: the same as ``agent bench``."""
+    parser = argparse.ArgumentParser(prog="agent bench", description=DESCRIPTION)
+    add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
