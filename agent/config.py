@@ -281,6 +281,10 @@ class CallPolicy:
     )
     preconnect_timeout_s: float = 30.0  # a pre-opened Live session waits this long for its stream
     max_concurrent_tools: int = 4  # a call's function calls running at once; more get an error
+    resume_message: str = (
+        'The line dropped while you were speaking; the caller heard you up to: "{heard}". '
+        "Continue naturally from there, without starting over."
+    )
 
     def __post_init__(self) -> None:
         for key in ("max_duration_s", "idle_timeout_s"):

@@ -387,11 +387,9 @@ class CallSession:
                     self._metrics.count_tokens(prompt, response)
                     self._recorder.usage(stats.usage)
                 case LiveReconnected(reason=reason):
-                    # Whatever the old connection left half-said is over: play its tail now.
-                    await self._flush_outbound()
-                    self._agent_turn_open = False
                     stats.reconnects += 1
                     self._metrics.count_live_reconnect(reason)
+                    await self._resume_cut_turn()
                 case ModelText(text=text, thought=False):
                     log.info("model.text", text=text)
                 case ModelText():
@@ -410,6 +408,24 @@ class CallSession:
                 case _:
                     log.debug("live.event_ignored", kind=type(event).__name__)
         raise _CallEnded(self.ended_reason or AGENT_ENDED)
+
+    async def _resume_cut_turn(self) -> None:
+        """After a new connection: if the old one died mid-answer, the rest of that answer is
+        gone. Play what we have, then tell the model what the caller heard and ask it to go on,
+        rather than leave the caller in silence until they speak."""
+        await self._flush_outbound()
+        if not self._agent_turn_open:
+            return
+        self._agent_turn_open = False
+        now = self._clock()
+        # No clear follows a reconnect: everything already sent will still be played.
+        turn = self.transcript.agent_turn_ended(now, heard_frames=self.playback.sent_in_turn)
+        self._record_closed_turns()
+        heard = turn.heard.strip() if turn else ""
+        log.info("model.turn_resumed", heard_chars=len(heard))
+        await self._live.send(
+            protocol.text_turn_message(self.agent.call.resume_message.format(heard=heard or "-"))
+        )
 
     async def _tool_calls(self, calls: Sequence[FunctionCall]) -> None:
         if self._tools is not None:
@@ -503,10 +519,11 @@ class CallSession:
         )
 
     async def _send_frames(self, frames: list[bytes], sampled: int = 0) -> None:
+        """One media message for a chunk's 20 ms frames (Twilio takes any payload size; each
+        message is a socket write, the bridge's main cost), then a mark after them."""
         self._frame_timer.outbound(sampled, len(frames))
         ws, stream, playback = self._ws, self._stream, self.playback
-        for frame in frames:
-            await ws.send_str(stream.media(frame))
+        await ws.send_str(stream.media(frames[0] if len(frames) == 1 else b"".join(frames)))
         now = self._clock()
         if self.stats.first_audio_ms is None:
             self.stats.first_audio_ms = round((now - self._began) * 1000, 3)

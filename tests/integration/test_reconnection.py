@@ -61,3 +61,33 @@ async def test_a_call_survives_go_away_a_1011_and_a_dropped_socket_without_losin
     assert all(u.first_reply_ms is not None for u in report.utterances)
     assert call.ended_reason == "caller hung up"
     assert report.ended_by == "caller hung up"
+
+
+async def test_an_answer_cut_by_a_lost_connection_is_continued_not_left_silent(
+    start_bridge: BridgeFactory,
+) -> None:
+    # The caller's question ends at ~4.3 s and the 7.4 s answer starts at ~4.8 s: a 1011 at
+    # 7 s cuts it halfway.
+    fault = Fault.close(after_s=7.0, code=1011, reason="Internal error occurred.", connection=0)
+    emulator = await start_emulator(EmulatorOptions(speed=SPEED, faults=(fault,)))
+    try:
+        bridge = await start_bridge(live_target=LiveTarget(base_url=emulator.url))
+        report = await place_call(
+            CarrierOptions(url=bridge.url, speed=SPEED, linger_ms=8000),
+            [caller_clip("order-status")],
+        )
+        call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    finally:
+        await emulator.close()
+
+    first, second = emulator.sessions
+    assert first.answers_started == 1
+    assert first.answers_completed == 0  # the fault cut the answer
+    # The new connection was told what the caller heard, and the model went on speaking...
+    (told,) = [h.text for h in second.history if h.role == "user" and h.kind == "text"]
+    assert "the caller heard you up to" in told
+    assert call.transcript.turns[1].heard[:20] in told
+    assert second.answers_completed == 1
+    # ...without the caller having to say anything.
+    assert len(report.utterances) == 1
+    assert call.stats.reconnects == 1
