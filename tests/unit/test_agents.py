@@ -1127,14 +1127,10 @@ def test_the_example_sql_names_only_the_crm_schema_columns() -> None:
 
 
 def _agents_docs() -> str:
-    """The README's agents section: in README.md once merged, else its own file."""
-    root = Path(__file__).parents[2]
-    for path in (root / "README.md", root / "docs" / "readme-sections" / "agents.md"):
-        if path.exists():
-            text = path.read_text(encoding="utf-8")
-            if "#### Each entry of `tools`" in text:
-                return text
-    raise AssertionError("no README section documents the agent files")
+    """The README's agents section."""
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "#### Each entry of `tools`" in text, "no README section documents the agent files"
+    return text
 
 
 def test_the_readme_documents_every_key_as_the_loader_knows_it() -> None:
