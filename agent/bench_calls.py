@@ -27,7 +27,7 @@ import json
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from agent.sim.carrier import (
     Phone,
     new_sid,
     parse_stream_twiml,
+    run_stream,
     voice_webhook_params,
 )
 from agent.sim.emulator_core import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
@@ -363,95 +364,34 @@ async def timed_call(
             stream_url = "ws" + url.rstrip("/").removeprefix("http") + "/twilio/stream"
             parameters = {}
         async with http.ws_connect(stream_url) as ws:
-            await _run_timed_stream(
-                ws,
-                phone,
-                timed,
-                parameters,
-                hang_up_after_audio_s,
-                options.speed,
-                (account_sid, stream_sid),
-            )
+            observer = _Timestamps(timed, hang_up_after_audio_s)
+            await run_stream(ws, phone, parameters, options.speed, observer=observer)
     timed.report = phone.report()
     return timed
 
 
-async def _run_timed_stream(
-    ws: aiohttp.ClientWebSocketResponse,
-    phone: Phone,
-    timed: TimedCall,
-    parameters: Mapping[str, str],
-    hang_up_after_audio_s: float | None,
-    speed: float,
-    sids: tuple[str, str],
-) -> None:
-    """``place_call``'s loop (paced ticks, one writer, one reader), with timestamps."""
-    outbox: asyncio.Queue[MutableMapping[str, Any] | None] = asyncio.Queue()
+class _Timestamps:
+    """A :class:`~agent.sim.carrier.StreamObserver` keeping the time of every message."""
 
-    def post(messages: Sequence[MutableMapping[str, Any]]) -> None:
-        for message in messages:
-            outbox.put_nowait(message)
+    def __init__(self, timed: TimedCall, hang_up_after_audio_s: float | None) -> None:
+        self._timed = timed
+        self._hang_up_after = hang_up_after_audio_s
 
-    async def write() -> None:
-        while (message := await outbox.get()) is not None:
-            if ws.closed:
-                continue
-            try:
-                await ws.send_str(json.dumps(message))
-            except (aiohttp.ClientError, ConnectionError):
-                phone.server_hung_up()
-                continue
-            event = message.get("event")
-            if event == "media":
-                timed.media_sent_at.append(time.perf_counter())
-            elif event == "start":
-                timed.start_sent_at = time.perf_counter()
-                timed.started.set()
+    def sent(self, message: Mapping[str, Any]) -> None:
+        event = message.get("event")
+        if event == "media":
+            self._timed.media_sent_at.append(time.perf_counter())
+        elif event == "start":
+            self._timed.start_sent_at = time.perf_counter()
+            self._timed.started.set()
 
-    async def read() -> None:
-        async for frame in ws:
-            if frame.type is aiohttp.WSMsgType.TEXT:
-                at = time.perf_counter()
-                with contextlib.suppress(ValueError, AttributeError):
-                    timed.received.append((at, str(json.loads(frame.data).get("event"))))
-                post(phone.receive_text(frame.data))
-            elif frame.type is aiohttp.WSMsgType.BINARY:
-                phone.receive_binary(frame.data)
-            else:
-                break
-        phone.server_hung_up()
+    def received(self, text: str) -> None:
+        at = time.perf_counter()
+        with contextlib.suppress(ValueError, AttributeError):
+            self._timed.received.append((at, str(json.loads(text).get("event"))))
 
-    def hang_up_now() -> bool:
-        if hang_up_after_audio_s is None:
+    def hang_up_now(self) -> bool:
+        if self._hang_up_after is None:
             return False
-        first = timed.first_received("media")
-        return first is not None and time.perf_counter() - first >= hang_up_after_audio_s
-
-    async def run_ticks() -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        period = FRAME_S / speed
-        while not phone.finished:
-            await asyncio.sleep(max(0.0, started + phone.ticks * period - loop.time()))
-            if hang_up_now():
-                post([_stop_message(*sids, phone.call_sid)])
-                return
-            post(phone.tick())
-
-    post(phone.connect(parameters))
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(read())
-        writer = tasks.create_task(write())
-        await run_ticks()
-        outbox.put_nowait(None)
-        await writer
-        await ws.close()
-
-
-def _stop_message(account_sid: str, stream_sid: str, call_sid: str) -> dict[str, Any]:
-    return {
-        "event": "stop",
-        "sequenceNumber": "999999",
-        "streamSid": stream_sid,
-        "stop": {"accountSid": account_sid, "callSid": call_sid},
-    }
+        first = self._timed.first_received("media")
+        return first is not None and time.perf_counter() - first >= self._hang_up_after

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -693,6 +693,10 @@ class Phone:
             "mark": {"name": name},
         }
 
+    def hang_up(self) -> list[Message]:
+        """The caller hangs up now (a tool driving the phone decides): the ``stop`` message."""
+        return [] if self._ended_by is not None else self._hang_up(ENDED_BY_CALLER)
+
     def _hang_up(self, reason: str) -> list[Message]:
         self._ended_by = reason
         return [
@@ -851,7 +855,7 @@ async def place_call(
                 phone.note_problem(problem)
             ws = await _open_stream(http, stream.url, options.auth_token)
             try:
-                await _run_stream(ws, phone, stream.parameters, options.speed, rest)
+                await run_stream(ws, phone, stream.parameters, options.speed, rest=rest)
             finally:
                 await ws.close()
     finally:
@@ -905,12 +909,26 @@ async def _open_stream(
         raise TelephonyError(f"could not open the media stream {url}: {exc!r}") from exc
 
 
-async def _run_stream(
+class StreamObserver(Protocol):
+    """Watches a simulated call's messages as they cross the socket (the benchmarks time them)."""
+
+    def sent(self, message: Message) -> None: ...
+
+    def received(self, text: str) -> None: ...
+
+    def hang_up_now(self) -> bool:
+        """Checked every tick: True makes the caller hang up at once."""
+        ...
+
+
+async def run_stream(
     ws: aiohttp.ClientWebSocketResponse,
     phone: Phone,
     parameters: Mapping[str, str],
     speed: float,
+    *,
     rest: TwilioApiSimulator | None = None,
+    observer: StreamObserver | None = None,
 ) -> None:
     """Drive ``phone`` over ``ws`` until the call ends: paced ticks, a reader and a writer."""
     # One writer sends everything in the order the phone produced it, so sequence numbers go out in
@@ -929,10 +947,15 @@ async def _run_stream(
                 await ws.send_str(json.dumps(message))
             except (aiohttp.ClientError, ConnectionError):
                 phone.server_hung_up()
+                continue
+            if observer is not None:
+                observer.sent(message)
 
     async def read() -> None:
         async for frame in ws:
             if frame.type is aiohttp.WSMsgType.TEXT:
+                if observer is not None:
+                    observer.received(frame.data)
                 post(phone.receive_text(frame.data))
             elif frame.type is aiohttp.WSMsgType.BINARY:
                 phone.receive_binary(frame.data)
@@ -949,6 +972,9 @@ async def _run_stream(
             # Scheduled against the start, not the previous tick, so pacing never drifts; when
             # behind, ticks run back to back (still yielding so the reader keeps up).
             await asyncio.sleep(max(0.0, started + phone.ticks * period - loop.time()))
+            if observer is not None and observer.hang_up_now():
+                post(phone.hang_up())
+                continue
             post(phone.tick())
 
     post(phone.connect(parameters))
