@@ -27,17 +27,20 @@ works as usual: while it is active, structlog events go to its list instead (and
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import pytest
 import structlog
@@ -291,3 +294,64 @@ def log_capture() -> Callable[..., Any]:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"log output scanned for secrets: {_scan(config).path} (pid {os.getpid()})"
+
+
+# -- A throwaway PostgreSQL, shared by the call-record and CRM tests ----------------------------
+
+
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Skip on a developer's machine without PostgreSQL; fail in CI, which installs it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL variant cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL for the whole test session: Unix socket only, in a private
+    directory, no fsync. Yields the admin URL. Skips on a machine without PostgreSQL; fails under
+    CI=true (CI installs it), so its variants can never be skipped silently there."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed")
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    root = Path(tempfile.mkdtemp(prefix="agent-crm-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root)
+            _unavailable("running as root and there is no postgres user to run the server")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = str(root / "data")
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=60)
+
+    options = f"-k {root} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+    try:
+        run(initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        run(pg_ctl, "-D", data, "-w", "-l", str(root / "log"), "-o", options, "start")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        _unavailable(f"could not start PostgreSQL: {exc.stderr.decode(errors='replace')[-300:]}")
+    try:
+        yield f"postgresql://postgres@/postgres?host={root}"
+    finally:
+        run(pg_ctl, "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import glob
-import os
-import shutil
 import sqlite3
-import subprocess
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 import pytest
@@ -146,63 +141,6 @@ def test_the_crm_url_must_name_an_sqlite_file() -> None:
 
 
 # -- sql tools on both backends --------------------------------------------------------------------
-
-
-def _pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-def _unavailable(reason: str) -> NoReturn:
-    """Skip on a developer's machine without PostgreSQL; fail in CI, which installs it."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL variant cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL for the session (as in test_records): Unix socket only, no fsync.
-    Yields the admin URL."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable("psycopg is not installed")
-    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    root = Path(tempfile.mkdtemp(prefix="agent-crm-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        import pwd
-
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(root)
-            _unavailable("running as root and there is no postgres user to run the server")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data = str(root / "data")
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=60)
-
-    options = f"-k {root} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
-    try:
-        run(initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-        run(pg_ctl, "-D", data, "-w", "-l", str(root / "log"), "-o", options, "start")
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        _unavailable(f"could not start PostgreSQL: {exc.stderr.decode(errors='replace')[-300:]}")
-    try:
-        yield f"postgresql://postgres@/postgres?host={root}"
-    finally:
-        run(pg_ctl, "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # The CRM's tables in PostgreSQL, with the same constraints that matter here.

@@ -8,16 +8,11 @@ are installed, against a throwaway PostgreSQL on a Unix socket (skipped otherwis
 from __future__ import annotations
 
 import argparse
-import glob
-import os
-import shutil
 import sqlite3
-import subprocess
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -34,64 +29,6 @@ from agent.records import (
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 CALL = "CA00000000000000000000000000000001"
-
-
-def _pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-def _unavailable(reason: str) -> NoReturn:
-    """Skip on a developer's machine without PostgreSQL; fail in CI, which installs it, so the
-    PostgreSQL variants can never be skipped silently there."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL variant cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL for the session: Unix socket only, in a private directory, no fsync.
-    Yields the admin URL. Skips (fails under CI=true) when psycopg or the server is missing."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable("psycopg is not installed")
-    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    root = Path(tempfile.mkdtemp(prefix="agent-records-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        import pwd
-
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(root)
-            _unavailable("running as root and there is no postgres user to run the server")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data = str(root / "data")
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_user, *command], check=True, capture_output=True, timeout=60)
-
-    options = f"-k {root} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
-    try:
-        run(initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
-        run(pg_ctl, "-D", data, "-w", "-l", str(root / "log"), "-o", options, "start")
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        _unavailable(f"could not start PostgreSQL: {exc.stderr.decode(errors='replace')[-300:]}")
-    try:
-        yield f"postgresql://postgres@/postgres?host={root}"
-    finally:
-        run(pg_ctl, "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -583,10 +520,6 @@ def test_unsupported_database_urls_are_config_errors(url: str, message: str) -> 
 
 
 def test_an_unreachable_postgres_is_a_config_error_without_the_password() -> None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable("psycopg is not installed")
     # Port 1 on loopback: refused at once, nothing to wait for.
     with pytest.raises(ConfigError, match="cannot open call records") as caught:
         RecordStore.from_url("postgresql://agent:s3cret-pw@127.0.0.1:1/calls")
