@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 
@@ -133,16 +135,34 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)  # loads AGENTS_PATH: every problem is reported before listening
     if settings.use_emulator:
         app.cleanup_ctx.append(_embedded_emulator)
-    # aiohttp's access log goes through the root handler, hence through structlog's chain.
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        # %Tf: each request's duration (the stream's: the call's) becomes server.access duration_ms.
-        access_log_format='%a "%r" %s %b %Tf "%{User-Agent}i"',
-    )
+    asyncio.run(_run_server(app, settings))
     return 0
+
+
+async def _run_server(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: no new calls, the ones in progress finish
+    (up to DRAIN_TIMEOUT_S; a second signal stops at once), then shut down."""
+    from agent.app import drain
+
+    # %Tf: each request's duration (the stream's: the call's) becomes server.access duration_ms.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_format='%a "%r" %s %b %Tf "%{User-Agent}i"'
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        draining = asyncio.ensure_future(drain(app, settings.drain_timeout_s))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, draining.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+    finally:
+        await runner.cleanup()
 
 
 async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:

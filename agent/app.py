@@ -99,6 +99,13 @@ class Preconnect:
 
 
 @dataclass(slots=True)
+class ServerState:
+    """Whether this process still takes new calls (false once draining for a shutdown)."""
+
+    draining: bool = False
+
+
+@dataclass(slots=True)
 class LiveBackend:
     """Where calls' Live sessions go. Mutable so a start-up hook can fill it in (the emulator)."""
 
@@ -128,6 +135,7 @@ CALL_CLOCK = web.AppKey("call_clock", Clock)
 RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")
 BACKGROUND = web.AppKey("background", Background)
+STATE = web.AppKey("state", ServerState)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDS: web.AppKey[CallRecordStore] = web.AppKey("records")
 PRICES = web.AppKey("prices", PriceTable)
@@ -215,6 +223,7 @@ def create_app(
     app[RECONNECT_POLICY] = reconnect_policy
     app[PRECONNECTS] = {}
     app[BACKGROUND] = Background()
+    app[STATE] = ServerState()
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(STREAM_PATH, media_stream)
     app.router.add_get("/healthz", healthz)
@@ -304,6 +313,28 @@ def _toolbox(app: web.Application, agent: AgentConfig) -> Toolbox | None:
     return cached[1]
 
 
+def begin_drain(app: web.Application) -> None:
+    """Take no new calls from now on (the webhook answers 503, /readyz says draining)."""
+    app[STATE].draining = True
+    log.info("server.draining", active_calls=len(app[CALLS].active))
+
+
+async def drain(app: web.Application, timeout_s: float) -> int:
+    """Stop taking calls and wait (up to ``timeout_s``) for the calls in progress to end, so a
+    deploy or a scale-down does not hang up on anyone. Returns how many calls were still active
+    at the deadline (they are then closed by the shutdown)."""
+    if not app[STATE].draining:
+        begin_drain(app)
+    calls = app[CALLS]
+    try:
+        async with asyncio.timeout(timeout_s):
+            while calls.active:
+                await calls.wait_ended(next(iter(calls.active)), timeout_s)
+    except TimeoutError:
+        log.warning("server.drain_timeout", active_calls=len(calls.active))
+    return len(calls.active)
+
+
 async def _close_calls(app: web.Application) -> None:
     """On shutdown, close every open media stream with GOING_AWAY so no handler hangs."""
     preconnects: dict[str, Preconnect] = app[PRECONNECTS]
@@ -332,6 +363,8 @@ async def readyz(request: web.Request) -> web.Response:
     problems = []
     if app[LIVE_BACKEND].target is None:
         problems.append("no Live API backend yet")
+    if app[STATE].draining:
+        problems.append("draining: finishing calls in progress, taking no new ones")
     if app[RECORDS].closed:
         problems.append("shutting down")
     body = {
@@ -371,6 +404,10 @@ async def voice_webhook(request: web.Request) -> web.Response:
     call_sid = params.get("CallSid")
     if not call_sid:
         raise web.HTTPBadRequest(text="missing CallSid")
+    if app[STATE].draining:
+        # Twilio then tries the number's fallback URL: another instance takes the call.
+        log.warning("call.refused_draining", call_sid=call_sid)
+        raise web.HTTPServiceUnavailable(text="this instance is draining")
     # aiohttp runs each request in its own task: this binds the webhook's own lines, its
     # access-log line and the pre-connect task it starts (tasks copy the context), nothing else.
     structlog.contextvars.bind_contextvars(call_sid=call_sid)

@@ -17,6 +17,7 @@
 | `TWILIO_API_KEY_SID`, `TWILIO_API_KEY_SECRET` | REST credentials instead of the auth token |
 | `TWILIO_API_URL`    | Twilio REST base URL (default `https://api.twilio.com`)               |
 | `CRM_DATABASE_URL`  | the embedded demo CRM (default `sqlite:///./crm.db`)                  |
+| `DRAIN_TIMEOUT_S`   | on SIGTERM, calls in progress get this long to finish (default 600)   |
 | `LOG_LEVEL`         | debug, info (default), warning, error                                 |
 | `LOG_FORMAT`        | auto (default: console on a TTY, JSON otherwise), json, console       |
 | `DATABASE_URL`      | call records: `sqlite:///path.db` (default `sqlite:///./calls.db`) or |
@@ -64,6 +65,7 @@ class Settings:
     log_format: LogFormat = "auto"
     live_connect_timeout_s: float = 10.0
     stream_start_timeout_s: float = 10.0
+    drain_timeout_s: float = 600.0  # on SIGTERM, calls in progress get this long to finish
     live_backend: LiveBackendName = "gemini"
     vertex_project: str | None = None
     vertex_location: str = "us-central1"
@@ -175,6 +177,7 @@ class Settings:
             mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
             price_table=(env.get("PRICE_TABLE") or "").strip() or None,
             agents_path=agents_path_from_env(env),
+            drain_timeout_s=_float(env, "DRAIN_TIMEOUT_S", 600.0),
             twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
             twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,
             twilio_api_key_secret=env.get("TWILIO_API_KEY_SECRET") or None,
@@ -210,6 +213,19 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
         value = -1.0
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{key} must be a number of seconds (0 or more), got {raw!r}", key=key)
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number of seconds, got {raw!r}", key=key) from exc
+    if not value >= 0:
+        raise ConfigError(f"{key} must not be negative", key=key)
     return value
 
 

@@ -19,19 +19,28 @@ class CallRegistry:
 
     def __init__(self) -> None:
         self.active: dict[str, CallSession] = {}
+        self._some_active = asyncio.Event()
         self._ended: OrderedDict[str, asyncio.Future[CallSession]] = OrderedDict()
 
     def started(self, session: CallSession) -> None:
         self.active[session.started.call_sid] = session
+        self._some_active.set()
 
     def ended(self, session: CallSession) -> None:
         call_sid = session.started.call_sid
         self.active.pop(call_sid, None)
+        if not self.active:
+            self._some_active.clear()
         future = self._future(call_sid)
         if not future.done():
             future.set_result(session)
         while len(self._ended) > self.KEEP_ENDED:
             self._ended.popitem(last=False)
+
+    async def wait_active(self, timeout_s: float = 30.0) -> None:
+        """Until at least one call is in progress."""
+        async with asyncio.timeout(timeout_s):
+            await self._some_active.wait()
 
     async def wait_ended(self, call_sid: str, timeout_s: float = 30.0) -> CallSession:
         """The session of ``call_sid`` once it has ended (at once if it already has)."""

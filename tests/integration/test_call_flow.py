@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import aiohttp
 import numpy as np
 
-from agent.app import CALLS
+from agent.app import CALLS, begin_drain, drain
 from agent.audio.codec import pcm16_to_ulaw
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live_emulator import RunningEmulator
@@ -217,3 +217,28 @@ async def test_a_webhook_without_call_sid_is_a_bad_request(start_bridge: BridgeF
         session.post(f"{bridge.url}/twilio/voice", data={"From": "+1555"}) as resp,
     ):
         assert resp.status == 400
+
+
+async def test_draining_lets_calls_in_progress_finish_and_takes_no_new_ones(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge()
+    call = asyncio.create_task(
+        place_call(CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("order-status")])
+    )
+    await bridge.app[CALLS].wait_active()
+
+    begin_drain(bridge.app)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{bridge.url}/readyz") as resp:
+            assert resp.status == 503
+            assert "draining" in (await resp.json())["problems"][0]
+        new_call = {"CallSid": "CA" + "9" * 32, "From": "+15555550100", "To": "+15555550199"}
+        async with session.post(f"{bridge.url}/twilio/voice", data=new_call) as resp:
+            assert resp.status == 503  # Twilio falls back to another instance
+    still_active = await drain(bridge.app, timeout_s=60)
+
+    report = await call
+    assert still_active == 0
+    assert report.ended_by == "caller hung up"  # the call in progress ended normally
+    assert report.utterances[0].first_reply_ms is not None
