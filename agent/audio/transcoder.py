@@ -243,6 +243,10 @@ class InboundTranscoder:
         """Transcode one chunk of mu-law (any length, usually 160 bytes = 20 ms)."""
         return self._upsampler.process(ulaw_to_pcm16(ulaw))
 
+    def process_pcm16(self, pcm8k: bytes) -> bytes:
+        """The same for audio already decoded to 8 kHz PCM16 (a caller that also inspects it)."""
+        return self._upsampler.process(pcm8k)
+
     def reset(self) -> None:
         """Start over as a fresh transcoder (e.g. when the media stream restarts)."""
         self._upsampler.reset()

@@ -310,10 +310,11 @@ class CallSession:
             if type(event) is MediaReceived:
                 sampled = timer.start()
                 stats.frames_in += 1
-                activity = vad.process(ulaw_to_pcm16(event.payload))
+                pcm8k = ulaw_to_pcm16(event.payload)  # decoded once, for the VAD and the model
+                activity = vad.process(pcm8k)
                 if vad.speaking:
                     self._last_activity = self._last_caller_activity = clock()
-                pcm = inbound.process(event.payload)
+                pcm = inbound.process_pcm16(pcm8k)
                 timer.inbound(sampled)
                 if activity is not None and self._manual_activity:
                     await self._signal_activity(activity)

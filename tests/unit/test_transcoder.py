@@ -346,3 +346,10 @@ def test_bench_reports_microseconds_per_frame_for_both_directions() -> None:
     result = bench_transcoders(seconds=0.1)
     assert set(result) == {"inbound", "outbound"}
     assert all(0.0 < us < 20_000.0 for us in result.values())  # well under a 20 ms frame
+
+
+def test_inbound_accepts_already_decoded_pcm_with_the_same_result() -> None:
+    ulaw = bytes(range(256)) * 3
+    assert InboundTranscoder().process_pcm16(ulaw_to_pcm16(ulaw)) == InboundTranscoder().process(
+        ulaw
+    )
