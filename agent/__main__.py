@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the bridge server")
-    serve.add_argument("--host", default=None, help="bind address (default HOST or 0.0.0.0)")
+    serve.add_argument("--host", default=None, help="bind address (default HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default PORT or 8080)")
     serve.set_defaults(run=_serve)
 
@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(port=args.port, host=args.host)
+    settings.check_exposure()
     configure_logging(
         settings.log_level,
         settings.log_format,

@@ -397,7 +397,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
             log.warning(
                 "twilio.signature_rejected",
                 path=request.path,
-                call_sid=params.get("CallSid"),
+                call_sid=(params.get("CallSid") or "")[:64],
                 has_signature=signature is not None,
             )
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
@@ -539,15 +539,18 @@ async def _await_start(
                 if message.type is not WSMsgType.TEXT:
                     if message.type is WSMsgType.BINARY:
                         log.warning("twilio.protocol_error", reason="binary frame before start")
-                        continue
                     return None
                 event = stream.receive_text(message.data)
                 if isinstance(event, StreamStarted):
                     return event
+                # Twilio sends nothing but connected before start: anything else is not Twilio,
+                # and an unauthenticated socket must not get to fill the logs. Close it.
                 if isinstance(event, ProtocolError):
                     log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
-                elif not isinstance(event, Connected):
+                    return None
+                if not isinstance(event, Connected):
                     log.warning("twilio.unexpected_before_start", kind=type(event).__name__)
+                    return None
     except TimeoutError:
         log.warning("call.no_start", timeout_s=timeout_s)
     return None

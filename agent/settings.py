@@ -3,6 +3,8 @@
 | variable            | meaning                                                               |
 |---------------------|-----------------------------------------------------------------------|
 | `PORT`              | HTTP port (default 8080)                                              |
+| `HOST`              | bind address (default 127.0.0.1; elsewhere TWILIO_AUTH_TOKEN needed) |
+| `ALLOW_UNAUTHENTICATED` | `true`: serve without TWILIO_AUTH_TOKEN on a non-loopback address |
 | `PUBLIC_URL`        | the bridge's public base URL as Twilio reaches it (`https://…`)      |
 | `LIVE_API_URL`      | Live API base URL (default Google's); set it to use another backend   |
 | `GEMINI_API_KEY`    | Developer API key. With neither it nor `LIVE_API_URL`, the embedded   |
@@ -55,7 +57,8 @@ _LOCATION_RE = re.compile(r"[a-z]+(-[a-z]+)*[0-9]*|global")
 class Settings:
     """Everything the server reads from its environment. Secrets never appear in ``repr``."""
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
+    allow_unauthenticated: bool = False
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     live_api_url: str | None = None
@@ -85,6 +88,22 @@ class Settings:
     def use_emulator(self) -> bool:
         """Developer API with no key and no URL: answer calls with the embedded emulator."""
         return self.live_backend == "gemini" and not self.gemini_api_key and not self.live_api_url
+
+    def check_exposure(self) -> None:
+        """Refuse to serve an unauthenticated bridge beyond this machine.
+
+        Without TWILIO_AUTH_TOKEN nothing verifies webhooks or streams: anyone who can reach the
+        port could pose as any caller (and use tools bound to the caller's number). That is fine
+        on loopback for development, never by accident on a public address.
+        """
+        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        if not self.twilio_auth_token and not loopback and not self.allow_unauthenticated:
+            raise ConfigError(
+                f"refusing to listen on {self.host} without TWILIO_AUTH_TOKEN: webhooks and media "
+                "streams would not be verified. Set TWILIO_AUTH_TOKEN, listen on 127.0.0.1, or set "
+                "ALLOW_UNAUTHENTICATED=true if something in front of the bridge authenticates",
+                key="TWILIO_AUTH_TOKEN",
+            )
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
@@ -157,7 +176,8 @@ class Settings:
                 "DATABASE_URL must start with sqlite:/// or postgresql://", key="DATABASE_URL"
             )
         return cls(
-            host=host or env.get("HOST", "0.0.0.0"),
+            host=host or env.get("HOST", "127.0.0.1"),
+            allow_unauthenticated=_flag(env, "ALLOW_UNAUTHENTICATED"),
             port=port,
             public_url=public_url,
             live_api_url=live_api_url,

@@ -18,6 +18,7 @@ Live API's OpenAPI subset (``STRING``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -47,15 +48,14 @@ def check_arguments(
     properties = schema.get("properties")
     declared: Mapping[str, Any] = properties if isinstance(properties, Mapping) else {}
     required = [name for name in _strings(schema.get("required")) if name not in bound]
-    # A schema with ``properties`` (even empty) lists every argument there is; without one, the
-    # tool takes whatever it is given.
-    strict = isinstance(properties, Mapping)
+    # ``properties`` lists every argument there is; a schema without it takes none from the model
+    # (anything else would let invented arguments reach a query string or a Python keyword).
     known = {*declared, *required}
     checked: dict[str, Any] = {}
     for name, value in args.items():
         if name in bound:
             continue
-        if strict and name not in known:
+        if name not in known:
             continue  # invented by the model: never passed on
         if value is None and not _allows_null(declared.get(name)):
             continue
@@ -77,6 +77,7 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> Any:
         raise ToolError(f"{where} must be one of {choices}")
     if isinstance(value, str):
         _check_length(value, schema, where)
+        _check_pattern(value, schema, where)
     elif isinstance(value, list):
         items = schema.get("items")
         if isinstance(items, Mapping):
@@ -147,6 +148,18 @@ def _check_length(value: str, schema: Mapping[str, Any], where: str) -> None:
         raise ToolError(f"{where} must be at least {low} characters")
     if isinstance(high, int) and len(value) > high:
         raise ToolError(f"{where} must be at most {high} characters")
+
+
+def _check_pattern(value: str, schema: Mapping[str, Any], where: str) -> None:
+    pattern = schema.get("pattern")
+    if not isinstance(pattern, str):
+        return
+    try:
+        matched = re.search(pattern, value) is not None  # JSON Schema patterns are not anchored
+    except re.error as exc:
+        raise ToolError(f"the tool's pattern for {where} is not a valid expression") from exc
+    if not matched:
+        raise ToolError(f"{where} does not have the expected format")
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:

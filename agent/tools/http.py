@@ -217,7 +217,13 @@ def _render(template: str, arguments: Mapping[str, Any], *, encode: bool) -> str
             return match.group(0)[0]  # {{ -> {, }} -> }
         value = arguments.get(name)
         text = "" if value is None else _text(value)
-        return quote(text, safe="") if encode else text
+        if not encode:
+            return text
+        if text in ("", ".", ".."):
+            # Percent-encoding leaves dots alone and URL normalisation collapses dot segments:
+            # "{id}/details" with id=".." would become a request for another path.
+            raise ToolError(f"{name} cannot be empty, '.' or '..'")
+        return quote(text, safe="")
 
     return _TEMPLATE.sub(replace, template)
 

@@ -357,3 +357,14 @@ async def test_a_redirect_is_not_followed(
     outcome = await tools(spec).run("moved", {}, CONTEXT)
     assert outcome.response == {"error": "the service answered HTTP 302 Found"}
     assert api.hits == {"/moved": 1}
+
+
+@pytest.mark.parametrize("order_id", ["..", ".", ""])
+async def test_a_dot_segment_argument_cannot_move_the_request_to_another_path(
+    backend: tuple[Backend, str], tools: Callable[..., Toolbox], order_id: str
+) -> None:
+    api, base = backend
+    spec = http_tool("order", base + "/orders/{order_id}/details", ORDER)
+    outcome = await tools(spec).run("order", {"order_id": order_id}, CONTEXT)
+    assert outcome.outcome == "error"
+    assert not api.hits  # nothing was requested at all
