@@ -478,46 +478,53 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         configured = registry.by_name(started.custom_parameters.get("agent")) or registry.default
         agent = render_for_call(configured, AgentCallContext(call_sid=started.call_sid))
         link, ready = _new_link(app, agent), None
-    structlog.contextvars.bind_contextvars(
-        call_sid=started.call_sid, stream_sid=started.stream_sid, agent=agent.name
-    )
-    log.info("call.started", tracks=list(started.tracks), preconnected=preconnect is not None)
-    caller = preconnect.from_number if preconnect else None
-    called = preconnect.to_number if preconnect else None
-    wall_started = app[CLOCK]()
-    recorder = app[RECORDS].recorder(started.call_sid)
-    recorder.started(
-        call_sid=started.call_sid,
-        stream_sid=started.stream_sid,
-        agent=agent.name,
-        from_number=caller,
-        to_number=called,
-        started_at=wall_started,
-    )
-    tool_context = ToolCallContext(
-        call_sid=started.call_sid,
-        account_sid=started.account_sid,
-        stream_sid=started.stream_sid,
-        agent=agent.name,
-        caller_number=caller,
-        called_number=called,
-        local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
-    )
-    session = CallSession(
-        ws=ws,
-        stream=stream,
-        started=started,
-        agent=agent,
-        live=link,
-        live_ready=ready,
-        clock=app[CALL_CLOCK],
-        metrics=app[METRICS],
-        recorder=recorder,
-        wall_started_at=wall_started,
-        toolbox=_toolbox(app, agent),
-        tool_context=tool_context,
-        prices=app[PRICES],
-    )
+    try:
+        structlog.contextvars.bind_contextvars(
+            call_sid=started.call_sid, stream_sid=started.stream_sid, agent=agent.name
+        )
+        log.info("call.started", tracks=list(started.tracks), preconnected=preconnect is not None)
+        caller = preconnect.from_number if preconnect else None
+        called = preconnect.to_number if preconnect else None
+        wall_started = app[CLOCK]()
+        recorder = app[RECORDS].recorder(started.call_sid)
+        recorder.started(
+            call_sid=started.call_sid,
+            stream_sid=started.stream_sid,
+            agent=agent.name,
+            from_number=caller,
+            to_number=called,
+            started_at=wall_started,
+        )
+        tool_context = ToolCallContext(
+            call_sid=started.call_sid,
+            account_sid=started.account_sid,
+            stream_sid=started.stream_sid,
+            agent=agent.name,
+            caller_number=caller,
+            called_number=called,
+            local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
+        )
+        session = CallSession(
+            ws=ws,
+            stream=stream,
+            started=started,
+            agent=agent,
+            live=link,
+            live_ready=ready,
+            clock=app[CALL_CLOCK],
+            metrics=app[METRICS],
+            recorder=recorder,
+            wall_started_at=wall_started,
+            toolbox=_toolbox(app, agent),
+            tool_context=tool_context,
+            prices=app[PRICES],
+        )
+    except BaseException:
+        # Nothing may leak a Live session opened for this call (a bug above, or cancellation).
+        if ready is not None:
+            ready.cancel()
+        await link.close()
+        raise
     app[CALLS].started(session)
     try:
         await session.run()

@@ -12,6 +12,7 @@ protocol cores, one await per message sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,6 +171,7 @@ class CallSession:
         # Set when everything sent to Twilio has been played (no mark pending, no turn open).
         self._drained = asyncio.Event()
         self._drained.set()
+        self._ending: str | None = None  # set when the agent starts ending the call
         self._last_activity = self._began  # either party: caller speech, keys, or model audio
         self._last_caller_activity = self._began
         self._idle_prompted_at: float | None = None
@@ -195,7 +197,9 @@ class CallSession:
                 group.create_task(self._model_pump(), name="model->caller")
                 group.create_task(self._supervisor(), name="timers")
         except* _CallEnded as ended:
-            self.ended_reason = _first_reason(ended)
+            # An ending the agent started (hang-up, transfer) wins over the stream closing
+            # because of it.
+            self.ended_reason = self._ending or _first_reason(ended)
         except* ConnectionResetError:
             # Writing to Twilio's socket after it closed: the caller is gone.
             self.ended_reason = self.ended_reason or CALLER_HUNG_UP
@@ -208,8 +212,11 @@ class CallSession:
             log.error("live.failed", error=str(failed.exceptions[0]))
             await self._play_fallback()
         finally:
+            # Twilio first: closing the stream is what ends the caller's call.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._wall(5.0)):  # a dead peer must not hold us
+                    await self._ws.close()
             await self._live.close()
-            await self._ws.close()
             self._log_summary()
         return self.ended_reason or ERROR
 
@@ -418,6 +425,8 @@ class CallSession:
         if not self._agent_turn_open:
             return
         self._agent_turn_open = False
+        if not self.playback.pending_marks:
+            self._drained.set()
         now = self._clock()
         # No clear follows a reconnect: everything already sent will still be played.
         turn = self.transcript.agent_turn_ended(now, heard_frames=self.playback.sent_in_turn)
@@ -444,6 +453,8 @@ class CallSession:
         """Hang up or transfer, once the caller has heard the model's goodbye."""
         await self._wait_until_played()
         reason = TRANSFERRED if isinstance(action, TransferCall) else AGENT_ENDED
+        # Twilio may close the stream before its REST answer arrives: the reason is already ours.
+        self._ending = reason
         assert self._toolbox is not None
         assert self._tool_context is not None
         try:
@@ -460,6 +471,7 @@ class CallSession:
             self.end(reason)
         else:
             log.error("call.transfer_unavailable", number=action.number)
+            self._ending = ERROR
             self.end(ERROR)
 
     async def _wait_until_played(self) -> None:
@@ -610,9 +622,12 @@ class CallSession:
             return
         self._outbound.reset()
         self.playback.clear(self._clock())
-        await self._ws.send_str(self._stream.clear())
         frames = _fallback_frames()
-        await self._send_frames(frames)
+        try:
+            await self._ws.send_str(self._stream.clear())
+            await self._send_frames(frames)
+        except ConnectionResetError:
+            return  # the caller had already hung up
         last_mark = f"m{self.playback.marks_sent}"
         # The pumps are gone: read Twilio ourselves until that mark is played or the caller leaves.
         try:

@@ -29,37 +29,41 @@ class Turn:
 
 
 class Transcript:
-    """Accumulates turns as transcription fragments arrive."""
+    """Accumulates turns as transcription fragments arrive.
+
+    The model's turn and the caller's are tracked separately: the caller's words can arrive
+    while the model is speaking (a barge-in, or the service's transcription lagging behind its
+    answer), and must not cut the model's turn in two. A turn's place in the list is where it
+    started.
+    """
 
     def __init__(self) -> None:
         self.turns: list[Turn] = []
-
-    def _open(self, role: Role, now: float) -> Turn:
-        if self.turns and self.turns[-1].role == role and self.turns[-1].ended_at is None:
-            return self.turns[-1]
-        if self.turns and self.turns[-1].ended_at is None:
-            self.turns[-1].ended_at = now
-        turn = Turn(role, started_at=now)
-        self.turns.append(turn)
-        return turn
+        self._agent: Turn | None = None  # the model's turn in progress
+        self._caller: Turn | None = None  # the caller's turn in progress
 
     def caller_text(self, text: str, now: float) -> None:
         """An input-transcription fragment: what the caller said."""
-        turn = self._open("caller", now)
-        turn.said += text
-        turn.heard = turn.said
+        if self._caller is None:
+            self._caller = Turn("caller", started_at=now)
+            self.turns.append(self._caller)
+        self._caller.said += text
+        self._caller.heard = self._caller.said
 
     def agent_text(self, text: str, position_frames: int, now: float) -> None:
         """Output transcription, arriving once ``position_frames`` of the turn had been sent."""
-        turn = self._open("agent", now)
-        turn.said += text
-        turn._fragments.append((position_frames, text))
+        if self._agent is None:
+            self._agent = Turn("agent", started_at=now)
+            self.turns.append(self._agent)
+            self._close_caller(now)  # the model answering means the caller's turn is over
+        self._agent.said += text
+        self._agent._fragments.append((position_frames, text))
 
     def agent_turn_ended(self, now: float, *, heard_frames: int | None = None) -> Turn | None:
         """The model's turn is over; ``heard_frames`` is given when it was cut by a barge-in."""
-        if not self.turns or self.turns[-1].role != "agent" or self.turns[-1].ended_at is not None:
+        turn, self._agent = self._agent, None
+        if turn is None:
             return None
-        turn = self.turns[-1]
         turn.ended_at = now
         if heard_frames is None:
             turn.heard = turn.said
@@ -68,3 +72,8 @@ class Transcript:
             turn.heard_ms = heard_frames * 20
             turn.heard = "".join(text for pos, text in turn._fragments if pos < heard_frames)
         return turn
+
+    def _close_caller(self, now: float) -> None:
+        if self._caller is not None:
+            self._caller.ended_at = now
+            self._caller = None

@@ -35,14 +35,13 @@ from agent.errors import LiveClosedError, LiveConnectError, LiveError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
 from agent.live.protocol import (
-    GenerationComplete,
     GoAway,
     InputTranscription,
-    Interrupted,
     LiveEvent,
     ModelAudio,
     OutputTranscription,
     ResumptionHandle,
+    ToolCallRequested,
     TurnComplete,
 )
 
@@ -115,7 +114,10 @@ class LiveLink:
         self._dropped_audio = 0
         self._handle: str | None = None
         self._history: list[tuple[str, str]] = []  # (role, text) from transcriptions
-        self._model_speaking = False
+        # Whether the model is between turns, and whether the newest handle was issued since the
+        # last turn ended: a goAway switch waits for both (or for its deadline).
+        self._between_turns = True
+        self._handle_fresh = False
         self._go_away_at: float | None = None
         self._closed = False
         self.reconnects = 0
@@ -153,7 +155,8 @@ class LiveLink:
             await conn.send(message)
         except LiveClosedError:
             # The model pump will see the close and reconnect; keep this frame for the new socket.
-            self._conn = None
+            if self._conn is conn:
+                self._conn = None
             self._hold(message, audio=True)
             return
         now = self._clock()
@@ -172,7 +175,8 @@ class LiveLink:
         try:
             await conn.send(message)
         except LiveClosedError:
-            self._conn = None
+            if self._conn is conn:
+                self._conn = None
             self._hold(message, audio=False)
 
     def _hold(self, message: str, *, audio: bool) -> None:
@@ -226,23 +230,25 @@ class LiveLink:
         self._go_away_at = None
         iterator = conn.events().__aiter__()
         while True:
-            deadline = self._switch_deadline()
             try:
-                async with asyncio.timeout_at(deadline):
+                if self._go_away_at is None:  # the usual case: no timer per event
                     event = await anext(iterator)
+                else:
+                    async with asyncio.timeout_at(self._switch_deadline()):
+                        event = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 raise _Switch("go_away") from None
             self._observe(event)
             yield event
-            if self._go_away_at is not None and not self._model_speaking:
-                # Between turns: the quietest moment to change connections.
+            if self._go_away_at is not None and self._between_turns and self._handle_fresh:
+                # The model's turn is over and the handle covers it: the quietest moment to
+                # change connections without losing the last exchange.
                 raise _Switch("go_away")
 
-    def _switch_deadline(self) -> float | None:
-        if self._go_away_at is None:
-            return None
+    def _switch_deadline(self) -> float:
+        assert self._go_away_at is not None
         # asyncio deadlines are on the loop's clock; goAway time is on ours. Convert.
         loop = asyncio.get_running_loop()
         return loop.time() + self._wall(max(0.0, self._go_away_at - self._clock()))
@@ -250,14 +256,19 @@ class LiveLink:
     def _observe(self, event: LiveEvent) -> None:
         """Track what reconnection needs: handle, speaking state, goAway, conversation."""
         kind = type(event)
-        if kind is ModelAudio:
-            self._model_speaking = True
-        elif kind is TurnComplete or kind is Interrupted or kind is GenerationComplete:
-            self._model_speaking = False
+        if kind is ModelAudio or kind is ToolCallRequested:
+            # A turn (or a tool call) in progress: the newest handle no longer covers it.
+            self._between_turns = False
+            self._handle_fresh = False
+        elif kind is TurnComplete:
+            self._between_turns = True
         elif kind is ResumptionHandle:
             assert isinstance(event, ResumptionHandle)
             if event.resumable and event.handle:
                 self._handle = event.handle
+                self._handle_fresh = self._between_turns
+            else:
+                self._handle_fresh = False
         elif kind is GoAway:
             assert isinstance(event, GoAway)
             self._go_away_at = self._clock() + max(
@@ -295,16 +306,10 @@ class LiveLink:
         if old is not None:
             # The service refuses a resume while the old socket is open: close it first.
             await old.close()
-        self._model_speaking = False
-        conn, attempts = await self._open(resume=True)
-        if self._handle is None and self._history:
-            await conn.send(_history_message(self._history))
+        self._between_turns, self._handle_fresh = True, False
         held = len(self._buffer)
         replayed, self._replaying = self._replaying, 0
-        # No await between the last message sent and publishing the connection, so nothing can
-        # slip into the buffer unseen.
-        while self._buffer:
-            await conn.send(self._buffer.popleft())
+        conn, attempts = await self._open_and_flush()
         self._buffered_audio = 0
         dropped, self._dropped_audio = self._dropped_audio, 0
         self._conn = conn
@@ -330,6 +335,33 @@ class LiveLink:
         )
         return event
 
+    async def _open_and_flush(self) -> tuple[LiveConnection, int]:
+        """A new connection with everything held for it sent, in order. If it fails before it
+        is published, nothing is lost: the unsent messages stay held and the next one gets them.
+        """
+        total = 0
+        while True:
+            conn, attempts = await self._open(resume=True)
+            total += attempts
+            try:
+                if self._handle is None and self._history:
+                    await conn.send(_history_message(self._history))
+                # A message leaves the buffer only once sent; no await between the last send
+                # and publishing the connection, so nothing can slip into the buffer unseen.
+                while self._buffer:
+                    await conn.send(self._buffer[0])
+                    self._buffer.popleft()
+            except LiveClosedError as exc:
+                log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
+                await conn.close()
+                continue
+            except BaseException:
+                await conn.close()  # cancelled mid-flush (the call ended): never leak it
+                raise
+            if self._closed:  # the call ended while we were connecting
+                await conn.close()
+            return conn, total
+
     async def _open(self, *, resume: bool) -> tuple[LiveConnection, int]:
         """Connect with retries until the policy's deadline; (connection, attempts)."""
         started = self._clock()
@@ -338,8 +370,16 @@ class LiveLink:
         while True:
             attempts += 1
             handle = self._handle if resume else None
+            remaining = self.policy.deadline_s - (self._clock() - started)
             try:
-                return await self._opener(handle), attempts
+                # The deadline is a promise to the caller: no attempt may run past it.
+                async with asyncio.timeout(self._wall(max(remaining, 0.001))):
+                    return await self._opener(handle), attempts
+            except TimeoutError as exc:
+                raise LiveUnavailableError(
+                    f"no Live connection after {attempts} attempts in "
+                    f"{self._clock() - started:.1f} s: the last attempt timed out"
+                ) from exc
             except LiveConnectError as exc:
                 if handle is not None and exc.code == 1007:
                     # The service rejected the handle (expired, unknown): start afresh instead.

@@ -94,3 +94,18 @@ def test_vad_ignores_a_click_and_line_noise() -> None:
     vad = EnergyVad(start_ms=60)
     frames = _tone(0.0005, 20) + _tone(0.2, 1) + _tone(0.0005, 20)
     assert all(vad.process(frame) is None for frame in frames)
+
+
+def test_caller_words_arriving_mid_answer_do_not_split_the_models_turn() -> None:
+    transcript = Transcript()
+    transcript.agent_text("Your order ", 0, now=1.0)
+    transcript.caller_text("wait", now=1.2)  # a barge-in, or the service's transcription lagging
+    transcript.agent_text("shipped yesterday.", 30, now=1.4)
+    turn = transcript.agent_turn_ended(now=1.5, heard_frames=20)
+    assert turn is not None
+    assert turn.said == "Your order shipped yesterday."
+    assert turn.heard == "Your order "
+    assert [(t.role, t.said) for t in transcript.turns] == [
+        ("agent", "Your order shipped yesterday."),
+        ("caller", "wait"),
+    ]

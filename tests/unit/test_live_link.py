@@ -18,6 +18,7 @@ from agent.live.link import (
     ReconnectPolicy,
 )
 from agent.live.protocol import (
+    GenerationComplete,
     GoAway,
     InputTranscription,
     LiveEvent,
@@ -69,6 +70,7 @@ class FakeService:
         self.connections: list[FakeConnection] = []
         self.failures = list(failures or [])
         self.attempts: list[str | None] = []
+        self.dead_on_arrival: set[int] = set()  # indexes of connections that die at once
         # When set, the next open() reports itself on ``attempting`` and waits for ``release``.
         self.hold_next = False
         self.attempting = asyncio.Event()
@@ -83,6 +85,8 @@ class FakeService:
         if self.failures:
             raise self.failures.pop(0)
         conn = FakeConnection(handle)
+        if len(self.connections) in self.dead_on_arrival:
+            conn.closed = True  # accepted, then its first send finds it closed
         self.connections.append(conn)
         return conn
 
@@ -149,7 +153,9 @@ async def test_a_go_away_switch_replays_nothing() -> None:
     events = link.events()
     first = service.connections[0]
     await link.send_audio(b"\x01\x00")
+    first.push(ResumptionHandle("h-1", True))
     first.push(GoAway(50.0))
+    assert await next_event(events) == ResumptionHandle("h-1", True)
     assert await next_event(events) == GoAway(50.0)
     event = await next_event(events)
     assert isinstance(event, LiveReconnected)
@@ -181,16 +187,49 @@ async def test_go_away_while_the_model_speaks_waits_for_the_end_of_its_turn() ->
     link = await start(service)
     events = link.events()
     first = service.connections[0]
+    first.push(ResumptionHandle("h-old", True))
     first.push(ModelAudio(b"\x00\x00" * 480))
     first.push(GoAway(50.0))
     first.push(ModelAudio(b"\x00\x00" * 480))
+    first.push(GenerationComplete())  # generated, but the turn is not over yet
     first.push(TurnComplete())
-    seen = [await next_event(events) for _ in range(4)]
-    assert [type(e) for e in seen] == [ModelAudio, GoAway, ModelAudio, TurnComplete]
+    first.push(ResumptionHandle("h-new", True))  # the handle that covers the finished turn
+    seen = [await next_event(events) for _ in range(7)]
+    assert [type(e) for e in seen] == [
+        ResumptionHandle,
+        ModelAudio,
+        GoAway,
+        ModelAudio,
+        GenerationComplete,
+        TurnComplete,
+        ResumptionHandle,
+    ]
     assert len(service.connections) == 1  # the turn was not cut
     event = await next_event(events)
     assert isinstance(event, LiveReconnected)
     assert event.reason == "go_away"
+    # Resumed from the handle issued after the turn, so the last exchange is not forgotten.
+    assert service.connections[1].handle == "h-new"
+    await link.close()
+
+
+async def test_a_new_connection_that_fails_while_catching_up_is_replaced_without_loss() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    first = service.connections[0]
+    service.hold_next = True
+    first.push(LiveClosedError(1011, "Internal error occurred."))
+    reconnected = asyncio.ensure_future(next_event(events))
+    await service.attempting.wait()
+    await link.send_audio(b"\x05\x00")
+    await link.send_audio(b"\x06\x00")
+    service.dead_on_arrival.add(1)  # the next connection dies on its first send
+    service.release.set()
+    event = await reconnected
+    assert isinstance(event, LiveReconnected)
+    third = service.connections[2]
+    assert [audio_of(m) for m in third.sent] == [b"\x05\x00", b"\x06\x00"]
     await link.close()
 
 
