@@ -53,7 +53,7 @@ import yaml
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from agent.errors import ConfigError
-from agent.records import mask_number
+from agent.records import NUMBER_FIELDS, mask_number
 
 __all__ = [
     "CALL_KEYS",
@@ -248,20 +248,7 @@ class MaskCallerNumbers:
     matches the masked number in ``agent calls list``.
     """
 
-    NUMBER_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "from",
-            "to",
-            "caller",
-            "called",
-            "callee",
-            "caller_number",
-            "from_number",
-            "to_number",
-            "phone",
-            "phone_number",
-        }
-    )
+    NUMBER_KEYS: ClassVar[frozenset[str]] = NUMBER_FIELDS
     _IN_TEXT: ClassVar[re.Pattern[str]] = re.compile(
         r"""(["'](?:from|to|caller|called|callee|caller_number|from_number|to_number|phone|"""
         r"""phone_number)["']\s*:\s*["'])([^"']*)""",

@@ -201,6 +201,37 @@ def redact(value: Any, fields: frozenset[str]) -> Any:
     return value
 
 
+#: Keys whose values are phone numbers, masked with ``MASK_CALLER_NUMBERS`` (logs use them too).
+NUMBER_FIELDS: Final = frozenset(
+    {
+        "from",
+        "to",
+        "caller",
+        "called",
+        "callee",
+        "caller_number",
+        "from_number",
+        "to_number",
+        "phone",
+        "phone_number",
+    }
+)
+
+
+def mask_number_fields(value: Any) -> Any:
+    """``value`` with every string under a :data:`NUMBER_FIELDS` key masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            key: mask_number(item)
+            if isinstance(item, str) and str(key).lower() in NUMBER_FIELDS
+            else mask_number_fields(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_number_fields(item) for item in value]
+    return value
+
+
 def mask_number(number: str) -> str:
     """A phone number with its middle digits hidden: ``+15555550100`` -> ``+1555****100``.
 
@@ -858,6 +889,9 @@ class CallRecorder:
     ) -> None:
         """A finished tool call; fields named in ``redact_fields`` are stored as ``***``."""
         fields = self.redact_fields
+        if self.mask_caller_numbers:
+            # Arguments and results carry numbers too (a CRM row, a number the model tried).
+            arguments, result = mask_number_fields(arguments), mask_number_fields(result)
         seq = self._tool_seq
         self._tool_seq += 1
         params = (

@@ -54,6 +54,7 @@ _PROGRESS_STEPS: Final = 4096
 # How long a cancelled query may take to notice before the task gives up waiting for its thread.
 _INTERRUPT_GRACE_S: Final = 2.0
 _POOL_SIZE: Final = 4
+_MAX_CONNECTIONS: Final = 10  # per database, per process
 
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _READ_KEYWORDS: Final = frozenset({"SELECT", "VALUES", "TABLE", "SHOW"})
@@ -396,13 +397,22 @@ def _consume(future: asyncio.Future[Any]) -> None:
 class PostgresDatabase:
     """A PostgreSQL database through psycopg 3's asyncio connections, a few kept open."""
 
-    def __init__(self, url: str, *, pool_size: int = _POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = _POOL_SIZE, max_connections: int = _MAX_CONNECTIONS
+    ) -> None:
         self.url = url
         self._pool_size = pool_size
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
+        # Every call's tools share the database: bound the connections this process opens, or
+        # many calls at once would exhaust the server's max_connections.
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def execute(self, query: ParsedQuery, params: Mapping[str, Any], max_rows: int) -> Any:
+        async with self._slots:
+            return await self._execute(query, params, max_rows)
+
+    async def _execute(self, query: ParsedQuery, params: Mapping[str, Any], max_rows: int) -> Any:
         import psycopg
         from psycopg.rows import dict_row
 

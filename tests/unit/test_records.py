@@ -631,3 +631,33 @@ async def test_the_calls_subcommands_read_database_url(
     assert run("calls", "purge", "--older-than-days", "30") == 0
     assert capsys.readouterr().out.startswith("purged 1 call(s)")
     assert store.list_calls() == []
+
+
+async def test_masked_numbers_cover_tool_arguments_and_results(tmp_path: Path) -> None:
+    store = RecordStore.from_url(f"sqlite:///{tmp_path / 'calls.db'}", mask_caller_numbers=True)
+    recorder = store.recorder("CA" + "8" * 32)
+    recorder.started(
+        call_sid="CA" + "8" * 32,
+        stream_sid="MZ" + "8" * 32,
+        agent="acme",
+        from_number="+15555550100",
+        to_number="+15555550199",
+        started_at=1.0,
+    )
+    recorder.tool_call(
+        call_id="c1",
+        name="lookup_caller",
+        arguments={"phone": "+15555550102"},
+        result={"result": [{"name": "Dana", "phone": "+15555550100"}]},
+        outcome="ok",
+        started_at=2.0,
+        latency_ms=3.0,
+    )
+    await store.close()
+    call = RecordStore.from_url(f"sqlite:///{tmp_path / 'calls.db'}", create=False).get_call(
+        "CA" + "8" * 32
+    )
+    assert call is not None
+    (tool,) = call.tool_calls
+    assert tool.arguments == {"phone": "+1555****102"}
+    assert tool.result == {"result": [{"name": "Dana", "phone": "+1555****100"}]}
