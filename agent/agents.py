@@ -82,6 +82,7 @@ from agent.config import (
     ThinkingConfig,
     ThinkingLevel,
     ToolsConfig,
+    TrustCallerId,
     TurnCoverage,
     VadConfig,
 )
@@ -1206,6 +1207,14 @@ AGENT_FIELDS: Final = (
         "`{customer.*}` placeholders.",
     ),
     Field(
+        key="trust_caller_id",
+        spec=Choice(values=get_args(TrustCallerId)),
+        default="any",
+        description="`verified`: the caller's number identifies them (CRM prefetch, tools "
+        "bound to `caller_number`) only when Twilio's `StirVerstat` reports a passed "
+        "STIR/SHAKEN attestation (`TN-Validation-Passed-A/B/C`); caller ID is easy to spoof.",
+    ),
+    Field(
         key="temperature",
         spec=Number(minimum=0.0, maximum=2.0, nullable=True),
         default_doc=_NOT_SENT,
@@ -1584,6 +1593,7 @@ def _build_agent(doc: Mapping[str, Any], r: _Reader, name: str) -> AgentConfig |
             "system_prompt": "system_instruction",
             "greeting": "greeting",
             "prefetch_crm": "prefetch_crm",
+            "trust_caller_id": "trust_caller_id",
             "temperature": "temperature",
             "top_p": "top_p",
             "top_k": "top_k",

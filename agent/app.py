@@ -96,6 +96,7 @@ class Preconnect:
     expiry: asyncio.TimerHandle
     from_number: str | None = None
     to_number: str | None = None
+    caller_verified: bool = False  # Twilio's StirVerstat reported a passed attestation
 
 
 @dataclass(slots=True)
@@ -414,7 +415,11 @@ async def voice_webhook(request: web.Request) -> web.Response:
     token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
     caller, called = params.get("From"), params.get("To")
     configured = app[AGENTS].current.for_number(called)
-    customer = await _prefetch_customer(app, configured, caller)
+    # StirVerstat is in the signed webhook: Twilio's STIR/SHAKEN verdict on the caller ID.
+    verified = params.get("StirVerstat", "").startswith("TN-Validation-Passed")
+    customer = await _prefetch_customer(
+        app, configured, _identity(configured, caller, verified=verified)
+    )
     agent = render_for_call(
         configured,
         AgentCallContext(
@@ -426,7 +431,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
         ),
     )
     # Start the Live session now, so the greeting is ready when the media stream starts.
-    await _preconnect(app, call_sid, agent, caller, called)
+    await _preconnect(app, call_sid, agent, caller, called, caller_verified=verified)
     twiml = connect_stream_twiml(
         stream_url_from_public_url(settings.public_url, STREAM_PATH),
         {"agent": agent.name, "token": token},
@@ -438,6 +443,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
         to=called,
         direction=params.get("Direction"),
         known_caller=customer is not None,
+        caller_verified=verified,
     )
     return web.Response(text=twiml, content_type="text/xml")
 
@@ -500,7 +506,9 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             account_sid=started.account_sid,
             stream_sid=started.stream_sid,
             agent=agent.name,
-            caller_number=caller,
+            caller_number=_identity(
+                agent, caller, verified=preconnect is not None and preconnect.caller_verified
+            ),
             called_number=called,
             local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
         )
@@ -580,6 +588,14 @@ def _new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
     )
 
 
+def _identity(agent: AgentConfig, caller: str | None, *, verified: bool) -> str | None:
+    """The caller's number as their identity (CRM prefetch, tools bound to ``caller_number``),
+    or None when the agent trusts only attested caller IDs and this one is not."""
+    if agent.trust_caller_id == "verified" and not verified:
+        return None
+    return caller
+
+
 async def _prefetch_customer(
     app: web.Application, agent: AgentConfig, caller: str | None
 ) -> Mapping[str, Any] | None:
@@ -602,6 +618,8 @@ async def _preconnect(
     agent: AgentConfig,
     from_number: str | None,
     to_number: str | None,
+    *,
+    caller_verified: bool = False,
 ) -> None:
     """Open the call's Live session and ask for the greeting before the stream exists."""
     await _release_preconnect(app, call_sid, "webhook repeated")  # Twilio may retry a webhook
@@ -619,7 +637,9 @@ async def _preconnect(
             _release_preconnect(app, call_sid, "no media stream arrived")
         ),
     )
-    app[PRECONNECTS][call_sid] = Preconnect(agent, link, task, expiry, from_number, to_number)
+    app[PRECONNECTS][call_sid] = Preconnect(
+        agent, link, task, expiry, from_number, to_number, caller_verified
+    )
 
 
 async def _release_preconnect(app: web.Application, call_sid: str, why: str) -> None:

@@ -33,6 +33,7 @@ from agent.toolspec import ToolSpec
 
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
+TrustCallerId = Literal["any", "verified"]
 StartSensitivity = Literal["START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"]
 EndSensitivity = Literal["END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"]
 ActivityHandling = Literal["START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"]
@@ -375,6 +376,10 @@ class AgentConfig:
     """IANA time zone of the business: ``{local_time}`` in prompts and tools is told in it."""
     prefetch_crm: bool = False
     """Look the caller's number up in the CRM before the call, for ``{customer.*}`` in prompts."""
+    trust_caller_id: TrustCallerId = "any"
+    """``verified``: the caller's number identifies them (CRM prefetch, tools bound to
+    ``caller_number``) only when Twilio reports a passed STIR/SHAKEN attestation; caller ID is
+    otherwise easy to spoof."""
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
 
     def __post_init__(self) -> None:
@@ -425,6 +430,7 @@ class AgentConfig:
             raise ConfigError("a phone number is listed twice", key="phone_numbers")
         _time_zone(self.timezone)
         _flag(self.prefetch_crm, "prefetch_crm", required=True)
+        _choice(self.trust_caller_id, TrustCallerId, "trust_caller_id", required=True)
         _instance(self.fallback, FallbackConfig, "fallback")
 
 

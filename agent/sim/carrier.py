@@ -147,6 +147,9 @@ class CarrierOptions:
     linger_ms: int = 0
     #: Keys pressed on the keypad: ``(at_ms, digit)``, sent as ``dtmf`` events at those times.
     keypad: tuple[tuple[int, str], ...] = ()
+    #: Twilio's STIR/SHAKEN verdict on the caller ID, e.g. ``TN-Validation-Passed-A`` (None:
+    #: the call carried no attestation and Twilio sends no ``StirVerstat``).
+    stir_verstat: str | None = None
 
     def __post_init__(self) -> None:
         if not self.speed > 0 or not math.isfinite(self.speed):
@@ -736,10 +739,17 @@ def new_sid(prefix: str) -> str:
 
 
 def voice_webhook_params(
-    *, call_sid: str, account_sid: str, from_number: str, to_number: str
+    *,
+    call_sid: str,
+    account_sid: str,
+    from_number: str,
+    to_number: str,
+    stir_verstat: str | None = None,
 ) -> dict[str, str]:
-    """The form fields Twilio POSTs to the voice webhook when an inbound call rings."""
-    return {
+    """The form fields Twilio POSTs to the voice webhook when an inbound call rings
+    (``StirVerstat`` only when the caller ID carried a STIR/SHAKEN attestation, as on Twilio)."""
+    extra = {"StirVerstat": stir_verstat} if stir_verstat else {}
+    return extra | {
         "AccountSid": account_sid,
         "ApiVersion": "2010-04-01",
         "CallSid": call_sid,
@@ -874,6 +884,7 @@ async def _ring(
         account_sid=account_sid,
         from_number=options.from_number,
         to_number=options.to_number,
+        stir_verstat=options.stir_verstat,
     )
     headers = {}
     if options.auth_token is not None:

@@ -356,3 +356,40 @@ async def test_the_agent_transfers_the_caller_to_a_person(
 
     assert report.transferred_to == "+15555550142"
     assert call.ended_reason == "transferred"
+
+
+@pytest.mark.parametrize(
+    ("verstat", "identified"),
+    [(None, False), ("TN-Validation-Failed", False), ("TN-Validation-Passed-A", True)],
+)
+async def test_an_agent_can_trust_only_attested_caller_ids(
+    tmp_path: Path,
+    start_bridge: BridgeFactory,
+    scripted: ScriptedEmulator,
+    verstat: str | None,
+    identified: bool,
+) -> None:
+    """Caller ID is easy to spoof: with trust_caller_id: verified, the number identifies the
+    caller (tools bound to it, CRM prefetch) only with a passed STIR/SHAKEN attestation."""
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    bundled = (Path(__file__).parents[2] / "agent/examples/acme-support.yaml").read_text()
+    assert "trust_caller_id: any" in bundled
+    verified_only = bundled.replace("trust_caller_id: any", "trust_caller_id: verified")
+    (folder / "acme.yaml").write_text(verified_only)
+    lookup = {"name": "lookup_caller", "args": {}, "wait": True}
+    emulator = await scripted(after_greeting({"calls": [lookup], "say": "reply"}))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(folder), live_target=LiveTarget(base_url=emulator.url)
+    )
+    await place_call(
+        CarrierOptions(url=bridge.url, speed=SPEED, from_number=CALLER, stir_verstat=verstat),
+        [caller_clip("order-status")],
+    )
+
+    (result,) = [r.response for s in emulator.sessions for r in s.tool_responses]
+    if identified:
+        assert result["result"][0]["name"] == customer_name(bridge, CALLER)
+    else:
+        # No identity, no account: the model is told why, and can ask the caller to verify.
+        assert result == {"error": "this call has no caller number, which the tool needs"}

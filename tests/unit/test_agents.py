@@ -90,6 +90,7 @@ timezone: Europe/London
 system_prompt: "You answer for {agent}."
 greeting: Say hello.
 prefetch_crm: true
+trust_caller_id: verified
 temperature: 0.5
 top_p: 0.9
 top_k: 40
@@ -312,6 +313,7 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         phone_numbers=("+15555550123", "+15555550124"),
         timezone="Europe/London",
         prefetch_crm=True,
+        trust_caller_id="verified",
         fallback=FallbackConfig(message="Sorry about this.", transfer_to="+15555550142"),
     )
     assert agent == expected
