@@ -18,9 +18,11 @@ import pytest
 
 from agent.agents import AgentRegistryHolder
 from agent.app import CALLS
+from agent.call.session import CallSession
 from agent.live.connection import LiveTarget
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
+    CallReport,
     CarrierOptions,
     TwilioApiSimulator,
     place_call,
@@ -310,11 +312,18 @@ async def twilio_api() -> AsyncIterator[TwilioApiSimulator]:
         yield rest
 
 
-async def test_the_agent_hangs_up_through_twilio_after_its_goodbye(
-    start_bridge: BridgeFactory, scripted: ScriptedEmulator, twilio_api: TwilioApiSimulator
-) -> None:
-    goodbye = {"say": "reply", "calls": [{"name": "end_call", "wait": False}]}
-    emulator = await scripted(after_greeting(goodbye))
+async def call_with_action(
+    tool: str,
+    clip: str,
+    start_bridge: BridgeFactory,
+    scripted: ScriptedEmulator,
+    twilio_api: TwilioApiSimulator,
+) -> tuple[CallReport, CallSession]:
+    """A call to the bundled agent, whose model answers the caller by calling ``tool``, with
+    Twilio's REST API served by the carrier simulator."""
+    emulator = await scripted(
+        after_greeting({"say": "reply", "calls": [{"name": tool, "wait": False}]})
+    )
     bridge = await start_bridge(
         agents=AgentRegistryHolder(None),
         live_target=LiveTarget(base_url=emulator.url),
@@ -324,11 +333,16 @@ async def test_the_agent_hangs_up_through_twilio_after_its_goodbye(
     )
     report = await place_call(
         CarrierOptions(url=bridge.url, speed=SPEED, auth_token=AUTH_TOKEN, linger_ms=30_000),
-        [caller_clip("goodbye")],
+        [caller_clip(clip)],
         rest=twilio_api,
     )
-    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    return report, await bridge.app[CALLS].wait_ended(report.call_sid)
 
+
+async def test_the_agent_hangs_up_through_twilio_after_its_goodbye(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator, twilio_api: TwilioApiSimulator
+) -> None:
+    report, call = await call_with_action("end_call", "goodbye", start_bridge, scripted, twilio_api)
     assert report.ended_by == ENDED_BY_REST_HANG_UP
     assert call.ended_reason == "agent ended"
     # The goodbye (the 7.4 s reply clip) was heard to its end before the line went dead.
@@ -338,22 +352,9 @@ async def test_the_agent_hangs_up_through_twilio_after_its_goodbye(
 async def test_the_agent_transfers_the_caller_to_a_person(
     start_bridge: BridgeFactory, scripted: ScriptedEmulator, twilio_api: TwilioApiSimulator
 ) -> None:
-    transfer = {"say": "reply", "calls": [{"name": "transfer_call", "wait": False}]}
-    emulator = await scripted(after_greeting(transfer))
-    bridge = await start_bridge(
-        agents=AgentRegistryHolder(None),
-        live_target=LiveTarget(base_url=emulator.url),
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_api_url=twilio_api.url,
+    report, call = await call_with_action(
+        "transfer_call", "transfer", start_bridge, scripted, twilio_api
     )
-    report = await place_call(
-        CarrierOptions(url=bridge.url, speed=SPEED, auth_token=AUTH_TOKEN, linger_ms=30_000),
-        [caller_clip("transfer")],
-        rest=twilio_api,
-    )
-    call = await bridge.app[CALLS].wait_ended(report.call_sid)
-
     assert report.transferred_to == "+15555550142"
     assert call.ended_reason == "transferred"
 
