@@ -13,13 +13,18 @@ discarded. Tools that can take long should be ``async`` or bounded on their own.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import inspect
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
 
 from agent.tools.base import ToolError
+
+#: Threads for synchronous Python tools, shared by every call of the process.
+_THREADS: Final = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tool-python")
 
 
 def resolve_target(target: str) -> Callable[..., Any]:
@@ -87,7 +92,12 @@ async def run_python(function: Callable[..., Any], arguments: Mapping[str, Any])
     _check_call(function, arguments)
     if inspect.iscoroutinefunction(function):
         return await function(**arguments)
-    result = await asyncio.to_thread(functools.partial(function, **arguments))
+    # Their own threads (not the loop's default pool, which SQL tools, the CRM and aiohttp's DNS
+    # share): a sync tool that hangs past its timeout keeps a thread, but only one of these.
+    context = contextvars.copy_context()  # the thread logs with the call's context
+    result = await asyncio.get_running_loop().run_in_executor(
+        _THREADS, context.run, functools.partial(function, **arguments)
+    )
     if inspect.isawaitable(result):  # a sync wrapper that returned a coroutine
         return await result
     return result

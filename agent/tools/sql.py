@@ -32,6 +32,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import AsyncGenerator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
@@ -55,6 +56,8 @@ _PROGRESS_STEPS: Final = 4096
 _INTERRUPT_GRACE_S: Final = 2.0
 _POOL_SIZE: Final = 4
 _MAX_CONNECTIONS: Final = 10  # per database, per process
+# SQLite queries run on their own threads: a stuck Python tool cannot starve them.
+_SQLITE_THREADS: Final = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tool-sqlite")
 
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _READ_KEYWORDS: Final = frozenset({"SELECT", "VALUES", "TABLE", "SHOW"})
@@ -273,7 +276,15 @@ class SqliteDatabase:
     error rather than a new empty database (the CRM creates its own file beforehand).
     """
 
-    def __init__(self, path: Path, *, must_exist: bool = True, pool_size: int = _POOL_SIZE) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        must_exist: bool = True,
+        pool_size: int = _POOL_SIZE,
+        executor: Executor = _SQLITE_THREADS,
+    ) -> None:
+        self._executor = executor
         self.path = path
         self._must_exist = must_exist
         self._pool_size = pool_size
@@ -293,7 +304,7 @@ class SqliteDatabase:
         job = _SqliteJob()
         context = contextvars.copy_context()  # the thread logs with the call's context
         future = loop.run_in_executor(
-            None, context.run, self._run, job, query.text, dict(params), max_rows
+            self._executor, context.run, self._run, job, query.text, dict(params), max_rows
         )
         try:
             # Shielded: a cancellation must reach the query through ``job``, not by abandoning

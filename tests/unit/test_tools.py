@@ -478,14 +478,14 @@ async def test_a_query_cancelled_before_its_thread_starts_never_runs(tmp_path: P
     connection.close()
     # One worker thread, kept busy, so the query's job waits in the executor's queue.
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     release = threading.Event()
-    busy = loop.run_in_executor(None, release.wait)
-    database = SqliteDatabase(path)
+    busy = loop.run_in_executor(pool, release.wait)
+    database = SqliteDatabase(path, executor=pool)
     task = asyncio.create_task(database.execute(parse_query("INSERT INTO t VALUES (1)"), {}, 5))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one loop turn: the task queues its job and awaits it
     task.cancel()
-    await asyncio.sleep(0.01)  # the task handles its cancellation: the job is marked cancelled
+    await asyncio.sleep(0)  # one loop turn: the task handles it, marking the job cancelled
     release.set()  # only now does the job reach a thread
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -495,6 +495,7 @@ async def test_a_query_cancelled_before_its_thread_starts_never_runs(tmp_path: P
     assert check.execute("SELECT count(*) FROM t").fetchone() == (0,)
     check.close()
     await database.close()
+    pool.shutdown()
 
 
 # -- built-ins -------------------------------------------------------------------------------------
