@@ -144,6 +144,7 @@ class CallSession:
         self._wake = asyncio.Event()
         self.playback = Playback()
         self.transcript = Transcript()
+        live.conversation = self.transcript.history  # what a fresh session is seeded with
         self.stats = CallStats()
         self.ended_reason: str | None = None
         self.preconnected = live_ready is not None

@@ -73,6 +73,18 @@ class Transcript:
             turn.heard = "".join(text for pos, text in turn._fragments if pos < heard_frames)
         return turn
 
+    def history(self) -> list[tuple[str, str]]:
+        """The conversation as ``(role, text)`` for the Live API (``user``/``model``): for the
+        model's turns what the caller heard of them, since a cut remainder never happened for
+        the caller. Seeds a fresh session when a reconnection cannot resume."""
+        turns = []
+        for turn in self.turns:
+            if turn.role == "caller":
+                turns.append(("user", turn.said))
+            else:
+                turns.append(("model", turn.said if turn.ended_at is None else turn.heard))
+        return [(role, text) for role, text in turns if text.strip()]
+
     def _close_caller(self, now: float) -> None:
         if self._caller is not None:
             self._caller.ended_at = now

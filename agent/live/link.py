@@ -8,7 +8,7 @@ owns the current :class:`~agent.live.connection.LiveConnection` and replaces it:
   safety margin before ``timeLeft`` runs out;
 * on any unexpected close it reconnects at once, then with bounded, jittered backoff;
 * it resumes with the newest resumable handle; without one it opens a fresh session seeded with the
-  conversation so far (from the transcriptions);
+  conversation so far (the call's transcript, through :attr:`LiveLink.conversation`);
 * caller audio and other client messages sent during a switch are buffered (bounded) and sent, in
   order, on the new connection, so none is lost; tool results that finish during the switch go out
   after it; after an abnormal close the last ``replay_ms`` of caller audio is sent again, since it
@@ -22,10 +22,9 @@ The caller's pump only ever calls :meth:`send_audio`, which never waits on a rec
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -36,10 +35,8 @@ from agent.live import protocol
 from agent.live.connection import LiveConnection
 from agent.live.protocol import (
     GoAway,
-    InputTranscription,
     LiveEvent,
     ModelAudio,
-    OutputTranscription,
     ResumptionHandle,
     ToolCallRequested,
     TurnComplete,
@@ -108,12 +105,14 @@ class LiveLink:
         self._clock = clock.now
         self._wall = clock.wall
         self._conn: LiveConnection | None = None
-        self._buffer: deque[str] = deque()
-        self._recent: deque[tuple[float, str]] = deque()  # (sent at, message): for replay
+        self._buffer: deque[tuple[str, bool]] = deque()  # (message, is caller audio), in order
+        self._recent: deque[tuple[float, str]] = deque()  # (sent at, audio message): for replay
         self._buffered_audio = 0
         self._dropped_audio = 0
         self._handle: str | None = None
-        self._history: list[tuple[str, str]] = []  # (role, text) from transcriptions
+        # The conversation so far as (role, text), for seeding a fresh session when no handle is
+        # left. The call's transcript knows it best (what the caller heard): the session sets it.
+        self.conversation: Callable[[], Sequence[tuple[str, str]]] = tuple
         # Whether the model is between turns, and whether the newest handle was issued since the
         # last turn ended: a goAway switch waits for both (or for its deadline).
         self._between_turns = True
@@ -146,52 +145,46 @@ class LiveLink:
 
     async def send_audio(self, pcm16k: bytes) -> None:
         """Send caller audio now, or hold it (bounded) while the connection is being replaced."""
-        message = protocol.audio_message(pcm16k)
-        conn = self._conn
-        if conn is None:
-            self._hold(message, audio=True)
-            return
-        try:
-            await conn.send(message)
-        except LiveClosedError:
-            # The model pump will see the close and reconnect; keep this frame for the new socket.
-            if self._conn is conn:
-                self._conn = None
-            self._hold(message, audio=True)
-            return
-        now = self._clock()
-        recent = self._recent
-        recent.append((now, message))
-        horizon = now - self.policy.replay_ms / 1000
-        while recent[0][0] < horizon:
-            recent.popleft()
+        await self._send(protocol.audio_message(pcm16k), audio=True)
 
     async def send(self, message: str) -> None:
         """Send a client message (text turn, tool response...); held during a switch."""
+        await self._send(message, audio=False)
+
+    async def _send(self, message: str, *, audio: bool) -> None:
         conn = self._conn
         if conn is None:
-            self._hold(message, audio=False)
+            self._hold(message, audio=audio)
             return
         try:
             await conn.send(message)
         except LiveClosedError:
+            # The model pump will see the close and reconnect; keep this one for the new socket.
             if self._conn is conn:
                 self._conn = None
-            self._hold(message, audio=False)
+            self._hold(message, audio=audio)
+            return
+        if audio:
+            now = self._clock()
+            recent = self._recent
+            recent.append((now, message))
+            horizon = now - self.policy.replay_ms / 1000
+            while recent[0][0] < horizon:
+                recent.popleft()
 
     def _hold(self, message: str, *, audio: bool) -> None:
         if audio:
             frames_allowed = self.policy.max_buffered_audio_ms // 20
             if self._buffered_audio >= frames_allowed:
                 # Drop the oldest caller frame, never a tool result or text turn.
-                for i, held in enumerate(self._buffer):
-                    if held.startswith('{"realtimeInput":{"audio"'):
+                for i, (_, held_audio) in enumerate(self._buffer):
+                    if held_audio:
                         del self._buffer[i]
                         self._buffered_audio -= 1
                         self._dropped_audio += 1
                         break
             self._buffered_audio += 1
-        self._buffer.append(message)
+        self._buffer.append((message, audio))
 
     # -- model side -----------------------------------------------------------------------------
 
@@ -275,24 +268,10 @@ class LiveLink:
                 0.0, event.time_left_s - self.policy.go_away_margin_s
             )
             log.info("live.go_away", time_left_s=event.time_left_s)
-        elif kind is InputTranscription:
-            assert isinstance(event, InputTranscription)
-            self._remember("user", event.text)
-        elif kind is OutputTranscription:
-            assert isinstance(event, OutputTranscription)
-            self._remember("model", event.text)
-
-    def _remember(self, role: str, text: str) -> None:
-        if not text:
-            return
-        if self._history and self._history[-1][0] == role:
-            self._history[-1] = (role, self._history[-1][1] + text)
-        else:
-            self._history.append((role, text))
 
     def _replay_recent(self) -> None:
         """Put the last moments of caller audio back in front of what is held for the new socket."""
-        replay = [message for _, message in self._recent]
+        replay = [(message, True) for _, message in self._recent]
         self._recent.clear()
         self._buffer.extendleft(reversed(replay))
         self._buffered_audio += len(replay)
@@ -344,12 +323,13 @@ class LiveLink:
             conn, attempts = await self._open(resume=True)
             total += attempts
             try:
-                if self._handle is None and self._history:
-                    await conn.send(_history_message(self._history))
+                history = self.conversation() if self._handle is None else ()
+                if history:
+                    await conn.send(protocol.history_message(history))
                 # A message leaves the buffer only once sent; no await between the last send
                 # and publishing the connection, so nothing can slip into the buffer unseen.
                 while self._buffer:
-                    await conn.send(self._buffer[0])
+                    await conn.send(self._buffer[0][0])
                     self._buffer.popleft()
             except LiveClosedError as exc:
                 log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
@@ -394,15 +374,3 @@ class LiveLink:
                 log.warning("live.connect_failed", attempt=attempts, error=str(exc))
             await asyncio.sleep(self._wall(delay) * (0.5 + random.random()))
             delay = min(delay * 2, self.policy.max_delay_s)
-
-
-def _history_message(history: list[tuple[str, str]]) -> str:
-    """The conversation so far as a clientContent turn list, to seed a fresh session."""
-    return json.dumps(
-        {
-            "clientContent": {
-                "turns": [{"role": role, "parts": [{"text": text}]} for role, text in history],
-                "turnComplete": False,
-            }
-        }
-    )

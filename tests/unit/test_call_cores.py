@@ -109,3 +109,17 @@ def test_caller_words_arriving_mid_answer_do_not_split_the_models_turn() -> None
         ("agent", "Your order shipped yesterday."),
         ("caller", "wait"),
     ]
+
+
+def test_the_history_for_a_fresh_session_is_what_the_caller_heard() -> None:
+    transcript = Transcript()
+    transcript.caller_text("Where is my order?", now=0.0)
+    transcript.agent_text("It shipped ", 0, now=1.0)
+    transcript.agent_text("yesterday and arrives Friday.", 40, now=1.2)
+    transcript.agent_turn_ended(now=1.5, heard_frames=30)  # cut: "yesterday..." was never heard
+    transcript.caller_text("Sorry, when?", now=1.6)
+    assert transcript.history() == [
+        ("user", "Where is my order?"),
+        ("model", "It shipped "),
+        ("user", "Sorry, when?"),
+    ]
