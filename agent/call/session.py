@@ -93,7 +93,6 @@ class CallStats:
     """Counters for the call's one summary line (``call.ended``)."""
 
     frames_in: int = 0
-    frames_out: int = 0
     model_turns: int = 0
     barge_ins: int = 0
     reconnects: int = 0
@@ -276,7 +275,7 @@ class CallSession:
             "barge_ins": self.stats.barge_ins,
             "reconnects": self.stats.reconnects,
             "frames_in": self.stats.frames_in,
-            "frames_out": self.stats.frames_out,
+            "frames_out": self.playback.frames_sent,
             "played_ms": self.playback.played_ms,
             "discarded_ms": self.playback.frames_discarded * 20,
             "first_audio_ms": self.stats.first_audio_ms,
@@ -544,7 +543,6 @@ class CallSession:
             log.info("call.first_audio", ms_since_start=self.stats.first_audio_ms)
         playback.sent(len(frames), now)
         self._last_activity = max(self._last_activity, now + playback.unplayed_ms(now) / 1000)
-        self.stats.frames_out += len(frames)
         await ws.send_str(stream.mark(playback.mark()))
 
     # -- timers ---------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import structlog
 
@@ -23,6 +24,7 @@ from agent.live.link import LiveLink
 from agent.live.protocol import FunctionCall, FunctionResult
 from agent.records import CallRecorder
 from agent.tools import CallContext, EndCall, Toolbox, ToolOutcome, TransferCall
+from agent.toolspec import Scheduling
 
 log = structlog.get_logger("agent.tools")
 
@@ -157,12 +159,9 @@ class ToolRunner:
             await self._on_action(outcome.action)
 
     async def _respond(
-        self, call: FunctionCall, response: object, *, scheduling: str | None
+        self, call: FunctionCall, response: Mapping[str, Any], *, scheduling: Scheduling | None
     ) -> None:
         result = FunctionResult(
-            id=call.id,
-            name=call.name,
-            response=response if isinstance(response, dict) else {"result": response},
-            scheduling=scheduling,  # type: ignore[arg-type]
+            id=call.id, name=call.name, response=dict(response), scheduling=scheduling
         )
         await self._live.send(protocol.tool_response_message([result]))

@@ -159,7 +159,7 @@ async def test_one_call_can_be_followed_turn_by_turn_in_the_json_logs(
     assert ended["barge_ins"] == call.stats.barge_ins == 1
     assert (ended["frames_in"], ended["frames_out"]) == (
         call.stats.frames_in,
-        call.stats.frames_out,
+        call.playback.frames_sent,
     )
     assert ended["model_turns"] == events.count("model.turn_complete")
     assert ended["reconnects"] == 0
@@ -219,7 +219,7 @@ async def test_metrics_count_what_the_call_did(start_bridge: BridgeFactory) -> N
     assert total(samples, "agent_calls_total") == 1
     assert value("agent_active_calls") == 0
     assert value("agent_frames_total", direction="in") == call.stats.frames_in > 0
-    assert value("agent_frames_total", direction="out") == call.stats.frames_out > 0
+    assert value("agent_frames_total", direction="out") == call.playback.frames_sent > 0
     assert value("agent_interruptions_total") == call.stats.barge_ins == 1
     assert total(samples, "agent_live_reconnects_total") == 0
     assert value("agent_live_connect_seconds_count") == 1

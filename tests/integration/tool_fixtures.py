@@ -32,7 +32,7 @@ def _counters(call_sid: str) -> tuple[int, int]:
     assert PROBE.emulator is not None
     assert PROBE.calls is not None
     received = sum(s.audio_chunks_received for s in PROBE.emulator.sessions)
-    return received, PROBE.calls.active[call_sid].stats.frames_out
+    return received, PROBE.calls.active[call_sid].playback.frames_sent
 
 
 async def slow_order_status(order_id: str, call_sid: str) -> dict[str, Any]:
