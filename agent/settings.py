@@ -197,7 +197,7 @@ class Settings:
             mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
             price_table=(env.get("PRICE_TABLE") or "").strip() or None,
             agents_path=agents_path_from_env(env),
-            drain_timeout_s=_float(env, "DRAIN_TIMEOUT_S", 600.0),
+            drain_timeout_s=_seconds(env, "DRAIN_TIMEOUT_S", 600.0),
             twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
             twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,
             twilio_api_key_secret=env.get("TWILIO_API_KEY_SECRET") or None,
@@ -233,19 +233,6 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
         value = -1.0
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{key} must be a number of seconds (0 or more), got {raw!r}", key=key)
-    return value
-
-
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{key} must be a number of seconds, got {raw!r}", key=key) from exc
-    if not value >= 0:
-        raise ConfigError(f"{key} must not be negative", key=key)
     return value
 
 
