@@ -48,7 +48,3 @@ class EnergyVad:
             self.speaking, self._run = True, 0
             return VoiceActivity.STARTED
         return None
-
-    def reset(self) -> None:
-        self._run = 0
-        self.speaking = False

@@ -40,7 +40,6 @@ import hmac
 import importlib.resources
 import json
 import math
-import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -63,6 +62,7 @@ from agent.audio.codec import (
     ulaw_to_pcm16,
 )
 from agent.errors import TelephonyError
+from agent.telephony.rest import is_e164
 from agent.telephony.webhooks import compute_signature
 
 __all__ = [
@@ -1166,7 +1166,7 @@ class TwilioApiSimulator:
                 if verb == "Hangup":
                     messages = phone.hang_up_via_rest()
                 else:
-                    if verb == "Dial" and (dial is None or not _is_e164(dial)):
+                    if verb == "Dial" and (dial is None or not is_e164(dial)):
                         phone.note_problem(f"REST <Dial> to {dial!r}, not an E.164 number")
                     messages = phone.redirect_via_rest(dial)
             else:
@@ -1222,7 +1222,3 @@ def _twiml_verb(twiml: str) -> tuple[str, str | None]:
     number = verb.find("Number")
     text = number.text if number is not None else verb.text
     return "Dial", (text or "").strip() or None
-
-
-def _is_e164(number: str) -> bool:
-    return bool(re.fullmatch(r"\+[1-9][0-9]{1,14}", number))

@@ -22,7 +22,6 @@ limit without context compression, scripted function calls (:mod:`agent.sim.scen
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import heapq
 import json
@@ -36,6 +35,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from agent.live.protocol import decode_b64
 from agent.sim.scenario import Clip, FunctionCall, Scenario, Speech, Step, render_template
 
 __all__ = [
@@ -335,21 +335,6 @@ _MAX_REASON_BYTES: Final = 123
 HANDLE_VALIDITY_S: Final = 2 * 60 * 60
 """Resumption handles are valid for two hours (emulated time)."""
 
-SETUP_FIELDS: Final = frozenset(
-    {
-        "model",
-        "generationConfig",
-        "systemInstruction",
-        "tools",
-        "realtimeInputConfig",
-        "inputAudioTranscription",
-        "outputAudioTranscription",
-        "contextWindowCompression",
-        "sessionResumption",
-        "proactivity",
-        "historyConfig",
-    }
-)
 # contextUpdate is sent by recent SDKs; it is accepted and ignored here.
 CLIENT_MESSAGE_FIELDS: Final = frozenset(
     {"setup", "clientContent", "realtimeInput", "toolResponse", "contextUpdate"}
@@ -370,7 +355,6 @@ _VERBATIM_KEYS: Final = frozenset(
 _NAME_MAP_KEYS: Final = frozenset({"properties"})
 
 _RATE_RE: Final = re.compile(r"rate\s*=\s*(\d+)")
-_URLSAFE_TO_STD: Final = str.maketrans("-_", "+/")
 _CAPITAL: Final = re.compile(r"(?<!^)(?=[A-Z])")
 DEFAULT_INPUT_RATE: Final = 16000
 OUTPUT_MIME_TYPE: Final = "audio/pcm;rate=24000"
@@ -422,12 +406,7 @@ def decode_base64(data: str) -> bytes:
 
     Raises ``ValueError`` on anything else (the caller turns it into a 1007 close).
     """
-    text = data.strip().translate(_URLSAFE_TO_STD)
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"invalid base64: {exc}") from exc
+    return decode_b64(data.strip())  # binascii.Error is a ValueError
 
 
 def pcm_rate(mime_type: object) -> int:
@@ -1789,7 +1768,7 @@ def _milliseconds(value: Any, default: int) -> int:
         raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e999 is inf
         raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
     if number < 0 or (isinstance(value, float) and value != number):
         raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)

@@ -38,6 +38,7 @@ from typing import Final
 from aiohttp import WSMsgType, web
 
 from agent.errors import AudioError, ConfigError
+from agent.live.protocol import LIVE_PATH
 from agent.sim.emulator_core import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -71,9 +72,6 @@ __all__ = [
     "tls_server_context",
 ]
 
-LIVE_PATH: Final = (
-    "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
-)
 # "/{slash}" swallows the extra "/" of "//ws/..." (SDK base URLs end in "/").
 _ROUTE: Final = (
     "/{slash:/?}ws/google.ai.generativelanguage.{version:v1|v1beta|v1alpha}"

@@ -41,6 +41,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import structlog
 
+from agent.config import E164_RE
 from agent.errors import ConfigError, TelephonyError
 
 log = structlog.get_logger("agent.telephony.rest")
@@ -50,8 +51,6 @@ API_VERSION: Final = "2010-04-01"
 #: Twilio's "the requested resource was not found": for a call update, the call has ended.
 CALL_NOT_FOUND: Final = 20404
 
-#: E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
-E164: Final = re.compile(r"\+[1-9][0-9]{1,14}")
 # Twilio SIDs: two capital letters naming the resource, then 32 hex digits. Checked before they go
 # into a URL path, so a malformed value cannot address another resource.
 _SID: Final = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
@@ -62,7 +61,7 @@ _Retry = Literal["any", "connect"]
 
 def is_e164(number: str) -> bool:
     """Whether ``number`` is an E.164 telephone number such as ``+15551234567``."""
-    return bool(E164.fullmatch(number))
+    return bool(E164_RE.fullmatch(number))
 
 
 class TwilioApiError(TelephonyError):

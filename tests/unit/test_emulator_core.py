@@ -756,6 +756,18 @@ def test_vad_settings_from_setup_accept_string_numbers_and_reject_nonsense() -> 
     assert close_of(bad) == CloseConnection(1007, INVALID_ARGUMENT)
 
 
+def test_an_infinite_duration_closes_1007_rather_than_crashing() -> None:
+    core = LiveEmulatorCore(EmulatorOptions(), CLIPS)
+    # Python's json reads 1e999 as inf, which int() cannot convert.
+    core.receive(
+        setup_with(
+            realtimeInputConfig={"automaticActivityDetection": {"silenceDurationMs": 1e999}}
+        ),
+        0,
+    )
+    assert close_of(core) == CloseConnection(1007, INVALID_ARGUMENT)
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="speed"):
         EmulatorOptions(speed=0)
