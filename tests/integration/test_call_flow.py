@@ -72,8 +72,11 @@ async def test_barge_in_clears_twilio_and_no_stale_frame_follows(
     after_clear = report.arrivals[report.arrivals.index((clear_tick, "clear")) + 1 :]
     stale = [t for t, kind in after_clear if kind == "media" and t < interrupting.end_ms // 20]
     assert stale == []
-    # Marks pending at the clear came back unplayed, and the bridge did not count them as heard.
+    # Marks pending at the clear came back unplayed, and the bridge did not count them as heard:
+    # it counts exactly the echoes that followed real playback.
     assert any(not played for _, played in report.marks_echoed)
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.playback.marks_played == sum(played for _, played in report.marks_echoed)
     assert emulator.sessions[0].interruptions == 1
     # The caller still got an answer to the interruption.
     assert interrupting.first_reply_ms is not None

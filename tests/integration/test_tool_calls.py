@@ -194,6 +194,7 @@ async def test_a_cancelled_call_is_really_cancelled_and_answered_with_nothing(
         {"steps": [{"say": "reply", "calls": [{"name": "check_stock", "wait": False}]}]}
     )
     bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    probe.emulator = emulator
     report = await place_call(
         CarrierOptions(url=bridge.url, speed=SPEED, barge_in_ms=1500),
         [caller_clip("order-status"), caller_clip("interrupt")],
@@ -204,6 +205,10 @@ async def test_a_cancelled_call_is_really_cancelled_and_answered_with_nothing(
     (called,) = session.tool_calls
     assert any(called.id in c.ids for c in session.tool_cancellations)
     assert probe.seen["cancelled"] == report.call_sid  # the task saw its cancellation
+    # ...when the model cancelled it, mid-call: not merely when the call ended (500 ms of audio
+    # went on arriving after it).
+    total_chunks = sum(s.audio_chunks_received for s in emulator.sessions)
+    assert total_chunks - probe.seen["chunks_at_cancel"] >= 25
     assert "check_stock" not in responses(emulator)  # and nothing was sent for it
     assert call.ended_reason == "caller hung up"
 

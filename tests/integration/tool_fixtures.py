@@ -56,6 +56,10 @@ async def never_finishes(call_sid: str) -> dict[str, str]:
         await PROBE.release.wait()
     except asyncio.CancelledError:
         PROBE.seen["cancelled"] = call_sid
+        if PROBE.emulator is not None:  # how far the call was when the cancellation came
+            PROBE.seen["chunks_at_cancel"] = sum(
+                s.audio_chunks_received for s in PROBE.emulator.sessions
+            )
         raise
     return {"status": "released"}
 

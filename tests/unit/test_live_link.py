@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.errors import LiveClosedError, LiveConnectError
+from agent.live import link as link_module
 from agent.live import protocol
 from agent.live.link import (
     LinkEvent,
@@ -287,15 +288,28 @@ async def test_a_refused_handle_falls_back_to_a_fresh_session() -> None:
     await link.close()
 
 
-async def test_retries_with_backoff_then_gives_up_at_the_deadline() -> None:
+async def test_retries_with_backoff_then_gives_up_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     refusals = [LiveConnectError("connection refused") for _ in range(1000)]
     service = FakeService(failures=refusals)
     link = LiveLink(
         service.open, ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.004, deadline_s=0.05)
     )  # type: ignore[arg-type]
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(seconds)
+
+    monkeypatch.setattr(link_module.random, "random", lambda: 0.5)  # jitter factor exactly 1
+    monkeypatch.setattr(link_module.asyncio, "sleep", recording_sleep)
     with pytest.raises(LiveUnavailableError, match="no Live connection"):
         await link.start()
-    assert 3 <= len(service.attempts) < 1000
+    # The delay doubles up to its cap, and every wait is followed by another attempt.
+    assert slept[:4] == pytest.approx([0.001, 0.002, 0.004, 0.004])
+    assert len(service.attempts) == len(slept) + 1
 
 
 async def test_a_transient_refusal_is_retried() -> None:

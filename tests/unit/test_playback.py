@@ -46,6 +46,14 @@ def test_marks_echoed_by_a_clear_are_not_counted_as_played() -> None:
     assert not playback.mark_played(stale, now=0.041)  # Twilio's echo of a cleared mark
     assert playback.played_ms == 40
     assert playback.frames_discarded == 5
+    # The cleared mark is gone for good: the next genuine echo counts only what followed.
+    assert playback.pending_marks == 0
+    playback.start_turn()
+    playback.sent(3, now=0.05)
+    fresh = playback.mark()
+    assert playback.mark_played(fresh, now=0.11)
+    assert playback.marks_played == 2
+    assert playback.played_ms == (2 + 3) * 20
 
 
 def test_between_marks_the_position_follows_real_time_playback() -> None:
