@@ -50,9 +50,10 @@ from agent.sim.carrier import (
     CarrierOptions,
     Phone,
     new_sid,
+    open_stream,
     parse_stream_twiml,
+    ring,
     run_stream,
-    voice_webhook_params,
 )
 from agent.sim.emulator_core import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
 from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
@@ -323,7 +324,6 @@ class TimedCall:
 
 
 async def timed_call(
-    url: str,
     options: CarrierOptions,
     utterances: Sequence[bytes],
     *,
@@ -349,23 +349,19 @@ async def timed_call(
         stream_sid=stream_sid,
     )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)) as http:
-        if webhook:
-            params = voice_webhook_params(
-                call_sid=call_sid,
-                account_sid=account_sid,
-                from_number=options.from_number,
-                to_number=options.to_number,
-            )
-            async with http.post(url.rstrip("/") + "/twilio/voice", data=params) as response:
-                response.raise_for_status()
-                instruction = parse_stream_twiml(await response.text())
+        if webhook:  # the carrier's own steps: signed, as Twilio would
+            twiml = await ring(http, options, call_sid=call_sid, account_sid=account_sid)
+            instruction = parse_stream_twiml(twiml)
             stream_url, parameters = instruction.url, instruction.parameters
         else:
-            stream_url = "ws" + url.rstrip("/").removeprefix("http") + "/twilio/stream"
+            stream_url = "ws" + options.url.rstrip("/").removeprefix("http") + "/twilio/stream"
             parameters = {}
-        async with http.ws_connect(stream_url) as ws:
+        ws = await open_stream(http, stream_url, options.auth_token)
+        try:
             observer = _Timestamps(timed, hang_up_after_audio_s)
             await run_stream(ws, phone, parameters, options.speed, observer=observer)
+        finally:
+            await ws.close()
     timed.report = phone.report()
     return timed
 

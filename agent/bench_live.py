@@ -100,7 +100,7 @@ async def _greeting(reps: int, speed: float) -> tuple[list[float], list[float], 
             for rep in range(reps + 1):
                 for preconnect in (True, False):
                     call = await timed_call(
-                        harness.url, options, [], webhook=preconnect, hang_up_after_audio_s=0.05
+                        options, [], webhook=preconnect, hang_up_after_audio_s=0.05
                     )
                     await wait_call_ended(harness, call.call_sid)
                     first = call.first_received("media")
@@ -146,7 +146,7 @@ async def _conversation(
                 max_duration_s=max_s,
             )
             async with ArrivalProbe(harness.emulator) as probe:
-                call = await timed_call(harness.url, options, clips)
+                call = await timed_call(options, clips)
             await wait_call_ended(harness, call.call_sid)
     return call, probe, logs, detection
 
@@ -393,7 +393,7 @@ async def _reconnect_call(
     result: dict[str, Any] = {"fault": kind}
     async with ArrivalProbe(harness.emulator) as probe:
         running = asyncio.get_running_loop().create_task(
-            timed_call(harness.url, options, [first, second], call=call)
+            timed_call(options, [first, second], call=call)
         )
         try:
             await call.started.wait()

@@ -857,13 +857,13 @@ async def place_call(
     try:
         timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            twiml = await _ring(http, options, call_sid=call_sid, account_sid=account_sid)
+            twiml = await ring(http, options, call_sid=call_sid, account_sid=account_sid)
             if phone.finished:  # ended over REST while the webhook was answering
                 return phone.report()
             stream = parse_stream_twiml(twiml)
             for problem in stream.problems:
                 phone.note_problem(problem)
-            ws = await _open_stream(http, stream.url, options.auth_token)
+            ws = await open_stream(http, stream.url, options.auth_token)
             try:
                 await run_stream(ws, phone, stream.parameters, options.speed, rest=rest)
             finally:
@@ -874,7 +874,7 @@ async def place_call(
     return phone.report()
 
 
-async def _ring(
+async def ring(
     http: aiohttp.ClientSession, options: CarrierOptions, *, call_sid: str, account_sid: str
 ) -> str:
     """POST the voice webhook; the TwiML it answers."""
@@ -901,7 +901,7 @@ async def _ring(
     return body
 
 
-async def _open_stream(
+async def open_stream(
     http: aiohttp.ClientSession, url: str, auth_token: str | None
 ) -> aiohttp.ClientWebSocketResponse:
     """Open the media-stream WebSocket at ``url`` exactly as the TwiML gave it."""

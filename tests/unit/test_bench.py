@@ -135,7 +135,6 @@ async def test_a_timed_call_without_webhook_is_answered_on_start() -> None:
     async with in_process_bridge(speed=SPEED) as harness:
         options = CarrierOptions(url=harness.url, speed=SPEED, lead_ms=200)
         call = await timed_call(
-            harness.url,
             options,
             [load_caller_audio("transfer")],
             webhook=False,
