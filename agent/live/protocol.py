@@ -331,11 +331,6 @@ def activity_end_message() -> str:
     return '{"realtimeInput":{"activityEnd":{}}}'
 
 
-def audio_stream_end_message() -> str:
-    """Tells an automatic-VAD session that the caller's audio paused (flushes its turn)."""
-    return '{"realtimeInput":{"audioStreamEnd":true}}'
-
-
 # --------------------------------------------------------------------------------------------
 # Server -> client events
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import hmac
 import importlib.resources
 import ssl
 import time
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
@@ -37,6 +36,7 @@ from typing import Final
 
 from aiohttp import WSMsgType, web
 
+from agent.audio.codec import read_wav
 from agent.errors import AudioError, ConfigError
 from agent.live.protocol import LIVE_PATH
 from agent.sim.emulator_core import (
@@ -98,10 +98,11 @@ def load_bundled_clips() -> AnswerClips:
 
 
 def _read_clip(resource: Traversable, transcript: str) -> Clip:
-    with resource.open("rb") as file, wave.open(file, "rb") as wav:
-        if wav.getnchannels() != 1 or wav.getsampwidth() != 2 or wav.getframerate() != 24000:
-            raise AudioError(f"{resource.name}: expected mono PCM16 at 24 kHz")
-        return Clip(wav.readframes(wav.getnframes()), wav.getframerate(), transcript)
+    with importlib.resources.as_file(resource) as path:
+        pcm, rate = read_wav(path)
+    if rate != 24000:
+        raise AudioError(f"{resource.name}: expected mono PCM16 at 24 kHz")
+    return Clip(pcm, rate, transcript)
 
 
 def tls_server_context(cert_file: str | Path, key_file: str | Path | None = None) -> ssl.SSLContext:

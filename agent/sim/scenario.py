@@ -37,7 +37,6 @@ import importlib.resources
 import json
 import os
 import re
-import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,8 @@ from typing import Any, Final
 
 import yaml
 
-from agent.errors import ConfigError
+from agent.audio.codec import read_wav
+from agent.errors import AudioError, ConfigError
 
 __all__ = [
     "BUNDLED_CLIPS",
@@ -339,16 +339,11 @@ class _Parser:
             )
         path = Path(name) if Path(name).is_absolute() else self.base_dir / name
         try:
-            with wave.open(str(path), "rb") as wav:
-                if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (
-                    1,
-                    2,
-                    CLIP_RATE,
-                ):
-                    raise self.fail(f"{name}: expected mono PCM16 at {CLIP_RATE} Hz", key)
-                pcm = wav.readframes(wav.getnframes())
-        except (OSError, EOFError, wave.Error) as exc:
+            pcm, rate = read_wav(path)
+        except (OSError, AudioError) as exc:
             raise self.fail(f"cannot read {name}: {exc}", key) from exc
+        if rate != CLIP_RATE:
+            raise self.fail(f"{name}: expected mono PCM16 at {CLIP_RATE} Hz", key)
         return Speech(clip=name, text=text, audio=Clip(pcm, CLIP_RATE, text or ""))
 
     def text(self, value: Any, key: str) -> str:
