@@ -142,8 +142,8 @@ def audio_section(seconds: float = 2.0) -> Section:
 async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     """CPU per call-second of ``agent serve`` against the thin bridge (:mod:`agent.bench_cpu`)."""
     from dataclasses import asdict
-    from statistics import median
 
+    from agent.bench_calls import median
     from agent.bench_cpu import run_cpu_bench
 
     section = Section("cpu")
@@ -153,8 +153,7 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     agent = [r for r in runs if r.bridge == "agent"]
 
     def med(rs: Sequence[Any], attr: str) -> float | None:
-        values = [getattr(r, attr) for r in rs if getattr(r, attr) is not None]
-        return float(median(values)) if values else None
+        return median([getattr(r, attr) for r in rs if getattr(r, attr) is not None])
 
     thin_ms = med(thin, "cpu_ms_per_call_second")
     agent_ms = med(agent, "cpu_ms_per_call_second")
@@ -164,10 +163,10 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
         for t, a in zip(thin, agent, strict=True)
         if t.cpu_ms_per_call_second > 0
     ]
-    ratio = _median_of(ratios)
+    ratio = median(ratios)
     section.details["round_ratios"] = ratios
-    thin_steady = _median_of([w for r in thin for w in r.window_ms_per_call_second])
-    agent_steady = _median_of([w for r in agent for w in r.window_ms_per_call_second])
+    thin_steady = median([w for r in thin for w in r.window_ms_per_call_second])
+    agent_steady = median([w for r in agent for w in r.window_ms_per_call_second])
     steady_ratio = agent_steady / thin_steady if agent_steady is not None and thin_steady else None
     section.details["ratio"] = ratio
     section.details["steady_state_ratio"] = steady_ratio
@@ -238,12 +237,6 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
         ),
     ]
     return section
-
-
-def _median_of(values: Sequence[float]) -> float | None:
-    from statistics import median
-
-    return float(median(values)) if values else None
 
 
 def _nums(values: Iterable[float], digits: int = 1) -> str:

@@ -83,6 +83,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+def median(values: Sequence[float]) -> float | None:
+    """The median of ``values``; None when empty."""
+    return percentile(values, 50)
+
+
 # -- log capture -------------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -36,6 +35,7 @@ from agent.bench_calls import (
     LogCapture,
     TimedCall,
     in_process_bridge,
+    median,
     percentile,
     timed_call,
     vad_detection_chunks,
@@ -59,14 +59,10 @@ _GREETING_AGENT: Final = dataclasses.replace(
 FAULT_KINDS: Final = ("go_away", "close_1011", "abort")
 
 
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def _summary(values: Sequence[float]) -> dict[str, Any]:
     return {
         "n": len(values),
-        "median": _median(values),
+        "median": median(values),
         "p90": percentile(values, 90),
         "max": max(values) if values else None,
         "values": [round(v, 3) for v in values],
@@ -218,7 +214,7 @@ async def run_latency_bench(greeting_reps: int, barge_ins: int, speed: float = 1
     section.figures += [
         judged(
             "greeting after start, pre-connected, median",
-            _median(warm),
+            median(warm),
             "ms",
             GREETING_TARGET_MS,
             note,
@@ -231,13 +227,13 @@ async def run_latency_bench(greeting_reps: int, barge_ins: int, speed: float = 1
         ),
         reported(
             "greeting after start, bridge's own log, median",
-            _median(logged),
+            median(logged),
             "ms",
             "call.first_audio.ms_since_start",
         ),
         reported(
             "greeting after start, no pre-connect, median",
-            _median(cold),
+            median(cold),
             "ms",
             "connects to the Live API on start",
         ),
@@ -268,14 +264,14 @@ async def run_latency_bench(greeting_reps: int, barge_ins: int, speed: float = 1
     section.details["caller_audio_transit_ms"] = _summary(transit_ms)
     # The reply's round trip less the caller's transit bounds the model -> caller transit from above
     # (it still holds the emulator's own time).
-    round_trip, inbound = _median(reply_transit_ms), _median(transit_ms)
+    round_trip, inbound = median(reply_transit_ms), median(transit_ms)
     outbound_ms = None if round_trip is None or inbound is None else max(0.0, round_trip - inbound)
     section.details["model_to_caller_transit_bound_ms"] = outbound_ms
     section.details["caller_frames"] = {"sent": call.ticks_sent, "received": probe.received}
     section.figures += [
         reported(
             "barge-in: interrupted -> clear sent (bridge log), median",
-            _median(clear_ms),
+            median(clear_ms),
             "ms",
             f"{len(clear_ms)} barge-ins",
             digits=3,
@@ -288,31 +284,31 @@ async def run_latency_bench(greeting_reps: int, barge_ins: int, speed: float = 1
         ),
         reported(
             "barge-in: caller starts speaking -> clear at carrier, median",
-            _median(onset_ms),
+            median(onset_ms),
             "ms",
             "includes the emulator VAD's onset detection",
         ),
         reported(
             "barge-in: VAD decision -> clear at carrier, median",
-            _median(onset_transit_ms),
+            median(onset_transit_ms),
             "ms",
             "caller frame -> bridge -> Live -> interrupted -> bridge -> clear",
         ),
         reported(
             "reply: end of utterance -> first audio heard, median",
-            _median(reply_ms),
+            median(reply_ms),
             "ms",
             "think_ms=0; includes the VAD's end-of-speech wait",
         ),
         reported(
             "reply: VAD decision -> first audio at carrier, median",
-            _median(reply_transit_ms),
+            median(reply_transit_ms),
             "ms",
             "bridge both ways + emulator + loopback",
         ),
         reported(
             "caller audio transit, carrier -> Live API, median",
-            _median(transit_ms),
+            median(transit_ms),
             "ms",
             "per frame, in-process, polled at 1 ms",
         ),
@@ -321,7 +317,7 @@ async def run_latency_bench(greeting_reps: int, barge_ins: int, speed: float = 1
         ),
         judged(
             "caller -> model added delay: filter + transit median",
-            _plus(InboundTranscoder.delay_ms, _median(transit_ms)),
+            _plus(InboundTranscoder.delay_ms, median(transit_ms)),
             "ms",
             AUDIO_DELAY_TARGET_MS,
         ),
