@@ -1,24 +1,39 @@
-"""Call time: real time in production, faster in simulations.
+"""Call time: the event loop's clock, optionally sped up for simulations.
 
 Everything that reasons about audio time (the playback model, call timers, goAway deadlines) reads
-this clock, and converts its intervals to wall-clock waits with :meth:`Clock.wall`. With
-``speed=10`` a simulated call (emulator and carrier at 10x) keeps the same arithmetic.
+this clock, and converts its intervals to event-loop waits with :meth:`Clock.wall`.
+
+It reads the *running event loop's* clock, not ``time.monotonic`` directly. For asyncio's own loops
+the two are the same thing; but when a test runs the loop on simulated time (the integration suite
+does: time moves only when every task is waiting), the bridge, the carrier simulator and the Live
+API emulator then all read one clock, so "heard 2520 ms" and "the carrier played 2520 ms" are one
+quantity rather than two estimates taken on clocks that drift apart under load.
+
+``speed`` compresses time on a real-time loop: with ``speed=10`` a simulated call (emulator and
+carrier at 10x, as ``agent bench`` runs them) keeps the same arithmetic in a tenth of the time.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def loop_time() -> float:
+    """The running event loop's clock, in seconds (``time.monotonic`` for asyncio's loops)."""
+    return asyncio.get_running_loop().time()
 
 
 @dataclass(frozen=True, slots=True)
 class Clock:
-    """Monotonic seconds, scaled by ``speed``."""
+    """Seconds from ``source`` (by default the running loop's clock), scaled by ``speed``."""
 
     speed: float = 1.0
+    source: Callable[[], float] = loop_time
 
     def now(self) -> float:
-        return time.monotonic() * self.speed
+        return self.source() * self.speed
 
     def wall(self, seconds: float) -> float:
         """How long to wait on the event loop for ``seconds`` of call time."""

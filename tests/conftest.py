@@ -44,6 +44,7 @@ from typing import Any, NoReturn, TextIO
 
 import pytest
 import structlog
+from timing import timeout_factor
 
 from agent import observability
 from agent.telephony.webhooks import StreamTokens
@@ -150,7 +151,15 @@ def reconfigured_logging(
 # -- hooks -----------------------------------------------------------------------------------------
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its settings
 def pytest_configure(config: pytest.Config) -> None:
+    # Scale the per-test hang guard by AGENT_TEST_TIMEOUT_FACTOR (tests/timing.py); an explicit
+    # --timeout or PYTEST_TIMEOUT wins, as either does over the ini file.
+    if config.getoption("timeout", None) is None and not os.environ.get("PYTEST_TIMEOUT"):
+        configured = config.getini("timeout")
+        if configured:
+            config.option.timeout = float(configured) * timeout_factor()
+
     kept = os.environ.get(KEEP_LOG_ENV)
     if kept:
         path = Path(kept)

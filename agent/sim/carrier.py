@@ -439,6 +439,19 @@ class Phone:
         if self._ended_by is None:
             self._protocol_error(f"binary frame of {len(data)} bytes (Twilio warning 31950)")
 
+    def undelivered(self, message: Message) -> None:
+        """``message`` (one this phone returned) never reached the server: the socket was gone.
+
+        A mark echo is reported only once it is sent, as Twilio's log would show it; one the
+        phone made as the stream closed is taken back.
+        """
+        if message.get("event") == "mark":
+            name = message["mark"]["name"]
+            for i in range(len(self._marks_echoed) - 1, -1, -1):
+                if self._marks_echoed[i][0] == name:
+                    del self._marks_echoed[i]
+                    return
+
     def note_problem(self, problem: str) -> None:
         """Record something Twilio would reject or warn about that the phone did not see itself."""
         self._protocol_errors.append(problem)
@@ -953,11 +966,13 @@ async def run_stream(
     async def write() -> None:
         while (message := await outbox.get()) is not None:
             if ws.closed:
+                phone.undelivered(message)
                 continue
             try:
                 await ws.send_str(json.dumps(message))
             except (aiohttp.ClientError, ConnectionError):
                 phone.server_hung_up()
+                phone.undelivered(message)
                 continue
             if observer is not None:
                 observer.sent(message)

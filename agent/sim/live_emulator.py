@@ -27,7 +27,6 @@ import contextlib
 import hmac
 import importlib.resources
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
@@ -37,6 +36,7 @@ from typing import Final
 from aiohttp import WSMsgType, web
 
 from agent.audio.codec import read_wav
+from agent.clock import REAL_TIME, Clock
 from agent.errors import AudioError, ConfigError
 from agent.live.protocol import LIVE_PATH
 from agent.sim.emulator_core import (
@@ -130,12 +130,13 @@ class _EmulatorState:
     live: dict[int, _LiveSession] = field(default_factory=dict)
     """Open connections by index."""
     store: ResumptionStore = field(default_factory=ResumptionStore)
-    origin: float = field(default_factory=time.monotonic)
+    clock: Clock = REAL_TIME
+    origin: float = 0.0
     _accepted: asyncio.Event | None = None
 
     def now_ms(self) -> float:
-        """Emulated time: wall time since the emulator started, sped up."""
-        return (time.monotonic() - self.origin) * 1000 * self.options.speed
+        """Emulated time: milliseconds on the emulator's clock since it started."""
+        return (self.clock.now() - self.origin) * 1000
 
     def connection_accepted(self) -> asyncio.Event:
         """An event set when the next connection is accepted."""
@@ -152,13 +153,16 @@ class _EmulatorState:
 _STATE: Final = web.AppKey("live_emulator_state", _EmulatorState)
 
 
-def create_emulator_app(options: EmulatorOptions) -> web.Application:
+def create_emulator_app(options: EmulatorOptions, clock: Clock | None = None) -> web.Application:
     """An aiohttp application serving the Live API path; run it with any aiohttp runner.
 
-    On shutdown every open session is closed with 1001 before the server stops.
+    Emulated time is ``clock`` (by default the monotonic clock sped up by ``options.speed``); give
+    the bridge's clock to put both on one timeline. On shutdown every open session is closed with
+    1001 before the server stops.
     """
+    clock = Clock(speed=options.speed) if clock is None else clock
     app = web.Application()
-    app[_STATE] = _EmulatorState(options, load_bundled_clips())
+    app[_STATE] = _EmulatorState(options, load_bundled_clips(), clock=clock, origin=clock.now())
     app.router.add_get(_ROUTE, _handle_live)
     app.on_shutdown.append(_close_open_sessions)
     return app
@@ -233,13 +237,14 @@ async def start_emulator(
     port: int = 0,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    clock: Clock | None = None,
 ) -> RunningEmulator:
     """Serve the emulator on ``host:port`` (0 = any free port) and return it running.
 
     With ``ssl_context`` (see :func:`tls_server_context`) it serves ``wss://``, which the official
-    Python SDK insists on.
+    Python SDK insists on. ``clock`` is as for :func:`create_emulator_app`.
     """
-    app = create_emulator_app(options)
+    app = create_emulator_app(options, clock)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -306,7 +311,7 @@ class _LiveSession:
         self._request = request
         self._ws = ws
         self._state = state
-        self._speed = state.options.speed
+        self._wall = state.clock.wall
         self._core = LiveEmulatorCore(
             state.options,
             state.clips,
@@ -413,18 +418,25 @@ class _LiveSession:
             deadline = core.next_deadline()
             timeout = None
             if deadline is not None:
-                timeout = max(0.0, (deadline - self._state.now_ms()) / self._speed / 1000)
+                timeout = max(0.0, self._wall((deadline - self._state.now_ms()) / 1000))
             # Pacing: sleep until the next scheduled frame, or until the reader has news.
-            with contextlib.suppress(TimeoutError):
+            now_ms = None
+            try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
-            core.poll(self._state.now_ms())
+            except TimeoutError:
+                # asyncio may fire a timer up to a clock tick early, and float round-off can put
+                # "now" a hair before the deadline: having waited for it, treat it as reached, or
+                # the loop would spin on a deadline that never quite comes.
+                assert deadline is not None
+                now_ms = max(self._state.now_ms(), deadline)
+            core.poll(self._state.now_ms() if now_ms is None else now_ms)
 
     async def _stall(self, until_ms: float) -> None:
         """Neither read nor send until ``until_ms`` (emulated), unless the session is ending."""
         self._reading.clear()
         try:
-            delay = max(0.0, (until_ms - self._state.now_ms()) / self._speed / 1000)
+            delay = max(0.0, self._wall((until_ms - self._state.now_ms()) / 1000))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     while not (self._stopping or self._core.closed):

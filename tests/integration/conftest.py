@@ -1,30 +1,41 @@
 """In-process fixtures: the Live API emulator, the bridge, both on loopback ports.
 
-The simulators run faster than real time (``SPEED``): timing is not what these tests check, and
-the emulator's VAD and the carrier's clock both count audio time, so behaviour is the same.
+Every integration test runs its event loop on **simulated time** (``looptime``): the loop's clock
+stands still while any task has work to do, and jumps to the next timer when all of them wait. The
+bridge, the carrier simulator and the emulator all read that one clock (``agent.clock`` reads the
+running loop's), so
+
+* a call with 20 s of audio takes a fraction of a second of wall time;
+* a message crosses loopback in no simulated time, so what the bridge estimates and what the
+  carrier did are one quantity, asserted exactly;
+* a busy machine makes a run slower, never different: nothing here depends on the wall clock.
+
+A test that talks to another process (whose clock is the real one) is marked ``real_time`` and
+gets an ordinary loop; it waits on what the other process says, with timeouts scaled by
+``tests/timing.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import looptime
 import pytest
 from aiohttp import web
 
 from agent.agents import AgentRegistryHolder
 from agent.app import create_app
 from agent.audio.codec import read_wav
-from agent.clock import Clock
 from agent.config import DEFAULT_AGENT, AgentConfig
 from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
 from agent.settings import Settings
 from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
 
-SPEED = 10.0
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
@@ -45,9 +56,23 @@ class Bridge:
 BridgeFactory = Callable[..., Awaitable[Bridge]]
 
 
+def simulated_time_loop() -> asyncio.AbstractEventLoop:
+    """An event loop whose clock moves only when every task is waiting."""
+    return looptime.new_event_loop(start=0.0)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every integration test runs on simulated time, except those marked ``real_time``."""
+    if item.get_closest_marker("real_time") is not None:
+        return {"real-time": asyncio.new_event_loop}
+    return {"simulated-time": simulated_time_loop}
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningEmulator]:
-    running = await start_emulator(EmulatorOptions(speed=SPEED))
+    running = await start_emulator(EmulatorOptions())
     yield running
     await running.close()
 
@@ -82,7 +107,6 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             agent=None if agents is not None else agent,
             agents=agents,
             reconnect_policy=reconnect_policy,
-            call_clock=Clock(SPEED),
         )
         runner = web.AppRunner(app)
         await runner.setup()

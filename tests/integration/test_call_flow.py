@@ -16,7 +16,7 @@ from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live_emulator import RunningEmulator
 from agent.telephony.webhooks import compute_signature
 
-from .conftest import SPEED, BridgeFactory, caller_clip
+from .conftest import BridgeFactory, caller_clip
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 
@@ -30,9 +30,7 @@ async def test_the_caller_hears_a_spoken_reply(
     start_bridge: BridgeFactory, emulator: RunningEmulator
 ) -> None:
     bridge = await start_bridge()
-    report = await place_call(
-        CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("order-status")]
-    )
+    report = await place_call(CarrierOptions(url=bridge.url), [caller_clip("order-status")])
 
     assert report.ended_by == "caller hung up"
     (utterance,) = report.utterances
@@ -58,7 +56,7 @@ async def test_barge_in_clears_twilio_and_no_stale_frame_follows(
 ) -> None:
     bridge = await start_bridge()
     report = await place_call(
-        CarrierOptions(url=bridge.url, speed=SPEED, barge_in_ms=1500),
+        CarrierOptions(url=bridge.url, barge_in_ms=1500),
         [caller_clip("order-status"), caller_clip("interrupt")],
     )
 
@@ -191,7 +189,7 @@ async def test_a_signed_call_flows_and_an_unannounced_stream_is_refused(
 ) -> None:
     bridge = await start_bridge(twilio_auth_token=AUTH_TOKEN)
     report = await place_call(
-        CarrierOptions(url=bridge.url, speed=SPEED, auth_token=AUTH_TOKEN),
+        CarrierOptions(url=bridge.url, auth_token=AUTH_TOKEN),
         [caller_clip("goodbye")],
     )
     assert report.utterances[0].first_reply_ms is not None
@@ -227,7 +225,7 @@ async def test_draining_lets_calls_in_progress_finish_and_takes_no_new_ones(
 ) -> None:
     bridge = await start_bridge()
     call = asyncio.create_task(
-        place_call(CarrierOptions(url=bridge.url, speed=SPEED), [caller_clip("order-status")])
+        place_call(CarrierOptions(url=bridge.url), [caller_clip("order-status")])
     )
     await bridge.app[CALLS].wait_active()
 

@@ -5,8 +5,8 @@ official ``twilio`` library, answers fixed TwiML, and treats N voiced inbound fr
 silence as an utterance, to which it replies with media and a mark; when a second utterance starts
 it sends ``clear``, as a bridge does when the caller barges in. It records everything it receives.
 
-Calls run at ``speed=20`` (one 20 ms tick per wall-clock millisecond); the assertions are about
-audio time and message content, never about wall time.
+Calls run on the suite's simulated clock (see ``conftest.py``): the assertions are about audio time
+and message content, never about wall time.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from agent.errors import TelephonyError
 from agent.sim.carrier import CarrierOptions, TwilioApiSimulator, place_call
 from agent.telephony.rest import TwilioRest
 
-SPEED = 20.0
 TOKEN = "test-auth-token"
 SILENCE = b"\xff" * 160
 PARAMETERS = {"agent": "acme-support", "token": "t.1&x"}
@@ -158,9 +157,7 @@ async def test_a_call_with_a_barge_in_follows_twilios_protocol(start_bridge: Sta
     )
     url = await start_bridge(bridge)
     utterances = [tone(200, 300), tone(250, 300)]
-    options = CarrierOptions(
-        url=url, speed=SPEED, auth_token=TOKEN, lead_ms=100, gap_ms=200, barge_in_ms=100
-    )
+    options = CarrierOptions(url=url, auth_token=TOKEN, lead_ms=100, gap_ms=200, barge_in_ms=100)
 
     report = await place_call(options, utterances)
 
@@ -245,9 +242,7 @@ async def test_a_call_with_a_barge_in_follows_twilios_protocol(start_bridge: Sta
 async def test_without_an_auth_token_no_signature_is_sent(start_bridge: StartBridge) -> None:
     bridge = FakeBridge(replies=[[b"\x30" * 160]])
     url = await start_bridge(bridge)
-    report = await place_call(
-        CarrierOptions(url=url, speed=SPEED, lead_ms=0, gap_ms=20), [tone(200, 200)]
-    )
+    report = await place_call(CarrierOptions(url=url, lead_ms=0, gap_ms=20), [tone(200, 200)])
     assert bridge.signatures == [None]
     assert bridge.stream_signatures == [None]
     assert report.marks_echoed == [("reply-1", True)]
@@ -260,20 +255,20 @@ async def test_a_forged_or_missing_signature_is_refused(
 ) -> None:
     url = await start_bridge(FakeBridge(auth_token=TOKEN))
     with pytest.raises(TelephonyError, match="403: forged signature"):
-        await place_call(CarrierOptions(url=url, speed=SPEED, auth_token=token), [tone(200, 100)])
+        await place_call(CarrierOptions(url=url, auth_token=token), [tone(200, 100)])
 
 
 async def test_twiml_without_a_stream_is_an_error(start_bridge: StartBridge) -> None:
     bridge = FakeBridge(twiml="<Response><Say>Goodbye</Say></Response>")
     url = await start_bridge(bridge)
     with pytest.raises(TelephonyError, match="no <Response><Connect><Stream>"):
-        await place_call(CarrierOptions(url=url, speed=SPEED), [tone(200, 100)])
+        await place_call(CarrierOptions(url=url), [tone(200, 100)])
 
 
 async def test_the_server_closing_the_socket_ends_the_call(start_bridge: StartBridge) -> None:
     bridge = FakeBridge(hang_up_after_frames=10)
     url = await start_bridge(bridge)
-    report = await place_call(CarrierOptions(url=url, speed=SPEED, lead_ms=0), [tone(200, 2000)])
+    report = await place_call(CarrierOptions(url=url, lead_ms=0), [tone(200, 2000)])
     assert report.ended_by == "server hung up"
     assert bridge.sent("stop") == []
     assert len(bridge.sent("media")) == 10
@@ -283,7 +278,7 @@ async def test_the_server_closing_the_socket_ends_the_call(start_bridge: StartBr
 async def test_max_duration_hangs_up_on_a_silent_bridge(start_bridge: StartBridge) -> None:
     bridge = FakeBridge()  # never replies
     url = await start_bridge(bridge)
-    options = CarrierOptions(url=url, speed=SPEED, lead_ms=0, max_duration_s=0.4)
+    options = CarrierOptions(url=url, lead_ms=0, max_duration_s=0.4)
     report = await place_call(options, [tone(200, 100)])
     assert report.ended_by == "max duration"
     assert len(bridge.sent("media")) == 20
@@ -295,7 +290,7 @@ async def test_an_unreachable_bridge_is_a_telephony_error() -> None:
     with socket.socket() as sock:  # a port nobody listens on once this is closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    options = CarrierOptions(url=f"http://127.0.0.1:{port}", speed=SPEED)
+    options = CarrierOptions(url=f"http://127.0.0.1:{port}")
     with pytest.raises(TelephonyError, match="could not reach the voice webhook"):
         await place_call(options, [tone(200, 100)])
 
@@ -327,7 +322,7 @@ async def test_a_rest_hang_up_ends_the_simulated_call(
 
         bridge = FakeBridge(on_media=hang_up_at_frame_10)
         url = await start_bridge(bridge)
-        options = CarrierOptions(url=url, speed=SPEED, lead_ms=0)
+        options = CarrierOptions(url=url, lead_ms=0)
         report = await place_call(options, [tone(200, 2000)], rest=twilio_api)
         # Once the call is over, Twilio answers 20404: not an error for a hang-up.
         results.append(await client.hang_up(report.call_sid))
@@ -357,7 +352,7 @@ async def test_a_rest_dial_transfers_the_simulated_call(
         bridge = FakeBridge(on_media=transfer_at_frame_5)
         url = await start_bridge(bridge)
         report = await place_call(
-            CarrierOptions(url=url, speed=SPEED, lead_ms=0), [tone(200, 2000)], rest=twilio_api
+            CarrierOptions(url=url, lead_ms=0), [tone(200, 2000)], rest=twilio_api
         )
 
     assert report.ended_by == "transferred via REST"
@@ -388,7 +383,7 @@ async def test_a_rest_update_with_the_wrong_token_changes_nothing(
                     errors.append(getattr(exc, "code", None))
 
         url = await start_bridge(FakeBridge(on_media=try_hang_up))
-        options = CarrierOptions(url=url, speed=SPEED, lead_ms=0)
+        options = CarrierOptions(url=url, lead_ms=0)
         report = await place_call(options, [tone(200, 300)], rest=twilio_api)
     assert errors == [20003]
     assert report.ended_by == "caller hung up"

@@ -1,7 +1,8 @@
 """The Live API emulator on a real port, driven by a ``websockets`` client as the bridge would be.
 
-Runs at speed 20, so a 7 s answer streams in under half a second. Tests wait for messages (with
-timeouts), never for time to pass: injected faults are awaited through the emulator's own methods.
+Runs on the suite's simulated clock (see ``conftest.py``), so a 7 s answer streams in a moment of
+wall time. Tests wait for messages (with timeouts), never for time to pass: injected faults are
+awaited through the emulator's own methods.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from agent.sim.scenario import FunctionCall, Scenario, Speech, Step
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PATH = LIVE_PATH.format(version="v1beta")
-TIMEOUT = 5.0
+# Simulated seconds (see conftest.py): a generous bound costs nothing; pytest-timeout guards hangs.
+TIMEOUT = 60.0
 MODEL = "models/gemini-2.5-flash-native-audio-preview-12-2025"
 SETUP = {
     "setup": {
@@ -50,7 +52,7 @@ Message = dict[str, Any]
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningEmulator]:
-    running = await start_emulator(EmulatorOptions(speed=20))
+    running = await start_emulator(EmulatorOptions())
     try:
         yield running
     finally:
@@ -296,7 +298,7 @@ async def test_second_setup_closes_1007(emulator: RunningEmulator) -> None:
 
 
 async def test_api_key_is_required_when_configured() -> None:
-    running = await start_emulator(EmulatorOptions(speed=20, api_key="secret"))
+    running = await start_emulator(EmulatorOptions(api_key="secret"))
     try:
         invalid = (1007, "API key not valid. Please pass a valid API key.")
         async with connect(
@@ -319,7 +321,7 @@ async def test_api_key_is_required_when_configured() -> None:
 
 
 async def test_close_ends_open_sessions_with_going_away() -> None:
-    running = await start_emulator(EmulatorOptions(speed=20))
+    running = await start_emulator(EmulatorOptions())
     ws = await open_session(running)
     try:
         # Mid-answer, so a paced stream is running when the emulator stops.
@@ -335,7 +337,7 @@ async def test_close_ends_open_sessions_with_going_away() -> None:
 
 
 async def test_a_client_vanishing_mid_answer_is_cleaned_up() -> None:
-    running = await start_emulator(EmulatorOptions(speed=20))
+    running = await start_emulator(EmulatorOptions())
     try:
         ws = await open_session(running)
         await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
@@ -399,8 +401,8 @@ async def test_go_away_on_demand_then_the_deadline_close(emulator: RunningEmulat
 
 
 async def test_the_connection_cap_sends_go_away_then_closes() -> None:
-    # goAway 8.5 s (0.425 s of wall time) in: well after setupComplete, even on a busy machine.
-    options = EmulatorOptions(speed=20, connection_lifetime_s=10, go_away_before_s=1.5)
+    # goAway 8.5 s in: well after setupComplete, which takes no simulated time.
+    options = EmulatorOptions(connection_lifetime_s=10, go_away_before_s=1.5)
     running = await start_emulator(options)
     try:
         async with await open_session(running) as ws:
@@ -435,7 +437,7 @@ async def test_abort_session_drops_the_line_without_a_close_frame(
 
 async def test_faults_from_options_hit_only_their_connection() -> None:
     faults = (Fault.close(after_s=3, code=1011, connection=1), Fault.delay_setup(200))
-    running = await start_emulator(EmulatorOptions(speed=20, faults=faults))
+    running = await start_emulator(EmulatorOptions(faults=faults))
     try:
         async with await open_session(running) as first:
             async with await open_session(running) as second:
@@ -450,9 +452,7 @@ async def test_faults_from_options_hit_only_their_connection() -> None:
 
 
 async def test_a_stalled_connection_catches_up_afterwards() -> None:
-    running = await start_emulator(
-        EmulatorOptions(speed=20, faults=(Fault.stall(after_s=0, for_s=1),))
-    )
+    running = await start_emulator(EmulatorOptions(faults=(Fault.stall(after_s=0, for_s=1),)))
     try:
         async with await open_session(running) as ws:
             await ws.send(json.dumps({"clientContent": {"turnComplete": True}}))
@@ -474,7 +474,7 @@ async def test_a_scripted_blocking_call_is_answered_with_the_result() -> None:
         say=Speech("reply", "Your order {result.status}."),
         calls=(FunctionCall("lookup_order", {"order_id": "A17"}),),
     )
-    running = await start_emulator(EmulatorOptions(speed=20, scenario=Scenario(steps=(step,))))
+    running = await start_emulator(EmulatorOptions(scenario=Scenario(steps=(step,))))
     try:
         async with await open_session(running) as ws:
             await send_audio(ws, caller_pcm16k())
@@ -517,7 +517,7 @@ async def test_tls_serves_wss(tmp_path: Path) -> None:
     server.private_key_and_cert_chain_pem.write_to_path(str(pem))
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    running = await start_emulator(EmulatorOptions(speed=20), ssl_context=tls_server_context(pem))
+    running = await start_emulator(EmulatorOptions(), ssl_context=tls_server_context(pem))
     try:
         assert running.url.startswith("wss://127.0.0.1:")
         async with connect(running.url + PATH, ssl=client_context) as ws:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from timing import scaled_timeout
 
 from agent.records import RecordStore
 from agent.sim.carrier import CarrierOptions, place_call
@@ -37,8 +38,8 @@ from .conftest import caller_clip
 SPEED = 4.0
 AUTH_TOKEN = "crash-test-auth-token-0123456789abcdef"
 COMPLETED_TURNS = 2
-STARTUP_TIMEOUT_S = 30.0
-CALL_TIMEOUT_S = 45.0
+STARTUP_TIMEOUT_S = scaled_timeout(30.0)
+CALL_TIMEOUT_S = scaled_timeout(45.0)
 
 LogLine = dict[str, Any]
 
@@ -85,7 +86,7 @@ class ServerLog:
 
     async def finish(self) -> None:
         """Read to the end of the stream (after the process is gone)."""
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(scaled_timeout(10)):
             await asyncio.wait([self._reader])
 
 
@@ -165,7 +166,7 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(scaled_timeout(30)):
             out, err = await process.communicate()
     finally:
         if process.returncode is None:
@@ -177,8 +178,10 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str,
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+# The server is another process, on the real clock: so is this test's loop.
+@pytest.mark.real_time
 async def test_a_server_killed_mid_call_keeps_every_completed_turn(tmp_path: Path) -> None:
-    emulator = await start_emulator(EmulatorOptions(speed=SPEED))
+    emulator = await start_emulator(EmulatorOptions())
     port = free_port()
     db = tmp_path / "calls.db"
     env = server_env(tmp_path, port, emulator.url, db)
@@ -208,7 +211,7 @@ async def test_a_server_killed_mid_call_keeps_every_completed_turn(tmp_path: Pat
             # Several utterances, so the call is still going when the second turn completes.
             utterances = [caller_clip(n) for n in ("order-status", "goodbye", "transfer")] * 2
             options = CarrierOptions(
-                url=f"http://127.0.0.1:{port}", speed=SPEED, auth_token=AUTH_TOKEN, gap_ms=600
+                url=f"http://127.0.0.1:{port}", auth_token=AUTH_TOKEN, gap_ms=600
             )
             call = asyncio.get_running_loop().create_task(place_call(options, utterances))
             await log.wait_for(lambda ls: bool(events(ls, "call.started")), CALL_TIMEOUT_S)
@@ -219,7 +222,7 @@ async def test_a_server_killed_mid_call_keeps_every_completed_turn(tmp_path: Pat
                 CALL_TIMEOUT_S,
             )
             completed = len(events(log.lines, "model.turn_complete", call_sid))
-            await wait_committed(db, call_sid, completed, timeout_s=10)
+            await wait_committed(db, call_sid, completed, timeout_s=scaled_timeout(10))
 
             os.kill(server.pid, signal.SIGKILL)
             assert await server.wait() == -signal.SIGKILL
@@ -232,7 +235,7 @@ async def test_a_server_killed_mid_call_keeps_every_completed_turn(tmp_path: Pat
         if call is not None:
             # The caller hears the line drop: the simulator ends the call (or fails to place it).
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(30):
+                async with asyncio.timeout(scaled_timeout(30)):
                     await call
         await emulator.close()
 

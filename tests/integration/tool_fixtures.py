@@ -19,7 +19,7 @@ from agent.sim.live_emulator import RunningEmulator
 class Probe:
     emulator: RunningEmulator | None = None
     calls: CallRegistry | None = None
-    wall_seconds: float = 0.2  # how long slow tools take on the wall clock
+    seconds: float = 0.2  # how long slow tools take (simulated time, like the whole call)
     seen: dict[str, Any] = field(default_factory=dict)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -38,7 +38,7 @@ def _counters(call_sid: str) -> tuple[int, int]:
 async def slow_order_status(order_id: str, call_sid: str) -> dict[str, Any]:
     """A CRM lookup that takes a while; records the audio that flowed while it ran."""
     before = _counters(call_sid)
-    await asyncio.sleep(PROBE.wall_seconds)
+    await asyncio.sleep(PROBE.seconds)
     after = _counters(call_sid)
     PROBE.seen["caller_frames_during"] = after[0] - before[0]
     PROBE.seen["model_frames_during"] = after[1] - before[1]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from structlog.testing import capture_logs
+from timing import scaled_timeout
 
 from agent.agents import (
     AGENT_FIELDS,
@@ -1032,7 +1033,7 @@ def test_agents_built_in_code_are_not_reloaded() -> None:
 
 async def _until(condition: Any, timeout_s: float = 5.0) -> None:
     # Polling: what is awaited (a reload started by a signal or a file change) has no event.
-    async with asyncio.timeout(timeout_s):
+    async with asyncio.timeout(scaled_timeout(timeout_s)):
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 

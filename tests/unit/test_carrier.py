@@ -158,6 +158,18 @@ def test_mark_is_echoed_at_once_when_nothing_is_buffered() -> None:
     assert phone.report().marks_echoed == [("m0", True)]
 
 
+def test_an_echo_that_never_left_the_phone_is_not_reported() -> None:
+    # The stream closed between the phone making the echoes and the writer sending them: only
+    # the one that went out is in the report, as only it is in Twilio's log.
+    phone = make_phone([])
+    phone.connect({})
+    (sent,) = phone.receive_text(mark("m0"))
+    (lost,) = phone.receive_text(mark("m1"))
+    phone.undelivered(lost)
+    assert sent["mark"]["name"] == "m0"
+    assert phone.report().marks_echoed == [("m0", True)]
+
+
 def test_mark_is_echoed_only_after_the_audio_before_it_has_played() -> None:
     phone = make_phone([], lead_ms=10_000)
     assert phone.receive_text(media(b"\x30" * 400)) == []  # 2.5 frames

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from timing import scaled_timeout
 
 from agent.errors import LiveClosedError, LiveConnectError
 from agent.live import link as link_module
@@ -101,7 +102,7 @@ async def start(service: FakeService, policy: ReconnectPolicy = FAST) -> LiveLin
 
 
 async def next_event(events: AsyncIterator[LinkEvent]) -> LinkEvent:
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(scaled_timeout(5)):
         return await anext(events)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from timing import scaled_timeout
 
 from agent.crm import Crm
 from agent.errors import ConfigError
@@ -403,7 +404,7 @@ async def test_cancelling_a_running_tool_cancels_it_and_propagates(
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """Poll ``condition`` (state another thread or module changes) until it holds."""
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled_timeout(timeout_s)
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.005)
