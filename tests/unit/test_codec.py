@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_metrics import as_float, fixture_names, load_fixture, snr_db
 
 from agent.audio.codec import (
     ULAW_SILENCE,
@@ -18,11 +19,6 @@ from agent.audio.codec import (
     write_wav,
 )
 from agent.errors import AudioError
-
-try:  # tests/unit is on sys.path as a plain directory (pytest's default)
-    from audio_metrics import as_float, fixture_names, load_fixture, snr_db
-except ModuleNotFoundError:  # tests/unit has become a package
-    from .audio_metrics import as_float, fixture_names, load_fixture, snr_db
 
 
 def pcm(*samples: int) -> bytes:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from timing import scaled_timeout
 
 from agent.errors import LiveClosedError, LiveConnectError
-from agent.live import link as link_module
 from agent.live import protocol
 from agent.live.link import (
     LinkEvent,
@@ -66,7 +66,7 @@ class FakeConnection:
 class FakeService:
     """Hands out FakeConnections; can refuse a number of attempts first."""
 
-    def __init__(self, failures: list[Exception] | None = None) -> None:
+    def __init__(self, failures: Sequence[Exception] | None = None) -> None:
         self.connections: list[FakeConnection] = []
         self.failures = list(failures or [])
         self.attempts: list[str | None] = []
@@ -295,8 +295,9 @@ async def test_retries_with_backoff_then_gives_up_at_the_deadline(
     refusals = [LiveConnectError("connection refused") for _ in range(1000)]
     service = FakeService(failures=refusals)
     link = LiveLink(
-        service.open, ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.004, deadline_s=0.05)
-    )  # type: ignore[arg-type]
+        service.open,  # type: ignore[arg-type]
+        ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.004, deadline_s=0.05),
+    )
     slept: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -304,8 +305,8 @@ async def test_retries_with_backoff_then_gives_up_at_the_deadline(
         slept.append(seconds)
         await real_sleep(seconds)
 
-    monkeypatch.setattr(link_module.random, "random", lambda: 0.5)  # jitter factor exactly 1
-    monkeypatch.setattr(link_module.asyncio, "sleep", recording_sleep)
+    monkeypatch.setattr(random, "random", lambda: 0.5)  # jitter factor exactly 1
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
     with pytest.raises(LiveUnavailableError, match="no Live connection"):
         await link.start()
     # The delay doubles up to its cap, and every wait is followed by another attempt.

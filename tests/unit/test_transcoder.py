@@ -13,6 +13,7 @@ import struct
 import numpy as np
 import pytest
 import soxr
+from audio_metrics import as_float, band_snr_db, fixture_names, load_fixture, measured_delay
 from numpy.typing import NDArray
 
 from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw, resample_offline, ulaw_to_pcm16
@@ -25,11 +26,6 @@ from agent.audio.transcoder import (
     Upsampler8kTo16k,
 )
 from agent.errors import AudioError
-
-try:  # tests/unit is on sys.path as a plain directory (pytest's default)
-    from audio_metrics import as_float, band_snr_db, fixture_names, load_fixture, measured_delay
-except ModuleNotFoundError:  # tests/unit has become a package
-    from .audio_metrics import as_float, band_snr_db, fixture_names, load_fixture, measured_delay
 
 CALLER_FIXTURES = fixture_names("caller-")
 MODEL_FIXTURES = fixture_names("model-")
