@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from agent.audio.codec import read_wav
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TELEPHONE_BAND = (300.0, 3400.0)
 
 Signal = NDArray[np.float64]
