@@ -1,9 +1,10 @@
 """The whole suite's log output goes through the product's logging chain and is scanned for secrets.
 
-At start-up this plugin calls :func:`agent.observability.configure_logging` (JSON, INFO) with a
-scan file as its output, so every line any test makes the product log, with structlog or with the
-standard library (aiohttp, websockets), is rendered exactly as in production. pytest still captures
-the same records for its reports ("Captured log"), rendered by the product's console formatter.
+At start-up this plugin calls :func:`agent.observability.logging.configure_logging` (JSON, INFO)
+with a scan file as its output, so every line any test makes the product log, with structlog or
+with the standard library (aiohttp, websockets), is rendered exactly as in production. pytest still
+captures the same records for its reports ("Captured log"), rendered by the product's console
+formatter.
 
 At the end of the session the scan file is searched for every secret the suite knows. A secret
 found fails the session (exit status 1) and the summary says which secret (by name), on which
@@ -46,7 +47,7 @@ import pytest
 import structlog
 from timing import timeout_factor
 
-from agent import observability
+from agent.observability import logging as observability
 from agent.telephony.webhooks import StreamTokens
 
 SCAN_LEVEL = "info"

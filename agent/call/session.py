@@ -26,7 +26,7 @@ from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.audio.vad import EnergyVad, VoiceActivity
 from agent.clock import REAL_TIME, Clock
-from agent.config import AgentConfig
+from agent.config.models import AgentConfig
 from agent.errors import AgentError, LiveError
 from agent.live import protocol
 from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError
@@ -48,9 +48,9 @@ from agent.live.protocol import (
     TurnComplete,
     UsageReported,
 )
-from agent.metrics import Metrics
-from agent.observability import PriceTable
-from agent.records import CallRecorder
+from agent.observability.logging import PriceTable
+from agent.observability.metrics import Metrics
+from agent.records.store import CallRecorder
 from agent.telephony.twilio import (
     DtmfReceived,
     MarkPlayed,

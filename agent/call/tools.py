@@ -19,12 +19,12 @@ from typing import Any
 
 import structlog
 
+from agent.config.tools import Scheduling
 from agent.live import protocol
 from agent.live.link import LiveLink
 from agent.live.protocol import FunctionCall, FunctionResult
-from agent.records import CallRecorder
+from agent.records.store import CallRecorder
 from agent.tools import CallContext, EndCall, Toolbox, ToolOutcome, TransferCall
-from agent.toolspec import Scheduling
 
 log = structlog.get_logger("agent.tools")
 

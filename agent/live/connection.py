@@ -15,7 +15,7 @@ from types import TracebackType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from agent.config import AgentConfig
+from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError
 from agent.live import protocol
 from agent.live.protocol import LiveEvent, SetupComplete

@@ -1,9 +1,9 @@
 """The Gemini Live API wire protocol, client side, sans-I/O.
 
-Builders turn an :class:`~agent.config.AgentConfig` and audio into the JSON text frames the Live API
-expects; :func:`parse_server_message` turns one server frame into a list of typed events. One frame
-can carry several fields at once (``serverContent`` with ``usageMetadata``, several parts in one
-turn), so a frame always yields a *list*, in the order a client must act on them.
+Builders turn an :class:`~agent.config.models.AgentConfig` and audio into the JSON text frames the
+Live API expects; :func:`parse_server_message` turns one server frame into a list of typed events.
+One frame can carry several fields at once (``serverContent`` with ``usageMetadata``, several parts
+in one turn), so a frame always yields a *list*, in the order a client must act on them.
 
 Nothing here touches a socket or a clock, and nothing raises on wire input: a frame that cannot be
 understood becomes a :class:`LiveProtocolError` event that the adapter logs and drops. Builders do
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.config import AgentConfig, ToolsConfig
+from agent.config.models import AgentConfig, ToolsConfig
 from agent.errors import ConfigError
 
 DEFAULT_LIVE_API_URL = "wss://generativelanguage.googleapis.com"

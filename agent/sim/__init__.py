@@ -1,14 +1,15 @@
 """Local stand-ins for the services the bridge talks to, for offline development and tests.
 
-:mod:`agent.sim.live_emulator` serves a faithful local Gemini Live API (its decisions live in the
-sans-I/O :mod:`agent.sim.emulator_core`; what its model says and calls can be scripted with
-:mod:`agent.sim.scenario`); the bundled speech it answers with is in ``assets/`` and example
+:mod:`agent.sim.live.server` serves a faithful local Gemini Live API (its decisions live in the
+sans-I/O :mod:`agent.sim.live.core`; what its model says and calls can be scripted with
+:mod:`agent.sim.live.scenario`); the bundled speech it answers with is in ``assets/`` and example
 scenarios are in ``scenarios/``. The product never imports these modules, except where the CLI
 wires the embedded default.
 """
 
-from agent.sim.emulator_core import Fault
-from agent.sim.live_emulator import (
+from agent.sim.live.core import Fault
+from agent.sim.live.scenario import FunctionCall, Scenario, Speech, Step, load_scenario
+from agent.sim.live.server import (
     LIVE_PATH,
     EmulatedSessionRecord,
     EmulatorOptions,
@@ -17,7 +18,6 @@ from agent.sim.live_emulator import (
     start_emulator,
     tls_server_context,
 )
-from agent.sim.scenario import FunctionCall, Scenario, Speech, Step, load_scenario
 
 __all__ = [
     "LIVE_PATH",

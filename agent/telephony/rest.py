@@ -41,7 +41,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import structlog
 
-from agent.config import E164_RE
+from agent.config.models import E164_RE
 from agent.errors import ConfigError, TelephonyError
 
 log = structlog.get_logger("agent.telephony.rest")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.config.tools import EndCallTool, TransferCallTool
 from agent.telephony.rest import is_e164
 from agent.tools.base import Action, EndCall, TransferCall
-from agent.toolspec import EndCallTool, TransferCallTool
 
 
 def run_builtin(kind: EndCallTool | TransferCallTool) -> tuple[Any, Action]:

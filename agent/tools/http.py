@@ -36,8 +36,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import structlog
 
+from agent.config.tools import HttpTool
 from agent.tools.base import ToolError
-from agent.toolspec import HttpTool
 
 log = structlog.get_logger("agent.tools")
 

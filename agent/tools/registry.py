@@ -29,10 +29,19 @@ from typing import Any, Final
 import aiohttp
 import structlog
 
+from agent.config.tools import (
+    CONTEXT_KEYS,
+    EndCallTool,
+    HttpTool,
+    PythonTool,
+    SqlTool,
+    ToolSpec,
+    TransferCallTool,
+)
 from agent.crm import Crm
 from agent.errors import ConfigError
-from agent.metrics import Metrics
-from agent.records import redact
+from agent.observability.metrics import Metrics
+from agent.records.store import redact
 from agent.telephony.rest import TwilioRest
 from agent.tools.arguments import check_arguments
 from agent.tools.base import (
@@ -54,15 +63,6 @@ from agent.tools.sql import (
     bind_parameters,
     parse_query,
     validate_sql,
-)
-from agent.toolspec import (
-    CONTEXT_KEYS,
-    EndCallTool,
-    HttpTool,
-    PythonTool,
-    SqlTool,
-    ToolSpec,
-    TransferCallTool,
 )
 
 log = structlog.get_logger("agent.tools")

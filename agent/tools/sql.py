@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import structlog
 
+from agent.config.tools import SqlTool
 from agent.tools.base import ToolError
-from agent.toolspec import SqlTool
 
 if TYPE_CHECKING:
     import psycopg

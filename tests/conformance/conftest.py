@@ -19,7 +19,7 @@ import trustme
 from google import genai
 from google.genai import types
 
-from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
+from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import pytest
 from google.genai import errors, types
 from google.genai.live import AsyncSession
 
-from agent.sim.live_emulator import load_bundled_clips
-from agent.sim.scenario import Clip, FunctionCall, Scenario, Speech, Step
+from agent.sim.live.scenario import Clip, FunctionCall, Scenario, Speech, Step
+from agent.sim.live.server import load_bundled_clips
 
 from .conftest import EmulatedLive
 

@@ -32,7 +32,7 @@ from google import genai
 from google.genai import _common, _live_converters, live, types
 from google.genai import _transformers as t
 
-from agent.config import (
+from agent.config.models import (
     AgentConfig,
     ContextWindowCompressionConfig,
     FunctionDeclaration,

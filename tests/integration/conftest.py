@@ -27,14 +27,14 @@ import looptime
 import pytest
 from aiohttp import web
 
-from agent.agents import AgentRegistryHolder
-from agent.app import create_app
 from agent.audio.codec import read_wav
-from agent.config import DEFAULT_AGENT, AgentConfig
+from agent.config.agents import AgentRegistryHolder
+from agent.config.models import DEFAULT_AGENT, AgentConfig
 from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
-from agent.settings import Settings
-from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
+from agent.server.app import create_app
+from agent.server.settings import Settings
+from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 

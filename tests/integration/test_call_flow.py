@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 import aiohttp
 import numpy as np
 
-from agent.app import CALLS, begin_drain, drain
 from agent.audio.codec import pcm16_to_ulaw
+from agent.server.app import CALLS, begin_drain, drain
 from agent.sim.carrier import CarrierOptions, place_call
-from agent.sim.live_emulator import RunningEmulator
+from agent.sim.live.server import RunningEmulator
 from agent.telephony.webhooks import compute_signature
 
 from .conftest import BridgeFactory, caller_clip

@@ -12,13 +12,13 @@ import aiohttp
 import numpy as np
 import structlog
 
-from agent.app import CALLS
 from agent.call.session import CallSession
-from agent.config import AgentConfig, CallPolicy, VadConfig
+from agent.config.models import AgentConfig, CallPolicy, VadConfig
 from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
+from agent.server.app import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
-from agent.sim.live_emulator import RunningEmulator
+from agent.sim.live.server import RunningEmulator
 
 from .conftest import BridgeFactory, caller_clip
 

@@ -23,8 +23,9 @@ import trustme
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from agent.sim.emulator_core import Fault
-from agent.sim.live_emulator import (
+from agent.sim.live.core import Fault
+from agent.sim.live.scenario import FunctionCall, Scenario, Speech, Step
+from agent.sim.live.server import (
     LIVE_PATH,
     EmulatorOptions,
     RunningEmulator,
@@ -32,7 +33,6 @@ from agent.sim.live_emulator import (
     start_emulator,
     tls_server_context,
 )
-from agent.sim.scenario import FunctionCall, Scenario, Speech, Step
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PATH = LIVE_PATH.format(version="v1beta")

@@ -22,13 +22,13 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.app import CALLS
-from agent.config import AgentConfig
+from agent.config.models import AgentConfig
 from agent.live.connection import LiveTarget
-from agent.observability import PriceTable
-from agent.records import mask_number
+from agent.observability.logging import PriceTable
+from agent.records.store import mask_number
+from agent.server.app import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
-from agent.sim.live_emulator import EmulatorOptions, start_emulator
+from agent.sim.live.server import EmulatorOptions, start_emulator
 
 from .conftest import BridgeFactory, caller_clip
 

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent.app import CALLS
-from agent.config import CallPolicy
+from agent.config.models import CallPolicy
 from agent.live.connection import LiveTarget
+from agent.server.app import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
-from agent.sim.live_emulator import EmulatorOptions, Fault, RunningEmulator, start_emulator
+from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start_emulator
 
 from .conftest import BridgeFactory, caller_clip
 

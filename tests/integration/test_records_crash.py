@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.records import RecordStore
+from agent.records.store import RecordStore
 
 COMPLETED = 5
 CALL_SID = "CAcrash0000000000000000000000000001"
@@ -27,7 +27,7 @@ CHILD = f"""
 import asyncio, sys, time
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from agent.records import RecordStore
+from agent.records.store import RecordStore
 
 def turn(recorder, index):
     now = time.time()

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from timing import scaled_timeout
 
-from agent.records import RecordStore
+from agent.records.store import RecordStore
 from agent.sim.carrier import CarrierOptions, place_call
-from agent.sim.live_emulator import EmulatorOptions, start_emulator
+from agent.sim.live.server import EmulatorOptions, start_emulator
 
 from .conftest import caller_clip
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from agent.agents import AgentRegistryHolder
-from agent.app import CALLS
 from agent.call.session import CallSession
+from agent.config.agents import AgentRegistryHolder
 from agent.live.connection import LiveTarget
+from agent.server.app import CALLS
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     CallReport,
@@ -27,8 +27,8 @@ from agent.sim.carrier import (
     TwilioApiSimulator,
     place_call,
 )
-from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
-from agent.sim.scenario import scenario_from_data
+from agent.sim.live.scenario import scenario_from_data
+from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 from . import tool_fixtures
 from .conftest import Bridge, BridgeFactory, caller_clip

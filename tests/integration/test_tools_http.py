@@ -17,10 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from agent.config.tools import HttpTool, ToolSpec
 from agent.crm import Crm
 from agent.tools import CallContext, Toolbox
 from agent.tools.http import TEXT_LIMIT
-from agent.toolspec import HttpTool, ToolSpec
 
 CONTEXT = CallContext(
     call_sid="CA" + "1" * 32,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.call.registry import CallRegistry
-from agent.sim.live_emulator import RunningEmulator
+from agent.sim.live.server import RunningEmulator
 
 
 @dataclass

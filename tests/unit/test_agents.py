@@ -16,7 +16,7 @@ import yaml
 from structlog.testing import capture_logs
 from timing import scaled_timeout
 
-from agent.agents import (
+from agent.config.agents import (
     AGENT_FIELDS,
     BUNDLED_AGENTS,
     TOOL_FIELDS,
@@ -36,7 +36,7 @@ from agent.agents import (
     template_problems,
     watch_agent_files,
 )
-from agent.config import (
+from agent.config.models import (
     AgentConfig,
     CallPolicy,
     ContextWindowCompressionConfig,
@@ -50,9 +50,7 @@ from agent.config import (
     ToolsConfig,
     VadConfig,
 )
-from agent.errors import ConfigError
-from agent.settings import Settings
-from agent.toolspec import (
+from agent.config.tools import (
     EndCallTool,
     HttpTool,
     PythonTool,
@@ -60,6 +58,8 @@ from agent.toolspec import (
     ToolSpec,
     TransferCallTool,
 )
+from agent.errors import ConfigError
+from agent.server.settings import Settings
 
 
 def write(folder: Path, name: str, text: str) -> Path:

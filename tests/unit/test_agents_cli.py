@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.agents import AGENT_FIELDS, BUNDLED_AGENTS, TOOL_FIELDS
-from agent.agents_cli import add_agents_subcommands, check_command, schema_command
+from agent.cli.agents import add_agents_subcommands, check_command, schema_command
+from agent.config.agents import AGENT_FIELDS, BUNDLED_AGENTS, TOOL_FIELDS
 
 
 def _parser() -> argparse.ArgumentParser:

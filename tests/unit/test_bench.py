@@ -18,14 +18,14 @@ import pytest
 from aiohttp import web
 
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
-from agent.bench import SECTIONS, add_bench_arguments, audio_section
-from agent.bench_calls import in_process_bridge, timed_call, vad_detection_chunks
-from agent.bench_cpu import ChildProcess, frames_from_metrics, free_port, process_cpu_seconds
-from agent.bench_live import run_latency_bench, run_reconnect_bench
-from agent.bench_report import Figure, Section, machine_info, render_json, render_table
-from agent.bench_thin import create_thin_app
+from agent.bench.calls import in_process_bridge, timed_call, vad_detection_chunks
+from agent.bench.cpu import ChildProcess, frames_from_metrics, free_port, process_cpu_seconds
+from agent.bench.live import run_latency_bench, run_reconnect_bench
+from agent.bench.report import Figure, Section, machine_info, render_json, render_table
+from agent.bench.run import SECTIONS, add_bench_arguments, audio_section
+from agent.bench.thin import create_thin_app
 from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
-from agent.sim.live_emulator import EmulatorOptions, start_emulator
+from agent.sim.live.server import EmulatorOptions, start_emulator
 
 SPEED = 10.0
 

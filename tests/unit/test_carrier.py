@@ -23,12 +23,12 @@ from agent.sim.carrier import (
     CarrierOptions,
     Phone,
     UtteranceReport,
-    _twiml_verb,
     load_caller_audio,
     new_sid,
     parse_stream_twiml,
     voice_webhook_params,
 )
+from agent.sim.carrier.rest import _twiml_verb
 
 CALL_SID = "CA" + "c" * 32
 ACCOUNT_SID = "AC" + "a" * 32

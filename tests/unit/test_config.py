@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import (
+from agent.config.models import (
     DEFAULT_AGENT,
     DEFAULT_MODEL,
     AgentConfig,

@@ -21,12 +21,12 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from agent.config.tools import SqlTool, ToolSpec
 from agent.crm import Crm, create_crm, crm_path, normalise_phone
 from agent.crm.seed import CUSTOMERS, ORDERS, seed_rows
 from agent.errors import ConfigError
 from agent.tools import CallContext, Toolbox
 from agent.tools.sql import CONSTRAINT_MESSAGE
-from agent.toolspec import SqlTool, ToolSpec
 
 DANA = "+15555550100"  # the carrier simulator's default caller: orders A1009, A1017, A1021
 MARCUS = "+15555550101"  # orders A1003, A1019

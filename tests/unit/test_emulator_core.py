@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from agent.errors import ConfigError
-from agent.sim.emulator_core import (
+from agent.sim.live.core import (
     DEADLINE_EXPIRED,
     EXPLICIT_ACTIVITY_WITH_VAD,
     INTERNAL_ERROR,
@@ -48,8 +48,7 @@ from agent.sim.emulator_core import (
     snake_case,
     truncate_reason,
 )
-from agent.sim.live_emulator import load_bundled_clips
-from agent.sim.scenario import (
+from agent.sim.live.scenario import (
     FunctionCall,
     Scenario,
     Speech,
@@ -59,6 +58,7 @@ from agent.sim.scenario import (
     render_template,
     scenario_from_data,
 )
+from agent.sim.live.server import load_bundled_clips
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RATE = 16000

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent.config import (
+from agent.config.models import (
     AgentConfig,
     ContextWindowCompressionConfig,
     FunctionDeclaration,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from agent.config import AgentConfig, SessionResumptionConfig
+from agent.config.models import AgentConfig, SessionResumptionConfig
 from agent.errors import ConfigError, LiveConnectError
 from agent.live.connection import LiveConnection, LiveTarget
 from agent.live.protocol import SetupComplete
@@ -29,7 +29,7 @@ from agent.live.targets import (
     VertexTarget,
     live_endpoint,
 )
-from agent.settings import Settings
+from agent.server.settings import Settings
 
 NOW = datetime(2026, 10, 1, 12, 0, 0)
 

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from agent.metrics import (
+from agent.observability.metrics import (
     MAX_TOOL_LABELS,
     FrameTimer,
     Metrics,

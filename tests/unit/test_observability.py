@@ -23,7 +23,7 @@ import pytest
 import structlog
 
 from agent.errors import ConfigError
-from agent.observability import (
+from agent.observability.logging import (
     DEFAULT_PRICES,
     REDACTED,
     MaskCallerNumbers,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.calls_cli import CUT, add_calls_subcommands, list_command, show_command
+from agent.cli.calls import CUT, add_calls_subcommands, list_command, show_command
 from agent.errors import ConfigError
-from agent.records import (
+from agent.records.store import (
     REDACTED,
     CallRecorder,
     RecordStore,

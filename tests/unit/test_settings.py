@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import ConfigError
-from agent.settings import Settings
+from agent.server.settings import Settings
 
 
 def test_the_default_listens_on_loopback_only() -> None:

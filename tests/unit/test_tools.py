@@ -23,9 +23,17 @@ import pytest
 from structlog.testing import capture_logs
 from timing import scaled_timeout
 
+from agent.config.tools import (
+    EndCallTool,
+    HttpTool,
+    PythonTool,
+    SqlTool,
+    ToolSpec,
+    TransferCallTool,
+)
 from agent.crm import Crm
 from agent.errors import ConfigError
-from agent.metrics import Metrics
+from agent.observability.metrics import Metrics
 from agent.sim.carrier import CarrierOptions, Phone, TwilioApiSimulator, new_sid
 from agent.telephony.rest import TwilioRest
 from agent.tools import (
@@ -38,14 +46,6 @@ from agent.tools import (
     validate_specs,
 )
 from agent.tools.sql import SqliteDatabase, parse_query
-from agent.toolspec import (
-    EndCallTool,
-    HttpTool,
-    PythonTool,
-    SqlTool,
-    ToolSpec,
-    TransferCallTool,
-)
 
 CONTEXT = CallContext(
     call_sid="CA" + "1" * 32,

@@ -337,7 +337,7 @@ def test_outbound_saturates_overshoot_instead_of_wrapping_around() -> None:
 
 
 def test_bench_reports_microseconds_per_frame_for_both_directions() -> None:
-    from agent.audio.bench import bench_transcoders
+    from agent.bench.audio import bench_transcoders
 
     result = bench_transcoders(seconds=0.1)
     assert set(result) == {"inbound", "outbound"}

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
+from agent.config.tools import ToolSpec
 from agent.errors import ConfigError
-from agent.toolspec import ToolSpec
 
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
@@ -371,7 +371,8 @@ class AgentConfig:
     tool_specs: tuple[ToolSpec, ...] = ()
     """Executable tools; their declarations (bound parameters removed) are in ``tools``."""
     phone_numbers: tuple[str, ...] = ()
-    """E.164 numbers this agent answers (the voice webhook's ``To``); see ``agent.agents``."""
+    """E.164 numbers this agent answers (the voice webhook's ``To``); see
+    :mod:`agent.config.agents`."""
     timezone: str = "UTC"
     """IANA time zone of the business: ``{local_time}`` in prompts and tools is told in it."""
     prefetch_crm: bool = False

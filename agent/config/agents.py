@@ -2,8 +2,8 @@
 
 A business describes each voice agent in one YAML file (``acme-support.yaml``) in a folder
 (``AGENTS_PATH``; by default the bundled examples in ``agent/examples/``). :func:`load` reads every
-``*.yaml`` / ``*.yml`` file there into frozen :class:`~agent.config.AgentConfig` objects and an
-:class:`AgentRegistry` that picks the agent for each call by the number that was dialled.
+``*.yaml`` / ``*.yml`` file there into frozen :class:`~agent.config.models.AgentConfig` objects
+and an :class:`AgentRegistry` that picks the agent for each call by the number that was dialled.
 
 Why it is built this way:
 
@@ -60,7 +60,7 @@ import structlog
 import yaml
 from yaml.constructor import SafeConstructor
 
-from agent.config import (
+from agent.config.models import (
     DEFAULT_MODEL,
     E164_RE,
     ActivityHandling,
@@ -86,8 +86,7 @@ from agent.config import (
     TurnCoverage,
     VadConfig,
 )
-from agent.errors import ConfigError
-from agent.toolspec import (
+from agent.config.tools import (
     CONTEXT_KEYS,
     EndCallTool,
     HttpTool,
@@ -98,11 +97,12 @@ from agent.toolspec import (
     ToolSpec,
     TransferCallTool,
 )
+from agent.errors import ConfigError
 
 log = structlog.get_logger("agent.agents")
 
 #: The folder ``agent serve`` reads when ``AGENTS_PATH`` is not set.
-BUNDLED_AGENTS: Final = Path(__file__).with_name("examples")
+BUNDLED_AGENTS: Final = Path(__file__).parents[1] / "examples"
 #: What a missing template value renders as: honest to the model, never a crash.
 UNKNOWN: Final = "unknown"
 #: Columns of the CRM's ``customers`` table a prompt may use as ``{customer.<field>}``.
@@ -2260,7 +2260,7 @@ def format_local_time(now: datetime, timezone: str) -> str:
 
 def template_values(agent: AgentConfig, context: CallContext) -> dict[str, str]:
     """The values of ``TEMPLATE_KEYS`` for one call (``unknown`` where not known). The keys in
-    ``agent.toolspec.CONTEXT_KEYS`` are the same values tools can be bound to."""
+    ``agent.config.tools.CONTEXT_KEYS`` are the same values tools can be bound to."""
     now = context.now or datetime.now(UTC)
     zone = zoneinfo.ZoneInfo(agent.timezone)
     local = (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(zone)

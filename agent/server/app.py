@@ -25,18 +25,18 @@ import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from agent.agents import (
+from agent.call.registry import CallRegistry
+from agent.call.session import CallSession
+from agent.clock import REAL_TIME, Clock
+from agent.config.agents import (
     AgentRegistry,
     AgentRegistryHolder,
     format_local_time,
     reloading,
     render_for_call,
 )
-from agent.agents import CallContext as AgentCallContext
-from agent.call.registry import CallRegistry
-from agent.call.session import CallSession
-from agent.clock import REAL_TIME, Clock
-from agent.config import AgentConfig
+from agent.config.agents import CallContext as AgentCallContext
+from agent.config.models import AgentConfig
 from agent.crm import Crm
 from agent.errors import ConfigError, SignatureError
 from agent.live import protocol
@@ -44,10 +44,10 @@ from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
-from agent.metrics import Metrics
-from agent.observability import PriceTable, add_secrets
-from agent.records import CallRecordStore, RecordStore
-from agent.settings import Settings
+from agent.observability.logging import PriceTable, add_secrets
+from agent.observability.metrics import Metrics
+from agent.records.store import CallRecordStore, RecordStore
+from agent.server.settings import Settings
 from agent.telephony.rest import TwilioRest
 from agent.telephony.twilio import (
     Connected,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
-from agent.bench_calls import (
+from agent.bench.calls import (
     ArrivalProbe,
     Harness,
     LogCapture,
@@ -41,14 +41,14 @@ from agent.bench_calls import (
     vad_detection_chunks,
     wait_call_ended,
 )
-from agent.bench_report import (
+from agent.bench.report import (
     AUDIO_DELAY_TARGET_MS,
     GREETING_TARGET_MS,
     Section,
     judged,
     reported,
 )
-from agent.config import DEFAULT_AGENT
+from agent.config.models import DEFAULT_AGENT
 from agent.sim.carrier import CarrierOptions, load_caller_audio, new_sid
 
 __all__ = ["run_latency_bench", "run_reconnect_bench"]

@@ -1,7 +1,7 @@
 """The local Live API emulator's decisions, sans-I/O.
 
 :class:`LiveEmulatorCore` is one emulated ``BidiGenerateContent`` connection. The adapter
-(:mod:`agent.sim.live_emulator`) feeds it every client frame with :meth:`~LiveEmulatorCore.receive`,
+(:mod:`agent.sim.live.server`) feeds it every client frame with :meth:`~LiveEmulatorCore.receive`,
 lets it act on its timers with :meth:`~LiveEmulatorCore.poll` and sends what
 :meth:`~LiveEmulatorCore.data_to_send` returns, in that order. The core never touches a socket or
 reads a clock: ``now_ms`` is *emulated* time that the adapter hands in (wall time multiplied by the
@@ -15,7 +15,7 @@ manual activity signals, answers streamed from bundled clips (audio with transcr
 parts for ``responseModalities: ["TEXT"]``), barge-in, ``usageMetadata`` on the final frame of a
 turn, session resumption (handles naming snapshots in a :class:`ResumptionStore` shared by every
 connection of an emulator), the ~10-minute connection cap with its ``goAway``, the 15-minute session
-limit without context compression, scripted function calls (:mod:`agent.sim.scenario`) with
+limit without context compression, scripted function calls (:mod:`agent.sim.live.scenario`) with
 ``NON_BLOCKING`` scheduling and cancellation, and injected faults (:class:`Fault`).
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.live.protocol import decode_b64
-from agent.sim.scenario import Clip, FunctionCall, Scenario, Speech, Step, render_template
+from agent.sim.live.scenario import Clip, FunctionCall, Scenario, Speech, Step, render_template
 
 __all__ = [
     "AbortConnection",

@@ -27,7 +27,7 @@
 | `RECORD_REDACT_FIELDS` | comma-separated tool argument/result fields stored as `***`        |
 | `MASK_CALLER_NUMBERS`  | `true`: caller numbers are masked in records and logs              |
 | `PRICE_TABLE`       | token prices for call cost estimates: inline JSON, or a .json/.yaml   |
-|                     | file, on top of agent.observability.DEFAULT_PRICES                    |
+|                     | file, on top of observability.logging.DEFAULT_PRICES              |
 | `AGENTS_PATH`       | a folder of agent YAML files, or one file (default: the bundled       |
 |                     | examples, so `agent serve` answers as `acme-support` out of the box)  |
 | `AGENTS_RELOAD_INTERVAL_S` | poll the agent files' modification times this often and reload |
@@ -81,7 +81,9 @@ class Settings:
     twilio_api_key_secret: str | None = field(default=None, repr=False)
     twilio_api_url: str = "https://api.twilio.com"
     crm_database_url: str = "sqlite:///./crm.db"
-    agents_path: str | None = None  # None: the bundled examples (agent.agents.BUNDLED_AGENTS)
+    agents_path: str | None = (
+        None  # None: the bundled examples (agent.config.agents.BUNDLED_AGENTS)
+    )
     agents_reload_interval_s: float = 0.0  # 0: no polling
 
     @property

@@ -53,7 +53,7 @@ import yaml
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from agent.errors import ConfigError
-from agent.records import NUMBER_FIELDS, mask_number
+from agent.records.store import NUMBER_FIELDS, mask_number
 
 __all__ = [
     "CALL_KEYS",
@@ -244,8 +244,8 @@ class MaskCallerNumbers:
 
     It masks the values of :attr:`NUMBER_KEYS` (any case, at any depth of mappings) and the same
     keys' string values inside JSON text (a raw frame excerpt). The mask is
-    :func:`agent.records.mask_number`, the one call records use, so a masked number in a log line
-    matches the masked number in ``agent calls list``.
+    :func:`agent.records.store.mask_number`, the one call records use, so a masked number in a log
+    line matches the masked number in ``agent calls list``.
     """
 
     NUMBER_KEYS: ClassVar[frozenset[str]] = NUMBER_FIELDS

@@ -14,7 +14,7 @@ rendered once per call with nothing known about the caller, and the agent's gree
 It runs as its own process, so the bench reads its CPU time from ``/proc`` exactly as it reads the
 real bridge's::
 
-    python -m agent.bench_thin --port 8099 --live-url ws://127.0.0.1:9090
+    python -m agent.bench.thin --port 8099 --live-url ws://127.0.0.1:9090
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from agent.agents import CallContext, load, render_for_call
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
-from agent.config import AgentConfig
+from agent.config.agents import CallContext, load, render_for_call
+from agent.config.models import AgentConfig
 from agent.live import protocol
 from agent.live.connection import LiveTarget
 
@@ -162,7 +162,7 @@ async def _model_to_caller(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the thin bridge on loopback until terminated (SIGTERM or Ctrl-C)."""
-    parser = argparse.ArgumentParser(prog="python -m agent.bench_thin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m agent.bench.thin", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--live-url", required=True, help="Live API base URL (ws://...)")
     args = parser.parse_args(argv)

@@ -38,25 +38,23 @@ import structlog
 from aiohttp import web
 from structlog.types import EventDict, Processor, WrappedLogger
 
-from agent.app import CALLS, create_app
 from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw
 from agent.audio.transcoder import InboundTranscoder
 from agent.clock import Clock
-from agent.config import DEFAULT_AGENT, AgentConfig
+from agent.config.models import DEFAULT_AGENT, AgentConfig
 from agent.live.connection import LiveTarget
-from agent.settings import Settings
+from agent.server.app import CALLS, create_app
+from agent.server.settings import Settings
 from agent.sim.carrier import (
     CallReport,
     CarrierOptions,
     Phone,
     new_sid,
-    open_stream,
     parse_stream_twiml,
-    ring,
-    run_stream,
 )
-from agent.sim.emulator_core import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
-from agent.sim.live_emulator import EmulatorOptions, RunningEmulator, start_emulator
+from agent.sim.carrier.calls import open_stream, ring, run_stream
+from agent.sim.live.core import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
+from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 __all__ = [
     "ArrivalProbe",

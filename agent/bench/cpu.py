@@ -1,7 +1,7 @@
 """``agent bench`` CPU section: the bridge's CPU per call-second, next to the thinnest bridge's.
 
 Each bridge runs as its own process (``python -m agent serve`` with every feature on, and
-``python -m agent.bench_thin``), both answered by one Live API emulator process
+``python -m agent.bench.thin``), both answered by one Live API emulator process
 (``python -m agent emulate``). This process places ``calls`` concurrent calls into each bridge with
 the carrier simulator, in real time, for ``seconds`` each, into both bridges at the same time (on a
 shared machine, load from elsewhere then falls on both alike): the caller speaks, the model answers
@@ -275,7 +275,7 @@ def _agent_bridge(workdir: Path, live_port: int, auth_token: str) -> tuple[Child
 
 def _thin_bridge(workdir: Path, live_port: int) -> tuple[ChildProcess, int]:
     port = free_port()
-    argv = [sys.executable, "-m", "agent.bench_thin", "--port", str(port)]
+    argv = [sys.executable, "-m", "agent.bench.thin", "--port", str(port)]
     argv += ["--live-url", f"ws://127.0.0.1:{live_port}"]
     return ChildProcess("the thin bridge", argv, _base_env(), workdir / "thin.log"), port
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from agent.agents import (
+from agent.config.agents import (
     AgentFilesError,
     AgentRegistry,
     ToolCheck,
@@ -31,7 +31,7 @@ from agent.agents import (
     markdown_reference,
     redact,
 )
-from agent.settings import agents_path_from_env
+from agent.server.settings import agents_path_from_env
 
 
 def add_agents_subcommands(commands: Any) -> None:

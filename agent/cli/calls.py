@@ -21,7 +21,7 @@ import textwrap
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.records import (
+from agent.records.store import (
     CallRecord,
     CallRecordStore,
     RecordStore,
@@ -209,7 +209,7 @@ def _duration(seconds: float | None) -> str:
 def add_calls_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``calls list | show | purge`` to the ``agent`` command's subparsers.
 
-    Each action sets ``run`` (``args.run(args) -> int``), the convention of ``agent.__main__``.
+    Each action sets ``run`` (``args.run(args) -> int``), the convention of ``agent.cli.main``.
     """
     calls = subparsers.add_parser(
         "calls",

@@ -8,13 +8,13 @@ Sections (all by default; ``--only`` picks some):
 ``audio``      algorithmic delay per direction (the transcoders' ``delay_ms``, checked by sending a
                click through each and finding the output peak) and CPU per 20 ms frame.
 ``cpu``        CPU per call-second of ``agent serve`` (every feature on) and of the thinnest
-               possible bridge (:mod:`agent.bench_thin`), side by side as separate processes,
+               possible bridge (:mod:`agent.bench.thin`), side by side as separate processes,
                each with ``--calls`` concurrent real-time calls of ``--seconds``, ``--rounds``
-               times (:mod:`agent.bench_cpu`).
+               times (:mod:`agent.bench.cpu`).
 ``latency``    greeting after ``start`` with and without pre-connect, barge-in, reply latency and
-               caller-audio transit, in-process at real time (:mod:`agent.bench_live`).
+               caller-audio transit, in-process at real time (:mod:`agent.bench.live`).
 ``reconnect``  goAway, a 1011 close and a dropped socket mid-call: switch time, gaps in caller and
-               agent audio, frames lost (:mod:`agent.bench_live`).
+               agent audio, frames lost (:mod:`agent.bench.live`).
 
 Targets: at most 5 ms of added audio delay per direction; CPU per call-second with every feature on
 at most a third of the thinnest bridge's; greeting audio within 10 ms of ``start`` when
@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
-from agent.bench_report import (
+from agent.bench.report import (
     AUDIO_DELAY_TARGET_MS,
     CPU_RATIO_TARGET,
     TEAM_THIN_BRIDGE_MS,
@@ -98,8 +98,8 @@ def _impulse_delay_outbound() -> float:
 
 def audio_section(seconds: float = 2.0) -> Section:
     """Algorithmic delay per direction (declared and measured) and µs per 20 ms frame."""
-    from agent.audio.bench import bench_transcoders
     from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
+    from agent.bench.audio import bench_transcoders
 
     section = Section("audio")
     inbound_ms, outbound_ms = _impulse_delay_inbound(), _impulse_delay_outbound()
@@ -140,11 +140,11 @@ def audio_section(seconds: float = 2.0) -> Section:
 
 
 async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
-    """CPU per call-second of ``agent serve`` against the thin bridge (:mod:`agent.bench_cpu`)."""
+    """CPU per call-second of ``agent serve`` against the thin bridge (:mod:`agent.bench.cpu`)."""
     from dataclasses import asdict
 
-    from agent.bench_calls import median
-    from agent.bench_cpu import run_cpu_bench
+    from agent.bench.calls import median
+    from agent.bench.cpu import run_cpu_bench
 
     section = Section("cpu")
     runs = await run_cpu_bench(calls, seconds, rounds)
@@ -315,7 +315,7 @@ def _sections(only: str) -> list[str]:
 
 async def run_sections(args: argparse.Namespace) -> list[Section]:
     """Run the chosen sections in order; a section that fails is reported, the others still run."""
-    from agent.bench_live import run_latency_bench, run_reconnect_bench
+    from agent.bench.live import run_latency_bench, run_reconnect_bench
 
     async def audio() -> Section:
         return audio_section(args.audio_seconds)

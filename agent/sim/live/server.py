@@ -39,7 +39,7 @@ from agent.audio.codec import read_wav
 from agent.clock import REAL_TIME, Clock
 from agent.errors import AudioError, ConfigError
 from agent.live.protocol import LIVE_PATH
-from agent.sim.emulator_core import (
+from agent.sim.live.core import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_INVALID,
@@ -56,7 +56,7 @@ from agent.sim.emulator_core import (
     ResumptionStore,
     Stall,
 )
-from agent.sim.scenario import Scenario, load_scenario
+from agent.sim.live.scenario import Scenario, load_scenario
 
 __all__ = [
     "LIVE_PATH",

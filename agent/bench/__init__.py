@@ -1,0 +1,1 @@
+"""``agent bench``: the timing and CPU targets, measured and reported."""

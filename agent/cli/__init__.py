@@ -1,0 +1,1 @@
+"""The ``agent`` command: serve, emulate, call, check, schema, calls, bench."""

@@ -1,0 +1,265 @@
+"""The ``agent`` command line: serve, emulate, call, calls.
+
+agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_URL it embeds the
+                                local Live API emulator and says so
+agent emulate [--port P]        the Live API emulator on its own
+agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
+agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
+agent check [PATH]              validate agent YAML files without starting anything
+agent schema                    JSON Schema of an agent file, for editors
+agent bench [--only ...] [--json]  timing and CPU targets, measured
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+from aiohttp import web
+
+from agent.bench.run import DESCRIPTION as BENCH_DESCRIPTION
+from agent.bench.run import add_bench_arguments, run_bench
+from agent.cli.agents import add_agents_subcommands
+from agent.cli.calls import add_calls_subcommands
+from agent.errors import AgentError, ConfigError
+from agent.observability.logging import configure_logging
+from agent.server.settings import Settings
+
+log = structlog.get_logger("agent.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``agent`` console script and ``python -m agent``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except AgentError as exc:
+        print(f"agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the bridge server")
+    serve.add_argument("--host", default=None, help="bind address (default HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default PORT or 8080)")
+    serve.set_defaults(run=_serve)
+
+    emulate = commands.add_parser("emulate", help="run the local Live API emulator")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=9090)
+    emulate.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    emulate.add_argument("--think-ms", type=int, default=0, help="delay before each answer")
+    emulate.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=None,
+        help="serve wss:// with this certificate chain (PEM; may also hold the key)",
+    )
+    emulate.add_argument("--tls-key", metavar="PEM", default=None, help="key for --tls-cert")
+    emulate.add_argument(
+        "--scenario",
+        metavar="FILE|NAME",
+        default=None,
+        help="script answers and function calls: a YAML/JSON file or a bundled name "
+        "(order-status, sms-confirmation, text-chat)",
+    )
+    emulate.add_argument("--connection-lifetime-s", type=float, default=600.0)
+    emulate.add_argument("--go-away-before-s", type=float, default=50.0)
+    emulate.add_argument("--session-limit-s", type=float, default=900.0)
+    emulate.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        default=None,
+        help="require the key held in this environment variable (kept out of argv and logs)",
+    )
+    emulate.set_defaults(run=_emulate)
+
+    call = commands.add_parser("call", help="place a simulated call into the bridge")
+    call.add_argument(
+        "wavs", nargs="+", metavar="WAV", help="caller utterances: WAV paths or bundled names"
+    )
+    call.add_argument("--url", default="http://127.0.0.1:8080", help="the bridge's base URL")
+    call.add_argument("--out", default=None, help="write what the caller heard to this WAV")
+    call.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
+    call.add_argument("--barge-in-ms", type=int, default=None, help="interrupt each reply")
+    call.add_argument("--from", dest="from_number", default="+15555550100")
+    call.add_argument("--to", dest="to_number", default="+15555550199")
+    call.add_argument(
+        "--rest-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve Twilio's REST API (call updates: hang up, transfer) on 127.0.0.1:PORT; "
+        "start the bridge with TWILIO_API_URL=http://127.0.0.1:PORT and the same "
+        "TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN",
+    )
+    call.add_argument(
+        "--account-sid",
+        default=None,
+        help="the simulated account (default TWILIO_ACCOUNT_SID, else a random AC... SID)",
+    )
+    call.set_defaults(run=_call)
+
+    add_calls_subcommands(commands)
+    add_agents_subcommands(commands)
+
+    bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)
+    add_bench_arguments(bench)
+    bench.set_defaults(run=run_bench)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(port=args.port, host=args.host)
+    settings.check_exposure()
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=settings.secrets(),
+        mask_numbers=settings.mask_caller_numbers,
+    )
+    from agent.server.app import create_app
+
+    app = create_app(settings)  # loads AGENTS_PATH: every problem is reported before listening
+    if settings.use_emulator:
+        app.cleanup_ctx.append(_embedded_emulator)
+    asyncio.run(_run_server(app, settings))
+    return 0
+
+
+async def _run_server(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: no new calls, the ones in progress finish
+    (up to DRAIN_TIMEOUT_S; a second signal stops at once), then shut down."""
+    from agent.server.app import drain
+
+    # %Tf: each request's duration (the stream's: the call's) becomes server.access duration_ms.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_format='%a "%r" %s %b %Tf "%{User-Agent}i"'
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        draining = asyncio.ensure_future(drain(app, settings.drain_timeout_s))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, draining.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+    finally:
+        await runner.cleanup()
+
+
+async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
+    """Start the local Live API emulator in-process and point the bridge at it."""
+    from agent.live.connection import LiveTarget
+    from agent.server.app import LIVE_BACKEND
+    from agent.sim.live.server import EmulatorOptions, start_emulator
+
+    emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))
+    app[LIVE_BACKEND].target = LiveTarget(base_url=emulator.url)
+    log.warning(
+        "live.emulator_in_use",
+        message="neither GEMINI_API_KEY nor LIVE_API_URL is set: calls are answered by the "
+        "local Live API emulator",
+        emulator_url=emulator.url,
+    )
+    yield
+    await emulator.close()
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    configure_logging(settings.log_level, settings.log_format, secrets=[api_key or ""])
+    from agent.sim.live.server import (
+        EmulatorOptions,
+        create_emulator_app,
+        load_scenario,
+        tls_server_context,
+    )
+
+    if args.tls_key and not args.tls_cert:
+        raise ConfigError("--tls-key needs --tls-cert")
+    ssl_context = tls_server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    options = EmulatorOptions(
+        speed=args.speed,
+        think_ms=args.think_ms,
+        api_key=api_key,
+        scenario=load_scenario(args.scenario) if args.scenario else None,
+        connection_lifetime_s=args.connection_lifetime_s,
+        go_away_before_s=args.go_away_before_s,
+        session_limit_s=args.session_limit_s,
+    )
+    scheme = "wss" if ssl_context else "ws"
+    log.info("emulator.started", url=f"{scheme}://{args.host}:{args.port}", scenario=args.scenario)
+    web.run_app(
+        create_emulator_app(options),
+        host=args.host,
+        port=args.port,
+        ssl_context=ssl_context,
+        print=None,
+    )
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging("warning", settings.log_format, secrets=settings.secrets())
+    from agent.audio.codec import write_wav
+    from agent.sim.carrier import (
+        CallReport,
+        CarrierOptions,
+        TwilioApiSimulator,
+        load_caller_audio,
+        new_sid,
+        place_call,
+    )
+
+    utterances = [load_caller_audio(name) for name in args.wavs]
+    options = CarrierOptions(
+        url=args.url.rstrip("/"),
+        speed=args.speed,
+        auth_token=settings.twilio_auth_token,
+        from_number=args.from_number,
+        to_number=args.to_number,
+        barge_in_ms=args.barge_in_ms,
+    )
+
+    async def run() -> CallReport:
+        if args.rest_port is None:
+            return await place_call(options, utterances)
+        account_sid = args.account_sid or settings.twilio_account_sid or new_sid("AC")
+        async with TwilioApiSimulator(
+            account_sid=account_sid, auth_token=settings.twilio_auth_token, port=args.rest_port
+        ) as rest:
+            print(f"TWILIO_API_URL={rest.url} TWILIO_ACCOUNT_SID={rest.account_sid}", flush=True)
+            return await place_call(options, utterances, rest=rest)
+
+    report = asyncio.run(run())
+    if args.out:
+        write_wav(args.out, report.heard, 8000)
+    print(report.summary())
+    if args.out:
+        print(f"wrote what the caller heard to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Logs, metrics and the masking of secrets and phone numbers in them."""

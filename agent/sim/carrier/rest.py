@@ -1,0 +1,241 @@
+"""Twilio's REST API as the simulator serves it: the Calls update endpoint (hang up, transfer)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from agent.sim.carrier.phone import (
+    Message,
+    Phone,
+    new_sid,
+)
+from agent.telephony.rest import is_e164
+
+# -- Twilio's REST API: the Calls update endpoint --------------------------------------------------
+
+#: Where Twilio's API takes a call update (``POST``, form-encoded).
+CALL_UPDATE_PATH: Final = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
+_ERRORS_URL: Final = "https://www.twilio.com/docs/errors/"
+#: Twilio's "not found": for a call update, a CallSid that is unknown or whose call has ended.
+NOT_FOUND_CODE: Final = 20404
+#: Twilio's "Authenticate": missing or wrong credentials.
+AUTHENTICATE_CODE: Final = 20003
+# For a malformed update. Twilio's own codes for these vary by parameter; the simulator reports one
+# generic code and says in the message what is wrong.
+_BAD_REQUEST_CODE: Final = 20001
+#: Twilio's "Document parse failure", for a ``Twiml`` parameter that is not XML.
+_PARSE_FAILURE_CODE: Final = 12100
+
+Send = Callable[[list[Message]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdate:
+    """One request to the Calls update endpoint, and how the simulator answered it."""
+
+    call_sid: str
+    params: dict[str, str]
+    status: int
+    code: int | None = None
+
+
+@dataclass(slots=True)
+class _LiveCall:
+    phone: Phone
+    send: Send | None = None  # None until the media stream runs (the call is still ringing)
+
+
+class TwilioApiSimulator:
+    """A local stand-in for Twilio's REST API, as far as a bridge uses it during a call.
+
+    It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` on loopback (port
+    0: any free port) and routes each update to the :class:`Phone` that :func:`place_call`
+    attached for that CallSid:
+
+    * ``Status=completed`` ends the call: the stream gets its ``stop`` and the report says
+      ``hung up via REST`` (:data:`ENDED_BY_REST_HANG_UP`);
+    * ``Twiml`` with ``<Dial>`` ends the stream and records the number the call moved to
+      (``transferred via REST``, ``CallReport.transferred_to``); ``<Hangup/>`` hangs up; any other
+      TwiML, or ``Url``, ends the stream as ``redirected via REST``;
+    * an unknown CallSid, or a call that has ended, is a 404 with code 20404, as Twilio answers.
+
+    Requests must carry HTTP Basic credentials: the account SID and ``auth_token``. Without an
+    ``auth_token`` (development) any password is accepted, but the account SID must still match.
+    Every request is kept in :attr:`updates`; what real Twilio would warn about (``Twiml`` and
+    ``Url`` together, ``Status=canceled`` on a call in progress) is noted in the call's report.
+    """
+
+    def __init__(
+        self,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.account_sid = account_sid or new_sid("AC")
+        self._auth_token = auth_token
+        self._host = host
+        self._port = port
+        self._calls: dict[str, _LiveCall] = {}
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self.updates: list[CallUpdate] = []
+
+    def __repr__(self) -> str:
+        return f"TwilioApiSimulator(account_sid={self.account_sid!r}, url={self._url!r})"
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the bridge as ``TWILIO_API_URL`` (once started)."""
+        if self._url is None:
+            raise RuntimeError("the Twilio API simulator is not started")
+        return self._url
+
+    def app(self) -> web.Application:
+        """The aiohttp application (what :meth:`start` serves; tests may serve it themselves)."""
+        app = web.Application()
+        app.router.add_post(CALL_UPDATE_PATH, self._update_call)
+        return app
+
+    async def start(self) -> str:
+        """Listen on ``host:port``; returns :attr:`url`."""
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{host}:{port}"
+        return self._url
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> TwilioApiSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def attach(self, phone: Phone, send: Send | None = None) -> None:
+        """Route updates for ``phone.call_sid`` to ``phone``; ``send`` delivers the messages an
+        update produces (the ``stop``) to the media stream. Attaching again replaces ``send``."""
+        self._calls[phone.call_sid] = _LiveCall(phone, send)
+
+    def detach(self, call_sid: str) -> None:
+        """The call is over: later updates for it get 20404."""
+        self._calls.pop(call_sid, None)
+
+    async def _update_call(self, request: web.Request) -> web.Response:
+        account_sid = request.match_info["account_sid"]
+        call_sid = request.match_info["call_sid"]
+        form = await request.post()
+        params = {name: value for name, value in form.items() if isinstance(value, str)}
+
+        def error(status: int, code: int, message: str) -> web.Response:
+            self.updates.append(CallUpdate(call_sid, params, status, code))
+            body = {
+                "code": code,
+                "message": message,
+                "more_info": f"{_ERRORS_URL}{code}",
+                "status": status,
+            }
+            headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if status == 401 else None
+            return web.json_response(body, status=status, headers=headers)
+
+        if not self._authorised(request.headers.get("Authorization"), account_sid):
+            return error(401, AUTHENTICATE_CODE, "Authenticate")
+        live = self._calls.get(call_sid)
+        if live is None or live.phone.finished:
+            return error(
+                404, NOT_FOUND_CODE, f"The requested resource {request.path} was not found"
+            )
+        phone = live.phone
+        status = params.get("Status")
+        twiml = params.get("Twiml")
+        url = params.get("Url")
+        if status is not None and status not in ("completed", "canceled"):
+            return error(400, _BAD_REQUEST_CODE, f"Status must be completed or canceled: {status}")
+        dial: str | None = None
+        messages: list[Message] = []
+        if url is not None or twiml is not None:
+            if url is not None and twiml is not None:
+                phone.note_problem("REST update with both Twiml and Url (Twilio warning 32019)")
+                twiml = None  # Twilio follows the Url
+            if twiml is not None:
+                try:
+                    verb, dial = _twiml_verb(twiml)
+                except ValueError as exc:
+                    return error(400, _PARSE_FAILURE_CODE, f"Document parse failure: {exc}")
+                if verb == "Hangup":
+                    messages = phone.hang_up_via_rest()
+                else:
+                    if verb == "Dial" and (dial is None or not is_e164(dial)):
+                        phone.note_problem(f"REST <Dial> to {dial!r}, not an E.164 number")
+                    messages = phone.redirect_via_rest(dial)
+            else:
+                messages = phone.redirect_via_rest(None)
+        elif status == "canceled" and live.send is not None:
+            # Twilio cancels only queued or ringing calls; one in progress needs "completed".
+            phone.note_problem("REST Status=canceled on a call in progress has no effect")
+        elif status is not None:
+            messages = phone.hang_up_via_rest()
+        else:
+            return error(400, _BAD_REQUEST_CODE, "Nothing to update: give Status, Twiml or Url")
+        if messages and live.send is not None:
+            live.send(messages)
+        self.updates.append(CallUpdate(call_sid, params, 200))
+        body = {
+            "sid": call_sid,
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "status": "completed" if phone.finished and dial is None else "in-progress",
+            "uri": request.path,
+        }
+        return web.json_response(body)
+
+    def _authorised(self, header: str | None, account_sid: str) -> bool:
+        if header is None or account_sid != self.account_sid:
+            return False
+        scheme, _, encoded = header.partition(" ")
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        login, colon, password = decoded.partition(":")
+        if scheme.lower() != "basic" or not colon:
+            return False
+        if not hmac.compare_digest(login.encode(), self.account_sid.encode()):
+            return False
+        return self._auth_token is None or hmac.compare_digest(
+            password.encode(), self._auth_token.encode()
+        )
+
+
+def _twiml_verb(twiml: str) -> tuple[str, str | None]:
+    """The first verb of a REST update's TwiML, and for ``<Dial>`` the number dialled."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise ValueError(str(exc)) from exc
+    if root.tag != "Response" or len(root) == 0:
+        raise ValueError("expected <Response> with at least one verb")
+    verb = root[0]
+    if verb.tag != "Dial":
+        return verb.tag, None
+    number = verb.find("Number")
+    text = number.text if number is not None else verb.text
+    return "Dial", (text or "").strip() or None
