@@ -62,7 +62,6 @@ from yaml.constructor import SafeConstructor
 
 from agent.config.models import (
     DEFAULT_MODEL,
-    E164_RE,
     ActivityHandling,
     AgentConfig,
     ApiVersion,
@@ -98,6 +97,7 @@ from agent.config.tools import (
     TransferCallTool,
 )
 from agent.errors import ConfigError
+from agent.numbers import E164_RE, normalise_number
 
 log = structlog.get_logger("agent.agents")
 
@@ -2075,34 +2075,6 @@ def _cross_file_problems(loaded: Sequence[_AgentFile]) -> list[Problem]:
 # --------------------------------------------------------------------------------------------
 # The registry: which agent answers which number
 # --------------------------------------------------------------------------------------------
-
-
-def normalise_number(raw: str | None) -> str | None:
-    """``raw`` (a webhook's ``To``) as E.164, or None if it is not a phone number.
-
-    Accepts what carriers and people write: ``+1 (555) 555-0199``, ``0015555550199``,
-    ``tel:+15555550199``, ``sip:+15555550199@pbx.example.com;transport=tls``, and ten- or
-    eleven-digit North American numbers without a plus (as ``agent.crm.normalise_phone`` does,
-    so routing and the CRM agree on who is who).
-    """
-    if not raw:
-        return None
-    text = raw.strip()
-    lowered = text.lower()
-    for scheme in ("tel:", "sip:", "sips:"):
-        if lowered.startswith(scheme):
-            text = text[len(scheme) :]
-            break
-    text = text.split("@", 1)[0].split(";", 1)[0]
-    text = re.sub(r"[\s().\-/]", "", text)
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    elif text.isascii() and text.isdigit():
-        if len(text) == 10:
-            text = "+1" + text
-        elif len(text) == 11 and text.startswith("1"):
-            text = "+" + text
-    return text if E164_RE.fullmatch(text) else None
 
 
 class AgentRegistry:

@@ -30,6 +30,7 @@ from typing import Any, Final, Literal, get_args
 
 from agent.config.tools import ToolSpec
 from agent.errors import ConfigError
+from agent.numbers import E164_RE
 
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
@@ -58,7 +59,6 @@ _SCHEMA_TYPES: Final = frozenset(
     {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 )
 #: A telephone number in E.164 form: "+", a country code, at most 15 digits in all.
-E164_RE: Final = re.compile(r"\+[1-9][0-9]{1,14}")
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 

@@ -31,6 +31,6 @@ malformed time books nothing without an error the model could correct; ``ON CONF
 NOTHING`` skips only the duplicate (and is the same in PostgreSQL).
 """
 
-from agent.crm.store import DEFAULT_CRM_URL, Crm, create_crm, crm_path, normalise_phone
+from agent.crm.store import DEFAULT_CRM_URL, Crm, create_crm, crm_path
 
-__all__ = ["DEFAULT_CRM_URL", "Crm", "create_crm", "crm_path", "normalise_phone"]
+__all__ = ["DEFAULT_CRM_URL", "Crm", "create_crm", "crm_path"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ import structlog
 
 from agent.crm.seed import INSERTS, SCHEMA, SCHEMA_VERSION, seed_rows
 from agent.errors import ConfigError
-from agent.telephony.rest import is_e164
+from agent.numbers import normalise_number
 
 log = structlog.get_logger("agent.crm")
 
@@ -31,37 +30,6 @@ DEFAULT_CRM_URL: Final = "sqlite:///./crm.db"
 #: How much of a caller's history the prefetch returns: enough to greet and orient, no more.
 RECENT_ORDERS: Final = 5
 UPCOMING_APPOINTMENTS: Final = 3
-
-# Separators people and carriers put in numbers: spaces, dots, dashes, slashes, parentheses.
-_SEPARATORS: Final = re.compile(r"[\s().\-/]")
-
-
-def normalise_phone(raw: str | None) -> str | None:
-    """``raw`` as an E.164 number, or None when it is not a telephone number.
-
-    Accepts what carriers and people write: ``+1 (555) 555-0100``, ``0044 7700 900123``
-    (``00`` is the international prefix), and ten- or eleven-digit North American numbers without
-    a plus (``555-555-0100``, ``1 555 555 0100``). ``anonymous``, ``client:alice`` and SIP URIs
-    are not numbers and give None, so they can never match a customer.
-    """
-    if raw is None:
-        return None
-    text = raw.strip()
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    plus = text.startswith("+")
-    digits = _SEPARATORS.sub("", text.removeprefix("+"))
-    if not digits.isascii() or not digits.isdigit():
-        return None
-    if plus:
-        candidate = "+" + digits
-    elif len(digits) == 10:
-        candidate = "+1" + digits
-    elif len(digits) == 11 and digits.startswith("1"):
-        candidate = "+" + digits
-    else:
-        return None
-    return candidate if is_e164(candidate) else None
 
 
 def crm_path(url: str | None) -> Path:
@@ -151,7 +119,7 @@ class Crm:
         Shape: ``{"id", "name", "phone", "email", "tier", "orders": [{"id", "status", "eta",
         "total", "items"}] (newest first), "appointments": [{"id", "starts_at", "topic"}]}``.
         """
-        number = normalise_phone(phone)
+        number = normalise_number(phone)
         if number is None:
             return None
         today = dt.date.today().isoformat()

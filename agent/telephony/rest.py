@@ -41,8 +41,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import structlog
 
-from agent.config.models import E164_RE
 from agent.errors import ConfigError, TelephonyError
+from agent.numbers import is_e164
 
 log = structlog.get_logger("agent.telephony.rest")
 
@@ -57,11 +57,6 @@ _SID: Final = re.compile(r"[A-Z]{2}[0-9a-fA-F]{32}")
 
 _RETRY_DELAY_S: Final = 0.25
 _Retry = Literal["any", "connect"]
-
-
-def is_e164(number: str) -> bool:
-    """Whether ``number`` is an E.164 telephone number such as ``+15551234567``."""
-    return bool(E164_RE.fullmatch(number))
 
 
 class TwilioApiError(TelephonyError):

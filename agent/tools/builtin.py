@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.config.tools import EndCallTool, TransferCallTool
-from agent.telephony.rest import is_e164
+from agent.numbers import is_e164
 from agent.tools.base import Action, EndCall, TransferCall
 
 

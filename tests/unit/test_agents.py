@@ -29,7 +29,6 @@ from agent.config.agents import (
     install_reload_on_sighup,
     load,
     markdown_reference,
-    normalise_number,
     reloading,
     render_for_call,
     render_template,
@@ -746,27 +745,6 @@ def test_a_substituted_value_never_appears_in_a_problem(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Routing and the default agent
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("+15555550123", "+15555550123"),
-        ("+1 (555) 555-0123", "+15555550123"),
-        ("0015555550123", "+15555550123"),
-        ("5555550123", "+15555550123"),
-        ("15555550123", "+15555550123"),
-        ("tel:+15555550123", "+15555550123"),
-        ("sip:+15555550123@trunk.example.com;transport=tls", "+15555550123"),
-        ("client:alice", None),
-        ("anonymous", None),
-        ("", None),
-        (None, None),
-        ("+0123", None),
-    ],
-)
-def test_webhook_numbers_are_normalised_to_e164(raw: str | None, expected: str | None) -> None:
-    assert normalise_number(raw) == expected
 
 
 def test_calls_are_routed_by_the_number_dialled(tmp_path: Path) -> None:

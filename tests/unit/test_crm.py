@@ -22,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.config.tools import SqlTool, ToolSpec
-from agent.crm import Crm, create_crm, crm_path, normalise_phone
+from agent.crm import Crm, create_crm, crm_path
 from agent.crm.seed import CUSTOMERS, ORDERS, seed_rows
 from agent.errors import ConfigError
 from agent.tools import CallContext, Toolbox
@@ -110,26 +110,6 @@ async def test_lookup_caller_finds_no_one_for_unknown_or_unusable_numbers(
     crm: Crm, phone: str | None
 ) -> None:
     assert await crm.lookup_caller(phone) is None
-
-
-@pytest.mark.parametrize(
-    ("raw", "e164"),
-    [
-        ("+15555550100", "+15555550100"),
-        ("+1 (555) 555-0100", "+15555550100"),
-        ("555.555.0100", "+15555550100"),
-        ("1-555-555-0100", "+15555550100"),
-        ("0044 7700 900123", "+447700900123"),
-        ("+44 7700 900123", "+447700900123"),
-        ("anonymous", None),
-        ("sip:alice@example.com", None),
-        ("+0123456", None),
-        ("+1234567890123456", None),
-        ("\u0665" * 6 + "\u0660\u0661\u0660\u0660", None),  # Arabic-Indic digits: not dialable
-    ],
-)
-def test_numbers_are_normalised_to_e164(raw: str, e164: str | None) -> None:
-    assert normalise_phone(raw) == e164
 
 
 def test_the_crm_url_must_name_an_sqlite_file() -> None:

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from agent.errors import ConfigError, TelephonyError
 from agent.sim.carrier import CarrierOptions, Phone, TwilioApiSimulator, new_sid
-from agent.telephony.rest import TwilioApiError, TwilioRest, is_e164
+from agent.telephony.rest import TwilioApiError, TwilioRest
 
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "s3cret-auth-token-for-tests"
@@ -193,13 +193,6 @@ async def test_a_malformed_call_sid_never_reaches_a_url(
         with pytest.raises(TelephonyError, match="not a Twilio CallSid"):
             await client.hang_up(call_sid)
     assert simulator.updates == []
-
-
-def test_e164() -> None:
-    assert is_e164("+15555550123")
-    assert is_e164("+447700900123")
-    assert not is_e164("+1234567890123456")  # 16 digits
-    assert not is_e164("15555550123")
 
 
 # -- retries, against servers that misbehave ------------------------------------------------------

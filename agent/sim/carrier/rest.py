@@ -12,12 +12,12 @@ from typing import Final
 
 from aiohttp import web
 
+from agent.numbers import is_e164
 from agent.sim.carrier.phone import (
     Message,
     Phone,
     new_sid,
 )
-from agent.telephony.rest import is_e164
 
 # -- Twilio's REST API: the Calls update endpoint --------------------------------------------------
 
