@@ -42,7 +42,7 @@ from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw
 from agent.audio.transcoder import InboundTranscoder
 from agent.clock import Clock
 from agent.config.models import DEFAULT_AGENT, AgentConfig
-from agent.live.connection import LiveTarget
+from agent.live.targets import DeveloperApiTarget
 from agent.server.app import CALLS, create_app
 from agent.server.settings import Settings
 from agent.sim.carrier import (
@@ -53,7 +53,7 @@ from agent.sim.carrier import (
     parse_stream_twiml,
 )
 from agent.sim.carrier.calls import open_stream, ring, run_stream
-from agent.sim.live.core import EnergyVad, SpeechEnded, SpeechStarted, VadSettings
+from agent.sim.live.core import EmulatorVad, SpeechEnded, SpeechStarted, VadSettings
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 __all__ = [
@@ -208,7 +208,7 @@ def vad_detection_chunks(pcm8k: bytes) -> tuple[int | None, int | None]:
     """Which 20 ms frame of an utterance makes the emulator's VAD say speech started, and ended.
 
     The clip is sent as the carrier sends it (mu-law frames, after a second of line silence, then
-    silence again), transcoded as the bridge does, and fed to the emulator's ``EnergyVad`` with the
+    silence again), transcoded as the bridge does, and fed to the emulator's ``EmulatorVad`` with
     settings the bridge's default agent asks for. Frames count from the utterance's first frame;
     the end is usually after the clip (the VAD waits for silence). None when it never fires.
     """
@@ -220,7 +220,7 @@ def vad_detection_chunks(pcm8k: bytes) -> tuple[int | None, int | None]:
     silence = bytes([ULAW_SILENCE]) * _FRAME_BYTES
     lead, tail = 50, 150
     inbound = InboundTranscoder()
-    vad = EnergyVad(VadSettings())
+    vad = EmulatorVad(VadSettings())
     started = ended = None
     for index, frame in enumerate([silence] * lead + frames + [silence] * tail):
         samples = np.frombuffer(inbound.process(frame), dtype="<i2")
@@ -269,7 +269,7 @@ async def in_process_bridge(
                 )
                 app = create_app(
                     settings,
-                    live_target=LiveTarget(base_url=emulator.url),
+                    live_target=DeveloperApiTarget(base_url=emulator.url),
                     agent=agent,
                     call_clock=Clock(speed),
                 )

@@ -35,7 +35,7 @@ from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.config.agents import CallContext, load, render_for_call
 from agent.config.models import AgentConfig
 from agent.live import protocol
-from agent.live.connection import LiveTarget
+from agent.live.targets import DeveloperApiTarget
 
 __all__ = ["create_thin_app", "main"]
 
@@ -77,7 +77,7 @@ async def _stream(request: web.Request) -> web.WebSocketResponse:
         await ws.close()
         return ws
     stream_sid, call_sid = started
-    target = LiveTarget(base_url=request.app[_LIVE_URL])
+    target = DeveloperApiTarget(base_url=request.app[_LIVE_URL])
     agent = render_for_call(request.app[_AGENT], CallContext(call_sid=call_sid))
     setup = protocol.setup_message(agent, model_path=target.model_path(agent.model))
     async with connect(

@@ -35,7 +35,6 @@ class Playback:
     def __init__(self) -> None:
         # (mark name, timeline position when it was sent), oldest first: Twilio echoes in order.
         self._pending: deque[tuple[str, int]] = deque()
-        self._cancelled: set[str] = set()
         self._next = 0
         # The caller's timeline, in frames: sent, minus those a clear threw away.
         self._queued = 0
@@ -74,11 +73,10 @@ class Playback:
 
     def mark_played(self, name: str, now: float) -> bool:
         """Twilio echoed ``name`` at ``now``: True when that proves playback (not a clear's)."""
-        if name in self._cancelled:
-            self._cancelled.discard(name)
-            return False
         if not any(pending == name for pending, _ in self._pending):
-            return False  # not ours, or already accounted for
+            # Not ours, already accounted for, or echoed by a clear (which dropped it from pending:
+            # mark names are never reused, so a cleared one can never match again).
+            return False
         # Twilio plays in order: marks older than this one have played too.
         while True:
             pending, position = self._pending.popleft()
@@ -98,7 +96,6 @@ class Playback:
             discarded_frames=self._queued - heard_until,
             marks_cancelled=len(self._pending),
         )
-        self._cancelled.update(name for name, _ in self._pending)
         self._pending.clear()
         self.frames_discarded += outcome.discarded_frames
         self._queued = heard_until

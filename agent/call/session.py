@@ -60,12 +60,12 @@ from agent.telephony.twilio import (
     StreamStopped,
     TwilioMediaStream,
 )
+from agent.tools import Action, EndCall, Toolbox, TransferCall
 from agent.tools import CallContext as ToolCallContext
-from agent.tools import EndCall, Toolbox, TransferCall
 
 from .dtmf import DtmfCollector
 from .playback import Playback
-from .tools import Action, ToolRunner, ToolStats
+from .tools import ToolRunner, ToolStats
 from .transcript import Transcript
 
 log = structlog.get_logger("agent.call")

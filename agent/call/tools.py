@@ -24,11 +24,9 @@ from agent.live import protocol
 from agent.live.link import LiveLink
 from agent.live.protocol import FunctionCall, FunctionResult
 from agent.records.store import CallRecorder
-from agent.tools import CallContext, EndCall, Toolbox, ToolOutcome, TransferCall
+from agent.tools import Action, CallContext, Toolbox, ToolOutcome
 
 log = structlog.get_logger("agent.tools")
-
-Action = EndCall | TransferCall
 
 
 @dataclass(slots=True)

@@ -168,12 +168,12 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
 
 async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
     """Start the local Live API emulator in-process and point the bridge at it."""
-    from agent.live.connection import LiveTarget
+    from agent.live.targets import DeveloperApiTarget
     from agent.server.app import LIVE_BACKEND
     from agent.sim.live.server import EmulatorOptions, start_emulator
 
     emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))
-    app[LIVE_BACKEND].target = LiveTarget(base_url=emulator.url)
+    app[LIVE_BACKEND].target = DeveloperApiTarget(base_url=emulator.url)
     log.warning(
         "live.emulator_in_use",
         message="neither GEMINI_API_KEY nor LIVE_API_URL is set: calls are answered by the "

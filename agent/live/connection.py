@@ -19,11 +19,7 @@ from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError
 from agent.live import protocol
 from agent.live.protocol import LiveEvent, SetupComplete
-from agent.live.targets import DeveloperApiTarget, LiveEndpoint
-
-LiveTarget = DeveloperApiTarget
-"""The Developer API target under its original name, ``LiveTarget(base_url=..., api_key=...)``.
-Any :class:`~agent.live.targets.LiveEndpoint` (e.g. a ``VertexTarget``) can be opened."""
+from agent.live.targets import LiveEndpoint
 
 # Gemini's pongs can take 8-30 s (python-genai#2935): websockets' default 20 s ping timeout kills
 # healthy calls. Ping for liveness, but give the pong a minute.

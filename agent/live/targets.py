@@ -5,7 +5,7 @@
 resource name, and which backend it is (Vertex AI has fields the Developer API lacks). Two
 backends speak the same protocol:
 
-* :class:`DeveloperApiTarget` (also importable as ``LiveTarget``): the Gemini Developer API,
+* :class:`DeveloperApiTarget` (also importable as ``DeveloperApiTarget``): the Gemini Developer API,
   ``generativelanguage.googleapis.com``, an API key in ``x-goog-api-key``; models are
   ``models/{model}``. An ephemeral token (``auth_tokens/...``) goes to the constrained method with
   ``Authorization: Token ...``, as the SDK does.

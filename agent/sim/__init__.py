@@ -8,7 +8,7 @@ wires the embedded default.
 """
 
 from agent.sim.live.core import Fault
-from agent.sim.live.scenario import FunctionCall, Scenario, Speech, Step, load_scenario
+from agent.sim.live.scenario import Scenario, ScriptedCall, Speech, Step, load_scenario
 from agent.sim.live.server import (
     LIVE_PATH,
     EmulatedSessionRecord,
@@ -24,9 +24,9 @@ __all__ = [
     "EmulatedSessionRecord",
     "EmulatorOptions",
     "Fault",
-    "FunctionCall",
     "RunningEmulator",
     "Scenario",
+    "ScriptedCall",
     "Speech",
     "Step",
     "create_emulator_app",

@@ -165,15 +165,6 @@ class TwilioRest:
         twiml = f"<Response><Dial>{xml.sax.saxutils.escape(number)}</Dial></Response>"
         await self.update_call(call_sid, {"Twiml": twiml}, retry="connect")
 
-    async def redirect(self, call_sid: str, url: str, *, method: str = "POST") -> None:
-        """Continue the call with the TwiML that ``url`` returns; this ends the media stream."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise TelephonyError(f"cannot redirect to {url!r}: not an http(s) URL")
-        if method not in ("GET", "POST"):
-            raise TelephonyError(f"the redirect method must be GET or POST, got {method!r}")
-        await self.update_call(call_sid, {"Url": url, "Method": method}, retry="connect")
-
     async def update_call(
         self, call_sid: str, params: Mapping[str, str], *, retry: _Retry = "connect"
     ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from google.genai import errors, types
 from google.genai.live import AsyncSession
 
-from agent.sim.live.scenario import Clip, FunctionCall, Scenario, Speech, Step
+from agent.sim.live.scenario import Clip, Scenario, ScriptedCall, Speech, Step
 from agent.sim.live.server import load_bundled_clips
 
 from .conftest import EmulatedLive
@@ -159,7 +159,7 @@ LOOKUP_ORDER = types.FunctionDeclaration(
 async def test_blocking_function_call(live: Live) -> None:
     step = Step(
         say=Speech("reply", "Your order {result.status}."),
-        calls=(FunctionCall("lookup_order", {"order_id": "A17"}),),
+        calls=(ScriptedCall("lookup_order", {"order_id": "A17"}),),
     )
     env = await live(scenario=Scenario(steps=(step,)))
     config = types.LiveConnectConfig(
@@ -205,7 +205,7 @@ SEND_SMS = types.FunctionDeclaration(
 async def test_non_blocking_function_call_scheduling(
     live: Live, scheduling: types.FunctionResponseScheduling
 ) -> None:
-    sms = FunctionCall(
+    sms = ScriptedCall(
         "send_sms", {"to": "+15555550100"}, wait=False, say=Speech("reply", "Sent: {result.status}")
     )
     # A 10 s filler (half a second of wall time) is still playing when the result comes back.

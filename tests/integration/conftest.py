@@ -30,8 +30,8 @@ from aiohttp import web
 from agent.audio.codec import read_wav
 from agent.config.agents import AgentRegistryHolder
 from agent.config.models import DEFAULT_AGENT, AgentConfig
-from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
+from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
 from agent.server.settings import Settings
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
@@ -87,7 +87,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         agent: AgentConfig | None = DEFAULT_AGENT,
         agents: AgentRegistryHolder | None = None,
         reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
-        live_target: LiveTarget | None = None,
+        live_target: DeveloperApiTarget | None = None,
         **overrides: object,
     ) -> Bridge:
         sock = socket.socket()
@@ -103,7 +103,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         )
         app = create_app(
             settings,
-            live_target=live_target or LiveTarget(base_url=emulator.url),
+            live_target=live_target or DeveloperApiTarget(base_url=emulator.url),
             agent=None if agents is not None else agent,
             agents=agents,
             reconnect_policy=reconnect_policy,

@@ -14,8 +14,8 @@ import structlog
 
 from agent.call.session import CallSession
 from agent.config.models import AgentConfig, CallPolicy, VadConfig
-from agent.live.connection import LiveTarget
 from agent.live.link import ReconnectPolicy
+from agent.live.targets import DeveloperApiTarget
 from agent.server.app import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator
@@ -154,7 +154,7 @@ async def test_an_unreachable_live_api_leads_to_the_fallback_not_dead_air(
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]
     bridge = await start_bridge(
-        live_target=LiveTarget(base_url=f"ws://127.0.0.1:{dead}"),
+        live_target=DeveloperApiTarget(base_url=f"ws://127.0.0.1:{dead}"),
         reconnect_policy=ReconnectPolicy(deadline_s=2.0, first_delay_s=0.1),
     )
     # A patient caller: stays on the line 5 s after the apology, so the server hangs up first.

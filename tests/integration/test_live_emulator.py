@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from agent.sim.live.core import Fault
-from agent.sim.live.scenario import FunctionCall, Scenario, Speech, Step
+from agent.sim.live.scenario import Scenario, ScriptedCall, Speech, Step
 from agent.sim.live.server import (
     LIVE_PATH,
     EmulatorOptions,
@@ -472,7 +472,7 @@ async def test_a_stalled_connection_catches_up_afterwards() -> None:
 async def test_a_scripted_blocking_call_is_answered_with_the_result() -> None:
     step = Step(
         say=Speech("reply", "Your order {result.status}."),
-        calls=(FunctionCall("lookup_order", {"order_id": "A17"}),),
+        calls=(ScriptedCall("lookup_order", {"order_id": "A17"}),),
     )
     running = await start_emulator(EmulatorOptions(scenario=Scenario(steps=(step,))))
     try:

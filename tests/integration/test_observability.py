@@ -23,7 +23,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.models import AgentConfig
-from agent.live.connection import LiveTarget
+from agent.live.targets import DeveloperApiTarget
 from agent.observability.logging import PriceTable
 from agent.records.store import mask_number
 from agent.server.app import CALLS
@@ -108,7 +108,7 @@ async def test_one_call_can_be_followed_turn_by_turn_in_the_json_logs(
         bridge = await start_bridge(
             agent=GREETER,
             twilio_auth_token=AUTH_TOKEN,
-            live_target=LiveTarget(base_url=thinking.url),
+            live_target=DeveloperApiTarget(base_url=thinking.url),
         )
         report = await place_call(
             CarrierOptions(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.config.models import CallPolicy
-from agent.live.connection import LiveTarget
+from agent.live.targets import DeveloperApiTarget
 from agent.server.app import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start_emulator
@@ -37,7 +37,7 @@ async def faulty_emulator() -> AsyncIterator[RunningEmulator]:
 async def test_a_call_survives_go_away_a_1011_and_a_dropped_socket_without_losing_caller_audio(
     faulty_emulator: RunningEmulator, start_bridge: BridgeFactory
 ) -> None:
-    bridge = await start_bridge(live_target=LiveTarget(base_url=faulty_emulator.url))
+    bridge = await start_bridge(live_target=DeveloperApiTarget(base_url=faulty_emulator.url))
     utterances = [
         caller_clip(name)
         for name in ("order-status", "librivox-0880", "cards-005", "goforward", "goodbye")
@@ -74,7 +74,7 @@ async def test_an_answer_cut_by_a_lost_connection_is_continued_not_left_silent(
     fault = Fault.close(after_s=7.0, code=1011, reason="Internal error occurred.", connection=0)
     emulator = await start_emulator(EmulatorOptions(faults=(fault,)))
     try:
-        bridge = await start_bridge(live_target=LiveTarget(base_url=emulator.url))
+        bridge = await start_bridge(live_target=DeveloperApiTarget(base_url=emulator.url))
         report = await place_call(
             CarrierOptions(url=bridge.url, linger_ms=8000),
             [caller_clip("order-status")],

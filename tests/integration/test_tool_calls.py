@@ -18,7 +18,7 @@ import pytest
 
 from agent.call.session import CallSession
 from agent.config.agents import AgentRegistryHolder
-from agent.live.connection import LiveTarget
+from agent.live.targets import DeveloperApiTarget
 from agent.server.app import CALLS
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
@@ -124,7 +124,9 @@ async def test_a_slow_lookup_runs_while_caller_and_model_audio_keep_flowing(
             ]
         }
     )
-    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
     probe.emulator, probe.calls = emulator, bridge.app[CALLS]
     report = await place_call(
         CarrierOptions(url=bridge.url, linger_ms=3000), [caller_clip("order-status")]
@@ -164,7 +166,9 @@ async def test_each_scheduling_reaches_the_model_as_configured(
         for mode in ("interrupt", "when_idle", "silent")
     ]
     emulator = await scripted({"steps": [{"say": "reply", "calls": calls}]})
-    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
     await place_call(CarrierOptions(url=bridge.url, linger_ms=2000), [caller_clip("goodbye")])
 
     got = {name: r.scheduling for name, r in responses(emulator).items()}
@@ -190,7 +194,9 @@ async def test_a_cancelled_call_is_really_cancelled_and_answered_with_nothing(
     emulator = await scripted(
         {"steps": [{"say": "reply", "calls": [{"name": "check_stock", "wait": False}]}]}
     )
-    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
     probe.emulator = emulator
     report = await place_call(
         CarrierOptions(url=bridge.url, barge_in_ms=1500),
@@ -228,7 +234,9 @@ async def test_a_timeout_and_a_crash_become_error_results_and_the_call_goes_on(
             ]
         }
     )
-    bridge = await start_bridge(agents=agents, live_target=LiveTarget(base_url=emulator.url))
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
     report = await place_call(
         CarrierOptions(url=bridge.url),
         [caller_clip("order-status"), caller_clip("goodbye")],
@@ -278,7 +286,7 @@ async def test_sql_injection_in_a_model_argument_changes_nothing_and_reveals_not
     calls = [{"name": "order_status", "args": {"order_id": a}, "wait": True} for a in attacks]
     emulator = await scripted(after_greeting({"calls": calls, "say": "reply"}))
     bridge = await start_bridge(
-        agents=AgentRegistryHolder(None), live_target=LiveTarget(base_url=emulator.url)
+        agents=AgentRegistryHolder(None), live_target=DeveloperApiTarget(base_url=emulator.url)
     )
     before = crm_rows(bridge)
     await place_call(CarrierOptions(url=bridge.url), [caller_clip("order-status")])
@@ -295,7 +303,7 @@ async def test_a_bound_parameter_cannot_be_overridden_by_the_model(
     steal = {"name": "lookup_caller", "args": {"phone": OTHER_CUSTOMER}, "wait": True}
     emulator = await scripted(after_greeting({"calls": [steal], "say": "reply"}))
     bridge = await start_bridge(
-        agents=AgentRegistryHolder(None), live_target=LiveTarget(base_url=emulator.url)
+        agents=AgentRegistryHolder(None), live_target=DeveloperApiTarget(base_url=emulator.url)
     )
     await place_call(
         CarrierOptions(url=bridge.url, from_number=CALLER),
@@ -328,7 +336,7 @@ async def call_with_action(
     )
     bridge = await start_bridge(
         agents=AgentRegistryHolder(None),
-        live_target=LiveTarget(base_url=emulator.url),
+        live_target=DeveloperApiTarget(base_url=emulator.url),
         twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=AUTH_TOKEN,
         twilio_api_url=twilio_api.url,
@@ -383,7 +391,7 @@ async def test_an_agent_can_trust_only_attested_caller_ids(
     lookup = {"name": "lookup_caller", "args": {}, "wait": True}
     emulator = await scripted(after_greeting({"calls": [lookup], "say": "reply"}))
     bridge = await start_bridge(
-        agents=AgentRegistryHolder(folder), live_target=LiveTarget(base_url=emulator.url)
+        agents=AgentRegistryHolder(folder), live_target=DeveloperApiTarget(base_url=emulator.url)
     )
     await place_call(
         CarrierOptions(url=bridge.url, from_number=CALLER, stir_verstat=verstat),

@@ -28,7 +28,7 @@ from agent.sim.live.core import (
     Clip,
     CloseConnection,
     EmulatorOptions,
-    EnergyVad,
+    EmulatorVad,
     Fault,
     HistoryEntry,
     LiveEmulatorCore,
@@ -49,8 +49,8 @@ from agent.sim.live.core import (
     truncate_reason,
 )
 from agent.sim.live.scenario import (
-    FunctionCall,
     Scenario,
+    ScriptedCall,
     Speech,
     Step,
     bundled_scenarios,
@@ -186,7 +186,7 @@ def audio_of(message: dict[str, Any]) -> bytes:
 def vad_events(
     samples: Samples, settings: VadSettings | None = None, rate: int = RATE, chunk_ms: int = 20
 ) -> list[SpeechStarted | SpeechEnded]:
-    vad = EnergyVad(settings or VadSettings())
+    vad = EmulatorVad(settings or VadSettings())
     step = max(1, rate * chunk_ms // 1000)
     events: list[SpeechStarted | SpeechEnded] = []
     for start in range(0, len(samples), step):
@@ -1207,7 +1207,7 @@ def test_options_reject_nonsense_limits_and_faults() -> None:
 # Scenarios: function calls and their scheduling
 # ------------------------------------------------------------------------------------------
 
-LOOKUP = FunctionCall("lookup_order", {"order_id": "A17"}, wait=True)
+LOOKUP = ScriptedCall("lookup_order", {"order_id": "A17"}, wait=True)
 TOOLS_SETUP = setup_with(
     tools=[{"functionDeclarations": [{"name": "lookup_order"}, {"name": "send_sms"}]}],
     outputAudioTranscription={},
@@ -1271,7 +1271,7 @@ def test_a_blocking_call_keeps_the_model_silent_until_the_response() -> None:
 
 def nonblocking_core(scheduling_say: Speech | None = None) -> tuple[LiveEmulatorCore, str]:
     """A core speaking its filler (2 chunks sent) while a NON_BLOCKING send_sms is pending."""
-    sms = FunctionCall("send_sms", {"to": "+1555"}, wait=False, say=scheduling_say)
+    sms = ScriptedCall("send_sms", {"to": "+1555"}, wait=False, say=scheduling_say)
     core = scripted(Step(say=Speech("greeting", "One moment please"), calls=(sms,)))
     core.receive('{"clientContent":{"turnComplete":true}}', 0)
     core.poll(40)
@@ -1470,8 +1470,8 @@ def test_a_scenario_from_yaml_with_a_wav_of_its_own(tmp_path: Path) -> None:
     assert scenario.steps[0] == Step(say=Speech("greeting"))
     step = scenario.steps[1]
     assert step.calls == (
-        FunctionCall("lookup_order", {"order_id": "A17"}, wait=True),
-        FunctionCall("send_sms", {}, wait=False, say=Speech("reply", "Sent {result}")),
+        ScriptedCall("lookup_order", {"order_id": "A17"}, wait=True),
+        ScriptedCall("send_sms", {}, wait=False, say=Speech("reply", "Sent {result}")),
     )
     assert step.say is not None
     assert step.say.audio is not None

@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from agent.config.models import AgentConfig, SessionResumptionConfig
 from agent.errors import ConfigError, LiveConnectError
-from agent.live.connection import LiveConnection, LiveTarget
+from agent.live.connection import LiveConnection
 from agent.live.protocol import SetupComplete
 from agent.live.targets import (
     DeveloperApiTarget,
@@ -88,7 +88,9 @@ def google_credentials(creds: FakeGoogleCredentials, **kwargs: Any) -> GoogleAut
 
 
 async def test_developer_target_sends_the_key_in_a_header() -> None:
-    target = LiveTarget(base_url="wss://generativelanguage.googleapis.com/", api_key="AIza-k")
+    target = DeveloperApiTarget(
+        base_url="wss://generativelanguage.googleapis.com/", api_key="AIza-k"
+    )
     assert isinstance(target, DeveloperApiTarget)
     assert target.backend == "gemini"
     assert target.url("v1") == (
@@ -525,7 +527,9 @@ async def test_developer_connection_sends_the_key_and_models_path(
     live_server: tuple[str, list[Seen]],
 ) -> None:
     url, seen = live_server
-    await _open(LiveTarget(base_url=url, api_key="AIza-k"), AgentConfig(model="gemini-3.8-live"))
+    await _open(
+        DeveloperApiTarget(base_url=url, api_key="AIza-k"), AgentConfig(model="gemini-3.8-live")
+    )
     (connection,) = seen
     assert connection.path == (
         "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
@@ -551,5 +555,5 @@ async def test_a_vertex_only_field_fails_before_connecting_to_the_developer_api(
 ) -> None:
     url, seen = live_server
     with pytest.raises(ConfigError, match="Vertex AI only"):
-        await _open(LiveTarget(base_url=url), AgentConfig(explicit_vad_signal=True))
+        await _open(DeveloperApiTarget(base_url=url), AgentConfig(explicit_vad_signal=True))
     assert seen == []

@@ -127,15 +127,6 @@ async def test_transfer_refuses_a_number_that_is_not_e164_before_asking_twilio(
     assert not phone.finished
 
 
-async def test_redirect_sends_the_url_and_ends_the_stream(
-    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
-) -> None:
-    phone, _ = live_phone(simulator)
-    await rest(http, simulator.url).redirect(phone.call_sid, "https://example.com/next")
-    assert simulator.updates[0].params == {"Url": "https://example.com/next", "Method": "POST"}
-    assert phone.report().ended_by == "redirected via REST"
-
-
 @pytest.mark.parametrize(
     ("credentials", "where"),
     [

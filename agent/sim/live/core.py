@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.live.protocol import decode_b64
-from agent.sim.live.scenario import Clip, FunctionCall, Scenario, Speech, Step, render_template
+from agent.sim.live.scenario import Clip, Scenario, ScriptedCall, Speech, Step, render_template
 
 __all__ = [
     "AbortConnection",
@@ -46,7 +46,7 @@ __all__ = [
     "ConversationSnapshot",
     "EmulatedSessionRecord",
     "EmulatorOptions",
-    "EnergyVad",
+    "EmulatorVad",
     "Fault",
     "HistoryEntry",
     "LiveEmulatorCore",
@@ -737,7 +737,7 @@ class SpeechEnded:
 VadEvent = SpeechStarted | SpeechEnded
 
 
-class EnergyVad:
+class EmulatorVad:
     """An energy voice activity detector clocked by the audio itself.
 
     Audio is cut into 10 ms frames at whatever rate it arrives. A start needs ``prefix_padding_ms``
@@ -853,7 +853,7 @@ class _PendingCall:
     """A function call sent to the client and not answered (or cancelled) yet."""
 
     id: str
-    spec: FunctionCall
+    spec: ScriptedCall
 
 
 @dataclass(slots=True)
@@ -942,7 +942,7 @@ class LiveEmulatorCore:
         self._timers: list[_Timer] = []
         self._timer_seq = 0
         self._setup_done = False
-        self._vad: EnergyVad | None = None
+        self._vad: EmulatorVad | None = None
         self._interrupts = True
         self._input_transcription = False
         self._output_transcription = False
@@ -1184,7 +1184,7 @@ class LiveEmulatorCore:
         ):
             raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         self._interrupts = handling != "NO_INTERRUPTION"
-        self._vad = None if vad_settings.disabled else EnergyVad(vad_settings)
+        self._vad = None if vad_settings.disabled else EmulatorVad(vad_settings)
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
         self._instruction_tokens = _setup_tokens(setup)

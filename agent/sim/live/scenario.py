@@ -50,8 +50,8 @@ from agent.errors import AudioError, ConfigError
 __all__ = [
     "BUNDLED_CLIPS",
     "Clip",
-    "FunctionCall",
     "Scenario",
+    "ScriptedCall",
     "Speech",
     "Step",
     "bundled_scenarios",
@@ -97,7 +97,7 @@ class Speech:
 
 
 @dataclass(frozen=True, slots=True)
-class FunctionCall:
+class ScriptedCall:
     """A function the model calls in a step, as the ``toolCall`` message will carry it.
 
     ``wait`` is the model's side of the tool's behaviour: ``True`` for a blocking call (the model
@@ -121,7 +121,7 @@ class Step:
     """
 
     say: Speech | None = None
-    calls: tuple[FunctionCall, ...] = ()
+    calls: tuple[ScriptedCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +296,7 @@ class _Parser:
             ),
         )
 
-    def call(self, value: Any, key: str) -> FunctionCall:
+    def call(self, value: Any, key: str) -> ScriptedCall:
         item = self.mapping(value, key, ("name", "args", "wait", "say"))
         name = item.get("name")
         if not isinstance(name, str) or not name:
@@ -308,7 +308,7 @@ class _Parser:
         if not isinstance(wait, bool):
             raise self.fail("expected true or false", f"{key}.wait")
         say = item.get("say")
-        return FunctionCall(
+        return ScriptedCall(
             name=name,
             # YAML reads 2026-01-31 as a date: arguments go out as JSON, so make them JSON now.
             args=json.loads(json.dumps(dict(args), default=str)),
