@@ -53,8 +53,8 @@ from agent.sim.carrier import (
     parse_stream_twiml,
 )
 from agent.sim.carrier.calls import open_stream, ring, run_stream
-from agent.sim.live.core import EmulatorVad, SpeechEnded, SpeechStarted, VadSettings
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
+from agent.sim.live.vad import EmulatorVad, SpeechEnded, SpeechStarted, VadSettings
 
 __all__ = [
     "ArrivalProbe",

@@ -7,7 +7,7 @@ scenarios are in ``scenarios/``. The product never imports these modules, except
 wires the embedded default.
 """
 
-from agent.sim.live.core import Fault
+from agent.sim.live.options import Fault
 from agent.sim.live.scenario import Scenario, ScriptedCall, Speech, Step, load_scenario
 from agent.sim.live.server import (
     LIVE_PATH,

@@ -23,7 +23,7 @@ import trustme
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from agent.sim.live.core import Fault
+from agent.sim.live.options import Fault
 from agent.sim.live.scenario import Scenario, ScriptedCall, Speech, Step
 from agent.sim.live.server import (
     LIVE_PATH,

@@ -18,36 +18,20 @@ import numpy.typing as npt
 import pytest
 
 from agent.errors import ConfigError
-from agent.sim.live.core import (
-    DEADLINE_EXPIRED,
-    EXPLICIT_ACTIVITY_WITH_VAD,
-    INTERNAL_ERROR,
-    INVALID_ARGUMENT,
+from agent.sim.live.core import Clip, LiveEmulatorCore
+from agent.sim.live.options import (
     AbortConnection,
     AnswerClips,
-    Clip,
     CloseConnection,
     EmulatorOptions,
-    EmulatorVad,
     Fault,
     HistoryEntry,
-    LiveEmulatorCore,
-    ResumptionStore,
     SendMessage,
-    SpeechEnded,
-    SpeechStarted,
     Stall,
     ToolCancellationRecord,
     ToolResponseRecord,
-    VadSettings,
-    camel_case,
-    decode_base64,
-    duration_string,
-    normalise_keys,
-    pcm_rate,
-    snake_case,
-    truncate_reason,
 )
+from agent.sim.live.resumption import ResumptionStore
 from agent.sim.live.scenario import (
     Scenario,
     ScriptedCall,
@@ -59,6 +43,20 @@ from agent.sim.live.scenario import (
     scenario_from_data,
 )
 from agent.sim.live.server import load_bundled_clips
+from agent.sim.live.vad import EmulatorVad, SpeechEnded, SpeechStarted, VadSettings
+from agent.sim.live.wire import (
+    DEADLINE_EXPIRED,
+    EXPLICIT_ACTIVITY_WITH_VAD,
+    INTERNAL_ERROR,
+    INVALID_ARGUMENT,
+    camel_case,
+    decode_base64,
+    duration_string,
+    normalise_keys,
+    pcm_rate,
+    snake_case,
+    truncate_reason,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RATE = 16000

@@ -22,21 +22,75 @@ limit without context compression, scripted function calls (:mod:`agent.sim.live
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 import json
 import math
-import re
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
-from agent.live.protocol import decode_b64
-from agent.sim.live.scenario import Clip, Scenario, ScriptedCall, Speech, Step, render_template
+from agent.sim.live.options import (
+    AbortConnection,
+    AnswerClips,
+    CloseConnection,
+    EmulatedSessionRecord,
+    EmulatorOptions,
+    Fault,
+    HistoryEntry,
+    JsonObject,
+    Outgoing,
+    SendMessage,
+    Stall,
+    ToolCallRecord,
+    ToolCancellationRecord,
+    ToolResponseRecord,
+)
+from agent.sim.live.resumption import (
+    ConversationSnapshot,
+    PendingSpeech,
+    ResumptionStore,
+    SessionLine,
+)
+from agent.sim.live.scenario import Clip, ScriptedCall, Speech, Step, render_template
+from agent.sim.live.setup_checks import (
+    check_setup_fields,
+)
+from agent.sim.live.vad import (
+    DEFAULT_PREFIX_PADDING_MS,
+    DEFAULT_SILENCE_DURATION_MS,
+    EmulatorVad,
+    SpeechStarted,
+    VadSettings,
+)
+from agent.sim.live.wire import (
+    CLIENT_MESSAGE_FIELDS,
+    CLOSE_INTERNAL,
+    CLOSE_INVALID,
+    CLOSE_POLICY,
+    DEADLINE_EXPIRED,
+    EXPLICIT_ACTIVITY_WITH_VAD,
+    INTERNAL_ERROR,
+    INVALID_ARGUMENT,
+    MODALITIES,
+    OUTPUT_MIME_TYPE,
+    RETIRED_MODELS,
+    SCHEDULING_VALUES,
+    SESSION_LIMIT_CODE,
+    SESSION_LIMIT_REASON,
+    WORDS_PER_TEXT_CHUNK,
+    RequestRejectedError,
+    audio_tokens,
+    camel_case,
+    decode_base64,
+    duration_string,
+    normalise_keys,
+    pcm_rate,
+    text_tokens,
+    truncate_reason,
+)
 
 __all__ = [
     "AbortConnection",
@@ -59,793 +113,6 @@ __all__ = [
     "ToolResponseRecord",
     "VadSettings",
 ]
-
-JsonObject = dict[str, Any]
-
-# --------------------------------------------------------------------------------------------
-# Options and records
-# --------------------------------------------------------------------------------------------
-
-FaultKind = Literal["close", "abort", "stall", "delay_setup", "go_away"]
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A failure the emulator injects into a connection, for testing a client's recovery.
-
-    Build one with the class methods (``Fault.close(after_s=5)``). Times are emulated seconds
-    from the moment the connection opened (scaled by ``speed`` on the wall clock). ``connection``
-    is the 0-based index of the connection it hits, as in ``RunningEmulator.sessions``; ``None``
-    hits every connection.
-    """
-
-    kind: FaultKind
-    after_s: float = 0.0
-    """When it strikes (not used by ``delay_setup``, which strikes at ``setup``)."""
-    duration_s: float = 0.0
-    """``stall``: how long; ``delay_setup``: the delay; ``go_away``: the ``timeLeft`` announced."""
-    code: int = 1011
-    """``close``: the close code."""
-    reason: str = "Internal error occurred."
-    """``close``: the close reason."""
-    connection: int | None = None
-
-    @classmethod
-    def close(
-        cls,
-        after_s: float,
-        code: int = 1011,
-        reason: str = "Internal error occurred.",
-        *,
-        connection: int | None = None,
-    ) -> Fault:
-        """Close the connection with ``code`` and ``reason`` (a mid-session 1011 by default)."""
-        return cls("close", after_s=after_s, code=code, reason=reason, connection=connection)
-
-    @classmethod
-    def abort(cls, after_s: float, *, connection: int | None = None) -> Fault:
-        """Drop the TCP connection with no close frame: the client sees 1006."""
-        return cls("abort", after_s=after_s, connection=connection)
-
-    @classmethod
-    def stall(cls, after_s: float, for_s: float, *, connection: int | None = None) -> Fault:
-        """Stop reading and sending for ``for_s``; what fell due meanwhile goes out afterwards."""
-        return cls("stall", after_s=after_s, duration_s=for_s, connection=connection)
-
-    @classmethod
-    def delay_setup(cls, delay_ms: float, *, connection: int | None = None) -> Fault:
-        """Send ``setupComplete`` ``delay_ms`` after the ``setup`` arrives."""
-        return cls("delay_setup", duration_s=delay_ms / 1000, connection=connection)
-
-    @classmethod
-    def go_away(
-        cls, after_s: float, time_left_s: float = 50.0, *, connection: int | None = None
-    ) -> Fault:
-        """Send ``goAway`` early, then end the connection ``time_left_s`` later as the cap does."""
-        return cls("go_away", after_s=after_s, duration_s=time_left_s, connection=connection)
-
-    def applies_to(self, connection: int) -> bool:
-        return self.connection is None or self.connection == connection
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.after_s) and self.after_s >= 0):
-            raise ValueError(f"a fault's after_s must be >= 0, not {self.after_s!r}")
-        if not (math.isfinite(self.duration_s) and self.duration_s >= 0):
-            raise ValueError(f"a fault's duration must be >= 0, not {self.duration_s!r}")
-        if not 1000 <= self.code <= 4999:
-            raise ValueError(f"a close code must be between 1000 and 4999, not {self.code!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatorOptions:
-    """How an emulator behaves; one set of options serves every session it accepts.
-
-    Every duration is emulated time: the wall clock runs it ``speed`` times faster.
-    """
-
-    speed: float = 1.0
-    """1.0 = real time; 10.0 answers ten times faster. Scales every wall-clock wait."""
-    think_ms: int = 0
-    """Model "thinking" time from the end of a caller turn to its first audio (audio-time ms)."""
-    chunk_ms: int = 40
-    """Duration of each streamed audio chunk of an answer (and the pace of text chunks)."""
-    api_key: str | None = None
-    """When set, a client must present it (``x-goog-api-key`` header or ``?key=``)."""
-    connection_lifetime_s: float = 600.0
-    """The connection cap: closed 1011 "Deadline expired..." this long after it opened
-    (``math.inf``: never)."""
-    go_away_before_s: float = 50.0
-    """``goAway`` comes this long before the cap, announcing it as ``timeLeft``."""
-    session_limit_s: float = 900.0
-    """Without ``contextWindowCompression`` a session (counted across resumptions, connected
-    time only) is closed when it reaches this; with compression it is unlimited."""
-    scenario: Scenario | None = None
-    """What the model says and calls, turn by turn; ``None``: the bundled greeting and reply."""
-    faults: Sequence[Fault] = ()
-    """Failures to inject (see :class:`Fault`); kept as a tuple."""
-
-    def __post_init__(self) -> None:
-        if not (self.speed > 0 and math.isfinite(self.speed)):
-            raise ValueError(f"speed must be a positive number, not {self.speed!r}")
-        if self.think_ms < 0:
-            raise ValueError(f"think_ms must not be negative, not {self.think_ms!r}")
-        # Above a few seconds one chunk's base64 would approach the SDK's 1 MiB frame limit.
-        if not 1 <= self.chunk_ms <= 5000:
-            raise ValueError(f"chunk_ms must be between 1 and 5000, not {self.chunk_ms!r}")
-        if not self.connection_lifetime_s > 0:
-            raise ValueError(
-                f"connection_lifetime_s must be positive, not {self.connection_lifetime_s!r}"
-            )
-        if not (math.isfinite(self.go_away_before_s) and self.go_away_before_s >= 0):
-            raise ValueError(f"go_away_before_s must be >= 0, not {self.go_away_before_s!r}")
-        if not self.session_limit_s > 0:
-            raise ValueError(f"session_limit_s must be positive, not {self.session_limit_s!r}")
-        # A list is friendlier to write; a frozen dataclass wants a tuple.
-        object.__setattr__(self, "faults", tuple(self.faults))
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One item of a conversation's history, as the emulated model remembers it.
-
-    Caller speech is remembered as ``[caller speech 1.2 s]``: the emulator does no recognition.
-    """
-
-    role: Literal["user", "model"]
-    kind: Literal["text", "audio", "function_call", "function_response"]
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    """A function call the emulated model made (one entry of a ``toolCall`` message)."""
-
-    id: str
-    name: str
-    args: Mapping[str, Any]
-    wait: bool
-    """``True``: blocking (the model waits); ``False``: ``NON_BLOCKING``."""
-    at_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class ToolResponseRecord:
-    """A function response the client sent, as received."""
-
-    id: str
-    name: str
-    response: Mapping[str, Any]
-    scheduling: str | None
-    """``SILENT``/``WHEN_IDLE``/``INTERRUPT`` found beside or inside ``response``; ``None``."""
-    will_continue: bool
-    at_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCancellationRecord:
-    """A ``toolCallCancellation`` the emulator sent."""
-
-    ids: tuple[str, ...]
-    at_ms: float
-
-
-@dataclass(slots=True)
-class EmulatedSessionRecord:
-    """What happened on one emulated connection, filled in as it runs (tests, diagnostics)."""
-
-    setup: JsonObject = field(default_factory=dict)
-    """The received ``setup`` body, normalised to camelCase."""
-    audio_bytes_received: int = 0
-    """PCM16 bytes of realtime audio (``realtimeInput.audio`` and audio ``mediaChunks``)."""
-    audio_chunks_received: int = 0
-    caller_turns: int = 0
-    """Caller turns detected: VAD or ``activityStart``/``activityEnd`` turns and
-    ``realtimeInput.text``. A ``clientContent`` turn (such as a request for the greeting) is the
-    bridge's, not the caller's, and is not counted."""
-    turns: int = 0
-    """Every turn that asked for an answer on this connection: caller turns and ``clientContent``
-    turns. A scenario's step index counts these across the whole (resumed) session."""
-    answers_started: int = 0
-    answers_completed: int = 0
-    interruptions: int = 0
-    answers_cut: int = 0
-    """Answers cut short by an ``INTERRUPT``-scheduled function result (no ``interrupted``)."""
-    client_messages: list[str] = field(default_factory=list, repr=False)
-    """The kind of every client message in order: ``"setup"``, ``"realtimeInput.audio"``, ..."""
-    closed_code: int | None = None
-    connection: int = 0
-    """This connection's index in ``RunningEmulator.sessions``."""
-    resumed_from: str | None = None
-    """The resumption handle the setup presented, when it resumed a session."""
-    resumption_handles: list[str] = field(default_factory=list)
-    """Every ``newHandle`` sent, in order."""
-    go_aways: list[str] = field(default_factory=list)
-    """The ``timeLeft`` of every ``goAway`` sent."""
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)
-    tool_responses: list[ToolResponseRecord] = field(default_factory=list)
-    tool_cancellations: list[ToolCancellationRecord] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
-    """The kind of every injected fault that struck, in order."""
-    history: list[HistoryEntry] = field(default_factory=list, repr=False)
-    """The conversation as the model sees it, including what a resumed session brought along."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerClips:
-    """The clips the emulated model speaks: a greeting for a ``clientContent`` turn, a reply for a
-    caller's turn."""
-
-    greeting: Clip
-    reply: Clip
-
-
-@dataclass(frozen=True, slots=True)
-class SendMessage:
-    """Send ``message`` as one JSON frame (binary, as Google's servers do)."""
-
-    message: JsonObject
-
-    def encode(self) -> bytes:
-        return json.dumps(self.message, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True, slots=True)
-class CloseConnection:
-    """Close the WebSocket with ``code`` and ``reason``; nothing is sent after it."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class AbortConnection:
-    """Drop the TCP connection without a close frame (the client sees 1006); nothing follows."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stall:
-    """Stop reading and sending until emulated ``until_ms``, then go on with what follows."""
-
-    until_ms: float
-
-
-Outgoing = SendMessage | CloseConnection | AbortConnection | Stall
-
-# --------------------------------------------------------------------------------------------
-# Wire details
-# --------------------------------------------------------------------------------------------
-
-INVALID_ARGUMENT: Final = "Request contains an invalid argument."
-INVALID_API_KEY: Final = "API key not valid. Please pass a valid API key."
-INTERNAL_ERROR: Final = "Internal error occurred."
-DEADLINE_EXPIRED: Final = "Deadline expired before operation could complete."
-EXPLICIT_ACTIVITY_WITH_VAD: Final = (
-    "Explicit activity control is not supported when automatic activity detection is enabled."
-)
-CLOSE_INVALID: Final = 1007
-CLOSE_POLICY: Final = 1008
-CLOSE_GOING_AWAY: Final = 1001
-CLOSE_INTERNAL: Final = 1011
-# The doc records no close for the 15-minute session limit; the closest observed close for a
-# time limit is the connection cap's, so the limit closes the same way.
-SESSION_LIMIT_CODE: Final = CLOSE_INTERNAL
-SESSION_LIMIT_REASON: Final = DEADLINE_EXPIRED
-# A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5).
-_MAX_REASON_BYTES: Final = 123
-HANDLE_VALIDITY_S: Final = 2 * 60 * 60
-"""Resumption handles are valid for two hours (emulated time)."""
-
-# contextUpdate is sent by recent SDKs; it is accepted and ignored here.
-CLIENT_MESSAGE_FIELDS: Final = frozenset(
-    {"setup", "clientContent", "realtimeInput", "toolResponse", "contextUpdate"}
-)
-# Models Google has shut down: they fail like any unknown model.
-RETIRED_MODELS: Final = frozenset(
-    {"models/gemini-2.0-flash-live-001", "models/gemini-2.0-flash-exp", "models/gemini-pro"}
-)
-SCHEDULING_VALUES: Final = frozenset({"SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT"})
-MODALITIES: Final = frozenset({"MODALITY_UNSPECIFIED", "TEXT", "IMAGE", "AUDIO"})
-
-# Values that are protobuf Struct/Value (function args and responses, JSON schemas): their keys are
-# the user's data, not field names, so they pass through untouched.
-_VERBATIM_KEYS: Final = frozenset(
-    {"args", "response", "parametersJsonSchema", "responseJsonSchema", "default", "example"}
-)
-# Maps from user-chosen names to messages: keep the names, normalise the messages.
-_NAME_MAP_KEYS: Final = frozenset({"properties"})
-
-_RATE_RE: Final = re.compile(r"rate\s*=\s*(\d+)")
-_CAPITAL: Final = re.compile(r"(?<!^)(?=[A-Z])")
-DEFAULT_INPUT_RATE: Final = 16000
-OUTPUT_MIME_TYPE: Final = "audio/pcm;rate=24000"
-# Gemini counts audio at about 25 tokens per second, in and out; text at about 4 characters a token.
-AUDIO_TOKENS_PER_SECOND: Final = 25
-CHARS_PER_TEXT_TOKEN: Final = 4
-# A TEXT-modality answer streams this many words per modelTurn chunk.
-WORDS_PER_TEXT_CHUNK: Final = 3
-
-
-def camel_case(name: str) -> str:
-    """``automatic_activity_detection`` -> ``automaticActivityDetection``; camelCase stays."""
-    if "_" not in name.strip("_"):
-        return name
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def snake_case(name: str) -> str:
-    """``generationConfig`` -> ``generation_config``: how Google's errors spell field paths."""
-    return _CAPITAL.sub("_", name).lower()
-
-
-def normalise_keys(value: Any) -> Any:
-    """A copy of a JSON value with every field name in camelCase, as the proto JSON parser reads it.
-
-    Google's parser accepts both spellings at every level; normalising once on receipt lets the rest
-    of the core look fields up by one name. User data (function arguments and responses, JSON
-    schemas, the names in a schema's ``properties``) is left as sent.
-    """
-    if isinstance(value, list):
-        return [normalise_keys(item) for item in value]
-    if not isinstance(value, dict):
-        return value
-    result: JsonObject = {}
-    for key, item in value.items():
-        name = camel_case(key)
-        if name in _VERBATIM_KEYS:
-            result[name] = item
-        elif name in _NAME_MAP_KEYS and isinstance(item, dict):
-            result[name] = {prop: normalise_keys(schema) for prop, schema in item.items()}
-        else:
-            result[name] = normalise_keys(item)
-    return result
-
-
-def decode_base64(data: str) -> bytes:
-    """Bytes from base64 in the standard or URL-safe alphabet, padded or not.
-
-    Raises ``ValueError`` on anything else (the caller turns it into a 1007 close).
-    """
-    return decode_b64(data.strip())  # binascii.Error is a ValueError
-
-
-def pcm_rate(mime_type: object) -> int:
-    """The sample rate named by ``audio/pcm;rate=N`` (16 kHz when absent, as the service does)."""
-    if isinstance(mime_type, str):
-        match = _RATE_RE.search(mime_type)
-        if match and int(match.group(1)) > 0:
-            return int(match.group(1))
-    return DEFAULT_INPUT_RATE
-
-
-def truncate_reason(reason: str) -> str:
-    """``reason`` cut to the 123 UTF-8 bytes a close frame can carry (never mid-character)."""
-    encoded = reason.encode()
-    if len(encoded) <= _MAX_REASON_BYTES:
-        return reason
-    return encoded[:_MAX_REASON_BYTES].decode(errors="ignore")
-
-
-def text_tokens(text: str) -> int:
-    """A rough Gemini token count for ``text``."""
-    return math.ceil(len(text) / CHARS_PER_TEXT_TOKEN) if text else 0
-
-
-def audio_tokens(duration_ms: float) -> int:
-    """A rough Gemini token count for ``duration_ms`` of audio."""
-    return math.ceil(duration_ms / 1000 * AUDIO_TOKENS_PER_SECOND) if duration_ms > 0 else 0
-
-
-def duration_string(seconds: float) -> str:
-    """A proto3 JSON ``Duration``: ``"50s"``, ``"0.500s"`` (0, 3, 6 or 9 fractional digits)."""
-    nanos = round(seconds * 1_000_000_000)
-    whole, fraction = divmod(abs(nanos), 1_000_000_000)
-    sign = "-" if nanos < 0 else ""
-    if fraction == 0:
-        return f"{sign}{whole}s"
-    digits = f"{fraction:09d}"
-    for width in (3, 6):
-        if digits[width:] == "0" * (9 - width):
-            digits = digits[:width]
-            break
-    return f"{sign}{whole}.{digits}s"
-
-
-# --------------------------------------------------------------------------------------------
-# Setup field validation
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Message:
-    """The known fields of one proto message in ``setup`` (camelCase), for unknown-field errors.
-
-    A field mapped to ``None`` is not looked into: user data (schemas, Structs) or a message whose
-    contents the emulator has no reason to police.
-    """
-
-    fields: Mapping[str, _Message | None]
-    repeated: bool = False
-
-
-_OPAQUE: Final[None] = None
-_CONTENT: Final = _Message({"parts": _OPAQUE, "role": _OPAQUE})
-_TRANSCRIPTION: Final = _Message({"languageCodes": _OPAQUE})
-_VOICE: Final = _Message({"prebuiltVoiceConfig": _Message({"voiceName": _OPAQUE})})
-# From the generativelanguage v1beta proto (as the doc and google-genai 3.4 send them).
-_SETUP: Final = _Message(
-    {
-        "model": _OPAQUE,
-        "generationConfig": _Message(
-            {
-                "candidateCount": _OPAQUE,
-                "maxOutputTokens": _OPAQUE,
-                "temperature": _OPAQUE,
-                "topP": _OPAQUE,
-                "topK": _OPAQUE,
-                "seed": _OPAQUE,
-                "presencePenalty": _OPAQUE,
-                "frequencyPenalty": _OPAQUE,
-                "stopSequences": _OPAQUE,
-                "responseMimeType": _OPAQUE,
-                "responseSchema": _OPAQUE,
-                "responseJsonSchema": _OPAQUE,
-                "responseLogprobs": _OPAQUE,
-                "logprobs": _OPAQUE,
-                "enableEnhancedCivicAnswers": _OPAQUE,
-                "responseModalities": _OPAQUE,
-                "mediaResolution": _OPAQUE,
-                "speechConfig": _Message(
-                    {
-                        "voiceConfig": _VOICE,
-                        "languageCode": _OPAQUE,
-                        "multiSpeakerVoiceConfig": _OPAQUE,
-                    }
-                ),
-                "thinkingConfig": _Message(
-                    {
-                        "thinkingBudget": _OPAQUE,
-                        "includeThoughts": _OPAQUE,
-                        "thinkingLevel": _OPAQUE,
-                    }
-                ),
-                "enableAffectiveDialog": _OPAQUE,
-                "translationConfig": _OPAQUE,
-            }
-        ),
-        "systemInstruction": _CONTENT,
-        "tools": _Message(
-            {
-                "functionDeclarations": _Message(
-                    {
-                        "name": _OPAQUE,
-                        "description": _OPAQUE,
-                        "parameters": _OPAQUE,
-                        "parametersJsonSchema": _OPAQUE,
-                        "response": _OPAQUE,
-                        "responseJsonSchema": _OPAQUE,
-                        "behavior": _OPAQUE,
-                    },
-                    repeated=True,
-                ),
-                "googleSearch": _OPAQUE,
-                "googleSearchRetrieval": _OPAQUE,
-                "codeExecution": _OPAQUE,
-                "urlContext": _OPAQUE,
-            },
-            repeated=True,
-        ),
-        "realtimeInputConfig": _Message(
-            {
-                "automaticActivityDetection": _Message(
-                    {
-                        "disabled": _OPAQUE,
-                        "startOfSpeechSensitivity": _OPAQUE,
-                        "endOfSpeechSensitivity": _OPAQUE,
-                        "prefixPaddingMs": _OPAQUE,
-                        "silenceDurationMs": _OPAQUE,
-                    }
-                ),
-                "activityHandling": _OPAQUE,
-                "turnCoverage": _OPAQUE,
-            }
-        ),
-        "inputAudioTranscription": _TRANSCRIPTION,
-        "outputAudioTranscription": _TRANSCRIPTION,
-        "contextWindowCompression": _Message(
-            {"triggerTokens": _OPAQUE, "slidingWindow": _Message({"targetTokens": _OPAQUE})}
-        ),
-        # "transparent" is Vertex-only: the Developer API does not know it.
-        "sessionResumption": _Message({"handle": _OPAQUE}),
-        "proactivity": _Message({"proactiveAudio": _OPAQUE}),
-        "historyConfig": _Message({"initialHistoryInClientContent": _OPAQUE}),
-    }
-)
-
-
-def check_setup_fields(setup: Any) -> None:
-    """Reject a ``setup`` body with a field the service does not know, as Google words it.
-
-    Google names the first unknown field as sent and its parent by snake_case path:
-    ``Invalid JSON payload received. Unknown name "x" at 'setup.generation_config': Cannot find
-    field.`` Raises :class:`_RequestRejectedError` (1007).
-    """
-    _check_fields(setup, _SETUP, "setup")
-
-
-def _check_fields(value: Any, message: _Message, path: str) -> None:
-    if message.repeated and isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_fields(item, _Message(message.fields), f"{path}[{index}]")
-        return
-    if not isinstance(value, dict):
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
-    for key, item in value.items():
-        name = camel_case(key)
-        if name not in message.fields:
-            raise _RequestRejectedError(
-                CLOSE_INVALID,
-                f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}': "
-                "Cannot find field.",
-            )
-        child = message.fields[name]
-        if child is not None and item is not None:
-            _check_fields(item, child, f"{path}.{snake_case(name)}")
-
-
-# --------------------------------------------------------------------------------------------
-# Session resumption
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PendingSpeech:
-    """Something the model will say when it is next idle: a ``WHEN_IDLE`` function result."""
-
-    speech: Speech
-    context: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationSnapshot:
-    """The state a resumption handle names: what a resumed session continues from."""
-
-    history: tuple[HistoryEntry, ...] = ()
-    text_tokens: int = 0
-    audio_tokens: int = 0
-    turns: int = 0
-    """Turns answered so far (the next scenario step's index)."""
-    calls_issued: int = 0
-    """Function call ids handed out so far (ids stay unique across the session)."""
-    when_idle: tuple[PendingSpeech, ...] = ()
-    results: Mapping[str, Any] = field(default_factory=dict)
-    """The latest result of each function, by name (for scenario templates)."""
-
-
-@dataclass(slots=True)
-class SessionLine:
-    """One session as it moves from connection to connection through resumption."""
-
-    serial: int
-    attached: bool = False
-    """A connection holds the session now; another may not resume it meanwhile."""
-    connected_ms: float = 0.0
-    """Connected time of the connections that held it and have ended (for the session limit)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _IssuedHandle:
-    line: SessionLine
-    snapshot: ConversationSnapshot
-    issued_ms: float
-
-
-class ResumptionStore:
-    """Resumption handles of one emulator, shared by all its connections (no I/O, no clock).
-
-    A handle names a :class:`ConversationSnapshot` of a :class:`SessionLine` and is valid for
-    ``validity_s`` of emulated time after it was issued. Handles are opaque and deterministic.
-    """
-
-    def __init__(self, validity_s: float = HANDLE_VALIDITY_S) -> None:
-        self.validity_ms = validity_s * 1000
-        self._handles: dict[str, _IssuedHandle] = {}
-        self._lines = 0
-        self._issued = 0
-
-    def __len__(self) -> int:
-        return len(self._handles)
-
-    def open_line(self) -> SessionLine:
-        """A new session."""
-        self._lines += 1
-        return SessionLine(self._lines)
-
-    def issue(self, line: SessionLine, snapshot: ConversationSnapshot, now_ms: float) -> str:
-        """A new handle for ``snapshot`` of ``line``; expired handles are forgotten meanwhile."""
-        self._issued += 1
-        self._handles = {
-            handle: issued
-            for handle, issued in self._handles.items()
-            if now_ms - issued.issued_ms < self.validity_ms
-        }
-        digest = hashlib.sha256(f"live-emulator:{line.serial}:{self._issued}".encode()).digest()
-        handle = base64.urlsafe_b64encode(digest).decode().rstrip("=")
-        self._handles[handle] = _IssuedHandle(line, snapshot, now_ms)
-        return handle
-
-    def find(self, handle: str, now_ms: float) -> tuple[SessionLine, ConversationSnapshot] | None:
-        """The session and snapshot ``handle`` names, or ``None`` if unknown or expired."""
-        issued = self._handles.get(handle)
-        if issued is None or now_ms - issued.issued_ms >= self.validity_ms:
-            return None
-        return issued.line, issued.snapshot
-
-
-# --------------------------------------------------------------------------------------------
-# Voice activity detection (energy, on audio time)
-# --------------------------------------------------------------------------------------------
-
-FRAME_MS: Final = 10
-# Energy thresholds in dBFS (RMS of a 10 ms frame relative to full scale). Telephone speech, even
-# after a mu-law round trip and upsampling, peaks at -10..-25 dBFS with syllables above -35; line
-# and room noise in the fixtures sits at -45..-60 dBFS and mu-law silence at -78 dBFS.
-START_THRESHOLD_DBFS: Final = {"HIGH": -40.0, "LOW": -32.0}
-# A start also needs this much above the tracked noise floor, so a noisy line does not talk forever.
-START_MARGIN_DB: Final = {"HIGH": 9.0, "LOW": 14.0}
-# Once speaking, frames count as speech down to (start threshold - hysteresis). END_SENSITIVITY_HIGH
-# "ends speech more often": little hysteresis, so trailing murmurs read as silence; LOW keeps quiet
-# word endings and breaths inside the turn.
-END_HYSTERESIS_DB: Final = {"HIGH": 4.0, "LOW": 10.0}
-# Speech must stay this far above the noise floor to keep a turn open.
-END_MARGIN_DB: Final = 4.0
-# The noise floor follows the quietest frames down at once and creeps up this fast, so it adapts to
-# a steady noisy line within seconds but not to a caller who keeps talking.
-NOISE_FLOOR_RISE_DB_PER_S: Final = 3.0
-SILENCE_DBFS: Final = -120.0
-
-DEFAULT_SILENCE_DURATION_MS: Final = 500
-DEFAULT_PREFIX_PADDING_MS: Final = 20
-
-
-@dataclass(frozen=True, slots=True)
-class VadSettings:
-    """``realtimeInputConfig.automaticActivityDetection`` with the Developer API's defaults."""
-
-    disabled: bool = False
-    start_sensitivity: Literal["HIGH", "LOW"] = "HIGH"
-    end_sensitivity: Literal["HIGH", "LOW"] = "HIGH"
-    prefix_padding_ms: int = DEFAULT_PREFIX_PADDING_MS
-    silence_duration_ms: int = DEFAULT_SILENCE_DURATION_MS
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    """The caller started speaking ``at_ms`` into the audio stream."""
-
-    at_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechEnded:
-    """The caller stopped speaking; ``at_ms`` is the end of the last speech frame."""
-
-    at_ms: float
-    duration_ms: float
-
-
-VadEvent = SpeechStarted | SpeechEnded
-
-
-class EmulatorVad:
-    """An energy voice activity detector clocked by the audio itself.
-
-    Audio is cut into 10 ms frames at whatever rate it arrives. A start needs ``prefix_padding_ms``
-    of consecutive frames above the start threshold; an end needs ``silence_duration_ms`` of frames
-    below the (lower) end threshold. Both thresholds are absolute dBFS levels raised, on a noisy
-    line, to a margin above a tracked noise floor.
-    """
-
-    def __init__(self, settings: VadSettings) -> None:
-        self.settings = settings
-        self._start_abs = START_THRESHOLD_DBFS[settings.start_sensitivity]
-        self._start_margin = START_MARGIN_DB[settings.start_sensitivity]
-        self._hysteresis = END_HYSTERESIS_DB[settings.end_sensitivity]
-        # Frames needed: at least one, however small the configured durations.
-        self._start_frames = max(1, math.ceil(settings.prefix_padding_ms / FRAME_MS))
-        self._end_frames = max(1, math.ceil(settings.silence_duration_ms / FRAME_MS))
-        self._rise_per_frame = NOISE_FLOOR_RISE_DB_PER_S * FRAME_MS / 1000
-        # Start neutral: the floor only matters once it is known to be high.
-        self.noise_floor_db = self._start_abs - self._start_margin
-        self.position_ms = 0.0
-        self.speaking = False
-        self._pending = np.zeros(0, dtype=np.float64)
-        self._pending_rate = 0
-        self._run = 0
-        self._run_start_ms = 0.0
-        self._speech_start_ms = 0.0
-        self._silent = 0
-        self._last_speech_end_ms = 0.0
-
-    def feed(self, samples: npt.NDArray[np.int16], rate: int) -> list[VadEvent]:
-        """Run the detector over ``samples`` (mono, ``rate`` Hz); return what changed."""
-        if rate != self._pending_rate:
-            # A partial frame at another rate cannot be joined to this audio; skip its few ms.
-            if self._pending_rate:
-                self.position_ms += len(self._pending) / self._pending_rate * 1000
-            self._pending = np.zeros(0, dtype=np.float64)
-            self._pending_rate = rate
-        data = np.concatenate([self._pending, samples.astype(np.float64)])
-        frame_len = max(1, rate * FRAME_MS // 1000)
-        whole = len(data) // frame_len * frame_len
-        self._pending = data[whole:]
-        if whole == 0:
-            return []
-        frames = data[:whole].reshape(-1, frame_len)
-        power = np.mean(frames * frames, axis=1) / (32768.0 * 32768.0)
-        levels = 10 * np.log10(np.maximum(power, 10 ** (SILENCE_DBFS / 10)))
-        frame_ms = frame_len / rate * 1000
-        events: list[VadEvent] = []
-        for level in levels.tolist():
-            event = self._frame(level, frame_ms)
-            if event is not None:
-                events.append(event)
-        return events
-
-    def _frame(self, level: float, frame_ms: float) -> VadEvent | None:
-        at = self.position_ms
-        self.position_ms += frame_ms
-        self.noise_floor_db = min(level, self.noise_floor_db + self._rise_per_frame)
-        start_threshold = max(self._start_abs, self.noise_floor_db + self._start_margin)
-        if not self.speaking:
-            if level < start_threshold:
-                self._run = 0
-                return None
-            if self._run == 0:
-                self._run_start_ms = at
-            self._run += 1
-            if self._run < self._start_frames:
-                return None
-            self.speaking = True
-            self._speech_start_ms = self._run_start_ms
-            self._last_speech_end_ms = self.position_ms
-            self._silent = 0
-            self._run = 0
-            return SpeechStarted(self._speech_start_ms)
-        end_threshold = max(start_threshold - self._hysteresis, self.noise_floor_db + END_MARGIN_DB)
-        if level >= end_threshold:
-            self._silent = 0
-            self._last_speech_end_ms = self.position_ms
-            return None
-        self._silent += 1
-        if self._silent < self._end_frames:
-            return None
-        return self.end_speech()
-
-    def end_speech(self) -> SpeechEnded | None:
-        """End a turn in progress now (``audioStreamEnd``); ``None`` when nobody is speaking."""
-        self._run = 0
-        if not self.speaking:
-            return None
-        self.speaking = False
-        self._silent = 0
-        return SpeechEnded(
-            self._last_speech_end_ms, self._last_speech_end_ms - self._speech_start_ms
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# The session
-# --------------------------------------------------------------------------------------------
-
-
-class _RequestRejectedError(Exception):
-    """A client message the real service would close the connection for."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -978,7 +245,7 @@ class LiveEmulatorCore:
         self._now_ms = max(self._now_ms, now_ms)
         try:
             self._receive(data, now_ms)
-        except _RequestRejectedError as rejected:
+        except RequestRejectedError as rejected:
             self.close(rejected.code, rejected.reason)
 
     def poll(self, now_ms: float) -> None:
@@ -1113,15 +380,15 @@ class LiveEmulatorCore:
             message = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError):
             self.record.client_messages.append("<invalid>")
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
         if not isinstance(message, dict) or len(message) != 1:
             self.record.client_messages.append("<invalid>")
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         ((raw_kind, raw_body),) = message.items()
         kind = camel_case(raw_kind)
         if kind not in CLIENT_MESSAGE_FIELDS:
             self.record.client_messages.append(raw_kind)
-            raise _RequestRejectedError(
+            raise RequestRejectedError(
                 CLOSE_INVALID,
                 f'Invalid JSON payload received. Unknown name "{raw_kind}": Cannot find field.',
             )
@@ -1132,13 +399,13 @@ class LiveEmulatorCore:
         body = normalise_keys(raw_body)
         if not isinstance(body, dict):
             self.record.client_messages.append(kind)
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         if kind == "realtimeInput":
             self.record.client_messages.append(".".join([kind, "+".join(body)]) if body else kind)
         else:
             self.record.client_messages.append(kind)
         if not self._setup_done:
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         if kind == "realtimeInput":
             self._on_realtime_input(body, now_ms)
         elif kind == "clientContent":
@@ -1149,16 +416,16 @@ class LiveEmulatorCore:
 
     def _on_setup(self, raw: Any, now_ms: float) -> None:
         if self._setup_done or not isinstance(raw, dict):
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         check_setup_fields(raw)
         setup: JsonObject = normalise_keys(raw)
         self.record.setup = setup
         model = setup.get("model")
         if not isinstance(model, str) or not model:
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         if not model.startswith("models/") or model in RETIRED_MODELS:
             name = model if model.startswith("models/") else f"models/{model}"
-            raise _RequestRejectedError(
+            raise RequestRejectedError(
                 CLOSE_POLICY,
                 f"{name} is not found for API version {self.api_version}, "
                 "or is not supported for bidiGenerateContent.",
@@ -1167,7 +434,7 @@ class LiveEmulatorCore:
         modalities = _list(generation.get("responseModalities"))
         for index, modality in enumerate(modalities):
             if modality not in MODALITIES:
-                raise _RequestRejectedError(
+                raise RequestRejectedError(
                     CLOSE_INVALID,
                     "Invalid value at 'setup.generation_config.response_modalities"
                     f"[{index}]' (type.googleapis.com/google.ai.generativelanguage."
@@ -1182,7 +449,7 @@ class LiveEmulatorCore:
             "NO_INTERRUPTION",
             "ACTIVITY_HANDLING_UNSPECIFIED",
         ):
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         self._interrupts = handling != "NO_INTERRUPTION"
         self._vad = None if vad_settings.disabled else EmulatorVad(vad_settings)
         self._input_transcription = "inputAudioTranscription" in setup
@@ -1207,15 +474,15 @@ class LiveEmulatorCore:
         self._resumption = resumption is not None
         handle = _object(resumption).get("handle")
         if handle is not None and not isinstance(handle, str):
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         if handle:
             found = self.store.find(handle, now_ms)
             if found is None:
-                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+                raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
             line, snapshot = found
             if line.attached:
                 # The doc's pitfall: the old socket must be closed before its session resumes.
-                raise _RequestRejectedError(CLOSE_INTERNAL, INTERNAL_ERROR)
+                raise RequestRejectedError(CLOSE_INTERNAL, INTERNAL_ERROR)
             self._restore(snapshot)
             self.record.resumed_from = handle
         else:
@@ -1262,7 +529,7 @@ class LiveEmulatorCore:
         if "text" in body:
             text = body["text"]
             if not isinstance(text, str):
-                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+                raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
             self.record.caller_turns += 1
             self._context_text_tokens += text_tokens(text)
             self._history.append(HistoryEntry("user", "text", text))
@@ -1277,11 +544,11 @@ class LiveEmulatorCore:
     def _on_audio(self, blob: JsonObject, now_ms: float) -> None:
         data = blob.get("data", "")
         if not isinstance(data, str):
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         try:
             pcm = decode_base64(data)
         except ValueError:
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
         rate = pcm_rate(blob.get("mimeType"))
         self.record.audio_bytes_received += len(pcm)
         self.record.audio_chunks_received += 1
@@ -1301,14 +568,14 @@ class LiveEmulatorCore:
 
     def _on_activity_start(self, now_ms: float) -> None:
         if self._vad is not None:
-            raise _RequestRejectedError(CLOSE_INVALID, EXPLICIT_ACTIVITY_WITH_VAD)
+            raise RequestRejectedError(CLOSE_INVALID, EXPLICIT_ACTIVITY_WITH_VAD)
         self._activity_open = True
         self._activity_ms = 0.0
         self._caller_started(now_ms)
 
     def _on_activity_end(self, now_ms: float) -> None:
         if self._vad is not None:
-            raise _RequestRejectedError(CLOSE_INVALID, EXPLICIT_ACTIVITY_WITH_VAD)
+            raise RequestRejectedError(CLOSE_INVALID, EXPLICIT_ACTIVITY_WITH_VAD)
         if not self._activity_open:
             return
         self._activity_open = False
@@ -1319,7 +586,7 @@ class LiveEmulatorCore:
         if isinstance(turns, dict):  # a single Content is accepted too
             turns = [turns]
         if not isinstance(turns, list):
-            raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+            raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         for turn in turns:
             content = _object(turn)
             texts = []
@@ -1344,11 +611,11 @@ class LiveEmulatorCore:
             answer = _object(item)
             call_id = answer.get("id")
             if not isinstance(call_id, str) or not call_id:
-                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+                raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
             response = _object(answer.get("response"))
             beside = answer.get("scheduling")
             if beside is not None and beside not in SCHEDULING_VALUES:
-                raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+                raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
             inside = response.get("scheduling")
             # The docs' examples put it inside the response too; beside it wins.
             scheduling = next(
@@ -1738,7 +1005,7 @@ def _object(value: Any) -> JsonObject:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
     return value
 
 
@@ -1746,7 +1013,7 @@ def _list(value: Any) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
     return value
 
 
@@ -1757,7 +1024,7 @@ def _sensitivity(value: Any, prefix: str) -> Literal["HIGH", "LOW"]:
         return "HIGH"
     if value == f"{prefix}_LOW":
         return "LOW"
-    raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+    raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
 
 
 def _milliseconds(value: Any, default: int) -> int:
@@ -1765,20 +1032,20 @@ def _milliseconds(value: Any, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool):
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e999 is inf
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
     if number < 0 or (isinstance(value, float) and value != number):
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
     return number
 
 
 def _vad_settings(config: Mapping[str, Any]) -> VadSettings:
     disabled = config.get("disabled", False)
     if not isinstance(disabled, bool):
-        raise _RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
     return VadSettings(
         disabled=disabled,
         start_sensitivity=_sensitivity(config.get("startOfSpeechSensitivity"), "START_SENSITIVITY"),

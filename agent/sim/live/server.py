@@ -39,24 +39,25 @@ from agent.audio.codec import read_wav
 from agent.clock import REAL_TIME, Clock
 from agent.errors import AudioError, ConfigError
 from agent.live.protocol import LIVE_PATH
-from agent.sim.live.core import (
+from agent.sim.live.core import Clip, LiveEmulatorCore
+from agent.sim.live.options import (
+    AbortConnection,
+    AnswerClips,
+    CloseConnection,
+    EmulatedSessionRecord,
+    EmulatorOptions,
+    Fault,
+    Stall,
+)
+from agent.sim.live.resumption import ResumptionStore
+from agent.sim.live.scenario import Scenario, load_scenario
+from agent.sim.live.wire import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_INVALID,
     INTERNAL_ERROR,
     INVALID_API_KEY,
-    AbortConnection,
-    AnswerClips,
-    Clip,
-    CloseConnection,
-    EmulatedSessionRecord,
-    EmulatorOptions,
-    Fault,
-    LiveEmulatorCore,
-    ResumptionStore,
-    Stall,
 )
-from agent.sim.live.scenario import Scenario, load_scenario
 
 __all__ = [
     "LIVE_PATH",

@@ -1,0 +1,155 @@
+"""Which ``setup`` fields Google accepts, down to nested objects: an unknown field is a close
+frame with ``Request contains an invalid argument.``, as the real service answers.
+
+Part of the emulator's sans-I/O core (see :mod:`agent.sim.live.core`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from agent.sim.live.wire import (
+    CLOSE_INVALID,
+    INVALID_ARGUMENT,
+    RequestRejectedError,
+    camel_case,
+    snake_case,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """The known fields of one proto message in ``setup`` (camelCase), for unknown-field errors.
+
+    A field mapped to ``None`` is not looked into: user data (schemas, Structs) or a message whose
+    contents the emulator has no reason to police.
+    """
+
+    fields: Mapping[str, _Message | None]
+    repeated: bool = False
+
+
+_OPAQUE: Final[None] = None
+_CONTENT: Final = _Message({"parts": _OPAQUE, "role": _OPAQUE})
+_TRANSCRIPTION: Final = _Message({"languageCodes": _OPAQUE})
+_VOICE: Final = _Message({"prebuiltVoiceConfig": _Message({"voiceName": _OPAQUE})})
+# From the generativelanguage v1beta proto (as the doc and google-genai 3.4 send them).
+_SETUP: Final = _Message(
+    {
+        "model": _OPAQUE,
+        "generationConfig": _Message(
+            {
+                "candidateCount": _OPAQUE,
+                "maxOutputTokens": _OPAQUE,
+                "temperature": _OPAQUE,
+                "topP": _OPAQUE,
+                "topK": _OPAQUE,
+                "seed": _OPAQUE,
+                "presencePenalty": _OPAQUE,
+                "frequencyPenalty": _OPAQUE,
+                "stopSequences": _OPAQUE,
+                "responseMimeType": _OPAQUE,
+                "responseSchema": _OPAQUE,
+                "responseJsonSchema": _OPAQUE,
+                "responseLogprobs": _OPAQUE,
+                "logprobs": _OPAQUE,
+                "enableEnhancedCivicAnswers": _OPAQUE,
+                "responseModalities": _OPAQUE,
+                "mediaResolution": _OPAQUE,
+                "speechConfig": _Message(
+                    {
+                        "voiceConfig": _VOICE,
+                        "languageCode": _OPAQUE,
+                        "multiSpeakerVoiceConfig": _OPAQUE,
+                    }
+                ),
+                "thinkingConfig": _Message(
+                    {
+                        "thinkingBudget": _OPAQUE,
+                        "includeThoughts": _OPAQUE,
+                        "thinkingLevel": _OPAQUE,
+                    }
+                ),
+                "enableAffectiveDialog": _OPAQUE,
+                "translationConfig": _OPAQUE,
+            }
+        ),
+        "systemInstruction": _CONTENT,
+        "tools": _Message(
+            {
+                "functionDeclarations": _Message(
+                    {
+                        "name": _OPAQUE,
+                        "description": _OPAQUE,
+                        "parameters": _OPAQUE,
+                        "parametersJsonSchema": _OPAQUE,
+                        "response": _OPAQUE,
+                        "responseJsonSchema": _OPAQUE,
+                        "behavior": _OPAQUE,
+                    },
+                    repeated=True,
+                ),
+                "googleSearch": _OPAQUE,
+                "googleSearchRetrieval": _OPAQUE,
+                "codeExecution": _OPAQUE,
+                "urlContext": _OPAQUE,
+            },
+            repeated=True,
+        ),
+        "realtimeInputConfig": _Message(
+            {
+                "automaticActivityDetection": _Message(
+                    {
+                        "disabled": _OPAQUE,
+                        "startOfSpeechSensitivity": _OPAQUE,
+                        "endOfSpeechSensitivity": _OPAQUE,
+                        "prefixPaddingMs": _OPAQUE,
+                        "silenceDurationMs": _OPAQUE,
+                    }
+                ),
+                "activityHandling": _OPAQUE,
+                "turnCoverage": _OPAQUE,
+            }
+        ),
+        "inputAudioTranscription": _TRANSCRIPTION,
+        "outputAudioTranscription": _TRANSCRIPTION,
+        "contextWindowCompression": _Message(
+            {"triggerTokens": _OPAQUE, "slidingWindow": _Message({"targetTokens": _OPAQUE})}
+        ),
+        # "transparent" is Vertex-only: the Developer API does not know it.
+        "sessionResumption": _Message({"handle": _OPAQUE}),
+        "proactivity": _Message({"proactiveAudio": _OPAQUE}),
+        "historyConfig": _Message({"initialHistoryInClientContent": _OPAQUE}),
+    }
+)
+
+
+def check_setup_fields(setup: Any) -> None:
+    """Reject a ``setup`` body with a field the service does not know, as Google words it.
+
+    Google names the first unknown field as sent and its parent by snake_case path:
+    ``Invalid JSON payload received. Unknown name "x" at 'setup.generation_config': Cannot find
+    field.`` Raises :class:`RequestRejectedError` (1007).
+    """
+    _check_fields(setup, _SETUP, "setup")
+
+
+def _check_fields(value: Any, message: _Message, path: str) -> None:
+    if message.repeated and isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_fields(item, _Message(message.fields), f"{path}[{index}]")
+        return
+    if not isinstance(value, dict):
+        raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+    for key, item in value.items():
+        name = camel_case(key)
+        if name not in message.fields:
+            raise RequestRejectedError(
+                CLOSE_INVALID,
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}': "
+                "Cannot find field.",
+            )
+        child = message.fields[name]
+        if child is not None and item is not None:
+            _check_fields(item, child, f"{path}.{snake_case(name)}")
