@@ -48,8 +48,8 @@ from agent.live.protocol import (
     TurnComplete,
     UsageReported,
 )
-from agent.observability.logging import PriceTable
 from agent.observability.metrics import Metrics
+from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecorder
 from agent.telephony.twilio import (
     DtmfReceived,

@@ -36,24 +36,29 @@ The event names, levels and fields are listed in ``docs/logging.md``.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import sys
-import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, TextIO
-from urllib.parse import quote
+from typing import Final, Literal, TextIO
 
 import structlog
-import yaml
 from structlog.types import EventDict, Processor, WrappedLogger
 
 from agent.errors import ConfigError
-from agent.records.store import NUMBER_FIELDS, mask_number
+from agent.observability.pricing import (
+    DEFAULT_PRICES,
+    CostEstimate,
+    ModelPrices,
+    PriceTable,
+)
+from agent.observability.privacy import (
+    NUMBER_MASK,
+    REDACTED,
+    REDACTOR,
+    MaskCallerNumbers,
+    RedactSecrets,
+    add_secrets,
+)
 
 __all__ = [
     "CALL_KEYS",
@@ -75,7 +80,6 @@ __all__ = [
     "shape_access_log",
 ]
 
-REDACTED: Final = "***"
 
 #: The context every line of a call carries (bound once by the media-stream handler).
 CALL_KEYS: Final = ("call_sid", "stream_sid", "agent")
@@ -85,211 +89,6 @@ PROBE_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # Loggers of libraries that log every frame at DEBUG: kept at INFO or above whatever LOG_LEVEL says.
 _CHATTY_LIBRARIES: Final = ("websockets",)
-
-# -- secrets ---------------------------------------------------------------------------------------
-
-# A key names a secret if it ends with one of these words: token, auth_token, stream_token, api_key,
-# x-goog-api-key, password, db_password, client_secret, authorization... ("tokens", a usage count,
-# does not end with "token").
-_SECRET_WORDS: Final = r"(?:token|secret|passw(?:or)?d|api[_-]?key|private[_-]?key|authorization)"
-_SECRET_KEY: Final = re.compile(rf"[\w.-]*{_SECRET_WORDS}", re.IGNORECASE)
-
-# Secrets recognised by their shape inside text, each (pattern, replacement). Cheap enough to run
-# on every string: a handful of precompiled searches on values that are mostly short.
-_SECRET_SHAPES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    # "token": "..." in JSON, 'token': '...' in a Python repr; also an excerpt cut mid-value (a
-    # protocol error's ``raw`` keeps the first 200 characters of a frame).
-    (
-        re.compile(rf'("[\w.-]*{_SECRET_WORDS}"\s*:\s*")(?:\\.|[^"\\])*("|\\?$)', re.IGNORECASE),
-        rf"\g<1>{REDACTED}\g<2>",
-    ),
-    (
-        re.compile(rf"('[\w.-]*{_SECRET_WORDS}'\s*:\s*')(?:\\.|[^'\\])*('|\\?$)", re.IGNORECASE),
-        rf"\g<1>{REDACTED}\g<2>",
-    ),
-    # ?token=... &key=... in a URL or a form body (the Live API accepts ?key=API_KEY).
-    (
-        re.compile(rf"([?&;][\w.-]*(?:{_SECRET_WORDS}|key)=)[^&#\s\"'<>]*", re.IGNORECASE),
-        rf"\g<1>{REDACTED}",
-    ),
-    # Header lines, as websockets logs its handshake at DEBUG: "> x-goog-api-key: AIza...".
-    (
-        re.compile(
-            r"(\b(?:x-goog-api-key|x-api-key|(?:proxy-)?authorization|cookie|set-cookie)"
-            r"\s*:\s*)[^\r\n\"',}]+",
-            re.IGNORECASE,
-        ),
-        rf"\g<1>{REDACTED}",
-    ),
-    (re.compile(r"(\bBearer\s+)[\w.~+/-]+=*", re.IGNORECASE), rf"\g<1>{REDACTED}"),
-    # The password in a URL's user info: postgresql://user:PASSWORD@host/db.
-    (
-        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@/\s]+@", re.IGNORECASE),
-        rf"\g<1>{REDACTED}@",
-    ),
-    # A stream token, "{expiry_ms}.{nonce}.{mac}" (agent.telephony.webhooks.StreamTokens), wherever
-    # it turns up: the nonce is 22 URL-safe characters, the MAC 43.
-    (re.compile(r"\b\d{10,16}\.[\w-]{16,}\.[\w-]{20,}"), REDACTED),
-    # A Google API key.
-    (re.compile(r"\bAIza[\w-]{35}"), REDACTED),
-)
-
-# Keys whose values are ours, never secret: skipped for speed.
-_PLAIN_KEYS: Final = frozenset({"timestamp", "level", "logger", "call_sid", "stream_sid"})
-# No secret fits in fewer characters (and values shorter than this would mask innocent text).
-_MIN_TEXT = 8
-
-
-class RedactSecrets:
-    """A processor that replaces secrets with ``***`` in every field of an event, at any depth.
-
-    Three rules, so a secret is caught whichever way it travels:
-
-    1. a field whose key names a secret (``token``, ``api_key``, ``auth_token``, ``password``,
-       ``authorization``, anything ending in one of those words) is masked whatever its value;
-    2. every configured secret value (:meth:`add`) is replaced wherever it occurs in text, also in
-       its URL-encoded and JSON-escaped forms;
-    3. secrets recognisable by shape are masked inside text: ``"token": "..."`` pairs in JSON or a
-       repr (also cut off mid-value), ``?token=``/``&key=`` in URLs, ``Authorization:`` and
-       ``x-goog-api-key:`` header lines, ``Bearer ...``, the password of a ``scheme://user:pw@``
-       URL, stream tokens and Google API keys.
-
-    Values that are not strings, numbers, mappings or sequences are rendered with ``repr`` first,
-    the way the JSON renderer would, so an exception or an object cannot carry a secret past it.
-
-    Secrets can be added at any time, from any thread (agents' ``${ENV}`` values are known only
-    once the agent files are loaded); values shorter than 8 characters are ignored, since they
-    would mask innocent text and no real key or token is that short.
-    """
-
-    MIN_LENGTH: ClassVar[int] = 8
-
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._lock = threading.Lock()
-        # (secrets, one pattern matching any of them): replaced together, so a reader on another
-        # thread always sees a consistent pair.
-        self._state: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
-        self.add(*secrets)
-
-    @property
-    def secrets(self) -> frozenset[str]:
-        """The configured secret values (with their encoded forms)."""
-        return self._state[0]
-
-    def add(self, *values: str | None) -> None:
-        """Mask these values from now on (``None``, empty and short values are ignored)."""
-        fresh: set[str] = set()
-        for value in values:
-            if value and len(value) >= self.MIN_LENGTH:
-                fresh.update(_encoded_forms(value))
-        with self._lock:
-            known, _ = self._state
-            if fresh <= known:
-                return
-            merged = known | fresh
-            # Longest first, so a secret that contains another is masked whole.
-            alternatives = sorted(merged, key=len, reverse=True)
-            self._state = (merged, re.compile("|".join(map(re.escape, alternatives))))
-
-    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
-        for key, value in event_dict.items():
-            if key in _PLAIN_KEYS:
-                continue
-            if value is not None and _SECRET_KEY.fullmatch(key):
-                event_dict[key] = REDACTED
-            else:
-                event_dict[key] = self.scrub(value)
-        return event_dict
-
-    def scrub(self, value: Any) -> Any:
-        """``value`` with every secret masked: strings, and mappings and sequences at any depth."""
-        if isinstance(value, str):
-            return self.redact_text(value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {
-                k: (REDACTED if v is not None and _SECRET_KEY.fullmatch(str(k)) else self.scrub(v))
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self.scrub(v) for v in value]
-        if isinstance(value, bytes | bytearray):
-            return self.redact_text(bytes(value).decode("utf-8", "backslashreplace"))
-        return self.redact_text(repr(value))
-
-    def redact_text(self, text: str) -> str:
-        """``text`` with configured secrets and secret-shaped substrings replaced by ``***``."""
-        if len(text) < _MIN_TEXT:
-            return text
-        _, values = self._state
-        if values is not None:
-            text = values.sub(REDACTED, text)
-        for pattern, replacement in _SECRET_SHAPES:
-            text = pattern.sub(replacement, text)
-        return text
-
-
-def _encoded_forms(secret: str) -> set[str]:
-    """The secret as it may appear in a log line: as is, URL-encoded, JSON-escaped."""
-    forms = {secret, quote(secret, safe=""), json.dumps(secret)[1:-1]}
-    return {form for form in forms if len(form) >= RedactSecrets.MIN_LENGTH}
-
-
-# -- caller numbers --------------------------------------------------------------------------------
-
-
-class MaskCallerNumbers:
-    """A processor that masks phone numbers (``+15555550100`` -> ``+1555****100``) when enabled.
-
-    It masks the values of :attr:`NUMBER_KEYS` (any case, at any depth of mappings) and the same
-    keys' string values inside JSON text (a raw frame excerpt). The mask is
-    :func:`agent.records.store.mask_number`, the one call records use, so a masked number in a log
-    line matches the masked number in ``agent calls list``.
-    """
-
-    NUMBER_KEYS: ClassVar[frozenset[str]] = NUMBER_FIELDS
-    _IN_TEXT: ClassVar[re.Pattern[str]] = re.compile(
-        r"""(["'](?:from|to|caller|called|callee|caller_number|from_number|to_number|phone|"""
-        r"""phone_number)["']\s*:\s*["'])([^"']*)""",
-        re.IGNORECASE,
-    )
-
-    def __init__(self, enabled: bool = False) -> None:
-        self.enabled = enabled
-
-    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
-        if not self.enabled:
-            return event_dict
-        for key, value in event_dict.items():
-            event_dict[key] = self._mask(key, value)
-        return event_dict
-
-    def _mask(self, key: object, value: Any) -> Any:
-        if isinstance(value, str):
-            if str(key).lower() in self.NUMBER_KEYS:
-                return mask_number(value)
-            if len(value) >= _MIN_TEXT and ":" in value:
-                return self._IN_TEXT.sub(lambda m: m.group(1) + mask_number(m.group(2)), value)
-            return value
-        if isinstance(value, Mapping):
-            return {k: self._mask(k, v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._mask(key, v) for v in value]
-        return value
-
-
-#: The process's secret redactor: every handler :func:`configure_logging` and
-#: :func:`add_log_sink` install uses it, so a secret added once is masked everywhere.
-REDACTOR: Final = RedactSecrets()
-#: The process's number mask, switched on by ``configure_logging(mask_numbers=True)``.
-NUMBER_MASK: Final = MaskCallerNumbers()
-
-
-def add_secrets(*values: str | None) -> None:
-    """Mask these values in every log line from now on (e.g. agents' ``${ENV}`` values once the
-    agent files are loaded). Safe before or after :func:`configure_logging`, from any thread."""
-    REDACTOR.add(*values)
 
 
 # -- aiohttp's access log --------------------------------------------------------------------------
@@ -495,173 +294,3 @@ def add_log_sink(stream: TextIO, fmt: Literal["json", "console"] = "json") -> lo
 def remove_log_sink(handler: logging.Handler) -> None:
     """Stop writing to a sink :func:`add_log_sink` installed."""
     logging.getLogger().removeHandler(handler)
-
-
-# -- what a call cost ------------------------------------------------------------------------------
-
-Direction = Literal["prompt", "response"]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPrices:
-    """USD per million tokens for one model, by direction and upper-case modality (``AUDIO``).
-
-    ``prompt`` is what the model reads (the Live API bills each turn's whole context again, which
-    its per-turn ``promptTokenCount`` already includes); ``response`` is what it generates.
-    """
-
-    prompt: Mapping[str, float]
-    response: Mapping[str, float]
-
-    def per_million(self, direction: str, modality: str) -> float | None:
-        """The price of a million ``direction`` tokens of ``modality``, or None if not listed."""
-        table = self.prompt if direction == "prompt" else self.response
-        return table.get(modality.upper())
-
-
-def _same_price_media(text: float, media: float) -> dict[str, float]:
-    return {"TEXT": text, "AUDIO": media, "VIDEO": media, "IMAGE": media}
-
-
-#: USD per 1M tokens, Gemini Developer API paid tier, by model-name prefix. Estimates for
-#: dashboards and call records, never for billing: prices change; check
-#: https://ai.google.dev/gemini-api/docs/pricing and override with ``PRICE_TABLE``.
-DEFAULT_PRICES: Final[Mapping[str, ModelPrices]] = {
-    # Gemini 2.5 Flash native audio (Live API); Vertex AI names it gemini-live-2.5-flash-*.
-    "gemini-2.5-flash-native-audio": ModelPrices(
-        prompt=_same_price_media(0.50, 3.00), response={"TEXT": 2.00, "AUDIO": 12.00}
-    ),
-    "gemini-live-2.5-flash": ModelPrices(
-        prompt=_same_price_media(0.50, 3.00), response={"TEXT": 2.00, "AUDIO": 12.00}
-    ),
-    "gemini-2.0-flash-live": ModelPrices(
-        prompt=_same_price_media(0.35, 2.10), response={"TEXT": 1.50, "AUDIO": 8.50}
-    ),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CostEstimate:
-    """What a call's tokens cost, by the table: ``usd`` is None when no price matched the model.
-
-    ``unpriced_tokens`` counts tokens of a modality the model's prices do not list: when it is not
-    0 the estimate is low.
-    """
-
-    usd: float | None
-    priced_as: str | None
-    unpriced_tokens: int
-
-    def summary_fields(self) -> dict[str, object]:
-        """The fields for the ``call.ended`` line and the call record's summary."""
-        return {
-            "cost_usd": None if self.usd is None else round(self.usd, 6),
-            "cost_priced_as": self.priced_as,
-            "cost_unpriced_tokens": self.unpriced_tokens,
-        }
-
-
-class PriceTable:
-    """Prices by model name; a model matches its exact name, else the longest listed prefix, else
-    ``"*"`` if listed. ``models/`` and Vertex resource paths are stripped first."""
-
-    def __init__(self, prices: Mapping[str, ModelPrices] = DEFAULT_PRICES) -> None:
-        self.prices: Mapping[str, ModelPrices] = dict(prices)
-
-    def lookup(self, model: str) -> tuple[str, ModelPrices] | None:
-        """The table entry ``model`` is priced as: (its key, its prices), or None."""
-        name = model.rsplit("/", 1)[-1]
-        if name in self.prices:
-            return name, self.prices[name]
-        prefixes = [key for key in self.prices if key != "*" and name.startswith(key)]
-        if prefixes:
-            key = max(prefixes, key=len)
-            return key, self.prices[key]
-        if "*" in self.prices:
-            return "*", self.prices["*"]
-        return None
-
-    def estimate(self, model: str, usage: Mapping[str, int]) -> CostEstimate:
-        """The cost of ``usage``, keyed ``<direction>_<modality>`` (``prompt_audio``,
-        ``response_text``: the shape of ``CallStats.usage`` and of call records)."""
-        found = self.lookup(model)
-        if found is None:
-            return CostEstimate(None, None, sum(usage.values()))
-        key, prices = found
-        usd = 0.0
-        unpriced = 0
-        for usage_key, tokens in usage.items():
-            direction, _, modality = usage_key.partition("_")
-            price = prices.per_million(direction, modality)
-            if price is None:
-                unpriced += tokens
-            else:
-                usd += tokens * price / 1_000_000
-        return CostEstimate(usd, key, unpriced)
-
-    @classmethod
-    def from_spec(cls, spec: str | None, *, defaults: bool = True) -> PriceTable:
-        """The table ``PRICE_TABLE`` describes: unset or empty gives :data:`DEFAULT_PRICES`;
-        inline JSON (starting with ``{``) or the path of a ``.json``, ``.yaml`` or ``.yml`` file
-        gives those entries on top of the defaults (``defaults=False``: instead of them)::
-
-            {"gemini-2.5-flash-native-audio": {"prompt": {"TEXT": 0.5, "AUDIO": 3.0},
-                                               "response": {"TEXT": 2.0, "AUDIO": 12.0}},
-             "*": {"prompt": {"AUDIO": 3.0}, "response": {"AUDIO": 12.0}}}
-
-        Raises :class:`~agent.errors.ConfigError` naming ``PRICE_TABLE`` (and the file) when the
-        text cannot be read or is not such a table.
-        """
-        base: dict[str, ModelPrices] = dict(DEFAULT_PRICES) if defaults else {}
-        if spec is None or not spec.strip():
-            return cls(base)
-        text = spec.strip()
-        source: str | None = None
-        try:
-            if text.startswith("{"):
-                raw: object = json.loads(text)
-            else:
-                source = text
-                content = Path(text).read_text(encoding="utf-8")
-                if text.endswith((".yaml", ".yml")):
-                    raw = yaml.safe_load(content)
-                else:
-                    raw = json.loads(content)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise ConfigError(
-                f"cannot read the price table: {exc}", file=source, key="PRICE_TABLE"
-            ) from exc
-        base.update(_parse_prices(raw, source))
-        return cls(base)
-
-
-def _parse_prices(raw: object, source: str | None) -> dict[str, ModelPrices]:
-    def fail(message: str) -> ConfigError:
-        return ConfigError(f"price table: {message}", file=source, key="PRICE_TABLE")
-
-    if not isinstance(raw, Mapping):
-        raise fail("must map model names to {prompt: {...}, response: {...}}")
-    parsed: dict[str, ModelPrices] = {}
-    for model, entry in raw.items():
-        if not isinstance(model, str) or not model:
-            raise fail(f"model names must be text, got {model!r}")
-        if not isinstance(entry, Mapping) or set(entry) - {"prompt", "response"}:
-            raise fail(f"{model}: must have only 'prompt' and 'response' tables")
-        tables: dict[str, dict[str, float]] = {}
-        for direction in ("prompt", "response"):
-            table = entry.get(direction, {})
-            if not isinstance(table, Mapping):
-                raise fail(f"{model}.{direction}: must map modalities to USD per 1M tokens")
-            prices: dict[str, float] = {}
-            for modality, price in table.items():
-                if (
-                    isinstance(price, bool)
-                    or not isinstance(price, int | float)
-                    or not math.isfinite(price)
-                    or price < 0
-                ):
-                    raise fail(f"{model}.{direction}.{modality}: must be a number >= 0")
-                prices[str(modality).upper()] = float(price)
-            tables[direction] = prices
-        parsed[model] = ModelPrices(prompt=tables["prompt"], response=tables["response"])
-    return parsed

@@ -53,11 +53,11 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 
 from agent.errors import ConfigError
+from agent.observability.privacy import mask_number, mask_number_fields, redact_fields
 
 log = structlog.get_logger("agent.records")
 
 DEFAULT_DATABASE_URL = "sqlite:///./calls.db"
-REDACTED = "***"
 DEFAULT_QUEUE_SIZE = 10_000
 
 Role = Literal["caller", "agent"]
@@ -184,67 +184,6 @@ class CallRecordStore(Protocol):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def redact(value: Any, fields: frozenset[str]) -> Any:
-    """``value`` with every mapping entry whose key is in ``fields`` (case-insensitive) replaced
-    by ``***``, at any depth of mappings, lists and tuples. ``fields`` must be lower-case."""
-    if not fields:
-        return value
-    if isinstance(value, Mapping):
-        return {
-            key: REDACTED if str(key).lower() in fields else redact(item, fields)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(item, fields) for item in value]
-    return value
-
-
-#: Keys whose values are phone numbers, masked with ``MASK_CALLER_NUMBERS`` (logs use them too).
-NUMBER_FIELDS: Final = frozenset(
-    {
-        "from",
-        "to",
-        "caller",
-        "called",
-        "callee",
-        "caller_number",
-        "from_number",
-        "to_number",
-        "phone",
-        "phone_number",
-    }
-)
-
-
-def mask_number_fields(value: Any) -> Any:
-    """``value`` with every string under a :data:`NUMBER_FIELDS` key masked, at any depth."""
-    if isinstance(value, Mapping):
-        return {
-            key: mask_number(item)
-            if isinstance(item, str) and str(key).lower() in NUMBER_FIELDS
-            else mask_number_fields(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [mask_number_fields(item) for item in value]
-    return value
-
-
-def mask_number(number: str) -> str:
-    """A phone number with its middle digits hidden: ``+15555550100`` -> ``+1555****100``.
-
-    Keeps up to 5 leading characters (country and area code: enough to tell where a call came
-    from) and 3 trailing ones (enough to match against a complaint), hiding at least 4. Values
-    with no digit (``anonymous``, ``client:alice``) are not numbers and are kept as they are.
-    """
-    if not any(ch.isdigit() for ch in number):
-        return number
-    n = len(number)
-    tail = min(3, n // 3)
-    head = min(5, max(0, n - tail - 4))
-    return number[:head] + "*" * (n - head - tail) + number[n - tail :]
 
 
 def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
@@ -899,8 +838,8 @@ class CallRecorder:
             seq,
             call_id,
             name,
-            _to_json(redact(arguments, fields)),
-            _to_json(redact(result, fields)),
+            _to_json(redact_fields(arguments, fields)),
+            _to_json(redact_fields(result, fields)),
             outcome,
             started_at,
             latency_ms,
@@ -922,7 +861,7 @@ class CallRecorder:
 
     def ended(self, *, reason: str, ended_at: float, summary: Mapping[str, object]) -> None:
         """The call ended: why, when, and its summary (counters, timings), redacted like tools."""
-        summary_json = _to_json(redact(dict(summary), self.redact_fields))
+        summary_json = _to_json(redact_fields(dict(summary), self.redact_fields))
         self._submit(
             "ended",
             (

@@ -44,8 +44,9 @@ from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
-from agent.observability.logging import PriceTable, add_secrets
 from agent.observability.metrics import Metrics
+from agent.observability.pricing import PriceTable
+from agent.observability.privacy import add_secrets
 from agent.records.store import CallRecordStore, RecordStore
 from agent.server.settings import Settings
 from agent.telephony.rest import TwilioRest

@@ -41,7 +41,7 @@ from agent.config.tools import (
 from agent.crm import Crm
 from agent.errors import ConfigError
 from agent.observability.metrics import Metrics
-from agent.records.store import redact
+from agent.observability.privacy import redact_fields
 from agent.telephony.rest import TwilioRest
 from agent.tools.arguments import check_arguments
 from agent.tools.base import (
@@ -202,7 +202,9 @@ class Toolbox:
         action: Action | None = None
         try:
             arguments = self._arguments(spec, args, context)
-            log.debug("tool.started", tool=name, arguments=redact(arguments, self._redact_fields))
+            log.debug(
+                "tool.started", tool=name, arguments=redact_fields(arguments, self._redact_fields)
+            )
             async with asyncio.timeout(spec.timeout_s):
                 result, action = await self._execute(spec, arguments)
             response: dict[str, Any] = {"result": json_safe(result)}

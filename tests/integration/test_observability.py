@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config.models import AgentConfig
 from agent.live.targets import DeveloperApiTarget
-from agent.observability.logging import PriceTable
-from agent.records.store import mask_number
+from agent.observability.pricing import PriceTable
+from agent.observability.privacy import mask_number
 from agent.server.app import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator

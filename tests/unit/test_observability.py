@@ -24,18 +24,14 @@ import structlog
 
 from agent.errors import ConfigError
 from agent.observability.logging import (
-    DEFAULT_PRICES,
     REDACTED,
-    MaskCallerNumbers,
-    ModelPrices,
-    PriceTable,
-    RedactSecrets,
     add_log_sink,
-    add_secrets,
     configure_logging,
     remove_log_sink,
     shape_access_log,
 )
+from agent.observability.pricing import DEFAULT_PRICES, ModelPrices, PriceTable
+from agent.observability.privacy import MaskCallerNumbers, RedactSecrets, add_secrets
 from agent.telephony.webhooks import StreamTokens
 
 LogCapture = Callable[..., AbstractContextManager[StringIO]]

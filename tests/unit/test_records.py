@@ -19,13 +19,8 @@ from structlog.testing import capture_logs
 
 from agent.cli.calls import CUT, add_calls_subcommands, list_command, show_command
 from agent.errors import ConfigError
-from agent.records.store import (
-    REDACTED,
-    CallRecorder,
-    RecordStore,
-    mask_number,
-    redact,
-)
+from agent.observability.privacy import REDACTED, mask_number, redact_fields
+from agent.records.store import CallRecorder, RecordStore
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 CALL = "CA00000000000000000000000000000001"
@@ -306,7 +301,7 @@ def test_redact_replaces_named_fields_at_any_depth() -> None:
         "card_number": "4000000000000002",
         "notes": ("dob", {"dob": {"nested": "gone"}}),
     }
-    assert redact(value, frozenset({"card_number", "dob"})) == {
+    assert redact_fields(value, frozenset({"card_number", "dob"})) == {
         "customer": {"name": "Ada", "DOB": REDACTED},
         "cards": [{"card_number": REDACTED, "brand": "visa"}],
         "card_number": REDACTED,
