@@ -8,9 +8,10 @@ Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the b
     ├── AudioError             audio that cannot be decoded or has the wrong shape
     ├── TelephonyError
     │   └── SignatureError     a webhook or stream whose Twilio signature / stream token fails
-    └── LiveError              the Live API leg
-        ├── LiveConnectError   could not open or set up a Live session
-        └── LiveClosedError    the Live socket closed (carries the close code and reason)
+    ├── LiveError              the Live API leg
+    │   ├── LiveConnectError   could not open or set up a Live session
+    │   └── LiveClosedError    the Live socket closed (carries the close code and reason)
+    └── SharedStateError       the store replicas share (used stream tickets) failed
 
 Protocol cores never raise on bad *input from the wire*: a malformed message becomes a
 protocol-error event. These exceptions are for the adapters and for configuration.
@@ -75,3 +76,7 @@ class LiveClosedError(LiveError):
         super().__init__(f"Live connection closed (code={code}, reason={reason!r})")
         self.code = code
         self.reason = reason
+
+
+class SharedStateError(AgentError):
+    """The database that replicas share could not be read or written."""

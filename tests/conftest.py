@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -180,8 +181,8 @@ def pytest_configure(config: pytest.Config) -> None:
         scan.register(secret, "a StreamTokens key (TWILIO_AUTH_TOKEN)")
         original_init(self, secret, ttl_s)
 
-    def issue(self: StreamTokens, call_sid: str, now: float) -> str:
-        token = original_issue(self, call_sid, now)
+    def issue(self: StreamTokens, call_sid: str, now: float, **facts: Any) -> str:
+        token = original_issue(self, call_sid, now, **facts)
         scan.register(token, f"the stream token issued for {call_sid}")
         return token
 
@@ -365,3 +366,19 @@ def postgres_server() -> Iterator[str]:
     finally:
         run(pg_ctl, "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """A factory of new, empty PostgreSQL databases on the session's server; yields their URLs."""
+    admin_url: str = request.getfixturevalue("postgres_server")
+
+    def new_database() -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        return admin_url.replace("/postgres?", f"/{name}?")
+
+    return new_database

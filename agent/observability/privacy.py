@@ -122,9 +122,9 @@ _SECRET_SHAPES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
         re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@/\s]+@", re.IGNORECASE),
         rf"\g<1>{REDACTED}@",
     ),
-    # A stream token, "{expiry_ms}.{nonce}.{mac}" (agent.telephony.webhooks.StreamTokens), wherever
-    # it turns up: the nonce is 22 URL-safe characters, the MAC 43.
-    (re.compile(r"\b\d{10,16}\.[\w-]{16,}\.[\w-]{20,}"), REDACTED),
+    # A stream token, "st2.{payload}.{mac}" (agent.telephony.webhooks.StreamTokens), wherever it
+    # turns up: the payload is base64url (it names the caller), the MAC 43 URL-safe characters.
+    (re.compile(r"\bst2\.[\w-]{16,}\.[\w-]{20,}"), REDACTED),
     # A Google API key.
     (re.compile(r"\bAIza[\w-]{35}"), REDACTED),
 )

@@ -41,19 +41,17 @@ import concurrent.futures
 import json
 import os
 import queue
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
 from agent.errors import ConfigError
 from agent.observability.privacy import mask_number, mask_number_fields, redact_fields
+from agent.records.backends import Backend, Connection, backend_from_url
 
 log = structlog.get_logger("agent.records")
 
@@ -319,129 +317,6 @@ _Barrier = concurrent.futures.Future[None]
 _STOP: Final = object()
 
 
-class _Cursor(Protocol):
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
-
-
-class _Connection(Protocol):
-    """The DB-API subset both sqlite3 and psycopg 3 connections offer."""
-
-    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> _Cursor: ...
-    def close(self) -> None: ...
-
-
-class _Backend(Protocol):
-    """How to reach one kind of database; the SQL is shared."""
-
-    location: str  # for messages: the path or the URL without its password
-    errors: tuple[type[Exception], ...]  # what the driver raises when the database fails
-
-    def connect(self) -> _Connection:
-        """A connection in autocommit mode: transactions are explicit BEGIN ... COMMIT."""
-        ...
-
-    def sql(self, statement: str) -> str:
-        """``statement`` with this driver's placeholders."""
-        ...
-
-    def begin(self) -> str:
-        """The statement that opens a write transaction."""
-        ...
-
-
-class _SqliteBackend:
-    """SQLite through the standard library, in WAL mode.
-
-    WAL lets the CLI read while the server writes, and makes each commit an append to the log.
-    ``synchronous=NORMAL`` in WAL mode is durable against a process crash (the data is in the OS
-    once ``COMMIT`` returns) and skips the fsync per commit that only a power loss would need.
-    """
-
-    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.location = str(path)
-
-    def connect(self) -> _Connection:
-        # isolation_level=None: no implicit transactions; we BEGIN/COMMIT ourselves.
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    def sql(self, statement: str) -> str:
-        return statement
-
-    def begin(self) -> str:
-        # IMMEDIATE takes the write lock up front, so a busy database waits (busy timeout)
-        # at BEGIN instead of failing half-way through the transaction.
-        return "BEGIN IMMEDIATE"
-
-
-class _PostgresBackend:
-    """PostgreSQL through psycopg 3, one autocommit connection per writer or read.
-
-    Every write is its own short transaction, so the server's default durability (synchronous
-    commit) gives the same crash guarantee as SQLite's, and more (it survives a lost host).
-    """
-
-    def __init__(self, url: str) -> None:
-        try:
-            import psycopg
-        except ImportError as exc:
-            raise ConfigError(
-                "a postgresql:// DATABASE_URL needs psycopg 3: "
-                "pip install 'gemini-phone-agent[postgres]'",
-                key="DATABASE_URL",
-            ) from exc
-        self._psycopg = psycopg
-        self.url = url
-        self.location = _without_password(url)
-        self.errors: tuple[type[Exception], ...] = (psycopg.Error,)
-
-    def connect(self) -> _Connection:
-        return self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-
-    def sql(self, statement: str) -> str:
-        # Our statements contain no literal ? or %: placeholders are the only ones.
-        return statement.replace("?", "%s")
-
-    def begin(self) -> str:
-        return "BEGIN"
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _backend_from_url(url: str, *, create: bool) -> _Backend:
-    if url.startswith("sqlite:///"):
-        raw = url.removeprefix("sqlite:///")
-        if not raw or raw == ":memory:" or raw.startswith("file:"):
-            raise ConfigError(
-                f"DATABASE_URL needs a file path (records must outlive the process), got {url!r}",
-                key="DATABASE_URL",
-            )
-        path = Path(raw)
-        if not create and not path.exists():
-            raise ConfigError(f"no call records at {path} (is DATABASE_URL right?)")
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        return _SqliteBackend(path)
-    if url.startswith(("postgresql://", "postgres://")):
-        return _PostgresBackend(url)
-    raise ConfigError(
-        f"DATABASE_URL must start with sqlite:/// (or postgresql://), got {url.split(':')[0]!r}",
-        key="DATABASE_URL",
-    )
-
-
 # -- the store ----------------------------------------------------------------------------------
 
 
@@ -458,7 +333,7 @@ class RecordStore:
 
     def __init__(
         self,
-        backend: _Backend,
+        backend: Backend,
         *,
         redact_fields: Iterable[str] = (),
         mask_caller_numbers: bool = False,
@@ -499,7 +374,7 @@ class RecordStore:
         ``on_drop``: called for each dropped write (e.g. a Prometheus counter's ``inc``).
         ``create=False`` (the CLI): a missing database is an error, not a new empty file.
         """
-        backend = _backend_from_url(url, create=create)
+        backend = backend_from_url(url, create=create)
         store = cls(
             backend,
             redact_fields=redact_fields,
@@ -685,7 +560,7 @@ class RecordStore:
     def _run_writer(self) -> None:
         # Daemon thread: if the process dies without close(), the database's journal keeps it
         # consistent and only the queued writes are lost.
-        conn: _Connection | None = None
+        conn: Connection | None = None
         try:
             while True:
                 item = self._queue.get()
@@ -699,7 +574,7 @@ class RecordStore:
             if conn is not None:
                 conn.close()
 
-    def _write(self, conn: _Connection | None, write: _Write) -> _Connection | None:
+    def _write(self, conn: Connection | None, write: _Write) -> Connection | None:
         """One record, one transaction, committed before the next is taken off the queue.
 
         Returns the connection to use next: after a failure it is dropped and the next write
@@ -737,7 +612,7 @@ class RecordStore:
             ) from exc
 
 
-def _close_quietly(conn: _Connection) -> None:
+def _close_quietly(conn: Connection) -> None:
     try:
         conn.close()
     except Exception as exc:  # a broken connection may fail to close; it is gone either way
@@ -749,10 +624,10 @@ def _usage_key(direction: str, modality: str) -> str:
 
 
 class _closing:  # noqa: N801 (used like contextlib.closing, which mypy can't type for a Protocol)
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def __enter__(self) -> _Connection:
+    def __enter__(self) -> Connection:
         return self.conn
 
     def __exit__(self, *exc: object) -> None:

@@ -28,6 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
+from agent.cluster.state import SharedState, shared_state_from_url
 from agent.config.agents import (
     AgentRegistry,
     AgentRegistryHolder,
@@ -38,7 +39,7 @@ from agent.config.agents import (
 from agent.config.agents import CallContext as AgentCallContext
 from agent.config.models import AgentConfig
 from agent.crm import Crm
-from agent.errors import ConfigError, SignatureError
+from agent.errors import ConfigError, SharedStateError, SignatureError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
@@ -57,6 +58,7 @@ from agent.telephony.twilio import (
     TwilioMediaStream,
 )
 from agent.telephony.webhooks import (
+    StreamTicket,
     StreamTokens,
     connect_stream_twiml,
     stream_url_from_public_url,
@@ -141,6 +143,11 @@ STATE = web.AppKey("state", ServerState)
 METRICS = web.AppKey("metrics", Metrics)
 RECORDS: web.AppKey[CallRecordStore] = web.AppKey("records")
 PRICES = web.AppKey("prices", PriceTable)
+SHARED: web.AppKey[SharedState] = web.AppKey("shared")
+
+#: How often a replica asks the shared state whether another replica took the stream of a call it
+#: pre-connected (then it releases that Live session rather than keeping it open until it expires).
+PRECONNECT_POLL_S = 2.0
 
 
 def create_app(
@@ -197,12 +204,9 @@ def create_app(
     app[AGENTS] = agents
     app[TOOLS] = Tools()
     app[LIVE_BACKEND] = LiveBackend(live_target)
-    # Tokens must verify on any worker behind the same number: key them with the auth token.
-    secret = (
-        settings.twilio_auth_token.encode()
-        if settings.twilio_auth_token
-        else secrets.token_bytes(32)
-    )
+    # Tickets must open on any replica behind the same number: key them with a secret they share.
+    shared_secret = settings.stream_token_secret or settings.twilio_auth_token
+    secret = shared_secret.encode() if shared_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret)
     app[CALL_SOCKETS] = set()
     app[CALLS] = CallRegistry()
@@ -234,6 +238,7 @@ def create_app(
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_close_records)
     app.cleanup_ctx.append(_tools)
+    app.cleanup_ctx.append(_shared_state)
     if reloadable:
         app.cleanup_ctx.append(_agents_reload)
     app.on_shutdown.append(_close_calls)
@@ -348,6 +353,45 @@ async def _close_calls(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
+async def _shared_state(app: web.Application) -> AsyncIterator[None]:
+    """The state replicas share (used stream tickets), and the poll that releases pre-connected
+    sessions whose streams another replica took."""
+    settings = app[SETTINGS]
+    try:
+        app[SHARED] = await shared_state_from_url(settings.shared_state_url)
+    except SharedStateError as exc:
+        raise ConfigError(str(exc), key="SHARED_STATE_URL") from exc
+    poll = None
+    if app[SHARED].shared:
+        poll = asyncio.get_running_loop().create_task(_release_taken_preconnects(app))
+    try:
+        yield
+    finally:
+        if poll is not None:
+            poll.cancel()
+            await asyncio.wait([poll])
+        await app[SHARED].close()
+
+
+async def _release_taken_preconnects(app: web.Application) -> None:
+    """Release, within :data:`PRECONNECT_POLL_S`, each pre-connected Live session whose media
+    stream another replica accepted: it would only idle (its greeting already billed) until
+    it expired."""
+    preconnects: dict[str, Preconnect] = app[PRECONNECTS]
+    while True:
+        await asyncio.sleep(PRECONNECT_POLL_S)
+        pending = list(preconnects)
+        if not pending:
+            continue
+        try:
+            taken = await app[SHARED].streams_started(pending)
+        except SharedStateError as exc:
+            log.warning("shared_state.unavailable", error=str(exc))
+            continue
+        for call_sid in taken:
+            await _release_preconnect(app, call_sid, "stream taken by another replica")
+
+
 async def _close_records(app: web.Application) -> AsyncIterator[None]:
     """Drain call records after shutdown has closed the calls and their handlers returned."""
     yield
@@ -413,24 +457,20 @@ async def voice_webhook(request: web.Request) -> web.Response:
     # aiohttp runs each request in its own task: this binds the webhook's own lines, its
     # access-log line and the pre-connect task it starts (tasks copy the context), nothing else.
     structlog.contextvars.bind_contextvars(call_sid=call_sid)
-    token = app[STREAM_TOKENS].issue(call_sid, app[CLOCK]())
     caller, called = params.get("From"), params.get("To")
     configured = app[AGENTS].current.for_number(called)
     # StirVerstat is in the signed webhook: Twilio's STIR/SHAKEN verdict on the caller ID.
     verified = params.get("StirVerstat", "").startswith("TN-Validation-Passed")
-    customer = await _prefetch_customer(
-        app, configured, _identity(configured, caller, verified=verified)
+    # Everything the stream needs travels in its ticket: it may land on another replica.
+    token = app[STREAM_TOKENS].issue(
+        call_sid,
+        app[CLOCK](),
+        agent=configured.name,
+        from_number=caller,
+        to_number=called,
+        caller_verified=verified,
     )
-    agent = render_for_call(
-        configured,
-        AgentCallContext(
-            caller_number=caller,
-            called_number=called,
-            call_sid=call_sid,
-            now=datetime.fromtimestamp(app[CLOCK](), UTC),
-            customer=customer,
-        ),
-    )
+    agent, customer = await _agent_for_call(app, configured, call_sid, caller, called, verified)
     # Start the Live session now, so the greeting is ready when the media stream starts.
     await _preconnect(app, call_sid, agent, caller, called, caller_verified=verified)
     twiml = connect_stream_twiml(
@@ -464,10 +504,11 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
 
 async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None:
     stream = TwilioMediaStream()
+    ticket: StreamTicket | None = None
     try:
         started = await _await_start(ws, stream, app[SETTINGS].stream_start_timeout_s)
         if started is not None:
-            _check_stream_token(app, started)
+            ticket = await _claim_ticket(app, started)
     except SignatureError as exc:
         log.warning("call.rejected", reason=str(exc))
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"stream not authorised")
@@ -479,19 +520,31 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
     if preconnect is not None:
         preconnect.expiry.cancel()
         agent, link, ready = preconnect.agent, preconnect.link, preconnect.ready
+        caller, called = preconnect.from_number, preconnect.to_number
+        verified = preconnect.caller_verified
     else:
-        # No webhook on this process (or it expired): the agent Twilio was told, or the default.
+        # The webhook was answered elsewhere (another replica, or this one before a restart):
+        # the ticket says what it learned, so this call runs as if it had been here.
         registry = app[AGENTS].current
-        configured = registry.by_name(started.custom_parameters.get("agent")) or registry.default
-        agent = render_for_call(configured, AgentCallContext(call_sid=started.call_sid))
+        named = ticket.agent if ticket else started.custom_parameters.get("agent")
+        caller = ticket.from_number if ticket else None
+        called = ticket.to_number if ticket else None
+        verified = ticket.caller_verified if ticket else False
+        configured = registry.by_name(named) or registry.for_number(called)
+        agent, _ = await _agent_for_call(
+            app, configured, started.call_sid, caller, called, verified
+        )
         link, ready = _new_link(app, agent), None
     try:
         structlog.contextvars.bind_contextvars(
             call_sid=started.call_sid, stream_sid=started.stream_sid, agent=agent.name
         )
-        log.info("call.started", tracks=list(started.tracks), preconnected=preconnect is not None)
-        caller = preconnect.from_number if preconnect else None
-        called = preconnect.to_number if preconnect else None
+        log.info(
+            "call.started",
+            tracks=list(started.tracks),
+            preconnected=preconnect is not None,
+            ticket=ticket is not None,
+        )
         wall_started = app[CLOCK]()
         recorder = app[RECORDS].recorder(started.call_sid)
         recorder.started(
@@ -507,9 +560,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             account_sid=started.account_sid,
             stream_sid=started.stream_sid,
             agent=agent.name,
-            caller_number=_identity(
-                agent, caller, verified=preconnect is not None and preconnect.caller_verified
-            ),
+            caller_number=_identity(agent, caller, verified=verified),
             called_number=called,
             local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
         )
@@ -572,13 +623,57 @@ async def _await_start(
     return None
 
 
-def _check_stream_token(app: web.Application, started: StreamStarted) -> None:
-    """With an auth token configured, only streams our signed webhook announced may run."""
-    if not app[SETTINGS].twilio_auth_token:
-        return
-    token = started.custom_parameters.get("token", "")
-    if not app[STREAM_TOKENS].verify(token, started.call_sid, app[CLOCK]()):
+async def _claim_ticket(app: web.Application, started: StreamStarted) -> StreamTicket | None:
+    """The stream's ticket, used up so no other stream (on any replica) can present it again.
+
+    With an auth token configured, only streams our signed webhook announced may run: a missing,
+    forged, expired or reused ticket raises :class:`SignatureError`. Without one (development) a
+    stream runs anyway, with the ticket's facts only if it is valid and unused. If the shared
+    state cannot be reached the ticket is accepted on its signature alone (bound to this CallSid
+    and unexpired): refusing would drop a real caller over a store outage.
+    """
+    now = app[CLOCK]()
+    authenticated = bool(app[SETTINGS].twilio_auth_token)
+    ticket = app[STREAM_TOKENS].open(
+        started.custom_parameters.get("token", ""), started.call_sid, now
+    )
+    if ticket is not None:
+        try:
+            fresh = await app[SHARED].claim_ticket(ticket, now)
+        except SharedStateError as exc:
+            log.warning("shared_state.unavailable", error=str(exc), action="ticket accepted")
+            fresh = True
+        if not fresh:
+            ticket = None
+    if ticket is None and authenticated:
         raise SignatureError("missing, expired or reused stream token")
+    return ticket
+
+
+async def _agent_for_call(
+    app: web.Application,
+    configured: AgentConfig,
+    call_sid: str,
+    caller: str | None,
+    called: str | None,
+    verified: bool,
+) -> tuple[AgentConfig, Mapping[str, Any] | None]:
+    """``configured`` rendered for this call (prompt templated with the numbers, the local time and
+    the caller's CRM record), and that record."""
+    customer = await _prefetch_customer(
+        app, configured, _identity(configured, caller, verified=verified)
+    )
+    agent = render_for_call(
+        configured,
+        AgentCallContext(
+            caller_number=caller,
+            called_number=called,
+            call_sid=call_sid,
+            now=datetime.fromtimestamp(app[CLOCK](), UTC),
+            customer=customer,
+        ),
+    )
+    return agent, customer
 
 
 def _new_link(app: web.Application, agent: AgentConfig) -> LiveLink:

@@ -73,6 +73,10 @@ class Settings:
     vertex_project: str | None = None
     vertex_location: str = "us-central1"
     database_url: str = field(default="sqlite:///./calls.db", repr=False)
+    # Where replicas share used stream tickets; None: this process's memory (one instance).
+    shared_state_url: str | None = field(default=None, repr=False)
+    # Keys stream tickets; None: TWILIO_AUTH_TOKEN (or a random key per process without one).
+    stream_token_secret: str | None = field(default=None, repr=False)
     record_redact_fields: frozenset[str] = frozenset()
     mask_caller_numbers: bool = False
     price_table: str | None = None  # PRICE_TABLE, read by PriceTable.from_spec in create_app
@@ -109,12 +113,13 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        database_password = urlsplit(self.database_url).password
         candidates = (
             self.gemini_api_key,
             self.twilio_auth_token,
             self.twilio_api_key_secret,
-            database_password,
+            self.stream_token_secret,
+            urlsplit(self.database_url).password,
+            urlsplit(self.shared_state_url or "").password,
         )
         return tuple(s for s in candidates if s)
 
@@ -177,6 +182,17 @@ class Settings:
             raise ConfigError(
                 "DATABASE_URL must start with sqlite:/// or postgresql://", key="DATABASE_URL"
             )
+        shared_state_url = env.get("SHARED_STATE_URL") or None
+        if shared_state_url is None and database_url.startswith(("postgresql://", "postgres://")):
+            # Replicas that share their records in PostgreSQL share their stream tickets there.
+            shared_state_url = database_url
+        if shared_state_url and not shared_state_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                "SHARED_STATE_URL must start with sqlite:/// or postgresql://",
+                key="SHARED_STATE_URL",
+            )
         return cls(
             host=host or env.get("HOST", "127.0.0.1"),
             allow_unauthenticated=_flag(env, "ALLOW_UNAUTHENTICATED"),
@@ -191,6 +207,8 @@ class Settings:
             vertex_project=vertex_project,
             vertex_location=vertex_location,
             database_url=database_url,
+            shared_state_url=shared_state_url,
+            stream_token_secret=env.get("STREAM_TOKEN_SECRET") or None,
             record_redact_fields=frozenset(
                 f.strip().lower()
                 for f in env.get("RECORD_REDACT_FIELDS", "").split(",")

@@ -17,15 +17,19 @@ import base64
 import hashlib
 import heapq
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 __all__ = [
+    "StreamTicket",
     "StreamTokens",
+    "UsedNonces",
     "compute_signature",
     "connect_stream_twiml",
     "stream_url_from_public_url",
@@ -42,8 +46,10 @@ _ATTR_ENTITIES: Final = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9
 # Characters XML 1.0 cannot carry at all, not even as character references.
 _NOT_XML_CHAR: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-# What secrets.token_urlsafe produces; anything else in a token's nonce field is forged.
-_NONCE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# base64url without padding: anything else in a token is forged.
+_URLSAFE: Final = re.compile(r"[A-Za-z0-9_-]+")
+# Each text field of a ticket is at most this long, so a token always fits a <Parameter>.
+_FIELD_LIMIT: Final = 64
 
 _DEFAULT_PORTS: Final = {"https": 443, "wss": 443, "http": 80, "ws": 80}
 _STREAM_SCHEMES: Final = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}
@@ -190,20 +196,63 @@ def _port_variants(url: str) -> list[str]:
 # -- stream tokens ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class StreamTicket:
+    """What the voice webhook learned about a call, as its media stream reads it back from the
+    signed token: enough for any replica, even one that never saw the webhook, to run the call."""
+
+    call_sid: str
+    nonce: str  # single use: a store of used nonces refuses a second stream with this ticket
+    expires_ms: int  # on the clock the issuer was given (wall-clock ms since the epoch)
+    agent: str = ""  # the agent the webhook chose ("" when it named none)
+    from_number: str | None = None
+    to_number: str | None = None
+    caller_verified: bool = False  # Twilio's StirVerstat reported a passed attestation
+
+
+class UsedNonces:
+    """Which ticket nonces a process has already accepted, forgotten once their tickets expire
+    (the expiry check alone rejects them then). The single-process store of used tickets."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+        self._expiries: list[tuple[int, str]] = []  # heap of (expiry_ms, nonce) for pruning
+
+    def claim(self, ticket: StreamTicket, now: float) -> bool:
+        """Mark ``ticket`` used; False if it already was."""
+        self._prune(now * 1000.0)
+        if ticket.nonce in self._used:
+            return False
+        self._used.add(ticket.nonce)
+        heapq.heappush(self._expiries, (ticket.expires_ms, ticket.nonce))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+    def _prune(self, now_ms: float) -> None:
+        while self._expiries and self._expiries[0][0] < now_ms:
+            _, nonce = heapq.heappop(self._expiries)
+            self._used.discard(nonce)
+
+
 class StreamTokens:
     """Short-lived, single-use HMAC tokens bound to a CallSid, issued by the (signed) voice webhook
     as a ``<Parameter>`` and required on the media stream's ``start``.
 
-    A token is ``"{expiry_ms}.{nonce}.{mac}"``, all URL-safe: the expiry in milliseconds on the
-    clock the caller passes as ``now``, a random nonce, and an HMAC-SHA256 over both and the
-    CallSid. Issuing keeps no state; verifying remembers used nonces until they expire, so a token
-    works once. That memory is per instance: with several processes, share the secret, pass
-    wall-clock time, and accept that a token could be replayed once against each process within its
-    TTL.
+    A token is ``"st2.{payload}.{mac}"``, all URL-safe: the payload is the :class:`StreamTicket`
+    (CallSid, expiry in milliseconds on the clock passed as ``now``, a random nonce, the agent, the
+    caller and called numbers, the attestation verdict) as compact JSON in base64url, and the MAC
+    an HMAC-SHA256 over it. The payload is signed, not encrypted: it holds nothing Twilio does not
+    already know. Issuing and opening keep no state; :meth:`verify` also consumes the ticket in
+    this process's :class:`UsedNonces`. Several replicas share the secret and a store of used
+    nonces instead (:mod:`agent.cluster`), so any of them can take any stream, once.
     """
 
-    _DOMAIN: Final = b"twilio-stream-token/v1"
-    _MAX_EXPIRY_DIGITS: Final = 16  # bound the int() conversion on attacker-supplied text
+    _DOMAIN: Final = b"twilio-stream-token/v2"
+    _PREFIX: Final = "st2."
+    # Bound the work done on attacker-supplied text before the MAC is checked.
+    _MAX_TOKEN: Final = PARAMETER_LIMIT
 
     def __init__(self, secret: bytes, ttl_s: float = 60.0) -> None:
         if not secret:
@@ -212,59 +261,81 @@ class StreamTokens:
             raise ValueError(f"stream token TTL must be positive, got {ttl_s!r}")
         self._secret = secret
         self._ttl_ms = ttl_s * 1000.0
-        self._used: set[str] = set()
-        self._expiries: list[tuple[int, str]] = []  # heap of (expiry_ms, nonce) for pruning `_used`
+        self._used = UsedNonces()
 
-    def issue(self, call_sid: str, now: float) -> str:
+    def issue(
+        self,
+        call_sid: str,
+        now: float,
+        *,
+        agent: str = "",
+        from_number: str | None = None,
+        to_number: str | None = None,
+        caller_verified: bool = False,
+    ) -> str:
         """A fresh token for ``call_sid``, valid until ``now + ttl_s`` (inclusive, to the ms)."""
         if not call_sid:
             raise ValueError("call_sid must not be empty")
-        expiry = str(int(now * 1000.0 + self._ttl_ms))
-        nonce = secrets.token_urlsafe(16)
-        return f"{expiry}.{nonce}.{self._mac(expiry, nonce, call_sid)}"
+        fields = [
+            call_sid[:_FIELD_LIMIT],
+            int(now * 1000.0 + self._ttl_ms),
+            secrets.token_urlsafe(16),
+            agent[:_FIELD_LIMIT],
+            _short(from_number),
+            _short(to_number),
+            1 if caller_verified else 0,
+        ]
+        # surrogatepass: a CallSid from JSON may hold a lone surrogate; carry it rather than raise.
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        payload = base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).rstrip(b"=")
+        body = payload.decode("ascii")
+        return f"{self._PREFIX}{body}.{self._mac(body)}"
 
-    def verify(self, token: str, call_sid: str, now: float) -> bool:
-        """Whether ``token`` was issued by us for ``call_sid``, is unexpired and was never used.
-
-        A valid token is consumed by this call; forged, malformed or mismatched ones are not.
-        """
-        now_ms = now * 1000.0
-        self._prune(now_ms)
-        expiry, sep1, rest = token.partition(".")
-        nonce, sep2, mac = rest.partition(".")
-        if not (sep1 and sep2 and mac and _NONCE.fullmatch(nonce)):
-            return False
-        if not (expiry.isascii() and expiry.isdigit() and len(expiry) <= self._MAX_EXPIRY_DIGITS):
-            return False
-        expiry_ms = int(expiry)
-        if now_ms > expiry_ms:
-            return False
-        expected = self._mac(expiry, nonce, call_sid).encode("ascii")
-        if not hmac.compare_digest(expected, mac.encode("utf-8", "replace")):
-            return False
-        if nonce in self._used:
-            return False
-        self._used.add(nonce)
-        heapq.heappush(self._expiries, (expiry_ms, nonce))
-        return True
-
-    def _mac(self, expiry: str, nonce: str, call_sid: str) -> str:
-        # Expiry and nonce never contain NUL (checked in verify), so the NUL-joined message is
-        # unambiguous. surrogatepass: a CallSid from JSON may hold a lone surrogate; encode it
-        # rather than raise.
-        message = b"\x00".join(
-            (
-                self._DOMAIN,
-                expiry.encode("ascii"),
-                nonce.encode("ascii"),
-                call_sid.encode("utf-8", "surrogatepass"),
-            )
+    def open(self, token: str, call_sid: str, now: float) -> StreamTicket | None:
+        """The ticket in ``token`` if we issued it for ``call_sid`` and it is unexpired; None for
+        anything forged, malformed, mismatched or expired. Does not consume it."""
+        if len(token) > self._MAX_TOKEN or not token.startswith(self._PREFIX):
+            return None
+        body, sep, mac = token[len(self._PREFIX) :].partition(".")
+        if not (sep and body and mac and _URLSAFE.fullmatch(body)):
+            return None
+        if not hmac.compare_digest(self._mac(body).encode("ascii"), mac.encode("utf-8", "replace")):
+            return None
+        # Signed by us, so well-formed: the checks below guard against our own older versions.
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            fields = json.loads(raw.decode("utf-8", "surrogatepass"))
+            sid, expires_ms, nonce, agent, caller, called, verified = fields
+        except (ValueError, TypeError):
+            return None
+        if sid != call_sid[:_FIELD_LIMIT] or not call_sid or not isinstance(expires_ms, int):
+            return None
+        if now * 1000.0 > expires_ms:
+            return None
+        return StreamTicket(
+            call_sid=call_sid,
+            nonce=str(nonce),
+            expires_ms=expires_ms,
+            agent=str(agent or ""),
+            from_number=caller if isinstance(caller, str) else None,
+            to_number=called if isinstance(called, str) else None,
+            caller_verified=verified == 1,
         )
+
+    def verify(self, token: str, call_sid: str, now: float) -> StreamTicket | None:
+        """:meth:`open`, then consume the ticket in this process: a second use is None."""
+        ticket = self.open(token, call_sid, now)
+        if ticket is None or not self._used.claim(ticket, now):
+            return None
+        return ticket
+
+    def _mac(self, body: str) -> str:
+        message = self._DOMAIN + b"\x00" + body.encode("ascii")
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
-    def _prune(self, now_ms: float) -> None:
-        """Forget nonces whose tokens have expired: the expiry check alone now rejects them."""
-        while self._expiries and self._expiries[0][0] < now_ms:
-            _, nonce = heapq.heappop(self._expiries)
-            self._used.discard(nonce)
+
+def _short(number: str | None) -> str | None:
+    """A number as the ticket carries it: one too long to be a phone number or SIP address we could
+    use is left out (the call then runs as if the caller ID were withheld)."""
+    return number if number is not None and len(number) <= _FIELD_LIMIT else None

@@ -94,13 +94,13 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        settings = Settings(
-            port=port,
-            public_url=url,
-            database_url=f"sqlite:///{tmp_path}/calls-{port}.db",
-            crm_database_url=f"sqlite:///{tmp_path}/crm-{port}.db",
-            **overrides,  # type: ignore[arg-type]
-        )
+        fields: dict[str, object] = {
+            "port": port,
+            "public_url": url,  # a test standing a balancer in front overrides it
+            "database_url": f"sqlite:///{tmp_path}/calls-{port}.db",
+            "crm_database_url": f"sqlite:///{tmp_path}/crm-{port}.db",
+        }
+        settings = Settings(**(fields | overrides))  # type: ignore[arg-type]
         app = create_app(
             settings,
             live_target=live_target or DeveloperApiTarget(base_url=emulator.url),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +158,9 @@ class Backend:
 async def backend(request: pytest.FixtureRequest, crm: Crm) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", None, crm, lambda sql: rows(crm.path, sql))
-    admin: str = request.getfixturevalue("postgres_server")
     import psycopg
 
-    name = f"crm_{uuid.uuid4().hex}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"'.encode())
-    url = admin.replace("/postgres?", f"/{name}?")
+    url = request.getfixturevalue("postgres_database")()
     seeds = seed_rows(dt.date.today())
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in _PG_SCHEMA:

@@ -31,16 +31,7 @@ def make_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str
     """A factory of empty databases' URLs, for each backend."""
     if request.param == "sqlite":
         return lambda: f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
-    admin_url: str = request.getfixturevalue("postgres_server")
-
-    def new_database() -> str:
-        import psycopg
-
-        name = f"t_{uuid.uuid4().hex}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
-        return admin_url.replace("/postgres?", f"/{name}?")
-
+    new_database: Callable[[], str] = request.getfixturevalue("postgres_database")
     return new_database
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from agent.telephony.webhooks import (
     PARAMETER_LIMIT,
+    StreamTicket,
     StreamTokens,
+    UsedNonces,
     compute_signature,
     connect_stream_twiml,
     stream_url_from_public_url,
@@ -265,16 +267,83 @@ T0 = 1_700_000_000.0
 def test_token_verifies_once_for_its_call() -> None:
     tokens = StreamTokens(SECRET, ttl_s=60.0)
     token = tokens.issue(CALL, T0)
-    assert tokens.verify(token, CALL, T0 + 1)
-    assert not tokens.verify(token, CALL, T0 + 2)  # single use
+    assert tokens.verify(token, CALL, T0 + 1) is not None
+    assert tokens.verify(token, CALL, T0 + 2) is None  # single use
 
 
-def test_token_is_url_safe_and_fits_a_twiml_parameter() -> None:
-    token = StreamTokens(SECRET).issue(CALL, T0)
-    expiry, nonce, mac = token.split(".")
-    assert expiry == str(int((T0 + 60) * 1000))
-    assert all(c.isascii() and (c.isalnum() or c in "-_") for c in nonce + mac)
-    connect_stream_twiml(STREAM_URL, {"token": token})  # well under the 500-character limit
+def test_a_ticket_carries_what_the_webhook_learned() -> None:
+    tokens = StreamTokens(SECRET, ttl_s=60.0)
+    token = tokens.issue(
+        CALL,
+        T0,
+        agent="acme-support",
+        from_number="+14155550100",
+        to_number="+14155550199",
+        caller_verified=True,
+    )
+    # Another replica with the same secret reads the same facts back.
+    ticket = StreamTokens(SECRET).open(token, CALL, T0 + 1)
+    assert ticket == StreamTicket(
+        call_sid=CALL,
+        nonce=ticket.nonce if ticket else "",
+        expires_ms=int((T0 + 60) * 1000),
+        agent="acme-support",
+        from_number="+14155550100",
+        to_number="+14155550199",
+        caller_verified=True,
+    )
+    assert ticket is not None
+    assert len(ticket.nonce) == 22
+
+
+def test_a_ticket_without_numbers_says_so() -> None:
+    ticket = StreamTokens(SECRET).open(StreamTokens(SECRET).issue(CALL, T0), CALL, T0)
+    assert ticket is not None
+    assert (ticket.agent, ticket.from_number, ticket.to_number, ticket.caller_verified) == (
+        "",
+        None,
+        None,
+        False,
+    )
+
+
+def test_opening_does_not_consume_a_ticket() -> None:
+    tokens = StreamTokens(SECRET)
+    token = tokens.issue(CALL, T0)
+    assert tokens.open(token, CALL, T0) is not None
+    assert tokens.open(token, CALL, T0) is not None
+    assert tokens.verify(token, CALL, T0) is not None
+    assert tokens.verify(token, CALL, T0) is None
+
+
+def test_token_is_url_safe_and_fits_a_twiml_parameter_at_its_largest() -> None:
+    token = StreamTokens(SECRET).issue(
+        "CA" + "f" * 62,
+        T0,
+        agent="a" * 64,
+        from_number="sip:" + "x" * 60,
+        to_number="+" + "9" * 63,
+        caller_verified=True,
+    )
+    prefix, payload, mac = token.split(".")
+    assert prefix == "st2"
+    assert all(c.isascii() and (c.isalnum() or c in "-_") for c in payload + mac)
+    connect_stream_twiml(STREAM_URL, {"token": token})  # under the 500-character limit
+
+
+def test_a_number_too_long_to_be_one_is_left_out() -> None:
+    tokens = StreamTokens(SECRET)
+    ticket = tokens.open(tokens.issue(CALL, T0, from_number="x" * 65), CALL, T0)
+    assert ticket is not None
+    assert ticket.from_number is None
+
+
+def test_quotes_and_non_ascii_text_round_trip() -> None:
+    tokens = StreamTokens(SECRET)
+    token = tokens.issue(CALL, T0, agent='a"b<c>\\d', from_number="+1 (415) \u00e9")
+    ticket = tokens.open(token, CALL, T0)
+    assert ticket is not None
+    assert (ticket.agent, ticket.from_number) == ('a"b<c>\\d', "+1 (415) \u00e9")
 
 
 def test_tokens_are_unique() -> None:
@@ -284,37 +353,40 @@ def test_tokens_are_unique() -> None:
 
 def test_token_expiry_is_inclusive_to_the_millisecond() -> None:
     tokens = StreamTokens(SECRET, ttl_s=60.0)
-    assert tokens.verify(tokens.issue(CALL, T0), CALL, T0 + 60.0)
-    assert not tokens.verify(tokens.issue(CALL, T0), CALL, T0 + 60.002)
+    assert tokens.verify(tokens.issue(CALL, T0), CALL, T0 + 60.0) is not None
+    assert tokens.verify(tokens.issue(CALL, T0), CALL, T0 + 60.002) is None
 
 
 def test_token_wrong_call_sid_is_rejected_and_not_consumed() -> None:
     tokens = StreamTokens(SECRET)
     token = tokens.issue(CALL, T0)
-    assert not tokens.verify(token, "CAsomeoneelse", T0)
-    assert not tokens.verify(token, "", T0)
-    assert tokens.verify(token, CALL, T0)
+    assert tokens.verify(token, "CAsomeoneelse", T0) is None
+    assert tokens.verify(token, "", T0) is None
+    assert tokens.verify(token, CALL, T0) is not None
 
 
 def test_token_from_another_secret_is_rejected() -> None:
     token = StreamTokens(b"another secret").issue(CALL, T0)
-    assert not StreamTokens(SECRET).verify(token, CALL, T0)
+    assert StreamTokens(SECRET).verify(token, CALL, T0) is None
 
 
 def test_tampered_tokens_are_rejected() -> None:
     tokens = StreamTokens(SECRET)
-    token = tokens.issue(CALL, T0)
-    expiry, nonce, mac = token.split(".")
-    later = str(int(expiry) + 3_600_000)
+    token = tokens.issue(CALL, T0, from_number="+14155550100")
+    prefix, payload, mac = token.split(".")
+    # Someone else's number, re-encoded into an otherwise valid token.
+    other = StreamTokens(SECRET).issue(CALL, T0, from_number="+14155550111").split(".")[1]
     flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
     for forged in (
-        f"{later}.{nonce}.{mac}",  # extended expiry
-        f"{expiry}.{nonce}x.{mac}",  # other nonce
-        f"{expiry}.{nonce}.{flipped}",
-        f"{expiry}.{nonce}.{mac}=",
+        f"{prefix}.{other}.{mac}",
+        f"st1.{payload}.{mac}",
+        f"{prefix}.{payload}x.{mac}",
+        f"{prefix}.{payload}.{flipped}",
+        f"{prefix}.{payload}.{mac}=",
+        f"{prefix}.{payload}.{mac}.{mac}",
     ):
-        assert not tokens.verify(forged, CALL, T0)
-    assert tokens.verify(token, CALL, T0)
+        assert tokens.verify(forged, CALL, T0) is None
+    assert tokens.verify(token, CALL, T0) is not None
 
 
 @pytest.mark.parametrize(
@@ -323,42 +395,43 @@ def test_tampered_tokens_are_rejected() -> None:
         "",
         ".",
         "..",
+        "st2.",
+        "st2..",
         "abc",
-        "1.2",
-        "1.2.3.4",
-        "x.nonce.mac",
-        "-1.nonce.mac",
-        "１２.nonce.mac",  # full-width digits  # noqa: RUF001
-        "9" * 5000 + ".nonce.mac",
-        "99999999999999.nonce.",
-        "99999999999999..mac",
-        "99999999999999.nonce.\ud800",
-        "99999999999999.\ud800.mac",
-        "99999999999999.n\x00nce.mac",
-        "99999999999999.n.nce.mac",
-        "99999999999999." + "n" * 65 + ".mac",
+        "st2.abc",
+        "st2.abc.def.ghi",
+        "st2." + "A" * 5000 + ".mac",
+        "st2.\ud800.mac",
+        "st2.abc.\ud800",
+        "st2.a\x00c.mac",
+        "st2.a=c.mac",
+        "1700000060000.nonce.mac",  # the old format
     ],
 )
 def test_malformed_tokens_are_rejected(token: str) -> None:
-    assert not StreamTokens(SECRET).verify(token, CALL, T0)
+    assert StreamTokens(SECRET).verify(token, CALL, T0) is None
 
 
 def test_used_nonces_are_forgotten_once_expired() -> None:
     tokens = StreamTokens(SECRET, ttl_s=10.0)
+    used = UsedNonces()
     for i in range(50):
-        assert tokens.verify(tokens.issue(CALL, T0 + i), CALL, T0 + i)
-    # At T0+50, tokens issued before T0+40 have expired and their nonces were pruned.
-    assert len(tokens._used) <= 11
-    tokens.verify("", CALL, T0 + 1000)
-    assert tokens._used == set()
-    assert tokens._expiries == []
+        ticket = tokens.open(tokens.issue(CALL, T0 + i), CALL, T0 + i)
+        assert ticket is not None
+        assert used.claim(ticket, T0 + i)
+    # At T0+49, tokens that expired before then (issued before T0+39) were pruned.
+    assert len(used) <= 11
+    late = tokens.open(tokens.issue(CALL, T0 + 1000), CALL, T0 + 1000)
+    assert late is not None
+    assert used.claim(late, T0 + 1000)
+    assert len(used) == 1
 
 
 def test_a_replay_after_expiry_still_fails() -> None:
     tokens = StreamTokens(SECRET, ttl_s=10.0)
     token = tokens.issue(CALL, T0)
-    assert tokens.verify(token, CALL, T0)
-    assert not tokens.verify(token, CALL, T0 + 11)  # pruned from memory, rejected as expired
+    assert tokens.verify(token, CALL, T0) is not None
+    assert tokens.verify(token, CALL, T0 + 11) is None  # pruned from memory, rejected as expired
 
 
 def test_stream_tokens_reject_bad_configuration() -> None:

@@ -1,0 +1,189 @@
+"""The state replicas share: which stream tickets have been used.
+
+Two implementations behind :class:`SharedState`:
+
+* :class:`LocalState`, one process's memory: a single instance works exactly as it always has.
+* :class:`SqlState`, a table in SQLite or PostgreSQL (the call records' backends): every replica
+  pointed at the same database refuses a ticket any of them has accepted, and a replica that
+  pre-connected a Live session for a call can see that another replica took the call's stream,
+  and release its session at once instead of letting it time out.
+
+Each operation happens once per call (or once per poll for pending pre-connects), never on the
+per-frame path. SQL runs on one dedicated thread with one connection, so the event loop never waits
+on the database and the connection is never shared between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import Callable, Collection
+from typing import Final, Protocol, TypeVar
+
+from agent.errors import SharedStateError
+from agent.records.backends import Backend, Connection, backend_from_url
+from agent.telephony.webhooks import StreamTicket, UsedNonces
+
+__all__ = ["LocalState", "SharedState", "SqlState", "shared_state_from_url"]
+
+T = TypeVar("T")
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS stream_tickets (
+        nonce TEXT PRIMARY KEY,
+        call_sid TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        claimed_at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS stream_tickets_call_sid ON stream_tickets (call_sid)",
+)
+# Used tickets are kept this long past their expiry (the expiry check alone rejects them then):
+# long enough for a replica to notice that another one took its pre-connected call.
+_KEEP_S: Final = 600.0
+# Delete expired rows once per this many claims, not on every one.
+_PRUNE_EVERY: Final = 100
+
+
+class SharedState(Protocol):
+    """Where used stream tickets are remembered."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes see this state (False: this process only)."""
+        ...
+
+    async def claim_ticket(self, ticket: StreamTicket, now: float) -> bool:
+        """Mark ``ticket`` used; False if any replica already used it."""
+        ...
+
+    async def streams_started(self, call_sids: Collection[str]) -> set[str]:
+        """Which of these calls have had a stream accepted (by any replica)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalState:
+    """This process's memory: tickets work once here; nothing is shared."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._used = UsedNonces()
+
+    async def claim_ticket(self, ticket: StreamTicket, now: float) -> bool:
+        return self._used.claim(ticket, now)
+
+    async def streams_started(self, call_sids: Collection[str]) -> set[str]:
+        # A stream accepted here already took its pre-connect: nothing else to report.
+        return set()
+
+    async def close(self) -> None:
+        return None
+
+
+class SqlState:
+    """Used tickets in a table every replica can reach (SQLite for the workers of one machine,
+    PostgreSQL for replicas on many)."""
+
+    shared = True
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._conn: Connection | None = None
+        self._claims = 0
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="shared-state"
+        )
+
+    @property
+    def location(self) -> str:
+        return self._backend.location
+
+    async def open(self) -> None:
+        """Connect and create the table, so a wrong URL fails at start-up, not on a call."""
+        await self._run(lambda conn: None)
+
+    async def claim_ticket(self, ticket: StreamTicket, now: float) -> bool:
+        def claim(conn: Connection) -> bool:
+            self._claims += 1
+            if self._claims % _PRUNE_EVERY == 0:
+                conn.execute(
+                    self._backend.sql("DELETE FROM stream_tickets WHERE expires_at < ?"),
+                    (now - _KEEP_S,),
+                )
+            cursor = conn.execute(
+                self._backend.sql(
+                    "INSERT INTO stream_tickets (nonce, call_sid, expires_at, claimed_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (nonce) DO NOTHING"
+                ),
+                (ticket.nonce, ticket.call_sid, ticket.expires_ms / 1000.0, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(claim)
+
+    async def streams_started(self, call_sids: Collection[str]) -> set[str]:
+        wanted = list(call_sids)
+        if not wanted:
+            return set()
+
+        def query(conn: Connection) -> set[str]:
+            marks = ", ".join("?" for _ in wanted)
+            rows = conn.execute(
+                self._backend.sql(
+                    f"SELECT DISTINCT call_sid FROM stream_tickets WHERE call_sid IN ({marks})"
+                ),
+                wanted,
+            ).fetchall()
+            return {str(row[0]) for row in rows}
+
+        return await self._run(query)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
+        self._thread.shutdown(wait=True)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            # Closing a broken connection loses nothing: every write was its own commit.
+            with contextlib.suppress(*self._backend.errors):
+                self._conn.close()
+            self._conn = None
+
+    async def _run(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._with_connection, work)
+
+    def _with_connection(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on the thread's connection, reconnecting once if it went away (a
+        database restart must not make every later call fail)."""
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    conn = self._backend.connect()
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    self._conn = conn
+                return work(self._conn)
+            except self._backend.errors as exc:
+                self._disconnect()
+                if attempt == 2:
+                    raise SharedStateError(
+                        f"shared state at {self._backend.location}: {exc}"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+
+async def shared_state_from_url(url: str | None) -> SharedState:
+    """:class:`LocalState` without a URL; else an open :class:`SqlState` on that database."""
+    if not url:
+        return LocalState()
+    state = SqlState(backend_from_url(url, create=True, key="SHARED_STATE_URL"))
+    try:
+        await state.open()
+    except BaseException:
+        await state.close()
+        raise
+    return state
