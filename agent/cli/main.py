@@ -1,7 +1,7 @@
 """The ``agent`` command line: serve, emulate, call, calls.
 
 agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_URL it embeds the
-                                local Live API emulator and says so
+                                local Live API emulator and says so; --workers N: N processes
 agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bridge server")
     serve.add_argument("--host", default=None, help="bind address (default HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default PORT or 8080)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes on the one port, one core each (default WORKERS or 1)",
+    )
+    # Set by the --workers supervisor on each worker it starts: bind with SO_REUSEPORT.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     emulate = commands.add_parser("emulate", help="run the local Live API emulator")
@@ -133,14 +141,42 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from agent.server.app import create_app
 
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}", key="WORKERS")
+    if workers > 1:
+        return _supervise_workers(settings, workers)
     app = create_app(settings)  # loads AGENTS_PATH: every problem is reported before listening
     if settings.use_emulator:
         app.cleanup_ctx.append(_embedded_emulator)
-    asyncio.run(_run_server(app, settings))
+    asyncio.run(_run_server(app, settings, reuse_port=args.reuse_port))
     return 0
 
 
-async def _run_server(app: web.Application, settings: Settings) -> None:
+def _supervise_workers(settings: Settings, count: int) -> int:
+    from agent.server.app import create_app
+    from agent.server.workers import supervise, worker_command
+
+    create_app(settings)  # the same checks as one process: a bad agent file fails here, once
+    env = dict(os.environ)
+    if settings.shared_state_url is None:
+        # Workers must share used stream tickets; beside the SQLite records unless told otherwise.
+        env["SHARED_STATE_URL"] = _beside(settings.database_url, "shared-state.db")
+    log.info("server.workers", workers=count, port=settings.port)
+    return supervise(count, worker_command(settings.host, settings.port), env)
+
+
+def _beside(database_url: str, name: str) -> str:
+    """A SQLite URL for ``name`` in the folder of a SQLite ``database_url`` (else the cwd)."""
+    if database_url.startswith("sqlite:///"):
+        folder = os.path.dirname(database_url.removeprefix("sqlite:///")) or "."
+        return f"sqlite:///{os.path.join(folder, name)}"
+    return f"sqlite:///./{name}"
+
+
+async def _run_server(
+    app: web.Application, settings: Settings, *, reuse_port: bool = False
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain: no new calls, the ones in progress finish
     (up to DRAIN_TIMEOUT_S; a second signal stops at once), then shut down."""
     from agent.server.app import drain
@@ -151,7 +187,8 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        await site.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,6 +14,7 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -418,6 +419,7 @@ async def readyz(request: web.Request) -> web.Response:
         "problems": problems,
         "active_calls": len(app[CALLS].active),
         "records_backlog": app[RECORDS].backlog,
+        "pid": os.getpid(),  # which process answered (agent serve --workers runs several)
     }
     return web.json_response(body, status=503 if problems else 200)
 

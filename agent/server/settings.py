@@ -69,6 +69,7 @@ class Settings:
     live_connect_timeout_s: float = 10.0
     stream_start_timeout_s: float = 10.0
     drain_timeout_s: float = 600.0  # on SIGTERM, calls in progress get this long to finish
+    workers: int = 1  # agent serve processes on the one port (WORKERS)
     live_backend: LiveBackendName = "gemini"
     vertex_project: str | None = None
     vertex_location: str = "us-central1"
@@ -218,6 +219,7 @@ class Settings:
             price_table=(env.get("PRICE_TABLE") or "").strip() or None,
             agents_path=agents_path_from_env(env),
             drain_timeout_s=_seconds(env, "DRAIN_TIMEOUT_S", 600.0),
+            workers=_int(env, "WORKERS", 1),
             twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
             twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,
             twilio_api_key_secret=env.get("TWILIO_API_KEY_SECRET") or None,

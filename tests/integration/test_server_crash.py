@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 
 from .conftest import caller_clip
+from .processes import ServerLog, events, free_port, run_cli, server_env, wait_listening
 
 # Faster than real time, slow enough for a loaded two-core machine: the server's own call clock
 # runs in real time, the carrier's and the emulator's audio clocks run at this speed.
@@ -40,76 +38,6 @@ AUTH_TOKEN = "crash-test-auth-token-0123456789abcdef"
 COMPLETED_TURNS = 2
 STARTUP_TIMEOUT_S = scaled_timeout(30.0)
 CALL_TIMEOUT_S = scaled_timeout(45.0)
-
-LogLine = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ServerLog:
-    """The server's stderr, read line by line as it comes: every line must be one JSON object."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.lines: list[LogLine] = []
-        self.raw: list[str] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.get_running_loop().create_task(self._read(stream))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace").rstrip("\n")
-            self.raw.append(text)
-            parsed = json.loads(text)  # a non-JSON line fails the reader, and so the test
-            async with self._changed:
-                self.lines.append(parsed)
-                self._changed.notify_all()
-        async with self._changed:
-            self._changed.notify_all()
-
-    @property
-    def ended(self) -> bool:
-        return self._reader.done()
-
-    async def wait_for(self, found: Callable[[list[LogLine]], bool], timeout_s: float) -> None:
-        """Until ``found(lines)`` holds; fails on timeout or when the server's stderr closes."""
-        async with asyncio.timeout(timeout_s), self._changed:
-            while not found(self.lines):
-                if self.ended:
-                    self._reader.result()  # a parse error surfaces here
-                    raise AssertionError("the server exited:\n" + "\n".join(self.raw[-20:]))
-                await self._changed.wait()
-
-    async def finish(self) -> None:
-        """Read to the end of the stream (after the process is gone)."""
-        async with asyncio.timeout(scaled_timeout(10)):
-            await asyncio.wait([self._reader])
-
-
-def events(lines: list[LogLine], name: str, call_sid: str | None = None) -> list[LogLine]:
-    return [
-        line
-        for line in lines
-        if line["event"] == name and (call_sid is None or line.get("call_sid") == call_sid)
-    ]
-
-
-async def wait_listening(port: int, timeout_s: float) -> None:
-    """``server.started`` is logged just before the socket is bound: connect until it accepts."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except ConnectionRefusedError:
-                await asyncio.sleep(0.05)  # a readiness probe, not a synchronisation delay
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
 
 
 def committed_agent_turns(db: Path, call_sid: str) -> int:
@@ -135,47 +63,6 @@ async def wait_committed(db: Path, call_sid: str, turns: int, timeout_s: float) 
             await asyncio.sleep(0.05)
 
 
-def server_env(tmp_path: Path, port: int, live_url: str, db: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("GEMINI_", "LIVE_", "VERTEX_", "TWILIO_", "AGENTS_", "PRICE_"))
-    }
-    env.update(
-        LIVE_API_URL=live_url,
-        DATABASE_URL=f"sqlite:///{db}",
-        PUBLIC_URL=f"http://127.0.0.1:{port}",
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        LOG_FORMAT="json",
-        LOG_LEVEL="info",
-        MASK_CALLER_NUMBERS="true",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(scaled_timeout(30)):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 # The server is another process, on the real clock: so is this test's loop.
@@ -184,7 +71,7 @@ async def test_a_server_killed_mid_call_keeps_every_completed_turn(tmp_path: Pat
     emulator = await start_emulator(EmulatorOptions())
     port = free_port()
     db = tmp_path / "calls.db"
-    env = server_env(tmp_path, port, emulator.url, db)
+    env = server_env(tmp_path, port, emulator.url, db, AUTH_TOKEN)
     call: asyncio.Task[Any] | None = None
     try:
         server = await asyncio.create_subprocess_exec(
