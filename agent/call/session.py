@@ -63,6 +63,7 @@ from agent.telephony.twilio import (
 from agent.tools import Action, EndCall, Toolbox, TransferCall
 from agent.tools import CallContext as ToolCallContext
 
+from .control import CallControl
 from .dtmf import DtmfCollector
 from .playback import Playback
 from .tools import ToolRunner, ToolStats
@@ -121,9 +122,12 @@ class CallSession:
         prices: PriceTable | None = None,
         toolbox: Toolbox | None = None,
         tool_context: ToolCallContext | None = None,
+        call_control: CallControl | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
-        the greeting requested); without it the session connects and greets itself."""
+        the greeting requested); without it the session connects and greets itself.
+        ``call_control`` (Twilio's REST API) carries out ``agent.fallback``; without it the
+        fallback is the bundled apology."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -158,6 +162,7 @@ class CallSession:
         self._recorded_turns = 0
         self._toolbox = toolbox
         self._tool_context = tool_context
+        self._call_control = call_control
         self._tools: ToolRunner | None = None
         if toolbox is not None and tool_context is not None:
             self._tools = ToolRunner(
@@ -206,11 +211,11 @@ class CallSession:
         except* LiveUnavailableError as unavailable:
             self.ended_reason = ERROR
             log.error("live.unavailable", error=str(unavailable.exceptions[0]))
-            await self._play_fallback()
+            await self._fallback()
         except* LiveError as failed:
             self.ended_reason = ERROR
             log.error("live.failed", error=str(failed.exceptions[0]))
-            await self._play_fallback()
+            await self._fallback()
         finally:
             # Twilio first: closing the stream is what ends the caller's call.
             with contextlib.suppress(TimeoutError):
@@ -614,6 +619,37 @@ class CallSession:
             raise _CallEnded(TIMED_OUT)
 
     # -- fallback -------------------------------------------------------------------------------
+
+    async def _fallback(self) -> None:
+        """The model cannot be reached: do what ``agent.fallback`` says. Transfer to
+        ``transfer_to`` (saying ``message`` first, if set), else have Twilio say ``message`` and
+        hang up, else play the bundled apology; the first two need Twilio's REST API, and when
+        it is missing or refuses, the apology plays instead."""
+        if self._ws.closed:
+            return  # the caller is gone: there is no one to tell
+        fallback = self.agent.fallback
+        message = fallback.message if fallback.message and fallback.message.strip() else None
+        number = fallback.transfer_to
+        if message is None and number is None:
+            await self._play_fallback()
+            return
+        if self._call_control is None:
+            log.warning("call.fallback_without_rest", transfer_to=number is not None)
+            await self._play_fallback()
+            return
+        call_sid = self.started.call_sid
+        try:
+            if number is not None:
+                await self._call_control.transfer(call_sid, number, announce=message)
+            else:
+                assert message is not None
+                await self._call_control.say_and_hang_up(call_sid, message)
+        except AgentError as exc:
+            log.error("call.fallback_failed", error=str(exc))
+            await self._play_fallback()
+            return
+        # Twilio now runs the new TwiML: the media stream is over, whatever it sends next.
+        log.info("call.fallback", via="transfer" if number is not None else "say", number=number)
 
     async def _play_fallback(self) -> None:
         """Tell the caller, instead of leaving dead air, and wait until they have heard it."""

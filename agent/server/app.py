@@ -527,6 +527,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             toolbox=_toolbox(app, agent),
             tool_context=tool_context,
             prices=app[PRICES],
+            call_control=app[TOOLS].twilio,
         )
     except BaseException:
         # Nothing may leak a Live session opened for this call (a bug above, or cancellation).
