@@ -64,8 +64,17 @@ from agent.tools import Action, EndCall, Toolbox, TransferCall
 from agent.tools import CallContext as ToolCallContext
 
 from .control import CallControl
-from .dtmf import DtmfCollector
 from .playback import Playback
+from .timers import (
+    ENDING,
+    CallTimers,
+    IdleCheck,
+    IdleTimeout,
+    KeypadGroup,
+    MaxDuration,
+    TimerEvent,
+    WrapUp,
+)
 from .tools import ToolRunner, ToolStats
 from .transcript import Transcript
 
@@ -143,8 +152,7 @@ class CallSession:
         manual = agent.vad.disabled
         self._vad = EnergyVad(start_ms=20 if manual else 60)
         self._manual_activity = manual
-        self._dtmf = DtmfCollector(agent.call.dtmf_group_timeout_s)
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the timers' next deadline may have moved closer
         self.playback = Playback()
         self.transcript = Transcript()
         live.conversation = self.transcript.history  # what a fresh session is seeded with
@@ -152,6 +160,7 @@ class CallSession:
         self.ended_reason: str | None = None
         self.preconnected = live_ready is not None
         self._began = clock.now()
+        self._timers = CallTimers(agent.call, self._began)
         # Records carry wall-clock times; the call clock may run fast in simulations.
         self._wall_began = time.time() if wall_started_at is None else wall_started_at
         self._speed = clock.speed
@@ -177,10 +186,6 @@ class CallSession:
         self._drained = asyncio.Event()
         self._drained.set()
         self._ending: str | None = None  # set when the agent starts ending the call
-        self._last_activity = self._began  # either party: caller speech, keys, or model audio
-        self._last_caller_activity = self._began
-        self._idle_prompted_at: float | None = None
-        self._wrap_up_sent = False
         self._agent_turn_open = False
 
     # -- the call -------------------------------------------------------------------------------
@@ -311,7 +316,7 @@ class CallSession:
     async def _caller_pump(self) -> None:
         """Twilio -> Live: decode each media frame and forward it at once."""
         live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
-        vad, clock, timer = self._vad, self._clock, self._frame_timer
+        vad, clock, timer, timers = self._vad, self._clock, self._frame_timer, self._timers
         async for message in self._ws:
             if message.type is WSMsgType.TEXT:
                 event = stream.receive_text(message.data)
@@ -325,7 +330,7 @@ class CallSession:
                 pcm8k = ulaw_to_pcm16(event.payload)  # decoded once, for the VAD and the model
                 activity = vad.process(pcm8k)
                 if vad.speaking:
-                    self._last_activity = self._last_caller_activity = clock()
+                    timers.caller_spoke(clock())
                 pcm = inbound.process_pcm16(pcm8k)
                 timer.inbound(sampled)
                 if activity is not None and self._manual_activity:
@@ -352,9 +357,8 @@ class CallSession:
             await self._live.send(protocol.activity_end_message())
 
     async def _on_dtmf(self, digit: str) -> None:
-        self._last_activity = self._last_caller_activity = self._clock()
         log.debug("caller.dtmf", digit=digit)  # a key may be part of a PIN or a card number
-        group = self._dtmf.press(digit, self._clock())
+        group = self._timers.key_pressed(digit, self._clock())
         if group:
             await self._send_dtmf(group)
         self._wake.set()  # the group's deadline moved
@@ -499,7 +503,7 @@ class CallSession:
             # Once per agent turn: the silence the caller sat through since they last spoke.
             log.info(
                 "model.responding",
-                wait_ms=round((self._clock() - self._last_caller_activity) * 1000),
+                wait_ms=round((self._clock() - self._timers.last_caller_activity) * 1000),
             )
             self._drained.clear()
             self.playback.start_turn()
@@ -547,75 +551,45 @@ class CallSession:
             self.stats.first_audio_ms = round((now - self._began) * 1000, 3)
             log.info("call.first_audio", ms_since_start=self.stats.first_audio_ms)
         playback.sent(len(frames), now)
-        self._last_activity = max(self._last_activity, now + playback.unplayed_ms(now) / 1000)
+        self._timers.agent_heard_until(now + playback.unplayed_ms(now) / 1000)
         await ws.send_str(stream.mark(playback.mark()))
 
     # -- timers ---------------------------------------------------------------------------------
 
     async def _supervisor(self) -> None:
-        """Keypad groups, idle callers and the call's time limit, without polling."""
-        policy = self.policy
+        """Sleeps until the timers' next deadline (or a wake-up), then acts on what fired."""
+        timers = self._timers
         while True:
             if self.ended_reason is not None:
                 raise _CallEnded(self.ended_reason)
-            now = self._clock()
-            deadline = min(
-                (d for d in (self._dtmf.deadline, *self._limits()) if d is not None),
-                default=None,
-            )
+            deadline = timers.next_deadline()
             self._wake.clear()
             try:
-                wait = None if deadline is None else self._wall(max(0.0, deadline - now))
+                wait = None if deadline is None else self._wall(max(0.0, deadline - self._clock()))
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
                 continue
             except TimeoutError:
                 pass
-            now = self._clock()
-            digits = self._dtmf.due(now)
-            if digits:
-                await self._send_dtmf(digits)
-            if policy.max_duration_s is not None:
-                elapsed = now - self._began
-                if elapsed >= policy.max_duration_s:
-                    log.info("call.max_duration", seconds=policy.max_duration_s)
-                    raise _CallEnded(TIMED_OUT)
-                if not self._wrap_up_sent and elapsed >= policy.max_duration_s - (
-                    policy.wrap_up_before_s
-                ):
-                    self._wrap_up_sent = True
-                    log.info("call.wrap_up")
-                    await self._live.send(protocol.text_turn_message(policy.wrap_up_message))
-            if policy.idle_timeout_s is not None:
-                await self._check_idle(now, policy.idle_timeout_s)
+            for event in timers.expired(self._clock()):
+                await self._on_timer(event)
 
-    def _limits(self) -> tuple[float | None, float | None]:
+    async def _on_timer(self, event: TimerEvent) -> None:
         policy = self.policy
-        duration = None
-        if policy.max_duration_s is not None:
-            end = self._began + policy.max_duration_s
-            duration = end if self._wrap_up_sent else end - policy.wrap_up_before_s
-        idle = None
-        if policy.idle_timeout_s is not None:
-            since = max(self._last_activity, self._idle_prompted_at or 0.0)
-            idle = since + policy.idle_timeout_s
-        return duration, idle
-
-    async def _check_idle(self, now: float, timeout_s: float) -> None:
-        prompted = self._idle_prompted_at
-        if prompted is not None and self._last_caller_activity > prompted:
-            self._idle_prompted_at = (
-                None  # the caller came back (the model's check-in does not count)
-            )
-        since = max(self._last_activity, self._idle_prompted_at or 0.0)
-        if now - since < timeout_s:
-            return
-        if self._idle_prompted_at is None:
-            self._idle_prompted_at = now
-            log.info("call.idle_prompt", silent_s=round(now - self._last_activity, 1))
-            await self._live.send(protocol.text_turn_message(self.policy.idle_message))
-        else:
-            log.info("call.idle_timeout", silent_s=round(now - self._last_activity, 1))
+        match event:
+            case KeypadGroup(digits=digits):
+                await self._send_dtmf(digits)
+            case WrapUp():
+                log.info("call.wrap_up")
+                await self._live.send(protocol.text_turn_message(policy.wrap_up_message))
+            case IdleCheck(silent_s=silent_s):
+                log.info("call.idle_prompt", silent_s=silent_s)
+                await self._live.send(protocol.text_turn_message(policy.idle_message))
+            case IdleTimeout(silent_s=silent_s):
+                log.info("call.idle_timeout", silent_s=silent_s)
+            case MaxDuration(seconds=seconds):
+                log.info("call.max_duration", seconds=seconds)
+        if isinstance(event, ENDING):
             raise _CallEnded(TIMED_OUT)
 
     # -- fallback -------------------------------------------------------------------------------
