@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -153,7 +153,10 @@ class CallSession:
         self._vad = EnergyVad(start_ms=20 if manual else 60)
         self._manual_activity = manual
         self._wake = asyncio.Event()  # the timers' next deadline may have moved closer
-        self.playback = Playback()
+        # Set while everything sent to Twilio has been played; the playback tracker decides.
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.playback = Playback(on_drained=_event_setter(self._drained))
         self.transcript = Transcript()
         live.conversation = self.transcript.history  # what a fresh session is seeded with
         self.stats = CallStats()
@@ -182,11 +185,7 @@ class CallSession:
                 on_action=self._on_action,
                 max_concurrent=agent.call.max_concurrent_tools,
             )
-        # Set when everything sent to Twilio has been played (no mark pending, no turn open).
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._ending: str | None = None  # set when the agent starts ending the call
-        self._agent_turn_open = False
 
     # -- the call -------------------------------------------------------------------------------
 
@@ -338,8 +337,6 @@ class CallSession:
                 await live.send_audio(pcm)
             elif type(event) is MarkPlayed:
                 self.playback.mark_played(event.name, clock())
-                if not self.playback.pending_marks and not self._agent_turn_open:
-                    self._drained.set()
             elif type(event) is StreamStopped:
                 raise _CallEnded(CALLER_HUNG_UP)
             elif type(event) is DtmfReceived:
@@ -385,9 +382,7 @@ class CallSession:
                     await self._flush_outbound()
                 case TurnComplete(reason=reason):
                     await self._flush_outbound()
-                    self._agent_turn_open = False
-                    if not playback.pending_marks:
-                        self._drained.set()
+                    playback.end_turn()
                     stats.model_turns += 1
                     transcript.agent_turn_ended(clock())
                     self._record_closed_turns()
@@ -431,11 +426,9 @@ class CallSession:
         gone. Play what we have, then tell the model what the caller heard and ask it to go on,
         rather than leave the caller in silence until they speak."""
         await self._flush_outbound()
-        if not self._agent_turn_open:
+        if not self.playback.turn_open:
             return
-        self._agent_turn_open = False
-        if not self.playback.pending_marks:
-            self._drained.set()
+        self.playback.end_turn()
         now = self._clock()
         # No clear follows a reconnect: everything already sent will still be played.
         turn = self.transcript.agent_turn_ended(now, heard_frames=self.playback.sent_in_turn)
@@ -498,14 +491,12 @@ class CallSession:
         if audio.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
             log.error("live.unexpected_audio_rate", sample_rate=audio.sample_rate)
             return
-        if not self._agent_turn_open:
-            self._agent_turn_open = True
+        if not self.playback.turn_open:
             # Once per agent turn: the silence the caller sat through since they last spoke.
             log.info(
                 "model.responding",
                 wait_ms=round((self._clock() - self._timers.last_caller_activity) * 1000),
             )
-            self._drained.clear()
             self.playback.start_turn()
         sampled = self._frame_timer.start()
         frames = self._outbound.process(audio.pcm)
@@ -526,8 +517,6 @@ class CallSession:
         cleared = self.playback.clear(now)
         await self._ws.send_str(self._stream.clear())
         latency_ms = (time.perf_counter() - received) * 1000
-        self._agent_turn_open = False
-        self._drained.set()  # nothing is left to play
         self.stats.barge_ins += 1
         turn = self.transcript.agent_turn_ended(now, heard_frames=cleared.heard_frames)
         self._record_closed_turns()
@@ -651,6 +640,18 @@ class CallSession:
                         break
         except TimeoutError:
             log.warning("call.fallback_unconfirmed")
+
+
+def _event_setter(event: asyncio.Event) -> Callable[[bool], None]:
+    """A callback that sets ``event`` on True and clears it on False."""
+
+    def update(value: bool) -> None:
+        if value:
+            event.set()
+        else:
+            event.clear()
+
+    return update
 
 
 def _first_reason(group: BaseExceptionGroup[_CallEnded]) -> str:
