@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
@@ -64,6 +64,7 @@ from agent.tools import Action, EndCall, Toolbox, TransferCall
 from agent.tools import CallContext as ToolCallContext
 
 from .control import CallControl
+from .media import MediaSocket
 from .playback import Playback
 from .timers import (
     ENDING,
@@ -118,7 +119,7 @@ class CallSession:
     def __init__(
         self,
         *,
-        ws: web.WebSocketResponse,
+        ws: MediaSocket,
         stream: TwilioMediaStream,
         started: StreamStarted,
         agent: AgentConfig,
@@ -135,8 +136,9 @@ class CallSession:
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested); without it the session connects and greets itself.
-        ``call_control`` (Twilio's REST API) carries out ``agent.fallback``; without it the
-        fallback is the bundled apology."""
+        ``call_control`` (Twilio's REST API) hangs up and transfers for the built-in tools and
+        carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
+        ``transfer_call`` fails, and the fallback is the bundled apology."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -457,10 +459,8 @@ class CallSession:
         reason = TRANSFERRED if isinstance(action, TransferCall) else AGENT_ENDED
         # Twilio may close the stream before its REST answer arrives: the reason is already ours.
         self._ending = reason
-        assert self._toolbox is not None
-        assert self._tool_context is not None
         try:
-            done = await self._toolbox.perform(action, self._tool_context)
+            done = await self._perform(action)
         except AgentError as exc:
             log.error("call.action_failed", action=type(action).__name__, error=str(exc))
             done = False
@@ -475,6 +475,21 @@ class CallSession:
             log.error("call.transfer_unavailable", number=action.number)
             self._ending = ERROR
             self.end(ERROR)
+
+    async def _perform(self, action: Action) -> bool:
+        """Carry out a built-in's action through the call control (Twilio's REST API). False
+        when there is none (development without Twilio credentials): the call must then end
+        another way. ``TelephonyError`` when Twilio refuses; hanging up a call that has already
+        ended is not an error."""
+        control = self._call_control
+        if control is None:
+            log.warning("tool.action_without_rest_api", action=type(action).__name__)
+            return False
+        if isinstance(action, EndCall):
+            await control.hang_up(self.started.call_sid)
+        else:
+            await control.transfer(self.started.call_sid, action.number)
+        return True
 
     async def _wait_until_played(self) -> None:
         """Until the model has finished its turn and Twilio has played everything we sent (a

@@ -307,7 +307,6 @@ def _toolbox(app: web.Application, agent: AgentConfig) -> Toolbox | None:
             agent.tool_specs,
             http=tools.http,
             crm=tools.crm,
-            twilio=tools.twilio,
             metrics=app[METRICS],
             redact_fields=app[SETTINGS].record_redact_fields,
         )
