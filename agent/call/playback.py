@@ -9,11 +9,16 @@ Between marks it keeps a model of Twilio's player: each frame starts playing whe
 when the one before it ends, whichever is later; every genuine mark echo re-anchors the model
 ("frame N finished now"). So at a barge-in the bridge knows, to within a frame, how much of the
 model's turn the caller heard. Pure and synchronous: the caller passes the time in.
+
+It also owns the call's "everything played" state (:attr:`Playback.drained`): no model turn is
+open and Twilio has confirmed every mark. A goodbye must be heard before the line is cut, so the
+session waits for it; ``on_drained`` tells it each time the state changes.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FRAME_MS = 20
@@ -32,7 +37,11 @@ class ClearOutcome:
 class Playback:
     """Frames sent, frames proven played, and an estimate of the caller's playback position."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_drained: Callable[[bool], None] | None = None) -> None:
+        """``on_drained(drained)`` is called whenever :attr:`drained` changes."""
+        self._on_drained = on_drained
+        self._turn_open = False
+        self._was_drained = True
         # (mark name, timeline position when it was sent), oldest first: Twilio echoes in order.
         self._pending: deque[tuple[str, int]] = deque()
         self._next = 0
@@ -51,8 +60,17 @@ class Playback:
     # -- what we send -------------------------------------------------------------------------
 
     def start_turn(self) -> None:
-        """The model's next audio begins a new turn (for :meth:`heard_in_turn`)."""
+        """The model's next audio begins a new turn (for :meth:`heard_in_turn`); the turn is open
+        until :meth:`end_turn` or :meth:`clear`."""
         self._turn_start = self._queued
+        self._turn_open = True
+        self._changed()
+
+    def end_turn(self) -> None:
+        """The model's turn is over (complete, or cut by a lost connection): once Twilio has
+        played what was sent, everything has been played."""
+        self._turn_open = False
+        self._changed()
 
     def sent(self, frames: int, now: float) -> None:
         """``frames`` more 20 ms frames went to Twilio at time ``now``."""
@@ -86,10 +104,12 @@ class Playback:
                 break
         # Re-anchor the player model: frame ``position`` starts now.
         self._anchor_pos, self._anchor_time = self.frames_played, now
+        self._changed()
         return True
 
     def clear(self, now: float) -> ClearOutcome:
-        """We sent ``clear`` at ``now``: Twilio drops its buffer, echoes pending marks unplayed."""
+        """We sent ``clear`` at ``now``: Twilio drops its buffer, echoes pending marks unplayed.
+        The model's turn is over too (a barge-in): nothing is left to play."""
         heard_until = self._position(now)
         outcome = ClearOutcome(
             heard_frames=max(0, heard_until - self._turn_start),
@@ -101,7 +121,16 @@ class Playback:
         self._queued = heard_until
         self._anchor_pos, self._anchor_time = heard_until, now
         self._turn_start = heard_until
+        self._turn_open = False
+        self._changed()
         return outcome
+
+    def _changed(self) -> None:
+        drained = self.drained
+        if drained != self._was_drained:
+            self._was_drained = drained
+            if self._on_drained is not None:
+                self._on_drained(drained)
 
     # -- estimates ----------------------------------------------------------------------------
 
@@ -137,3 +166,13 @@ class Playback:
     @property
     def pending_marks(self) -> int:
         return len(self._pending)
+
+    @property
+    def turn_open(self) -> bool:
+        """A model turn has started and is not over (its audio may still be coming)."""
+        return self._turn_open
+
+    @property
+    def drained(self) -> bool:
+        """Everything sent has been played: no model turn open, no mark pending."""
+        return not self._turn_open and not self._pending

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
@@ -63,8 +63,19 @@ from agent.telephony.twilio import (
 from agent.tools import Action, EndCall, Toolbox, TransferCall
 from agent.tools import CallContext as ToolCallContext
 
-from .dtmf import DtmfCollector
+from .control import CallControl
+from .media import MediaSocket
 from .playback import Playback
+from .timers import (
+    ENDING,
+    CallTimers,
+    IdleCheck,
+    IdleTimeout,
+    KeypadGroup,
+    MaxDuration,
+    TimerEvent,
+    WrapUp,
+)
 from .tools import ToolRunner, ToolStats
 from .transcript import Transcript
 
@@ -108,7 +119,7 @@ class CallSession:
     def __init__(
         self,
         *,
-        ws: web.WebSocketResponse,
+        ws: MediaSocket,
         stream: TwilioMediaStream,
         started: StreamStarted,
         agent: AgentConfig,
@@ -121,9 +132,13 @@ class CallSession:
         prices: PriceTable | None = None,
         toolbox: Toolbox | None = None,
         tool_context: ToolCallContext | None = None,
+        call_control: CallControl | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
-        the greeting requested); without it the session connects and greets itself."""
+        the greeting requested); without it the session connects and greets itself.
+        ``call_control`` (Twilio's REST API) hangs up and transfers for the built-in tools and
+        carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
+        ``transfer_call`` fails, and the fallback is the bundled apology."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -139,15 +154,18 @@ class CallSession:
         manual = agent.vad.disabled
         self._vad = EnergyVad(start_ms=20 if manual else 60)
         self._manual_activity = manual
-        self._dtmf = DtmfCollector(agent.call.dtmf_group_timeout_s)
-        self._wake = asyncio.Event()
-        self.playback = Playback()
+        self._wake = asyncio.Event()  # the timers' next deadline may have moved closer
+        # Set while everything sent to Twilio has been played; the playback tracker decides.
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.playback = Playback(on_drained=_event_setter(self._drained))
         self.transcript = Transcript()
         live.conversation = self.transcript.history  # what a fresh session is seeded with
         self.stats = CallStats()
         self.ended_reason: str | None = None
         self.preconnected = live_ready is not None
         self._began = clock.now()
+        self._timers = CallTimers(agent.call, self._began)
         # Records carry wall-clock times; the call clock may run fast in simulations.
         self._wall_began = time.time() if wall_started_at is None else wall_started_at
         self._speed = clock.speed
@@ -158,6 +176,7 @@ class CallSession:
         self._recorded_turns = 0
         self._toolbox = toolbox
         self._tool_context = tool_context
+        self._call_control = call_control
         self._tools: ToolRunner | None = None
         if toolbox is not None and tool_context is not None:
             self._tools = ToolRunner(
@@ -168,15 +187,7 @@ class CallSession:
                 on_action=self._on_action,
                 max_concurrent=agent.call.max_concurrent_tools,
             )
-        # Set when everything sent to Twilio has been played (no mark pending, no turn open).
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._ending: str | None = None  # set when the agent starts ending the call
-        self._last_activity = self._began  # either party: caller speech, keys, or model audio
-        self._last_caller_activity = self._began
-        self._idle_prompted_at: float | None = None
-        self._wrap_up_sent = False
-        self._agent_turn_open = False
 
     # -- the call -------------------------------------------------------------------------------
 
@@ -206,11 +217,11 @@ class CallSession:
         except* LiveUnavailableError as unavailable:
             self.ended_reason = ERROR
             log.error("live.unavailable", error=str(unavailable.exceptions[0]))
-            await self._play_fallback()
+            await self._fallback()
         except* LiveError as failed:
             self.ended_reason = ERROR
             log.error("live.failed", error=str(failed.exceptions[0]))
-            await self._play_fallback()
+            await self._fallback()
         finally:
             # Twilio first: closing the stream is what ends the caller's call.
             with contextlib.suppress(TimeoutError):
@@ -306,7 +317,7 @@ class CallSession:
     async def _caller_pump(self) -> None:
         """Twilio -> Live: decode each media frame and forward it at once."""
         live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
-        vad, clock, timer = self._vad, self._clock, self._frame_timer
+        vad, clock, timer, timers = self._vad, self._clock, self._frame_timer, self._timers
         async for message in self._ws:
             if message.type is WSMsgType.TEXT:
                 event = stream.receive_text(message.data)
@@ -320,7 +331,7 @@ class CallSession:
                 pcm8k = ulaw_to_pcm16(event.payload)  # decoded once, for the VAD and the model
                 activity = vad.process(pcm8k)
                 if vad.speaking:
-                    self._last_activity = self._last_caller_activity = clock()
+                    timers.caller_spoke(clock())
                 pcm = inbound.process_pcm16(pcm8k)
                 timer.inbound(sampled)
                 if activity is not None and self._manual_activity:
@@ -328,8 +339,6 @@ class CallSession:
                 await live.send_audio(pcm)
             elif type(event) is MarkPlayed:
                 self.playback.mark_played(event.name, clock())
-                if not self.playback.pending_marks and not self._agent_turn_open:
-                    self._drained.set()
             elif type(event) is StreamStopped:
                 raise _CallEnded(CALLER_HUNG_UP)
             elif type(event) is DtmfReceived:
@@ -347,9 +356,8 @@ class CallSession:
             await self._live.send(protocol.activity_end_message())
 
     async def _on_dtmf(self, digit: str) -> None:
-        self._last_activity = self._last_caller_activity = self._clock()
         log.debug("caller.dtmf", digit=digit)  # a key may be part of a PIN or a card number
-        group = self._dtmf.press(digit, self._clock())
+        group = self._timers.key_pressed(digit, self._clock())
         if group:
             await self._send_dtmf(group)
         self._wake.set()  # the group's deadline moved
@@ -376,9 +384,7 @@ class CallSession:
                     await self._flush_outbound()
                 case TurnComplete(reason=reason):
                     await self._flush_outbound()
-                    self._agent_turn_open = False
-                    if not playback.pending_marks:
-                        self._drained.set()
+                    playback.end_turn()
                     stats.model_turns += 1
                     transcript.agent_turn_ended(clock())
                     self._record_closed_turns()
@@ -422,11 +428,9 @@ class CallSession:
         gone. Play what we have, then tell the model what the caller heard and ask it to go on,
         rather than leave the caller in silence until they speak."""
         await self._flush_outbound()
-        if not self._agent_turn_open:
+        if not self.playback.turn_open:
             return
-        self._agent_turn_open = False
-        if not self.playback.pending_marks:
-            self._drained.set()
+        self.playback.end_turn()
         now = self._clock()
         # No clear follows a reconnect: everything already sent will still be played.
         turn = self.transcript.agent_turn_ended(now, heard_frames=self.playback.sent_in_turn)
@@ -455,10 +459,8 @@ class CallSession:
         reason = TRANSFERRED if isinstance(action, TransferCall) else AGENT_ENDED
         # Twilio may close the stream before its REST answer arrives: the reason is already ours.
         self._ending = reason
-        assert self._toolbox is not None
-        assert self._tool_context is not None
         try:
-            done = await self._toolbox.perform(action, self._tool_context)
+            done = await self._perform(action)
         except AgentError as exc:
             log.error("call.action_failed", action=type(action).__name__, error=str(exc))
             done = False
@@ -473,6 +475,21 @@ class CallSession:
             log.error("call.transfer_unavailable", number=action.number)
             self._ending = ERROR
             self.end(ERROR)
+
+    async def _perform(self, action: Action) -> bool:
+        """Carry out a built-in's action through the call control (Twilio's REST API). False
+        when there is none (development without Twilio credentials): the call must then end
+        another way. ``TelephonyError`` when Twilio refuses; hanging up a call that has already
+        ended is not an error."""
+        control = self._call_control
+        if control is None:
+            log.warning("tool.action_without_rest_api", action=type(action).__name__)
+            return False
+        if isinstance(action, EndCall):
+            await control.hang_up(self.started.call_sid)
+        else:
+            await control.transfer(self.started.call_sid, action.number)
+        return True
 
     async def _wait_until_played(self) -> None:
         """Until the model has finished its turn and Twilio has played everything we sent (a
@@ -489,14 +506,12 @@ class CallSession:
         if audio.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
             log.error("live.unexpected_audio_rate", sample_rate=audio.sample_rate)
             return
-        if not self._agent_turn_open:
-            self._agent_turn_open = True
+        if not self.playback.turn_open:
             # Once per agent turn: the silence the caller sat through since they last spoke.
             log.info(
                 "model.responding",
-                wait_ms=round((self._clock() - self._last_caller_activity) * 1000),
+                wait_ms=round((self._clock() - self._timers.last_caller_activity) * 1000),
             )
-            self._drained.clear()
             self.playback.start_turn()
         sampled = self._frame_timer.start()
         frames = self._outbound.process(audio.pcm)
@@ -517,8 +532,6 @@ class CallSession:
         cleared = self.playback.clear(now)
         await self._ws.send_str(self._stream.clear())
         latency_ms = (time.perf_counter() - received) * 1000
-        self._agent_turn_open = False
-        self._drained.set()  # nothing is left to play
         self.stats.barge_ins += 1
         turn = self.transcript.agent_turn_ended(now, heard_frames=cleared.heard_frames)
         self._record_closed_turns()
@@ -542,78 +555,79 @@ class CallSession:
             self.stats.first_audio_ms = round((now - self._began) * 1000, 3)
             log.info("call.first_audio", ms_since_start=self.stats.first_audio_ms)
         playback.sent(len(frames), now)
-        self._last_activity = max(self._last_activity, now + playback.unplayed_ms(now) / 1000)
+        self._timers.agent_heard_until(now + playback.unplayed_ms(now) / 1000)
         await ws.send_str(stream.mark(playback.mark()))
 
     # -- timers ---------------------------------------------------------------------------------
 
     async def _supervisor(self) -> None:
-        """Keypad groups, idle callers and the call's time limit, without polling."""
-        policy = self.policy
+        """Sleeps until the timers' next deadline (or a wake-up), then acts on what fired."""
+        timers = self._timers
         while True:
             if self.ended_reason is not None:
                 raise _CallEnded(self.ended_reason)
-            now = self._clock()
-            deadline = min(
-                (d for d in (self._dtmf.deadline, *self._limits()) if d is not None),
-                default=None,
-            )
+            deadline = timers.next_deadline()
             self._wake.clear()
             try:
-                wait = None if deadline is None else self._wall(max(0.0, deadline - now))
+                wait = None if deadline is None else self._wall(max(0.0, deadline - self._clock()))
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
                 continue
             except TimeoutError:
                 pass
-            now = self._clock()
-            digits = self._dtmf.due(now)
-            if digits:
-                await self._send_dtmf(digits)
-            if policy.max_duration_s is not None:
-                elapsed = now - self._began
-                if elapsed >= policy.max_duration_s:
-                    log.info("call.max_duration", seconds=policy.max_duration_s)
-                    raise _CallEnded(TIMED_OUT)
-                if not self._wrap_up_sent and elapsed >= policy.max_duration_s - (
-                    policy.wrap_up_before_s
-                ):
-                    self._wrap_up_sent = True
-                    log.info("call.wrap_up")
-                    await self._live.send(protocol.text_turn_message(policy.wrap_up_message))
-            if policy.idle_timeout_s is not None:
-                await self._check_idle(now, policy.idle_timeout_s)
+            for event in timers.expired(self._clock()):
+                await self._on_timer(event)
 
-    def _limits(self) -> tuple[float | None, float | None]:
+    async def _on_timer(self, event: TimerEvent) -> None:
         policy = self.policy
-        duration = None
-        if policy.max_duration_s is not None:
-            end = self._began + policy.max_duration_s
-            duration = end if self._wrap_up_sent else end - policy.wrap_up_before_s
-        idle = None
-        if policy.idle_timeout_s is not None:
-            since = max(self._last_activity, self._idle_prompted_at or 0.0)
-            idle = since + policy.idle_timeout_s
-        return duration, idle
-
-    async def _check_idle(self, now: float, timeout_s: float) -> None:
-        prompted = self._idle_prompted_at
-        if prompted is not None and self._last_caller_activity > prompted:
-            self._idle_prompted_at = (
-                None  # the caller came back (the model's check-in does not count)
-            )
-        since = max(self._last_activity, self._idle_prompted_at or 0.0)
-        if now - since < timeout_s:
-            return
-        if self._idle_prompted_at is None:
-            self._idle_prompted_at = now
-            log.info("call.idle_prompt", silent_s=round(now - self._last_activity, 1))
-            await self._live.send(protocol.text_turn_message(self.policy.idle_message))
-        else:
-            log.info("call.idle_timeout", silent_s=round(now - self._last_activity, 1))
+        match event:
+            case KeypadGroup(digits=digits):
+                await self._send_dtmf(digits)
+            case WrapUp():
+                log.info("call.wrap_up")
+                await self._live.send(protocol.text_turn_message(policy.wrap_up_message))
+            case IdleCheck(silent_s=silent_s):
+                log.info("call.idle_prompt", silent_s=silent_s)
+                await self._live.send(protocol.text_turn_message(policy.idle_message))
+            case IdleTimeout(silent_s=silent_s):
+                log.info("call.idle_timeout", silent_s=silent_s)
+            case MaxDuration(seconds=seconds):
+                log.info("call.max_duration", seconds=seconds)
+        if isinstance(event, ENDING):
             raise _CallEnded(TIMED_OUT)
 
     # -- fallback -------------------------------------------------------------------------------
+
+    async def _fallback(self) -> None:
+        """The model cannot be reached: do what ``agent.fallback`` says. Transfer to
+        ``transfer_to`` (saying ``message`` first, if set), else have Twilio say ``message`` and
+        hang up, else play the bundled apology; the first two need Twilio's REST API, and when
+        it is missing or refuses, the apology plays instead."""
+        if self._ws.closed:
+            return  # the caller is gone: there is no one to tell
+        fallback = self.agent.fallback
+        message = fallback.message if fallback.message and fallback.message.strip() else None
+        number = fallback.transfer_to
+        if message is None and number is None:
+            await self._play_fallback()
+            return
+        if self._call_control is None:
+            log.warning("call.fallback_without_rest", transfer_to=number is not None)
+            await self._play_fallback()
+            return
+        call_sid = self.started.call_sid
+        try:
+            if number is not None:
+                await self._call_control.transfer(call_sid, number, announce=message)
+            else:
+                assert message is not None
+                await self._call_control.say_and_hang_up(call_sid, message)
+        except AgentError as exc:
+            log.error("call.fallback_failed", error=str(exc))
+            await self._play_fallback()
+            return
+        # Twilio now runs the new TwiML: the media stream is over, whatever it sends next.
+        log.info("call.fallback", via="transfer" if number is not None else "say", number=number)
 
     async def _play_fallback(self) -> None:
         """Tell the caller, instead of leaving dead air, and wait until they have heard it."""
@@ -641,6 +655,18 @@ class CallSession:
                         break
         except TimeoutError:
             log.warning("call.fallback_unconfirmed")
+
+
+def _event_setter(event: asyncio.Event) -> Callable[[bool], None]:
+    """A callback that sets ``event`` on True and clears it on False."""
+
+    def update(value: bool) -> None:
+        if value:
+            event.set()
+        else:
+            event.clear()
+
+    return update
 
 
 def _first_reason(group: BaseExceptionGroup[_CallEnded]) -> str:

@@ -1499,7 +1499,11 @@ AGENT_FIELDS: Final = (
                     key="message",
                     spec=Text(hint="text", nullable=True),
                     default_doc="the bundled apology recording",
-                    description="Spoken to the caller when the model cannot be reached.",
+                    description=(
+                        "Spoken to the caller by Twilio's text-to-speech (`<Say>`) when the model "
+                        "cannot be reached. Needs Twilio REST credentials; without them the "
+                        "bundled apology plays."
+                    ),
                 ),
                 Field(
                     key="transfer_to",
@@ -1510,7 +1514,10 @@ AGENT_FIELDS: Final = (
                         nullable=True,
                     ),
                     default_doc="hang up",
-                    description="Then move the call to this number.",
+                    description=(
+                        "Then move the call to this number (`<Dial>`; without a message, at "
+                        "once). Needs Twilio REST credentials."
+                    ),
                 ),
             ),
         ),

@@ -304,7 +304,9 @@ class FallbackConfig:
     """What the caller gets when the model cannot be reached (the Live API is down for longer
     than the reconnection deadline): ``message`` is spoken to them instead of dead air (``None``:
     the bundled apology recording), then the call moves to ``transfer_to`` (E.164) if set, or
-    ends. The session reads it; the model never sees it."""
+    ends. Message and transfer are Twilio call updates (``<Say>``, ``<Dial>``): without REST
+    credentials the bundled apology plays instead. The session reads it; the model never sees
+    it."""
 
     message: str | None = None
     transfer_to: str | None = None

@@ -16,14 +16,15 @@ owns the current :class:`~agent.live.connection.LiveConnection` and replaces it:
 * if no connection can be had before ``deadline_s`` it raises :class:`LiveUnavailableError`, and
   the call plays its fallback instead of dead air.
 
-The caller's pump only ever calls :meth:`send_audio`, which never waits on a reconnection.
+The caller's pump only ever calls :meth:`send_audio`, which never waits on a reconnection. What
+the link remembers across connections (handle, turn state, ``goAway`` deadline, held and recent
+messages) lives in the pure :mod:`agent.live.session_state`; this module keeps the awaits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,18 +34,13 @@ from agent.clock import REAL_TIME, Clock
 from agent.errors import LiveClosedError, LiveConnectError, LiveError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
-from agent.live.protocol import (
-    GoAway,
-    LiveEvent,
-    ModelAudio,
-    ResumptionHandle,
-    ToolCallRequested,
-    TurnComplete,
-)
+from agent.live.protocol import GoAway, LiveEvent
+from agent.live.session_state import HeldMessages, ResumptionState
 
 log = structlog.get_logger("agent.live")
 
 Opener = Callable[[str | None], Awaitable[LiveConnection]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class LiveUnavailableError(LiveError):
@@ -99,29 +95,27 @@ class LiveLink:
         policy: ReconnectPolicy = ReconnectPolicy(),
         *,
         clock: Clock = REAL_TIME,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
+        """``sleep`` waits between connection attempts (wall seconds) and ``jitter`` draws from
+        [0, 1) to spread them (each wait is scaled by ``0.5 + jitter()``); tests replace both."""
         self._opener = opener
         self.policy = policy
         self._clock = clock.now
         self._wall = clock.wall
+        self._sleep = sleep
+        self._jitter = jitter
         self._conn: LiveConnection | None = None
-        self._buffer: deque[tuple[str, bool]] = deque()  # (message, is caller audio), in order
-        self._recent: deque[tuple[float, str]] = deque()  # (sent at, audio message): for replay
-        self._buffered_audio = 0
-        self._dropped_audio = 0
-        self._handle: str | None = None
+        self._held = HeldMessages(
+            max_audio_frames=policy.max_buffered_audio_ms // 20, replay_s=policy.replay_ms / 1000
+        )
+        self._state = ResumptionState(policy.go_away_margin_s)
         # The conversation so far as (role, text), for seeding a fresh session when no handle is
         # left. The call's transcript knows it best (what the caller heard): the session sets it.
         self.conversation: Callable[[], Sequence[tuple[str, str]]] = tuple
-        # Whether the model is between turns, and whether the newest handle was issued since the
-        # last turn ended: a goAway switch waits for both (or for its deadline).
-        self._between_turns = True
-        self._handle_fresh = False
-        self._go_away_at: float | None = None
         self._closed = False
         self.reconnects = 0
-        self.replayed_frames = 0
-        self._replaying = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -154,7 +148,7 @@ class LiveLink:
     async def _send(self, message: str, *, audio: bool) -> None:
         conn = self._conn
         if conn is None:
-            self._hold(message, audio=audio)
+            self._held.hold(message, audio=audio)
             return
         try:
             await conn.send(message)
@@ -162,29 +156,14 @@ class LiveLink:
             # The model pump will see the close and reconnect; keep this one for the new socket.
             if self._conn is conn:
                 self._conn = None
-            self._hold(message, audio=audio)
+            self._held.hold(message, audio=audio)
             return
-        if audio:
-            now = self._clock()
-            recent = self._recent
-            recent.append((now, message))
-            horizon = now - self.policy.replay_ms / 1000
-            while recent[0][0] < horizon:
-                recent.popleft()
+        self._held.sent(message, audio=audio, now=self._clock())
 
-    def _hold(self, message: str, *, audio: bool) -> None:
-        if audio:
-            frames_allowed = self.policy.max_buffered_audio_ms // 20
-            if self._buffered_audio >= frames_allowed:
-                # Drop the oldest caller frame, never a tool result or text turn.
-                for i, (_, held_audio) in enumerate(self._buffer):
-                    if held_audio:
-                        del self._buffer[i]
-                        self._buffered_audio -= 1
-                        self._dropped_audio += 1
-                        break
-            self._buffered_audio += 1
-        self._buffer.append((message, audio))
+    @property
+    def replayed_frames(self) -> int:
+        """Caller frames sent again after abnormal closes, over the whole session."""
+        return self._held.replayed_frames
 
     # -- model side -----------------------------------------------------------------------------
 
@@ -196,7 +175,7 @@ class LiveLink:
         while not self._closed:
             conn = self._conn
             if conn is None:  # a send found the socket closed before this loop did
-                self._replay_recent()
+                self._held.replay_recent()
                 yield await self._reconnect("dropped", lost_at=self._clock())
                 continue
             try:
@@ -207,7 +186,7 @@ class LiveLink:
                 reason, lost_at = "closed", self._clock()
             except _Switch as switch:
                 # We close the old socket after our last frame: it read everything we sent.
-                self._recent.clear()
+                self._held.forget_recent()
                 reason, lost_at = switch.reason, self._clock()
             except LiveClosedError as exc:
                 if self._closed:
@@ -215,68 +194,38 @@ class LiveLink:
                 reason = f"closed_{exc.code}" if exc.code else "dropped"
                 lost_at = self._clock()
                 log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
-                self._replay_recent()
+                self._held.replay_recent()
             yield await self._reconnect(reason, lost_at=lost_at)
 
     async def _events_of(self, conn: LiveConnection) -> AsyncIterator[LiveEvent]:
         """One connection's events; raises :class:`_Switch` when it is time to leave it."""
-        self._go_away_at = None
+        state = self._state
+        state.connected()
         iterator = conn.events().__aiter__()
         while True:
             try:
-                if self._go_away_at is None:  # the usual case: no timer per event
+                if state.go_away_at is None:  # the usual case: no timer per event
                     event = await anext(iterator)
                 else:
-                    async with asyncio.timeout_at(self._switch_deadline()):
+                    async with asyncio.timeout_at(self._switch_deadline(state.go_away_at)):
                         event = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 raise _Switch("go_away") from None
-            self._observe(event)
+            state.observe(event, self._clock())
+            if type(event) is GoAway:
+                log.info("live.go_away", time_left_s=event.time_left_s)
             yield event
-            if self._go_away_at is not None and self._between_turns and self._handle_fresh:
+            if state.switch_now:
                 # The model's turn is over and the handle covers it: the quietest moment to
                 # change connections without losing the last exchange.
                 raise _Switch("go_away")
 
-    def _switch_deadline(self) -> float:
-        assert self._go_away_at is not None
+    def _switch_deadline(self, go_away_at: float) -> float:
         # asyncio deadlines are on the loop's clock; goAway time is on ours. Convert.
         loop = asyncio.get_running_loop()
-        return loop.time() + self._wall(max(0.0, self._go_away_at - self._clock()))
-
-    def _observe(self, event: LiveEvent) -> None:
-        """Track what reconnection needs: handle, speaking state, goAway, conversation."""
-        kind = type(event)
-        if kind is ModelAudio or kind is ToolCallRequested:
-            # A turn (or a tool call) in progress: the newest handle no longer covers it.
-            self._between_turns = False
-            self._handle_fresh = False
-        elif kind is TurnComplete:
-            self._between_turns = True
-        elif kind is ResumptionHandle:
-            assert isinstance(event, ResumptionHandle)
-            if event.resumable and event.handle:
-                self._handle = event.handle
-                self._handle_fresh = self._between_turns
-            else:
-                self._handle_fresh = False
-        elif kind is GoAway:
-            assert isinstance(event, GoAway)
-            self._go_away_at = self._clock() + max(
-                0.0, event.time_left_s - self.policy.go_away_margin_s
-            )
-            log.info("live.go_away", time_left_s=event.time_left_s)
-
-    def _replay_recent(self) -> None:
-        """Put the last moments of caller audio back in front of what is held for the new socket."""
-        replay = [(message, True) for _, message in self._recent]
-        self._recent.clear()
-        self._buffer.extendleft(reversed(replay))
-        self._buffered_audio += len(replay)
-        self._replaying += len(replay)
-        self.replayed_frames += len(replay)
+        return loop.time() + self._wall(max(0.0, go_away_at - self._clock()))
 
     # -- switching connections ------------------------------------------------------------------
 
@@ -285,17 +234,15 @@ class LiveLink:
         if old is not None:
             # The service refuses a resume while the old socket is open: close it first.
             await old.close()
-        self._between_turns, self._handle_fresh = True, False
-        held = len(self._buffer)
-        replayed, self._replaying = self._replaying, 0
+        self._state.switching()
+        held, replayed = self._held.switch_started()
         conn, attempts = await self._open_and_flush()
-        self._buffered_audio = 0
-        dropped, self._dropped_audio = self._dropped_audio, 0
+        dropped = self._held.switch_done()
         self._conn = conn
         self.reconnects += 1
         event = LiveReconnected(
             reason=reason,
-            resumed=self._handle is not None,
+            resumed=self._state.handle is not None,
             attempts=attempts,
             switch_ms=round((self._clock() - lost_at) * 1000, 1),
             buffered_messages=held,
@@ -323,14 +270,14 @@ class LiveLink:
             conn, attempts = await self._open(resume=True)
             total += attempts
             try:
-                history = self.conversation() if self._handle is None else ()
+                history = self.conversation() if self._state.handle is None else ()
                 if history:
                     await conn.send(protocol.history_message(history))
                 # A message leaves the buffer only once sent; no await between the last send
                 # and publishing the connection, so nothing can slip into the buffer unseen.
-                while self._buffer:
-                    await conn.send(self._buffer[0][0])
-                    self._buffer.popleft()
+                while (message := self._held.first()) is not None:
+                    await conn.send(message)
+                    self._held.first_sent()
             except LiveClosedError as exc:
                 log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
                 await conn.close()
@@ -349,7 +296,7 @@ class LiveLink:
         attempts = 0
         while True:
             attempts += 1
-            handle = self._handle if resume else None
+            handle = self._state.handle if resume else None
             remaining = self.policy.deadline_s - (self._clock() - started)
             try:
                 # The deadline is a promise to the caller: no attempt may run past it.
@@ -364,7 +311,7 @@ class LiveLink:
                 if handle is not None and exc.code == 1007:
                     # The service rejected the handle (expired, unknown): start afresh instead.
                     log.warning("live.resume_refused", error=str(exc))
-                    self._handle = None
+                    self._state.handle_refused()
                     continue
                 elapsed = self._clock() - started
                 if elapsed + delay > self.policy.deadline_s:
@@ -372,5 +319,5 @@ class LiveLink:
                         f"no Live connection after {attempts} attempts in {elapsed:.1f} s: {exc}"
                     ) from exc
                 log.warning("live.connect_failed", attempt=attempts, error=str(exc))
-            await asyncio.sleep(self._wall(delay) * (0.5 + random.random()))
+            await self._sleep(self._wall(delay) * (0.5 + self._jitter()))
             delay = min(delay * 2, self.policy.max_delay_s)

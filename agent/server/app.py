@@ -313,7 +313,6 @@ def _toolbox(app: web.Application, agent: AgentConfig) -> Toolbox | None:
             agent.tool_specs,
             http=tools.http,
             crm=tools.crm,
-            twilio=tools.twilio,
             metrics=app[METRICS],
             redact_fields=app[SETTINGS].record_redact_fields,
         )
@@ -580,6 +579,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             toolbox=_toolbox(app, agent),
             tool_context=tool_context,
             prices=app[PRICES],
+            call_control=app[TOOLS].twilio,
         )
     except BaseException:
         # Nothing may leak a Live session opened for this call (a bug above, or cancellation).

@@ -7,7 +7,12 @@ only ends the stream, and what happens next depends on the TwiML around it), so 
     POST {base_url}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json   (form-encoded)
         Status=completed                                   hang up
         Twiml=<Response><Dial>+15551234567</Dial></Response>  transfer (ends the stream)
+        Twiml=<Response><Say>…</Say><Hangup/></Response>   speak a message, then hang up
         Url=https://…                                      continue with the TwiML found there
+
+The fallback for an unreachable model (``fallback.message``, ``fallback.transfer_to``) uses the
+same update: Twilio's own text-to-speech says the message (``<Say>``), then ``<Dial>`` moves the
+call or ``<Hangup/>`` ends it.
 
 Authentication is HTTP Basic with the account SID and auth token, or an API key SID and secret
 (the key must belong to the account). ``base_url`` is ``TWILIO_API_URL``: Twilio's default host,
@@ -20,11 +25,12 @@ Retries, at most one, after a short pause:
 
 * ``hang_up`` retries on any connection error, timeout or 5xx. Hanging up is idempotent: if the
   first request did reach Twilio, the retry finds the call gone (20404), which counts as done.
-* ``transfer`` and ``redirect`` retry only when the connection could not be made at all, so the
-  request cannot have reached Twilio. After a dropped connection or a timeout the first update may
-  have taken effect; sending it again would restart the ``<Dial>`` (the caller hears ringing
-  start over) or act on a call that has already moved on, which is worse than reporting the
-  failure and letting the session end the call another way.
+* ``transfer``, ``say_and_hang_up`` and ``redirect`` retry only when the connection could not be
+  made at all, so the request cannot have reached Twilio. After a dropped connection or a timeout
+  the first update may have taken effect; sending it again would restart the ``<Dial>`` or the
+  ``<Say>`` (the caller hears ringing or the message start over) or act on a call that has already
+  moved on, which is worse than reporting the failure and letting the session end the call
+  another way.
 """
 
 from __future__ import annotations
@@ -158,11 +164,22 @@ class TwilioRest:
             raise
         return True
 
-    async def transfer(self, call_sid: str, number: str) -> None:
-        """Move the call to ``number`` (E.164) with ``<Dial>``; this ends the media stream."""
+    async def transfer(self, call_sid: str, number: str, *, announce: str | None = None) -> None:
+        """Move the call to ``number`` (E.164) with ``<Dial>``; this ends the media stream.
+
+        ``announce`` is said to the caller first, by Twilio's text-to-speech (``<Say>``)."""
         if not is_e164(number):
             raise TelephonyError(f"cannot transfer to {number!r}: not an E.164 number")
-        twiml = f"<Response><Dial>{xml.sax.saxutils.escape(number)}</Dial></Response>"
+        dial = f"<Dial>{xml.sax.saxutils.escape(number)}</Dial>"
+        twiml = f"<Response>{_say(announce)}{dial}</Response>"
+        await self.update_call(call_sid, {"Twiml": twiml}, retry="connect")
+
+    async def say_and_hang_up(self, call_sid: str, message: str) -> None:
+        """Have Twilio say ``message`` to the caller, then end the call; this ends the media
+        stream at once (the caller hears the message after it)."""
+        if not message.strip():
+            raise TelephonyError("there is no message to say")
+        twiml = f"<Response>{_say(message)}<Hangup/></Response>"
         await self.update_call(call_sid, {"Twiml": twiml}, retry="connect")
 
     async def update_call(
@@ -253,6 +270,18 @@ class _TransientError(Exception):
         self.error = error
         self.connect_failed = connect_failed
         self.repeatable = repeatable
+
+
+def _say(text: str | None) -> str:
+    """``<Say>`` for ``text`` (nothing for None), escaped: the text is configuration, not TwiML.
+
+    Twilio speaks the verb's text with its text-to-speech and then moves on to the next verb of the
+    document (https://www.twilio.com/docs/voice/twiml/say); a call update's ``Twiml`` replaces what
+    the call was doing, the media stream included
+    (https://www.twilio.com/docs/voice/tutorials/how-to-modify-calls-in-progress). Without a voice
+    attribute Twilio uses its default voice and ``en-US``.
+    """
+    return "" if text is None else f"<Say>{xml.sax.saxutils.escape(text)}</Say>"
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The call session builds one :class:`CallContext` per call and, for each function call the model
 makes, starts ``toolbox.run(name, args, context)`` as its own task; the :class:`ToolOutcome`'s
 ``response`` goes back to the model and its ``action`` (hang up, transfer) is the session's to
-carry out, with :meth:`Toolbox.perform`, once the goodbye has played.
+carry out, through its call control (Twilio's REST API), once the goodbye has played.
 
 Modules: :mod:`~agent.tools.registry` (the :class:`Toolbox`, :func:`validate_specs`),
 :mod:`~agent.tools.base` (shared types), :mod:`~agent.tools.arguments` (schema checks),

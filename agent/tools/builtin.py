@@ -2,7 +2,8 @@
 
 They do nothing themselves. Ending or moving the call now would cut off the goodbye the model is
 about to say, so they return an :data:`~agent.tools.base.Action` for the session, which waits for
-the audio in flight to play and then performs it (``Toolbox.perform``: a Twilio REST update).
+the audio in flight to play and then performs it (a Twilio REST update, through its
+:class:`~agent.call.control.CallControl`).
 """
 
 from __future__ import annotations

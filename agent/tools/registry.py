@@ -42,16 +42,13 @@ from agent.crm import Crm
 from agent.errors import ConfigError
 from agent.observability.metrics import Metrics
 from agent.observability.privacy import redact_fields
-from agent.telephony.rest import TwilioRest
 from agent.tools.arguments import check_arguments
 from agent.tools.base import (
     Action,
     CallContext,
-    EndCall,
     Outcome,
     ToolError,
     ToolOutcome,
-    TransferCall,
     json_safe,
 )
 from agent.tools.builtin import run_builtin, validate_builtin
@@ -142,7 +139,7 @@ def _validate_spec(spec: ToolSpec) -> list[str]:
 class Toolbox:
     """Runs an agent's tools: one per app, shared by every call.
 
-    It borrows ``http`` (the app's ``aiohttp`` session), ``crm`` and ``twilio`` and does not
+    It borrows ``http`` (the app's ``aiohttp`` session) and ``crm`` and does not
     close them; :meth:`close` closes only the database connections it opened. Raises
     ``ConfigError`` listing every problem :func:`validate_specs` finds.
 
@@ -157,7 +154,6 @@ class Toolbox:
         *,
         http: aiohttp.ClientSession,
         crm: Crm,
-        twilio: TwilioRest | None = None,
         metrics: Metrics | None = None,
         redact_fields: frozenset[str] = frozenset(),
     ) -> None:
@@ -167,7 +163,6 @@ class Toolbox:
         self._specs = {spec.name: spec for spec in specs}
         self._http = http
         self._crm = crm
-        self._twilio = twilio
         self._metrics = metrics
         self._redact_fields = redact_fields
         self._databases = Databases(crm.path)
@@ -223,23 +218,6 @@ class Toolbox:
             log.error("tool.crashed", tool=name, error=repr(exc), exc_info=True)
             return self._finish(name, "error", {"error": GENERIC_FAILURE}, started)
         return self._finish(name, "ok", response, started, action)
-
-    async def perform(self, action: Action, context: CallContext) -> bool:
-        """Carry out a built-in's action through Twilio's REST API, once the session has let
-        the goodbye play. False when there is no REST client (development without Twilio
-        credentials): the session should then end the call by closing the stream.
-
-        ``TelephonyError`` (``TwilioApiError``) when Twilio refuses; a hang-up of a call that
-        has already ended is not an error.
-        """
-        if self._twilio is None:
-            log.warning("tool.action_without_rest_api", action=type(action).__name__)
-            return False
-        if isinstance(action, EndCall):
-            await self._twilio.hang_up(context.call_sid)
-        elif isinstance(action, TransferCall):
-            await self._twilio.transfer(context.call_sid, action.number)
-        return True
 
     async def close(self) -> None:
         """Close the database connections the toolbox opened (not the borrowed resources)."""

@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
+import pytest
 import structlog
 
 from agent.call.session import CallSession
-from agent.config.models import AgentConfig, CallPolicy, VadConfig
+from agent.config.models import AgentConfig, CallPolicy, FallbackConfig, VadConfig
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import CALLS
-from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.carrier import (
+    ENDED_BY_REST_HANG_UP,
+    ENDED_BY_REST_TRANSFER,
+    CarrierOptions,
+    TwilioApiSimulator,
+    place_call,
+)
 from agent.sim.live.server import RunningEmulator
 
 from .conftest import BridgeFactory, caller_clip
 
 GREETER = AgentConfig(greeting="Greet the caller warmly and offer help.")
+ACCOUNT_SID = "AC" + "5" * 32
+AUTH_TOKEN = "fallback-test-auth-token-93c2"
 CALL_TASKS = {"caller->model", "model->caller", "timers"}
 
 
@@ -150,11 +160,8 @@ async def test_a_dropped_media_socket_ends_the_call(start_bridge: BridgeFactory)
 async def test_an_unreachable_live_api_leads_to_the_fallback_not_dead_air(
     start_bridge: BridgeFactory,
 ) -> None:
-    with socket.socket() as probe:  # a port where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
     bridge = await start_bridge(
-        live_target=DeveloperApiTarget(base_url=f"ws://127.0.0.1:{dead}"),
+        live_target=dead_live_api(),
         reconnect_policy=ReconnectPolicy(deadline_s=2.0, first_delay_s=0.1),
     )
     # A patient caller: stays on the line 5 s after the apology, so the server hangs up first.
@@ -163,6 +170,91 @@ async def test_an_unreachable_live_api_leads_to_the_fallback_not_dead_air(
     assert call.ended_reason == "error"
     assert report.ended_by == "server hung up"
     assert voiced_ms(report.heard) > 5000  # the apology, heard to its end
+    assert_nothing_left_running(call)
+
+
+def dead_live_api() -> DeveloperApiTarget:
+    """A Live API endpoint where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    return DeveloperApiTarget(base_url=f"ws://127.0.0.1:{dead}")
+
+
+@pytest.fixture
+async def twilio_api() -> AsyncIterator[TwilioApiSimulator]:
+    async with TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
+        yield rest
+
+
+SORRY = "Sorry, our assistant is not available. Let me put you through."
+
+
+@pytest.mark.parametrize(
+    ("fallback", "said", "ended_by", "transferred_to"),
+    [
+        (
+            FallbackConfig(message=SORRY, transfer_to="+15555550142"),
+            (SORRY,),
+            ENDED_BY_REST_TRANSFER,
+            "+15555550142",
+        ),
+        (FallbackConfig(transfer_to="+15555550142"), (), ENDED_BY_REST_TRANSFER, "+15555550142"),
+        (
+            FallbackConfig(message="Sorry, please call back later."),
+            None,
+            ENDED_BY_REST_HANG_UP,
+            None,
+        ),
+    ],
+    ids=["message-then-transfer", "transfer", "message-then-hang-up"],
+)
+async def test_an_unreachable_live_api_leads_to_the_configured_fallback(
+    start_bridge: BridgeFactory,
+    twilio_api: TwilioApiSimulator,
+    fallback: FallbackConfig,
+    said: tuple[str, ...] | None,
+    ended_by: str,
+    transferred_to: str | None,
+) -> None:
+    bridge = await start_bridge(
+        agent=AgentConfig(fallback=fallback),
+        live_target=dead_live_api(),
+        reconnect_policy=ReconnectPolicy(deadline_s=2.0, first_delay_s=0.1),
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=twilio_api.url,
+    )
+    report = await place_call(
+        CarrierOptions(url=bridge.url, auth_token=AUTH_TOKEN, gap_ms=5000),
+        [caller_clip("goodbye")],
+        rest=twilio_api,
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "error"
+    assert report.ended_by == ended_by
+    assert report.transferred_to == transferred_to
+    # Twilio said the configured message; the bundled recording never played over the stream.
+    assert report.twilio_said == (said if said is not None else (fallback.message,))
+    assert voiced_ms(report.heard) == 0
+    assert [update.status for update in twilio_api.updates] == [200]
+    assert_nothing_left_running(call)
+
+
+async def test_without_twilios_rest_api_a_configured_fallback_plays_the_bundled_apology(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge(
+        agent=AgentConfig(fallback=FallbackConfig(message=SORRY, transfer_to="+15555550142")),
+        live_target=dead_live_api(),
+        reconnect_policy=ReconnectPolicy(deadline_s=2.0, first_delay_s=0.1),
+    )
+    report = await place_call(CarrierOptions(url=bridge.url, gap_ms=5000), [caller_clip("goodbye")])
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "error"
+    assert report.ended_by == "server hung up"
+    assert report.transferred_to is None
+    assert voiced_ms(report.heard) > 5000  # the apology, rather than dead air
     assert_nothing_left_running(call)
 
 

@@ -28,7 +28,7 @@ from agent.sim.carrier import (
     parse_stream_twiml,
     voice_webhook_params,
 )
-from agent.sim.carrier.rest import _twiml_verb
+from agent.sim.carrier.rest import UpdateTwiml, read_update_twiml
 
 CALL_SID = "CA" + "c" * 32
 ACCOUNT_SID = "AC" + "a" * 32
@@ -638,23 +638,53 @@ def test_a_call_that_already_ended_ignores_rest_updates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("twiml", "verb", "number"),
+    ("twiml", "followed"),
     [
-        ("<Response><Dial>+15555550123</Dial></Response>", "Dial", "+15555550123"),
+        (
+            "<Response><Dial>+15555550123</Dial></Response>",
+            UpdateTwiml((), "Dial", "+15555550123"),
+        ),
         (
             "<Response><Dial> <Number>+15555550124</Number></Dial></Response>",
-            "Dial",
-            "+15555550124",
+            UpdateTwiml((), "Dial", "+15555550124"),
         ),
-        ("<Response><Hangup/></Response>", "Hangup", None),
-        ("<Response><Say>Bye</Say><Hangup/></Response>", "Say", None),
+        ("<Response><Hangup/></Response>", UpdateTwiml((), "Hangup")),
+        (
+            "<Response><Say>Bye</Say><Hangup/><Say>never</Say></Response>",
+            UpdateTwiml(("Bye",), "Hangup"),
+        ),
+        (
+            "<Response><Say>Hold on.</Say><Pause/><Dial>+15555550125</Dial></Response>",
+            UpdateTwiml(("Hold on.",), "Dial", "+15555550125"),
+        ),
+        # The document runs out: Twilio ends the call.
+        (
+            "<Response><Say>Sorry,\n  goodbye.</Say></Response>",
+            UpdateTwiml(("Sorry, goodbye.",), "Hangup"),
+        ),
+        (
+            "<Response><Say>One</Say><Redirect>/next</Redirect></Response>",
+            UpdateTwiml(("One",), "Redirect"),
+        ),
     ],
 )
-def test_rest_twiml_is_read_for_its_first_verb(twiml: str, verb: str, number: str | None) -> None:
-    assert _twiml_verb(twiml) == (verb, number)
+def test_rest_twiml_is_followed_verb_by_verb(twiml: str, followed: UpdateTwiml) -> None:
+    assert read_update_twiml(twiml) == followed
+
+
+def test_what_twilio_said_is_in_the_report() -> None:
+    phone = make_phone([])
+    phone.connect({})
+    phone.said_by_twilio("Sorry, one moment.")
+    [stop] = phone.redirect_via_rest("+15555550123")
+    assert stop["event"] == "stop"
+    phone.said_by_twilio("too late: the call has moved on")
+    report = phone.report()
+    assert report.twilio_said == ("Sorry, one moment.",)
+    assert "Twilio said: 'Sorry, one moment.'" in report.summary()
 
 
 @pytest.mark.parametrize("twiml", ["<Response><Dial>", "<Dial>+1</Dial>", "<Response/>"])
 def test_rest_twiml_that_twilio_could_not_parse_is_refused(twiml: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (the message depends on the parser)
-        _twiml_verb(twiml)
+        read_update_twiml(twiml)

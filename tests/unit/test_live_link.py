@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -289,29 +288,45 @@ async def test_a_refused_handle_falls_back_to_a_fresh_session() -> None:
     await link.close()
 
 
-async def test_retries_with_backoff_then_gives_up_at_the_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_retries_with_backoff_then_gives_up_at_the_deadline() -> None:
     refusals = [LiveConnectError("connection refused") for _ in range(1000)]
     service = FakeService(failures=refusals)
-    link = LiveLink(
-        service.open,  # type: ignore[arg-type]
-        ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.004, deadline_s=0.05),
-    )
     slept: list[float] = []
-    real_sleep = asyncio.sleep
 
     async def recording_sleep(seconds: float) -> None:
         slept.append(seconds)
-        await real_sleep(seconds)
+        await asyncio.sleep(seconds)
 
-    monkeypatch.setattr(random, "random", lambda: 0.5)  # jitter factor exactly 1
-    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    link = LiveLink(
+        service.open,  # type: ignore[arg-type]
+        ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.004, deadline_s=0.05),
+        sleep=recording_sleep,
+        jitter=lambda: 0.5,  # jitter factor exactly 1
+    )
     with pytest.raises(LiveUnavailableError, match="no Live connection"):
         await link.start()
     # The delay doubles up to its cap, and every wait is followed by another attempt.
     assert slept[:4] == pytest.approx([0.001, 0.002, 0.004, 0.004])
     assert len(service.attempts) == len(slept) + 1
+
+
+async def test_waits_between_attempts_are_jittered() -> None:
+    service = FakeService(failures=[LiveConnectError("refused"), LiveConnectError("refused")])
+    slept: list[float] = []
+    draws = iter([0.0, 0.999])
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    link = LiveLink(
+        service.open,  # type: ignore[arg-type]
+        ReconnectPolicy(first_delay_s=0.1, max_delay_s=1.0),
+        sleep=recording_sleep,
+        jitter=lambda: next(draws),
+    )
+    await link.start()
+    assert slept == pytest.approx([0.1 * 0.5, 0.2 * 1.499])
+    await link.close()
 
 
 async def test_a_transient_refusal_is_retried() -> None:

@@ -108,3 +108,60 @@ def test_an_unknown_mark_is_ignored() -> None:
     playback.mark()
     assert not playback.mark_played("someone-else", now=0.1)
     assert playback.pending_marks == 1
+
+
+# -- "everything played": no model turn open, no mark pending --------------------------------------
+
+
+def test_everything_is_played_once_the_turn_is_over_and_its_last_mark_echoed() -> None:
+    changes: list[bool] = []
+    playback = Playback(on_drained=changes.append)
+    assert playback.drained
+    playback.start_turn()
+    assert playback.turn_open
+    assert not playback.drained
+    playback.sent(10, now=0.0)
+    first = playback.mark()
+    playback.sent(10, now=0.0)
+    last = playback.mark()
+    assert playback.mark_played(first, now=0.2)
+    assert not playback.drained  # the model may still be speaking
+    playback.end_turn()
+    assert not playback.drained  # over, but Twilio has not played its end yet
+    assert playback.mark_played(last, now=0.4)
+    assert playback.drained
+    assert changes == [False, True]  # told of each change, once
+
+
+def test_a_turn_whose_marks_were_all_echoed_is_played_when_it_ends() -> None:
+    changes: list[bool] = []
+    playback = Playback(on_drained=changes.append)
+    playback.start_turn()
+    playback.sent(5, now=0.0)
+    assert playback.mark_played(playback.mark(), now=0.1)
+    assert not playback.drained
+    playback.end_turn()
+    assert playback.drained
+    playback.end_turn()  # ending it twice changes nothing
+    assert changes == [False, True]
+
+
+def test_a_clear_ends_the_turn_and_leaves_nothing_to_play() -> None:
+    changes: list[bool] = []
+    playback = Playback(on_drained=changes.append)
+    playback.start_turn()
+    playback.sent(50, now=0.0)
+    stale = playback.mark()
+    playback.clear(now=0.3)
+    assert not playback.turn_open
+    assert playback.drained
+    assert not playback.mark_played(stale, now=0.31)  # the clear's echo
+    assert playback.drained
+    assert changes == [False, True]
+
+
+def test_an_unknown_echo_does_not_drain_an_open_turn() -> None:
+    playback = Playback()
+    playback.start_turn()
+    assert not playback.mark_played("m99", now=0.0)
+    assert not playback.drained

@@ -34,8 +34,6 @@ from agent.config.tools import (
 from agent.crm import Crm
 from agent.errors import ConfigError
 from agent.observability.metrics import Metrics
-from agent.sim.carrier import CarrierOptions, Phone, TwilioApiSimulator, new_sid
-from agent.telephony.rest import TwilioRest
 from agent.tools import (
     GENERIC_FAILURE,
     CallContext,
@@ -525,43 +523,6 @@ async def test_transfer_call_returns_the_configured_number(make_toolbox: Any) ->
     )
     assert outcome.response == {"result": "transferring the call"}
     assert outcome.action == TransferCall("+15555550123")  # never the model's number
-
-
-async def test_perform_carries_out_actions_through_the_rest_api(
-    http: aiohttp.ClientSession, crm: Crm
-) -> None:
-    async with TwilioApiSimulator(auth_token="token-for-the-tests") as simulator:
-        phones = []
-        for _ in range(2):
-            phone = Phone(
-                CarrierOptions(),
-                [],
-                call_sid=new_sid("CA"),
-                account_sid=simulator.account_sid,
-                stream_sid=new_sid("MZ"),
-            )
-            simulator.attach(phone)
-            phones.append(phone)
-        twilio = TwilioRest(
-            http,
-            account_sid=simulator.account_sid,
-            auth_token="token-for-the-tests",
-            base_url=simulator.url,
-        )
-        toolbox = Toolbox([], http=http, crm=crm, twilio=twilio)
-        hang_up, transfer = (
-            CallContext(**{**_fields(CONTEXT), "call_sid": p.call_sid}) for p in phones
-        )
-        assert await toolbox.perform(EndCall(), hang_up) is True
-        assert await toolbox.perform(TransferCall("+15555550123"), transfer) is True
-    assert phones[0].report().ended_by == "hung up via REST"
-    assert phones[1].report().transferred_to == "+15555550123"
-
-
-async def test_perform_without_a_rest_client_says_so(make_toolbox: Any) -> None:
-    with capture_logs() as logs:
-        assert await make_toolbox().perform(EndCall(), CONTEXT) is False
-    assert logs[0]["event"] == "tool.action_without_rest_api"
 
 
 # -- validation ------------------------------------------------------------------------------------

@@ -103,6 +103,37 @@ async def test_transfer_dials_the_number_and_ends_the_stream(
     assert [m["event"] for m in sent] == ["stop"]
 
 
+async def test_a_transfer_can_be_announced_by_twilios_text_to_speech(
+    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
+) -> None:
+    phone, sent = live_phone(simulator)
+    await rest(http, simulator.url).transfer(
+        phone.call_sid, "+15555550123", announce="Putting you through <now> & then"
+    )
+    [update] = simulator.updates
+    assert update.params == {
+        "Twiml": "<Response><Say>Putting you through &lt;now&gt; &amp; then</Say>"
+        "<Dial>+15555550123</Dial></Response>"
+    }
+    report = phone.report()
+    assert report.twilio_said == ("Putting you through <now> & then",)
+    assert report.transferred_to == "+15555550123"
+    assert [m["event"] for m in sent] == ["stop"]
+
+
+async def test_say_and_hang_up_speaks_then_ends_the_call(
+    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
+) -> None:
+    phone, sent = live_phone(simulator)
+    await rest(http, simulator.url).say_and_hang_up(phone.call_sid, "Sorry, goodbye.")
+    [update] = simulator.updates
+    assert update.params == {"Twiml": "<Response><Say>Sorry, goodbye.</Say><Hangup/></Response>"}
+    report = phone.report()
+    assert report.twilio_said == ("Sorry, goodbye.",)
+    assert report.ended_by == "hung up via REST"
+    assert [m["event"] for m in sent] == ["stop"]
+
+
 async def test_transferring_a_call_that_has_ended_is_an_error_with_twilios_code(
     http: aiohttp.ClientSession, simulator: TwilioApiSimulator
 ) -> None:

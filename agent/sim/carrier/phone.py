@@ -141,6 +141,8 @@ class CallReport:
     ended_by: str
     #: The number a REST ``<Dial>`` moved the call to (None: not transferred).
     transferred_to: str | None = None
+    #: What Twilio's text-to-speech said to the caller, from REST ``<Say>`` verbs, in order.
+    twilio_said: tuple[str, ...] = ()
 
     def reply_latencies_ms(self) -> list[int | None]:
         """Per utterance, the time from its end to the first reply audio heard (None: no reply)."""
@@ -158,6 +160,7 @@ class CallReport:
         lines = [
             f"call {self.call_sid} (stream {self.stream_sid}): {self.ended_by} after {call_s:.1f} s"
         ]
+        lines.extend(f"  Twilio said: {_short(text)!r}" for text in self.twilio_said)
         if self.transferred_to is not None:
             lines.append(f"  transferred to {self.transferred_to}")
         for n, (utt, latency) in enumerate(
@@ -288,6 +291,7 @@ class Phone:
         self._protocol_errors: list[str] = []
         self._ended_by: str | None = None
         self._transferred_to: str | None = None
+        self._twilio_said: list[str] = []
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -392,6 +396,12 @@ class Phone:
         """Record something Twilio would reject or warn about that the phone did not see itself."""
         self._protocol_errors.append(problem)
 
+    def said_by_twilio(self, text: str) -> None:
+        """A REST update's ``<Say>``: Twilio speaks ``text`` to the caller (recorded, not
+        synthesised: the stream has ended, so it is not part of ``heard``)."""
+        if self._ended_by is None:
+            self._twilio_said.append(text)
+
     def hang_up_via_rest(self) -> list[Message]:
         """The REST API completed the call (``Status=completed``): the stream stops.
 
@@ -442,6 +452,7 @@ class Phone:
             protocol_errors=list(self._protocol_errors),
             ended_by=self._ended_by or ENDED_BY_CALLER,
             transferred_to=self._transferred_to,
+            twilio_said=tuple(self._twilio_said),
         )
 
     # -- the caller's script -----------------------------------------------------------------------

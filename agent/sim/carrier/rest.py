@@ -62,9 +62,11 @@ class TwilioApiSimulator:
 
     * ``Status=completed`` ends the call: the stream gets its ``stop`` and the report says
       ``hung up via REST`` (:data:`ENDED_BY_REST_HANG_UP`);
-    * ``Twiml`` with ``<Dial>`` ends the stream and records the number the call moved to
-      (``transferred via REST``, ``CallReport.transferred_to``); ``<Hangup/>`` hangs up; any other
-      TwiML, or ``Url``, ends the stream as ``redirected via REST``;
+    * ``Twiml`` ends the stream; its verbs are followed in order, as Twilio would: each
+      ``<Say>`` is recorded as spoken (``CallReport.twilio_said``), ``<Pause>`` and ``<Play>``
+      pass, ``<Dial>`` records the number the call moved to (``transferred via REST``,
+      ``CallReport.transferred_to``), ``<Hangup/>`` or the end of the document hangs up; any
+      other verb, or ``Url``, ends the stream as ``redirected via REST``;
     * an unknown CallSid, or a call that has ended, is a 404 with code 20404, as Twilio answers.
 
     Requests must carry HTTP Basic credentials: the account SID and ``auth_token``. Without an
@@ -177,13 +179,16 @@ class TwilioApiSimulator:
                 twiml = None  # Twilio follows the Url
             if twiml is not None:
                 try:
-                    verb, dial = _twiml_verb(twiml)
+                    document = read_update_twiml(twiml)
                 except ValueError as exc:
                     return error(400, _PARSE_FAILURE_CODE, f"Document parse failure: {exc}")
-                if verb == "Hangup":
+                dial = document.dial
+                for text in document.said:
+                    phone.said_by_twilio(text)
+                if document.ending == "Hangup":
                     messages = phone.hang_up_via_rest()
                 else:
-                    if verb == "Dial" and (dial is None or not is_e164(dial)):
+                    if document.ending == "Dial" and (dial is None or not is_e164(dial)):
                         phone.note_problem(f"REST <Dial> to {dial!r}, not an E.164 number")
                     messages = phone.redirect_via_rest(dial)
             else:
@@ -225,17 +230,42 @@ class TwilioApiSimulator:
         )
 
 
-def _twiml_verb(twiml: str) -> tuple[str, str | None]:
-    """The first verb of a REST update's TwiML, and for ``<Dial>`` the number dialled."""
+#: Verbs that neither end nor move the call: Twilio carries on with the next one.
+_PASSING_VERBS: Final = frozenset({"Say", "Pause", "Play"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTwiml:
+    """What a REST update's TwiML does to the call, as far as the simulator follows it."""
+
+    #: The text of each ``<Say>`` Twilio speaks before the call ends or moves on.
+    said: tuple[str, ...]
+    #: ``"Dial"``, ``"Hangup"`` (also when the document runs out: Twilio then ends the call), or
+    #: the name of another verb, which takes the call somewhere the simulator does not follow.
+    ending: str
+    #: For ``<Dial>``, the number dialled.
+    dial: str | None = None
+
+
+def read_update_twiml(twiml: str) -> UpdateTwiml:
+    """Follow a REST update's TwiML verb by verb, as Twilio executes it (``ValueError`` when it
+    is not a ``<Response>`` with at least one verb, which Twilio could not parse either)."""
     try:
         root = ET.fromstring(twiml)
     except ET.ParseError as exc:
         raise ValueError(str(exc)) from exc
     if root.tag != "Response" or len(root) == 0:
         raise ValueError("expected <Response> with at least one verb")
-    verb = root[0]
-    if verb.tag != "Dial":
-        return verb.tag, None
-    number = verb.find("Number")
-    text = number.text if number is not None else verb.text
-    return "Dial", (text or "").strip() or None
+    said: list[str] = []
+    for verb in root:
+        if verb.tag == "Say":
+            said.append(" ".join((verb.text or "").split()))
+        elif verb.tag == "Dial":
+            # Without an action URL Twilio would go on after the dialled call ends; the caller is
+            # elsewhere by then, which is as far as the simulator follows.
+            number = verb.find("Number")
+            text = number.text if number is not None else verb.text
+            return UpdateTwiml(tuple(said), "Dial", (text or "").strip() or None)
+        elif verb.tag not in _PASSING_VERBS:
+            return UpdateTwiml(tuple(said), verb.tag)
+    return UpdateTwiml(tuple(said), "Hangup")

@@ -1,0 +1,154 @@
+"""The call's clocks: keypad groups, the idle caller, the wrap-up prompt and the time limit.
+
+Pure and synchronous, like :class:`~agent.call.dtmf.DtmfCollector` (which it owns): the session
+reports what happened and when (the caller spoke, pressed a key, the model's audio will play until
+some time), asks for :meth:`CallTimers.next_deadline`, sleeps until then, and asks
+:meth:`CallTimers.expired` what fired. A deadline may move later after it was read (the caller
+spoke meanwhile): waking early is harmless, since ``expired`` then reports nothing. Only a key press
+can bring a deadline closer, so only a key press needs to wake the sleeper.
+
+Idle detection follows both parties: the call is idle when neither the caller (speech, keys) nor
+the model (until its audio has played out) has been heard for ``idle_timeout_s``. The first time,
+the model is asked to check on the caller; if the caller stays silent for another
+``idle_timeout_s`` the call ends. Only the caller can undo a check-in: the model's own check-in
+audio keeps the line busy but does not count as the caller coming back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.config.models import CallPolicy
+
+from .dtmf import DtmfCollector
+
+
+@dataclass(frozen=True, slots=True)
+class KeypadGroup:
+    """The caller paused after typing digits: send them to the model as one message."""
+
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class WrapUp:
+    """The time limit is ``wrap_up_before_s`` away: ask the model to wrap up (once per call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdleCheck:
+    """Nobody has been heard for the idle timeout: ask the model to check on the caller."""
+
+    silent_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleTimeout:
+    """Still silent a whole idle timeout after the check-in: end the call."""
+
+    silent_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class MaxDuration:
+    """The call reached its time limit: end it."""
+
+    seconds: float
+
+
+TimerEvent = KeypadGroup | WrapUp | IdleCheck | IdleTimeout | MaxDuration
+#: The events after which the call is over (``expired`` reports nothing after one of them).
+ENDING = (IdleTimeout, MaxDuration)
+
+
+class CallTimers:
+    """One call's timers, from ``began`` (the call's start on the session's clock)."""
+
+    def __init__(self, policy: CallPolicy, began: float) -> None:
+        self._policy = policy
+        self._began = began
+        self._keypad = DtmfCollector(policy.dtmf_group_timeout_s)
+        self._last_activity = began  # either party: caller speech, keys, or model audio playing
+        self._last_caller_activity = began
+        self._idle_checked_at: float | None = None  # when the model was asked to check in
+        self._wrap_up_sent = False
+
+    # -- what happened ----------------------------------------------------------------------------
+
+    def caller_spoke(self, now: float) -> None:
+        """The caller is speaking at ``now`` (the bridge's VAD, frame by frame)."""
+        self._last_activity = self._last_caller_activity = now
+
+    def key_pressed(self, digit: str, now: float) -> str | None:
+        """The caller pressed ``digit``; returns the group it completes (a terminator), if any.
+        The keypad group's deadline may now be the next one: wake whoever sleeps on it."""
+        self._last_activity = self._last_caller_activity = now
+        return self._keypad.press(digit, now)
+
+    def agent_heard_until(self, until: float) -> None:
+        """The model's audio sent so far plays until ``until``: the line is busy till then."""
+        self._last_activity = max(self._last_activity, until)
+
+    @property
+    def last_caller_activity(self) -> float:
+        """When the caller was last heard (speech or keys); the call's start if never."""
+        return self._last_caller_activity
+
+    # -- what is due -----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest time something may fire (None: nothing is pending)."""
+        deadlines = [self._keypad.deadline, self._duration_deadline(), self._idle_deadline()]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def expired(self, now: float) -> list[TimerEvent]:
+        """What fired by ``now``, in the order to act on it; an ending event comes last."""
+        fired: list[TimerEvent] = []
+        digits = self._keypad.due(now)
+        if digits:
+            fired.append(KeypadGroup(digits))
+        policy = self._policy
+        if policy.max_duration_s is not None:
+            elapsed = now - self._began
+            if elapsed >= policy.max_duration_s:
+                fired.append(MaxDuration(policy.max_duration_s))
+                return fired
+            wrap_up_at = policy.max_duration_s - policy.wrap_up_before_s
+            if not self._wrap_up_sent and elapsed >= wrap_up_at:
+                self._wrap_up_sent = True
+                fired.append(WrapUp())
+        if policy.idle_timeout_s is not None:
+            idle = self._idle(now, policy.idle_timeout_s)
+            if idle is not None:
+                fired.append(idle)
+        return fired
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _duration_deadline(self) -> float | None:
+        policy = self._policy
+        if policy.max_duration_s is None:
+            return None
+        end = self._began + policy.max_duration_s
+        return end if self._wrap_up_sent else end - policy.wrap_up_before_s
+
+    def _idle_since(self) -> float:
+        """Where the current idle period started: the last activity, or the check-in."""
+        return max(self._last_activity, self._idle_checked_at or self._began)
+
+    def _idle_deadline(self) -> float | None:
+        timeout = self._policy.idle_timeout_s
+        return None if timeout is None else self._idle_since() + timeout
+
+    def _idle(self, now: float, timeout_s: float) -> IdleCheck | IdleTimeout | None:
+        checked = self._idle_checked_at
+        if checked is not None and self._last_caller_activity > checked:
+            # The caller came back after the check-in: the next silence gets a check-in again.
+            self._idle_checked_at = None
+        if now - self._idle_since() < timeout_s:
+            return None
+        silent_s = round(now - self._last_activity, 1)
+        if self._idle_checked_at is None:
+            self._idle_checked_at = now
+            return IdleCheck(silent_s)
+        return IdleTimeout(silent_s)

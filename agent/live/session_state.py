@@ -1,0 +1,160 @@
+"""What :class:`~agent.live.link.LiveLink` must remember to replace a connection without the caller
+noticing, kept apart from the awaits: pure and synchronous, the link passes events and times in.
+
+:class:`ResumptionState` follows the server's side: the newest resumable handle, whether the model
+is between turns, whether that handle was issued between turns (*fresh*: it covers the last
+exchange), and when a ``goAway`` says the connection must be left. A ``goAway`` switch waits for
+the quietest moment (between turns with a fresh handle) and at the latest a margin before the
+server's ``timeLeft`` runs out.
+
+:class:`HeldMessages` follows the client's side: messages held while there is no connection
+(bounded for caller audio, oldest frame dropped first, never a tool result or text turn), and the
+last moments of caller audio sent on the current connection, to be sent again after an abnormal
+close since the server may never have read them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from agent.live.protocol import (
+    GoAway,
+    LiveEvent,
+    ModelAudio,
+    ResumptionHandle,
+    ToolCallRequested,
+    TurnComplete,
+)
+
+
+class ResumptionState:
+    """The newest handle, the model's turn state and the ``goAway`` deadline of one Live session."""
+
+    def __init__(self, go_away_margin_s: float) -> None:
+        self._go_away_margin_s = go_away_margin_s
+        self.handle: str | None = None
+        self._between_turns = True
+        # The newest handle was issued since the last turn ended: resuming from it loses nothing.
+        self._handle_fresh = False
+        self.go_away_at: float | None = None
+
+    def observe(self, event: LiveEvent, now: float) -> None:
+        """A server event arrived at ``now``."""
+        kind = type(event)
+        if kind is ModelAudio or kind is ToolCallRequested:
+            # A turn (or a tool call) in progress: the newest handle no longer covers it.
+            self._between_turns = False
+            self._handle_fresh = False
+        elif kind is TurnComplete:
+            self._between_turns = True
+        elif kind is ResumptionHandle:
+            assert isinstance(event, ResumptionHandle)
+            if event.resumable and event.handle:
+                self.handle = event.handle
+                # Issued mid-turn, it resumes into the middle of that turn: not fresh.
+                self._handle_fresh = self._between_turns
+            else:
+                self._handle_fresh = False
+        elif kind is GoAway:
+            assert isinstance(event, GoAway)
+            self.go_away_at = now + max(0.0, event.time_left_s - self._go_away_margin_s)
+
+    @property
+    def switch_now(self) -> bool:
+        """A ``goAway`` is pending and this is the quietest moment to act on it: the model's turn
+        is over and the handle covers it."""
+        return self.go_away_at is not None and self._between_turns and self._handle_fresh
+
+    def handle_refused(self) -> None:
+        """The service rejected the handle (expired, unknown): the next session starts afresh."""
+        self.handle = None
+
+    def connected(self) -> None:
+        """A new connection's events begin: no ``goAway`` from it yet."""
+        self.go_away_at = None
+
+    def switching(self) -> None:
+        """The connection is being replaced: the new one starts between turns, with no handle
+        issued on it yet (the one resumed from has been used)."""
+        self._between_turns, self._handle_fresh = True, False
+
+
+class HeldMessages:
+    """Client messages waiting for a connection, and recent caller audio kept for a replay."""
+
+    def __init__(self, *, max_audio_frames: int, replay_s: float) -> None:
+        self._max_audio_frames = max_audio_frames
+        self._replay_s = replay_s
+        self._held: deque[tuple[str, bool]] = deque()  # (message, is caller audio), in order
+        self._recent: deque[tuple[float, str]] = deque()  # (sent at, audio message)
+        self._held_audio = 0  # caller frames held since the last switch ended
+        self._dropped_audio = 0
+        self._replaying = 0
+        self.replayed_frames = 0  # over the whole session
+
+    # -- the current connection -------------------------------------------------------------------
+
+    def sent(self, message: str, *, audio: bool, now: float) -> None:
+        """``message`` went out on the current connection at ``now``."""
+        if not audio:
+            return
+        recent = self._recent
+        recent.append((now, message))
+        horizon = now - self._replay_s
+        while recent[0][0] < horizon:
+            recent.popleft()
+
+    def replay_recent(self) -> None:
+        """The connection closed abnormally: what it was last sent goes out again, ahead of what
+        is held for the next one."""
+        replay = [(message, True) for _, message in self._recent]
+        self._recent.clear()
+        self._held.extendleft(reversed(replay))
+        self._held_audio += len(replay)
+        self._replaying += len(replay)
+        self.replayed_frames += len(replay)
+
+    def forget_recent(self) -> None:
+        """We closed the connection after our last frame: the server read everything."""
+        self._recent.clear()
+
+    # -- no connection ----------------------------------------------------------------------------
+
+    def hold(self, message: str, *, audio: bool) -> None:
+        """Keep ``message`` for the next connection; past the bound, drop the oldest caller
+        frame (never a tool result or text turn)."""
+        if audio:
+            if self._held_audio >= self._max_audio_frames:
+                for i, (_, held_audio) in enumerate(self._held):
+                    if held_audio:
+                        del self._held[i]
+                        self._held_audio -= 1
+                        self._dropped_audio += 1
+                        break
+            self._held_audio += 1
+        self._held.append((message, audio))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def first(self) -> str | None:
+        """The oldest held message (None: nothing is held)."""
+        return self._held[0][0] if self._held else None
+
+    def first_sent(self) -> None:
+        """:meth:`first` went out on the new connection: it leaves the buffer only now, so a
+        connection that fails mid-flush loses nothing."""
+        self._held.popleft()
+
+    # -- switches ---------------------------------------------------------------------------------
+
+    def switch_started(self) -> tuple[int, int]:
+        """A switch begins: (messages held for it so far, caller frames among them replayed)."""
+        replayed, self._replaying = self._replaying, 0
+        return len(self._held), replayed
+
+    def switch_done(self) -> int:
+        """Everything held went out on the new connection: caller frames dropped to the bound."""
+        self._held_audio = 0
+        dropped, self._dropped_audio = self._dropped_audio, 0
+        return dropped

@@ -1,0 +1,101 @@
+"""CallTimers: keypad groups, idle callers, wrap-up and the time limit, with literal times."""
+
+from __future__ import annotations
+
+from agent.call.timers import (
+    CallTimers,
+    IdleCheck,
+    IdleTimeout,
+    KeypadGroup,
+    MaxDuration,
+    WrapUp,
+)
+from agent.config.models import CallPolicy
+
+IDLE_ONLY = CallPolicy(idle_timeout_s=10.0, max_duration_s=None)
+
+
+def test_a_silent_call_is_checked_on_then_ended() -> None:
+    timers = CallTimers(IDLE_ONLY, began=100.0)
+    assert timers.next_deadline() == 110.0
+    assert timers.expired(109.9) == []
+    assert timers.expired(110.0) == [IdleCheck(silent_s=10.0)]
+    assert timers.next_deadline() == 120.0  # a whole timeout after the check-in
+    assert timers.expired(119.0) == []
+    assert timers.expired(120.0) == [IdleTimeout(silent_s=20.0)]
+
+
+def test_the_caller_speaking_restarts_the_idle_timer() -> None:
+    timers = CallTimers(IDLE_ONLY, began=0.0)
+    timers.caller_spoke(6.0)
+    assert timers.next_deadline() == 16.0
+    assert timers.expired(10.0) == []  # the old deadline: nothing fires
+    assert timers.expired(16.0) == [IdleCheck(silent_s=10.0)]
+
+
+def test_the_caller_speaking_again_after_a_check_in_restarts_the_idle_timer() -> None:
+    timers = CallTimers(IDLE_ONLY, began=0.0)
+    assert timers.expired(10.0) == [IdleCheck(silent_s=10.0)]
+    timers.caller_spoke(14.0)  # "yes, I'm still here"
+    assert timers.next_deadline() == 24.0
+    assert timers.expired(20.0) == []  # when the call would have ended without the reply
+    # A new silence gets a new check-in, not the end of the call.
+    assert timers.expired(24.0) == [IdleCheck(silent_s=10.0)]
+    assert timers.expired(34.0) == [IdleTimeout(silent_s=20.0)]
+
+
+def test_the_models_check_in_keeps_the_line_busy_but_does_not_undo_it() -> None:
+    timers = CallTimers(IDLE_ONLY, began=0.0)
+    assert timers.expired(10.0) == [IdleCheck(silent_s=10.0)]
+    timers.agent_heard_until(13.0)  # the model asks "are you still there?", heard until 13 s
+    assert timers.next_deadline() == 23.0
+    assert timers.expired(20.0) == []
+    assert timers.expired(23.0) == [IdleTimeout(silent_s=10.0)]
+
+
+def test_the_model_speaking_delays_the_idle_check() -> None:
+    timers = CallTimers(IDLE_ONLY, began=0.0)
+    timers.agent_heard_until(8.0)
+    timers.agent_heard_until(5.0)  # a later report of an earlier end moves nothing back
+    assert timers.next_deadline() == 18.0
+    assert timers.last_caller_activity == 0.0  # the model is not the caller
+
+
+def test_keys_are_caller_activity_and_pause_into_groups() -> None:
+    policy = CallPolicy(dtmf_group_timeout_s=2.0, idle_timeout_s=10.0, max_duration_s=None)
+    timers = CallTimers(policy, began=0.0)
+    assert timers.key_pressed("4", 5.0) is None
+    assert timers.key_pressed("2", 5.5) is None
+    assert timers.last_caller_activity == 5.5
+    assert timers.next_deadline() == 7.5  # the keypad group, before the idle check at 15.5
+    assert timers.expired(7.5) == [KeypadGroup("42")]
+    assert timers.next_deadline() == 15.5
+    assert timers.key_pressed("9", 8.0) is None
+    assert timers.key_pressed("#", 8.5) == "9"  # a terminator completes the group at once
+    assert timers.next_deadline() == 18.5
+
+
+def test_the_wrap_up_comes_once_before_the_time_limit() -> None:
+    policy = CallPolicy(max_duration_s=60.0, wrap_up_before_s=15.0, idle_timeout_s=None)
+    timers = CallTimers(policy, began=1000.0)
+    assert timers.next_deadline() == 1045.0
+    assert timers.expired(1044.0) == []
+    assert timers.expired(1045.0) == [WrapUp()]
+    assert timers.next_deadline() == 1060.0
+    assert timers.expired(1050.0) == []  # no second wrap-up
+    assert timers.expired(1060.0) == [MaxDuration(seconds=60.0)]
+
+
+def test_the_time_limit_ends_the_call_before_anything_else_is_acted_on() -> None:
+    policy = CallPolicy(max_duration_s=30.0, wrap_up_before_s=5.0, idle_timeout_s=10.0)
+    timers = CallTimers(policy, began=0.0)
+    timers.key_pressed("1", 29.0)
+    # Late (a busy loop): the keypad group is sent, the time limit ends the call, and neither
+    # the wrap-up nor an idle check is asked of a model about to be hung up on.
+    assert timers.expired(31.5) == [KeypadGroup("1"), MaxDuration(seconds=30.0)]
+
+
+def test_without_limits_nothing_is_ever_due() -> None:
+    timers = CallTimers(CallPolicy(max_duration_s=None, idle_timeout_s=None), began=0.0)
+    assert timers.next_deadline() is None
+    assert timers.expired(1e9) == []

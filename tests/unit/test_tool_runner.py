@@ -1,0 +1,120 @@
+"""ToolRunner: one call's function calls as tasks, and the per-call limit on how many run at once.
+
+The toolbox and the Live link are fakes: a tool here runs until the test lets it finish, so what
+is running when the next request arrives is decided by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from agent.call.tools import ToolRunner
+from agent.config.tools import ToolSpec
+from agent.live.protocol import FunctionCall
+from agent.records.store import CallRecorder
+from agent.tools import CallContext, ToolOutcome
+
+CONTEXT = CallContext(
+    call_sid="CA" + "1" * 32,
+    account_sid="AC" + "a" * 32,
+    stream_sid="MZ" + "5" * 32,
+    agent="tester",
+    caller_number=None,
+    called_number=None,
+    local_time="2025-06-02T10:00:00-04:00",
+)
+TOO_MANY = {"error": "Too many lookups are already running; try again in a moment."}
+
+
+class HeldToolbox:
+    """Every tool call waits for :attr:`finish`, then answers with its own id."""
+
+    def __init__(self) -> None:
+        self.finish = asyncio.Event()
+        self.started: list[str] = []
+
+    def spec(self, name: str) -> ToolSpec | None:
+        return None  # a BLOCKING tool: its result is sent as soon as it is ready
+
+    async def run(self, name: str, args: Mapping[str, Any], context: CallContext) -> ToolOutcome:
+        self.started.append(args["n"])
+        await self.finish.wait()
+        return ToolOutcome(response={"result": args["n"]}, outcome="ok", latency_s=0.0)
+
+
+class SentMessages:
+    """The Live link, as far as the runner uses it: tool responses, by call id."""
+
+    def __init__(self) -> None:
+        self.responses: dict[str, Any] = {}
+
+    async def send(self, message: str) -> None:
+        for response in json.loads(message)["toolResponse"]["functionResponses"]:
+            self.responses[response["id"]] = response["response"]
+
+
+def calls(*ids: str) -> list[FunctionCall]:
+    return [FunctionCall(id=i, name="lookup", args={"n": i}) for i in ids]
+
+
+async def settle() -> None:
+    """Let started tasks run up to their first wait (they wait on events, never on time)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def runner(toolbox: HeldToolbox, live: SentMessages, max_concurrent: int) -> ToolRunner:
+    async def no_action(action: object) -> None:
+        raise AssertionError("no tool here ends or moves the call")
+
+    return ToolRunner(
+        toolbox=toolbox,  # type: ignore[arg-type]
+        context=CONTEXT,
+        live=live,  # type: ignore[arg-type]
+        recorder=CallRecorder.discarding(CONTEXT.call_sid),
+        on_action=no_action,
+        max_concurrent=max_concurrent,
+    )
+
+
+async def test_calls_past_the_per_call_limit_are_refused_at_once() -> None:
+    toolbox, live = HeldToolbox(), SentMessages()
+    tools = runner(toolbox, live, max_concurrent=2)
+    async with asyncio.TaskGroup() as group:
+        tools.attach(group)
+        await tools.requested(calls("a", "b", "c"))
+        await settle()
+        # Two run; the third is told to try again, without waiting for the others.
+        assert toolbox.started == ["a", "b"]
+        assert sorted(tools.running) == ["a", "b"]
+        assert live.responses == {"c": TOO_MANY}
+        await tools.requested(calls("d"))
+        assert live.responses["d"] == TOO_MANY
+        toolbox.finish.set()
+    assert live.responses == {
+        "a": {"result": "a"},
+        "b": {"result": "b"},
+        "c": TOO_MANY,
+        "d": TOO_MANY,
+    }
+    assert tools.running == {}
+
+
+async def test_a_finished_or_cancelled_call_frees_its_place() -> None:
+    toolbox, live = HeldToolbox(), SentMessages()
+    tools = runner(toolbox, live, max_concurrent=1)
+    async with asyncio.TaskGroup() as group:
+        tools.attach(group)
+        await tools.requested(calls("a"))
+        await settle()
+        tools.cancelled(["a"])  # the model no longer wants it: nothing is sent for it
+        await settle()
+        await tools.requested(calls("b"))
+        await settle()
+        assert toolbox.started == ["a", "b"]
+        toolbox.finish.set()
+    assert live.responses == {"b": {"result": "b"}}
+    assert tools.stats.cancelled == 1
