@@ -25,6 +25,7 @@ from agent.sim.carrier import (
     UtteranceReport,
     load_caller_audio,
     new_sid,
+    parse_next_twiml,
     parse_stream_twiml,
     voice_webhook_params,
 )
@@ -688,3 +689,73 @@ def test_what_twilio_said_is_in_the_report() -> None:
 def test_rest_twiml_that_twilio_could_not_parse_is_refused(twiml: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (the message depends on the parser)
         read_update_twiml(twiml)
+
+
+# -- a stream lost while the call is up, and the next one ------------------------------------------
+
+SECOND_STREAM = "MZ" + "6" * 32
+
+
+def test_between_streams_the_caller_hears_silence_and_nothing_is_sent() -> None:
+    phone = make_phone([b"\x10" * 1600], lead_ms=0, max_duration_s=60)
+    phone.connect({})
+    ticks(phone, 2)
+    phone.receive_text(media(b"\x20" * 320))
+    phone.receive_text(mark("m1"))
+    phone.stream_lost()
+    assert not phone.streaming
+    assert not phone.finished
+    assert ticks(phone, 3) == []  # no socket: no frames, and the pending mark is never echoed
+    report = phone.report()
+    assert report.heard[-3 * 320 :] == ulaw_to_pcm16(SILENCE * 3)  # the buffer went with it
+    assert report.marks_echoed == []
+
+
+def test_the_next_stream_starts_its_own_numbering_and_the_report_has_both() -> None:
+    phone = make_phone([b"\x10" * 1600], lead_ms=0, max_duration_s=60)
+    phone.connect({"token": "a"})
+    ticks(phone, 4)
+    phone.stream_lost()
+    ticks(phone, 5)  # the gap: 100 ms
+    connected, start = phone.new_stream(SECOND_STREAM, {"token": "b"})
+    assert connected["event"] == "connected"
+    assert start["sequenceNumber"] == "1"
+    assert start["streamSid"] == start["start"]["streamSid"] == SECOND_STREAM
+    assert start["start"]["callSid"] == CALL_SID
+    assert start["start"]["customParameters"] == {"token": "b"}
+    (frame,) = phone.tick()
+    assert frame["sequenceNumber"] == "2"
+    assert frame["streamSid"] == SECOND_STREAM
+    assert (frame["media"]["chunk"], frame["media"]["timestamp"]) == ("1", "0")
+    report = phone.report()
+    assert report.stream_sids == [STREAM_SID, SECOND_STREAM]
+    assert report.stream_gaps == [(4, 9)]
+    # What the caller said during the gap reached no one: the next frame is 180 ms into the clip.
+    assert inbound_payload(frame) == b"\x10" * 160
+
+
+def test_a_caller_who_hangs_up_between_streams_ends_the_call() -> None:
+    phone = make_phone([], lead_ms=0, max_duration_s=60)
+    phone.connect({})
+    phone.stream_lost()
+    tick_count = 0
+    while not phone.finished and tick_count < 100:
+        phone.tick()
+        tick_count += 1
+    assert phone.finished
+    assert phone.new_stream(SECOND_STREAM, {}) == []
+    assert phone.report().ended_by == "caller hung up"
+
+
+def test_connect_action_is_read_and_resolved_and_hangup_means_no_stream() -> None:
+    twiml = (
+        '<Response><Connect action="/twilio/continue"><Stream url="wss://h/twilio/stream">'
+        '<Parameter name="token" value="t"/></Stream></Connect></Response>'
+    )
+    stream = parse_stream_twiml(twiml, "https://h/twilio/voice")
+    assert stream.action == "https://h/twilio/continue"
+    assert parse_stream_twiml(twiml.replace(' action="/twilio/continue"', "")).action is None
+    assert parse_next_twiml("<Response><Hangup/></Response>") is None
+    assert parse_next_twiml("<Response/>") is None
+    with pytest.raises(TelephonyError, match="no <Response>"):
+        parse_next_twiml("<Hangup/>")

@@ -34,6 +34,7 @@ it, and a ``Status=completed`` or ``<Dial>`` update ends the simulated call the 
 from agent.sim.carrier.calls import (
     StreamInstruction,
     load_caller_audio,
+    parse_next_twiml,
     parse_stream_twiml,
     place_call,
     voice_webhook_params,
@@ -74,6 +75,7 @@ __all__ = [
     "UtteranceReport",
     "load_caller_audio",
     "new_sid",
+    "parse_next_twiml",
     "parse_stream_twiml",
     "place_call",
     "voice_webhook_params",

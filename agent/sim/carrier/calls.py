@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib.resources
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -51,6 +53,9 @@ class StreamInstruction:
     parameters: dict[str, str] = field(default_factory=dict)
     #: Things real Twilio would reject or warn about (the simulator goes ahead, and reports them).
     problems: tuple[str, ...] = ()
+    #: ``<Connect action>``: where Twilio asks what to do when the stream ends while the call is
+    #: up (None: the call hangs up when the stream ends).
+    action: str | None = None
 
 
 def voice_webhook_params(
@@ -60,15 +65,21 @@ def voice_webhook_params(
     from_number: str,
     to_number: str,
     stir_verstat: str | None = None,
+    call_status: str = "ringing",
 ) -> dict[str, str]:
     """The form fields Twilio POSTs to the voice webhook when an inbound call rings
-    (``StirVerstat`` only when the caller ID carried a STIR/SHAKEN attestation, as on Twilio)."""
+    (``StirVerstat`` only when the caller ID carried a STIR/SHAKEN attestation, as on Twilio).
+
+    A ``<Connect action>`` request carries the same standard parameters, with the call
+    ``in-progress`` (https://www.twilio.com/docs/voice/twiml/connect#action: "Twilio's standard
+    request parameters along with some parameters specific to the nested noun").
+    """
     extra = {"StirVerstat": stir_verstat} if stir_verstat else {}
     return extra | {
         "AccountSid": account_sid,
         "ApiVersion": "2010-04-01",
         "CallSid": call_sid,
-        "CallStatus": "ringing",
+        "CallStatus": call_status,
         "Called": to_number,
         "Caller": from_number,
         "Direction": "inbound",
@@ -77,19 +88,31 @@ def voice_webhook_params(
     }
 
 
-def parse_stream_twiml(twiml: str) -> StreamInstruction:
-    """The ``<Connect><Stream>`` in the voice webhook's TwiML (``TelephonyError`` if none)."""
-    try:
-        root = ET.fromstring(twiml)
-    except ET.ParseError as exc:
-        raise TelephonyError(
-            f"the voice webhook answered invalid XML ({exc}): {_short(twiml)}"
-        ) from exc
-    stream = root.find("./Connect/Stream") if root.tag == "Response" else None
-    if stream is None:
+def parse_stream_twiml(twiml: str, base_url: str = "") -> StreamInstruction:
+    """The ``<Connect><Stream>`` in the voice webhook's TwiML (``TelephonyError`` if none);
+    a relative ``<Connect action>`` is resolved against ``base_url``, the URL requested."""
+    instruction = parse_next_twiml(twiml, base_url)
+    if instruction is None:
         raise TelephonyError(
             f"the voice webhook's TwiML has no <Response><Connect><Stream>: {_short(twiml)}"
         )
+    return instruction
+
+
+def parse_next_twiml(twiml: str, base_url: str = "") -> StreamInstruction | None:
+    """The ``<Connect><Stream>`` in TwiML, or None when it has none (``<Hangup/>``, an empty
+    ``<Response/>``: the call ends). ``TelephonyError`` for XML that is not TwiML."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise TelephonyError(f"the webhook answered invalid XML ({exc}): {_short(twiml)}") from exc
+    if root.tag != "Response":
+        raise TelephonyError(f"the TwiML has no <Response> root: {_short(twiml)}")
+    connect = root.find("./Connect")
+    stream = connect.find("./Stream") if connect is not None else None
+    if connect is None or stream is None:
+        return None
+    action = connect.get("action")
     url = stream.get("url")
     if not url:
         raise TelephonyError(f"<Stream> has no url attribute: {_short(twiml)}")
@@ -111,7 +134,12 @@ def parse_stream_twiml(twiml: str) -> StreamInstruction:
         if len(name) + len(value) >= _PARAMETER_LIMIT:
             problems.append(f"<Parameter> {name!r} reaches Twilio's {_PARAMETER_LIMIT}-char limit")
         parameters[name] = value
-    return StreamInstruction(url=url, parameters=parameters, problems=tuple(problems))
+    return StreamInstruction(
+        url=url,
+        parameters=parameters,
+        problems=tuple(problems),
+        action=urljoin(base_url, action) if action else None,
+    )
 
 
 # -- caller audio ----------------------------------------------------------------------------------
@@ -172,21 +200,104 @@ async def place_call(
     try:
         timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as http:
+            webhook = options.url.rstrip("/") + "/twilio/voice"
             twiml = await ring(http, options, call_sid=call_sid, account_sid=account_sid)
             if phone.finished:  # ended over REST while the webhook was answering
                 return phone.report()
-            stream = parse_stream_twiml(twiml)
-            for problem in stream.problems:
-                phone.note_problem(problem)
-            ws = await open_stream(http, stream.url, options.auth_token)
-            try:
-                await run_stream(ws, phone, stream.parameters, options.speed, rest=rest)
-            finally:
-                await ws.close()
+            stream: StreamInstruction | None = parse_stream_twiml(twiml, webhook)
+            opening: Callable[[Mapping[str, str]], list[Message]] = phone.connect
+            # The call's one clock: ticks stay paced against it across streams and gaps.
+            started = asyncio.get_running_loop().time()
+            while stream is not None:
+                for problem in stream.problems:
+                    phone.note_problem(problem)
+                ws = await open_stream(http, stream.url, options.auth_token)
+                try:
+                    await run_stream(
+                        ws,
+                        phone,
+                        stream.parameters,
+                        options.speed,
+                        rest=rest,
+                        started=started,
+                        open_messages=opening,
+                        on_lost=phone.stream_lost if stream.action else phone.server_hung_up,
+                    )
+                finally:
+                    await ws.close()
+                if phone.finished or stream.action is None:
+                    break
+                # The stream ended with the call still up: Twilio asks the action URL what next,
+                # while the caller, on the line, hears silence.
+                stream = await _through_gap(
+                    phone,
+                    options.speed,
+                    started,
+                    _follow_action(http, options, phone, stream.action),
+                )
+                if stream is None:
+                    phone.server_hung_up()
+                opening = functools.partial(_second_stream, phone)
     finally:
         if rest is not None:
             rest.detach(call_sid)
     return phone.report()
+
+
+def _second_stream(phone: Phone, parameters: Mapping[str, str]) -> list[Message]:
+    return phone.new_stream(new_sid("MZ"), parameters)
+
+
+async def _follow_action(
+    http: aiohttp.ClientSession, options: CarrierOptions, phone: Phone, action: str
+) -> StreamInstruction | None:
+    """POST the ``<Connect action>`` URL as Twilio does; the next stream, or None to hang up."""
+    params = voice_webhook_params(
+        call_sid=phone.call_sid,
+        account_sid=phone.account_sid,
+        from_number=options.from_number,
+        to_number=options.to_number,
+        stir_verstat=options.stir_verstat,
+        call_status="in-progress",
+    )
+    headers = {}
+    if options.auth_token is not None:
+        headers["X-Twilio-Signature"] = compute_signature(options.auth_token, action, params)
+    try:
+        async with http.post(action, data=params, headers=headers) as response:
+            body, status = await response.text(), response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        phone.note_problem(f"the <Connect action> {action} could not be reached: {exc!r}")
+        return None
+    if not 200 <= status < 300:
+        # Twilio plays its "application error" message and hangs up.
+        phone.note_problem(f"the <Connect action> {action} answered {status}")
+        return None
+    return parse_next_twiml(body, action)
+
+
+async def _through_gap(
+    phone: Phone,
+    speed: float,
+    started: float,
+    work: Awaitable[StreamInstruction | None],
+) -> StreamInstruction | None:
+    """Await ``work`` while the phone keeps ticking on the call's clock, streamless."""
+    loop = asyncio.get_running_loop()
+    period = FRAME_MS / 1000 / speed
+
+    async def tick() -> None:
+        while not phone.finished:
+            await asyncio.sleep(max(0.0, started + phone.ticks * period - loop.time()))
+            phone.tick()  # returns nothing while there is no stream (a stop has no socket)
+
+    ticker = loop.create_task(tick())
+    try:
+        return await work
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
 
 
 async def ring(
@@ -255,8 +366,15 @@ async def run_stream(
     *,
     rest: TwilioApiSimulator | None = None,
     observer: StreamObserver | None = None,
+    started: float | None = None,
+    open_messages: Callable[[Mapping[str, str]], list[Message]] | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> None:
-    """Drive ``phone`` over ``ws`` until the call ends: paced ticks, a reader and a writer."""
+    """Drive ``phone`` over ``ws`` until the call or this stream ends: paced ticks, a reader and
+    a writer. ``started`` anchors the pacing (the call's start, for a second stream);
+    ``open_messages`` opens the stream (default :meth:`Phone.connect`); ``on_lost`` is what the
+    socket closing means (default: the server hung up)."""
+    lost = on_lost if on_lost is not None else phone.server_hung_up
     # One writer sends everything in the order the phone produced it, so sequence numbers go out in
     # order even though both the tick loop and the reader produce messages.
     outbox: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -273,7 +391,7 @@ async def run_stream(
             try:
                 await ws.send_str(json.dumps(message))
             except (aiohttp.ClientError, ConnectionError):
-                phone.server_hung_up()
+                lost()
                 phone.undelivered(message)
                 continue
             if observer is not None:
@@ -290,22 +408,22 @@ async def run_stream(
             else:  # ERROR: the connection is gone
                 break
         # The iterator also ends when we close after our own stop; then the call is already over.
-        phone.server_hung_up()
+        lost()
 
     async def run_ticks() -> None:
         loop = asyncio.get_running_loop()
         period = FRAME_MS / 1000 / speed
-        started = loop.time()
-        while not phone.finished:
+        anchor = loop.time() if started is None else started
+        while phone.streaming:
             # Scheduled against the start, not the previous tick, so pacing never drifts; when
             # behind, ticks run back to back (still yielding so the reader keeps up).
-            await asyncio.sleep(max(0.0, started + phone.ticks * period - loop.time()))
+            await asyncio.sleep(max(0.0, anchor + phone.ticks * period - loop.time()))
             if observer is not None and observer.hang_up_now():
                 post(phone.hang_up())
                 continue
             post(phone.tick())
 
-    post(phone.connect(parameters))
+    post((open_messages or phone.connect)(parameters))
     if rest is not None:
         # From now on a REST update's ``stop`` goes out through the same writer, in order.
         rest.attach(phone, post)

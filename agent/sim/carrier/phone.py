@@ -12,7 +12,7 @@ import math
 import secrets
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
@@ -141,6 +141,12 @@ class CallReport:
     ended_by: str
     #: The number a REST ``<Dial>`` moved the call to (None: not transferred).
     transferred_to: str | None = None
+    #: Every media stream the call had, in order: more than one when a stream ended while the
+    #: call was up and the ``<Connect action>`` answered with a new ``<Stream>``.
+    stream_sids: list[str] = field(default_factory=list)
+    #: ``(tick the stream ended, tick the next one started)`` for each gap between streams: the
+    #: caller heard silence and said nothing anyone received.
+    stream_gaps: list[tuple[int, int]] = field(default_factory=list)
     #: What Twilio's text-to-speech said to the caller, from REST ``<Say>`` verbs, in order.
     twilio_said: tuple[str, ...] = ()
 
@@ -292,6 +298,11 @@ class Phone:
         self._ended_by: str | None = None
         self._transferred_to: str | None = None
         self._twilio_said: list[str] = []
+        self._streaming = True  # a media stream is open (False between streams)
+        self._stream_started_tick = 0
+        self._stream_sids = [stream_sid]
+        self._gaps: list[tuple[int, int]] = []
+        self._gap_began: int | None = None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -308,6 +319,11 @@ class Phone:
     def ticks(self) -> int:
         """Ticks done so far, which is also the index of the next tick."""
         return self._tick
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a media stream is open (False between a lost stream and the next one)."""
+        return self._streaming and self._ended_by is None
 
     # -- driving it --------------------------------------------------------------------------------
 
@@ -343,6 +359,13 @@ class Phone:
         self._advance_script()
         if self._step is _Step.DONE:
             return self._hang_up(ENDED_BY_CALLER)
+        if not self._streaming:
+            # No stream: the caller goes on (speaking into nothing) and hears silence.
+            self._next_inbound_frame()
+            self._quiet_ticks += 1
+            self._heard += bytes([ULAW_SILENCE]) * FRAME_BYTES
+            self._tick += 1
+            return []
         out = [self._media_message(self._next_inbound_frame())]
         out.extend(self._dtmf_message(digit) for digit in self._keypad.pop(self._tick, ()))
         out.extend(self._play_frame())
@@ -423,6 +446,37 @@ class Phone:
         if self._ended_by is None:
             self._ended_by = ENDED_BY_SERVER
 
+    def stream_lost(self) -> None:
+        """The WebSocket closed (the server closed it, or it dropped) but the call is still up,
+        as when ``<Connect>`` has an ``action``: Twilio asks that URL what to do next.
+
+        Audio buffered for playback is gone with the stream, and marks still pending are never
+        echoed (there is no socket to echo them on). Ticks go on: the caller hears silence.
+        """
+        if self._ended_by is not None or not self._streaming:
+            return
+        self._streaming = False
+        self._buffer.clear()
+        self._gap_began = self._tick
+
+    def new_stream(self, stream_sid: str, custom_parameters: Mapping[str, str]) -> list[Message]:
+        """A new ``<Connect><Stream>`` for the same call: its ``connected`` and ``start``.
+
+        Sequence numbers, chunks and media timestamps start again, as on every Twilio stream.
+        """
+        if self._ended_by is not None:
+            return []
+        if self._gap_began is not None:
+            self._gaps.append((self._gap_began, self._tick))
+            self._gap_began = None
+        self.stream_sid = stream_sid
+        self._stream_sids.append(stream_sid)
+        self._streaming = True
+        self._sequence = 0
+        self._chunks_sent = 0
+        self._stream_started_tick = self._tick
+        return self.connect(custom_parameters)
+
     def report(self) -> CallReport:
         """What the caller observed so far (normally called once the call is finished)."""
         utterances = []
@@ -453,6 +507,8 @@ class Phone:
             ended_by=self._ended_by or ENDED_BY_CALLER,
             transferred_to=self._transferred_to,
             twilio_said=tuple(self._twilio_said),
+            stream_sids=list(self._stream_sids),
+            stream_gaps=list(self._gaps),
         )
 
     # -- the caller's script -----------------------------------------------------------------------
@@ -634,7 +690,7 @@ class Phone:
             "media": {
                 "track": "inbound",
                 "chunk": str(self._chunks_sent),
-                "timestamp": str(self._tick * FRAME_MS),
+                "timestamp": str((self._tick - self._stream_started_tick) * FRAME_MS),
                 "payload": base64.b64encode(frame).decode("ascii"),
             },
         }
