@@ -26,6 +26,8 @@ from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.audio.vad import EnergyVad, VoiceActivity
 from agent.clock import REAL_TIME, Clock
+from agent.cluster.journal import CallJournal
+from agent.cluster.state import CallSnapshot, SavedTurn
 from agent.config.models import AgentConfig
 from agent.errors import AgentError, LiveError
 from agent.live import protocol
@@ -77,7 +79,7 @@ from .timers import (
     WrapUp,
 )
 from .tools import ToolRunner, ToolStats
-from .transcript import Transcript
+from .transcript import Role, Transcript, Turn
 
 log = structlog.get_logger("agent.call")
 
@@ -89,6 +91,18 @@ AGENT_ENDED = "agent ended"
 TRANSFERRED = "transferred"
 TIMED_OUT = "timed out"
 ERROR = "error"
+# The media stream ended with the call still up: Twilio asks <Connect action> what next, and the
+# call goes on (on this replica or another) from its journal.
+STREAM_LOST = "stream lost"
+HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment (a deploy)
+# Endings after which the call goes on elsewhere: its journal must not say it ended.
+CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER})
+
+# What the model is told when a call continues on a new media stream.
+CONTINUE_MESSAGE = (
+    "The phone line dropped for a moment and the caller is back. The last thing they heard from "
+    'you was: "{heard}". Do not greet them again; pick the conversation up from there, briefly.'
+)
 
 
 class _CallEnded(Exception):  # noqa: N818 (a control-flow signal, not an error)
@@ -133,12 +147,16 @@ class CallSession:
         toolbox: Toolbox | None = None,
         tool_context: ToolCallContext | None = None,
         call_control: CallControl | None = None,
+        journal: CallJournal | None = None,
+        continuation: CallSnapshot | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested); without it the session connects and greets itself.
         ``call_control`` (Twilio's REST API) hangs up and transfers for the built-in tools and
         carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
-        ``transfer_call`` fails, and the fallback is the bundled apology."""
+        ``transfer_call`` fails, and the fallback is the bundled apology. ``journal`` keeps the
+        call's snapshot in the state replicas share; ``continuation`` is the snapshot an
+        earlier media stream of this call left, which this one continues (no greeting)."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -158,8 +176,19 @@ class CallSession:
         # Set while everything sent to Twilio has been played; the playback tracker decides.
         self._drained = asyncio.Event()
         self._drained.set()
-        self.playback = Playback(on_drained=_event_setter(self._drained))
+        self._handover = False  # asked to let the stream go at the next quiet moment
+        set_drained = _event_setter(self._drained)
+
+        def on_drained(drained: bool) -> None:
+            set_drained(drained)
+            if drained and self._handover:
+                self._wake.set()  # perhaps the quiet moment a handover waits for
+
+        self.playback = Playback(on_drained=on_drained)
         self.transcript = Transcript()
+        self._continuation = continuation
+        if continuation is not None:
+            self.transcript.restore([_restored(turn) for turn in continuation.turns])
         live.conversation = self.transcript.history  # what a fresh session is seeded with
         self.stats = CallStats()
         self.ended_reason: str | None = None
@@ -173,7 +202,10 @@ class CallSession:
         self._prices = prices or PriceTable()
         self._frame_timer = self._metrics.frame_timer()
         self._recorder = recorder or CallRecorder.discarding(started.call_sid)
-        self._recorded_turns = 0
+        # An earlier stream of the call recorded its turns: this one carries on after them.
+        self._recorded_turns = len(self.transcript.turns)
+        self._journal = journal
+        self.leg = 1 if continuation is None else continuation.leg + 1
         self._toolbox = toolbox
         self._tool_context = tool_context
         self._call_control = call_control
@@ -188,19 +220,35 @@ class CallSession:
                 max_concurrent=agent.call.max_concurrent_tools,
             )
         self._ending: str | None = None  # set when the agent starts ending the call
+        self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
+        # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
+        # caller, who spoke since its last turn. A handover waits until it has been given.
+        self._answer_expected = bool(agent.greeting) and continuation is None
 
     # -- the call -------------------------------------------------------------------------------
 
     async def run(self) -> str:
         """Run the call to its end and return the ending reason; logs one ``call.ended`` line."""
+        if self._journal is not None:
+            self._journal.save()
         try:
             if self._live_ready is not None:
                 await self._live_ready
+            elif self._continuation is not None:
+                await self._live.resume(self._continuation.handle)
+                if not self._continuation.quiet:
+                    heard = self._continuation.last_heard
+                    await self._prompt(CONTINUE_MESSAGE.format(heard=heard or "-"))
             else:
                 await self._live.start()
                 if self.agent.greeting:
-                    await self._live.send(protocol.text_turn_message(self.agent.greeting))
-            log.info("live.connected", model=self.agent.model, preconnected=self.preconnected)
+                    await self._prompt(self.agent.greeting)
+            log.info(
+                "live.connected",
+                model=self.agent.model,
+                preconnected=self.preconnected,
+                leg=self.leg,
+            )
             async with asyncio.TaskGroup() as group:
                 if self._tools is not None:
                     self._tools.attach(group)
@@ -223,13 +271,55 @@ class CallSession:
             log.error("live.failed", error=str(failed.exceptions[0]))
             await self._fallback()
         finally:
-            # Twilio first: closing the stream is what ends the caller's call.
+            self._log_summary()
+            # Before the stream closes: Twilio requests <Connect action> the moment it does, and
+            # the answer depends on whether the call's journal says the bridge ended it.
+            await self._close_journal()
+            # Then Twilio: closing the stream is what ends the caller's call (or this leg of it).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._wall(5.0)):  # a dead peer must not hold us
                     await self._ws.close()
             await self._live.close()
-            self._log_summary()
         return self.ended_reason or ERROR
+
+    async def turn_completed(self, count: int) -> None:
+        """Until the model has completed ``count`` turns in this session (for operators' tools
+        and tests that act at a point in the conversation)."""
+        while self.stats.model_turns < count:
+            await self._turn_completed.wait()
+
+    def hand_over(self, *, now: bool = False) -> None:
+        """Let the media stream go at the next quiet moment (the model between turns, everything
+        it said played), so Twilio's ``<Connect action>`` moves the call to another replica;
+        ``now``: at once, wherever the conversation is (the handover deadline passed)."""
+        self._handover = True
+        if now:
+            self.ended_reason = HANDED_OVER
+        self._wake.set()
+
+    def _quiet(self) -> bool:
+        """A moment to let the stream go without cutting anyone off: the model is not speaking
+        and owes no answer (to a prompt we sent, or to the caller), and everything it said has
+        played."""
+        return self._drained.is_set() and not self.playback.turn_open and not self._answer_expected
+
+    async def _prompt(self, text: str) -> None:
+        """Send the model a text turn (it answers it)."""
+        self._answer_expected = True
+        await self._live.send(protocol.text_turn_message(text))
+
+    async def _close_journal(self) -> None:
+        journal = self._journal
+        if journal is None:
+            return
+        if self.ended_reason not in CONTINUED_ELSEWHERE:
+            journal.ended()  # a <Connect action> request for this call now hangs up
+        else:
+            journal.handed_over(quiet=self.ended_reason == HANDED_OVER and self._quiet())
+        # Bounded: a stalled store must not hold a call's handler (or a replica's shutdown).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._wall(5.0)):
+                await journal.flush()
 
     @property
     def live_closed(self) -> bool:
@@ -270,6 +360,10 @@ class CallSession:
                 interrupted=turn.interrupted,
             )
             self._recorded_turns += 1
+            if self._journal is not None:
+                self._journal.turns(
+                    [_saved(turn) for turn in self.transcript.turns[: self._recorded_turns]]
+                )
 
     def _log_summary(self) -> None:
         now = self._clock()
@@ -280,6 +374,7 @@ class CallSession:
         self._metrics.count_call_ended(self.agent.name, reason)
         summary = {
             "reason": reason,
+            "leg": self.leg,
             "duration_s": round(now - self._began, 3),
             "turns": len(self.transcript.turns),
             "model_turns": self.stats.model_turns,
@@ -332,6 +427,7 @@ class CallSession:
                 activity = vad.process(pcm8k)
                 if vad.speaking:
                     timers.caller_spoke(clock())
+                    self._answer_expected = True
                 pcm = inbound.process_pcm16(pcm8k)
                 timer.inbound(sampled)
                 if activity is not None and self._manual_activity:
@@ -346,7 +442,8 @@ class CallSession:
             elif type(event) is ProtocolError:
                 stats.protocol_errors += 1
                 log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
-        raise _CallEnded(CALLER_HUNG_UP)
+        # The socket closed without Twilio's stop: the stream is gone, the call may not be.
+        raise _CallEnded(self.ended_reason or STREAM_LOST)
 
     async def _signal_activity(self, activity: VoiceActivity) -> None:
         """Automatic VAD is off: the bridge marks the caller's turns itself."""
@@ -389,6 +486,11 @@ class CallSession:
                     transcript.agent_turn_ended(clock())
                     self._record_closed_turns()
                     log.info("model.turn_complete", reason=reason)
+                    self._answer_expected = False
+                    self._turn_completed.set()  # wakes every waiter; the pulse is over at once
+                    self._turn_completed.clear()
+                    if self._handover:
+                        self._wake.set()  # perhaps the quiet moment a handover waits for
                 case OutputTranscription(text=text):
                     transcript.agent_text(text, playback.sent_in_turn, clock())
                     self._record_closed_turns()
@@ -408,6 +510,10 @@ class CallSession:
                     log.info("model.text", text=text)
                 case ModelText():
                     pass  # thoughts never reach the caller, nor the logs
+                case ResumptionHandle(handle=handle, resumable=True) if handle:
+                    # The link acts on it; the journal keeps it for a continuation elsewhere.
+                    if self._journal is not None:
+                        self._journal.handle(handle)
                 case GoAway() | ResumptionHandle():
                     pass  # the link acts on these
                 case ToolCallRequested(calls=calls):
@@ -566,6 +672,9 @@ class CallSession:
         while True:
             if self.ended_reason is not None:
                 raise _CallEnded(self.ended_reason)
+            if self._handover and self._quiet():
+                log.info("call.handing_over")
+                raise _CallEnded(HANDED_OVER)
             deadline = timers.next_deadline()
             self._wake.clear()
             try:
@@ -585,10 +694,10 @@ class CallSession:
                 await self._send_dtmf(digits)
             case WrapUp():
                 log.info("call.wrap_up")
-                await self._live.send(protocol.text_turn_message(policy.wrap_up_message))
+                await self._prompt(policy.wrap_up_message)
             case IdleCheck(silent_s=silent_s):
                 log.info("call.idle_prompt", silent_s=silent_s)
-                await self._live.send(protocol.text_turn_message(policy.idle_message))
+                await self._prompt(policy.idle_message)
             case IdleTimeout(silent_s=silent_s):
                 log.info("call.idle_timeout", silent_s=silent_s)
             case MaxDuration(seconds=seconds):
@@ -655,6 +764,16 @@ class CallSession:
                         break
         except TimeoutError:
             log.warning("call.fallback_unconfirmed")
+
+
+def _saved(turn: Turn) -> SavedTurn:
+    return SavedTurn(turn.role, turn.said, turn.heard, turn.interrupted)
+
+
+def _restored(turn: SavedTurn) -> Turn:
+    role: Role = "caller" if turn.role == "caller" else "agent"
+    # Times are the earlier stream's and already recorded; 0.0 marks the turn closed.
+    return Turn(role, 0.0, turn.said, turn.heard, turn.interrupted, ended_at=0.0)
 
 
 def _event_setter(event: asyncio.Event) -> Callable[[bool], None]:

@@ -42,6 +42,10 @@ class Transcript:
         self._agent: Turn | None = None  # the model's turn in progress
         self._caller: Turn | None = None  # the caller's turn in progress
 
+    def restore(self, turns: list[Turn]) -> None:
+        """Start from an earlier stream's turns (a call continued on a new media stream)."""
+        self.turns[:0] = turns
+
     def caller_text(self, text: str, now: float) -> None:
         """An input-transcription fragment: what the caller said."""
         if self._caller is None:

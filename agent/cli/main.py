@@ -177,9 +177,10 @@ def _beside(database_url: str, name: str) -> str:
 async def _run_server(
     app: web.Application, settings: Settings, *, reuse_port: bool = False
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: no new calls, the ones in progress finish
-    (up to DRAIN_TIMEOUT_S; a second signal stops at once), then shut down."""
-    from agent.server.app import drain
+    """Serve until SIGTERM or SIGINT, then drain: no new calls; the ones in progress move to
+    other replicas at a quiet moment (DRAIN_MODE=handover, within HANDOVER_TIMEOUT_S) or finish
+    here (DRAIN_MODE=wait, up to DRAIN_TIMEOUT_S); a second signal stops at once."""
+    from agent.server.app import drain, hand_over
 
     # %Tf: each request's duration (the stream's: the call's) becomes server.access duration_ms.
     runner = web.AppRunner(
@@ -194,7 +195,11 @@ async def _run_server(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        draining = asyncio.ensure_future(drain(app, settings.drain_timeout_s))
+        draining = asyncio.ensure_future(
+            hand_over(app, settings.handover_timeout_s)
+            if settings.drain_mode == "handover"
+            else drain(app, settings.drain_timeout_s)
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, draining.cancel)
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,10 @@
-"""The state replicas share: which stream tickets have been used.
+"""The state replicas share: which stream tickets have been used, and every call in progress.
+
+A call in progress is a :class:`CallSnapshot`: who is calling, which agent answers, the newest
+Live resumption handle and the conversation so far (what was said, and what the caller heard).
+When a call's media stream ends while the call is still up (its replica died, its socket dropped,
+or its replica handed it over on the way down), Twilio asks the ``<Connect action>`` URL what to
+do; whichever replica answers continues the call from its snapshot.
 
 Two implementations behind :class:`SharedState`:
 
@@ -18,14 +24,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
+import json
 from collections.abc import Callable, Collection
-from typing import Final, Protocol, TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Protocol, TypeVar
 
 from agent.errors import SharedStateError
 from agent.records.backends import Backend, Connection, backend_from_url
 from agent.telephony.webhooks import StreamTicket, UsedNonces
 
-__all__ = ["LocalState", "SharedState", "SqlState", "shared_state_from_url"]
+__all__ = [
+    "CallSnapshot",
+    "LocalState",
+    "SavedTurn",
+    "SharedState",
+    "SqlState",
+    "shared_state_from_url",
+]
 
 T = TypeVar("T")
 
@@ -37,7 +53,15 @@ _SCHEMA: Final = (
         claimed_at DOUBLE PRECISION NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS stream_tickets_call_sid ON stream_tickets (call_sid)",
+    """CREATE TABLE IF NOT EXISTS calls_in_progress (
+        call_sid TEXT PRIMARY KEY,
+        snapshot TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    )""",
 )
+# A call's snapshot is kept this long after its last change: no call is silent that long, and a
+# <Connect action> for a call that old finds nothing and starts afresh.
+_SNAPSHOT_KEEP_S: Final = 6 * 3600.0
 # Used tickets are kept this long past their expiry (the expiry check alone rejects them then):
 # long enough for a replica to notice that another one took its pre-connected call.
 _KEEP_S: Final = 600.0
@@ -45,8 +69,57 @@ _KEEP_S: Final = 600.0
 _PRUNE_EVERY: Final = 100
 
 
+@dataclass(frozen=True, slots=True)
+class SavedTurn:
+    """One turn of the conversation, as a continued call needs it."""
+
+    role: str  # "caller" or "agent"
+    said: str
+    heard: str  # the agent's words the caller heard (all of them, unless interrupted)
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """A call in progress, as another replica needs it to continue the call."""
+
+    call_sid: str
+    agent: str
+    from_number: str | None = None
+    to_number: str | None = None
+    caller_verified: bool = False
+    leg: int = 1  # which media stream of the call wrote this (1: the first)
+    handle: str | None = None  # the newest resumable Live handle
+    turns: tuple[SavedTurn, ...] = ()
+    ended: bool = False  # the bridge ended the call: its action request gets <Hangup/>
+    # The stream was let go at a quiet moment (a handover): the model owes nothing, so the next
+    # stream just listens; otherwise the model is told where the caller was cut off.
+    quiet: bool = False
+    updated_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # room for later fields, kept as is
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CallSnapshot:
+        data = json.loads(text)
+        data["turns"] = tuple(SavedTurn(**turn) for turn in data.get("turns", ()))
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {name: value for name, value in data.items() if name in names}
+        return cls(**known)
+
+    @property
+    def last_heard(self) -> str:
+        """The agent's words the caller heard last (what to pick the conversation up from)."""
+        for turn in reversed(self.turns):
+            if turn.role == "agent" and turn.heard.strip():
+                return turn.heard.strip()
+        return ""
+
+
 class SharedState(Protocol):
-    """Where used stream tickets are remembered."""
+    """Where used stream tickets and calls in progress are remembered."""
 
     @property
     def shared(self) -> bool:
@@ -61,6 +134,14 @@ class SharedState(Protocol):
         """Which of these calls have had a stream accepted (by any replica)."""
         ...
 
+    async def save_call(self, snapshot: CallSnapshot) -> None:
+        """Remember ``snapshot`` (replacing the call's previous one)."""
+        ...
+
+    async def load_call(self, call_sid: str) -> CallSnapshot | None:
+        """The call's newest snapshot, if any replica saved one."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -71,6 +152,17 @@ class LocalState:
 
     def __init__(self) -> None:
         self._used = UsedNonces()
+        self._calls: dict[str, CallSnapshot] = {}
+
+    async def save_call(self, snapshot: CallSnapshot) -> None:
+        # Memory is bounded by pruning: snapshots older than the longest call go.
+        horizon = snapshot.updated_at - _SNAPSHOT_KEEP_S
+        for sid in [sid for sid, old in self._calls.items() if old.updated_at < horizon]:
+            del self._calls[sid]
+        self._calls[snapshot.call_sid] = snapshot
+
+    async def load_call(self, call_sid: str) -> CallSnapshot | None:
+        return self._calls.get(call_sid)
 
     async def claim_ticket(self, ticket: StreamTicket, now: float) -> bool:
         return self._used.claim(ticket, now)
@@ -140,6 +232,34 @@ class SqlState:
             return {str(row[0]) for row in rows}
 
         return await self._run(query)
+
+    async def save_call(self, snapshot: CallSnapshot) -> None:
+        def save(conn: Connection) -> None:
+            conn.execute(
+                self._backend.sql(
+                    "INSERT INTO calls_in_progress (call_sid, snapshot, updated_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT (call_sid) DO UPDATE SET "
+                    "snapshot = excluded.snapshot, updated_at = excluded.updated_at"
+                ),
+                (snapshot.call_sid, snapshot.to_json(), snapshot.updated_at),
+            )
+            if self._claims % _PRUNE_EVERY == 0:
+                conn.execute(
+                    self._backend.sql("DELETE FROM calls_in_progress WHERE updated_at < ?"),
+                    (snapshot.updated_at - _SNAPSHOT_KEEP_S,),
+                )
+
+        await self._run(save)
+
+    async def load_call(self, call_sid: str) -> CallSnapshot | None:
+        def load(conn: Connection) -> CallSnapshot | None:
+            row = conn.execute(
+                self._backend.sql("SELECT snapshot FROM calls_in_progress WHERE call_sid = ?"),
+                (call_sid,),
+            ).fetchone()
+            return None if row is None else CallSnapshot.from_json(str(row[0]))
+
+        return await self._run(load)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)

@@ -123,6 +123,13 @@ class LiveLink:
         """Open the first connection (with the same retries and deadline as a reconnection)."""
         self._conn, _ = await self._open(resume=False)
 
+    async def resume(self, handle: str | None) -> None:
+        """Open the first connection of a call continued from an earlier media stream (another
+        replica's, perhaps): resume the session ``handle`` names, or, without one or if the
+        service refuses it, a fresh session seeded with :attr:`conversation`."""
+        self._state.handle = handle
+        self._conn, _ = await self._open_and_flush()
+
     async def close(self) -> None:
         """End the session: close the current connection; buffered messages are dropped."""
         self._closed = True

@@ -72,6 +72,8 @@ CALL_END_REASONS = frozenset(
         "agent_ended",
         "transferred",
         "timed_out",
+        "stream_lost",  # the stream ended without Twilio's stop: the call may go on elsewhere
+        "handed_over",  # a draining replica moved the call to another one
         "shutdown",
         "error",
         OTHER,

@@ -261,7 +261,10 @@ _STARTED: Final = """INSERT INTO calls
     VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid,
         agent = excluded.agent, from_number = excluded.from_number,
-        to_number = excluded.to_number, started_at = excluded.started_at"""
+        to_number = excluded.to_number,
+        started_at = CASE WHEN calls.stream_sid IS NULL THEN excluded.started_at
+            ELSE calls.started_at END"""
+# (A call's second media stream, after a failover, keeps the call's start: one call, two legs.)
 # A turn may be written again (e.g. corrected once playback proves how much was heard).
 _TURN: Final = """INSERT INTO turns
         (call_sid, idx, role, said, heard, started_at, ended_at, interrupted)

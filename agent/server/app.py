@@ -6,6 +6,7 @@ lifecycle in ``cleanup_ctx``, so tests build a real app in-process with their ow
 Routes:
     POST /twilio/voice    the number's "A call comes in" webhook -> TwiML <Connect><Stream>
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
+    POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
     GET  /healthz         liveness
     GET  /readyz          readiness for new calls (503 while shutting down)
     GET  /metrics         Prometheus metrics
@@ -29,7 +30,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
-from agent.cluster.state import SharedState, shared_state_from_url
+from agent.cluster.journal import CallJournal
+from agent.cluster.state import CallSnapshot, SharedState, shared_state_from_url
 from agent.config.agents import (
     AgentRegistry,
     AgentRegistryHolder,
@@ -62,6 +64,7 @@ from agent.telephony.webhooks import (
     StreamTicket,
     StreamTokens,
     connect_stream_twiml,
+    hangup_twiml,
     stream_url_from_public_url,
     verify_signature,
 )
@@ -72,6 +75,9 @@ log = structlog.get_logger("agent.app")
 
 VOICE_PATH = "/twilio/voice"
 STREAM_PATH = "/twilio/stream"
+CONTINUE_PATH = "/twilio/continue"
+# Twilio's final call statuses: an action request for such a call can only hang up.
+_CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 class Background:
@@ -233,6 +239,7 @@ def create_app(
     app[STATE] = ServerState()
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(STREAM_PATH, media_stream)
+    app.router.add_post(CONTINUE_PATH, continue_call)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -342,6 +349,29 @@ async def drain(app: web.Application, timeout_s: float) -> int:
     return len(calls.active)
 
 
+async def hand_over(app: web.Application, timeout_s: float) -> int:
+    """Stop taking calls and move each call in progress to another replica: its stream is let
+    go at a quiet moment (the model between turns, everything it said played), Twilio requests
+    the ``<Connect action>`` (which a ready replica answers) and the conversation continues
+    there. Calls not quiet within ``timeout_s`` are let go at once. Returns how many calls were
+    still active at the end (then closed by the shutdown)."""
+    if not app[STATE].draining:
+        begin_drain(app)
+    calls = app[CALLS]
+    for session in list(calls.active.values()):
+        session.hand_over()
+    for now in (False, True):
+        try:
+            async with asyncio.timeout(timeout_s if not now else 5.0):
+                while calls.active:
+                    await calls.wait_ended(next(iter(calls.active)), timeout_s)
+        except TimeoutError:
+            log.warning("server.handover_timeout", active_calls=len(calls.active), forced=now)
+            for session in list(calls.active.values()):
+                session.hand_over(now=True)
+    return len(calls.active)
+
+
 async def _close_calls(app: web.Application) -> None:
     """On shutdown, close every open media stream with GOING_AWAY so no handler hangs."""
     preconnects: dict[str, Preconnect] = app[PRECONNECTS]
@@ -433,24 +463,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 async def voice_webhook(request: web.Request) -> web.Response:
     """Answer an incoming call with TwiML that connects it to our media stream."""
     app = request.app
-    settings = app[SETTINGS]
-    form = await request.post()
-    params = {key: value for key, value in form.items() if isinstance(value, str)}
-    if settings.twilio_auth_token:
-        # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.
-        url = settings.public_url + request.path_qs
-        signature = request.headers.get("X-Twilio-Signature")
-        if not verify_signature(settings.twilio_auth_token, url, params, signature):
-            log.warning(
-                "twilio.signature_rejected",
-                path=request.path,
-                call_sid=(params.get("CallSid") or "")[:64],
-                has_signature=signature is not None,
-            )
-            raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
-    call_sid = params.get("CallSid")
-    if not call_sid:
-        raise web.HTTPBadRequest(text="missing CallSid")
+    params, call_sid = await _signed_request(request)
     if app[STATE].draining:
         # Twilio then tries the number's fallback URL: another instance takes the call.
         log.warning("call.refused_draining", call_sid=call_sid)
@@ -474,10 +487,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     agent, customer = await _agent_for_call(app, configured, call_sid, caller, called, verified)
     # Start the Live session now, so the greeting is ready when the media stream starts.
     await _preconnect(app, call_sid, agent, caller, called, caller_verified=verified)
-    twiml = connect_stream_twiml(
-        stream_url_from_public_url(settings.public_url, STREAM_PATH),
-        {"agent": agent.name, "token": token},
-    )
+    twiml = _stream_twiml(app, agent.name, token)
     log.info(
         "call.webhook",
         call_sid=call_sid,
@@ -488,6 +498,88 @@ async def voice_webhook(request: web.Request) -> web.Response:
         caller_verified=verified,
     )
     return web.Response(text=twiml, content_type="text/xml")
+
+
+async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
+    """A Twilio webhook's form and its CallSid; 403 unless Twilio signed it (with an auth token
+    configured), 400 without a CallSid."""
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    if settings.twilio_auth_token:
+        # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.
+        url = settings.public_url + request.path_qs
+        signature = request.headers.get("X-Twilio-Signature")
+        if not verify_signature(settings.twilio_auth_token, url, params, signature):
+            log.warning(
+                "twilio.signature_rejected",
+                path=request.path,
+                call_sid=(params.get("CallSid") or "")[:64],
+                has_signature=signature is not None,
+            )
+            raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
+    call_sid = params.get("CallSid")
+    if not call_sid:
+        raise web.HTTPBadRequest(text="missing CallSid")
+    return params, call_sid
+
+
+def _stream_twiml(app: web.Application, agent: str, token: str) -> str:
+    """``<Connect><Stream>`` to our media stream, with ``<Connect action>`` so that a stream
+    that ends while the call is up brings Twilio back to :func:`continue_call`."""
+    public_url = app[SETTINGS].public_url
+    return connect_stream_twiml(
+        stream_url_from_public_url(public_url, STREAM_PATH),
+        {"agent": agent, "token": token},
+        action=public_url + CONTINUE_PATH,
+    )
+
+
+async def continue_call(request: web.Request) -> web.Response:
+    """Twilio's ``<Connect action>``: the call's media stream ended while the call is still up
+    (its replica died, its socket dropped, or its replica handed it over). Answer with a new
+    stream that continues the conversation from the call's snapshot in the shared state, or
+    hang up if the bridge itself ended the call. Any replica answers, a draining one too (its
+    TwiML points the stream at the public URL, which routes to a ready replica)."""
+    app = request.app
+    params, call_sid = await _signed_request(request)
+    structlog.contextvars.bind_contextvars(call_sid=call_sid)
+    if params.get("CallStatus") in _CALL_OVER:
+        return web.Response(text=hangup_twiml(), content_type="text/xml")
+    try:
+        snapshot = await app[SHARED].load_call(call_sid)
+    except SharedStateError as exc:
+        log.warning("shared_state.unavailable", error=str(exc), action="call starts afresh")
+        snapshot = None
+    if snapshot is not None and snapshot.ended:
+        log.info("call.continue_declined", reason="the bridge ended this call")
+        return web.Response(text=hangup_twiml(), content_type="text/xml")
+    registry = app[AGENTS].current
+    if snapshot is not None:
+        agent = snapshot.agent
+        caller, called, verified = (
+            snapshot.from_number,
+            snapshot.to_number,
+            snapshot.caller_verified,
+        )
+    else:
+        # Nothing saved (the first stream died before its first turn, or no shared store):
+        # the call starts afresh on what this request says.
+        caller, called = params.get("From"), params.get("To")
+        verified = params.get("StirVerstat", "").startswith("TN-Validation-Passed")
+        agent = registry.for_number(called).name
+    leg = snapshot.leg + 1 if snapshot is not None else 1
+    token = app[STREAM_TOKENS].issue(
+        call_sid,
+        app[CLOCK](),
+        agent=agent,
+        from_number=caller,
+        to_number=called,
+        caller_verified=verified,
+        leg=leg,
+    )
+    log.info("call.continuing", leg=leg, snapshot=snapshot is not None, agent=agent)
+    return web.Response(text=_stream_twiml(app, agent, token), content_type="text/xml")
 
 
 async def media_stream(request: web.Request) -> web.StreamResponse:
@@ -517,6 +609,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
     if started is None:
         await ws.close()
         return
+    continuation = await _continuation(app, ticket)
     preconnect = app[PRECONNECTS].pop(started.call_sid, None)
     if preconnect is not None:
         preconnect.expiry.cancel()
@@ -528,6 +621,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         # the ticket says what it learned, so this call runs as if it had been here.
         registry = app[AGENTS].current
         named = ticket.agent if ticket else started.custom_parameters.get("agent")
+        if continuation is not None:
+            named = continuation.agent
         caller = ticket.from_number if ticket else None
         called = ticket.to_number if ticket else None
         verified = ticket.caller_verified if ticket else False
@@ -545,6 +640,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             tracks=list(started.tracks),
             preconnected=preconnect is not None,
             ticket=ticket is not None,
+            continued=continuation is not None,
         )
         wall_started = app[CLOCK]()
         recorder = app[RECORDS].recorder(started.call_sid)
@@ -580,6 +676,21 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             tool_context=tool_context,
             prices=app[PRICES],
             call_control=app[TOOLS].twilio,
+            journal=CallJournal(
+                app[SHARED],
+                CallSnapshot(
+                    call_sid=started.call_sid,
+                    agent=agent.name,
+                    from_number=caller,
+                    to_number=called,
+                    caller_verified=verified,
+                    leg=1 if continuation is None else continuation.leg + 1,
+                    handle=None if continuation is None else continuation.handle,
+                    turns=() if continuation is None else continuation.turns,
+                ),
+                wall=app[CLOCK],
+            ),
+            continuation=continuation,
         )
     except BaseException:
         # Nothing may leak a Live session opened for this call (a bug above, or cancellation).
@@ -650,6 +761,23 @@ async def _claim_ticket(app: web.Application, started: StreamStarted) -> StreamT
     if ticket is None and authenticated:
         raise SignatureError("missing, expired or reused stream token")
     return ticket
+
+
+async def _continuation(app: web.Application, ticket: StreamTicket | None) -> CallSnapshot | None:
+    """For a stream that continues a call (its ticket's leg is 2 or more), the snapshot the
+    call's earlier stream left; None for a new call, or when none can be found (then the call
+    starts afresh rather than not at all)."""
+    if ticket is None or ticket.leg < 2:
+        return None
+    try:
+        snapshot = await app[SHARED].load_call(ticket.call_sid)
+    except SharedStateError as exc:
+        log.warning("shared_state.unavailable", error=str(exc), action="call starts afresh")
+        return None
+    if snapshot is None or snapshot.ended:
+        log.warning("call.continuation_missing", leg=ticket.leg)
+        return None
+    return snapshot
 
 
 async def _agent_for_call(

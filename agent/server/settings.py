@@ -68,7 +68,10 @@ class Settings:
     log_format: LogFormat = "auto"
     live_connect_timeout_s: float = 10.0
     stream_start_timeout_s: float = 10.0
-    drain_timeout_s: float = 600.0  # on SIGTERM, calls in progress get this long to finish
+    drain_timeout_s: float = 600.0  # DRAIN_MODE=wait: calls in progress get this long to finish
+    # On SIGTERM: "handover" moves calls in progress to other replicas; "wait" lets them finish.
+    drain_mode: Literal["handover", "wait"] = "handover"
+    handover_timeout_s: float = 30.0  # calls not quiet by then are handed over mid-sentence
     workers: int = 1  # agent serve processes on the one port (WORKERS)
     live_backend: LiveBackendName = "gemini"
     vertex_project: str | None = None
@@ -219,6 +222,8 @@ class Settings:
             price_table=(env.get("PRICE_TABLE") or "").strip() or None,
             agents_path=agents_path_from_env(env),
             drain_timeout_s=_seconds(env, "DRAIN_TIMEOUT_S", 600.0),
+            drain_mode=_drain_mode(env),
+            handover_timeout_s=_seconds(env, "HANDOVER_TIMEOUT_S", 30.0),
             workers=_int(env, "WORKERS", 1),
             twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
             twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,
@@ -256,6 +261,15 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{key} must be a number of seconds (0 or more), got {raw!r}", key=key)
     return value
+
+
+def _drain_mode(env: Mapping[str, str]) -> Literal["handover", "wait"]:
+    mode = (env.get("DRAIN_MODE") or "handover").strip().lower()
+    if mode == "handover":
+        return "handover"
+    if mode == "wait":
+        return "wait"
+    raise ConfigError(f"DRAIN_MODE must be handover or wait, got {mode!r}", key="DRAIN_MODE")
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

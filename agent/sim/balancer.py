@@ -43,6 +43,15 @@ class Balancer:
     route: Route
     sent: list[tuple[str, str]] = field(default_factory=list)  # (path, replica) in order
     _http: aiohttp.ClientSession | None = None
+    _relays: set[web.WebSocketResponse] = field(default_factory=set)
+
+    async def drop_streams(self) -> int:
+        """Cut every WebSocket being relayed, as a replica dying or a network fault would (the
+        caller's side sees an abnormal close, 1011). Returns how many were cut."""
+        relays = list(self._relays)
+        for downstream in relays:
+            await downstream.close(code=aiohttp.WSCloseCode.INTERNAL_ERROR, message=b"dropped")
+        return len(relays)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -80,8 +89,14 @@ class Balancer:
         headers = {k: v for k, v in headers.items() if not k.lower().startswith("sec-websocket")}
         downstream = web.WebSocketResponse(max_msg_size=1 << 20)
         await downstream.prepare(request)
-        async with self._http.ws_connect(url, headers=headers, max_msg_size=1 << 20) as upstream:
-            await asyncio.gather(_pipe(downstream, upstream), _pipe(upstream, downstream))
+        self._relays.add(downstream)
+        try:
+            async with self._http.ws_connect(
+                url, headers=headers, max_msg_size=1 << 20
+            ) as upstream:
+                await asyncio.gather(_pipe(downstream, upstream), _pipe(upstream, downstream))
+        finally:
+            self._relays.discard(downstream)
         return downstream
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "UsedNonces",
     "compute_signature",
     "connect_stream_twiml",
+    "hangup_twiml",
     "stream_url_from_public_url",
     "verify_signature",
 ]
@@ -59,9 +60,18 @@ _STREAM_SCHEMES: Final = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"
 
 
 def connect_stream_twiml(
-    stream_url: str, parameters: Mapping[str, str], *, status_callback: str | None = None
+    stream_url: str,
+    parameters: Mapping[str, str],
+    *,
+    status_callback: str | None = None,
+    action: str | None = None,
 ) -> str:
     """TwiML for the voice webhook: ``<Connect><Stream>`` to ``stream_url`` with ``parameters``.
+
+    With ``action``, Twilio requests that URL when the stream ends while the call is still up
+    (https://www.twilio.com/docs/voice/twiml/connect#action: "When the <Connect> verb ends,
+    Twilio sends an HTTP request to this URL"), and runs the TwiML it answers: how a call moves
+    to another replica when its stream's replica dies or hands it over.
 
     The parameters reach the stream as ``start.customParameters``; this is the only way to pass data
     to it, since Twilio does not allow a query string on the stream URL. Raises ``ValueError`` for a
@@ -81,10 +91,16 @@ def connect_stream_twiml(
                 f"<Parameter> {name!r}: name and value must be under {PARAMETER_LIMIT} characters"
             )
         params.append(f"<Parameter name={_attr(name)} value={_attr(value)}/>")
+    connect = "<Connect>" if action is None else f'<Connect action={_attr(action)} method="POST">'
     return (
-        f"{_XML_DECLARATION}<Response><Connect><Stream {stream_attrs}>"
+        f"{_XML_DECLARATION}<Response>{connect}<Stream {stream_attrs}>"
         f"{''.join(params)}</Stream></Connect></Response>"
     )
+
+
+def hangup_twiml() -> str:
+    """TwiML that ends the call."""
+    return f"{_XML_DECLARATION}<Response><Hangup/></Response>"
 
 
 def stream_url_from_public_url(public_url: str, path: str = "/twilio/stream") -> str:
@@ -208,6 +224,7 @@ class StreamTicket:
     from_number: str | None = None
     to_number: str | None = None
     caller_verified: bool = False  # Twilio's StirVerstat reported a passed attestation
+    leg: int = 1  # which stream of the call this is: 2 and on continue it (<Connect action>)
 
 
 class UsedNonces:
@@ -242,11 +259,11 @@ class StreamTokens:
 
     A token is ``"st2.{payload}.{mac}"``, all URL-safe: the payload is the :class:`StreamTicket`
     (CallSid, expiry in milliseconds on the clock passed as ``now``, a random nonce, the agent, the
-    caller and called numbers, the attestation verdict) as compact JSON in base64url, and the MAC
-    an HMAC-SHA256 over it. The payload is signed, not encrypted: it holds nothing Twilio does not
-    already know. Issuing and opening keep no state; :meth:`verify` also consumes the ticket in
-    this process's :class:`UsedNonces`. Several replicas share the secret and a store of used
-    nonces instead (:mod:`agent.cluster`), so any of them can take any stream, once.
+    caller and called numbers, the attestation verdict, the leg) as compact JSON in base64url, and
+    the MAC an HMAC-SHA256 over it. The payload is signed, not encrypted: it holds nothing Twilio
+    does not already know. Issuing and opening keep no state; :meth:`verify` also consumes the
+    ticket in this process's :class:`UsedNonces`. Several replicas share the secret and a store of
+    used nonces instead (:mod:`agent.cluster`), so any of them can take any stream, once.
     """
 
     _DOMAIN: Final = b"twilio-stream-token/v2"
@@ -272,6 +289,7 @@ class StreamTokens:
         from_number: str | None = None,
         to_number: str | None = None,
         caller_verified: bool = False,
+        leg: int = 1,
     ) -> str:
         """A fresh token for ``call_sid``, valid until ``now + ttl_s`` (inclusive, to the ms)."""
         if not call_sid:
@@ -284,6 +302,7 @@ class StreamTokens:
             _short(from_number),
             _short(to_number),
             1 if caller_verified else 0,
+            leg,
         ]
         # surrogatepass: a CallSid from JSON may hold a lone surrogate; carry it rather than raise.
         text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
@@ -305,10 +324,12 @@ class StreamTokens:
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             fields = json.loads(raw.decode("utf-8", "surrogatepass"))
-            sid, expires_ms, nonce, agent, caller, called, verified = fields
+            sid, expires_ms, nonce, agent, caller, called, verified, leg = fields
         except (ValueError, TypeError):
             return None
         if sid != call_sid[:_FIELD_LIMIT] or not call_sid or not isinstance(expires_ms, int):
+            return None
+        if not isinstance(leg, int) or leg < 1:
             return None
         if now * 1000.0 > expires_ms:
             return None
@@ -320,6 +341,7 @@ class StreamTokens:
             from_number=caller if isinstance(caller, str) else None,
             to_number=called if isinstance(called, str) else None,
             caller_verified=verified == 1,
+            leg=leg,
         )
 
     def verify(self, token: str, call_sid: str, now: float) -> StreamTicket | None:

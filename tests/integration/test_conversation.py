@@ -18,7 +18,7 @@ from agent.call.session import CallSession
 from agent.config.models import AgentConfig, CallPolicy, FallbackConfig, VadConfig
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import CALLS
+from agent.server.app import CALLS, SHARED
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     ENDED_BY_REST_TRANSFER,
@@ -136,7 +136,9 @@ async def test_the_caller_hanging_up_ends_everything(
     assert_nothing_left_running(call)
 
 
-async def test_a_dropped_media_socket_ends_the_call(start_bridge: BridgeFactory) -> None:
+async def test_a_dropped_media_socket_ends_this_stream_but_not_the_call(
+    start_bridge: BridgeFactory,
+) -> None:
     bridge = await start_bridge()
     call_sid = "CA" + "7" * 32
     async with aiohttp.ClientSession() as http:
@@ -153,7 +155,12 @@ async def test_a_dropped_media_socket_ends_the_call(start_bridge: BridgeFactory)
         await ws.send_json({"event": "start", "streamSid": "MZ" + "7" * 32, "start": start})
         await ws.close()  # gone without a stop
     call = await bridge.app[CALLS].wait_ended(call_sid)
-    assert call.ended_reason == "caller hung up"
+    # Not the caller hanging up (Twilio would have sent stop): Twilio asks <Connect action> next,
+    # and the call's snapshot does not say it ended, so the call goes on.
+    assert call.ended_reason == "stream lost"
+    snapshot = await bridge.app[SHARED].load_call(call_sid)
+    assert snapshot is not None
+    assert not snapshot.ended
     assert_nothing_left_running(call)
 
 
