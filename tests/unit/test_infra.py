@@ -477,6 +477,11 @@ def test_the_pod_runs_unprivileged_on_a_read_only_root(rendered: list[Doc]) -> N
     assert context["runAsNonRoot"] is True
     assert isinstance(context["runAsUser"], int)
     assert context["runAsUser"] > 0
+    # The image's own user (infra/Dockerfile) is the same one.
+    dockerfile = (ROOT.parent / "Dockerfile").read_text(encoding="utf-8")
+    assert re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M) == [
+        (str(context["runAsUser"]), str(context["runAsGroup"]))
+    ]
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
