@@ -128,3 +128,21 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str,
             await process.wait()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def start_server(port: int, env: dict[str, str], cwd: Path) -> tuple[Any, ServerLog]:
+    """``agent serve`` on ``port`` as a subprocess; returns it and its log once it listens."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(port)),
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = ServerLog(process.stderr)
+    timeout = scaled_timeout(30.0)
+    await log.wait_for(lambda lines: bool(events(lines, "server.started")), timeout)
+    await wait_listening(port, timeout)
+    return process, log

@@ -1,0 +1,97 @@
+"""A replica killed mid-call (SIGKILL, a real process): the call goes on with the other one.
+
+Two ``agent serve`` processes share one PostgreSQL database, behind the balancer stand-in:
+the webhook and the first stream go to A, everything after to B. Once A's agent has answered
+the caller, A is killed; Twilio (the carrier simulator) requests the ``<Connect action>``, B
+answers it, and B's stream continues the conversation A left in the shared state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from timing import scaled_timeout
+
+from agent.records.store import RecordStore
+from agent.sim.balancer import start_balancer
+from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.live.server import EmulatorOptions, start_emulator
+
+from .conftest import caller_clip
+from .processes import events, free_port, server_env, start_server
+
+AUTH_TOKEN = "killed-replica-test-token-4b2e9f"
+CALL_TIMEOUT_S = scaled_timeout(60.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+@pytest.mark.real_time
+async def test_a_call_survives_the_replica_it_was_on_being_killed(
+    tmp_path: Path, postgres_database: Callable[[], str]
+) -> None:
+    database = postgres_database()
+    emulator = await start_emulator(EmulatorOptions())
+    replicas: list[str] = []
+
+    def route(request: web.Request) -> str:
+        streams = [path for path, _ in lb.balancer.sent if path == "/twilio/stream"]
+        first = request.path == "/twilio/voice" or (
+            request.path == "/twilio/stream" and not streams
+        )
+        return replicas[0] if first else replicas[1]
+
+    lb = await start_balancer(route)
+    servers = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            env = server_env(tmp_path, port, emulator.url, tmp_path / f"{name}.db", AUTH_TOKEN)
+            env.update(PUBLIC_URL=lb.url, DATABASE_URL=database, SHARED_STATE_URL=database)
+            servers.append(await start_server(port, env, tmp_path))
+            replicas.append(f"http://127.0.0.1:{port}")
+        (a, a_log), (_, b_log) = servers
+
+        options = CarrierOptions(url=lb.url, auth_token=AUTH_TOKEN, max_duration_s=90)
+        utterances = [caller_clip("order-status"), caller_clip("goodbye")]
+        call = asyncio.get_running_loop().create_task(place_call(options, utterances))
+        # A has answered the caller's first question: the conversation has something to keep.
+        await a_log.wait_for(lambda ls: len(events(ls, "model.turn_complete")) >= 1, CALL_TIMEOUT_S)
+        os.kill(a.pid, signal.SIGKILL)
+        assert await a.wait() == -signal.SIGKILL
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            report = await call
+    finally:
+        for process, log in servers:
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
+            await log.finish()
+        await lb.close()
+        await emulator.close()
+
+    # One call, two streams: the second on B, continuing (leg 2) what A's stream began.
+    assert len(report.stream_sids) == 2
+    (continued,) = events(b_log.lines, "call.started")
+    assert continued["call_sid"] == report.call_sid
+    assert continued["continued"] is True
+    (ended,) = events(b_log.lines, "call.ended")
+    assert ended["leg"] == 2
+    assert ended["reason"] == "caller hung up"
+    # The caller's questions were both answered, one by A, the rest after the failover by B.
+    assert all(u.first_reply_ms is not None for u in report.utterances)
+    # The record is one call whose turns run from A's leg into B's.
+    store = RecordStore.from_url(database)
+    try:
+        record = store.get_call(report.call_sid)
+    finally:
+        await store.close()
+    assert record is not None
+    agent_turns = [t for t in record.turns if t.role == "agent"]
+    assert len(agent_turns) >= 2
