@@ -15,6 +15,9 @@ Sections (all by default; ``--only`` picks some):
                caller-audio transit, in-process at real time (:mod:`agent.bench.live`).
 ``reconnect``  goAway, a 1011 close and a dropped socket mid-call: switch time, gaps in caller and
                agent audio, frames lost (:mod:`agent.bench.live`).
+``replicas``   two replicas behind one URL: the silence a caller hears when their stream's replica
+               is lost (target: at most 2 s), and the greeting when the stream reaches the webhook's
+               replica or another one (:mod:`agent.bench.replicas`).
 
 Targets: at most 5 ms of added audio delay per direction; CPU per call-second with every feature on
 at most a third of the thinnest bridge's; greeting audio within 10 ms of ``start`` when
@@ -54,7 +57,7 @@ __all__ = [
     "run_sections",
 ]
 
-SECTIONS: Final = ("audio", "cpu", "latency", "reconnect")
+SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas")
 DESCRIPTION: Final = "measure latency, CPU and reconnection gaps against the bridge's targets"
 
 
@@ -316,6 +319,7 @@ def _sections(only: str) -> list[str]:
 async def run_sections(args: argparse.Namespace) -> list[Section]:
     """Run the chosen sections in order; a section that fails is reported, the others still run."""
     from agent.bench.live import run_latency_bench, run_reconnect_bench
+    from agent.bench.replicas import run_replicas_bench
 
     async def audio() -> Section:
         return audio_section(args.audio_seconds)
@@ -325,6 +329,7 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         "cpu": lambda: cpu_section(args.calls, args.seconds, args.rounds),
         "latency": lambda: run_latency_bench(args.greetings, args.barge_ins),
         "reconnect": run_reconnect_bench,
+        "replicas": run_replicas_bench,
     }
     sections = []
     for name in _sections(args.only):

@@ -177,8 +177,11 @@ async def place_call(
     utterances: Sequence[bytes],
     *,
     rest: TwilioApiSimulator | None = None,
+    observer: StreamObserver | None = None,
 ) -> CallReport:
     """Call the bridge at ``options.url`` and say ``utterances`` (PCM16 8 kHz), as Twilio would.
+
+    ``observer`` watches every message of every stream of the call (the benchmarks time them).
 
     With ``rest``, the call is placed under that simulator's account and can be updated through
     its REST API while it lasts (hung up, transferred), as a real call can through Twilio's.
@@ -219,6 +222,7 @@ async def place_call(
                         stream.parameters,
                         options.speed,
                         rest=rest,
+                        observer=observer,
                         started=started,
                         open_messages=opening,
                         on_lost=phone.stream_lost if stream.action else phone.server_hung_up,
