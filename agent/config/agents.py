@@ -98,6 +98,7 @@ from agent.config.tools import (
 )
 from agent.errors import ConfigError
 from agent.numbers import E164_RE, normalise_number
+from agent.tools.sql_params import parse_query
 
 log = structlog.get_logger("agent.agents")
 
@@ -1551,8 +1552,6 @@ _CONFIG_KEYS: Final = {
     "call.dtmf_message": "dtmf.message",
     "call.dtmf_group_timeout_s": "dtmf.group_timeout_s",
 }
-_SQL_STRIP: Final = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
-_SQL_PARAM: Final = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _HTTP_PARAM: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -1825,10 +1824,11 @@ def _tool_kind(
     if "sql" in tool:
         sql = tool["sql"]
         key = f"{path}.sql.query"
-        stripped = _SQL_STRIP.sub(" ", sql["query"])
-        if ";" in stripped.rstrip().rstrip(";"):
+        # The executor's own scanner: what passes here is what it runs, with these parameters.
+        parsed = parse_query(sql["query"])
+        if parsed.statements != 1:
             r.problem(r.line(key), key, "must be a single SQL statement")
-        missing = sorted(set(_SQL_PARAM.findall(stripped)) - available)
+        missing = sorted(set(parsed.names) - available)
         if missing:
             r.problem(
                 r.line(key),

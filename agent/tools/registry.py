@@ -57,13 +57,8 @@ from agent.tools.base import (
 from agent.tools.builtin import run_builtin, validate_builtin
 from agent.tools.http import run_http, validate_http
 from agent.tools.python import check_signature, resolve_target, run_python
-from agent.tools.sql import (
-    Databases,
-    ParsedQuery,
-    bind_parameters,
-    parse_query,
-    validate_sql,
-)
+from agent.tools.sql import Databases, bind_parameters, validate_sql
+from agent.tools.sql_params import ParsedQuery, parse_query
 
 log = structlog.get_logger("agent.tools")
 

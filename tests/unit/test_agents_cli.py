@@ -90,6 +90,52 @@ def test_check_runs_the_tool_checks_it_is_given(tmp_path: Path) -> None:
     assert text.splitlines()[0] == f"{tmp_path / 'a.yaml'}:3: no good (key 'tools[0]')"
 
 
+def test_check_reads_sql_as_the_executor_does(tmp_path: Path) -> None:
+    """Dollar-quoted text is not code: its ``:ref`` is no placeholder and its ``;`` ends no
+    statement. The loader and the executor's checks use one scanner, so both agree."""
+    from agent.tools import validate_specs
+    from agent.tools.sql_params import parse_query
+
+    query = "SELECT $$ see :ref; $$ AS note, name FROM t WHERE id = :id"
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: note
+            description: A note.
+            parameters: {type: object, properties: {id: {type: string}}}
+            sql:
+              query: "SELECT $$ see :ref; $$ AS note, name FROM t WHERE id = :id"
+              database_url: postgresql://db/shop
+        """,
+    )
+    code, text = check_command(str(tmp_path), env={}, check_tools=validate_specs)
+    assert (code, text.split(":")[0]) == (0, "ok  a (default"), text
+    assert parse_query(query).names == ("id",)
+    # Without the parameter, :id (and only :id) is reported missing.
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: note
+            description: A note.
+            sql:
+              query: "SELECT $$ see :ref; $$ AS note, name FROM t WHERE id = :id"
+        """,
+    )
+    code, text = check_command(str(tmp_path), env={}, check_tools=validate_specs)
+    assert code == 1
+    assert text.splitlines() == [
+        f"{tmp_path / 'a.yaml'}:6: placeholder :id not among the tool's parameters "
+        "(key 'tools[0].sql.query')",
+        "1 problem in 1 file",
+    ]
+
+
 def test_the_subcommands_print_and_return_their_exit_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

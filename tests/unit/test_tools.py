@@ -45,7 +45,8 @@ from agent.tools import (
     TransferCall,
     validate_specs,
 )
-from agent.tools.sql import SqliteDatabase, parse_query
+from agent.tools.sql import SqliteDatabase
+from agent.tools.sql_params import parse_query
 
 CONTEXT = CallContext(
     call_sid="CA" + "1" * 32,
@@ -658,53 +659,3 @@ async def test_a_toolbox_with_bad_specs_is_a_config_error(
             crm=crm,
         )
     assert "tool 'u'" in str(caught.value)
-
-
-# -- the SQL scanner -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("query", "names", "pyformat"),
-    [
-        ("SELECT * FROM t WHERE a = :a AND b = :b", ("a", "b"), "a = %(a)s AND b = %(b)s"),
-        ("SELECT :a, :a", ("a",), "SELECT %(a)s, %(a)s"),
-        ("SELECT x::int FROM t WHERE y = :y", ("y",), "x::int FROM t WHERE y = %(y)s"),
-        ("SELECT ':not' || :yes", ("yes",), "SELECT ':not' || %(yes)s"),
-        ("SELECT 'it''s :no' WHERE a = :a", ("a",), "'it''s :no' WHERE a = %(a)s"),
-        ('SELECT ":col" FROM t', (), 'SELECT ":col" FROM t'),
-        ("SELECT 1 -- :comment\nWHERE a = :a", ("a",), "-- :comment\nWHERE a = %(a)s"),
-        ("SELECT /* :c */ :a", ("a",), "/* :c */ %(a)s"),
-        ("SELECT $$ :no $$, $q$ :no $q$, :a", ("a",), "$$ :no $$, $q$ :no $q$, %(a)s"),
-        ("SELECT E'\\' :no' , :a", ("a",), "E'\\' :no' , %(a)s"),
-        ("SELECT * FROM t WHERE s LIKE '50%' OR r = :r", ("r",), "LIKE '50%%' OR r = %(r)s"),
-        ("SELECT 10 % 3, :a", ("a",), "SELECT 10 %% 3, %(a)s"),
-    ],
-)
-def test_the_scanner_finds_placeholders_only_in_code(
-    query: str, names: tuple[str, ...], pyformat: str
-) -> None:
-    parsed = parse_query(query)
-    assert parsed.names == names
-    assert pyformat in parsed.pyformat
-    assert parsed.statements == 1
-
-
-@pytest.mark.parametrize(
-    ("query", "statements", "is_read"),
-    [
-        ("SELECT 1;", 1, True),
-        ("  -- leading comment\n  select 1", 1, True),
-        ("(SELECT 1) UNION (SELECT 2)", 1, True),
-        ("SELECT ';'", 1, True),
-        ("SELECT 1; SELECT 2", 2, True),
-        ("UPDATE t SET a = 1; -- done", 1, False),
-        ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", 1, False),
-        ("INSERT INTO t VALUES (1) RETURNING id", 1, False),
-        ("", 0, False),
-    ],
-)
-def test_the_scanner_counts_statements_and_tells_reads(
-    query: str, statements: int, is_read: bool
-) -> None:
-    parsed = parse_query(query)
-    assert (parsed.statements, parsed.is_read) == (statements, is_read)
