@@ -56,8 +56,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, cast, get_args
 
+import jsonschema
 import structlog
 import yaml
+from jsonschema import Draft202012Validator
 from yaml.constructor import SafeConstructor
 
 from agent.config.models import (
@@ -803,12 +805,17 @@ def _json_value(node: yaml.Node, path: str, r: _Reader) -> Any:
         result: dict[str, Any] = {}
         for key_node, value_node in _pairs(node, path, r):
             key = _plain_text(key_node)
-            value = _json_value(value_node, _join(path, key), r)
+            sub = _join(path, key)
+            r.lines[sub] = key_node.start_mark.line + 1  # for problems found inside the data
+            value = _json_value(value_node, sub, r)
             if not isinstance(value, _Invalid):
                 result[key] = value
         return result
     if isinstance(node, yaml.SequenceNode):
-        items = [_json_value(child, f"{path}[{i}]", r) for i, child in enumerate(node.value)]
+        items = []
+        for index, child in enumerate(node.value):
+            r.lines[f"{path}[{index}]"] = child.start_mark.line + 1
+            items.append(_json_value(child, f"{path}[{index}]", r))
         return [item for item in items if not isinstance(item, _Invalid)]
     assert isinstance(node, yaml.ScalarNode)
     if node.tag == _STR_TAG:
@@ -1782,6 +1789,17 @@ def _build_tool(
 
 def _check_parameters(parameters: Any, path: str, r: _Reader) -> dict[str, Any] | None:
     """The schema's properties, or None after reporting why it is not an object schema."""
+    mistakes = json_schema_problems(parameters)
+    for where, message in mistakes:
+        key = path + where
+        r.problem(r.line(key), key, f"not a valid JSON Schema: {message}")
+    if mistakes:
+        # Reported; the parameter names still serve the placeholder checks, if readable.
+        properties = parameters.get("properties")
+        readable = isinstance(properties, dict) and all(
+            isinstance(v, dict) for v in properties.values()
+        )
+        return properties if readable else None
     line = r.line(path)
     if parameters.get("type") != "object":
         r.problem(line, path, "must be an object schema: add 'type: object'")
@@ -1800,6 +1818,46 @@ def _check_parameters(parameters: Any, path: str, r: _Reader) -> dict[str, Any] 
         if name not in properties:
             r.problem(line, f"{path}.required", f"{name!r} is required but not in properties")
     return properties
+
+
+def json_schema_problems(schema: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Why ``schema`` is not a valid JSON Schema (draft 2020-12), as (path inside it, message)
+    pairs; empty if it is one. A tool's ``parameters`` are checked here, at load, so
+    ``type: strng`` or ``minimum: "five"`` is a problem in the file, not a surprise mid-call.
+
+    ``check_schema`` decides; when it refuses, every error against the meta-schema is listed
+    (it raises only the first), so a file is fixed in one pass.
+    """
+    try:
+        Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError:
+        pass
+    else:
+        return []
+    meta = Draft202012Validator(
+        Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    problems: list[tuple[str, str]] = []
+    for error in meta.iter_errors(schema):
+        error = _specific(error)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        message = error.message
+        if error.validator == "enum" and isinstance(error.instance, str):
+            allowed = [str(v) for v in cast(Sequence[Any], error.validator_value)]
+            near = _near(error.instance, allowed, cutoff=0.6)
+            hint = f" (did you mean {near!r}?)" if near else ""
+            message = f"{error.instance!r} is not one of {', '.join(allowed)}{hint}"
+        problems.append((where, message))
+    return sorted(problems)
+
+
+def _specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """The error that says what is wrong. ``type: strng`` fails an ``anyOf`` ("not valid under
+    any of the given schemas"); inside it, the failed ``enum`` of type names is the useful part
+    (for ``type: [string, nul]``, the one for the wrong item)."""
+    enums = [e for e in error.context or () if e.validator == "enum"]
+    named = [e for e in enums if isinstance(e.instance, str)]
+    return named[-1] if named else error
 
 
 def _without_bound(parameters: Mapping[str, Any], bind: Mapping[str, str]) -> dict[str, Any]:

@@ -604,6 +604,65 @@ def test_tool_problems(tmp_path: Path) -> None:
     ]
 
 
+def test_tool_parameters_must_be_a_valid_json_schema(tmp_path: Path) -> None:
+    """Checked against the JSON Schema meta-schema at load, each mistake at its own line."""
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: find
+            description: Find.
+            parameters:
+              type: object
+              properties:
+                q: {type: strng}
+                count:
+                  type: integer
+                  minimum: "five"
+                tags: {type: array, items: {type: [string, nul]}}
+                code: {type: string, pattern: "[A-"}
+            sql: {query: "SELECT * FROM t WHERE q = :q LIMIT :count"}
+        """,
+    )
+    file = tmp_path / "a.yaml"
+    types = "array, boolean, integer, null, number, object, string"
+    assert problems_of(tmp_path) == [
+        f"{file}:8: not a valid JSON Schema: 'strng' is not one of {types} (did you mean "
+        "'string'?) (key 'tools[0].parameters.properties.q.type')",
+        f"{file}:11: not a valid JSON Schema: 'five' is not of type 'number' "
+        "(key 'tools[0].parameters.properties.count.minimum')",
+        f"{file}:12: not a valid JSON Schema: 'nul' is not one of {types} (did you mean "
+        "'null'?) (key 'tools[0].parameters.properties.tags.items.type[1]')",
+        f"{file}:13: not a valid JSON Schema: '[A-' is not a 'regex' "
+        "(key 'tools[0].parameters.properties.code.pattern')",
+    ]
+
+
+def test_a_valid_json_schema_with_its_vocabulary_loads(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: book
+            description: Book.
+            parameters:
+              type: object
+              properties:
+                day: {type: string, format: date, enum: [mon, tue]}
+                seats: {type: [integer, "null"], minimum: 1, maximum: 9}
+                notes: {anyOf: [{type: string, maxLength: 200}, {type: "null"}]}
+              required: [day]
+              additionalProperties: false
+            end_call: {}
+        """,
+    )
+    assert load(tmp_path, env={}).default.tool_specs[0].parameters["required"] == ["day"]
+
+
 def test_the_tool_executors_checks_are_reported_at_the_tool(tmp_path: Path) -> None:
     write(
         tmp_path,

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -160,7 +161,6 @@ def test_the_subcommands_print_and_return_their_exit_code(
 
 
 def _validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(schema_command())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
