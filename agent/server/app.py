@@ -48,7 +48,7 @@ from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CallRecordStore, RecordStore
-from agent.server.settings import Settings
+from agent.server.settings import Settings, reveal
 from agent.telephony.rest import TwilioRest
 from agent.telephony.twilio import (
     Connected,
@@ -172,7 +172,7 @@ def create_app(
         live_target = live_endpoint(
             settings.live_backend,
             base_url=settings.live_api_url,
-            api_key=settings.gemini_api_key,
+            api_key=reveal(settings.gemini_api_key),
             vertex_project=settings.vertex_project,
             vertex_location=settings.vertex_location,
         )
@@ -199,7 +199,7 @@ def create_app(
     app[LIVE_BACKEND] = LiveBackend(live_target)
     # Tokens must verify on any worker behind the same number: key them with the auth token.
     secret = (
-        settings.twilio_auth_token.encode()
+        settings.twilio_auth_token.get_secret_value().encode()
         if settings.twilio_auth_token
         else secrets.token_bytes(32)
     )
@@ -275,9 +275,11 @@ async def _tools(app: web.Application) -> AsyncIterator[None]:
             tools.twilio = TwilioRest(
                 tools.http,
                 account_sid=settings.twilio_account_sid,
-                auth_token=None if settings.twilio_api_key_sid else settings.twilio_auth_token,
+                auth_token=None
+                if settings.twilio_api_key_sid
+                else reveal(settings.twilio_auth_token),
                 api_key_sid=settings.twilio_api_key_sid,
-                api_key_secret=settings.twilio_api_key_secret,
+                api_key_secret=reveal(settings.twilio_api_key_secret),
                 base_url=settings.twilio_api_url,
             )
         else:
@@ -395,7 +397,8 @@ async def voice_webhook(request: web.Request) -> web.Response:
         # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.
         url = settings.public_url + request.path_qs
         signature = request.headers.get("X-Twilio-Signature")
-        if not verify_signature(settings.twilio_auth_token, url, params, signature):
+        token = settings.twilio_auth_token.get_secret_value()
+        if not verify_signature(token, url, params, signature):
             log.warning(
                 "twilio.signature_rejected",
                 path=request.path,

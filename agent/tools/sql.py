@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("agent.tools")
 
-#: A query is refused more rows than this whatever its configuration says.
-MAX_ROWS_LIMIT: Final = 1000
 # SQLite VM instructions between checks of the cancellation flag: frequent enough to stop within
 # a millisecond or so, rare enough to cost nothing measurable.
 _PROGRESS_STEPS: Final = 4096
@@ -75,19 +73,11 @@ def validate_sql(tool: SqlTool, known: set[str]) -> list[str]:
             "query uses placeholder(s) that are neither parameters nor bound: "
             + ", ".join(f":{name}" for name in unknown)
         )
-    if not 1 <= tool.max_rows <= MAX_ROWS_LIMIT:
-        problems.append(f"max_rows must be between 1 and {MAX_ROWS_LIMIT}, got {tool.max_rows}")
     url = tool.database_url
-    if url is not None:
-        if url.startswith("sqlite:///"):
-            raw = url.removeprefix("sqlite:///")
-            if not raw or raw == ":memory:" or raw.startswith("file:"):
-                problems.append(f"database_url {url!r} needs a file path")
-        elif not url.startswith(("postgresql://", "postgres://")):
-            problems.append(
-                "database_url must start with sqlite:/// or postgresql:// "
-                f"(got {url.split(':')[0]!r})"
-            )
+    if url is not None and url.startswith("sqlite:///"):
+        raw = url.removeprefix("sqlite:///")
+        if not raw or raw == ":memory:" or raw.startswith("file:"):
+            problems.append(f"database_url {url!r} needs a file path")
     return problems
 
 

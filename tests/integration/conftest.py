@@ -99,7 +99,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             public_url=url,
             database_url=f"sqlite:///{tmp_path}/calls-{port}.db",
             crm_database_url=f"sqlite:///{tmp_path}/crm-{port}.db",
-            **overrides,  # type: ignore[arg-type]
+            **overrides,
         )
         app = create_app(
             settings,

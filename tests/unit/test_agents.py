@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -17,9 +18,7 @@ from structlog.testing import capture_logs
 from timing import scaled_timeout
 
 from agent.config.agents import (
-    AGENT_FIELDS,
     BUNDLED_AGENTS,
-    TOOL_FIELDS,
     AgentFilesError,
     AgentRegistry,
     AgentRegistryHolder,
@@ -37,6 +36,7 @@ from agent.config.agents import (
 )
 from agent.config.models import (
     AgentConfig,
+    AgentFile,
     CallPolicy,
     ContextWindowCompressionConfig,
     FallbackConfig,
@@ -54,6 +54,7 @@ from agent.config.tools import (
     HttpTool,
     PythonTool,
     SqlTool,
+    ToolEntry,
     ToolSpec,
     TransferCallTool,
 )
@@ -339,7 +340,7 @@ def test_the_full_example_uses_every_key_of_the_field_table() -> None:
     for tool in doc["tools"]:
         used |= {"tools[]." + k for k in keys(tool)}
     table = {row.key for row in field_reference()} | {
-        "tools[]." + row.key for row in field_reference(TOOL_FIELDS)
+        "tools[]." + row.key for row in field_reference(ToolEntry)
     }
     assert table - used == set()
 
@@ -1178,7 +1179,7 @@ def test_the_readme_documents_every_key_as_the_loader_knows_it() -> None:
     default fails here until the README is regenerated (`agent schema --format markdown`)."""
     text = _agents_docs()
     missing = [row.key for row in field_reference() if f"`{row.key}`" not in text]
-    missing += [row.key for row in field_reference(TOOL_FIELDS) if f"`{row.key}`" not in text]
+    missing += [row.key for row in field_reference(ToolEntry) if f"`{row.key}`" not in text]
     assert missing == []
     assert markdown_reference() in text, "regenerate with: agent schema --format markdown"
-    assert len(AGENT_FIELDS) > 40
+    assert len(dataclasses.fields(AgentFile)) > 40

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from agent.cli.agents import add_agents_subcommands, check_command, schema_command
-from agent.config.agents import AGENT_FIELDS, BUNDLED_AGENTS, TOOL_FIELDS
+from agent.config.agents import BUNDLED_AGENTS, field_reference
+from agent.config.tools import ToolEntry
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,11 +170,13 @@ def _validator() -> Any:
 def test_the_schema_is_draft_2020_12_and_covers_the_field_table() -> None:
     schema = json.loads(schema_command())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert list(schema["properties"]) == [f.key for f in AGENT_FIELDS]
+    assert list(schema["properties"]) == [r.key for r in field_reference() if "." not in r.key]
     assert schema["required"] == ["system_prompt"]
     assert schema["additionalProperties"] is False
     tool = schema["properties"]["tools"]["items"]
-    assert list(tool["properties"]) == [f.key for f in TOOL_FIELDS]
+    assert list(tool["properties"]) == [
+        r.key for r in field_reference(ToolEntry) if "." not in r.key
+    ]
     assert tool["oneOf"] == [
         {"required": [kind]} for kind in ("http", "sql", "python", "end_call", "transfer_call")
     ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.errors import ConfigError
-from agent.server.settings import Settings
+from agent.server.settings import Settings, reveal
 
 
 def test_the_default_listens_on_loopback_only() -> None:
@@ -36,3 +38,39 @@ def test_bad_values_name_their_variable() -> None:
         Settings.from_env({"DRAIN_TIMEOUT_S": "soon"})
     with pytest.raises(ConfigError, match="ALLOW_UNAUTHENTICATED"):
         Settings.from_env({"ALLOW_UNAUTHENTICATED": "maybe"})
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# development secrets\nGEMINI_API_KEY=key-from-dotenv\nLOG_LEVEL=debug\n"
+        "SOME_OTHER_TOOL=1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    settings = Settings.from_env()
+    assert reveal(settings.gemini_api_key) == "key-from-dotenv"
+    assert settings.log_level == "warning"
+    assert "key-from-dotenv" not in repr(settings)
+    assert settings.secrets() == ("key-from-dotenv",)
+
+
+def test_an_explicit_mapping_is_all_that_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("GEMINI_API_KEY=key-from-dotenv\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    settings = Settings.from_env({"TWILIO_AUTH_TOKEN": " ", "RECORD_REDACT_FIELDS": "A, b,,"})
+    assert (settings.gemini_api_key, settings.host) == (None, "127.0.0.1")
+    assert settings.twilio_auth_token is None  # blank is unset
+    assert settings.record_redact_fields == frozenset({"a", "b"})
+
+
+def test_settings_built_in_code_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_URL must start with http"):
+        Settings(public_url="ftp://example.com")
+    assert Settings(port=9000).public_url == "http://127.0.0.1:9000"
