@@ -60,8 +60,7 @@ from agent.telephony.twilio import (
     StreamStopped,
     TwilioMediaStream,
 )
-from agent.tools import Action, EndCall, Toolbox, TransferCall
-from agent.tools import CallContext as ToolCallContext
+from agent.tools import Action, CallContext, EndCall, Toolbox, TransferCall
 
 from .dtmf import DtmfCollector
 from .playback import Playback
@@ -120,7 +119,7 @@ class CallSession:
         wall_started_at: float | None = None,
         prices: PriceTable | None = None,
         toolbox: Toolbox | None = None,
-        tool_context: ToolCallContext | None = None,
+        tool_context: CallContext | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested); without it the session connects and greets itself."""

@@ -43,7 +43,7 @@ _MAX_VALUE_CHARS: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
-class CallContext:
+class TemplateContext:
     """What is known about a call when its agent is rendered (all optional: missing values
     render as ``unknown``). ``customer`` is the CRM's row for the caller, if prefetched."""
 
@@ -100,7 +100,7 @@ def format_local_time(now: datetime, timezone: str) -> str:
     return f"{local:%A} {local.day} {local:%B %Y, %H:%M} {abbreviation}{place}"
 
 
-def template_values(agent: AgentConfig, context: CallContext) -> dict[str, str]:
+def template_values(agent: AgentConfig, context: TemplateContext) -> dict[str, str]:
     """The values of ``TEMPLATE_KEYS`` for one call (``unknown`` where not known). The keys in
     ``agent.config.tools.CONTEXT_KEYS`` are the same values tools can be bound to."""
     now = context.now or datetime.now(UTC)
@@ -142,7 +142,7 @@ def render_template(
     return _TEMPLATE_RE.sub(replace, template)
 
 
-def render_for_call(agent: AgentConfig, context: CallContext) -> AgentConfig:
+def render_for_call(agent: AgentConfig, context: TemplateContext) -> AgentConfig:
     """A copy of ``agent`` whose system instruction and greeting are rendered for this call.
     The copy is what the call uses from then on; the registry's agent stays a template."""
     values = template_values(agent, context)

@@ -28,15 +28,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agent.call.registry import CallRegistry
 from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
-from agent.config.agents import (
-    AgentRegistry,
-    AgentRegistryHolder,
-    format_local_time,
-    reloading,
-    render_for_call,
-)
-from agent.config.agents import CallContext as AgentCallContext
 from agent.config.models import AgentConfig
+from agent.config.registry import AgentRegistry
+from agent.config.reload import AgentRegistryHolder, reloading
+from agent.config.templates import TemplateContext, format_local_time, render_for_call
 from agent.crm import Crm
 from agent.errors import ConfigError, SignatureError
 from agent.live import protocol
@@ -62,8 +57,7 @@ from agent.telephony.webhooks import (
     stream_url_from_public_url,
     verify_signature,
 )
-from agent.tools import CallContext as ToolCallContext
-from agent.tools import Toolbox, validate_specs
+from agent.tools import CallContext, Toolbox, validate_specs
 
 log = structlog.get_logger("agent.app")
 
@@ -426,7 +420,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     )
     agent = render_for_call(
         configured,
-        AgentCallContext(
+        TemplateContext(
             caller_number=caller,
             called_number=called,
             call_sid=call_sid,
@@ -486,7 +480,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         # No webhook on this process (or it expired): the agent Twilio was told, or the default.
         registry = app[AGENTS].current
         configured = registry.by_name(started.custom_parameters.get("agent")) or registry.default
-        agent = render_for_call(configured, AgentCallContext(call_sid=started.call_sid))
+        agent = render_for_call(configured, TemplateContext(call_sid=started.call_sid))
         link, ready = _new_link(app, agent), None
     try:
         structlog.contextvars.bind_contextvars(
@@ -505,7 +499,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             to_number=called,
             started_at=wall_started,
         )
-        tool_context = ToolCallContext(
+        tool_context = CallContext(
             call_sid=started.call_sid,
             account_sid=started.account_sid,
             stream_sid=started.stream_sid,

@@ -28,8 +28,8 @@ import pytest
 from aiohttp import web
 
 from agent.audio.codec import read_wav
-from agent.config.agents import AgentRegistryHolder
 from agent.config.models import DEFAULT_AGENT, AgentConfig
+from agent.config.reload import AgentRegistryHolder
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app

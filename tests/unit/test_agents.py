@@ -17,23 +17,7 @@ import yaml
 from structlog.testing import capture_logs
 from timing import scaled_timeout
 
-from agent.config.agents import (
-    BUNDLED_AGENTS,
-    AgentFilesError,
-    AgentRegistry,
-    AgentRegistryHolder,
-    CallContext,
-    field_reference,
-    format_local_time,
-    install_reload_on_sighup,
-    load,
-    markdown_reference,
-    reloading,
-    render_for_call,
-    render_template,
-    template_problems,
-    watch_agent_files,
-)
+from agent.config.loader import BUNDLED_AGENTS, AgentFilesError, load
 from agent.config.models import (
     AgentConfig,
     AgentFile,
@@ -48,6 +32,21 @@ from agent.config.models import (
     ThinkingConfig,
     ToolsConfig,
     VadConfig,
+)
+from agent.config.registry import AgentRegistry
+from agent.config.reload import (
+    AgentRegistryHolder,
+    install_reload_on_sighup,
+    reloading,
+    watch_agent_files,
+)
+from agent.config.schema import field_reference, markdown_reference
+from agent.config.templates import (
+    TemplateContext,
+    format_local_time,
+    render_for_call,
+    render_template,
+    template_problems,
 )
 from agent.config.tools import (
     EndCallTool,
@@ -877,7 +876,7 @@ def test_the_prompt_is_rendered_with_the_calls_context() -> None:
         ),
         greeting="Hello {customer.name}!",
     )
-    context = CallContext(
+    context = TemplateContext(
         caller_number="+15555550100",
         called_number="+15555550199",
         call_sid="CA123",
@@ -907,13 +906,13 @@ def test_missing_values_render_as_unknown() -> None:
         name="acme",
         system_instruction="{caller_number} {called_number} {call_sid} {customer.name} {customer}",
     )
-    rendered = render_for_call(agent, CallContext(now=NOW))
+    rendered = render_for_call(agent, TemplateContext(now=NOW))
     assert rendered.system_instruction == "unknown unknown unknown unknown unknown"
 
 
 def test_a_template_without_placeholders_is_returned_as_is() -> None:
     agent = AgentConfig(name="acme", system_instruction="Plain.", greeting=None)
-    assert render_for_call(agent, CallContext(now=NOW)) is agent
+    assert render_for_call(agent, TemplateContext(now=NOW)) is agent
 
 
 def test_templates_cannot_reach_into_python_objects() -> None:
@@ -1139,7 +1138,7 @@ def test_the_bundled_example_is_the_default_agent() -> None:
     assert agent.fallback.transfer_to == "+15555550142"
     rendered = render_for_call(
         agent,
-        CallContext(
+        TemplateContext(
             caller_number="+15555550100", now=NOW, customer={"name": "Dana", "tier": "gold"}
         ),
     )

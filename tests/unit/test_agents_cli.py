@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from agent.cli.agents import add_agents_subcommands, check_command, schema_command
-from agent.config.agents import BUNDLED_AGENTS, field_reference
+from agent.config.loader import BUNDLED_AGENTS
+from agent.config.schema import field_reference
 from agent.config.tools import ToolEntry
 
 
