@@ -62,10 +62,11 @@ def check_command(
     check_tools: ToolCheck | None = None,
 ) -> tuple[int, str]:
     """Validate the agent files at ``path`` (None: ``AGENTS_PATH`` from ``env``, else the
-    bundled examples). Returns the exit code and the text to print."""
-    env = os.environ if env is None else env
+    bundled examples; ``env`` None: the process's environment and ``.env``). Returns the exit
+    code and the text to print."""
     if path is None:
-        path = agents_path_from_env(env)
+        path = agents_path_from_env(env)  # None: the environment, then .env, as the server
+    env = os.environ if env is None else env
     try:
         registry = load(path, env=env, check_tools=check_tools)
     except AgentFilesError as exc:

@@ -347,6 +347,9 @@ def _config_error(exc: ValidationError) -> ConfigError:
 
 def agents_path_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """``AGENTS_PATH`` alone, for commands (``agent check``) that need nothing else from the
-    environment; ``None`` means the bundled examples."""
-    env = os.environ if env is None else env
+    environment (None: the process's, then ``.env``, as :meth:`Settings.from_env` reads them);
+    ``None`` means the bundled examples."""
+    if env is None:
+        from_file = DotEnvSettingsSource(Settings)().get("agents_path")
+        env = {"AGENTS_PATH": str(from_file or ""), **os.environ}
     return (env.get("AGENTS_PATH") or "").strip() or None

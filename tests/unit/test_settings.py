@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.server.settings import Settings, reveal
+from agent.server.settings import Settings, agents_path_from_env, reveal
 
 
 def test_the_default_listens_on_loopback_only() -> None:
@@ -74,3 +74,14 @@ def test_settings_built_in_code_are_validated_too() -> None:
     with pytest.raises(ConfigError, match="PUBLIC_URL must start with http"):
         Settings(public_url="ftp://example.com")
     assert Settings(port=9000).public_url == "http://127.0.0.1:9000"
+
+
+def test_agent_check_finds_agents_path_where_the_server_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("AGENTS_PATH=from-dotenv/\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTS_PATH", raising=False)
+    assert agents_path_from_env() == Settings.from_env().agents_path == "from-dotenv/"
+    monkeypatch.setenv("AGENTS_PATH", "from-env/")
+    assert agents_path_from_env() == Settings.from_env().agents_path == "from-env/"
