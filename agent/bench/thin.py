@@ -32,8 +32,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
-from agent.config.agents import CallContext, load, render_for_call
+from agent.config.loader import load
 from agent.config.models import AgentConfig
+from agent.config.templates import TemplateContext, render_for_call
 from agent.live import protocol
 from agent.live.targets import DeveloperApiTarget
 
@@ -78,7 +79,7 @@ async def _stream(request: web.Request) -> web.WebSocketResponse:
         return ws
     stream_sid, call_sid = started
     target = DeveloperApiTarget(base_url=request.app[_LIVE_URL])
-    agent = render_for_call(request.app[_AGENT], CallContext(call_sid=call_sid))
+    agent = render_for_call(request.app[_AGENT], TemplateContext(call_sid=call_sid))
     setup = protocol.setup_message(agent, model_path=target.model_path(agent.model))
     async with connect(
         target.url(agent.api_version),

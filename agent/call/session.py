@@ -62,8 +62,7 @@ from agent.telephony.twilio import (
     StreamStopped,
     TwilioMediaStream,
 )
-from agent.tools import Action, EndCall, Toolbox, TransferCall
-from agent.tools import CallContext as ToolCallContext
+from agent.tools import Action, CallContext, EndCall, Toolbox, TransferCall
 
 from .control import CallControl
 from .media import MediaSocket
@@ -145,7 +144,7 @@ class CallSession:
         wall_started_at: float | None = None,
         prices: PriceTable | None = None,
         toolbox: Toolbox | None = None,
-        tool_context: ToolCallContext | None = None,
+        tool_context: CallContext | None = None,
         call_control: CallControl | None = None,
         journal: CallJournal | None = None,
         continuation: CallSnapshot | None = None,

@@ -22,15 +22,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from agent.config.agents import (
-    AgentFilesError,
-    AgentRegistry,
-    ToolCheck,
-    agent_json_schema,
-    load,
-    markdown_reference,
-    redact,
-)
+from agent.config.loader import AgentFilesError, ToolCheck, load
+from agent.config.registry import AgentRegistry
+from agent.config.schema import agent_json_schema, markdown_reference
+from agent.observability.privacy import redact_secrets
 from agent.server.settings import agents_path_from_env
 
 
@@ -67,10 +62,11 @@ def check_command(
     check_tools: ToolCheck | None = None,
 ) -> tuple[int, str]:
     """Validate the agent files at ``path`` (None: ``AGENTS_PATH`` from ``env``, else the
-    bundled examples). Returns the exit code and the text to print."""
-    env = os.environ if env is None else env
+    bundled examples; ``env`` None: the process's environment and ``.env``). Returns the exit
+    code and the text to print."""
     if path is None:
-        path = agents_path_from_env(env)
+        path = agents_path_from_env(env)  # None: the environment, then .env, as the server
+    env = os.environ if env is None else env
     try:
         registry = load(path, env=env, check_tools=check_tools)
     except AgentFilesError as exc:
@@ -83,7 +79,7 @@ def check_command(
         )
         return 1, "\n".join(lines)
     # A transfer number or URL that came from ${ENV} is still a value the operator hid.
-    return 0, redact("\n".join(summary_lines(registry)), registry.secrets())
+    return 0, redact_secrets("\n".join(summary_lines(registry)), registry.secrets())
 
 
 def summary_lines(registry: AgentRegistry) -> list[str]:

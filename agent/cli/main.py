@@ -29,7 +29,7 @@ from agent.cli.agents import add_agents_subcommands
 from agent.cli.calls import add_calls_subcommands
 from agent.errors import AgentError, ConfigError
 from agent.observability.logging import configure_logging
-from agent.server.settings import Settings
+from agent.server.settings import Settings, reveal
 
 log = structlog.get_logger("agent.cli")
 
@@ -278,7 +278,7 @@ def _call(args: argparse.Namespace) -> int:
     options = CarrierOptions(
         url=args.url.rstrip("/"),
         speed=args.speed,
-        auth_token=settings.twilio_auth_token,
+        auth_token=reveal(settings.twilio_auth_token),
         from_number=args.from_number,
         to_number=args.to_number,
         barge_in_ms=args.barge_in_ms,
@@ -289,7 +289,9 @@ def _call(args: argparse.Namespace) -> int:
             return await place_call(options, utterances)
         account_sid = args.account_sid or settings.twilio_account_sid or new_sid("AC")
         async with TwilioApiSimulator(
-            account_sid=account_sid, auth_token=settings.twilio_auth_token, port=args.rest_port
+            account_sid=account_sid,
+            auth_token=reveal(settings.twilio_auth_token),
+            port=args.rest_port,
         ) as rest:
             print(f"TWILIO_API_URL={rest.url} TWILIO_ACCOUNT_SID={rest.account_sid}", flush=True)
             return await place_call(options, utterances, rest=rest)

@@ -1,10 +1,9 @@
-"""Agent configuration: frozen, typed objects, validated once.
+"""Agent configuration: frozen, typed objects, validated once, and the agent file they come from.
 
 An agent is what a business configures: which model answers, with what voice, prompt, tools and
 turn-taking settings. The Live ``setup`` message is built from one of these
-(``agent.live.protocol.build_setup``). Loading agents from YAML files builds on these types, so
-field names are the snake_case mirrors of the Live API's own (``top_p`` is ``topP``,
-``context_window_compression.sliding_window.target_tokens`` is
+(``agent.live.protocol.build_setup``). Field names are the snake_case mirrors of the Live API's
+own (``top_p`` is ``topP``, ``context_window_compression.sliding_window.target_tokens`` is
 ``contextWindowCompression.slidingWindow.targetTokens``). A few older names stay as they were
 (``vad``, ``voice``, ``language``, ``input_transcription``) because other code reads them, and
 ``response_modality`` is singular because a Live session produces exactly one modality.
@@ -14,23 +13,51 @@ because a phone call needs them: context-window compression (an audio session is
 15 minutes) and session resumption (the bridge reconnects every ~10 minutes without the caller
 noticing).
 
+:class:`AgentFile` is the shape of one agent YAML file, the contract a business writes to: flatter
+than :class:`AgentConfig` (``max_call_duration_s`` rather than ``call.max_duration_s``) and with
+the names the docs use (``system_prompt``). Sections that read the same in both (``vad``,
+``thinking``, ``fallback``, the tool kinds) are the same classes, and every value has one type
+(:mod:`agent.config.fields`), so each rule lives in one place. The JSON Schema and the README's
+field table are generated from these classes (:mod:`agent.config.schema`).
+
 Every constructor validates its values and raises :class:`~agent.errors.ConfigError` naming the
 key, so a mistake is reported at start-up, never as a rejected ``setup`` mid-call.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-import zoneinfo
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final, Literal
 
-from agent.config.tools import ToolSpec
-from agent.errors import ConfigError
-from agent.numbers import E164_RE
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, model_validator
+from pydantic.config import JsonDict
+
+from agent.config.fields import (
+    NOT_SENT,
+    AgentName,
+    DigitsTemplate,
+    Flag,
+    FunctionName,
+    JsonObject,
+    LanguageTag,
+    Loc,
+    ModelName,
+    PhoneNumber,
+    PhoneNumbers,
+    PositiveSeconds,
+    Seconds,
+    Shown,
+    Text,
+    TimeZone,
+    VoiceName,
+    config_model,
+    refuse,
+    shown,
+    with_problems,
+)
+from agent.config.templates import template_problems
+from agent.config.tools import Behavior, ToolEntries, ToolSpec
 
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
@@ -45,25 +72,21 @@ MediaResolution = Literal[
 # google-genai 3.4 also knows XHIGH (newer than the wire reference's list); the service decides
 # which levels a model accepts.
 ThinkingLevel = Literal["MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"]
-Behavior = Literal["BLOCKING", "NON_BLOCKING"]
 
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
-# FunctionDeclaration.name as the API documents it: a letter or underscore, then letters, digits,
-# underscores, dots, colons or dashes, 64 characters at most.
-_FUNCTION_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
-# A BCP-47 language tag, loosely: "en", "en-US", "cmn-Hans-CN".
-_LANGUAGE_RE: Final = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+Temperature = Annotated[float, Strict(), Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
+Tokens = Annotated[int, Strict(), Field(ge=1)]
+Milliseconds = Annotated[int, Strict(), Field(ge=0)]
+Seed = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]
 # The OpenAPI Schema types the API's ``parameters`` field accepts (its ``Type`` enum).
 _SCHEMA_TYPES: Final = frozenset(
     {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 )
-#: A telephone number in E.164 form: "+", a country code, at most 15 digits in all.
-_INT32_MIN: Final = -(2**31)
-_INT32_MAX: Final = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@config_model("vad")
 class VadConfig:
     """The Live API's automatic activity detection (its server-side VAD):
     ``realtimeInputConfig.automaticActivityDetection``.
@@ -72,21 +95,25 @@ class VadConfig:
     ``None`` for a field means "leave it to the service's default" and is not sent.
     """
 
-    disabled: bool = False
-    start_sensitivity: StartSensitivity | None = None
-    end_sensitivity: EndSensitivity | None = None
-    prefix_padding_ms: int | None = None
-    silence_duration_ms: int | None = None
+    disabled: Flag = Field(
+        default=False,
+        description="true: the bridge marks caller turns itself (`activityStart`/`activityEnd`).",
+    )
+    start_sensitivity: Annotated[StartSensitivity | None, NOT_SENT] = Field(
+        default=None, description="`startOfSpeechSensitivity`."
+    )
+    end_sensitivity: Annotated[EndSensitivity | None, NOT_SENT] = Field(
+        default=None, description="`endOfSpeechSensitivity`."
+    )
+    prefix_padding_ms: Annotated[Milliseconds | None, NOT_SENT] = Field(
+        default=None, description="`prefixPaddingMs`: speech needed before a turn starts."
+    )
+    silence_duration_ms: Annotated[Milliseconds | None, NOT_SENT] = Field(
+        default=None, description="`silenceDurationMs`: silence that ends the caller's turn."
+    )
 
-    def __post_init__(self) -> None:
-        _flag(self.disabled, "vad.disabled")
-        _choice(self.start_sensitivity, StartSensitivity, "vad.start_sensitivity")
-        _choice(self.end_sensitivity, EndSensitivity, "vad.end_sensitivity")
-        _whole(self.prefix_padding_ms, "vad.prefix_padding_ms", minimum=0)
-        _whole(self.silence_duration_ms, "vad.silence_duration_ms", minimum=0)
 
-
-@dataclass(frozen=True, slots=True)
+@config_model("thinking_config")
 class ThinkingConfig:
     """``generationConfig.thinkingConfig``: how much the model reasons before it speaks.
 
@@ -94,35 +121,49 @@ class ThinkingConfig:
     ``thinking_level`` is the newer, coarser knob. The service refuses both at once.
     """
 
-    thinking_budget: int | None = None
-    include_thoughts: bool | None = None
-    thinking_level: ThinkingLevel | None = None
+    thinking_budget: Annotated[Annotated[int, Strict(), Field(ge=-1)] | None, NOT_SENT] = Field(
+        default=None,
+        validation_alias="budget",
+        description="`thinkingBudget` in tokens: 0 off, -1 the model decides.",
+    )
+    thinking_level: Annotated[ThinkingLevel | None, NOT_SENT] = Field(
+        default=None,
+        validation_alias="level",
+        description="`thinkingLevel`; not together with `budget`.",
+    )
+    include_thoughts: Annotated[Flag | None, NOT_SENT] = Field(
+        default=None, description="`includeThoughts` (never spoken to the caller)."
+    )
 
-    def __post_init__(self) -> None:
-        _whole(self.thinking_budget, "thinking_config.thinking_budget", minimum=-1)
-        _flag(self.include_thoughts, "thinking_config.include_thoughts")
-        _choice(self.thinking_level, ThinkingLevel, "thinking_config.thinking_level")
+    @model_validator(mode="after")
+    def _budget_or_level(self) -> ThinkingConfig:
         if self.thinking_budget is not None and self.thinking_level is not None:
-            raise ConfigError(
-                "set thinking_budget or thinking_level, not both (the service refuses both)",
-                key="thinking_config",
+            raise refuse(
+                "set thinking_budget or thinking_level, not both (the service refuses both)"
             )
+        return self
 
 
-@dataclass(frozen=True, slots=True)
+def _target_below_trigger(trigger: int | None, target: int | None) -> str | None:
+    if trigger is not None and target is not None and target >= trigger:
+        return (
+            f"sliding_window.target_tokens ({target}) must be below trigger_tokens ({trigger}): "
+            "compression keeps fewer tokens than it starts at"
+        )
+    return None
+
+
+@config_model("context_window_compression.sliding_window")
 class SlidingWindow:
     """``contextWindowCompression.slidingWindow``: keep the newest ``target_tokens`` of context.
 
     ``None`` lets the service choose (half of the trigger).
     """
 
-    target_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        _whole(self.target_tokens, "context_window_compression.sliding_window.target_tokens", 1)
+    target_tokens: Tokens | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@config_model("context_window_compression")
 class ContextWindowCompressionConfig:
     """``contextWindowCompression``: trim old context once it reaches ``trigger_tokens``.
 
@@ -130,22 +171,18 @@ class ContextWindowCompressionConfig:
     choose (80% of the model's context window).
     """
 
-    trigger_tokens: int | None = None
-    sliding_window: SlidingWindow = field(default_factory=SlidingWindow)
+    trigger_tokens: Tokens | None = None
+    sliding_window: SlidingWindow = dataclasses.field(default_factory=SlidingWindow)
 
-    def __post_init__(self) -> None:
-        _whole(self.trigger_tokens, "context_window_compression.trigger_tokens", minimum=1)
-        _instance(self.sliding_window, SlidingWindow, "context_window_compression.sliding_window")
-        target = self.sliding_window.target_tokens
-        if self.trigger_tokens is not None and target is not None and target >= self.trigger_tokens:
-            raise ConfigError(
-                f"sliding_window.target_tokens ({target}) must be below trigger_tokens "
-                f"({self.trigger_tokens}): compression keeps fewer tokens than it starts at",
-                key="context_window_compression.sliding_window.target_tokens",
-            )
+    @model_validator(mode="after")
+    def _keeps_less_than_it_starts_at(self) -> ContextWindowCompressionConfig:
+        problem = _target_below_trigger(self.trigger_tokens, self.sliding_window.target_tokens)
+        if problem is not None:
+            raise refuse(problem, at=("sliding_window", "target_tokens"))
+        return self
 
 
-@dataclass(frozen=True, slots=True)
+@config_model("session_resumption")
 class SessionResumptionConfig:
     """``sessionResumption``: ask the server for handles to resume the session with.
 
@@ -153,37 +190,51 @@ class SessionResumptionConfig:
     ``transparent`` is Vertex AI only.
     """
 
-    transparent: bool | None = None
+    transparent: Annotated[Flag | None, NOT_SENT] = Field(
+        default=None, description="`sessionResumption.transparent` (Vertex AI only)."
+    )
 
-    def __post_init__(self) -> None:
-        _flag(self.transparent, "session_resumption.transparent")
 
-
-@dataclass(frozen=True, slots=True)
+@config_model("proactivity")
 class ProactivityConfig:
     """``proactivity``: let the model decide not to answer (e.g. speech not meant for it)."""
 
-    proactive_audio: bool | None = None
-
-    def __post_init__(self) -> None:
-        _flag(self.proactive_audio, "proactivity.proactive_audio")
+    proactive_audio: Flag | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@config_model("history_config")
 class HistoryConfig:
     """``historyConfig``: with ``initial_history_in_client_content``, the server takes
     ``clientContent`` turns as history (no model call) until one has ``turnComplete`` true."""
 
-    initial_history_in_client_content: bool | None = None
-
-    def __post_init__(self) -> None:
-        _flag(
-            self.initial_history_in_client_content,
-            "history_config.initial_history_in_client_content",
-        )
+    initial_history_in_client_content: Flag | None = None
 
 
-@dataclass(frozen=True, slots=True)
+def _openapi_types(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI ``parameters`` form names types in capitals (``OBJECT``); JSON Schema's
+    lowercase ``object`` belongs in ``parameters_json_schema``. Checks nested schemas too."""
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, Mapping):
+            continue
+        kind = node.get("type")
+        if kind is not None and kind not in _SCHEMA_TYPES:
+            raise refuse(
+                f"type {kind!r} is not one of {', '.join(sorted(_SCHEMA_TYPES))} "
+                "(for a JSON Schema use parameters_json_schema)"
+            )
+        properties = node.get("properties")
+        if isinstance(properties, Mapping):
+            pending.extend(properties.values())
+        pending.append(node.get("items"))
+        for alternatives in (node.get("anyOf"), node.get("any_of")):
+            if isinstance(alternatives, list):
+                pending.extend(alternatives)
+    return schema
+
+
+@config_model("tools.function_declarations")
 class FunctionDeclaration:
     """One function the model may call (``tools[].functionDeclarations[]``).
 
@@ -192,67 +243,42 @@ class FunctionDeclaration:
     and what current Live models handle best). ``parameters`` is the API's older OpenAPI subset
     (``type: OBJECT``...), sent verbatim too, for models that ignore ``parametersJsonSchema``; set
     at most one. ``behavior`` is per tool because models differ: some accept only ``NON_BLOCKING``,
-    some only blocking.
+    some only blocking. Both schemas are kept as private copies.
     """
 
-    name: str
-    description: str | None = None
-    parameters_json_schema: Mapping[str, Any] | None = None
-    parameters: Mapping[str, Any] | None = None
+    name: FunctionName
+    description: Text | None = None
+    parameters_json_schema: JsonObject | None = None
+    parameters: Annotated[JsonObject, AfterValidator(_openapi_types)] | None = None
     behavior: Behavior | None = None
 
-    def __post_init__(self) -> None:
-        key = "tools.function_declarations"
-        if not isinstance(self.name, str) or not _FUNCTION_NAME_RE.fullmatch(self.name):
-            raise ConfigError(
-                f"function name {self.name!r} must start with a letter or underscore and contain "
-                "only letters, digits, '_', '.', ':' or '-' (64 characters at most)",
-                key=f"{key}.name",
-            )
-        where = f"function {self.name!r}"
-        _text(self.description, f"{key}.description")
-        _choice(self.behavior, Behavior, f"{key}.behavior")
+    @model_validator(mode="after")
+    def _one_schema(self) -> FunctionDeclaration:
         if self.parameters_json_schema is not None and self.parameters is not None:
-            raise ConfigError(
-                f"{where}: set parameters_json_schema or parameters, not both",
-                key=f"{key}.parameters",
-            )
-        # A private, JSON-checked deep copy: the frozen config cannot change behind our back, and
-        # a value JSON cannot carry fails here rather than when the setup is sent.
-        for attr in ("parameters_json_schema", "parameters"):
-            value = getattr(self, attr)
-            if value is not None:
-                object.__setattr__(self, attr, _json_object(value, f"{where}: {attr}", key))
-        if self.parameters is not None:
-            _check_openapi_types(self.parameters, f"{where}: parameters", f"{key}.parameters")
+            raise refuse("set parameters_json_schema or parameters, not both", at=("parameters",))
+        return self
 
 
-@dataclass(frozen=True, slots=True)
+@config_model("tools")
 class ToolsConfig:
     """``tools``: the agent's functions and the built-in tools it may use."""
 
     function_declarations: tuple[FunctionDeclaration, ...] = ()
-    google_search: bool = False
-    code_execution: bool = False
-    url_context: bool = False
+    google_search: Flag = False
+    code_execution: Flag = False
+    url_context: Flag = False
 
-    def __post_init__(self) -> None:
-        declarations = self.function_declarations
-        if isinstance(declarations, list):  # YAML gives lists; keep the frozen object hashable
-            declarations = tuple(declarations)
-            object.__setattr__(self, "function_declarations", declarations)
-        _instance(declarations, tuple, "tools.function_declarations")
+    @model_validator(mode="after")
+    def _unique_names(self) -> ToolsConfig:
         seen: set[str] = set()
-        for declaration in declarations:
-            _instance(declaration, FunctionDeclaration, "tools.function_declarations")
+        for declaration in self.function_declarations:
             if declaration.name in seen:
-                raise ConfigError(
+                raise refuse(
                     f"function {declaration.name!r} is declared twice",
-                    key="tools.function_declarations.name",
+                    at=("function_declarations", "name"),
                 )
             seen.add(declaration.name)
-        for attr in ("google_search", "code_execution", "url_context"):
-            _flag(getattr(self, attr), f"tools.{attr}")
+        return self
 
     def __bool__(self) -> bool:
         return bool(
@@ -263,43 +289,32 @@ class ToolsConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@config_model("call")
 class CallPolicy:
     """How a call behaves around the conversation: keypad input, time limits, idle callers.
 
     The session reads it; the model never sees it. ``None`` disables a limit."""
 
-    dtmf_group_timeout_s: float = 2.0
-    dtmf_message: str = "The caller typed on their keypad: {digits}"
-    max_duration_s: float | None = 1800.0
-    wrap_up_before_s: float = 30.0
-    wrap_up_message: str = (
+    dtmf_group_timeout_s: Seconds = 2.0
+    dtmf_message: DigitsTemplate = "The caller typed on their keypad: {digits}"
+    max_duration_s: PositiveSeconds | None = 1800.0
+    wrap_up_before_s: Seconds = 30.0
+    wrap_up_message: Text = (
         "The call is about to reach its time limit. Wrap up politely now and say goodbye."
     )
-    idle_timeout_s: float | None = 20.0
-    idle_message: str = (
+    idle_timeout_s: PositiveSeconds | None = 20.0
+    idle_message: Text = (
         "The caller has been silent for a while. Ask briefly whether they are still there."
     )
-    preconnect_timeout_s: float = 30.0  # a pre-opened Live session waits this long for its stream
-    max_concurrent_tools: int = 4  # a call's function calls running at once; more get an error
-    resume_message: str = (
+    preconnect_timeout_s: Seconds = 30.0  # a pre-opened Live session waits this long for its stream
+    max_concurrent_tools: Tokens = 4  # a call's function calls running at once; more get an error
+    resume_message: Text = (
         'The line dropped while you were speaking; the caller heard you up to: "{heard}". '
         "Continue naturally from there, without starting over."
     )
 
-    def __post_init__(self) -> None:
-        for key in ("max_duration_s", "idle_timeout_s"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ConfigError("must be a positive number of seconds or null", key=f"call.{key}")
-        for key in ("dtmf_group_timeout_s", "wrap_up_before_s", "preconnect_timeout_s"):
-            if not getattr(self, key) >= 0:
-                raise ConfigError("must not be negative", key=f"call.{key}")
-        if "{digits}" not in self.dtmf_message:
-            raise ConfigError("must contain {digits}", key="call.dtmf_message")
 
-
-@dataclass(frozen=True, slots=True)
+@config_model("fallback")
 class FallbackConfig:
     """What the caller gets when the model cannot be reached (the Live API is down for longer
     than the reconnection deadline): ``message`` is spoken to them instead of dead air (``None``:
@@ -308,15 +323,23 @@ class FallbackConfig:
     credentials the bundled apology plays instead. The session reads it; the model never sees
     it."""
 
-    message: str | None = None
-    transfer_to: str | None = None
+    message: Annotated[Text | None, Shown("the bundled apology recording")] = Field(
+        default=None,
+        description=(
+            "Spoken to the caller by Twilio's text-to-speech (`<Say>`) when the model cannot be "
+            "reached. Needs Twilio REST credentials; without them the bundled apology plays."
+        ),
+    )
+    transfer_to: Annotated[PhoneNumber | None, Shown("hang up")] = Field(
+        default=None,
+        description=(
+            "Then move the call to this number (`<Dial>`; without a message, at once). Needs "
+            "Twilio REST credentials."
+        ),
+    )
 
-    def __post_init__(self) -> None:
-        _text(self.message, "fallback.message")
-        _phone_number(self.transfer_to, "fallback.transfer_to")
 
-
-@dataclass(frozen=True, slots=True)
+@config_model()
 class AgentConfig:
     """One voice agent: the model, its voice and instructions, its tools and how it takes turns.
 
@@ -324,240 +347,387 @@ class AgentConfig:
     :func:`agent.live.protocol.build_setup` for where each field goes.
     """
 
-    name: str = "default"
-    model: str = DEFAULT_MODEL
+    name: Text = "default"
+    model: ModelName = DEFAULT_MODEL
     """Any model name (``gemini-3.8-live``); ``models/`` or the Vertex path is added on connect."""
     api_version: ApiVersion = "v1beta"
     """The Developer API version (Vertex AI versions its service separately)."""
     response_modality: ResponseModality = "AUDIO"
-    voice: str | None = "Puck"
-    language: str | None = None
-    system_instruction: str | None = (
+    voice: Text | None = "Puck"
+    language: LanguageTag | None = None
+    system_instruction: Text | None = (
         "You are a friendly, concise phone agent for Acme support. Speak in short sentences; "
         "the caller hears you over a telephone line."
     )
-    greeting: str | None = None
+    greeting: Text | None = None
     """Text sent as the first user turn so the model speaks first (not part of ``setup``)."""
 
     # generationConfig
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_output_tokens: int | None = None
-    seed: int | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: Tokens | None = None
+    max_output_tokens: Tokens | None = None
+    seed: Seed | None = None
     media_resolution: MediaResolution | None = None
     thinking_config: ThinkingConfig | None = None
-    enable_affective_dialog: bool | None = None
+    enable_affective_dialog: Flag | None = None
 
     # realtimeInputConfig
-    vad: VadConfig = field(default_factory=VadConfig)
+    vad: VadConfig = dataclasses.field(default_factory=VadConfig)
     activity_handling: ActivityHandling | None = None
     turn_coverage: TurnCoverage | None = None
-    explicit_vad_signal: bool | None = None
+    explicit_vad_signal: Flag | None = None
     """Vertex AI only: the server reports its VAD decisions as events."""
 
-    input_transcription: bool = True
-    output_transcription: bool = True
-    context_window_compression: ContextWindowCompressionConfig | None = field(
+    input_transcription: Flag = True
+    output_transcription: Flag = True
+    context_window_compression: ContextWindowCompressionConfig | None = dataclasses.field(
         default_factory=ContextWindowCompressionConfig
     )
-    session_resumption: SessionResumptionConfig | None = field(
+    session_resumption: SessionResumptionConfig | None = dataclasses.field(
         default_factory=SessionResumptionConfig
     )
     proactivity: ProactivityConfig | None = None
     history_config: HistoryConfig | None = None
-    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    tools: ToolsConfig = dataclasses.field(default_factory=ToolsConfig)
 
     # What the bridge does around the conversation (never sent to the Live API).
-    call: CallPolicy = field(default_factory=CallPolicy)
+    call: CallPolicy = dataclasses.field(default_factory=CallPolicy)
     tool_specs: tuple[ToolSpec, ...] = ()
     """Executable tools; their declarations (bound parameters removed) are in ``tools``."""
-    phone_numbers: tuple[str, ...] = ()
+    phone_numbers: PhoneNumbers = ()
     """E.164 numbers this agent answers (the voice webhook's ``To``); see
-    :mod:`agent.config.agents`."""
-    timezone: str = "UTC"
+    :mod:`agent.config.registry`."""
+    timezone: TimeZone = "UTC"
     """IANA time zone of the business: ``{local_time}`` in prompts and tools is told in it."""
-    prefetch_crm: bool = False
+    prefetch_crm: Flag = False
     """Look the caller's number up in the CRM before the call, for ``{customer.*}`` in prompts."""
     trust_caller_id: TrustCallerId = "any"
     """``verified``: the caller's number identifies them (CRM prefetch, tools bound to
     ``caller_number``) only when Twilio reports a passed STIR/SHAKEN attestation; caller ID is
     otherwise easy to spoof."""
-    fallback: FallbackConfig = field(default_factory=FallbackConfig)
-
-    def __post_init__(self) -> None:
-        _text(self.name, "name", required=True)
-        _model_name(self.model)
-        _choice(self.api_version, ApiVersion, "api_version", required=True)
-        _choice(self.response_modality, ResponseModality, "response_modality", required=True)
-        _text(self.voice, "voice")
-        _text(self.language, "language")
-        if self.language and not _LANGUAGE_RE.fullmatch(self.language):
-            raise ConfigError(
-                f"language must be a BCP-47 tag such as 'en-US', got {self.language!r}",
-                key="language",
-            )
-        _text(self.system_instruction, "system_instruction")
-        _text(self.greeting, "greeting")
-        _number(self.temperature, "temperature", 0.0, 2.0)
-        _number(self.top_p, "top_p", 0.0, 1.0)
-        _whole(self.top_k, "top_k", minimum=1)
-        _whole(self.max_output_tokens, "max_output_tokens", minimum=1)
-        _whole(self.seed, "seed", minimum=_INT32_MIN, maximum=_INT32_MAX)
-        _choice(self.media_resolution, MediaResolution, "media_resolution")
-        _instance(self.thinking_config, ThinkingConfig | None, "thinking_config")
-        _flag(self.enable_affective_dialog, "enable_affective_dialog")
-        _instance(self.vad, VadConfig, "vad")
-        _choice(self.activity_handling, ActivityHandling, "activity_handling")
-        _choice(self.turn_coverage, TurnCoverage, "turn_coverage")
-        _flag(self.explicit_vad_signal, "explicit_vad_signal")
-        _flag(self.input_transcription, "input_transcription", required=True)
-        _flag(self.output_transcription, "output_transcription", required=True)
-        _instance(
-            self.context_window_compression,
-            ContextWindowCompressionConfig | None,
-            "context_window_compression",
-        )
-        _instance(self.session_resumption, SessionResumptionConfig | None, "session_resumption")
-        _instance(self.proactivity, ProactivityConfig | None, "proactivity")
-        _instance(self.history_config, HistoryConfig | None, "history_config")
-        _instance(self.tools, ToolsConfig, "tools")
-        numbers = self.phone_numbers
-        if isinstance(numbers, list):  # YAML gives lists; keep the frozen object hashable
-            numbers = tuple(numbers)
-            object.__setattr__(self, "phone_numbers", numbers)
-        _instance(numbers, tuple, "phone_numbers")
-        for number in numbers:
-            _phone_number(number, "phone_numbers", required=True)
-        if len(set(numbers)) != len(numbers):
-            raise ConfigError("a phone number is listed twice", key="phone_numbers")
-        _time_zone(self.timezone)
-        _flag(self.prefetch_crm, "prefetch_crm", required=True)
-        _choice(self.trust_caller_id, TrustCallerId, "trust_caller_id", required=True)
-        _instance(self.fallback, FallbackConfig, "fallback")
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers: each raises ConfigError naming the key, and accepts None unless required.
-# --------------------------------------------------------------------------------------------
-
-
-def _choice(value: object, options: Any, key: str, *, required: bool = False) -> None:
-    allowed: tuple[str, ...] = get_args(options)
-    if value is None and not required:
-        return
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}", key=key)
-
-
-def _flag(value: object, key: str, *, required: bool = False) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}", key=key)
-
-
-def _text(value: object, key: str, *, required: bool = False) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ConfigError(f"{key} must be a non-empty string, got {value!r}", key=key)
-
-
-def _whole(value: object, key: str, minimum: int | None = None, maximum: int | None = None) -> None:
-    if value is None:
-        return
-    # bool is an int in Python; "true" is never a sensible token count.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be a whole number, got {value!r}", key=key)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be at least {minimum}, got {value}", key=key)
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{key} must be at most {maximum}, got {value}", key=key)
-
-
-def _number(value: object, key: str, minimum: float, maximum: float) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{key} must be a number, got {value!r}", key=key)
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{key} must be between {minimum} and {maximum}, got {value}", key=key)
-
-
-def _instance(value: object, kind: Any, key: str) -> None:
-    if not isinstance(value, kind):
-        raise ConfigError(f"{key} has the wrong type: {type(value).__name__}", key=key)
-
-
-def _model_name(model: object) -> None:
-    # The SDK refuses the same characters: they would change the meaning of the resource path.
-    if (
-        not isinstance(model, str)
-        or not model
-        or any(c.isspace() for c in model)
-        or any(bad in model for bad in ("..", "?", "&", "#"))
-    ):
-        raise ConfigError(
-            f"model must be a model name such as 'gemini-3.8-live', got {model!r}", key="model"
-        )
-
-
-def _phone_number(value: object, key: str, *, required: bool = False) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or not E164_RE.fullmatch(value):
-        raise ConfigError(
-            f"{key} must be an E.164 phone number such as '+15555550100', got {value!r}", key=key
-        )
-
-
-def _time_zone(name: object) -> None:
-    # Checked here so a typo fails at start-up rather than when the first call renders its prompt.
-    try:
-        if not isinstance(name, str) or not name:
-            raise ValueError(name)
-        zoneinfo.ZoneInfo(name)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        raise ConfigError(
-            f"timezone must be an IANA time zone such as 'America/New_York', got {name!r}",
-            key="timezone",
-        ) from None
-
-
-def _json_object(value: object, what: str, key: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{what} must be a JSON object (a mapping)", key=key)
-    try:
-        copy: dict[str, Any] = json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} is not valid JSON: {exc}", key=key) from exc
-    return copy
-
-
-def _check_openapi_types(schema: Mapping[str, Any], what: str, key: str) -> None:
-    """The OpenAPI ``parameters`` form names types in capitals (``OBJECT``); JSON Schema's
-    lowercase ``object`` belongs in ``parameters_json_schema``. Walk the schema's nested schemas."""
-    kind = schema.get("type")
-    if kind is not None and kind not in _SCHEMA_TYPES:
-        raise ConfigError(
-            f"{what}: type {kind!r} is not one of {', '.join(sorted(_SCHEMA_TYPES))} "
-            "(for a JSON Schema use parameters_json_schema)",
-            key=key,
-        )
-    properties = schema.get("properties")
-    if isinstance(properties, Mapping):
-        for sub in properties.values():
-            if isinstance(sub, Mapping):
-                _check_openapi_types(sub, what, key)
-    items = schema.get("items")
-    if isinstance(items, Mapping):
-        _check_openapi_types(items, what, key)
-    for alternatives in (schema.get("anyOf"), schema.get("any_of")):
-        if isinstance(alternatives, list):
-            for sub in alternatives:
-                if isinstance(sub, Mapping):
-                    _check_openapi_types(sub, what, key)
+    fallback: FallbackConfig = dataclasses.field(default_factory=FallbackConfig)
 
 
 DEFAULT_AGENT = AgentConfig()
+_CALL: Final = CallPolicy()
+
+
+# --------------------------------------------------------------------------------------------
+# The agent file
+# --------------------------------------------------------------------------------------------
+
+
+def _switch(value: Any) -> Any:
+    """A feature written as true/false or as its settings: true is the defaults, false is off."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    if value is None:
+        raise refuse(f"must be a mapping or true/false, got {shown(value)}")
+    return value
+
+
+@config_model(kw_only=True)
+class Compression:
+    """The agent file's ``compression`` settings (``ContextWindowCompressionConfig``, flat)."""
+
+    trigger_tokens: Annotated[Tokens | None, Shown("service default (80% of the context)")] = Field(
+        default=None, description="`contextWindowCompression.triggerTokens`."
+    )
+    target_tokens: Annotated[Tokens | None, Shown("service default (half the trigger)")] = Field(
+        default=None, description="`slidingWindow.targetTokens`; below `trigger_tokens`."
+    )
+
+    @model_validator(mode="after")
+    def _keeps_less_than_it_starts_at(self) -> Compression:
+        problem = _target_below_trigger(self.trigger_tokens, self.target_tokens)
+        if problem is not None:
+            raise refuse(problem, at=("target_tokens",))
+        return self
+
+
+@config_model(kw_only=True)
+class Transcription:
+    """The agent file's ``transcription``: both directions, on by default."""
+
+    input: Flag = Field(
+        default=True, description="`inputAudioTranscription`: what the caller said, as text."
+    )
+    output: Flag = Field(
+        default=True, description="`outputAudioTranscription`: what the agent said, as text."
+    )
+
+
+@config_model(kw_only=True)
+class Dtmf:
+    """The agent file's ``dtmf``: keypad input."""
+
+    group_timeout_s: Seconds = Field(
+        default=_CALL.dtmf_group_timeout_s,
+        description="Keypad digits this close together are sent as one message.",
+    )
+    message: DigitsTemplate = Field(
+        default=_CALL.dtmf_message,
+        description="How typed digits reach the model; `{digits}` is replaced.",
+    )
+
+
+def _templates(value: Any) -> list[tuple[Loc, str]]:
+    """Prompt templates that would not render as their author expects."""
+    if not isinstance(value, Mapping):
+        return []
+    prefetch = value.get("prefetch_crm") is True
+    return [
+        ((key,), message)
+        for key in ("system_prompt", "greeting")
+        if isinstance(value.get(key), str)
+        for message in template_problems(value[key], prefetch_crm=prefetch)
+    ]
+
+
+def _no_default(schema: JsonDict) -> None:
+    # The real default (the file's name) is not a value the schema can state.
+    schema.pop("default", None)
+
+
+@config_model(kw_only=True)
+class AgentFile:
+    """One agent file: every key a business may write, its type, default and meaning.
+    :meth:`agent_config` is the :class:`AgentConfig` it describes."""
+
+    name: Annotated[AgentName, Shown("the file name without `.yaml`")] = Field(
+        default="",  # unset: the loader takes the file's name
+        json_schema_extra=_no_default,
+        description="Agent name, in logs, metrics, call records and the stream's `agent` "
+        "parameter. Unique across files.",
+    )
+    default: Flag = Field(
+        default=False,
+        description="Answer calls to numbers no agent lists. At most one agent; without one, "
+        "the only agent or else the first by name.",
+    )
+    phone_numbers: PhoneNumbers = Field(
+        default=(),
+        description="E.164 numbers this agent answers (matched against the webhook's `To`).",
+    )
+    model: ModelName = Field(
+        default=DEFAULT_MODEL,
+        description="Live API model (`models/` or the Vertex path is added on connect).",
+    )
+    api_version: ApiVersion = Field(
+        default="v1beta", description="Developer API version; some preview fields need `v1alpha`."
+    )
+    response_modality: ResponseModality = Field(
+        default="AUDIO",
+        description="`generationConfig.responseModalities`: what the model answers with.",
+    )
+    voice: VoiceName | None = Field(
+        default="Puck",
+        description="Prebuilt voice (`speechConfig.voiceConfig`); `null`: the service's.",
+    )
+    language: Annotated[LanguageTag | None, NOT_SENT] = Field(
+        default=None, description="`speechConfig.languageCode`: the language the agent speaks."
+    )
+    timezone: TimeZone = Field(
+        default="UTC",
+        description="The business's time zone, for `{local_time}` in prompts and tools.",
+    )
+    system_prompt: Text = Field(
+        description="`systemInstruction`, a template rendered for each call (placeholders below)."
+    )
+    greeting: Annotated[Text | None, Shown("none: the caller speaks first")] = Field(
+        default=None,
+        description="Sent as the first user turn so the agent speaks first; a template too.",
+    )
+    prefetch_crm: Flag = Field(
+        default=False,
+        description="Look the caller's number up in the CRM before the call, for "
+        "`{customer.*}` placeholders.",
+    )
+    trust_caller_id: TrustCallerId = Field(
+        default="any",
+        description="`verified`: the caller's number identifies them (CRM prefetch, tools "
+        "bound to `caller_number`) only when Twilio's `StirVerstat` reports a passed "
+        "STIR/SHAKEN attestation (`TN-Validation-Passed-A/B/C`); caller ID is easy to spoof.",
+    )
+    temperature: Annotated[Temperature | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.temperature`."
+    )
+    top_p: Annotated[TopP | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.topP`."
+    )
+    top_k: Annotated[Tokens | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.topK`."
+    )
+    max_output_tokens: Annotated[Tokens | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.maxOutputTokens`."
+    )
+    seed: Annotated[Seed | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.seed`."
+    )
+    media_resolution: Annotated[MediaResolution | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.mediaResolution`."
+    )
+    thinking: Annotated[ThinkingConfig | None, NOT_SENT] = Field(
+        default=None, description="`generationConfig.thinkingConfig`."
+    )
+    affective_dialog: Annotated[Flag | None, NOT_SENT] = Field(
+        default=None,
+        description="`generationConfig.enableAffectiveDialog`: adapt tone to the caller's.",
+    )
+    proactive_audio: Annotated[Flag | None, NOT_SENT] = Field(
+        default=None,
+        description="`proactivity.proactiveAudio`: the model may stay silent when speech is "
+        "not meant for it.",
+    )
+    vad: Annotated[VadConfig, Shown("service's automatic detection")] = Field(
+        default_factory=VadConfig,
+        description="`realtimeInputConfig.automaticActivityDetection` (server-side VAD).",
+    )
+    activity_handling: Annotated[ActivityHandling | None, NOT_SENT] = Field(
+        default=None, description="`realtimeInputConfig.activityHandling`: may the caller barge in."
+    )
+    turn_coverage: Annotated[TurnCoverage | None, NOT_SENT] = Field(
+        default=None, description="`realtimeInputConfig.turnCoverage`."
+    )
+    explicit_vad_signal: Annotated[Flag | None, NOT_SENT] = Field(
+        default=None, description="`explicitVadSignal` (Vertex AI only)."
+    )
+    transcription: Annotated[Transcription, Shown("both on")] = Field(
+        default_factory=Transcription, description="Transcripts for call records and logs."
+    )
+    compression: Annotated[
+        Compression | None, BeforeValidator(_switch, json_schema_input_type=bool | Compression)
+    ] = Field(
+        default_factory=Compression,
+        json_schema_extra={"default": True},
+        description="`contextWindowCompression`; `false` turns it off (an audio session then "
+        "ends after 15 minutes).",
+    )
+    session_resumption: Annotated[
+        SessionResumptionConfig | None,
+        BeforeValidator(_switch, json_schema_input_type=bool | SessionResumptionConfig),
+    ] = Field(
+        default_factory=SessionResumptionConfig,
+        json_schema_extra={"default": True},
+        description="`sessionResumption`: reconnect mid-call without the caller noticing.",
+    )
+    initial_history_in_client_content: Annotated[Flag | None, NOT_SENT] = Field(
+        default=None, description="`historyConfig.initialHistoryInClientContent`."
+    )
+    google_search: Flag = Field(default=False, description="Built-in tool `googleSearch`.")
+    code_execution: Flag = Field(default=False, description="Built-in tool `codeExecution`.")
+    url_context: Flag = Field(default=False, description="Built-in tool `urlContext`.")
+    max_call_duration_s: PositiveSeconds | None = Field(
+        default=_CALL.max_duration_s,
+        description="The call ends after this long; `null`: no limit.",
+    )
+    wrap_up_before_s: Seconds = Field(
+        default=_CALL.wrap_up_before_s,
+        description="This long before the limit, the model is told to wrap up.",
+    )
+    wrap_up_message: Text = Field(
+        default=_CALL.wrap_up_message, description="What the model is told then."
+    )
+    idle_timeout_s: PositiveSeconds | None = Field(
+        default=_CALL.idle_timeout_s,
+        description="After this much caller silence the model is prompted; after as much "
+        "again the call ends. `null`: never.",
+    )
+    idle_message: Text = Field(
+        default=_CALL.idle_message, description="What the model is told when the caller is silent."
+    )
+    preconnect_timeout_s: Seconds = Field(
+        default=_CALL.preconnect_timeout_s,
+        description="How long a Live session opened at the webhook waits for the media stream.",
+    )
+    dtmf: Annotated[Dtmf, Shown("see its keys")] = Field(
+        default_factory=Dtmf, description="Keypad input."
+    )
+    fallback: Annotated[FallbackConfig, Shown("apology, then hang up")] = Field(
+        default_factory=FallbackConfig, description="What happens when the Live API is unreachable."
+    )
+    tools: Annotated[ToolEntries, Shown(type="list, each a tool mapping (below)")] = Field(
+        default=(), description="Functions the model may call (next table)."
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _prompts(cls, value: Any, handler: Callable[[Any], AgentFile]) -> AgentFile:
+        return with_problems(handler, value, _templates(value))
+
+    def agent_config(self, name: str) -> AgentConfig:
+        """The agent this file describes, called ``name`` (its ``name``, or the file's)."""
+        specs = tuple(tool.spec() for tool in self.tools)
+        compression = self.compression
+        return AgentConfig(
+            name=name,
+            model=self.model,
+            api_version=self.api_version,
+            response_modality=self.response_modality,
+            voice=self.voice,
+            language=self.language,
+            system_instruction=self.system_prompt,
+            greeting=self.greeting,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_output_tokens=self.max_output_tokens,
+            seed=self.seed,
+            media_resolution=self.media_resolution,
+            thinking_config=self.thinking,
+            enable_affective_dialog=self.affective_dialog,
+            vad=self.vad,
+            activity_handling=self.activity_handling,
+            turn_coverage=self.turn_coverage,
+            explicit_vad_signal=self.explicit_vad_signal,
+            input_transcription=self.transcription.input,
+            output_transcription=self.transcription.output,
+            context_window_compression=None
+            if compression is None
+            else ContextWindowCompressionConfig(
+                trigger_tokens=compression.trigger_tokens,
+                sliding_window=SlidingWindow(target_tokens=compression.target_tokens),
+            ),
+            session_resumption=self.session_resumption,
+            proactivity=None
+            if self.proactive_audio is None
+            else ProactivityConfig(proactive_audio=self.proactive_audio),
+            history_config=None
+            if self.initial_history_in_client_content is None
+            else HistoryConfig(
+                initial_history_in_client_content=self.initial_history_in_client_content
+            ),
+            tools=ToolsConfig(
+                function_declarations=tuple(
+                    FunctionDeclaration(
+                        name=spec.name,
+                        description=spec.description,
+                        parameters_json_schema=spec.visible_parameters(),
+                        behavior=spec.behavior,
+                    )
+                    for spec in specs
+                ),
+                google_search=self.google_search,
+                code_execution=self.code_execution,
+                url_context=self.url_context,
+            ),
+            call=CallPolicy(
+                dtmf_group_timeout_s=self.dtmf.group_timeout_s,
+                dtmf_message=self.dtmf.message,
+                max_duration_s=self.max_call_duration_s,
+                wrap_up_before_s=self.wrap_up_before_s,
+                wrap_up_message=self.wrap_up_message,
+                idle_timeout_s=self.idle_timeout_s,
+                idle_message=self.idle_message,
+                preconnect_timeout_s=self.preconnect_timeout_s,
+            ),
+            tool_specs=specs,
+            phone_numbers=self.phone_numbers,
+            timezone=self.timezone,
+            prefetch_crm=self.prefetch_crm,
+            trust_caller_id=self.trust_caller_id,
+            fallback=self.fallback,
+        )

@@ -129,6 +129,17 @@ _SECRET_SHAPES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     (re.compile(r"\bAIza[\w-]{35}"), REDACTED),
 )
 
+
+def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***`` (longest first, so a secret
+    containing another is masked whole): for messages built before any logging, such as agent
+    file problems quoting a value that came from ``${ENV}``. Values under 4 characters are left
+    alone: masking every "1" or "v2" in a message would hide more than it protects."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 # Keys whose values are ours, never secret: skipped for speed.
 _PLAIN_KEYS: Final = frozenset({"timestamp", "level", "logger", "call_sid", "stream_sid"})
 # No secret fits in fewer characters (and values shorter than this would mask innocent text).

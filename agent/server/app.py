@@ -32,15 +32,10 @@ from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
 from agent.cluster.journal import CallJournal
 from agent.cluster.state import CallSnapshot, SharedState, shared_state_from_url
-from agent.config.agents import (
-    AgentRegistry,
-    AgentRegistryHolder,
-    format_local_time,
-    reloading,
-    render_for_call,
-)
-from agent.config.agents import CallContext as AgentCallContext
 from agent.config.models import AgentConfig
+from agent.config.registry import AgentRegistry
+from agent.config.reload import AgentRegistryHolder, reloading
+from agent.config.templates import TemplateContext, format_local_time, render_for_call
 from agent.crm import Crm
 from agent.errors import ConfigError, SharedStateError, SignatureError
 from agent.live import protocol
@@ -52,7 +47,7 @@ from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CallRecordStore, RecordStore
-from agent.server.settings import Settings
+from agent.server.settings import Settings, reveal
 from agent.telephony.rest import TwilioRest
 from agent.telephony.twilio import (
     Connected,
@@ -68,8 +63,7 @@ from agent.telephony.webhooks import (
     stream_url_from_public_url,
     verify_signature,
 )
-from agent.tools import CallContext as ToolCallContext
-from agent.tools import Toolbox, validate_specs
+from agent.tools import CallContext, Toolbox, validate_specs
 
 log = structlog.get_logger("agent.app")
 
@@ -186,7 +180,7 @@ def create_app(
         live_target = live_endpoint(
             settings.live_backend,
             base_url=settings.live_api_url,
-            api_key=settings.gemini_api_key,
+            api_key=reveal(settings.gemini_api_key),
             vertex_project=settings.vertex_project,
             vertex_location=settings.vertex_location,
         )
@@ -213,7 +207,7 @@ def create_app(
     app[LIVE_BACKEND] = LiveBackend(live_target)
     # Tickets must open on any replica behind the same number: key them with a secret they share.
     shared_secret = settings.stream_token_secret or settings.twilio_auth_token
-    secret = shared_secret.encode() if shared_secret else secrets.token_bytes(32)
+    secret = shared_secret.get_secret_value().encode() if shared_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret)
     app[CALL_SOCKETS] = set()
     app[CALLS] = CallRegistry()
@@ -288,9 +282,11 @@ async def _tools(app: web.Application) -> AsyncIterator[None]:
             tools.twilio = TwilioRest(
                 tools.http,
                 account_sid=settings.twilio_account_sid,
-                auth_token=None if settings.twilio_api_key_sid else settings.twilio_auth_token,
+                auth_token=None
+                if settings.twilio_api_key_sid
+                else reveal(settings.twilio_auth_token),
                 api_key_sid=settings.twilio_api_key_sid,
-                api_key_secret=settings.twilio_api_key_secret,
+                api_key_secret=reveal(settings.twilio_api_key_secret),
                 base_url=settings.twilio_api_url,
             )
         else:
@@ -510,7 +506,8 @@ async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
         # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.
         url = settings.public_url + request.path_qs
         signature = request.headers.get("X-Twilio-Signature")
-        if not verify_signature(settings.twilio_auth_token, url, params, signature):
+        token = settings.twilio_auth_token.get_secret_value()
+        if not verify_signature(token, url, params, signature):
             log.warning(
                 "twilio.signature_rejected",
                 path=request.path,
@@ -652,7 +649,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             to_number=called,
             started_at=wall_started,
         )
-        tool_context = ToolCallContext(
+        tool_context = CallContext(
             call_sid=started.call_sid,
             account_sid=started.account_sid,
             stream_sid=started.stream_sid,
@@ -795,7 +792,7 @@ async def _agent_for_call(
     )
     agent = render_for_call(
         configured,
-        AgentCallContext(
+        TemplateContext(
             caller_number=caller,
             called_number=called,
             call_sid=call_sid,

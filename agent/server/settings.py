@@ -19,7 +19,14 @@
 | `TWILIO_API_KEY_SID`, `TWILIO_API_KEY_SECRET` | REST credentials instead of the auth token |
 | `TWILIO_API_URL`    | Twilio REST base URL (default `https://api.twilio.com`)               |
 | `CRM_DATABASE_URL`  | the embedded demo CRM (default `sqlite:///./crm.db`)                  |
-| `DRAIN_TIMEOUT_S`   | on SIGTERM, calls in progress get this long to finish (default 600)   |
+| `DRAIN_MODE`        | on SIGTERM: `handover` (default) moves calls in progress to other     |
+|                     | replicas at a quiet moment; `wait` lets them finish here              |
+| `HANDOVER_TIMEOUT_S`| handover: calls not quiet by then are handed over at once (default 30)|
+| `DRAIN_TIMEOUT_S`   | wait: calls in progress get this long to finish (default 600)         |
+| `WORKERS`           | `agent serve` processes on the one port, one core each (default 1)    |
+| `SHARED_STATE_URL`  | what replicas share (used stream tickets, calls in progress):         |
+|                     | `postgresql://…` or `sqlite:///…`; default a PostgreSQL DATABASE_URL  |
+| `STREAM_TOKEN_SECRET` | keys stream tickets instead of TWILIO_AUTH_TOKEN (same on replicas) |
 | `LOG_LEVEL`         | debug, info (default), warning, error                                 |
 | `LOG_FORMAT`        | auto (default: console on a TTY, JSON otherwise), json, console       |
 | `DATABASE_URL`      | call records: `sqlite:///path.db` (default `sqlite:///./calls.db`) or |
@@ -32,67 +39,287 @@
 |                     | examples, so `agent serve` answers as `acme-support` out of the box)  |
 | `AGENTS_RELOAD_INTERVAL_S` | poll the agent files' modification times this often and reload |
 |                     | on a change (default 0: off; SIGHUP always reloads)                   |
+
+:meth:`Settings.from_env` reads these from the environment and from a ``.env`` file in the
+working directory (``NAME=value`` lines; the environment wins where both set a variable). An empty
+variable counts as unset. Secrets (the API key, the Twilio auth token and API key secret) are
+``SecretStr``: they never appear in ``repr``, logs or error messages.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from agent.config.fields import describe, step_of
 from agent.errors import ConfigError
 
 LogFormat = Literal["auto", "json", "console"]
 LiveBackendName = Literal["gemini", "vertex"]
-_LEVELS = ("debug", "info", "warning", "error", "critical")
+DrainMode = Literal["handover", "wait"]
+_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 # A Google Cloud project id, and a region name ("us-central1", "europe-west4") or "global".
-_PROJECT_RE = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.-]+:[a-z][a-z0-9-]{4,28}[a-z0-9]")
-_LOCATION_RE = re.compile(r"[a-z]+(-[a-z]+)*[0-9]*|global")
+_PROJECT_RE: Final = re.compile(
+    r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.-]+:[a-z][a-z0-9-]{4,28}[a-z0-9]"
+)
+_LOCATION_RE: Final = re.compile(r"[a-z]+(-[a-z]+)*[0-9]*|global")
+# Fields that are tuning for tests and benchmarks, not variables (the table above).
+_NOT_VARIABLES: Final = frozenset({"live_connect_timeout_s", "stream_start_timeout_s"})
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the server reads from its environment. Secrets never appear in ``repr``."""
+def _problem(message: str) -> PydanticCustomError:
+    return PydanticCustomError("config", "{message}", {"message": message})
+
+
+def _optional(value: Any) -> Any:
+    """Blank text is unset: ``TWILIO_AUTH_TOKEN=`` means no token, not an empty one."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def _flag(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    raw = str(value).strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise _problem(f"must be true or false, got {raw!r}")
+
+
+def _seconds(value: Any) -> Any:
+    raw = value.strip() if isinstance(value, str) else value
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0 or math.isinf(seconds):
+        raise _problem(f"must be a number of seconds (0 or more), got {raw!r}")
+    return seconds
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise _problem(f"must be a whole number, got {value!r}") from None
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _log_format(value: Any) -> Any:
+    value = _lower(value)
+    if value not in ("auto", "json", "console"):
+        raise _problem("must be auto, json or console")
+    return value
+
+
+def _live_backend(value: Any) -> Any:
+    value = _lower(value)
+    if value not in ("gemini", "vertex"):
+        raise _problem(f"must be gemini or vertex, got {value!r}")
+    return value
+
+
+def _drain_mode(value: Any) -> Any:
+    value = _lower(value)
+    if value not in ("handover", "wait"):
+        raise _problem(f"must be handover or wait, got {value!r}")
+    return value
+
+
+def _fields(value: Any) -> Any:
+    """``RECORD_REDACT_FIELDS``: comma-separated, compared in lower case."""
+    if isinstance(value, str):
+        return frozenset(f.strip().lower() for f in value.split(",") if f.strip())
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+SecondsValue = Annotated[float, BeforeValidator(_seconds)]
+OptionalText = Annotated[str | None, BeforeValidator(_optional)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_optional)]
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment, validated once. Secrets never appear
+    in ``repr``. ``Settings(...)`` is exactly what it is given (tests, benchmarks);
+    :meth:`from_env` is the one reader of the environment."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",  # a .env may hold other tools' variables too
+    )
 
     host: str = "127.0.0.1"
-    allow_unauthenticated: bool = False
-    port: int = 8080
-    public_url: str = "http://127.0.0.1:8080"
-    live_api_url: str | None = None
-    gemini_api_key: str | None = field(default=None, repr=False)
-    twilio_auth_token: str | None = field(default=None, repr=False)
-    log_level: str = "info"
-    log_format: LogFormat = "auto"
+    allow_unauthenticated: Flag = False
+    port: Annotated[int, BeforeValidator(_whole)] = 8080
+    public_url: str = Field(default="", validate_default=True)  # "": on loopback at ``port``
+    live_api_url: OptionalText = None
+    gemini_api_key: OptionalSecret = None
+    twilio_auth_token: OptionalSecret = None
+    log_level: Annotated[str, BeforeValidator(_lower)] = "info"
+    log_format: Annotated[LogFormat, BeforeValidator(_log_format)] = "auto"
     live_connect_timeout_s: float = 10.0
     stream_start_timeout_s: float = 10.0
-    drain_timeout_s: float = 600.0  # DRAIN_MODE=wait: calls in progress get this long to finish
+    drain_timeout_s: SecondsValue = 600.0  # DRAIN_MODE=wait: calls in progress get this long
     # On SIGTERM: "handover" moves calls in progress to other replicas; "wait" lets them finish.
-    drain_mode: Literal["handover", "wait"] = "handover"
-    handover_timeout_s: float = 30.0  # calls not quiet by then are handed over mid-sentence
-    workers: int = 1  # agent serve processes on the one port (WORKERS)
-    live_backend: LiveBackendName = "gemini"
-    vertex_project: str | None = None
-    vertex_location: str = "us-central1"
-    database_url: str = field(default="sqlite:///./calls.db", repr=False)
-    # Where replicas share used stream tickets; None: this process's memory (one instance).
-    shared_state_url: str | None = field(default=None, repr=False)
+    drain_mode: Annotated[DrainMode, BeforeValidator(_drain_mode)] = "handover"
+    handover_timeout_s: SecondsValue = 30.0  # calls not quiet by then are handed over at once
+    workers: Annotated[int, BeforeValidator(_whole)] = 1  # agent serve processes on the one port
+    live_backend: Annotated[LiveBackendName, BeforeValidator(_live_backend)] = "gemini"
+    vertex_project: OptionalText = None
+    vertex_location: Annotated[str, BeforeValidator(_lower)] = "us-central1"
+    database_url: str = Field(default="sqlite:///./calls.db", repr=False)
+    # Where replicas share used stream tickets and calls in progress; None: this process only.
+    # Defaults to a PostgreSQL database_url (replicas sharing records share this too).
+    shared_state_url: OptionalText = Field(default=None, repr=False)
     # Keys stream tickets; None: TWILIO_AUTH_TOKEN (or a random key per process without one).
-    stream_token_secret: str | None = field(default=None, repr=False)
-    record_redact_fields: frozenset[str] = frozenset()
-    mask_caller_numbers: bool = False
-    price_table: str | None = None  # PRICE_TABLE, read by PriceTable.from_spec in create_app
-    twilio_account_sid: str | None = None
-    twilio_api_key_sid: str | None = None
-    twilio_api_key_secret: str | None = field(default=None, repr=False)
+    stream_token_secret: OptionalSecret = None
+    record_redact_fields: Annotated[frozenset[str], NoDecode, BeforeValidator(_fields)] = (
+        frozenset()
+    )
+    mask_caller_numbers: Flag = False
+    price_table: OptionalText = None  # PRICE_TABLE, read by PriceTable.from_spec in create_app
+    twilio_account_sid: OptionalText = None
+    twilio_api_key_sid: OptionalText = None
+    twilio_api_key_secret: OptionalSecret = None
     twilio_api_url: str = "https://api.twilio.com"
     crm_database_url: str = "sqlite:///./crm.db"
-    agents_path: str | None = (
-        None  # None: the bundled examples (agent.config.agents.BUNDLED_AGENTS)
-    )
-    agents_reload_interval_s: float = 0.0  # 0: no polling
+    agents_path: OptionalText = None  # None: the bundled examples (agent.config BUNDLED_AGENTS)
+    agents_reload_interval_s: SecondsValue = 0.0  # 0: no polling
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the constructor is given: from_env reads the environment, explicitly.
+        return (init_settings,)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str, info: Any) -> str:
+        url = (value.strip() or f"http://127.0.0.1:{info.data.get('port', 8080)}").rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise _problem(f"must start with http:// or https://, got {url!r}")
+        return url
+
+    @field_validator("live_api_url")
+    @classmethod
+    def _live_api_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("ws://", "wss://")):
+            raise _problem(f"must start with ws:// or wss://, got {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value not in _LEVELS:
+            raise _problem(f"must be one of {', '.join(_LEVELS)}")
+        return value
+
+    @field_validator("vertex_project")
+    @classmethod
+    def _vertex_project(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT_RE.fullmatch(value):
+            raise _problem(f"must be a Google Cloud project id, got {value!r}")
+        return value
+
+    @field_validator("vertex_location")
+    @classmethod
+    def _vertex_location(cls, value: str) -> str:
+        if not _LOCATION_RE.fullmatch(value):
+            raise _problem(
+                f"must be a Vertex AI region such as us-central1, or global; got {value!r}"
+            )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise _problem("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("shared_state_url")
+    @classmethod
+    def _shared_state_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise _problem("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if value < 1:
+            raise _problem(f"must be at least 1, got {value}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_state_follows_postgres_records(cls, values: Any) -> Any:
+        if isinstance(values, dict) and not values.get("shared_state_url"):
+            database = str(values.get("database_url") or "")
+            if database.startswith(("postgresql://", "postgres://")):
+                values = {**values, "shared_state_url": database}
+        return values
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _twilio_api_url(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _vertex_needs_a_project(self) -> Settings:
+        if self.live_backend == "vertex" and self.vertex_project is None:
+            raise ConfigError(
+                "LIVE_BACKEND=vertex needs VERTEX_PROJECT (the Google Cloud project id)",
+                key="VERTEX_PROJECT",
+            )
+        return self
 
     @property
     def use_emulator(self) -> bool:
@@ -118,10 +345,10 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
         candidates = (
-            self.gemini_api_key,
-            self.twilio_auth_token,
-            self.twilio_api_key_secret,
-            self.stream_token_secret,
+            reveal(self.gemini_api_key),
+            reveal(self.twilio_auth_token),
+            reveal(self.twilio_api_key_secret),
+            reveal(self.stream_token_secret),
             urlsplit(self.database_url).password,
             urlsplit(self.shared_state_url or "").password,
         )
@@ -135,148 +362,42 @@ class Settings:
         port: int | None = None,
         host: str | None = None,
     ) -> Settings:
-        """Read the environment; ``port`` and ``host`` (from the command line) win over it."""
-        env = os.environ if env is None else env
-        if port is None:
-            port = _int(env, "PORT", 8080)
-        public_url = (env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/")
-        if not public_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"PUBLIC_URL must start with http:// or https://, got {public_url!r}",
-                key="PUBLIC_URL",
-            )
-        live_api_url = env.get("LIVE_API_URL") or None
-        if live_api_url and not live_api_url.startswith(("ws://", "wss://")):
-            raise ConfigError(
-                f"LIVE_API_URL must start with ws:// or wss://, got {live_api_url!r}",
-                key="LIVE_API_URL",
-            )
-        level = env.get("LOG_LEVEL", "info").lower()
-        if level not in _LEVELS:
-            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}", key="LOG_LEVEL")
-        fmt = env.get("LOG_FORMAT", "auto").lower()
-        if fmt not in ("auto", "json", "console"):
-            raise ConfigError("LOG_FORMAT must be auto, json or console", key="LOG_FORMAT")
-        backend = (env.get("LIVE_BACKEND") or "gemini").strip().lower()
-        if backend not in ("gemini", "vertex"):
-            raise ConfigError(
-                f"LIVE_BACKEND must be gemini or vertex, got {env.get('LIVE_BACKEND')!r}",
-                key="LIVE_BACKEND",
-            )
-        vertex_project = (env.get("VERTEX_PROJECT") or "").strip() or None
-        if vertex_project is not None and not _PROJECT_RE.fullmatch(vertex_project):
-            raise ConfigError(
-                f"VERTEX_PROJECT must be a Google Cloud project id, got {vertex_project!r}",
-                key="VERTEX_PROJECT",
-            )
-        if backend == "vertex" and vertex_project is None:
-            raise ConfigError(
-                "LIVE_BACKEND=vertex needs VERTEX_PROJECT (the Google Cloud project id)",
-                key="VERTEX_PROJECT",
-            )
-        vertex_location = (env.get("VERTEX_LOCATION") or "us-central1").strip().lower()
-        if not _LOCATION_RE.fullmatch(vertex_location):
-            raise ConfigError(
-                "VERTEX_LOCATION must be a Vertex AI region such as us-central1, or global; "
-                f"got {env.get('VERTEX_LOCATION')!r}",
-                key="VERTEX_LOCATION",
-            )
-        database_url = env.get("DATABASE_URL") or "sqlite:///./calls.db"
-        if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ConfigError(
-                "DATABASE_URL must start with sqlite:/// or postgresql://", key="DATABASE_URL"
-            )
-        shared_state_url = env.get("SHARED_STATE_URL") or None
-        if shared_state_url is None and database_url.startswith(("postgresql://", "postgres://")):
-            # Replicas that share their records in PostgreSQL share their stream tickets there.
-            shared_state_url = database_url
-        if shared_state_url and not shared_state_url.startswith(
-            ("sqlite:///", "postgresql://", "postgres://")
-        ):
-            raise ConfigError(
-                "SHARED_STATE_URL must start with sqlite:/// or postgresql://",
-                key="SHARED_STATE_URL",
-            )
-        return cls(
-            host=host or env.get("HOST", "127.0.0.1"),
-            allow_unauthenticated=_flag(env, "ALLOW_UNAUTHENTICATED"),
-            port=port,
-            public_url=public_url,
-            live_api_url=live_api_url,
-            gemini_api_key=env.get("GEMINI_API_KEY") or None,
-            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
-            log_level=level,
-            log_format=fmt,  # type: ignore[arg-type]  # checked just above
-            live_backend=backend,  # type: ignore[arg-type]  # checked just above
-            vertex_project=vertex_project,
-            vertex_location=vertex_location,
-            database_url=database_url,
-            shared_state_url=shared_state_url,
-            stream_token_secret=env.get("STREAM_TOKEN_SECRET") or None,
-            record_redact_fields=frozenset(
-                f.strip().lower()
-                for f in env.get("RECORD_REDACT_FIELDS", "").split(",")
-                if f.strip()
-            ),
-            mask_caller_numbers=_flag(env, "MASK_CALLER_NUMBERS"),
-            price_table=(env.get("PRICE_TABLE") or "").strip() or None,
-            agents_path=agents_path_from_env(env),
-            drain_timeout_s=_seconds(env, "DRAIN_TIMEOUT_S", 600.0),
-            drain_mode=_drain_mode(env),
-            handover_timeout_s=_seconds(env, "HANDOVER_TIMEOUT_S", 30.0),
-            workers=_int(env, "WORKERS", 1),
-            twilio_account_sid=(env.get("TWILIO_ACCOUNT_SID") or "").strip() or None,
-            twilio_api_key_sid=(env.get("TWILIO_API_KEY_SID") or "").strip() or None,
-            twilio_api_key_secret=env.get("TWILIO_API_KEY_SECRET") or None,
-            twilio_api_url=(env.get("TWILIO_API_URL") or "https://api.twilio.com").rstrip("/"),
-            crm_database_url=env.get("CRM_DATABASE_URL") or "sqlite:///./crm.db",
-            agents_reload_interval_s=_seconds(env, "AGENTS_RELOAD_INTERVAL_S", 0.0),
-        )
+        """Read the environment (and ``.env``; None: the process's) or ``env`` (exactly that
+        mapping, no ``.env``); ``port`` and ``host`` (from the command line) win over it.
+        Raises ConfigError naming the variable that is wrong."""
+        if env is None:
+            # pydantic-settings' own readers: .env first, so the environment wins over it.
+            values: dict[str, Any] = {**DotEnvSettingsSource(cls)(), **EnvSettingsSource(cls)()}
+        else:
+            values = {key.lower(): value for key, value in env.items() if value.strip()}
+        values = {
+            k: v for k, v in values.items() if k in cls.model_fields and k not in _NOT_VARIABLES
+        }
+        if port is not None:
+            values["port"] = port
+        if host:
+            values["host"] = host
+        return cls(**values)
+
+
+def reveal(secret: SecretStr | None) -> str | None:
+    """A secret's value, for the one place that must send it (a request header, a signature)."""
+    return None if secret is None else secret.get_secret_value()
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first problem, named by its variable: ``DRAIN_TIMEOUT_S must be a number...``."""
+    error = exc.errors()[0]
+    variable = str(error["loc"][0]).upper() if error["loc"] else None
+    message = describe(error, step_of(Settings, error))
+    return ConfigError(f"{variable} {message}" if variable else message, key=variable)
 
 
 def agents_path_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """``AGENTS_PATH`` alone, for commands (``agent check``) that need nothing else from the
-    environment; ``None`` means the bundled examples."""
-    env = os.environ if env is None else env
+    environment (None: the process's, then ``.env``, as :meth:`Settings.from_env` reads them);
+    ``None`` means the bundled examples."""
+    if env is None:
+        from_file = DotEnvSettingsSource(Settings)().get("agents_path")
+        env = {"AGENTS_PATH": str(from_file or ""), **os.environ}
     return (env.get("AGENTS_PATH") or "").strip() or None
-
-
-def _flag(env: Mapping[str, str], key: str) -> bool:
-    raw = env.get(key, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{key} must be true or false, got {raw!r}", key=key)
-
-
-def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = (env.get(key) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise ConfigError(f"{key} must be a number of seconds (0 or more), got {raw!r}", key=key)
-    return value
-
-
-def _drain_mode(env: Mapping[str, str]) -> Literal["handover", "wait"]:
-    mode = (env.get("DRAIN_MODE") or "handover").strip().lower()
-    if mode == "handover":
-        return "handover"
-    if mode == "wait":
-        return "wait"
-    raise ConfigError(f"DRAIN_MODE must be handover or wait, got {mode!r}", key="DRAIN_MODE")
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{key} must be a whole number, got {raw!r}", key=key) from exc

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from agent.config.tools import EndCallTool, TransferCallTool
-from agent.numbers import is_e164
 from agent.tools.base import Action, EndCall, TransferCall
 
 
@@ -20,12 +19,3 @@ def run_builtin(kind: EndCallTool | TransferCallTool) -> tuple[Any, Action]:
     if isinstance(kind, EndCallTool):
         return "ending the call", EndCall()
     return "transferring the call", TransferCall(kind.number)
-
-
-def validate_builtin(kind: EndCallTool | TransferCallTool) -> list[str]:
-    """Problems with a built-in's configuration (a transfer number must be E.164)."""
-    if isinstance(kind, TransferCallTool) and not (
-        isinstance(kind.number, str) and is_e164(kind.number)
-    ):
-        return [f"transfer number {kind.number!r} is not an E.164 number such as +15551234567"]
-    return []

@@ -22,7 +22,6 @@ What ``run`` does, in order:
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -30,7 +29,6 @@ import aiohttp
 import structlog
 
 from agent.config.tools import (
-    CONTEXT_KEYS,
     EndCallTool,
     HttpTool,
     PythonTool,
@@ -51,16 +49,11 @@ from agent.tools.base import (
     ToolOutcome,
     json_safe,
 )
-from agent.tools.builtin import run_builtin, validate_builtin
+from agent.tools.builtin import run_builtin
 from agent.tools.http import run_http, validate_http
 from agent.tools.python import check_signature, resolve_target, run_python
-from agent.tools.sql import (
-    Databases,
-    ParsedQuery,
-    bind_parameters,
-    parse_query,
-    validate_sql,
-)
+from agent.tools.sql import Databases, bind_parameters, validate_sql
+from agent.tools.sql_params import ParsedQuery, parse_query
 
 log = structlog.get_logger("agent.tools")
 
@@ -72,11 +65,12 @@ _NAME_IN_LOGS: Final = 64  # an invented tool name is logged, but not without bo
 def validate_specs(specs: Sequence[ToolSpec]) -> list[str]:
     """Every problem with ``specs`` (empty: all good), each naming its tool.
 
-    Checked: unique names, bindings to known context keys, a JSON-schema object for the
-    parameters, templates and placeholders that name declared or bound parameters, single SQL
-    statements, database URLs, python targets that import and accept the parameters, E.164
-    transfer numbers, positive timeouts. Python targets are imported here, so this is the
-    load-time check that catches a missing module.
+    Each spec's own values are valid already (:class:`ToolSpec` and its kinds refuse anything
+    else when built); checked here is how they fit together and what needs the executors:
+    unique names, an object schema for the parameters, templates and placeholders that name
+    declared or bound parameters, single SQL statements, SQLite file paths, literal URL hosts,
+    python targets that import and accept the parameters. Python targets are imported here, so
+    this is the load-time check that catches a missing module.
     """
     problems: list[str] = []
     seen: set[str] = set()
@@ -90,23 +84,15 @@ def validate_specs(specs: Sequence[ToolSpec]) -> list[str]:
 
 
 def _validate_spec(spec: ToolSpec) -> list[str]:
+    # The spec's values are valid (its classes refuse anything else): what is checked here is
+    # how they fit together, and what needs the executors.
     problems: list[str] = []
-    if not (isinstance(spec.timeout_s, int | float) and math.isfinite(spec.timeout_s)) or not (
-        spec.timeout_s > 0
-    ):
-        problems.append(f"timeout_s must be a positive number of seconds, got {spec.timeout_s!r}")
     schema = spec.parameters
     if not isinstance(schema, Mapping) or str(schema.get("type", "object")).lower() != "object":
         problems.append("parameters must be a JSON schema of type object")
         schema = {}
     properties = schema.get("properties")
     declared = set(properties) if isinstance(properties, Mapping) else set()
-    for parameter, key in spec.bind.items():
-        if key not in CONTEXT_KEYS:
-            problems.append(
-                f"parameter {parameter!r} is bound to {key!r}, which is not one of "
-                f"{', '.join(sorted(CONTEXT_KEYS))}"
-            )
     listed = schema.get("required")
     required = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
     # With ``properties`` the schema lists every argument (see ``agent.tools.arguments``), so a
@@ -129,9 +115,7 @@ def _validate_spec(spec: ToolSpec) -> list[str]:
             mismatch = check_signature(function, known)
             if mismatch:
                 problems.append(f"python target {kind.target!r}: {mismatch}")
-    elif isinstance(kind, EndCallTool | TransferCallTool):
-        problems.extend(validate_builtin(kind))
-    else:
+    elif not isinstance(kind, EndCallTool | TransferCallTool):
         problems.append(f"unknown kind {type(kind).__name__}")
     return problems
 

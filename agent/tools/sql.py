@@ -4,8 +4,9 @@ Arguments are only ever *bound* as parameters: the configured query names them `
 driver sends their values separately from the SQL text, so ``'; DROP TABLE customers; --`` is a
 string that matches nothing. The query text is the configuration's alone. For SQLite it runs as
 written (sqlite3 binds ``:name`` itself); for PostgreSQL it is translated once to psycopg's
-``%(name)s`` by a scanner that knows string literals, quoted identifiers, comments, dollar quoting
-and ``::`` casts, and doubles every other ``%`` so psycopg cannot mistake it for a placeholder.
+``%(name)s`` by :mod:`agent.tools.sql_params` (the scanner the agent-file loader uses too), which
+knows string literals, quoted identifiers, comments, dollar quoting and ``::`` casts, and doubles
+every other ``%`` so psycopg cannot mistake it for a placeholder.
 
 A SELECT returns at most ``max_rows`` rows as a list of ``{column: value}``; other statements
 return ``{"rows_affected": n}``. Connections autocommit: one statement is one transaction.
@@ -28,12 +29,10 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import AsyncGenerator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
@@ -41,14 +40,13 @@ import structlog
 
 from agent.config.tools import SqlTool
 from agent.tools.base import ToolError
+from agent.tools.sql_params import ParsedQuery, parse_query
 
 if TYPE_CHECKING:
     import psycopg
 
 log = structlog.get_logger("agent.tools")
 
-#: A query is refused more rows than this whatever its configuration says.
-MAX_ROWS_LIMIT: Final = 1000
 # SQLite VM instructions between checks of the cancellation flag: frequent enough to stop within
 # a millisecond or so, rare enough to cost nothing measurable.
 _PROGRESS_STEPS: Final = 4096
@@ -59,123 +57,8 @@ _MAX_CONNECTIONS: Final = 10  # per database, per process
 # SQLite queries run on their own threads: a stuck Python tool cannot starve them.
 _SQLITE_THREADS: Final = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tool-sqlite")
 
-_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_READ_KEYWORDS: Final = frozenset({"SELECT", "VALUES", "TABLE", "SHOW"})
-_DOLLAR_TAG: Final = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
-
 CONSTRAINT_MESSAGE: Final = "the database refused these values (a constraint failed)"
 FAILURE_MESSAGE: Final = "the database query failed"
-
-
-# -- the query text --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedQuery:
-    """A configured query, scanned once: its placeholders and its PostgreSQL form."""
-
-    text: str
-    """As configured; what SQLite runs."""
-    pyformat: str
-    """For psycopg: ``:name`` as ``%(name)s``, every literal ``%`` doubled."""
-    names: tuple[str, ...]
-    """Placeholder names, in order of first use."""
-    statements: int
-    """Top-level statements (a trailing ``;`` does not count as another)."""
-    is_read: bool
-    """Whether it starts with a keyword that only reads (SELECT, VALUES, TABLE, SHOW): rows can
-    be streamed. A ``WITH`` may hide a write, so it counts as a write."""
-
-
-def parse_query(query: str) -> ParsedQuery:
-    """Scan ``query`` for ``:name`` placeholders outside literals, identifiers and comments."""
-    out: list[str] = []
-    names: list[str] = []
-    statements = 0
-    has_code = False  # the current statement has something besides blanks and comments
-    i, n = 0, len(query)
-    while i < n:
-        c = query[i]
-        end = _skip_quoted(query, i)
-        if end is not None:
-            if c in "'\"$":
-                has_code = True
-            out.append(query[i:end].replace("%", "%%"))
-            i = end
-            continue
-        if c == ":" and query.startswith("::", i):  # a PostgreSQL cast, not a placeholder
-            out.append("::")
-            i += 2
-            continue
-        if c == ":" and (match := _NAME.match(query, i + 1)):
-            name = match.group(0)
-            if name not in names:
-                names.append(name)
-            out.append(f"%({name})s")
-            has_code = True
-            i = match.end()
-            continue
-        if c == ";":
-            statements += int(has_code)
-            has_code = False
-        elif not c.isspace():
-            has_code = True
-        out.append("%%" if c == "%" else c)
-        i += 1
-    statements += int(has_code)
-    first = re.match(r"\(*\s*([A-Za-z]+)", _strip_comments(query))
-    is_read = first is not None and first.group(1).upper() in _READ_KEYWORDS
-    return ParsedQuery(query, "".join(out), tuple(names), statements, is_read)
-
-
-def _strip_comments(query: str) -> str:
-    """``query`` without its leading comments (for finding the first keyword)."""
-    while True:
-        query = query.lstrip()
-        end = _skip_quoted(query, 0) if query.startswith(("--", "/*")) else None
-        if end is None:
-            return query
-        query = query[end:]
-
-
-def _skip_quoted(query: str, i: int) -> int | None:
-    """Where the literal, quoted identifier or comment starting at ``i`` ends (None: none)."""
-    c = query[i]
-    if c == "'":
-        # E'...' strings (PostgreSQL) escape with backslashes; others only by doubling the quote.
-        escapes = (
-            i > 0
-            and query[i - 1] in "eE"
-            and (i < 2 or not (query[i - 2].isalnum() or query[i - 2] == "_"))
-        )
-        return _end_of_quote(query, i, "'", backslash=escapes)
-    if c == '"':
-        return _end_of_quote(query, i, '"', backslash=False)
-    if query.startswith("--", i):
-        newline = query.find("\n", i)
-        return len(query) if newline < 0 else newline
-    if query.startswith("/*", i):
-        close = query.find("*/", i + 2)
-        return len(query) if close < 0 else close + 2
-    if c == "$" and (tag := _DOLLAR_TAG.match(query, i)):
-        close = query.find(tag.group(0), tag.end())
-        return len(query) if close < 0 else close + len(tag.group(0))
-    return None
-
-
-def _end_of_quote(query: str, i: int, quote: str, *, backslash: bool) -> int:
-    j = i + 1
-    while j < len(query):
-        if backslash and query[j] == "\\":
-            j += 2
-            continue
-        if query[j] == quote:
-            if query.startswith(quote * 2, j):  # a doubled quote is a quote character
-                j += 2
-                continue
-            return j + 1
-        j += 1
-    return len(query)
 
 
 def validate_sql(tool: SqlTool, known: set[str]) -> list[str]:
@@ -190,19 +73,11 @@ def validate_sql(tool: SqlTool, known: set[str]) -> list[str]:
             "query uses placeholder(s) that are neither parameters nor bound: "
             + ", ".join(f":{name}" for name in unknown)
         )
-    if not 1 <= tool.max_rows <= MAX_ROWS_LIMIT:
-        problems.append(f"max_rows must be between 1 and {MAX_ROWS_LIMIT}, got {tool.max_rows}")
     url = tool.database_url
-    if url is not None:
-        if url.startswith("sqlite:///"):
-            raw = url.removeprefix("sqlite:///")
-            if not raw or raw == ":memory:" or raw.startswith("file:"):
-                problems.append(f"database_url {url!r} needs a file path")
-        elif not url.startswith(("postgresql://", "postgres://")):
-            problems.append(
-                "database_url must start with sqlite:/// or postgresql:// "
-                f"(got {url.split(':')[0]!r})"
-            )
+    if url is not None and url.startswith("sqlite:///"):
+        raw = url.removeprefix("sqlite:///")
+        if not raw or raw == ":memory:" or raw.startswith("file:"):
+            problems.append(f"database_url {url!r} needs a file path")
     return problems
 
 

@@ -28,8 +28,8 @@ import pytest
 from aiohttp import web
 
 from agent.audio.codec import read_wav
-from agent.config.agents import AgentRegistryHolder
 from agent.config.models import DEFAULT_AGENT, AgentConfig
+from agent.config.reload import AgentRegistryHolder
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
@@ -100,7 +100,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             "database_url": f"sqlite:///{tmp_path}/calls-{port}.db",
             "crm_database_url": f"sqlite:///{tmp_path}/crm-{port}.db",
         }
-        settings = Settings(**(fields | overrides))  # type: ignore[arg-type]
+        settings = Settings(**(fields | overrides))
         app = create_app(
             settings,
             live_target=live_target or DeveloperApiTarget(base_url=emulator.url),

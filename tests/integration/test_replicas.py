@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.config.agents import AgentRegistryHolder
+from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
 from agent.records.store import RecordStore
 from agent.server.app import CALLS, PRECONNECTS

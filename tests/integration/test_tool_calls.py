@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agent.call.session import CallSession
-from agent.config.agents import AgentRegistryHolder
+from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import CALLS
 from agent.sim.carrier import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -16,27 +17,10 @@ import yaml
 from structlog.testing import capture_logs
 from timing import scaled_timeout
 
-from agent.config.agents import (
-    AGENT_FIELDS,
-    BUNDLED_AGENTS,
-    TOOL_FIELDS,
-    AgentFilesError,
-    AgentRegistry,
-    AgentRegistryHolder,
-    CallContext,
-    field_reference,
-    format_local_time,
-    install_reload_on_sighup,
-    load,
-    markdown_reference,
-    reloading,
-    render_for_call,
-    render_template,
-    template_problems,
-    watch_agent_files,
-)
+from agent.config.loader import BUNDLED_AGENTS, AgentFilesError, load
 from agent.config.models import (
     AgentConfig,
+    AgentFile,
     CallPolicy,
     ContextWindowCompressionConfig,
     FallbackConfig,
@@ -49,11 +33,27 @@ from agent.config.models import (
     ToolsConfig,
     VadConfig,
 )
+from agent.config.registry import AgentRegistry
+from agent.config.reload import (
+    AgentRegistryHolder,
+    install_reload_on_sighup,
+    reloading,
+    watch_agent_files,
+)
+from agent.config.schema import field_reference, markdown_reference
+from agent.config.templates import (
+    TemplateContext,
+    format_local_time,
+    render_for_call,
+    render_template,
+    template_problems,
+)
 from agent.config.tools import (
     EndCallTool,
     HttpTool,
     PythonTool,
     SqlTool,
+    ToolEntry,
     ToolSpec,
     TransferCallTool,
 )
@@ -339,7 +339,7 @@ def test_the_full_example_uses_every_key_of_the_field_table() -> None:
     for tool in doc["tools"]:
         used |= {"tools[]." + k for k in keys(tool)}
     table = {row.key for row in field_reference()} | {
-        "tools[]." + row.key for row in field_reference(TOOL_FIELDS)
+        "tools[]." + row.key for row in field_reference(ToolEntry)
     }
     assert table - used == set()
 
@@ -604,6 +604,65 @@ def test_tool_problems(tmp_path: Path) -> None:
     ]
 
 
+def test_tool_parameters_must_be_a_valid_json_schema(tmp_path: Path) -> None:
+    """Checked against the JSON Schema meta-schema at load, each mistake at its own line."""
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: find
+            description: Find.
+            parameters:
+              type: object
+              properties:
+                q: {type: strng}
+                count:
+                  type: integer
+                  minimum: "five"
+                tags: {type: array, items: {type: [string, nul]}}
+                code: {type: string, pattern: "[A-"}
+            sql: {query: "SELECT * FROM t WHERE q = :q LIMIT :count"}
+        """,
+    )
+    file = tmp_path / "a.yaml"
+    types = "array, boolean, integer, null, number, object, string"
+    assert problems_of(tmp_path) == [
+        f"{file}:8: not a valid JSON Schema: 'strng' is not one of {types} (did you mean "
+        "'string'?) (key 'tools[0].parameters.properties.q.type')",
+        f"{file}:11: not a valid JSON Schema: 'five' is not of type 'number' "
+        "(key 'tools[0].parameters.properties.count.minimum')",
+        f"{file}:12: not a valid JSON Schema: 'nul' is not one of {types} (did you mean "
+        "'null'?) (key 'tools[0].parameters.properties.tags.items.type[1]')",
+        f"{file}:13: not a valid JSON Schema: '[A-' is not a 'regex' "
+        "(key 'tools[0].parameters.properties.code.pattern')",
+    ]
+
+
+def test_a_valid_json_schema_with_its_vocabulary_loads(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: book
+            description: Book.
+            parameters:
+              type: object
+              properties:
+                day: {type: string, format: date, enum: [mon, tue]}
+                seats: {type: [integer, "null"], minimum: 1, maximum: 9}
+                notes: {anyOf: [{type: string, maxLength: 200}, {type: "null"}]}
+              required: [day]
+              additionalProperties: false
+            end_call: {}
+        """,
+    )
+    assert load(tmp_path, env={}).default.tool_specs[0].parameters["required"] == ["day"]
+
+
 def test_the_tool_executors_checks_are_reported_at_the_tool(tmp_path: Path) -> None:
     write(
         tmp_path,
@@ -817,7 +876,7 @@ def test_the_prompt_is_rendered_with_the_calls_context() -> None:
         ),
         greeting="Hello {customer.name}!",
     )
-    context = CallContext(
+    context = TemplateContext(
         caller_number="+15555550100",
         called_number="+15555550199",
         call_sid="CA123",
@@ -847,13 +906,13 @@ def test_missing_values_render_as_unknown() -> None:
         name="acme",
         system_instruction="{caller_number} {called_number} {call_sid} {customer.name} {customer}",
     )
-    rendered = render_for_call(agent, CallContext(now=NOW))
+    rendered = render_for_call(agent, TemplateContext(now=NOW))
     assert rendered.system_instruction == "unknown unknown unknown unknown unknown"
 
 
 def test_a_template_without_placeholders_is_returned_as_is() -> None:
     agent = AgentConfig(name="acme", system_instruction="Plain.", greeting=None)
-    assert render_for_call(agent, CallContext(now=NOW)) is agent
+    assert render_for_call(agent, TemplateContext(now=NOW)) is agent
 
 
 def test_templates_cannot_reach_into_python_objects() -> None:
@@ -1079,7 +1138,7 @@ def test_the_bundled_example_is_the_default_agent() -> None:
     assert agent.fallback.transfer_to == "+15555550142"
     rendered = render_for_call(
         agent,
-        CallContext(
+        TemplateContext(
             caller_number="+15555550100", now=NOW, customer={"name": "Dana", "tier": "gold"}
         ),
     )
@@ -1115,11 +1174,17 @@ def _agents_docs() -> str:
 
 
 def test_the_readme_documents_every_key_as_the_loader_knows_it() -> None:
-    """The field tables are generated from the loader's own table; a new key or a changed
-    default fails here until the README is regenerated (`agent schema --format markdown`)."""
+    """The field tables are generated from the models; a new key, a changed default or a
+    hand edit of the tables fails here until the README is regenerated
+    (`agent schema --format markdown`)."""
     text = _agents_docs()
     missing = [row.key for row in field_reference() if f"`{row.key}`" not in text]
-    missing += [row.key for row in field_reference(TOOL_FIELDS) if f"`{row.key}`" not in text]
+    missing += [row.key for row in field_reference(ToolEntry) if f"`{row.key}`" not in text]
     assert missing == []
-    assert markdown_reference() in text, "regenerate with: agent schema --format markdown"
-    assert len(AGENT_FIELDS) > 40
+    # The tables run from their first heading to the next section: nothing more, nothing less.
+    start = text.index("#### Agent file")
+    tables = text[start : text.index("\n## ", start) + 1]
+    assert tables.rstrip("\n") == markdown_reference().rstrip("\n"), (
+        "regenerate with: agent schema --format markdown"
+    )
+    assert len(dataclasses.fields(AgentFile)) > 40

@@ -8,11 +8,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from agent.cli.agents import add_agents_subcommands, check_command, schema_command
-from agent.config.agents import AGENT_FIELDS, BUNDLED_AGENTS, TOOL_FIELDS
+from agent.config.loader import BUNDLED_AGENTS
+from agent.config.schema import field_reference
+from agent.config.tools import ToolEntry
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +93,52 @@ def test_check_runs_the_tool_checks_it_is_given(tmp_path: Path) -> None:
     assert text.splitlines()[0] == f"{tmp_path / 'a.yaml'}:3: no good (key 'tools[0]')"
 
 
+def test_check_reads_sql_as_the_executor_does(tmp_path: Path) -> None:
+    """Dollar-quoted text is not code: its ``:ref`` is no placeholder and its ``;`` ends no
+    statement. The loader and the executor's checks use one scanner, so both agree."""
+    from agent.tools import validate_specs
+    from agent.tools.sql_params import parse_query
+
+    query = "SELECT $$ see :ref; $$ AS note, name FROM t WHERE id = :id"
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: note
+            description: A note.
+            parameters: {type: object, properties: {id: {type: string}}}
+            sql:
+              query: "SELECT $$ see :ref; $$ AS note, name FROM t WHERE id = :id"
+              database_url: postgresql://db/shop
+        """,
+    )
+    code, text = check_command(str(tmp_path), env={}, check_tools=validate_specs)
+    assert (code, text.split(":")[0]) == (0, "ok  a (default"), text
+    assert parse_query(query).names == ("id",)
+    # Without the parameter, :id (and only :id) is reported missing.
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: note
+            description: A note.
+            sql:
+              query: "SELECT $$ see :ref; $$ AS note, name FROM t WHERE id = :id"
+        """,
+    )
+    code, text = check_command(str(tmp_path), env={}, check_tools=validate_specs)
+    assert code == 1
+    assert text.splitlines() == [
+        f"{tmp_path / 'a.yaml'}:6: placeholder :id not among the tool's parameters "
+        "(key 'tools[0].sql.query')",
+        "1 problem in 1 file",
+    ]
+
+
 def test_the_subcommands_print_and_return_their_exit_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,7 +163,6 @@ def test_the_subcommands_print_and_return_their_exit_code(
 
 
 def _validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(schema_command())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
@@ -123,11 +171,13 @@ def _validator() -> Any:
 def test_the_schema_is_draft_2020_12_and_covers_the_field_table() -> None:
     schema = json.loads(schema_command())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert list(schema["properties"]) == [f.key for f in AGENT_FIELDS]
+    assert list(schema["properties"]) == [r.key for r in field_reference() if "." not in r.key]
     assert schema["required"] == ["system_prompt"]
     assert schema["additionalProperties"] is False
     tool = schema["properties"]["tools"]["items"]
-    assert list(tool["properties"]) == [f.key for f in TOOL_FIELDS]
+    assert list(tool["properties"]) == [
+        r.key for r in field_reference(ToolEntry) if "." not in r.key
+    ]
     assert tool["oneOf"] == [
         {"required": [kind]} for kind in ("http", "sql", "python", "end_call", "transfer_call")
     ]

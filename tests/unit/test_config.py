@@ -122,10 +122,10 @@ def _error(build: Any) -> ConfigError:
 @pytest.mark.parametrize(
     ("build", "key", "says"),
     [
-        (lambda: Untyped.AgentConfig(temperature=-0.1), "temperature", "between 0.0 and 2.0"),
-        (lambda: Untyped.AgentConfig(temperature=float("nan")), "temperature", "a number"),
+        (lambda: Untyped.AgentConfig(temperature=-0.1), "temperature", "at least 0, got -0.1"),
+        (lambda: Untyped.AgentConfig(temperature=float("nan")), "temperature", "finite number"),
         (lambda: Untyped.AgentConfig(temperature="hot"), "temperature", "a number"),
-        (lambda: Untyped.AgentConfig(top_p=1.5), "top_p", "between 0.0 and 1.0"),
+        (lambda: Untyped.AgentConfig(top_p=1.5), "top_p", "at most 1, got 1.5"),
         (lambda: Untyped.AgentConfig(top_k=0), "top_k", "at least 1"),
         (lambda: Untyped.AgentConfig(top_k=2.5), "top_k", "whole number"),
         (lambda: Untyped.AgentConfig(max_output_tokens=0), "max_output_tokens", "at least 1"),
@@ -145,7 +145,7 @@ def _error(build: Any) -> ConfigError:
         (lambda: Untyped.AgentConfig(model=""), "model", "model name"),
         (lambda: Untyped.AgentConfig(model="gemini 3"), "model", "model name"),
         (lambda: Untyped.AgentConfig(model="../secret"), "model", "model name"),
-        (lambda: Untyped.AgentConfig(name=""), "name", "non-empty"),
+        (lambda: Untyped.AgentConfig(name=""), "name", "empty string"),
         (lambda: Untyped.AgentConfig(language="english please"), "language", "BCP-47"),
         (
             lambda: Untyped.AgentConfig(activity_handling="BARGE_IN"),
@@ -167,7 +167,9 @@ def _error(build: Any) -> ConfigError:
             "input_transcription",
             "true or false",
         ),
-        (lambda: Untyped.AgentConfig(vad={"disabled": True}), "vad", "wrong type"),
+        # A mapping is validated into the section, never kept as it is.
+        (lambda: Untyped.AgentConfig(vad={"disabled": "no"}), "vad.disabled", "true or false"),
+        (lambda: Untyped.AgentConfig(vad="manual"), "vad", "must be a mapping"),
         (
             lambda: Untyped.VadConfig(silence_duration_ms=-1),
             "vad.silence_duration_ms",
@@ -256,12 +258,12 @@ def _error(build: Any) -> ConfigError:
         ),
         (
             lambda: Untyped.FunctionDeclaration("f", parameters_json_schema=["type", "object"]),
-            "tools.function_declarations",
+            "tools.function_declarations.parameters_json_schema",
             "JSON object",
         ),
         (
             lambda: Untyped.FunctionDeclaration("f", parameters_json_schema={"default": {1, 2}}),
-            "tools.function_declarations",
+            "tools.function_declarations.parameters_json_schema",
             "not valid JSON",
         ),
         (
@@ -282,8 +284,8 @@ def _error(build: Any) -> ConfigError:
         (lambda: Untyped.ToolsConfig(google_search="on"), "tools.google_search", "true or false"),
         (
             lambda: Untyped.ToolsConfig(function_declarations=("f",)),
-            "tools.function_declarations",
-            "wrong type",
+            "tools.function_declarations[0]",
+            "must be a mapping, got 'f'",
         ),
     ],
 )

@@ -48,7 +48,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agent.config.agents import load
+from agent.config.loader import load
 from agent.observability.metrics import Metrics
 from agent.server.settings import Settings
 

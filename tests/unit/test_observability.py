@@ -31,7 +31,12 @@ from agent.observability.logging import (
     shape_access_log,
 )
 from agent.observability.pricing import DEFAULT_PRICES, ModelPrices, PriceTable
-from agent.observability.privacy import MaskCallerNumbers, RedactSecrets, add_secrets
+from agent.observability.privacy import (
+    MaskCallerNumbers,
+    RedactSecrets,
+    add_secrets,
+    redact_secrets,
+)
 from agent.telephony.webhooks import StreamTokens
 
 LogCapture = Callable[..., AbstractContextManager[StringIO]]
@@ -98,6 +103,13 @@ def test_short_values_are_not_secrets() -> None:
 def test_the_longest_secret_is_masked_whole() -> None:
     event = redact(("secret-value", "secret-value-longer"), text="x secret-value-longer y")
     assert event["text"] == "x *** y"
+
+
+def test_secrets_in_a_message_are_masked_longest_first() -> None:
+    """For text built before logging (agent file problems): every value, however short its
+    neighbours, except values too short to mask without hiding innocent text."""
+    message = "got 'tok-1234 and tok-12345' on v2"
+    assert redact_secrets(message, ["tok-1234", "tok-12345", "v2"]) == "got '*** and ***' on v2"
 
 
 @pytest.mark.parametrize(

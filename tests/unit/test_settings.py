@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.errors import ConfigError
-from agent.server.settings import Settings
+from agent.server.settings import Settings, agents_path_from_env, reveal
 
 
 def test_the_default_listens_on_loopback_only() -> None:
@@ -49,6 +51,18 @@ def test_replicas_share_state_in_their_postgresql_records_database_by_default() 
         Settings.from_env({"SHARED_STATE_URL": "redis://cache"})
 
 
+def test_drain_mode_workers_and_handover_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {"DRAIN_MODE": "Wait", "WORKERS": "2", "HANDOVER_TIMEOUT_S": "12.5"}
+    )
+    assert (settings.drain_mode, settings.workers, settings.handover_timeout_s) == ("wait", 2, 12.5)
+    assert Settings.from_env({}).drain_mode == "handover"
+    with pytest.raises(ConfigError, match="DRAIN_MODE"):
+        Settings.from_env({"DRAIN_MODE": "sometime"})
+    with pytest.raises(ConfigError, match="WORKERS"):
+        Settings.from_env({"WORKERS": "0"})
+
+
 def test_the_stream_ticket_secret_and_database_passwords_are_secrets() -> None:
     settings = Settings.from_env(
         {"STREAM_TOKEN_SECRET": "ticket-key-1234", "SHARED_STATE_URL": "postgresql://a:s3cret@h/d"}
@@ -56,3 +70,50 @@ def test_the_stream_ticket_secret_and_database_passwords_are_secrets() -> None:
     assert {"ticket-key-1234", "s3cret"} <= set(settings.secrets())
     assert "ticket-key-1234" not in repr(settings)
     assert "s3cret" not in repr(settings)
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# development secrets\nGEMINI_API_KEY=key-from-dotenv\nLOG_LEVEL=debug\n"
+        "SOME_OTHER_TOOL=1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    settings = Settings.from_env()
+    assert reveal(settings.gemini_api_key) == "key-from-dotenv"
+    assert settings.log_level == "warning"
+    assert "key-from-dotenv" not in repr(settings)
+    assert settings.secrets() == ("key-from-dotenv",)
+
+
+def test_an_explicit_mapping_is_all_that_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("GEMINI_API_KEY=key-from-dotenv\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    settings = Settings.from_env({"TWILIO_AUTH_TOKEN": " ", "RECORD_REDACT_FIELDS": "A, b,,"})
+    assert (settings.gemini_api_key, settings.host) == (None, "127.0.0.1")
+    assert settings.twilio_auth_token is None  # blank is unset
+    assert settings.record_redact_fields == frozenset({"a", "b"})
+
+
+def test_settings_built_in_code_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_URL must start with http"):
+        Settings(public_url="ftp://example.com")
+    assert Settings(port=9000).public_url == "http://127.0.0.1:9000"
+
+
+def test_agent_check_finds_agents_path_where_the_server_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("AGENTS_PATH=from-dotenv/\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTS_PATH", raising=False)
+    assert agents_path_from_env() == Settings.from_env().agents_path == "from-dotenv/"
+    monkeypatch.setenv("AGENTS_PATH", "from-env/")
+    assert agents_path_from_env() == Settings.from_env().agents_path == "from-env/"
