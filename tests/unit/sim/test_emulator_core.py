@@ -58,7 +58,7 @@ from agent.sim.live.wire import (
     truncate_reason,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 RATE = 16000
 Samples = npt.NDArray[np.int16]
 

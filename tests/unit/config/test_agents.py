@@ -1168,7 +1168,7 @@ def test_the_example_sql_names_only_the_crm_schema_columns() -> None:
 
 def _agents_docs() -> str:
     """The README's agents section."""
-    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     assert "#### Each entry of `tools`" in text, "no README section documents the agent files"
     return text
 

@@ -488,7 +488,7 @@ def test_a_masked_secret_is_no_leak(register_secret):
 
 
 def test_the_suite_fails_when_a_known_secret_reaches_a_log_line(tmp_path: Path) -> None:
-    conftest = Path(__file__).parent.parent / "conftest.py"
+    conftest = Path(__file__).parents[2] / "conftest.py"
     (tmp_path / "conftest.py").write_text(conftest.read_text())
     (tmp_path / "timing.py").write_text((conftest.parent / "timing.py").read_text())  # it imports
     (tmp_path / "test_leaky.py").write_text(textwrap.dedent(LEAKY_TESTS))

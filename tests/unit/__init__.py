@@ -1,0 +1,1 @@
+"""Unit tests: the package's parts, one folder per part of agent/, with literal inputs."""
