@@ -212,7 +212,7 @@ class Metrics:
         return FrameTimer(self)
 
     def track_active_calls(self, count: Callable[[], int]) -> None:
-        """Read ``agent_active_calls`` from ``count`` at each scrape (e.g. the call registry's
+        """Read ``agent_active_calls`` from ``count`` at each scrape (e.g. the app's ActiveCalls'
         size), so the gauge can never drift from the truth the way paired inc/dec can."""
         self.active_calls.set_function(count)
 

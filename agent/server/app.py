@@ -27,7 +27,7 @@ import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from agent.call.registry import CallRegistry
+from agent.call.active import ActiveCalls
 from agent.call.session import CallSession
 from agent.clock import REAL_TIME, Clock
 from agent.cluster.journal import CallJournal
@@ -134,7 +134,7 @@ TOOLS = web.AppKey("tools", Tools)
 LIVE_BACKEND = web.AppKey("live_backend", LiveBackend)
 STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 CALL_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("call_sockets")
-CALLS = web.AppKey("calls", CallRegistry)
+CALLS = web.AppKey("calls", ActiveCalls)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 CALL_CLOCK = web.AppKey("call_clock", Clock)
 RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
@@ -210,7 +210,7 @@ def create_app(
     secret = shared_secret.get_secret_value().encode() if shared_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret)
     app[CALL_SOCKETS] = set()
-    app[CALLS] = CallRegistry()
+    app[CALLS] = ActiveCalls()
     app[METRICS] = metrics if metrics is not None else Metrics()
     calls = app[CALLS]
     app[METRICS].track_active_calls(lambda: len(calls.active))

@@ -5,7 +5,7 @@ makes, starts ``toolbox.run(name, args, context)`` as its own task; the :class:`
 ``response`` goes back to the model and its ``action`` (hang up, transfer) is the session's to
 carry out, through its call control (Twilio's REST API), once the goodbye has played.
 
-Modules: :mod:`~agent.tools.registry` (the :class:`Toolbox`, :func:`validate_specs`),
+Modules: :mod:`~agent.tools.toolbox` (the :class:`Toolbox`, :func:`validate_specs`),
 :mod:`~agent.tools.base` (shared types), :mod:`~agent.tools.arguments` (schema checks),
 and one per kind of tool: :mod:`~agent.tools.http`, :mod:`~agent.tools.sql`,
 :mod:`~agent.tools.python`, :mod:`~agent.tools.builtin`.
@@ -19,7 +19,7 @@ from agent.tools.base import (
     ToolOutcome,
     TransferCall,
 )
-from agent.tools.registry import GENERIC_FAILURE, Toolbox, validate_specs
+from agent.tools.toolbox import GENERIC_FAILURE, Toolbox, validate_specs
 
 __all__ = [
     "GENERIC_FAILURE",

@@ -1,7 +1,7 @@
 """Python tools for the tool-call tests (``python: integration.tool_fixtures:NAME``).
 
 Each test sets :data:`PROBE` to what the tools should observe while they run: the emulator (to
-see caller audio arriving at the Live API) and the bridge's call registry (to see the call's own
+see caller audio arriving at the Live API) and the bridge's ActiveCalls (to see the call's own
 counters). The tools write what they saw back into it.
 """
 
@@ -11,14 +11,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.call.registry import CallRegistry
+from agent.call.active import ActiveCalls
 from agent.sim.live.server import RunningEmulator
 
 
 @dataclass
 class Probe:
     emulator: RunningEmulator | None = None
-    calls: CallRegistry | None = None
+    calls: ActiveCalls | None = None
     seconds: float = 0.2  # how long slow tools take (simulated time, like the whole call)
     seen: dict[str, Any] = field(default_factory=dict)
     release: asyncio.Event = field(default_factory=asyncio.Event)

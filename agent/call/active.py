@@ -1,6 +1,6 @@
 """The calls a server process is running, and the recently ended ones.
 
-The app keeps one registry: it counts active calls (for draining and metrics) and lets a waiter
+The app keeps one: it counts active calls (for draining and metrics) and lets a waiter
 learn when a given call has ended, without polling.
 """
 
@@ -12,7 +12,7 @@ from collections import OrderedDict
 from .session import CallSession
 
 
-class CallRegistry:
+class ActiveCalls:
     """Active calls by CallSid, and a bounded memory of ended ones."""
 
     KEEP_ENDED = 256
