@@ -1,4 +1,5 @@
-"""A replica killed mid-call (SIGKILL, a real process): the call goes on with the other one.
+"""A replica killed mid-call (SIGKILL, a real process), or told to stop (SIGTERM, a deploy): the
+call goes on with the other one.
 
 Two ``agent serve`` processes share one PostgreSQL database, behind the balancer stand-in:
 the webhook and the first stream go to A, everything after to B. Once A's agent has answered
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,23 +22,21 @@ from timing import scaled_timeout
 
 from agent.records.store import RecordStore
 from agent.sim.balancer import start_balancer
-from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.carrier import CallReport, CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 
 from .conftest import caller_clip
-from .processes import events, free_port, server_env, start_server
+from .processes import ServerLog, events, free_port, server_env, start_server
 
 AUTH_TOKEN = "killed-replica-test-token-4b2e9f"
 CALL_TIMEOUT_S = scaled_timeout(60.0)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
-@pytest.mark.real_time
-async def test_a_call_survives_the_replica_it_was_on_being_killed(
-    tmp_path: Path, postgres_database: Callable[[], str]
-) -> None:
-    database = postgres_database()
+async def call_across_two_replicas(
+    tmp_path: Path, database: str, stop_first: Callable[[Any], Awaitable[None]]
+) -> tuple[CallReport, ServerLog, ServerLog]:
+    """Place a call on replica A; once A's agent has answered, ``stop_first(A)``; the call must
+    go on with B. Returns the caller's report and both replicas' logs."""
     emulator = await start_emulator(EmulatorOptions())
     replicas: list[str] = []
 
@@ -63,8 +63,7 @@ async def test_a_call_survives_the_replica_it_was_on_being_killed(
         call = asyncio.get_running_loop().create_task(place_call(options, utterances))
         # A has answered the caller's first question: the conversation has something to keep.
         await a_log.wait_for(lambda ls: len(events(ls, "model.turn_complete")) >= 1, CALL_TIMEOUT_S)
-        os.kill(a.pid, signal.SIGKILL)
-        assert await a.wait() == -signal.SIGKILL
+        await stop_first(a)
         async with asyncio.timeout(CALL_TIMEOUT_S):
             report = await call
     finally:
@@ -75,7 +74,10 @@ async def test_a_call_survives_the_replica_it_was_on_being_killed(
             await log.finish()
         await lb.close()
         await emulator.close()
+    return report, a_log, b_log
 
+
+def assert_continued_on_b(report: CallReport, b_log: ServerLog, database: str) -> None:
     # One call, two streams: the second on B, continuing (leg 2) what A's stream began.
     assert len(report.stream_sids) == 2
     (continued,) = events(b_log.lines, "call.started")
@@ -88,10 +90,40 @@ async def test_a_call_survives_the_replica_it_was_on_being_killed(
     assert all(u.first_reply_ms is not None for u in report.utterances)
     # The record is one call whose turns run from A's leg into B's.
     store = RecordStore.from_url(database)
-    try:
-        record = store.get_call(report.call_sid)
-    finally:
-        await store.close()
+    record = store.get_call(report.call_sid)
     assert record is not None
-    agent_turns = [t for t in record.turns if t.role == "agent"]
-    assert len(agent_turns) >= 2
+    assert len([t for t in record.turns if t.role == "agent"]) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+@pytest.mark.real_time
+async def test_a_call_survives_the_replica_it_was_on_being_killed(
+    tmp_path: Path, postgres_database: Callable[[], str]
+) -> None:
+    async def kill(a: Any) -> None:
+        os.kill(a.pid, signal.SIGKILL)
+        assert await a.wait() == -signal.SIGKILL
+
+    database = postgres_database()
+    report, _, b_log = await call_across_two_replicas(tmp_path, database, kill)
+    assert_continued_on_b(report, b_log, database)
+
+
+@pytest.mark.slow
+@pytest.mark.real_time
+async def test_sigterm_hands_the_call_over_and_the_replica_exits_in_seconds(
+    tmp_path: Path, postgres_database: Callable[[], str]
+) -> None:
+    async def terminate(a: Any) -> None:
+        a.send_signal(signal.SIGTERM)
+        # Well under HANDOVER_TIMEOUT_S (30 s): the call was let go at its next quiet moment.
+        async with asyncio.timeout(scaled_timeout(20.0)):
+            assert await a.wait() == 0
+
+    database = postgres_database()
+    report, a_log, b_log = await call_across_two_replicas(tmp_path, database, terminate)
+    (left,) = events(a_log.lines, "call.ended")
+    assert left["reason"] == "handed over"
+    assert events(a_log.lines, "call.handing_over")
+    assert_continued_on_b(report, b_log, database)
