@@ -43,8 +43,9 @@ from agent.audio.transcoder import InboundTranscoder
 from agent.clock import Clock
 from agent.config.models import DEFAULT_AGENT, AgentConfig
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import CALLS, create_app
+from agent.server.app import create_app
 from agent.server.settings import Settings
+from agent.server.state import CALLS
 from agent.sim.carrier import (
     CallReport,
     CarrierOptions,

@@ -31,8 +31,9 @@ from agent.bench.calls import median
 from agent.bench.report import Section, judged, reported
 from agent.config.models import AgentConfig
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import CALLS, create_app
+from agent.server.app import create_app
 from agent.server.settings import Settings
+from agent.server.state import CALLS
 from agent.sim.balancer import RunningBalancer, start_balancer
 from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator

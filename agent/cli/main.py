@@ -211,7 +211,7 @@ async def _run_server(
 async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
     """Start the local Live API emulator in-process and point the bridge at it."""
     from agent.live.targets import DeveloperApiTarget
-    from agent.server.app import LIVE_BACKEND
+    from agent.server.state import LIVE_BACKEND
     from agent.sim.live.server import EmulatorOptions, start_emulator
 
     emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))

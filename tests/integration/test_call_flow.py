@@ -11,7 +11,8 @@ import aiohttp
 import numpy as np
 
 from agent.audio.codec import pcm16_to_ulaw
-from agent.server.app import CALLS, begin_drain, drain
+from agent.server.app import begin_drain, drain
+from agent.server.state import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator
 from agent.telephony.webhooks import compute_signature

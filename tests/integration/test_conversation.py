@@ -18,7 +18,7 @@ from agent.call.session import CallSession
 from agent.config.models import AgentConfig, CallPolicy, FallbackConfig, VadConfig
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import CALLS, SHARED
+from agent.server.state import CALLS, SHARED
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     ENDED_BY_REST_TRANSFER,

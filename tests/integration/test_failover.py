@@ -17,7 +17,8 @@ from aiohttp import web
 from agent.config.models import AgentConfig
 from agent.live.targets import DeveloperApiTarget
 from agent.records.store import RecordStore
-from agent.server.app import CALLS, hand_over
+from agent.server.app import hand_over
+from agent.server.state import CALLS
 from agent.sim.balancer import RunningBalancer, start_balancer
 from agent.sim.carrier import CallReport, CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator

@@ -26,7 +26,7 @@ from agent.config.models import AgentConfig
 from agent.live.targets import DeveloperApiTarget
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import mask_number
-from agent.server.app import CALLS
+from agent.server.state import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 

@@ -12,7 +12,7 @@ import pytest
 
 from agent.config.models import CallPolicy
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import CALLS
+from agent.server.state import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start_emulator
 

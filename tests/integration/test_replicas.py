@@ -18,7 +18,7 @@ import pytest
 from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
 from agent.records.store import RecordStore
-from agent.server.app import CALLS, PRECONNECTS
+from agent.server.state import CALLS, PRECONNECTS
 from agent.sim.balancer import RunningBalancer, start_balancer
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.scenario import scenario_from_data

@@ -19,7 +19,7 @@ import pytest
 from agent.call.session import CallSession
 from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import CALLS
+from agent.server.state import CALLS
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     CallReport,

@@ -1,0 +1,243 @@
+"""The media stream: wait for ``start``, claim its ticket, then run a :class:`CallSession`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from agent.call.session import CallSession
+from agent.cluster.journal import CallJournal
+from agent.cluster.state import CallSnapshot
+from agent.config.templates import format_local_time
+from agent.errors import SharedStateError, SignatureError
+from agent.server.context import agent_for_call, identity, toolbox_for
+from agent.server.preconnect import new_link
+from agent.server.state import (
+    AGENTS,
+    CALL_CLOCK,
+    CALL_SOCKETS,
+    CALLS,
+    CLOCK,
+    METRICS,
+    PRECONNECTS,
+    PRICES,
+    RECORDS,
+    SETTINGS,
+    SHARED,
+    STREAM_TOKENS,
+    TOOLS,
+)
+from agent.telephony.twilio import (
+    Connected,
+    ProtocolError,
+    StreamStarted,
+    TwilioMediaStream,
+)
+from agent.telephony.webhooks import (
+    StreamTicket,
+)
+from agent.tools import CallContext
+
+log = structlog.get_logger("agent.app")
+
+
+STREAM_PATH = "/twilio/stream"
+
+
+async def media_stream(request: web.Request) -> web.StreamResponse:
+    """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
+    app = request.app
+    ws = web.WebSocketResponse(max_msg_size=1 << 20)
+    await ws.prepare(request)
+    app[CALL_SOCKETS].add(ws)
+    try:
+        await _serve_stream(app, ws)
+    finally:
+        app[CALL_SOCKETS].discard(ws)
+    return ws
+
+
+async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None:
+    stream = TwilioMediaStream()
+    ticket: StreamTicket | None = None
+    try:
+        started = await _await_start(ws, stream, app[SETTINGS].stream_start_timeout_s)
+        if started is not None:
+            ticket = await _claim_ticket(app, started)
+    except SignatureError as exc:
+        log.warning("call.rejected", reason=str(exc))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"stream not authorised")
+        return
+    if started is None:
+        await ws.close()
+        return
+    continuation = await _continuation(app, ticket)
+    preconnect = app[PRECONNECTS].pop(started.call_sid, None)
+    if preconnect is not None:
+        preconnect.expiry.cancel()
+        agent, link, ready = preconnect.agent, preconnect.link, preconnect.ready
+        caller, called = preconnect.from_number, preconnect.to_number
+        verified = preconnect.caller_verified
+    else:
+        # The webhook was answered elsewhere (another replica, or this one before a restart):
+        # the ticket says what it learned, so this call runs as if it had been here.
+        registry = app[AGENTS].current
+        named = ticket.agent if ticket else started.custom_parameters.get("agent")
+        if continuation is not None:
+            named = continuation.agent
+        caller = ticket.from_number if ticket else None
+        called = ticket.to_number if ticket else None
+        verified = ticket.caller_verified if ticket else False
+        configured = registry.by_name(named) or registry.for_number(called)
+        agent, _ = await agent_for_call(app, configured, started.call_sid, caller, called, verified)
+        link, ready = new_link(app, agent), None
+    try:
+        structlog.contextvars.bind_contextvars(
+            call_sid=started.call_sid, stream_sid=started.stream_sid, agent=agent.name
+        )
+        log.info(
+            "call.started",
+            tracks=list(started.tracks),
+            preconnected=preconnect is not None,
+            ticket=ticket is not None,
+            continued=continuation is not None,
+        )
+        wall_started = app[CLOCK]()
+        recorder = app[RECORDS].recorder(started.call_sid)
+        recorder.started(
+            call_sid=started.call_sid,
+            stream_sid=started.stream_sid,
+            agent=agent.name,
+            from_number=caller,
+            to_number=called,
+            started_at=wall_started,
+        )
+        tool_context = CallContext(
+            call_sid=started.call_sid,
+            account_sid=started.account_sid,
+            stream_sid=started.stream_sid,
+            agent=agent.name,
+            caller_number=identity(agent, caller, verified=verified),
+            called_number=called,
+            local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
+        )
+        session = CallSession(
+            ws=ws,
+            stream=stream,
+            started=started,
+            agent=agent,
+            live=link,
+            live_ready=ready,
+            clock=app[CALL_CLOCK],
+            metrics=app[METRICS],
+            recorder=recorder,
+            wall_started_at=wall_started,
+            toolbox=toolbox_for(app, agent),
+            tool_context=tool_context,
+            prices=app[PRICES],
+            call_control=app[TOOLS].twilio,
+            journal=CallJournal(
+                app[SHARED],
+                CallSnapshot(
+                    call_sid=started.call_sid,
+                    agent=agent.name,
+                    from_number=caller,
+                    to_number=called,
+                    caller_verified=verified,
+                    leg=1 if continuation is None else continuation.leg + 1,
+                    handle=None if continuation is None else continuation.handle,
+                    turns=() if continuation is None else continuation.turns,
+                ),
+                wall=app[CLOCK],
+            ),
+            continuation=continuation,
+        )
+    except BaseException:
+        # Nothing may leak a Live session opened for this call (a bug above, or cancellation).
+        if ready is not None:
+            ready.cancel()
+        await link.close()
+        raise
+    app[CALLS].started(session)
+    try:
+        await session.run()
+    except Exception:
+        # The call boundary: a bug in one call must not take the server (or other calls) down.
+        log.exception("call.failed")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+    finally:
+        app[CALLS].ended(session)
+
+
+async def _await_start(
+    ws: web.WebSocketResponse, stream: TwilioMediaStream, timeout_s: float
+) -> StreamStarted | None:
+    """Read ``connected`` and ``start``; None if the socket closes or ``start`` never comes."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for message in ws:
+                if message.type is not WSMsgType.TEXT:
+                    if message.type is WSMsgType.BINARY:
+                        log.warning("twilio.protocol_error", reason="binary frame before start")
+                    return None
+                event = stream.receive_text(message.data)
+                if isinstance(event, StreamStarted):
+                    return event
+                # Twilio sends nothing but connected before start: anything else is not Twilio,
+                # and an unauthenticated socket must not get to fill the logs. Close it.
+                if isinstance(event, ProtocolError):
+                    log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
+                    return None
+                if not isinstance(event, Connected):
+                    log.warning("twilio.unexpected_before_start", kind=type(event).__name__)
+                    return None
+    except TimeoutError:
+        log.warning("call.no_start", timeout_s=timeout_s)
+    return None
+
+
+async def _claim_ticket(app: web.Application, started: StreamStarted) -> StreamTicket | None:
+    """The stream's ticket, used up so no other stream (on any replica) can present it again.
+
+    With an auth token configured, only streams our signed webhook announced may run: a missing,
+    forged, expired or reused ticket raises :class:`SignatureError`. Without one (development) a
+    stream runs anyway, with the ticket's facts only if it is valid and unused. If the shared
+    state cannot be reached the ticket is accepted on its signature alone (bound to this CallSid
+    and unexpired): refusing would drop a real caller over a store outage.
+    """
+    now = app[CLOCK]()
+    authenticated = bool(app[SETTINGS].twilio_auth_token)
+    ticket = app[STREAM_TOKENS].open(
+        started.custom_parameters.get("token", ""), started.call_sid, now
+    )
+    if ticket is not None:
+        try:
+            fresh = await app[SHARED].claim_ticket(ticket, now)
+        except SharedStateError as exc:
+            log.warning("shared_state.unavailable", error=str(exc), action="ticket accepted")
+            fresh = True
+        if not fresh:
+            ticket = None
+    if ticket is None and authenticated:
+        raise SignatureError("missing, expired or reused stream token")
+    return ticket
+
+
+async def _continuation(app: web.Application, ticket: StreamTicket | None) -> CallSnapshot | None:
+    """For a stream that continues a call (its ticket's leg is 2 or more), the snapshot the
+    call's earlier stream left; None for a new call, or when none can be found (then the call
+    starts afresh rather than not at all)."""
+    if ticket is None or ticket.leg < 2:
+        return None
+    try:
+        snapshot = await app[SHARED].load_call(ticket.call_sid)
+    except SharedStateError as exc:
+        log.warning("shared_state.unavailable", error=str(exc), action="call starts afresh")
+        return None
+    if snapshot is None or snapshot.ended:
+        log.warning("call.continuation_missing", leg=ticket.leg)
+        return None
+    return snapshot

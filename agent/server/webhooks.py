@@ -1,0 +1,154 @@
+"""Twilio's HTTP requests: the voice webhook, and the ``<Connect action>`` that continues a call
+whose stream ended while the call was up."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from agent.errors import SharedStateError
+from agent.server.context import agent_for_call
+from agent.server.preconnect import open_preconnect
+from agent.server.state import AGENTS, CLOCK, SETTINGS, SHARED, STATE, STREAM_TOKENS
+from agent.server.stream import STREAM_PATH
+from agent.telephony.webhooks import (
+    connect_stream_twiml,
+    hangup_twiml,
+    stream_url_from_public_url,
+    verify_signature,
+)
+
+log = structlog.get_logger("agent.app")
+
+
+VOICE_PATH = "/twilio/voice"
+
+
+CONTINUE_PATH = "/twilio/continue"
+
+
+# Twilio's final call statuses: an action request for such a call can only hang up.
+_CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+async def voice_webhook(request: web.Request) -> web.Response:
+    """Answer an incoming call with TwiML that connects it to our media stream."""
+    app = request.app
+    params, call_sid = await _signed_request(request)
+    if app[STATE].draining:
+        # Twilio then tries the number's fallback URL: another instance takes the call.
+        log.warning("call.refused_draining", call_sid=call_sid)
+        raise web.HTTPServiceUnavailable(text="this instance is draining")
+    # aiohttp runs each request in its own task: this binds the webhook's own lines, its
+    # access-log line and the pre-connect task it starts (tasks copy the context), nothing else.
+    structlog.contextvars.bind_contextvars(call_sid=call_sid)
+    caller, called = params.get("From"), params.get("To")
+    configured = app[AGENTS].current.for_number(called)
+    # StirVerstat is in the signed webhook: Twilio's STIR/SHAKEN verdict on the caller ID.
+    verified = params.get("StirVerstat", "").startswith("TN-Validation-Passed")
+    # Everything the stream needs travels in its ticket: it may land on another replica.
+    token = app[STREAM_TOKENS].issue(
+        call_sid,
+        app[CLOCK](),
+        agent=configured.name,
+        from_number=caller,
+        to_number=called,
+        caller_verified=verified,
+    )
+    agent, customer = await agent_for_call(app, configured, call_sid, caller, called, verified)
+    # Start the Live session now, so the greeting is ready when the media stream starts.
+    await open_preconnect(app, call_sid, agent, caller, called, caller_verified=verified)
+    twiml = _stream_twiml(app, agent.name, token)
+    log.info(
+        "call.webhook",
+        call_sid=call_sid,
+        agent=agent.name,
+        to=called,
+        direction=params.get("Direction"),
+        known_caller=customer is not None,
+        caller_verified=verified,
+    )
+    return web.Response(text=twiml, content_type="text/xml")
+
+
+async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
+    """A Twilio webhook's form and its CallSid; 403 unless Twilio signed it (with an auth token
+    configured), 400 without a CallSid."""
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    if settings.twilio_auth_token:
+        # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.
+        url = settings.public_url + request.path_qs
+        signature = request.headers.get("X-Twilio-Signature")
+        token = settings.twilio_auth_token.get_secret_value()
+        if not verify_signature(token, url, params, signature):
+            log.warning(
+                "twilio.signature_rejected",
+                path=request.path,
+                call_sid=(params.get("CallSid") or "")[:64],
+                has_signature=signature is not None,
+            )
+            raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
+    call_sid = params.get("CallSid")
+    if not call_sid:
+        raise web.HTTPBadRequest(text="missing CallSid")
+    return params, call_sid
+
+
+def _stream_twiml(app: web.Application, agent: str, token: str) -> str:
+    """``<Connect><Stream>`` to our media stream, with ``<Connect action>`` so that a stream
+    that ends while the call is up brings Twilio back to :func:`continue_call`."""
+    public_url = app[SETTINGS].public_url
+    return connect_stream_twiml(
+        stream_url_from_public_url(public_url, STREAM_PATH),
+        {"agent": agent, "token": token},
+        action=public_url + CONTINUE_PATH,
+    )
+
+
+async def continue_call(request: web.Request) -> web.Response:
+    """Twilio's ``<Connect action>``: the call's media stream ended while the call is still up
+    (its replica died, its socket dropped, or its replica handed it over). Answer with a new
+    stream that continues the conversation from the call's snapshot in the shared state, or
+    hang up if the bridge itself ended the call. Any replica answers, a draining one too (its
+    TwiML points the stream at the public URL, which routes to a ready replica)."""
+    app = request.app
+    params, call_sid = await _signed_request(request)
+    structlog.contextvars.bind_contextvars(call_sid=call_sid)
+    if params.get("CallStatus") in _CALL_OVER:
+        return web.Response(text=hangup_twiml(), content_type="text/xml")
+    try:
+        snapshot = await app[SHARED].load_call(call_sid)
+    except SharedStateError as exc:
+        log.warning("shared_state.unavailable", error=str(exc), action="call starts afresh")
+        snapshot = None
+    if snapshot is not None and snapshot.ended:
+        log.info("call.continue_declined", reason="the bridge ended this call")
+        return web.Response(text=hangup_twiml(), content_type="text/xml")
+    registry = app[AGENTS].current
+    if snapshot is not None:
+        agent = snapshot.agent
+        caller, called, verified = (
+            snapshot.from_number,
+            snapshot.to_number,
+            snapshot.caller_verified,
+        )
+    else:
+        # Nothing saved (the first stream died before its first turn, or no shared store):
+        # the call starts afresh on what this request says.
+        caller, called = params.get("From"), params.get("To")
+        verified = params.get("StirVerstat", "").startswith("TN-Validation-Passed")
+        agent = registry.for_number(called).name
+    leg = snapshot.leg + 1 if snapshot is not None else 1
+    token = app[STREAM_TOKENS].issue(
+        call_sid,
+        app[CLOCK](),
+        agent=agent,
+        from_number=caller,
+        to_number=called,
+        caller_verified=verified,
+        leg=leg,
+    )
+    log.info("call.continuing", leg=leg, snapshot=snapshot is not None, agent=agent)
+    return web.Response(text=_stream_twiml(app, agent, token), content_type="text/xml")
