@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import WSMsgType, web
 
-__all__ = ["Balancer", "RunningBalancer", "round_robin", "start_balancer"]
+__all__ = ["Balancer", "RunningBalancer", "first_stream_then", "round_robin", "start_balancer"]
 
 #: Chooses a replica's base URL for a request.
 Route = Callable[[web.Request], str]
@@ -34,6 +34,24 @@ def round_robin(replicas: Sequence[str]) -> Route:
     """Each request to the next replica in turn."""
     turn = itertools.cycle(replicas)
     return lambda request: next(turn)
+
+
+def first_stream_then(replicas: Sequence[str]) -> Route:
+    """The voice webhook and the first media stream to ``replicas[0]``; everything after (the
+    ``<Connect action>`` of a stream that ended, the streams it starts) to ``replicas[1]``:
+    how a call moves when its first replica goes. ``replicas`` may be filled in later."""
+    streams = 0
+
+    def route(request: web.Request) -> str:
+        nonlocal streams
+        if request.path == "/twilio/voice":
+            return replicas[0]
+        if request.path == "/twilio/stream":
+            streams += 1
+            return replicas[0] if streams == 1 else replicas[1]
+        return replicas[1]
+
+    return route
 
 
 @dataclass

@@ -142,7 +142,14 @@ async def start_server(port: int, env: dict[str, str], cwd: Path) -> tuple[Any, 
     )
     assert process.stderr is not None
     log = ServerLog(process.stderr)
-    timeout = scaled_timeout(30.0)
-    await log.wait_for(lambda lines: bool(events(lines, "server.started")), timeout)
-    await wait_listening(port, timeout)
+    timeout = scaled_timeout(30.0)  # a loaded machine starts Python slowly
+    try:
+        await log.wait_for(lambda lines: bool(events(lines, "server.started")), timeout)
+        await wait_listening(port, timeout)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await log.finish()
+        raise
     return process, log

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
 
+from agent.call.session import CallSession
 from agent.config.models import AgentConfig
 from agent.live.targets import DeveloperApiTarget
 from agent.records.store import RecordStore
 from agent.server.app import hand_over
 from agent.server.state import CALLS
-from agent.sim.balancer import RunningBalancer, start_balancer
+from agent.sim.balancer import RunningBalancer, first_stream_then, start_balancer
 from agent.sim.carrier import CallReport, CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator
 
@@ -34,17 +35,37 @@ async def balancer() -> AsyncIterator[tuple[RunningBalancer, list[str]]]:
     """Voice webhooks and first streams to replica A; everything after a stream ended (the
     ``<Connect action>`` and the streams it starts) to replica B. ``replicas`` is [A, B]."""
     replicas: list[str] = []
-
-    def route(request: web.Request) -> str:
-        streams = [path for path, _ in running.balancer.sent if path == "/twilio/stream"]
-        first = request.path == "/twilio/voice" or (
-            request.path == "/twilio/stream" and not streams
-        )
-        return replicas[0] if first else replicas[1]
-
-    running = await start_balancer(route)
+    running = await start_balancer(first_stream_then(replicas))
     yield running, replicas
     await running.close()
+
+
+@dataclass
+class CallOnA:
+    """A call under way on replica A, with B ready to take it over."""
+
+    a: Bridge
+    b: Bridge
+    database: str
+    call: asyncio.Task[CallReport]
+    first: CallSession  # A's session of the call
+
+
+async def call_starting_on_a(
+    start_bridge: BridgeFactory,
+    emulator: RunningEmulator,
+    balancer: tuple[RunningBalancer, list[str]],
+    database: str,
+) -> CallOnA:
+    lb, replicas = balancer
+    a, b = await two_replicas(start_bridge, emulator, lb, database)
+    replicas.extend([a.url, b.url])
+    call = asyncio.create_task(
+        place_call(call_options(lb), [caller_clip("order-status"), caller_clip("goodbye")])
+    )
+    await a.app[CALLS].wait_active()
+    (first,) = a.app[CALLS].active.values()
+    return CallOnA(a, b, database, call, first)
 
 
 async def two_replicas(
@@ -82,18 +103,11 @@ async def test_a_replica_hands_its_call_over_between_turns_and_the_conversation_
     balancer: tuple[RunningBalancer, list[str]],
     postgres_database: Callable[[], str],
 ) -> None:
-    lb, replicas = balancer
-    database = postgres_database()
-    a, b = await two_replicas(start_bridge, emulator, lb, database)
-    replicas.extend([a.url, b.url])
-    call = asyncio.create_task(
-        place_call(call_options(lb), [caller_clip("order-status"), caller_clip("goodbye")])
-    )
-    await a.app[CALLS].wait_active()
-    (first,) = a.app[CALLS].active.values()
+    under_way = await call_starting_on_a(start_bridge, emulator, balancer, postgres_database())
+    a, b, database, first = under_way.a, under_way.b, under_way.database, under_way.first
     # A deploy: A stops taking calls and hands this one over, at the first quiet moment.
     remaining = await hand_over(a.app, timeout_s=30)
-    report: CallReport = await call
+    report = await under_way.call
 
     assert remaining == 0
     assert first.ended_reason == "handed over"
@@ -128,18 +142,11 @@ async def test_a_dropped_stream_continues_on_another_replica_from_what_the_calle
     balancer: tuple[RunningBalancer, list[str]],
     postgres_database: Callable[[], str],
 ) -> None:
-    lb, replicas = balancer
-    database = postgres_database()
-    a, b = await two_replicas(start_bridge, emulator, lb, database)
-    replicas.extend([a.url, b.url])
-    call = asyncio.create_task(
-        place_call(call_options(lb), [caller_clip("order-status"), caller_clip("goodbye")])
-    )
-    await a.app[CALLS].wait_active()
-    (first,) = a.app[CALLS].active.values()
+    under_way = await call_starting_on_a(start_bridge, emulator, balancer, postgres_database())
+    b, first = under_way.b, under_way.first
     await first.turn_completed(1)  # the greeting is over
-    assert await lb.balancer.drop_streams() == 1  # the connection to A is cut
-    report: CallReport = await call
+    assert await balancer[0].balancer.drop_streams() == 1  # the connection to A is cut
+    report = await under_way.call
 
     assert first.ended_reason == "stream lost"
     assert len(report.stream_sids) == 2

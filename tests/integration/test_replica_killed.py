@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from timing import scaled_timeout
 
 from agent.records.store import RecordStore
-from agent.sim.balancer import start_balancer
+from agent.sim.balancer import first_stream_then, start_balancer
 from agent.sim.carrier import CallReport, CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 
@@ -39,15 +38,7 @@ async def call_across_two_replicas(
     go on with B. Returns the caller's report and both replicas' logs."""
     emulator = await start_emulator(EmulatorOptions())
     replicas: list[str] = []
-
-    def route(request: web.Request) -> str:
-        streams = [path for path, _ in lb.balancer.sent if path == "/twilio/stream"]
-        first = request.path == "/twilio/voice" or (
-            request.path == "/twilio/stream" and not streams
-        )
-        return replicas[0] if first else replicas[1]
-
-    lb = await start_balancer(route)
+    lb = await start_balancer(first_stream_then(replicas))
     servers = []
     try:
         for name in ("a", "b"):

@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,13 @@ from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 
 from .conftest import caller_clip
-from .processes import ServerLog, events, free_port, run_cli, server_env, wait_listening
+from .processes import events, free_port, run_cli, server_env, start_server
 
 # Faster than real time, slow enough for a loaded two-core machine: the server's own call clock
 # runs in real time, the carrier's and the emulator's audio clocks run at this speed.
 SPEED = 4.0
 AUTH_TOKEN = "crash-test-auth-token-0123456789abcdef"
 COMPLETED_TURNS = 2
-STARTUP_TIMEOUT_S = scaled_timeout(30.0)
 CALL_TIMEOUT_S = scaled_timeout(45.0)
 
 
@@ -74,27 +72,8 @@ async def test_a_server_killed_mid_call_keeps_every_completed_turn(tmp_path: Pat
     env = server_env(tmp_path, port, emulator.url, db, AUTH_TOKEN)
     call: asyncio.Task[Any] | None = None
     try:
-        server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            env=env,
-            cwd=tmp_path,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert server.stderr is not None
-        log = ServerLog(server.stderr)
+        server, log = await start_server(port, env, tmp_path)
         try:
-            await log.wait_for(lambda ls: bool(events(ls, "server.started")), STARTUP_TIMEOUT_S)
-            await wait_listening(port, STARTUP_TIMEOUT_S)
-
             # Several utterances, so the call is still going when the second turn completes.
             utterances = [caller_clip(n) for n in ("order-status", "goodbye", "transfer")] * 2
             options = CarrierOptions(
