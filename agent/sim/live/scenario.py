@@ -37,14 +37,16 @@ import importlib.resources
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from agent.audio.codec import read_wav
+from agent.config.fields import describe, path_text, step_of
 from agent.errors import AudioError, ConfigError
 
 __all__ = [
@@ -251,6 +253,43 @@ def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
             _index_lines(item, f"{path}[{index}]", lines)
 
 
+def _speech_shorthand(value: Any) -> Any:
+    """``say: reply`` is short for ``say: {clip: reply}``."""
+    return {"clip": value} if isinstance(value, str) else value
+
+
+class _Doc(BaseModel):
+    """A scenario document's parts: what a file may say, checked in one place (pydantic)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _SpeechDoc(_Doc):
+    clip: Annotated[str, Field(min_length=1)] = "reply"
+    text: str | None = None
+
+
+_Say = Annotated[_SpeechDoc | None, BeforeValidator(_speech_shorthand)]
+
+
+class _CallDoc(_Doc):
+    name: Annotated[str, Field(min_length=1)]
+    args: dict[str, Any] = {}
+    wait: bool = True
+    say: _Say = None
+
+
+class _StepDoc(_Doc):
+    say: _Say = None
+    calls: list[_CallDoc] = []
+
+
+class _ScenarioDoc(_Doc):
+    name: str = ""
+    description: str = ""
+    steps: list[_StepDoc | None] = []
+
+
 @dataclass(slots=True)
 class _Parser:
     """Turns a parsed document into a :class:`Scenario`, naming file, line and key on errors."""
@@ -262,71 +301,51 @@ class _Parser:
     def fail(self, message: str, key: str) -> ConfigError:
         return ConfigError(message, file=self.file, line=self.lines.get(key), key=key or None)
 
-    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail("expected a mapping", key)
-        for name in value:
-            if name not in allowed:
-                where = f"{key}.{name}" if key else str(name)
-                raise self.fail(f"unknown key (expected one of: {', '.join(allowed)})", where)
-        return value
-
     def scenario(self, data: Any) -> Scenario:
-        document = self.mapping(data, "", ("name", "description", "steps"))
-        steps = document.get("steps", [])
-        if not isinstance(steps, list):
-            raise self.fail("expected a list of steps", "steps")
+        if not isinstance(data, Mapping):
+            raise self.fail("a scenario must be a mapping (name, description, steps)", "")
+        try:
+            document = _ScenarioDoc.model_validate(data)
+        except ValidationError as exc:
+            raise self._problems(exc) from None
         return Scenario(
-            steps=tuple(self.step(item, f"steps[{index}]") for index, item in enumerate(steps)),
-            name=self.text(document.get("name", ""), "name"),
-            description=self.text(document.get("description", ""), "description"),
-        )
-
-    def step(self, value: Any, key: str) -> Step:
-        if value is None:
-            return Step()
-        item = self.mapping(value, key, ("say", "calls"))
-        calls = item.get("calls", [])
-        if not isinstance(calls, list):
-            raise self.fail("expected a list of function calls", f"{key}.calls")
-        return Step(
-            say=self.speech(item["say"], f"{key}.say") if item.get("say") is not None else None,
-            calls=tuple(
-                self.call(call, f"{key}.calls[{index}]") for index, call in enumerate(calls)
+            steps=tuple(
+                self.step(step, f"steps[{index}]") for index, step in enumerate(document.steps)
             ),
+            name=document.name,
+            description=document.description,
         )
 
-    def call(self, value: Any, key: str) -> ScriptedCall:
-        item = self.mapping(value, key, ("name", "args", "wait", "say"))
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise self.fail("a function call needs a name", f"{key}.name")
-        args = item.get("args", {})
-        if not isinstance(args, Mapping):
-            raise self.fail("expected a mapping of arguments", f"{key}.args")
-        wait = item.get("wait", True)
-        if not isinstance(wait, bool):
-            raise self.fail("expected true or false", f"{key}.wait")
-        say = item.get("say")
+    def _problems(self, exc: ValidationError) -> ConfigError:
+        """Every problem in the document, the first one's line and key on the error."""
+        found = []
+        for error in exc.errors():
+            step = step_of(_ScenarioDoc, error)
+            found.append((path_text(step.document), describe(error, step)))
+        key, message = found[0]
+        if len(found) > 1:
+            message += "".join(f"\n  {k}: {m}" for k, m in found[1:])
+        return self.fail(message, key)
+
+    def step(self, doc: _StepDoc | None, key: str) -> Step:
+        if doc is None:
+            return Step()
+        return Step(
+            say=self.speech(doc.say, f"{key}.say") if doc.say is not None else None,
+            calls=tuple(self.call(call, f"{key}.calls[{i}]") for i, call in enumerate(doc.calls)),
+        )
+
+    def call(self, doc: _CallDoc, key: str) -> ScriptedCall:
         return ScriptedCall(
-            name=name,
+            name=doc.name,
             # YAML reads 2026-01-31 as a date: arguments go out as JSON, so make them JSON now.
-            args=json.loads(json.dumps(dict(args), default=str)),
-            wait=wait,
-            say=self.speech(say, f"{key}.say") if say is not None else None,
+            args=json.loads(json.dumps(doc.args, default=str)),
+            wait=doc.wait,
+            say=self.speech(doc.say, f"{key}.say") if doc.say is not None else None,
         )
 
-    def speech(self, value: Any, key: str) -> Speech:
-        if isinstance(value, str):
-            return self.clip(value, None, key)
-        item = self.mapping(value, key, ("clip", "text"))
-        text = item.get("text")
-        if text is not None and not isinstance(text, str):
-            raise self.fail("expected a string", f"{key}.text")
-        clip = item.get("clip", "reply")
-        if not isinstance(clip, str) or not clip:
-            raise self.fail("expected a clip name or a WAV path", f"{key}.clip")
-        return self.clip(clip, text, f"{key}.clip" if "clip" in item else key)
+    def speech(self, doc: _SpeechDoc, key: str) -> Speech:
+        return self.clip(doc.clip, doc.text, key)
 
     def clip(self, name: str, text: str | None, key: str) -> Speech:
         if name in BUNDLED_CLIPS:
@@ -345,8 +364,3 @@ class _Parser:
         if rate != CLIP_RATE:
             raise self.fail(f"{name}: expected mono PCM16 at {CLIP_RATE} Hz", key)
         return Speech(clip=name, text=text, audio=Clip(pcm, CLIP_RATE, text or ""))
-
-    def text(self, value: Any, key: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail("expected a string", key)
-        return value

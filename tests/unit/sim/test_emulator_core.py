@@ -1492,6 +1492,21 @@ def test_scenario_mistakes_name_file_line_and_key(tmp_path: Path) -> None:
         load_scenario("no-such-scenario")
 
 
+def test_every_scenario_mistake_is_reported_at_once_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "steps:\n  - sya: reply\n  - calls:\n      - name: f\n        wait: maybe\n"
+        "      - args: {}\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_scenario(path)
+    message = str(error.value)
+    assert (error.value.line, error.value.key) == (2, "steps[0].sya")
+    assert "unknown key 'sya' (did you mean 'say'?)" in message
+    assert "steps[1].calls[0].wait: must be true or false, got 'maybe'" in message
+    assert "steps[1].calls[1].name: missing required key 'name'" in message
+
+
 def test_a_json_scenario(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"steps": [{"say": {"text": "Hi"}}, None]}))
