@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .session import CallSession
 
@@ -17,7 +18,9 @@ class ActiveCalls:
 
     KEEP_ENDED = 256
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+        """``on_change`` hears the number of active calls whenever it changes."""
+        self._on_change = on_change
         self.active: dict[str, CallSession] = {}
         self._some_active = asyncio.Event()
         self._ended: OrderedDict[str, asyncio.Future[CallSession]] = OrderedDict()
@@ -25,12 +28,16 @@ class ActiveCalls:
     def started(self, session: CallSession) -> None:
         self.active[session.started.call_sid] = session
         self._some_active.set()
+        if self._on_change is not None:
+            self._on_change(len(self.active))
 
     def ended(self, session: CallSession) -> None:
         call_sid = session.started.call_sid
         self.active.pop(call_sid, None)
         if not self.active:
             self._some_active.clear()
+        if self._on_change is not None:
+            self._on_change(len(self.active))
         future = self._future(call_sid)
         if not future.done():
             future.set_result(session)

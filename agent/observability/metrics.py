@@ -3,6 +3,13 @@
 Every metric lives in the ``Metrics`` object's own ``CollectorRegistry`` (never the library's global
 one), so an app built in a test has fresh counters and two apps in one process do not collide.
 
+Under ``agent serve --workers N`` a scrape reaches whichever worker the kernel picks, so each
+one must answer for the whole machine. The supervisor then sets ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus_client's multiprocess mode): every worker writes its values to files there, and
+``/metrics`` on any worker sums them (prometheus_client's ``MultiProcessCollector``);
+``agent_active_calls`` is the sum over the workers alive. Process collectors (memory, CPU) are
+per process and left out in that mode.
+
 Label values are kept to fixed, small sets: a Prometheus series exists per label combination
 forever, so a free-text reason (an exception message, a close reason) would grow the server's
 memory with every new string. The ``count_*`` / ``observe_*`` methods normalise what they are given
@@ -40,6 +47,7 @@ Metric names (all prefixed ``agent_``):
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -55,8 +63,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 log = structlog.get_logger("agent.metrics")
+
+#: prometheus_client's switch to multiprocess mode (set by the ``--workers`` supervisor).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # The classic text format (0.0.4) that every Prometheus server and agent reads; our names are all
 # legacy-valid, so the body is the same whichever version the client library calls "latest".
@@ -141,13 +153,21 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # prometheus_client chose its value store when it was imported, from the same variable.
+        self.shared_dir = os.environ.get(MULTIPROCESS_DIR) or None
         if registry is None:
             registry = CollectorRegistry()
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
+            if self.shared_dir is None:
+                ProcessCollector(registry=registry)
+                PlatformCollector(registry=registry)
+                GCCollector(registry=registry)
         self.registry = registry
-        self.active_calls = Gauge("agent_active_calls", "Calls in progress.", registry=registry)
+        self.active_calls = Gauge(
+            "agent_active_calls",
+            "Calls in progress.",
+            registry=registry,
+            multiprocess_mode="livesum",  # the workers alive, summed (multiprocess mode only)
+        )
         self.calls = Counter(
             "agent_calls",
             "Ended calls, by agent and ending reason.",
@@ -204,8 +224,13 @@ class Metrics:
         self._warned: set[tuple[str, str]] = set()
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition body and its Content-Type, for ``GET /metrics``."""
-        return generate_latest(self.registry), CONTENT_TYPE
+        """The exposition body and its Content-Type, for ``GET /metrics``: this process's
+        metrics, or, in multiprocess mode, every worker's summed."""
+        if self.shared_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(combined), CONTENT_TYPE
 
     def frame_timer(self) -> FrameTimer:
         """A new per-call :class:`FrameTimer` feeding these metrics."""
@@ -213,8 +238,16 @@ class Metrics:
 
     def track_active_calls(self, count: Callable[[], int]) -> None:
         """Read ``agent_active_calls`` from ``count`` at each scrape (e.g. the app's ActiveCalls'
-        size), so the gauge can never drift from the truth the way paired inc/dec can."""
-        self.active_calls.set_function(count)
+        size), so the gauge can never drift from the truth the way paired inc/dec can. In
+        multiprocess mode a scrape cannot call into other workers: :meth:`set_active_calls`,
+        called on every change, keeps this worker's share instead."""
+        if self.shared_dir is None:
+            self.active_calls.set_function(count)
+
+    def set_active_calls(self, count: int) -> None:
+        """This process's calls in progress changed (multiprocess mode; see above)."""
+        if self.shared_dir is not None:
+            self.active_calls.set(count)
 
     def count_call_ended(self, agent: str, reason: str) -> None:
         """One call ended; ``reason`` is normalised to :data:`CALL_END_REASONS`."""

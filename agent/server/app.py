@@ -135,8 +135,9 @@ def create_app(
     secret = shared_secret.get_secret_value().encode() if shared_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret)
     app[CALL_SOCKETS] = set()
-    app[CALLS] = ActiveCalls()
-    app[METRICS] = metrics if metrics is not None else Metrics()
+    app_metrics = metrics if metrics is not None else Metrics()
+    app[CALLS] = ActiveCalls(on_change=app_metrics.set_active_calls)
+    app[METRICS] = app_metrics
     calls = app[CALLS]
     app[METRICS].track_active_calls(lambda: len(calls.active))
     # Opened here rather than at start-up: app state cannot change once the app is frozen.

@@ -14,9 +14,11 @@ parent), not twice.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from types import FrameType
 from typing import Final
 
 import structlog
+from prometheus_client import multiprocess
+
+from agent.observability.metrics import MULTIPROCESS_DIR
 
 log = structlog.get_logger("agent.workers")
 
@@ -58,9 +63,25 @@ def worker_command(host: str, port: int) -> list[str]:
 
 
 def supervise(count: int, command: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run ``count`` workers until a signal stops them; the exit code is the worst worker's."""
+    """Run ``count`` workers until a signal stops them; the exit code is the worst worker's.
+
+    Unless ``env`` names one, the workers share a fresh ``PROMETHEUS_MULTIPROC_DIR``, so that
+    ``/metrics`` on any of them reports the machine (see :mod:`agent.observability.metrics`).
+    """
     if count < 1:
         raise ValueError(f"workers must be at least 1, got {count}")
+    own_dir = None
+    if not env.get(MULTIPROCESS_DIR):
+        own_dir = tempfile.mkdtemp(prefix="agent-metrics-")
+        env = {**env, MULTIPROCESS_DIR: own_dir}
+    try:
+        return _supervise(count, command, env)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _supervise(count: int, command: Sequence[str], env: Mapping[str, str]) -> int:
     stopping: list[int] = []  # the signals received, in order
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -97,6 +118,8 @@ def supervise(count: int, command: Sequence[str], env: Mapping[str, str]) -> int
             quick = time.monotonic() - worker.started_at < QUICK_DEATH_S
             quick_deaths = quick_deaths + 1 if quick else 0
             log.error("worker.died", worker=worker.index, pid=pid, exit_code=code)
+            # Its calls are gone: agent_active_calls must stop counting them.
+            multiprocess.mark_process_dead(pid, env[MULTIPROCESS_DIR])  # type: ignore[no-untyped-call]
             if quick_deaths >= MAX_QUICK_DEATHS:
                 log.error("worker.crash_loop", deaths=quick_deaths, message="stopping all workers")
                 on_signal(signal.SIGTERM, None)

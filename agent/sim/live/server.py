@@ -154,6 +154,13 @@ class _EmulatorState:
 _STATE: Final = web.AppKey("live_emulator_state", _EmulatorState)
 
 
+async def _start_the_clock(app: web.Application) -> None:
+    """Emulated time starts when the server does: the clock reads the running loop's time, and
+    ``agent emulate`` builds the app before any loop runs."""
+    state = app[_STATE]
+    state.origin = state.clock.now()
+
+
 def create_emulator_app(options: EmulatorOptions, clock: Clock | None = None) -> web.Application:
     """An aiohttp application serving the Live API path; run it with any aiohttp runner.
 
@@ -163,7 +170,8 @@ def create_emulator_app(options: EmulatorOptions, clock: Clock | None = None) ->
     """
     clock = Clock(speed=options.speed) if clock is None else clock
     app = web.Application()
-    app[_STATE] = _EmulatorState(options, load_bundled_clips(), clock=clock, origin=clock.now())
+    app[_STATE] = _EmulatorState(options, load_bundled_clips(), clock=clock)
+    app.on_startup.append(_start_the_clock)
     app.router.add_get(_ROUTE, _handle_live)
     app.on_shutdown.append(_close_open_sessions)
     return app

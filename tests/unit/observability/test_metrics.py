@@ -3,13 +3,19 @@ and label values kept to fixed sets."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from agent.observability.metrics import (
     MAX_TOOL_LABELS,
+    MULTIPROCESS_DIR,
     FrameTimer,
     Metrics,
     normalise_label,
@@ -253,3 +259,56 @@ def test_frame_timer_times_outbound_chunks_per_frame() -> None:
 def test_frame_timer_rejects_a_zero_sampling_rate() -> None:
     with pytest.raises(ValueError, match="sample_every"):
         FrameTimer(Metrics(CollectorRegistry()), sample_every=0)
+
+
+# -- agent serve --workers: every worker answers for the machine -----------------------------------
+
+_WORKER = """
+import os, sys
+from agent.observability.metrics import Metrics
+metrics = Metrics()
+metrics.set_active_calls(int(sys.argv[1]))
+metrics.count_call_ended("acme", "caller hung up")
+print(os.getpid())
+"""
+_SCRAPE = """
+from agent.observability.metrics import Metrics
+print(Metrics().render()[0].decode())
+"""
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _python(code: str, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def _sample(body: str, name: str) -> float:
+    (line,) = [line for line in body.splitlines() if line.startswith(name)]
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_with_a_shared_metrics_folder_any_worker_reports_every_workers_calls(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, MULTIPROCESS_DIR: str(tmp_path), "PYTHONPATH": str(ROOT)}
+    first = int(_python(_WORKER, "2", env=env))
+    _python(_WORKER, "3", env=env)
+    body = _python(_SCRAPE, env=env)
+    assert _sample(body, "agent_active_calls ") == 5
+    assert _sample(body, 'agent_calls_total{agent="acme",reason="caller_hung_up"}') == 2
+    # A worker that died no longer counts as having calls (the supervisor marks it dead).
+    multiprocess.mark_process_dead(first, str(tmp_path))  # type: ignore[no-untyped-call]
+    assert _sample(_python(_SCRAPE, env=env), "agent_active_calls ") == 3
+
+
+def test_without_it_the_gauge_reads_the_calls_at_each_scrape() -> None:
+    metrics = Metrics()
+    calls = [1, 2]
+    metrics.track_active_calls(lambda: len(calls))
+    metrics.set_active_calls(7)  # ignored: only multiprocess mode keeps a share
+    assert b"agent_active_calls 2.0" in metrics.render()[0]

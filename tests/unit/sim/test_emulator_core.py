@@ -42,7 +42,7 @@ from agent.sim.live.scenario import (
     render_template,
     scenario_from_data,
 )
-from agent.sim.live.server import load_bundled_clips
+from agent.sim.live.server import create_emulator_app, load_bundled_clips
 from agent.sim.live.vad import EmulatorVad, SpeechEnded, SpeechStarted, VadSettings
 from agent.sim.live.wire import (
     DEADLINE_EXPIRED,
@@ -1511,3 +1511,9 @@ def test_a_json_scenario(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"steps": [{"say": {"text": "Hi"}}, None]}))
     assert load_scenario(path).steps == (Step(say=Speech("reply", "Hi")), Step())
+
+
+def test_the_emulator_app_can_be_built_before_any_event_loop_runs() -> None:
+    # `agent emulate` builds the app, then hands it to aiohttp's run_app, which starts the loop.
+    app = create_emulator_app(EmulatorOptions())
+    assert app.on_startup
