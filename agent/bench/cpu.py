@@ -49,10 +49,13 @@ from agent.sim.carrier import (
 __all__ = [
     "ChildProcess",
     "CpuRun",
+    "WorkersRun",
     "frames_from_metrics",
     "free_port",
     "process_cpu_seconds",
+    "process_tree_cpu_seconds",
     "run_cpu_bench",
+    "run_workers_bench",
 ]
 
 _BYTES_PER_TICK = 320  # CallReport.heard: PCM16 at 8 kHz, 20 ms per tick
@@ -252,7 +255,9 @@ def _emulator_process(workdir: Path) -> Iterator[tuple[ChildProcess, int]]:
         yield child, port
 
 
-def _agent_bridge(workdir: Path, live_port: int, auth_token: str) -> tuple[ChildProcess, int]:
+def _agent_bridge(
+    workdir: Path, live_port: int, auth_token: str, workers: int = 1
+) -> tuple[ChildProcess, int]:
     """``python -m agent serve`` with every feature on: the bundled default agent (greeting, CRM
     prefetch, tools declared), signed webhooks and stream tokens, pre-connect, marks, playback
     tracking, metrics, call records (SQLite), JSON logs at INFO. Everything stays on loopback (the
@@ -270,7 +275,71 @@ def _agent_bridge(workdir: Path, live_port: int, auth_token: str) -> tuple[Child
         "TWILIO_AUTH_TOKEN": auth_token,
     }
     argv = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers)]
     return ChildProcess("the bridge (agent serve)", argv, env, workdir / "bridge.log"), port
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its live children (``agent serve --workers``: the supervisor
+    and its workers)."""
+    total = process_cpu_seconds(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        for child in children.read_text().split():
+            with contextlib.suppress(OSError):
+                total += process_cpu_seconds(int(child))
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersRun:
+    """``agent serve --workers N`` under ``calls`` concurrent calls."""
+
+    workers: int
+    calls: int
+    call_seconds: float
+    cpu_ms_per_call_second: float
+    cores_busy: float  # CPU seconds over wall seconds while the calls ran
+    replies: int
+    utterances: int
+
+
+async def run_workers_bench(calls: int, seconds: float, workers: Sequence[int]) -> list[WorkersRun]:
+    """``agent serve --workers N`` for each N, ``calls`` calls of ``seconds`` each, measured."""
+    runs = []
+    token = secrets.token_hex(16)
+    for count in workers:
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-bench-")))
+            emulator, live_port = stack.enter_context(_emulator_process(workdir))
+            await emulator.wait_until_listening(live_port)
+            agent, port = _agent_bridge(workdir, live_port, token, workers=count)
+            stack.enter_context(agent)
+            await agent.wait_until_listening(port, "/readyz")
+            url = f"http://127.0.0.1:{port}"
+            await _place_calls(url, count, min(2.0, seconds), token)  # warm every worker up
+            began, cpu_before = time.monotonic(), process_tree_cpu_seconds(agent.pid)
+            results = await _place_calls(url, calls, seconds, token)
+            wall = time.monotonic() - began
+            cpu = process_tree_cpu_seconds(agent.pid) - cpu_before
+            reports = [r for r in results if isinstance(r, CallReport)]
+            call_seconds = sum(len(r.heard) // _BYTES_PER_TICK for r in reports) * 0.02
+            runs.append(
+                WorkersRun(
+                    workers=count,
+                    calls=calls,
+                    call_seconds=round(call_seconds, 2),
+                    cpu_ms_per_call_second=round(cpu * 1000 / call_seconds, 3)
+                    if call_seconds
+                    else 0.0,
+                    cores_busy=round(cpu / wall, 3) if wall else 0.0,
+                    replies=sum(
+                        u.first_reply_ms is not None for r in reports for u in _answerable(r)
+                    ),
+                    utterances=sum(len(_answerable(r)) for r in reports),
+                )
+            )
+    return runs
 
 
 def _thin_bridge(workdir: Path, live_port: int) -> tuple[ChildProcess, int]:

@@ -15,6 +15,9 @@ Sections (all by default; ``--only`` picks some):
                caller-audio transit, in-process at real time (:mod:`agent.bench.live`).
 ``reconnect``  goAway, a 1011 close and a dropped socket mid-call: switch time, gaps in caller and
                agent audio, frames lost (:mod:`agent.bench.live`).
+``workers``    ``agent serve --workers 1`` and ``--workers 2`` under the same concurrent calls: CPU
+               per call-second, cores busy, and the calls per machine that CPU cost allows
+               (:mod:`agent.bench.cpu`).
 ``replicas``   two replicas behind one URL: the silence a caller hears when their stream's replica
                is lost (target: at most 2 s), and the greeting when the stream reaches the webhook's
                replica or another one (:mod:`agent.bench.replicas`).
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
@@ -57,7 +62,7 @@ __all__ = [
     "run_sections",
 ]
 
-SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas")
+SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers")
 DESCRIPTION: Final = "measure latency, CPU and reconnection gaps against the bridge's targets"
 
 
@@ -242,6 +247,42 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     return section
 
 
+async def workers_section(calls: int, seconds: float) -> Section:
+    """``--workers 1`` against ``--workers 2``: what one machine can carry."""
+    from agent.bench.cpu import run_workers_bench
+
+    section = Section("workers")
+    runs = await run_workers_bench(calls, seconds, (1, 2))
+    cores = os.cpu_count() or 1
+    for run in runs:
+        usable = min(run.workers, cores)  # one event loop, one core: a worker never uses more
+        capacity = (
+            usable * 1000 / run.cpu_ms_per_call_second if run.cpu_ms_per_call_second else None
+        )
+        section.figures += [
+            reported(
+                f"--workers {run.workers}: CPU per call-second",
+                run.cpu_ms_per_call_second,
+                "ms",
+                f"{run.calls} calls x {seconds:g} s; {run.replies} / {run.utterances} replies",
+            ),
+            reported(
+                f"--workers {run.workers}: cores busy under those calls",
+                run.cores_busy,
+                "",
+                "CPU seconds / wall seconds, all its processes",
+            ),
+            reported(
+                f"--workers {run.workers}: calls per machine, CPU-bound",
+                None if capacity is None else round(capacity),
+                "calls",
+                f"{usable} core(s) / CPU per call-second; an estimate, see the README",
+            ),
+        ]
+    section.details = {"runs": [dataclasses.asdict(run) for run in runs]}
+    return section
+
+
 def _nums(values: Iterable[float], digits: int = 1) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
@@ -330,6 +371,7 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         "latency": lambda: run_latency_bench(args.greetings, args.barge_ins),
         "reconnect": run_reconnect_bench,
         "replicas": run_replicas_bench,
+        "workers": lambda: workers_section(args.calls * 2, args.seconds),
     }
     sections = []
     for name in _sections(args.only):
