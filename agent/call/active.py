@@ -33,7 +33,8 @@ class ActiveCalls:
 
     def ended(self, session: CallSession) -> None:
         call_sid = session.started.call_sid
-        self.active.pop(call_sid, None)
+        if self.active.get(call_sid) is session:  # not the call's next leg, already started here
+            del self.active[call_sid]
         if not self.active:
             self._some_active.clear()
         if self._on_change is not None:

@@ -53,12 +53,20 @@ _SCHEMA: Final = (
         claimed_at DOUBLE PRECISION NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS stream_tickets_call_sid ON stream_tickets (call_sid)",
+    """CREATE TABLE IF NOT EXISTS webhook_answers (
+        key TEXT PRIMARY KEY,
+        answer TEXT NOT NULL,
+        answered_at DOUBLE PRECISION NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS calls_in_progress (
         call_sid TEXT PRIMARY KEY,
         snapshot TEXT NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL
     )""",
 )
+# A webhook's first answer is kept this long: Twilio's retries come within seconds, and a replay
+# after that finds its ticket expired anyway.
+_ANSWER_KEEP_S: Final = 3600.0
 # A call's snapshot is kept this long after its last change: no call is silent that long, and a
 # <Connect action> for a call that old finds nothing and starts afresh.
 _SNAPSHOT_KEEP_S: Final = 6 * 3600.0
@@ -138,6 +146,12 @@ class SharedState(Protocol):
         """Remember ``snapshot`` (replacing the call's previous one)."""
         ...
 
+    async def answer_once(self, key: str, answer: str, now: float) -> str:
+        """The first answer any replica gave under ``key`` (``answer`` if this is the first):
+        a webhook Twilio retries, or one replayed, gets the same TwiML, and so the same
+        single-use ticket, never a second one."""
+        ...
+
     async def load_call(self, call_sid: str) -> CallSnapshot | None:
         """The call's newest snapshot, if any replica saved one."""
         ...
@@ -153,6 +167,14 @@ class LocalState:
     def __init__(self) -> None:
         self._used = UsedNonces()
         self._calls: dict[str, CallSnapshot] = {}
+        self._answers: dict[str, tuple[str, float]] = {}
+
+    async def answer_once(self, key: str, answer: str, now: float) -> str:
+        horizon = now - _ANSWER_KEEP_S
+        for old in [k for k, (_, at) in self._answers.items() if at < horizon]:
+            del self._answers[old]
+        first, _ = self._answers.setdefault(key, (answer, now))
+        return first
 
     async def save_call(self, snapshot: CallSnapshot) -> None:
         # Memory is bounded by pruning: snapshots older than the longest call go.
@@ -250,6 +272,28 @@ class SqlState:
                 )
 
         await self._run(save)
+
+    async def answer_once(self, key: str, answer: str, now: float) -> str:
+        def answer_once(conn: Connection) -> str:
+            self._claims += 1
+            if self._claims % _PRUNE_EVERY == 0:
+                conn.execute(
+                    self._backend.sql("DELETE FROM webhook_answers WHERE answered_at < ?"),
+                    (now - _ANSWER_KEEP_S,),
+                )
+            conn.execute(
+                self._backend.sql(
+                    "INSERT INTO webhook_answers (key, answer, answered_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO NOTHING"
+                ),
+                (key, answer, now),
+            )
+            row = conn.execute(
+                self._backend.sql("SELECT answer FROM webhook_answers WHERE key = ?"), (key,)
+            ).fetchone()
+            return answer if row is None else str(row[0])
+
+        return await self._run(answer_once)
 
     async def load_call(self, call_sid: str) -> CallSnapshot | None:
         def load(conn: Connection) -> CallSnapshot | None:

@@ -74,6 +74,14 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
     if started is None:
         await ws.close()
         return
+    current = app[CALLS].active.get(started.call_sid)
+    if current is not None and (ticket is None or ticket.leg <= current.leg):
+        # One live stream per call: a second one for a call in progress is a replay, never
+        # Twilio (which opens one <Connect><Stream> per call, and a new one, the next leg, only
+        # after the first has ended: its ticket then names a later leg).
+        log.warning("call.duplicate_stream", call_sid=started.call_sid, security=True)
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"call already streaming")
+        return
     continuation = await _continuation(app, ticket)
     preconnect = app[PRECONNECTS].pop(started.call_sid, None)
     if preconnect is not None:
@@ -85,7 +93,9 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         # The webhook was answered elsewhere (another replica, or this one before a restart):
         # the ticket says what it learned, so this call runs as if it had been here.
         registry = app[AGENTS].current
-        named = ticket.agent if ticket else started.custom_parameters.get("agent")
+        # The agent comes from the signed ticket, never from an unsigned <Parameter>: without a
+        # ticket (development, no webhook here) the number's agent answers.
+        named = ticket.agent if ticket else None
         if continuation is not None:
             named = continuation.agent
         caller = ticket.from_number if ticket else None

@@ -55,10 +55,17 @@ async def voice_webhook(request: web.Request) -> web.Response:
         to_number=called,
         caller_verified=verified,
     )
+    twiml = _stream_twiml(app, configured.name, token)
+    first = await _answer_once(app, call_sid, twiml)
+    if first != twiml:
+        # Twilio retried the webhook, or someone replayed a captured one (its signature has no
+        # timestamp): the same answer, so the same single-use ticket, and no second pre-connect
+        # or CRM lookup.
+        log.warning("call.webhook_repeated", call_sid=call_sid)
+        return web.Response(text=first, content_type="text/xml")
     agent, customer = await agent_for_call(app, configured, call_sid, caller, called, verified)
     # Start the Live session now, so the greeting is ready when the media stream starts.
     await open_preconnect(app, call_sid, agent, caller, called, caller_verified=verified)
-    twiml = _stream_twiml(app, agent.name, token)
     log.info(
         "call.webhook",
         call_sid=call_sid,
@@ -150,5 +157,21 @@ async def continue_call(request: web.Request) -> web.Response:
         caller_verified=verified,
         leg=leg,
     )
-    log.info("call.continuing", leg=leg, snapshot=snapshot is not None, agent=agent)
-    return web.Response(text=_stream_twiml(app, agent, token), content_type="text/xml")
+    twiml = _stream_twiml(app, agent, token)
+    # One ticket per leg, however often this request comes (a retry, or a replay).
+    first = await _answer_once(app, f"{call_sid}/leg{leg}", twiml)
+    if first != twiml:
+        log.warning("call.continue_repeated", leg=leg)
+    else:
+        log.info("call.continuing", leg=leg, snapshot=snapshot is not None, agent=agent)
+    return web.Response(text=first, content_type="text/xml")
+
+
+async def _answer_once(app: web.Application, key: str, twiml: str) -> str:
+    """The first TwiML given under ``key`` by any replica (``twiml`` if this is the first). If
+    the shared state cannot be reached, ``twiml``: a store outage must not refuse a caller."""
+    try:
+        return await app[SHARED].answer_once(key, twiml, app[CLOCK]())
+    except SharedStateError as exc:
+        log.warning("shared_state.unavailable", error=str(exc), action="answered anew")
+        return twiml

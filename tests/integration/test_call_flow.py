@@ -244,3 +244,26 @@ async def test_draining_lets_calls_in_progress_finish_and_takes_no_new_ones(
     assert still_active == 0
     assert report.ended_by == "caller hung up"  # the call in progress ended normally
     assert report.utterances[0].first_reply_ms is not None
+
+
+async def test_a_second_stream_for_a_call_in_progress_is_refused(
+    start_bridge: BridgeFactory,
+) -> None:
+    """Without a token (development) nothing signs a stream, but a call still has one stream at
+    a time: a second ``start`` for a call in progress is closed with 1008, the first goes on."""
+    bridge = await start_bridge()
+    connected = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
+    async with aiohttp.ClientSession() as session:
+        url = bridge.url.replace("http", "ws") + "/twilio/stream"
+        first = await session.ws_connect(url)
+        await first.send_str(connected)
+        await first.send_str(_start({}))
+        await bridge.app[CALLS].wait_active()
+        second = await session.ws_connect(url)
+        await second.send_str(connected)
+        await second.send_str(_start({}))
+        message = await second.receive()
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert second.close_code == 1008
+        assert "CA" + "1" * 32 in bridge.app[CALLS].active  # the first call is untouched
+        await first.close()

@@ -171,3 +171,29 @@ async def test_a_ticket_used_on_one_replica_is_refused_by_the_other(
 
 def _ws(url: str) -> str:
     return url.replace("http", "ws", 1)
+
+
+async def test_a_replayed_webhook_gets_the_same_answer_on_either_replica_and_no_second_call(
+    start_bridge: BridgeFactory,
+    emulator: RunningEmulator,
+    balancer: tuple[RunningBalancer, dict[str, str]],
+    postgres_database: Callable[[], str],
+    agents: Callable[[], AgentRegistryHolder],
+) -> None:
+    """Twilio's signature has no timestamp: a captured webhook can be replayed. The replay gets
+    the first answer (the same single-use ticket), not a fresh ticket, pre-connect or CRM lookup."""
+    lb, _ = balancer
+    a, b = await start_replicas(start_bridge, lb.url, postgres_database(), emulator, agents)
+    form = {"CallSid": "CA" + "8" * 32, "From": CALLER, "To": "+15555550199"}
+    signature = compute_signature(AUTH_TOKEN, f"{lb.url}/twilio/voice", form)
+    answers = []
+    async with aiohttp.ClientSession() as http:
+        for replica in (a, a, b):
+            async with http.post(
+                f"{replica.url}/twilio/voice", data=form, headers={"X-Twilio-Signature": signature}
+            ) as resp:
+                assert resp.status == 200
+                answers.append(await resp.text())
+    assert answers[0] == answers[1] == answers[2]
+    assert len(a.app[PRECONNECTS]) == 1  # the first answer's pre-connect, and no other
+    assert b.app[PRECONNECTS] == {}

@@ -108,3 +108,25 @@ async def test_without_a_url_state_is_this_process_only() -> None:
 async def test_a_url_of_no_known_database_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="SHARED_STATE_URL"):
         await shared_state_from_url("mysql://h/db")
+
+
+async def test_a_webhook_gets_its_first_answer_again_on_any_replica(
+    replicas: tuple[SqlState, SqlState],
+) -> None:
+    a, b = replicas
+    assert (
+        await a.answer_once(CALL, "<Response>first</Response>", T0) == "<Response>first</Response>"
+    )
+    assert await b.answer_once(CALL, "<Response>second</Response>", T0 + 1) == (
+        "<Response>first</Response>"
+    )
+    assert await b.answer_once(OTHER, "<Response>other</Response>", T0 + 1) == (
+        "<Response>other</Response>"
+    )
+
+
+async def test_one_process_remembers_its_first_answers_for_an_hour() -> None:
+    state = LocalState()
+    assert await state.answer_once(CALL, "first", T0) == "first"
+    assert await state.answer_once(CALL, "second", T0 + 3599) == "first"
+    assert await state.answer_once(CALL, "later", T0 + 3601 + 1) == "later"  # pruned by then
