@@ -97,6 +97,9 @@ HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment 
 # Endings after which the call goes on elsewhere: its journal must not say it ended.
 CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER})
 
+# Protocol errors logged in full per call; after these, one line per thousand.
+PROTOCOL_ERRORS_LOGGED = 10
+
 # What the model is told when a call continues on a new media stream.
 CONTINUE_MESSAGE = (
     "The phone line dropped for a moment and the caller is back. The last thing they heard from "
@@ -440,7 +443,13 @@ class CallSession:
                 await self._on_dtmf(event.digit)
             elif type(event) is ProtocolError:
                 stats.protocol_errors += 1
-                log.warning("twilio.protocol_error", reason=event.reason, raw=event.raw)
+                # A broken or hostile peer can send thousands a second: the first few, then
+                # one line per thousand, each with the running count.
+                count = stats.protocol_errors
+                if count <= PROTOCOL_ERRORS_LOGGED or count % 1000 == 0:
+                    log.warning(
+                        "twilio.protocol_error", reason=event.reason, raw=event.raw, count=count
+                    )
         # The socket closed without Twilio's stop: the stream is gone, the call may not be.
         raise _CallEnded(self.ended_reason or STREAM_LOST)
 

@@ -48,6 +48,7 @@ variable counts as unset. Secrets (the API key, the Twilio auth token and API ke
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -333,7 +334,7 @@ class Settings(BaseSettings):
         port could pose as any caller (and use tools bound to the caller's number). That is fine
         on loopback for development, never by accident on a public address.
         """
-        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        loopback = self.host == "localhost" or _is_loopback_address(self.host)
         if not self.twilio_auth_token and not loopback and not self.allow_unauthenticated:
             raise ConfigError(
                 f"refusing to listen on {self.host} without TWILIO_AUTH_TOKEN: webhooks and media "
@@ -378,6 +379,15 @@ class Settings(BaseSettings):
         if host:
             values["host"] = host
         return cls(**values)
+
+
+def _is_loopback_address(host: str) -> bool:
+    """An IP address on the loopback network (127.0.0.0/8, ::1); a name such as
+    ``127.example.com`` is not one, whatever it starts with."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def reveal(secret: SecretStr | None) -> str | None:

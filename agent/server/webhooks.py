@@ -82,7 +82,11 @@ async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
     """A Twilio webhook's form and its CallSid; 403 unless Twilio signed it (with an auth token
     configured), 400 without a CallSid."""
     settings = request.app[SETTINGS]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError as exc:  # UnicodeDecodeError included: Twilio sends UTF-8 forms
+        log.warning("twilio.bad_request", path=request.path, reason=str(exc)[:200])
+        raise web.HTTPBadRequest(text="the form is not UTF-8 url-encoded") from exc
     params = {key: value for key, value in form.items() if isinstance(value, str)}
     if settings.twilio_auth_token:
         # Rebuild the URL Twilio signed from PUBLIC_URL: behind a proxy the Host header lies.

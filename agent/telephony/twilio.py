@@ -48,6 +48,12 @@ RAW_LIMIT: Final = 200
 _MAX_DIGITS: Final = 18
 
 
+# https://www.twilio.com/docs/voice/media-streams/websocket-messages: media frames carry the
+# track they belong to, keypad presses one digit, and a <Connect><Stream> is 8 kHz mono mu-law.
+_MEDIA_TRACKS: Final = frozenset({"inbound", "outbound"})
+_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+_MEDIA_FORMAT: Final = ("audio/x-mulaw", 8000, 1)
+
 @dataclass(frozen=True, slots=True)
 class Connected:
     """Twilio's first message on a new stream socket (``protocol`` is ``"Call"``)."""
@@ -187,9 +193,12 @@ class TwilioMediaStream:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except ValueError:  # binascii.Error, and non-ASCII text
             raise _MalformedError("'media.payload' is not valid base64") from None
+        track = _str(media, "track", "media")
+        if track not in _MEDIA_TRACKS:
+            raise _MalformedError(f"'media.track' is not inbound or outbound: {_short(track)!r}")
         return MediaReceived(
             payload=audio,
-            track=_str(media, "track", "media"),
+            track=track,
             chunk=_int(media, "chunk", "media"),
             timestamp_ms=_int(media, "timestamp", "media"),
         )
@@ -217,6 +226,14 @@ class TwilioMediaStream:
         # Twilio sends {} when the TwiML has no <Parameter>; tolerate a missing key as well.
         if type(params) is not dict or not all(type(v) is str for v in params.values()):
             raise _MalformedError("'start.customParameters' is not an object of strings")
+        media = (
+            _str(media_format, "encoding", "start.mediaFormat"),
+            _int(media_format, "sampleRate", "start.mediaFormat"),
+            _int(media_format, "channels", "start.mediaFormat"),
+        )
+        if media != _MEDIA_FORMAT:
+            # What <Connect><Stream> always sends; anything else would be decoded as noise.
+            raise _MalformedError(f"'start.mediaFormat' is not 8 kHz mono mu-law: {media!r}")
         started = StreamStarted(
             stream_sid=stream_sid,
             call_sid=_str(start, "callSid", "start"),
@@ -239,7 +256,10 @@ class TwilioMediaStream:
     def _on_dtmf(self, msg: dict[str, Any]) -> DtmfReceived:
         self._check_stream(msg)
         dtmf = _obj(msg, "dtmf")
-        return DtmfReceived(digit=_str(dtmf, "digit", "dtmf"), track=_str(dtmf, "track", "dtmf"))
+        digit = _str(dtmf, "digit", "dtmf")
+        if len(digit) != 1 or digit not in _DTMF_DIGITS:
+            raise _MalformedError(f"'dtmf.digit' is not a keypad digit: {_short(digit)!r}")
+        return DtmfReceived(digit=digit, track=_str(dtmf, "track", "dtmf"))
 
     def _on_stop(self, msg: dict[str, Any]) -> StreamStopped:
         self._check_stream(msg)

@@ -6,6 +6,9 @@ import asyncio
 import base64
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from io import StringIO
 
 import aiohttp
 import numpy as np
@@ -267,3 +270,37 @@ async def test_a_second_stream_for_a_call_in_progress_is_refused(
         assert second.close_code == 1008
         assert "CA" + "1" * 32 in bridge.app[CALLS].active  # the first call is untouched
         await first.close()
+
+
+async def test_a_flood_of_bad_frames_logs_a_few_lines_not_one_each(
+    start_bridge: BridgeFactory, log_capture: Callable[..., AbstractContextManager[StringIO]]
+) -> None:
+    with log_capture("warning", "json") as buffer:
+        bridge = await start_bridge()
+        async with aiohttp.ClientSession() as session:
+            ws, params = await _open_stream(bridge.url, session)
+            await ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+            await ws.send_str(_start(params))
+            for _ in range(2500):
+                await ws.send_str('{"event":"bogus"}')
+            await ws.close()
+        call = await bridge.app[CALLS].wait_ended("CA" + "1" * 32)
+    assert call.stats.protocol_errors == 2500
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    logged = [line["count"] for line in lines if line["event"] == "twilio.protocol_error"]
+    assert logged == [*range(1, 11), 1000, 2000]
+
+
+async def test_a_webhook_whose_form_is_not_utf8_is_a_bad_request(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge(twilio_auth_token=AUTH_TOKEN)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{bridge.url}/twilio/voice",
+            data=b"CallSid=CA\xff\xfe&From=\xc3",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ) as resp,
+    ):
+        assert resp.status == 400

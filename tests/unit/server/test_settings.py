@@ -117,3 +117,10 @@ def test_agent_check_finds_agents_path_where_the_server_does(
     assert agents_path_from_env() == Settings.from_env().agents_path == "from-dotenv/"
     monkeypatch.setenv("AGENTS_PATH", "from-env/")
     assert agents_path_from_env() == Settings.from_env().agents_path == "from-env/"
+
+
+def test_a_host_name_that_starts_with_127_is_not_loopback() -> None:
+    with pytest.raises(ConfigError, match="refusing to listen"):
+        Settings(host="127.example.com").check_exposure()
+    Settings(host="127.0.0.2").check_exposure()  # the loopback network
+    Settings(host="::1").check_exposure()

@@ -527,3 +527,40 @@ def test_our_media_frame_is_what_the_parser_accepts_for_the_same_stream() -> Non
     sent["media"].update(track="inbound", chunk="1", timestamp="0")
     event = stream.receive_text(json.dumps(sent))
     assert event == MediaReceived(SILENCE, "inbound", 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ('"encoding":"audio/x-mulaw"', '"encoding":"audio/l16"', "not 8 kHz mono mu-law"),
+        ('"sampleRate":8000', '"sampleRate":16000', "not 8 kHz mono mu-law"),
+        ('"channels":1', '"channels":2', "not 8 kHz mono mu-law"),
+    ],
+)
+def test_a_stream_in_another_media_format_is_refused(old: str, new: str, reason: str) -> None:
+    stream = TwilioMediaStream()
+    stream.receive_text(CONNECTED)
+    event = stream.receive_text(START.replace(old, new))
+    assert isinstance(event, ProtocolError)
+    assert reason in event.reason
+    assert stream.stream_sid is None
+
+
+@pytest.mark.parametrize("digit", ["", "12", "x", "\u0661", "**"])
+def test_a_keypress_that_is_not_a_keypad_digit_is_refused(digit: str) -> None:
+    stream = started()
+    event = stream.receive_text(DTMF.replace('"digit":"1"', f'"digit":{json.dumps(digit)}'))
+    assert isinstance(event, ProtocolError)
+    assert "keypad digit" in event.reason
+
+
+@pytest.mark.parametrize("digit", list("0123456789*#ABCD"))
+def test_every_keypad_digit_is_accepted(digit: str) -> None:
+    event = started().receive_text(DTMF.replace('"digit":"1"', f'"digit":"{digit}"'))
+    assert event == DtmfReceived(digit=digit, track="inbound_track")
+
+
+def test_media_of_an_unknown_track_is_refused() -> None:
+    event = started().receive_text(MEDIA.replace('"track":"inbound"', '"track":"sideways"'))
+    assert isinstance(event, ProtocolError)
+    assert "media.track" in event.reason
