@@ -81,6 +81,23 @@ def mask_number(number: str) -> str:
     return number[:head] + "*" * (n - head - tail) + number[n - tail :]
 
 
+# A phone number in free text (a transcript, what the caller heard): +15555550100,
+# (415) 555-0100, 415 555 0100: seven to fifteen digits, with at most one separator between two.
+# An ISO date (2026-12-03) has eight digits too, and is not a number to hide.
+_NUMBER_IN_TEXT: Final = re.compile(
+    r"(?<![\w+])(?!\d{4}-\d{2}-\d{2}(?![\w-]))\+?\d(?:[ ().-]{0,2}\d){6,14}(?![\w])"
+)
+#: Keys whose values are free text in which a caller's words (and so numbers) appear.
+TEXT_FIELDS: Final = frozenset({"heard_text", "said", "heard", "text", "transcript"})
+
+
+def mask_numbers_in_text(text: str) -> str:
+    """``text`` with every phone number in it masked like :func:`mask_number` masks one: a caller
+    who says their number has it hidden in the transcript as in the ``from`` field. Errs on the
+    side of hiding: any run of seven or more digits counts."""
+    return _NUMBER_IN_TEXT.sub(lambda m: mask_number(m.group()), text)
+
+
 # -- secrets ---------------------------------------------------------------------------------------
 
 # A key names a secret if it ends with one of these words: token, auth_token, stream_token, api_key,
@@ -248,8 +265,9 @@ def _encoded_forms(secret: str) -> set[str]:
 class MaskCallerNumbers:
     """A processor that masks phone numbers (``+15555550100`` -> ``+1555****100``) when enabled.
 
-    It masks the values of :attr:`NUMBER_KEYS` (any case, at any depth of mappings) and the same
-    keys' string values inside JSON text (a raw frame excerpt). The mask is
+    It masks the values of :attr:`NUMBER_KEYS` (any case, at any depth of mappings), the same
+    keys' string values inside JSON text (a raw frame excerpt), and the numbers inside free text
+    under :data:`TEXT_FIELDS` (``heard_text``: what the caller heard). The mask is
     :func:`agent.records.store.mask_number`, the one call records use, so a masked number in a log
     line matches the masked number in ``agent calls list``.
     """
@@ -273,8 +291,11 @@ class MaskCallerNumbers:
 
     def _mask(self, key: object, value: Any) -> Any:
         if isinstance(value, str):
-            if str(key).lower() in self.NUMBER_KEYS:
+            name = str(key).lower()
+            if name in self.NUMBER_KEYS:
                 return mask_number(value)
+            if name in TEXT_FIELDS:
+                return mask_numbers_in_text(value)
             if len(value) >= _MIN_TEXT and ":" in value:
                 return self._IN_TEXT.sub(lambda m: m.group(1) + mask_number(m.group(2)), value)
             return value

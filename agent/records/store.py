@@ -50,7 +50,12 @@ from typing import Any, Final, Literal, Protocol
 import structlog
 
 from agent.errors import ConfigError
-from agent.observability.privacy import mask_number, mask_number_fields, redact_fields
+from agent.observability.privacy import (
+    mask_number,
+    mask_number_fields,
+    mask_numbers_in_text,
+    redact_fields,
+)
 from agent.records.backends import Backend, Connection, backend_from_url
 
 log = structlog.get_logger("agent.records")
@@ -672,9 +677,10 @@ class CallRecorder:
         to_number: str | None,
         started_at: float,
     ) -> None:
-        """The call was answered. ``from_number`` is masked when the store is so configured."""
-        if from_number and self.mask_caller_numbers:
-            from_number = mask_number(from_number)
+        """The call was answered. The numbers are masked when the store is so configured."""
+        if self.mask_caller_numbers:
+            from_number = mask_number(from_number) if from_number else from_number
+            to_number = mask_number(to_number) if to_number else to_number
         params = (call_sid, stream_sid, agent, from_number, to_number, started_at)
         self._submit("started", ((_STARTED, params),))
 
@@ -689,7 +695,11 @@ class CallRecorder:
         ended_at: float,
         interrupted: bool,
     ) -> None:
-        """A completed turn. Writing the same ``index`` again replaces it."""
+        """A completed turn. Writing the same ``index`` again replaces it. With numbers masked,
+        any number said in the turn is masked too."""
+        if self.mask_caller_numbers:
+            said = mask_numbers_in_text(said)
+            heard = mask_numbers_in_text(heard) if heard is not None else None
         params = (self.call_sid, index, role, said, heard, started_at, ended_at, int(interrupted))
         self._submit("turn", ((_ENSURE_CALL, (self.call_sid, started_at)), (_TURN, params)))
 

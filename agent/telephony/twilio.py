@@ -54,6 +54,7 @@ _MEDIA_TRACKS: Final = frozenset({"inbound", "outbound"})
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _MEDIA_FORMAT: Final = ("audio/x-mulaw", 8000, 1)
 
+
 @dataclass(frozen=True, slots=True)
 class Connected:
     """Twilio's first message on a new stream socket (``protocol`` is ``"Call"``)."""

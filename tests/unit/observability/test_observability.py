@@ -35,6 +35,7 @@ from agent.observability.privacy import (
     MaskCallerNumbers,
     RedactSecrets,
     add_secrets,
+    mask_numbers_in_text,
     redact_secrets,
 )
 from agent.telephony.webhooks import StreamTokens
@@ -193,6 +194,26 @@ def test_objects_are_rendered_then_masked() -> None:
 
 
 # -- caller numbers --------------------------------------------------------------------------------
+
+
+def test_a_number_said_in_a_transcript_is_masked_in_its_log_line() -> None:
+    masker = MaskCallerNumbers(enabled=True)
+    event = masker(None, "info", {"heard_text": "I'll text you at 415-555-0100 today.", "n": 5})
+    assert event == {"heard_text": "I'll text you at 415-5****100 today.", "n": 5}
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("call +15555550100 now", "call +1555****100 now"),
+        ("(415) 555-0100", "(415) *****100"),
+        ("+44 20 7946 0958", "+44 2********958"),
+        ("order 12345 on 2026-12-03 at 3 pm", "order 12345 on 2026-12-03 at 3 pm"),
+        ("SID CA1234567890abcdef", "SID CA1234567890abcdef"),
+    ],
+)
+def test_numbers_in_free_text_are_masked_and_little_else(text: str, masked: str) -> None:
+    assert mask_numbers_in_text(text) == masked
 
 
 def test_numbers_are_kept_unless_masking_is_on() -> None:

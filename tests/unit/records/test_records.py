@@ -345,19 +345,33 @@ def test_mask_number_hides_the_middle_digits(number: str, masked: str) -> None:
     assert len(mask_number(number)) == len(number)
 
 
-async def test_the_caller_number_is_masked_only_when_configured(
+async def test_the_numbers_are_masked_only_when_configured(
     make_url: Callable[[], str],
 ) -> None:
     masked = RecordStore.from_url(make_url(), mask_caller_numbers=True)
     plain = RecordStore.from_url(make_url())
+    said = "Sure, it is 415 555 0100, or +15555550100."
     for store in (masked, plain):
-        start(store.recorder(CALL))
+        recorder = store.recorder(CALL)
+        start(recorder)
+        recorder.turn(
+            index=0,
+            role="caller",
+            said=said,
+            heard=said,
+            started_at=T0,
+            ended_at=T0 + 1,
+            interrupted=False,
+        )
         await store.close()
     masked_call, plain_call = masked.get_call(CALL), plain.get_call(CALL)
     assert masked_call is not None
     assert plain_call is not None
-    assert (masked_call.from_number, masked_call.to_number) == ("+1555****100", "+15555550199")
+    assert (masked_call.from_number, masked_call.to_number) == ("+1555****100", "+1555****199")
+    assert masked_call.turns[0].said == "Sure, it is 415 5****100, or +1555****100."
+    assert masked_call.turns[0].heard == masked_call.turns[0].said
     assert plain_call.from_number == "+15555550100"
+    assert plain_call.turns[0].said == said
     assert masked.list_calls()[0].from_number == "+1555****100"
 
 
