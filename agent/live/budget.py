@@ -77,6 +77,8 @@ class ReconnectBudget:
         self._run_attempts = 0  # attempts since the last working connection
         self.spent_because = ""  # why the budget ran out ("deadline", "rate"), once it has
         self._storm: Storm | None = None
+        # The storm the last :meth:`failed` ended (its connection had worked), for its log line.
+        self.ended_storm: Storm | None = None
 
     # -- what happened --------------------------------------------------------------------------
 
@@ -105,8 +107,9 @@ class ReconnectBudget:
         ``goAway``), at ``now``. Returns how long to wait before the next attempt (before
         jitter), or ``None``: the budget is spent, give up (see :attr:`spent_because`)."""
         opened_at, self._opened_at = self._opened_at, None
+        self.ended_storm = None
         if opened_at is not None and (self._working or now - opened_at >= self._working_after_s):
-            self._worked()
+            self.ended_storm = self._worked()
             self._failing_since = now  # from now on, no working connection
             delay = 0.0
         else:
@@ -146,6 +149,14 @@ class ReconnectBudget:
         if self._failing_since is None:
             return self._deadline_s
         return self._deadline_s - (now - self._failing_since)
+
+    def in_storm(self, now: float) -> bool:
+        """A failure since the last working connection, and the current one (if any) has not
+        worked yet."""
+        if self.failures == 0:
+            return False
+        opened_at = self._opened_at
+        return opened_at is None or not (self._working or now - opened_at >= self._working_after_s)
 
     @property
     def storm(self) -> Storm | None:

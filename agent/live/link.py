@@ -360,6 +360,7 @@ class LiveLink:
     async def _back_off(self, reason: str, error: str) -> None:
         """A connection ended or an attempt failed: wait as the budget says, or give up."""
         delay = self._budget.failed(self._clock(), reason, error)
+        self._log_storm(self._budget.ended_storm, "recovered")
         if delay is None:
             raise self._give_up(error)
         if delay > 0:
@@ -404,7 +405,7 @@ class LiveLink:
 
     def _quiet(self) -> bool:
         """In a storm: per-attempt lines go to debug; ``live.reconnect_storm`` sums them up."""
-        return self._budget.failures > 0
+        return self._budget.in_storm(self._clock())
 
     def _warn(self, event: str, **fields: object) -> None:
         (log.debug if self._quiet() else log.warning)(event, **fields)

@@ -155,3 +155,21 @@ def test_storms_outside_the_window_do_not_open_the_breaker() -> None:
     assert not breaker.gave_up(0.0)
     assert not breaker.gave_up(61.0)
     assert not breaker.is_open(61.0)
+
+
+def test_a_storm_ended_by_a_connection_that_stayed_open_is_handed_over_at_its_end() -> None:
+    b = budget()
+    b.attempt(0.0)
+    b.connected(0.0)
+    assert b.failed(1.0, "closed_1011") == 0.1
+    assert b.ended_storm is None
+    assert b.in_storm(1.0)
+    b.attempt(1.1)
+    b.connected(1.1)
+    assert b.in_storm(2.0)
+    assert not b.in_storm(6.1)  # open 5 s: it works
+    assert b.failed(30.0, "dropped") == 0.0
+    storm = b.ended_storm
+    assert storm is not None
+    assert storm.reasons == {"closed_1011": 1}
+    assert not b.in_storm(30.0)
