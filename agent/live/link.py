@@ -6,15 +6,21 @@ owns the current :class:`~agent.live.connection.LiveConnection` and replaces it:
 
 * on ``goAway`` it switches at the next moment the model is not speaking, and at the latest a
   safety margin before ``timeLeft`` runs out;
-* on any unexpected close it reconnects at once, then with bounded, jittered backoff;
+* on any unexpected close it reconnects at once, then with bounded, jittered backoff, whatever
+  the failure: an attempt that fails to open, or a connection that ends before it worked (see
+  :mod:`agent.live.budget`);
 * it resumes with the newest resumable handle; without one it opens a fresh session seeded with the
   conversation so far (the call's transcript, through :attr:`LiveLink.conversation`);
 * caller audio and other client messages sent during a switch are buffered (bounded) and sent, in
   order, on the new connection, so none is lost; tool results that finish during the switch go out
   after it; after an abnormal close the last ``replay_ms`` of caller audio is sent again, since it
   may have been written into a socket the server no longer read;
-* if no connection can be had before ``deadline_s`` it raises :class:`LiveUnavailableError`, and
-  the call plays its fallback instead of dead air.
+* if no working connection can be had within ``deadline_s``, or the call makes more than
+  ``max_attempts_per_minute`` attempts, it raises :class:`LiveUnavailableError`, and the call plays
+  its fallback instead of dead air; a per-process :class:`~agent.live.budget.CircuitBreaker`
+  makes new attempts fail fast while the backend is seen to be broken;
+* a storm (reconnections with failures in between) is logged once, ``live.reconnect_storm``,
+  not once per attempt.
 
 The caller's pump only ever calls :meth:`send_audio`, which never waits on a reconnection. What
 the link remembers across connections (handle, turn state, ``goAway`` deadline, held and recent
@@ -33,8 +39,9 @@ import structlog
 from agent.clock import REAL_TIME, Clock
 from agent.errors import LiveClosedError, LiveConnectError, LiveError
 from agent.live import protocol
+from agent.live.budget import CircuitBreaker, ReconnectBudget, Storm
 from agent.live.connection import LiveConnection
-from agent.live.protocol import GoAway, LiveEvent
+from agent.live.protocol import GoAway, LiveEvent, TurnComplete
 from agent.live.session_state import HeldMessages, ResumptionState
 
 log = structlog.get_logger("agent.live")
@@ -51,7 +58,12 @@ class LiveUnavailableError(LiveError):
 class ReconnectPolicy:
     """How hard to try. Defaults suit a phone call: the caller waits seconds, not minutes."""
 
-    deadline_s: float = 15.0  # give up (and play the fallback) after this long without a connection
+    # Give up (and play the fallback) after this long without a working connection: one on which
+    # the model completed a turn, or that stayed open ``working_after_s``.
+    deadline_s: float = 15.0
+    working_after_s: float = 5.0
+    # Give up, too, past this many connection attempts in any rolling minute, working or not.
+    max_attempts_per_minute: int = 20
     first_delay_s: float = 0.1  # the first retry; the first attempt itself is immediate
     max_delay_s: float = 2.0
     go_away_margin_s: float = 5.0  # switch at least this long before goAway's timeLeft runs out
@@ -97,9 +109,11 @@ class LiveLink:
         clock: Clock = REAL_TIME,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         """``sleep`` waits between connection attempts (wall seconds) and ``jitter`` draws from
-        [0, 1) to spread them (each wait is scaled by ``0.5 + jitter()``); tests replace both."""
+        [0, 1) to spread them (each wait is scaled by ``0.5 + jitter()``); tests replace both.
+        ``breaker`` is shared by the links of a process (the app keeps one); ``None``: none."""
         self._opener = opener
         self.policy = policy
         self._clock = clock.now
@@ -111,6 +125,14 @@ class LiveLink:
             max_audio_frames=policy.max_buffered_audio_ms // 20, replay_s=policy.replay_ms / 1000
         )
         self._state = ResumptionState(policy.go_away_margin_s)
+        self._budget = ReconnectBudget(
+            deadline_s=policy.deadline_s,
+            first_delay_s=policy.first_delay_s,
+            max_delay_s=policy.max_delay_s,
+            working_after_s=policy.working_after_s,
+            max_attempts_per_minute=policy.max_attempts_per_minute,
+        )
+        self._breaker = breaker
         # The conversation so far as (role, text), for seeding a fresh session when no handle is
         # left. The call's transcript knows it best (what the caller heard): the session sets it.
         self.conversation: Callable[[], Sequence[tuple[str, str]]] = tuple
@@ -133,6 +155,7 @@ class LiveLink:
     async def close(self) -> None:
         """End the session: close the current connection; buffered messages are dropped."""
         self._closed = True
+        self._log_storm(self._budget.finish(self._clock()), "call_ended")
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -200,7 +223,7 @@ class LiveLink:
                     return
                 reason = f"closed_{exc.code}" if exc.code else "dropped"
                 lost_at = self._clock()
-                log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
+                self._warn("live.connection_lost", code=exc.code, reason=exc.reason)
                 self._held.replay_recent()
             yield await self._reconnect(reason, lost_at=lost_at)
 
@@ -220,9 +243,14 @@ class LiveLink:
                 return
             except TimeoutError:
                 raise _Switch("go_away") from None
-            state.observe(event, self._clock())
-            if type(event) is GoAway:
-                log.info("live.go_away", time_left_s=event.time_left_s)
+            now = self._clock()
+            state.observe(event, now)
+            kind = type(event)
+            if kind is TurnComplete:
+                self._log_storm(self._budget.turn_completed(now), "recovered")
+            elif kind is GoAway:
+                assert isinstance(event, GoAway)
+                self._info("live.go_away", time_left_s=event.time_left_s)
             yield event
             if state.switch_now:
                 # The model's turn is over and the handle covers it: the quietest moment to
@@ -241,6 +269,7 @@ class LiveLink:
         if old is not None:
             # The service refuses a resume while the old socket is open: close it first.
             await old.close()
+        await self._back_off(reason, reason)
         self._state.switching()
         held, replayed = self._held.switch_started()
         conn, attempts = await self._open_and_flush()
@@ -256,7 +285,7 @@ class LiveLink:
             replayed_frames=replayed,
             dropped_audio_frames=dropped,
         )
-        log.info(
+        self._info(
             "live.reconnected",
             reason=event.reason,
             resumed=event.resumed,
@@ -286,8 +315,10 @@ class LiveLink:
                     await conn.send(message)
                     self._held.first_sent()
             except LiveClosedError as exc:
-                log.warning("live.connection_lost", code=exc.code, reason=exc.reason)
+                self._warn("live.connection_lost", code=exc.code, reason=exc.reason)
                 await conn.close()
+                reason = f"closed_{exc.code}" if exc.code else "dropped"
+                await self._back_off(reason, str(exc))
                 continue
             except BaseException:
                 await conn.close()  # cancelled mid-flush (the call ended): never leak it
@@ -297,34 +328,93 @@ class LiveLink:
             return conn, total
 
     async def _open(self, *, resume: bool) -> tuple[LiveConnection, int]:
-        """Connect with retries until the policy's deadline; (connection, attempts)."""
-        started = self._clock()
-        delay = self.policy.first_delay_s
+        """Connect, with backoff between attempts, until the budget is spent; (connection,
+        attempts)."""
+        budget = self._budget
         attempts = 0
         while True:
+            self._check_breaker()
             attempts += 1
+            budget.attempt(self._clock())
             handle = self._state.handle if resume else None
-            remaining = self.policy.deadline_s - (self._clock() - started)
             try:
                 # The deadline is a promise to the caller: no attempt may run past it.
+                remaining = budget.remaining(self._clock())
                 async with asyncio.timeout(self._wall(max(remaining, 0.001))):
-                    return await self._opener(handle), attempts
+                    conn = await self._opener(handle)
             except TimeoutError as exc:
-                raise LiveUnavailableError(
-                    f"no Live connection after {attempts} attempts in "
-                    f"{self._clock() - started:.1f} s: the last attempt timed out"
-                ) from exc
+                budget.failed(self._clock(), "timeout", "the last attempt timed out")
+                raise self._give_up("the last attempt timed out") from exc
             except LiveConnectError as exc:
                 if handle is not None and exc.code == 1007:
                     # The service rejected the handle (expired, unknown): start afresh instead.
                     log.warning("live.resume_refused", error=str(exc))
                     self._state.handle_refused()
                     continue
-                elapsed = self._clock() - started
-                if elapsed + delay > self.policy.deadline_s:
-                    raise LiveUnavailableError(
-                        f"no Live connection after {attempts} attempts in {elapsed:.1f} s: {exc}"
-                    ) from exc
-                log.warning("live.connect_failed", attempt=attempts, error=str(exc))
+                self._warn("live.connect_failed", attempt=attempts, error=str(exc))
+                await self._back_off("connect_failed", str(exc))
+                continue
+            budget.connected(self._clock())
+            return conn, attempts
+
+    async def _back_off(self, reason: str, error: str) -> None:
+        """A connection ended or an attempt failed: wait as the budget says, or give up."""
+        delay = self._budget.failed(self._clock(), reason, error)
+        self._log_storm(self._budget.ended_storm, "recovered")
+        if delay is None:
+            raise self._give_up(error)
+        if delay > 0:
             await self._sleep(self._wall(delay) * (0.5 + self._jitter()))
-            delay = min(delay * 2, self.policy.max_delay_s)
+
+    def _give_up(self, error: str) -> LiveUnavailableError:
+        """The budget is spent: log the storm, tell the breaker; the error to raise."""
+        now = self._clock()
+        budget = self._budget
+        storm = budget.storm
+        attempts = storm.attempts if storm is not None else 0
+        why = (
+            f"more than {self.policy.max_attempts_per_minute} attempts in a minute"
+            if budget.spent_because == "rate"
+            else f"no working connection in {self.policy.deadline_s:g} s"
+        )
+        self._log_storm(budget.finish(now), "gave_up")
+        breaker = self._breaker
+        if breaker is not None and breaker.gave_up(now):
+            log.error(
+                "live.circuit_open",
+                storms=breaker.storms,
+                window_s=breaker.window_s,
+                cool_down_s=breaker.cool_down_s,
+            )
+        return LiveUnavailableError(f"no Live connection: {why} ({attempts} attempts): {error}")
+
+    def _check_breaker(self) -> None:
+        """Fail fast while the process's breaker is open, unless this is the first attempt to
+        replace a working connection (an ordinary switch of a call in progress)."""
+        breaker = self._breaker
+        if breaker is None or (self._budget.ever_worked and self._budget.failures == 0):
+            return
+        now = self._clock()
+        if breaker.is_open(now):
+            raise LiveUnavailableError(
+                f"no Live connection: the Live API failed other calls; not trying for another "
+                f"{breaker.retry_in(now):.1f} s"
+            )
+
+    # -- logging --------------------------------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        """In a storm: per-attempt lines go to debug; ``live.reconnect_storm`` sums them up."""
+        return self._budget.in_storm(self._clock())
+
+    def _warn(self, event: str, **fields: object) -> None:
+        (log.debug if self._quiet() else log.warning)(event, **fields)
+
+    def _info(self, event: str, **fields: object) -> None:
+        (log.debug if self._quiet() else log.info)(event, **fields)
+
+    def _log_storm(self, storm: Storm | None, outcome: str) -> None:
+        if storm is None:
+            return
+        level = log.error if outcome == "gave_up" else log.warning
+        level("live.reconnect_storm", outcome=outcome, **storm.fields(self._clock()))

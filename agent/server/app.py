@@ -32,6 +32,7 @@ from agent.config.registry import AgentRegistry
 from agent.config.reload import AgentRegistryHolder, reloading
 from agent.crm import Crm
 from agent.errors import ConfigError, SharedStateError
+from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
@@ -49,6 +50,7 @@ from agent.server.state import (
     CALLS,
     CLOCK,
     LIVE_BACKEND,
+    LIVE_BREAKER,
     METRICS,
     PRECONNECTS,
     PRICES,
@@ -83,6 +85,7 @@ def create_app(
     agent: AgentConfig | None = None,
     agents: AgentRegistryHolder | None = None,
     reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
+    live_breaker: CircuitBreaker | None = None,
     clock: Callable[[], float] = time.time,
     call_clock: Clock = REAL_TIME,
     metrics: Metrics | None = None,
@@ -154,6 +157,7 @@ def create_app(
     app[CLOCK] = clock
     app[CALL_CLOCK] = call_clock
     app[RECONNECT_POLICY] = reconnect_policy
+    app[LIVE_BREAKER] = live_breaker if live_breaker is not None else CircuitBreaker()
     app[PRECONNECTS] = {}
     app[BACKGROUND] = Background()
     app[STATE] = ServerState()
@@ -327,11 +331,14 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("draining: finishing calls in progress, taking no new ones")
     if app[RECORDS].closed:
         problems.append("shutting down")
+    # Not a problem of this instance (every replica shares the backend): said, still 200.
+    breaker, now = app[LIVE_BREAKER], app[CALL_CLOCK].now()
     body = {
         "status": "unavailable" if problems else "ready",
         "problems": problems,
         "active_calls": len(app[CALLS].active),
         "records_backlog": app[RECORDS].backlog,
+        "live_circuit": "open" if breaker.is_open(now) else "closed",
         "pid": os.getpid(),  # which process answered (agent serve --workers runs several)
     }
     return web.json_response(body, status=503 if problems else 200)

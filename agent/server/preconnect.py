@@ -18,6 +18,7 @@ from agent.server.state import (
     BACKGROUND,
     CALL_CLOCK,
     LIVE_BACKEND,
+    LIVE_BREAKER,
     METRICS,
     PRECONNECT_POLL_S,
     PRECONNECTS,
@@ -54,6 +55,7 @@ def new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
         lambda handle: connect_live(app, agent, handle),
         app[RECONNECT_POLICY],
         clock=app[CALL_CLOCK],
+        breaker=app[LIVE_BREAKER],
     )
 
 

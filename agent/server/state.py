@@ -17,6 +17,7 @@ from agent.cluster.state import SharedState
 from agent.config.models import AgentConfig
 from agent.config.reload import AgentRegistryHolder
 from agent.crm import Crm
+from agent.live.budget import CircuitBreaker
 from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.targets import LiveEndpoint
 from agent.observability.metrics import Metrics
@@ -114,6 +115,10 @@ CALL_CLOCK = web.AppKey("call_clock", Clock)
 
 
 RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
+
+
+# Shared by every Live session of this process: see agent.live.budget.
+LIVE_BREAKER = web.AppKey("live_breaker", CircuitBreaker)
 
 
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")

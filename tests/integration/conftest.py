@@ -30,6 +30,7 @@ from aiohttp import web
 from agent.audio.codec import read_wav
 from agent.config.models import DEFAULT_AGENT, AgentConfig
 from agent.config.reload import AgentRegistryHolder
+from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
@@ -87,6 +88,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         agent: AgentConfig | None = DEFAULT_AGENT,
         agents: AgentRegistryHolder | None = None,
         reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
+        live_breaker: CircuitBreaker | None = None,
         live_target: DeveloperApiTarget | None = None,
         **overrides: object,
     ) -> Bridge:
@@ -107,6 +109,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             agent=None if agents is not None else agent,
             agents=agents,
             reconnect_policy=reconnect_policy,
+            live_breaker=live_breaker,
         )
         runner = web.AppRunner(app)
         await runner.setup()

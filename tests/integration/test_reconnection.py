@@ -6,17 +6,23 @@ so the sequence is the same on any machine; the caller never stops talking or li
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from agent.config.models import CallPolicy
+from agent.live.budget import CircuitBreaker
+from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.state import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start_emulator
 
 from .conftest import BridgeFactory, caller_clip
+from .test_conversation import voiced_ms
 
 PCM16_BYTES_PER_FRAME_16K = 640  # 20 ms at 16 kHz
 PCM16_BYTES_PER_TICK_8K = 320  # what the carrier's timeline holds per 20 ms
@@ -95,3 +101,90 @@ async def test_an_answer_cut_by_a_lost_connection_is_continued_not_left_silent(
     # ...without the caller having to say anything.
     assert len(report.utterances) == 1
     assert call.stats.reconnects == 1
+
+
+STORMS = [
+    pytest.param(Fault.go_away(after_s=0, time_left_s=0, after_setup=True), id="go_away_0s"),
+    pytest.param(Fault.close(after_s=0, code=1011, after_setup=True), id="close_1011"),
+    pytest.param(Fault.abort(after_s=0.5, after_setup=True), id="dropped"),
+]
+
+
+@pytest.mark.parametrize("fault", STORMS)
+async def test_a_live_api_that_fails_every_connection_after_setup_gets_the_fallback_in_time(
+    fault: Fault, start_bridge: BridgeFactory
+) -> None:
+    # The Live API accepts every connection, then fails it before the model said anything.
+    emulator = await start_emulator(EmulatorOptions(faults=(fault,)))
+    loop = asyncio.get_running_loop()
+    try:
+        bridge = await start_bridge(live_target=DeveloperApiTarget(base_url=emulator.url))
+        started = loop.time()
+        with capture_logs() as logs:
+            # A patient caller: stays on the line after the apology, so the server hangs up first.
+            report = await place_call(
+                CarrierOptions(url=bridge.url, gap_ms=5000, reply_timeout_ms=30_000),
+                [caller_clip("goodbye")],
+            )
+            call = await bridge.app[CALLS].wait_ended(report.call_sid)
+        ended = loop.time()
+    finally:
+        await emulator.close()
+
+    policy = ReconnectPolicy()
+    # Backoff from 0.1 s doubling to 2 s fits about a dozen attempts in the 15 s deadline.
+    assert 5 <= len(emulator.sessions) <= 16, len(emulator.sessions)
+    # Each failed right after setup: none counted as a reconnection the call could use.
+    assert call.stats.reconnects < len(emulator.sessions)
+    # The caller heard the apology and the call ended on its own, within the deadline plus the
+    # apology (~6 s) and the mark that confirms it was played.
+    assert call.ended_reason == "error"
+    assert report.ended_by == "server hung up"
+    assert voiced_ms(report.heard) > 5000
+    assert ended - started < policy.deadline_s + 10.0, ended - started
+    # One line for the storm, none per attempt.
+    events = [entry["event"] for entry in logs if entry["log_level"] != "debug"]
+    assert events.count("live.reconnect_storm") == 1
+    (storm,) = [entry for entry in logs if entry["event"] == "live.reconnect_storm"]
+    assert storm["outcome"] == "gave_up"
+    assert storm["attempts"] == len(emulator.sessions)  # the first connection never worked either
+    assert events.count("live.reconnected") <= 1
+    assert events.count("live.connection_lost") <= 1
+    assert events.count("live.go_away") <= 1
+    assert events.count("live.unavailable") == 1
+
+
+async def test_storms_in_several_calls_open_the_breaker_and_later_calls_fail_fast(
+    start_bridge: BridgeFactory,
+) -> None:
+    fault = Fault.close(after_s=0, code=1011, after_setup=True)
+    emulator = await start_emulator(EmulatorOptions(faults=(fault,)))
+    breaker = CircuitBreaker(storms=2, window_s=120.0, cool_down_s=60.0)
+    loop = asyncio.get_running_loop()
+    try:
+        bridge = await start_bridge(
+            live_target=DeveloperApiTarget(base_url=emulator.url), live_breaker=breaker
+        )
+        options = CarrierOptions(url=bridge.url, gap_ms=5000, reply_timeout_ms=30_000)
+        calls = []
+        for _ in range(2):
+            report = await place_call(options, [caller_clip("goodbye")])
+            calls.append(await bridge.app[CALLS].wait_ended(report.call_sid))
+        assert breaker.is_open(loop.time())
+        stormed = len(emulator.sessions)
+        async with aiohttp.ClientSession() as http, http.get(f"{bridge.url}/readyz") as resp:
+            assert resp.status == 200  # every replica shares the backend: still ready
+            assert (await resp.json())["live_circuit"] == "open"
+        started = loop.time()
+        report = await place_call(options, [caller_clip("goodbye")])
+        third = await bridge.app[CALLS].wait_ended(report.call_sid)
+        ended = loop.time()
+    finally:
+        await emulator.close()
+
+    assert [c.ended_reason for c in calls] == ["error", "error"]
+    # The third call tried no connection at all: the fallback at once.
+    assert len(emulator.sessions) == stormed
+    assert third.ended_reason == "error"
+    assert voiced_ms(report.heard) > 5000
+    assert ended - started < 10.0 + 5.0  # the apology and the patient caller's 5 s, no storm

@@ -349,6 +349,8 @@ class LiveEmulatorCore:
             self._at(opened_ms + lifetime_ms, self._deadline_expired)
         for fault in options.faults:
             if fault.applies_to(self.connection) and fault.kind != "delay_setup":
+                if _after_setup(fault):
+                    continue  # scheduled by _complete_setup
                 self._at(opened_ms + fault.after_s * 1000, self._fault_action(fault))
 
     def _fault_action(self, fault: Fault) -> Callable[[float], None]:
@@ -507,6 +509,9 @@ class LiveEmulatorCore:
 
     def _complete_setup(self, at_ms: float) -> None:
         self._send({"setupComplete": {}})
+        for fault in self.options.faults:
+            if _after_setup(fault) and fault.applies_to(self.connection):
+                self._at(at_ms + fault.after_s * 1000, self._fault_action(fault))
         if self._queued:
             self._start_next(at_ms)
         else:
@@ -1025,6 +1030,11 @@ def _sensitivity(value: Any, prefix: str) -> Literal["HIGH", "LOW"]:
     if value == f"{prefix}_LOW":
         return "LOW"
     raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+
+
+def _after_setup(fault: Fault) -> bool:
+    """The fault's time counts from ``setupComplete`` (close, abort and go_away faults only)."""
+    return fault.after_setup and fault.kind in ("close", "abort", "go_away")
 
 
 def _milliseconds(value: Any, default: int) -> int:

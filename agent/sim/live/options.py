@@ -26,7 +26,8 @@ class Fault:
     Build one with the class methods (``Fault.close(after_s=5)``). Times are emulated seconds
     from the moment the connection opened (scaled by ``speed`` on the wall clock). ``connection``
     is the 0-based index of the connection it hits, as in ``RunningEmulator.sessions``; ``None``
-    hits every connection.
+    hits every connection. With ``after_setup`` the time counts from ``setupComplete`` instead
+    (``Fault.close(0, after_setup=True)``: every connection is accepted, then fails at once).
     """
 
     kind: FaultKind
@@ -39,6 +40,8 @@ class Fault:
     reason: str = "Internal error occurred."
     """``close``: the close reason."""
     connection: int | None = None
+    after_setup: bool = False
+    """``after_s`` counts from ``setupComplete`` (not used by ``delay_setup`` and ``stall``)."""
 
     @classmethod
     def close(
@@ -48,14 +51,24 @@ class Fault:
         reason: str = "Internal error occurred.",
         *,
         connection: int | None = None,
+        after_setup: bool = False,
     ) -> Fault:
         """Close the connection with ``code`` and ``reason`` (a mid-session 1011 by default)."""
-        return cls("close", after_s=after_s, code=code, reason=reason, connection=connection)
+        return cls(
+            "close",
+            after_s=after_s,
+            code=code,
+            reason=reason,
+            connection=connection,
+            after_setup=after_setup,
+        )
 
     @classmethod
-    def abort(cls, after_s: float, *, connection: int | None = None) -> Fault:
+    def abort(
+        cls, after_s: float, *, connection: int | None = None, after_setup: bool = False
+    ) -> Fault:
         """Drop the TCP connection with no close frame: the client sees 1006."""
-        return cls("abort", after_s=after_s, connection=connection)
+        return cls("abort", after_s=after_s, connection=connection, after_setup=after_setup)
 
     @classmethod
     def stall(cls, after_s: float, for_s: float, *, connection: int | None = None) -> Fault:
@@ -69,10 +82,21 @@ class Fault:
 
     @classmethod
     def go_away(
-        cls, after_s: float, time_left_s: float = 50.0, *, connection: int | None = None
+        cls,
+        after_s: float,
+        time_left_s: float = 50.0,
+        *,
+        connection: int | None = None,
+        after_setup: bool = False,
     ) -> Fault:
         """Send ``goAway`` early, then end the connection ``time_left_s`` later as the cap does."""
-        return cls("go_away", after_s=after_s, duration_s=time_left_s, connection=connection)
+        return cls(
+            "go_away",
+            after_s=after_s,
+            duration_s=time_left_s,
+            connection=connection,
+            after_setup=after_setup,
+        )
 
     def applies_to(self, connection: int) -> bool:
         return self.connection is None or self.connection == connection

@@ -7,15 +7,19 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+from structlog.testing import capture_logs
 from timing import scaled_timeout
 
+from agent.clock import Clock
 from agent.errors import LiveClosedError, LiveConnectError
 from agent.live import protocol
+from agent.live.budget import CircuitBreaker
 from agent.live.link import (
     LinkEvent,
     LiveLink,
     LiveReconnected,
     LiveUnavailableError,
+    Opener,
     ReconnectPolicy,
 )
 from agent.live.protocol import (
@@ -368,3 +372,118 @@ async def test_closing_the_link_ends_its_events_quietly() -> None:
     await link.close()
     with pytest.raises(StopAsyncIteration):
         await pending
+
+
+class ManualTime:
+    """A call clock that moves only when the link sleeps (its waits are recorded)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self.clock = Clock(source=lambda: self.now)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def failing_at_once(service: FakeService) -> Opener:
+    """Every connection is accepted, then closed 1011 before the model says anything."""
+
+    async def open_(handle: str | None) -> FakeConnection:
+        conn = await service.open(handle)
+        conn.push(LiveClosedError(1011, "Internal error occurred."))
+        return conn
+
+    return open_  # type: ignore[return-value]
+
+
+async def test_connections_that_fail_right_after_setup_back_off_and_give_up_at_the_deadline() -> (
+    None
+):
+    service = FakeService()
+    time = ManualTime()
+    breaker = CircuitBreaker(storms=1)
+    link = LiveLink(
+        failing_at_once(service),
+        ReconnectPolicy(),
+        clock=time.clock,
+        sleep=time.sleep,
+        jitter=lambda: 0.5,
+        breaker=breaker,
+    )
+    await link.start()
+    with capture_logs() as logs, pytest.raises(LiveUnavailableError, match="no working connection"):
+        async for _ in link.events():
+            pass
+    # The backoff applies although every attempt succeeded in opening a connection.
+    assert time.slept == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0, 2.0, 2.0]
+    assert time.now == pytest.approx(13.1)
+    assert len(service.connections) == 11
+    # One line for the storm; the per-attempt lines went to debug.
+    storms = [e for e in logs if e["event"] == "live.reconnect_storm"]
+    assert [(s["outcome"], s["attempts"], s["failures"]) for s in storms] == [("gave_up", 11, 11)]
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == [
+        "live.connection_lost",
+        "live.reconnect_storm",
+        "live.circuit_open",
+    ]
+    # The next call fails fast: no attempt while the breaker is open.
+    other = FakeService()
+    later = LiveLink(other.open, ReconnectPolicy(), clock=time.clock, breaker=breaker)  # type: ignore[arg-type]
+    with pytest.raises(LiveUnavailableError, match="failed other calls"):
+        await later.start()
+    assert other.attempts == []
+    await link.close()
+
+
+async def test_too_many_reconnects_in_a_minute_give_up_even_if_each_connection_worked() -> None:
+    service = FakeService()
+    time = ManualTime()
+
+    async def open_(handle: str | None) -> FakeConnection:
+        conn = await service.open(handle)
+        conn.push(TurnComplete())  # it worked...
+        conn.push(LiveClosedError(1006, "connection lost"))  # ...then dropped at once
+        return conn
+
+    link = LiveLink(
+        open_,  # type: ignore[arg-type]
+        ReconnectPolicy(max_attempts_per_minute=5),
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    await link.start()
+    with capture_logs() as logs, pytest.raises(LiveUnavailableError, match="in a minute"):
+        async for _ in link.events():
+            pass
+    assert len(service.connections) == 5
+    assert time.slept == []  # each one worked: reconnected at once
+    storms = [e for e in logs if e["event"] == "live.reconnect_storm"]
+    assert [(s["outcome"], s["attempts"]) for s in storms] == [("gave_up", 5)]
+    await link.close()
+
+
+async def test_an_open_breaker_lets_a_working_call_switch_connections() -> None:
+    service = FakeService()
+    time = ManualTime()
+    breaker = CircuitBreaker(storms=1)
+    link = LiveLink(
+        service.open,  # type: ignore[arg-type]
+        ReconnectPolicy(),
+        clock=time.clock,
+        sleep=time.sleep,
+        breaker=breaker,
+    )
+    await link.start()
+    events = link.events()
+    first = service.connections[0]
+    first.push(TurnComplete())
+    assert await next_event(events) == TurnComplete()
+    assert breaker.gave_up(time.now)  # another call gave up: the breaker opens
+    first.push(GoAway(0.0))
+    assert await next_event(events) == GoAway(0.0)
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)  # an ordinary switch still goes ahead
+    assert len(service.connections) == 2
+    await link.close()

@@ -1191,6 +1191,26 @@ def test_a_go_away_fault() -> None:
     assert close_of(core) == CloseConnection(1011, DEADLINE_EXPIRED)
 
 
+def test_a_fault_after_setup_counts_from_setup_complete() -> None:
+    # Every connection accepted, then told to go at once: goAway timeLeft 0s right after setup.
+    core = fault_core(Fault.go_away(after_s=0, time_left_s=0, after_setup=True))
+    assert core.next_deadline() is None  # nothing before the setup
+    core.receive(SETUP, 300)
+    assert messages(core)[0] == {"setupComplete": {}}
+    assert core.next_deadline() == 300
+    core.poll(300)
+    assert core.data_to_send() == [
+        SendMessage({"goAway": {"timeLeft": "0s"}}),
+        CloseConnection(1011, DEADLINE_EXPIRED),
+    ]
+    closing = fault_core(Fault.close(after_s=0.5, after_setup=True), connection=3)
+    closing.receive(SETUP, 200)
+    messages(closing)
+    assert closing.next_deadline() == 700
+    closing.poll(700)
+    assert close_of(closing) == CloseConnection(1011, "Internal error occurred.")
+
+
 def test_options_reject_nonsense_limits_and_faults() -> None:
     with pytest.raises(ValueError, match="connection_lifetime_s"):
         EmulatorOptions(connection_lifetime_s=0)
