@@ -47,6 +47,7 @@ from pydantic_core import ErrorDetails
 from yaml.constructor import SafeConstructor
 
 from agent.config.fields import ACROSS, Loc, Step, describe, path_text, step_of
+from agent.config.limits import MAX_FILE_BYTES, LimitError, compose
 from agent.config.models import AgentConfig, AgentFile
 from agent.config.registry import AgentRegistry
 from agent.config.tools import ToolSpec
@@ -106,7 +107,6 @@ _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 # ${NAME} or ${NAME:-default}; $${ is a literal ${.
 _ENV_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_Loader: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _AGENT_FILE: Final = TypeAdapter(AgentFile)
 # Errors where a model wanted text: a plain scalar YAML read as something else is retried as the
 # text it was written as.
@@ -394,12 +394,26 @@ def _read_file(
 ) -> tuple[_AgentFile | None, _Document]:
     doc = _Document(file=_display(path), env=env)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            doc.problem(
+                None,
+                None,
+                f"the file is bigger than {MAX_FILE_BYTES // 1024} KiB, the most an agent file "
+                "may be: it was not read",
+            )
+            return None, doc
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         doc.problem(None, None, f"cannot read the file: {exc}")
         return None, doc
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = compose(text)
+    except LimitError as exc:
+        mark = exc.problem_mark
+        doc.problem(mark.line + 1 if mark else None, exc.key, f"refused: {exc.problem}")
+        return None, doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
