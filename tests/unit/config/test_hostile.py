@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.cli.agents import check_command
 from agent.config import limits, loader
-from agent.config.loader import AgentFilesError, load
+from agent.config.loader import AgentFilesError, EnvAllow, load
+from agent.errors import ConfigError
+from agent.server.settings import Settings, agent_env_from_env, bridge_variables
 
 # Nine levels of nine aliases: 9**9 (387 million) strings once expanded, in under 700 bytes.
 BOMB = """\
@@ -142,3 +145,109 @@ def test_the_counting_composer_gives_the_nodes_pyyaml_gives() -> None:
     assert ours is not None
     assert theirs is not None
     assert shape(ours) == shape(theirs)
+
+
+# --------------------------------------------------------------------------------------------
+# ${VAR}: only the variables agent files are allowed, never the bridge's own
+# --------------------------------------------------------------------------------------------
+
+TOKEN = "twilio-token-0123456789abcdef"
+KEY = "gemini-key-AIzaSyExample987"
+
+
+def _env_problems(folder: Path, text: str, **kwargs: object) -> list[loader.Problem]:
+    (folder / "a.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(AgentFilesError) as caught:
+        load(folder, **kwargs)  # type: ignore[arg-type]
+    return list(caught.value.problems)
+
+
+def test_the_bridges_own_secrets_are_refused_and_never_read(tmp_path: Path) -> None:
+    env = {"TWILIO_AUTH_TOKEN": TOKEN, "GEMINI_API_KEY": KEY, "AGENT_NAME": "Ada"}
+    text = (
+        "system_prompt: |\n"
+        "  You are ${AGENT_NAME}. Token ${TWILIO_AUTH_TOKEN}.\n"
+        "  Key ${GEMINI_API_KEY:-none}.\n"
+    )
+    problems = _env_problems(tmp_path, text, env=env)
+    assert [(p.line, p.key) for p in problems] == [(1, "system_prompt")] * 2
+    assert problems[0].message.startswith(
+        "${TWILIO_AUTH_TOKEN} is one of the bridge's own variables: agent files may never read it"
+    )
+    assert problems[1].message.startswith("${GEMINI_API_KEY} is one of the bridge's own")
+    everything = str(AgentFilesError(problems))
+    assert TOKEN not in everything
+    assert KEY not in everything
+    # Allowing it by prefix or by name does not help: the bridge's variables are never read.
+    for allow in (EnvAllow("TWILIO_"), EnvAllow(names=frozenset({"TWILIO_AUTH_TOKEN"}))):
+        problems = _env_problems(tmp_path, text, env=env, env_allow=allow)
+        own = [p for p in problems if "one of the bridge's own variables" in p.message]
+        assert len(own) == 2
+        assert TOKEN not in str(AgentFilesError(problems))
+
+
+def test_every_settings_variable_is_refused(tmp_path: Path) -> None:
+    variables = bridge_variables()
+    assert {"TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET", "GEMINI_API_KEY", "DATABASE_URL"} <= (
+        variables
+    )
+    assert {"STREAM_TOKEN_SECRET", "SHARED_STATE_URL", "AGENT_ENV_ALLOW"} <= variables
+    assert variables == {name.upper() for name in Settings.model_fields}
+    allow = EnvAllow(prefix="", names=frozenset(variables))
+    assert all(allow.refusal(name) for name in variables)
+
+
+def test_other_variables_need_the_prefix_or_the_allow_list(tmp_path: Path) -> None:
+    env = {"ACME_HUMAN_NUMBER": "+15555550100", "AGENT_HUMAN": "+15555550101"}
+    text = "system_prompt: Hi.\nfallback: {transfer_to: '${ACME_HUMAN_NUMBER:-+15555550142}'}\n"
+    (problem,) = _env_problems(tmp_path, text, env=env)
+    assert (problem.line, problem.key) == (2, "fallback.transfer_to")
+    assert problem.message == (
+        "${ACME_HUMAN_NUMBER} is not a variable agent files may read: rename it "
+        "AGENT_ACME_HUMAN_NUMBER, or list it in AGENT_ENV_ALLOW"
+    )
+    allowed = load(tmp_path, env=env, env_allow=EnvAllow(names=frozenset({"ACME_HUMAN_NUMBER"})))
+    assert allowed.default.fallback.transfer_to == "+15555550100"
+    (tmp_path / "a.yaml").write_text(
+        "system_prompt: Hi.\nfallback: {transfer_to: '${AGENT_HUMAN}'}\n", encoding="utf-8"
+    )
+    assert load(tmp_path, env=env).default.fallback.transfer_to == "+15555550101"
+    # Under another prefix, AGENT_ is a prefix like any other: refused.
+    (problem,) = _env_problems(tmp_path, text.replace("ACME_", "AGENT_"), env_allow=EnvAllow("S_"))
+    assert problem.message.startswith("${AGENT_HUMAN_NUMBER} is not a variable agent files")
+    text = text.replace("ACME_", "S_")
+    (tmp_path / "a.yaml").write_text(text, encoding="utf-8")
+    custom = load(tmp_path, env={"S_HUMAN_NUMBER": "+15555550102"}, env_allow=EnvAllow("S_"))
+    assert custom.default.fallback.transfer_to == "+15555550102"
+
+
+def test_the_allow_list_comes_from_the_settings() -> None:
+    settings = Settings.from_env({"AGENT_ENV_ALLOW": "ACME_HUMAN_NUMBER, SHOP_KEY"})
+    assert settings.agent_env_prefix == "AGENT_"
+    assert settings.agent_env_allow == {"ACME_HUMAN_NUMBER", "SHOP_KEY"}
+    with pytest.raises(ConfigError, match="AGENT_ENV_ALLOW lists TWILIO_AUTH_TOKEN, one of the"):
+        Settings.from_env({"AGENT_ENV_ALLOW": "SHOP_KEY,TWILIO_AUTH_TOKEN"})
+    with pytest.raises(ConfigError, match="AGENT_ENV_PREFIX must be the start of a variable"):
+        Settings.from_env({"AGENT_ENV_PREFIX": "A-"})
+    assert agent_env_from_env({"AGENT_ENV_PREFIX": "SHOP_", "TWILIO_AUTH_TOKEN": TOKEN}) == (
+        "SHOP_",
+        frozenset(),
+    )
+
+
+def test_the_bundled_example_reads_agent_acme_human_number() -> None:
+    assert load(env={}).default.fallback.transfer_to == "+15555550142"
+    registry = load(env={"AGENT_ACME_HUMAN_NUMBER": "+15555550177", "ACME_HUMAN_NUMBER": "x"})
+    assert registry.default.fallback.transfer_to == "+15555550177"
+
+
+def test_agent_check_reads_the_allow_list_from_its_environment(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "system_prompt: Hi.\nfallback: {transfer_to: '${SHOP_HUMAN}'}\n", encoding="utf-8"
+    )
+    code, text = check_command(str(tmp_path), env={"SHOP_HUMAN": "+15555550103"})
+    assert code == 1
+    assert "${SHOP_HUMAN} is not a variable agent files may read" in text
+    env = {"SHOP_HUMAN": "+15555550103", "AGENT_ENV_ALLOW": "SHOP_HUMAN"}
+    code, text = check_command(str(tmp_path), env=env)
+    assert code == 0, text
