@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from timing import scaled_timeout
 
 from agent.cli.agents import check_command
 from agent.config import limits, loader
+from agent.config import reload as reload_module
 from agent.config.loader import AgentFilesError, EnvAllow, load
+from agent.config.reload import AgentRegistryHolder, install_reload_on_sighup
 from agent.errors import ConfigError
 from agent.server.settings import Settings, agent_env_from_env, bridge_variables
 
@@ -251,3 +258,64 @@ def test_agent_check_reads_the_allow_list_from_its_environment(tmp_path: Path) -
     env = {"SHOP_HUMAN": "+15555550103", "AGENT_ENV_ALLOW": "SHOP_HUMAN"}
     code, text = check_command(str(tmp_path), env=env)
     assert code == 0, text
+
+
+# --------------------------------------------------------------------------------------------
+# Reload: reading and parsing in a thread, so calls never wait for a slow file
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["reload_async", "reload_if_changed", "sighup"])
+async def test_a_slow_reload_leaves_the_event_loop_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text("system_prompt: Hi.\n", encoding="utf-8")
+    swapped = asyncio.Event()
+    holder = AgentRegistryHolder(tmp_path, env={}, on_change=lambda _: swapped.set())
+    path.write_text("system_prompt: Hello.\nname: changed\n", encoding="utf-8")
+    os.utime(path, ns=(1, 1))  # a new fingerprint whatever the clock's resolution
+    parsing, release = threading.Event(), threading.Event()
+    on_the_loop: list[bool] = []
+    real_load = load
+
+    def slow_load(*args: object, **kwargs: object) -> object:
+        """A parse that cannot finish until a task on the event loop lets it."""
+        on_the_loop.append(_running_loop() is not None)
+        parsing.set()
+        # If this ran on the loop, nothing could set release: the wait would time out.
+        assert release.wait(scaled_timeout(10)), "the event loop was blocked by the reload"
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reload_module, "load", slow_load)
+    uninstall = None
+    if how == "sighup":
+        uninstall = install_reload_on_sighup(asyncio.get_running_loop(), holder)
+        os.kill(os.getpid(), signal.SIGHUP)
+    else:
+        reloading = asyncio.ensure_future(getattr(holder, how)())
+    try:
+        assert await asyncio.to_thread(parsing.wait, scaled_timeout(10))
+
+        async def another_call() -> str:  # meanwhile, the loop serves others
+            await asyncio.sleep(0)
+            release.set()
+            return "served"
+
+        assert await another_call() == "served"
+        assert on_the_loop == [False]
+        await asyncio.wait_for(swapped.wait(), scaled_timeout(10))
+        if how != "sighup":
+            await reloading
+        assert holder.current.default.name == "changed"
+    finally:
+        release.set()
+        if uninstall is not None:
+            uninstall()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
