@@ -9,12 +9,13 @@ import textwrap
 import threading
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from timing import scaled_timeout
 
 from agent.cli.agents import check_command
-from agent.config import limits, loader
+from agent.config import fields, limits, loader
 from agent.config import reload as reload_module
 from agent.config.loader import AgentFilesError, EnvAllow, load
 from agent.config.reload import AgentRegistryHolder, install_reload_on_sighup
@@ -319,3 +320,36 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def test_a_huge_parameter_schema_is_refused_before_the_meta_schema_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the document's limits, aliases still make a big schema; checking one against the
+    meta-schema is the slow part of loading, so its size is capped first."""
+    levels = ["        p0: &p0 {type: string, description: x}"] + [
+        f"        p{i}: &p{i} {{type: object, properties: {{a: *p{i - 1}, b: *p{i - 1}}}}}"
+        for i in range(1, 10)
+    ]
+    text = (
+        "system_prompt: Hi.\ntools:\n  - name: t\n    description: d\n"
+        '    http: {url: "https://example.com/x"}\n'
+        "    parameters:\n      type: object\n      properties:\n" + "\n".join(levels) + "\n"
+    )
+    (tmp_path / "a.yaml").write_text(text, encoding="utf-8")
+    checked: list[object] = []
+    monkeypatch.setattr(
+        jsonschema.Draft202012Validator, "check_schema", lambda schema: checked.append(schema)
+    )
+    with pytest.raises(AgentFilesError) as caught:
+        load(tmp_path, env={})
+    assert checked == []
+    assert [(p.line, p.key, p.message) for p in caught.value.problems] == [
+        (
+            6,
+            "tools[0].parameters",
+            f"has more than {fields.MAX_SCHEMA_VALUES} values: too big for a tool's parameters",
+        )
+    ]
+    assert not fields._more_values_than({"type": "object", "properties": {}}, 5)
+    assert fields._more_values_than({"type": "object", "properties": {}}, 4)
