@@ -22,11 +22,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from agent.config.loader import AgentFilesError, ToolCheck, load
+from agent.config.loader import AgentFilesError, EnvAllow, ToolCheck, load
 from agent.config.registry import AgentRegistry
 from agent.config.schema import agent_json_schema, markdown_reference
 from agent.observability.privacy import redact_secrets
-from agent.server.settings import agents_path_from_env
+from agent.server.settings import agent_env_from_env, agents_path_from_env
 
 
 def add_agents_subcommands(commands: Any) -> None:
@@ -66,9 +66,10 @@ def check_command(
     code and the text to print."""
     if path is None:
         path = agents_path_from_env(env)  # None: the environment, then .env, as the server
+    prefix, names = agent_env_from_env(env)  # AGENT_ENV_PREFIX, AGENT_ENV_ALLOW, as the server
     env = os.environ if env is None else env
     try:
-        registry = load(path, env=env, check_tools=check_tools)
+        registry = load(path, env=env, env_allow=EnvAllow(prefix, names), check_tools=check_tools)
     except AgentFilesError as exc:
         files = {p.file for p in exc.problems}
         count = len(exc.problems)

@@ -342,14 +342,38 @@ def _json_object(value: Any) -> dict[str, Any]:
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 
 
+#: Values (keys, values, items) a tool's parameter schema may have. Checking a schema against the
+#: meta-schema costs ~0.1 ms per value, and a model needs a few dozen, not thousands.
+MAX_SCHEMA_VALUES: Final = 2_000
+
+
+def _more_values_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` (JSON data) has more than ``limit`` values, stopping once it does."""
+    count, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, Mapping):
+            count += len(item)  # the keys
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count > limit
+
+
 def json_schema_problems(schema: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     """Why ``schema`` is not a valid JSON Schema (draft 2020-12), as (where inside it, message)
     pairs; empty if it is one. A tool's ``parameters`` are checked so at load, so
     ``type: strng`` or ``minimum: "five"`` is a problem in the file, not a surprise mid-call.
 
     ``check_schema`` decides; when it refuses, every error against the meta-schema is listed
-    (it raises only the first), so a file is fixed in one pass.
+    (it raises only the first), so a file is fixed in one pass. A schema of more than
+    :data:`MAX_SCHEMA_VALUES` values is refused before any of that.
     """
+    if _more_values_than(schema, MAX_SCHEMA_VALUES):
+        return [((), f"has more than {MAX_SCHEMA_VALUES} values: too big for a tool's parameters")]
     try:
         Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError:

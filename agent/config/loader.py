@@ -22,6 +22,11 @@ Why it is built this way:
   ``language: no``).
 * **Secrets stay out of files and logs.** ``${ENV_VAR}`` (or ``${ENV_VAR:-default}``) in any string
   value is replaced at load time; a missing variable is a problem naming file, line and key.
+  Only variables :class:`EnvAllow` allows are read (``AGENT_…``, or listed in ``AGENT_ENV_ALLOW``),
+  never the bridge's own (``${TWILIO_AUTH_TOKEN}`` is a problem, its value is never read).
+* **Hostile files fail fast.** :mod:`agent.config.limits` caps a file's size, and the nodes and
+  nesting of the document with its aliases expanded, while composing: an alias bomb is one
+  problem at its line, not a process that never finishes.
   :meth:`~agent.config.registry.AgentRegistry.secrets` returns every substituted value so log
   redaction can mask it, and problem messages never echo a substituted value. ``$${`` writes a
   literal ``${``.
@@ -47,15 +52,46 @@ from pydantic_core import ErrorDetails
 from yaml.constructor import SafeConstructor
 
 from agent.config.fields import ACROSS, Loc, Step, describe, path_text, step_of
+from agent.config.limits import MAX_FILE_BYTES, LimitError, compose
 from agent.config.models import AgentConfig, AgentFile
 from agent.config.registry import AgentRegistry
 from agent.config.tools import ToolSpec
 from agent.errors import ConfigError
 from agent.observability.privacy import redact_secrets
+from agent.server.settings import bridge_variables
 
 #: The folder ``agent serve`` reads when ``AGENTS_PATH`` is not set.
 BUNDLED_AGENTS: Final = Path(__file__).parents[1] / "examples"
 AGENT_FILE_SUFFIXES: Final = (".yaml", ".yml")
+
+DEFAULT_ENV_PREFIX: Final = "AGENT_"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvAllow:
+    """Which environment variables ``${VAR}`` in an agent file may read: those starting with
+    ``prefix`` (``AGENT_ENV_PREFIX``) and those in ``names`` (``AGENT_ENV_ALLOW``), but never
+    one of the bridge's own (:func:`~agent.server.settings.bridge_variables`: its credentials
+    and settings), whatever the prefix or the list says."""
+
+    prefix: str = DEFAULT_ENV_PREFIX
+    names: frozenset[str] = frozenset()
+
+    def refusal(self, name: str) -> str | None:
+        """Why ``${name}`` may not be read, or None if it may."""
+        if name in bridge_variables():
+            return (
+                f"${{{name}}} is one of the bridge's own variables: agent files may never read "
+                "it (put what the agent needs in a variable of its own, such as "
+                f"{self.prefix}{name.removeprefix(self.prefix)})"
+            )
+        if (self.prefix and name.startswith(self.prefix)) or name in self.names:
+            return None
+        return (
+            f"${{{name}}} is not a variable agent files may read: rename it "
+            f"{self.prefix}{name}, or list it in AGENT_ENV_ALLOW"
+        )
+
 
 ToolCheck = Callable[[Sequence[ToolSpec]], list[str]]
 """Extra checks for built tools (``agent.tools.validate_specs``: imports python targets, parses
@@ -106,7 +142,6 @@ _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 # ${NAME} or ${NAME:-default}; $${ is a literal ${.
 _ENV_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_Loader: Final[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _AGENT_FILE: Final = TypeAdapter(AgentFile)
 # Errors where a model wanted text: a plain scalar YAML read as something else is retried as the
 # text it was written as.
@@ -142,6 +177,7 @@ class _Document:
 
     file: str
     env: Mapping[str, str]
+    env_allow: EnvAllow = field(default_factory=EnvAllow)
     problems: list[Problem] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
     lines: dict[str, int] = field(default_factory=dict)  # key path -> line of its key or item
@@ -201,6 +237,7 @@ class _Document:
         text = str(node.value)
         line = node.start_mark.line + 1
         missing: list[str] = []
+        refused: list[str] = []
         used = False
 
         def replace(match: re.Match[str]) -> str:
@@ -208,6 +245,10 @@ class _Document:
             name, default = match.groups()
             if name is None:  # $${
                 return "${"
+            refusal = self.env_allow.refusal(name)
+            if refusal is not None:  # not even read: its value is in no message and no prompt
+                refused.append(refusal)
+                return ""
             value = self.env.get(name) or None  # an empty variable counts as unset
             if value is None:
                 if default is not None:
@@ -219,6 +260,8 @@ class _Document:
             return value
 
         result = _ENV_RE.sub(replace, text)
+        for message in refused:
+            self.problem(line, path, message)
         for name in missing:
             self.problem(
                 line, path, f"environment variable {name} is not set (referenced as ${{{name}}})"
@@ -231,7 +274,7 @@ class _Document:
                 "write '$${' for a literal '${'",
             )
             missing.append("")
-        if missing:
+        if missing or refused:
             self.reported.add(path)
             return _DROPPED
         if used:
@@ -389,17 +432,32 @@ def agent_files(path: str | os.PathLike[str] | None = None) -> list[Path]:
 def _read_file(
     path: Path,
     env: Mapping[str, str],
+    env_allow: EnvAllow,
     check_tools: ToolCheck | None,
     check_agent: AgentCheck | None,
 ) -> tuple[_AgentFile | None, _Document]:
-    doc = _Document(file=_display(path), env=env)
+    doc = _Document(file=_display(path), env=env, env_allow=env_allow)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            doc.problem(
+                None,
+                None,
+                f"the file is bigger than {MAX_FILE_BYTES // 1024} KiB, the most an agent file "
+                "may be: it was not read",
+            )
+            return None, doc
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         doc.problem(None, None, f"cannot read the file: {exc}")
         return None, doc
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = compose(text)
+    except LimitError as exc:
+        mark = exc.problem_mark
+        doc.problem(mark.line + 1 if mark else None, exc.key, f"refused: {exc.problem}")
+        return None, doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
@@ -458,11 +516,13 @@ def load(
     path: str | os.PathLike[str] | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    env_allow: EnvAllow | None = None,
     check_tools: ToolCheck | None = None,
     check_agent: AgentCheck | None = None,
 ) -> AgentRegistry:
     """Read and validate every agent file at ``path`` (a folder or one file; None: the bundled
-    examples), substituting ``${VAR}`` from ``env`` (default: the process environment).
+    examples), substituting ``${VAR}`` from ``env`` (default: the process environment) for the
+    variables ``env_allow`` allows (default: those starting with ``AGENT_``).
     ``check_tools`` and ``check_agent`` add checks from the layers above (see :data:`ToolCheck`,
     :data:`AgentCheck`); their problems are reported like the loader's own.
 
@@ -480,7 +540,7 @@ def load(
     loaded: list[_AgentFile] = []
     secrets: set[str] = set()
     for file in files:
-        agent_file, doc = _read_file(file, env, check_tools, check_agent)
+        agent_file, doc = _read_file(file, env, env_allow or EnvAllow(), check_tools, check_agent)
         problems.extend(doc.problems)
         secrets |= doc.secrets
         if agent_file is not None:

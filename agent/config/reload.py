@@ -17,7 +17,14 @@ from typing import Any
 
 import structlog
 
-from agent.config.loader import AgentCheck, AgentFilesError, ToolCheck, agent_files, load
+from agent.config.loader import (
+    AgentCheck,
+    AgentFilesError,
+    EnvAllow,
+    ToolCheck,
+    agent_files,
+    load,
+)
 from agent.config.registry import AgentRegistry
 
 log = structlog.get_logger("agent.agents")
@@ -55,6 +62,7 @@ class AgentRegistryHolder:
         registry: AgentRegistry | None = None,
         *,
         env: Mapping[str, str] | None = None,
+        env_allow: EnvAllow | None = None,
         check_tools: ToolCheck | None = None,
         check_agent: AgentCheck | None = None,
         on_change: Callable[[AgentRegistry], None] | None = None,
@@ -62,10 +70,12 @@ class AgentRegistryHolder:
     ) -> None:
         """Loads ``path`` now unless ``registry`` is given (raising AgentFilesError if invalid).
         ``on_change`` runs after each successful reload (e.g. to add new secrets to the log
-        redaction); ``env`` defaults to the process environment at each reload."""
+        redaction); ``env`` defaults to the process environment at each reload, and
+        ``env_allow`` says which of its variables the files may read (default ``AGENT_…``)."""
         self.path = path
         self._reloadable = True
         self._env = env
+        self._env_allow = env_allow
         self._check_tools = check_tools
         self._check_agent = check_agent
         self._on_change = on_change
@@ -137,7 +147,11 @@ class AgentRegistryHolder:
 
     def _load(self) -> AgentRegistry:
         return load(
-            self.path, env=self._env, check_tools=self._check_tools, check_agent=self._check_agent
+            self.path,
+            env=self._env,
+            env_allow=self._env_allow,
+            check_tools=self._check_tools,
+            check_agent=self._check_agent,
         )
 
     def _failed(self, exc: AgentFilesError) -> list[str]:

@@ -27,6 +27,7 @@ from aiohttp import WSCloseCode, web
 from agent.call.active import ActiveCalls
 from agent.clock import REAL_TIME, Clock
 from agent.cluster.state import shared_state_from_url
+from agent.config.loader import EnvAllow
 from agent.config.models import AgentConfig
 from agent.config.registry import AgentRegistry
 from agent.config.reload import AgentRegistryHolder, reloading
@@ -122,6 +123,7 @@ def create_app(
         else:
             agents = AgentRegistryHolder(
                 settings.agents_path,
+                env_allow=EnvAllow(settings.agent_env_prefix, settings.agent_env_allow),
                 check_tools=validate_specs,
                 on_change=lambda registry: add_secrets(*registry.secrets()),
             )

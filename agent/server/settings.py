@@ -39,6 +39,10 @@
 |                     | examples, so `agent serve` answers as `acme-support` out of the box)  |
 | `AGENTS_RELOAD_INTERVAL_S` | poll the agent files' modification times this often and reload |
 |                     | on a change (default 0: off; SIGHUP always reloads)                   |
+| `AGENT_ENV_PREFIX`  | `${VAR}` in agent files reads only variables with this prefix     |
+|                     | (default `AGENT_`) or listed in `AGENT_ENV_ALLOW`                     |
+| `AGENT_ENV_ALLOW`   | comma-separated further variables agent files may read; never one of |
+|                     | the bridge's own variables (those in this table)                      |
 
 :meth:`Settings.from_env` reads these from the environment and from a ``.env`` file in the
 working directory (``NAME=value`` lines; the environment wins where both set a variable). An empty
@@ -86,6 +90,7 @@ _PROJECT_RE: Final = re.compile(
     r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.-]+:[a-z][a-z0-9-]{4,28}[a-z0-9]"
 )
 _LOCATION_RE: Final = re.compile(r"[a-z]+(-[a-z]+)*[0-9]*|global")
+_VARIABLE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Fields that are tuning for tests and benchmarks, not variables (the table above).
 _NOT_VARIABLES: Final = frozenset({"live_connect_timeout_s", "stream_start_timeout_s"})
 
@@ -165,6 +170,13 @@ def _fields(value: Any) -> Any:
     return value
 
 
+def _variable_names(value: Any) -> Any:
+    """``AGENT_ENV_ALLOW``: comma-separated variable names."""
+    if isinstance(value, str):
+        return frozenset(n.strip() for n in value.split(",") if n.strip())
+    return value
+
+
 Flag = Annotated[bool, BeforeValidator(_flag)]
 SecondsValue = Annotated[float, BeforeValidator(_seconds)]
 OptionalText = Annotated[str | None, BeforeValidator(_optional)]
@@ -221,6 +233,11 @@ class Settings(BaseSettings):
     crm_database_url: str = "sqlite:///./crm.db"
     agents_path: OptionalText = None  # None: the bundled examples (agent.config BUNDLED_AGENTS)
     agents_reload_interval_s: SecondsValue = 0.0  # 0: no polling
+    # Which variables ${VAR} in agent files may read (never the bridge's own: bridge_variables).
+    agent_env_prefix: str = "AGENT_"
+    agent_env_allow: Annotated[frozenset[str], NoDecode, BeforeValidator(_variable_names)] = (
+        frozenset()
+    )
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -290,6 +307,27 @@ class Settings(BaseSettings):
     def _shared_state_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise _problem("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("agent_env_prefix")
+    @classmethod
+    def _agent_env_prefix(cls, value: str) -> str:
+        value = value.strip()
+        if not _VARIABLE_RE.fullmatch(value):
+            raise _problem(f"must be the start of a variable name such as AGENT_, got {value!r}")
+        return value
+
+    @field_validator("agent_env_allow")
+    @classmethod
+    def _agent_env_allow(cls, value: frozenset[str]) -> frozenset[str]:
+        for name in sorted(value):
+            if not _VARIABLE_RE.fullmatch(name):
+                raise _problem(f"must be variable names separated by commas, got {name!r}")
+            if name in bridge_variables():
+                raise _problem(
+                    f"lists {name}, one of the bridge's own variables: agent files may never "
+                    "read those"
+                )
         return value
 
     @field_validator("workers")
@@ -390,9 +428,39 @@ def _is_loopback_address(host: str) -> bool:
         return False
 
 
+def bridge_variables() -> frozenset[str]:
+    """The bridge's own variables (``TWILIO_AUTH_TOKEN``, ``GEMINI_API_KEY``, ``DATABASE_URL``,
+    ...): one per :class:`Settings` field, so a new setting is covered the day it is added.
+    ``${VAR}`` in an agent file may never read one of these."""
+    return _BRIDGE_VARIABLES
+
+
+def agent_env_from_env(env: Mapping[str, str] | None = None) -> tuple[str, frozenset[str]]:
+    """``AGENT_ENV_PREFIX`` and ``AGENT_ENV_ALLOW`` alone, validated as :class:`Settings` does,
+    for commands (``agent check``) that need nothing else (None: the process's environment,
+    then ``.env``). Raises ConfigError naming the variable that is wrong."""
+    if env is None:
+        from_file = DotEnvSettingsSource(Settings)()
+        env = {
+            "AGENT_ENV_PREFIX": str(from_file.get("agent_env_prefix") or ""),
+            "AGENT_ENV_ALLOW": str(from_file.get("agent_env_allow") or ""),
+            **os.environ,
+        }
+    values = {
+        key: value
+        for key in ("agent_env_prefix", "agent_env_allow")
+        if (value := (env.get(key.upper()) or "").strip())
+    }
+    settings = Settings(**values)
+    return settings.agent_env_prefix, settings.agent_env_allow
+
+
 def reveal(secret: SecretStr | None) -> str | None:
     """A secret's value, for the one place that must send it (a request header, a signature)."""
     return None if secret is None else secret.get_secret_value()
+
+
+_BRIDGE_VARIABLES: Final = frozenset(name.upper() for name in Settings.model_fields)
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

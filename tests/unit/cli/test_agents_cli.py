@@ -69,10 +69,10 @@ def test_check_never_prints_a_substituted_value(tmp_path: Path) -> None:
         "a.yaml",
         """
         system_prompt: Hi.
-        phone_numbers: ["${SHOP_NUMBER}"]
+        phone_numbers: ["${AGENT_SHOP_NUMBER}"]
         """,
     )
-    code, text = check_command(str(tmp_path), env={"SHOP_NUMBER": "+15555550123"})
+    code, text = check_command(str(tmp_path), env={"AGENT_SHOP_NUMBER": "+15555550123"})
     assert code == 0
     assert "+15555550123" not in text
     assert "***" in text
@@ -228,7 +228,7 @@ def test_the_schema_catches_what_the_loader_catches(
 def test_the_schema_accepts_env_references_and_feature_switches() -> None:
     document = {
         "system_prompt": "Hi.",
-        "phone_numbers": ["${SHOP_NUMBER}"],
+        "phone_numbers": ["${AGENT_SHOP_NUMBER}"],
         "compression": False,
         "session_resumption": {"transparent": True},
         "voice": None,

@@ -140,7 +140,7 @@ tools:
     http:
       url: https://api.example.com/orders/{order_id}
       method: POST
-      headers: {Authorization: "Bearer ${SHOP_TOKEN}"}
+      headers: {Authorization: "Bearer ${AGENT_SHOP_TOKEN}"}
       json: {phone: "{phone}", source: phone, urgent: false}
       retries: 1
       max_response_bytes: 2048
@@ -151,7 +151,7 @@ tools:
     sql:
       query: "SELECT name FROM products WHERE name LIKE '%' || :q || '%' AND note <> ':x'"
       max_rows: 3
-      database_url: postgresql://shop:${DB_PASSWORD}@db/shop
+      database_url: postgresql://shop:${AGENT_DB_PASSWORD}@db/shop
   - name: refund
     description: Refund an order.
     parameters: {type: object, properties: {order_id: {type: string}}}
@@ -164,7 +164,7 @@ tools:
     transfer_call: {number: "+15555550142"}
 """
 
-ENV = {"SHOP_TOKEN": "tok-123456789", "DB_PASSWORD": "pw-987654321"}
+ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
 
 
 def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
@@ -733,16 +733,18 @@ def test_env_references_are_substituted_and_reported_as_secrets(tmp_path: Path) 
         """
         system_prompt: Costs $$5.
         idle_message: "Write $${NAME} for a reference."
-        fallback: {transfer_to: "${HUMAN:-+15555550142}"}
+        fallback: {transfer_to: "${AGENT_HUMAN:-+15555550142}"}
         tools:
           - name: web
             description: Web.
             http:
-              url: https://api.example.com/${API_PATH}
-              headers: {Authorization: "Bearer ${API_TOKEN}"}
+              url: https://api.example.com/${AGENT_API_PATH}
+              headers: {Authorization: "Bearer ${AGENT_API_TOKEN}"}
         """,
     )
-    registry = load(tmp_path, env={"API_TOKEN": "secret-token-1", "API_PATH": "v2/orders"})
+    registry = load(
+        tmp_path, env={"AGENT_API_TOKEN": "secret-token-1", "AGENT_API_PATH": "v2/orders"}
+    )
     agent = registry.default
     assert agent.system_instruction == "Costs $$5."
     assert agent.call.idle_message == "Write ${NAME} for a reference."
@@ -766,15 +768,16 @@ def test_a_missing_env_variable_names_file_line_and_key(tmp_path: Path) -> None:
             description: Web.
             http:
               url: https://api.example.com/
-              headers: {Authorization: "Bearer ${API_TOKEN}", X-Empty: "${EMPTY}"}
+              headers: {Authorization: "Bearer ${AGENT_API_TOKEN}", X-Empty: "${AGENT_EMPTY}"}
               json: {key: "${BODY_KEY"}
         """,
     )
     file = tmp_path / "a.yaml"
-    assert problems_of(tmp_path, env={"EMPTY": ""}) == [
-        f"{file}:7: environment variable API_TOKEN is not set (referenced as ${{API_TOKEN}}) "
+    assert problems_of(tmp_path, env={"AGENT_EMPTY": ""}) == [
+        f"{file}:7: environment variable AGENT_API_TOKEN is not set "
+        "(referenced as ${AGENT_API_TOKEN}) "
         "(key 'tools[0].http.headers.Authorization')",
-        f"{file}:7: environment variable EMPTY is not set (referenced as ${{EMPTY}}) "
+        f"{file}:7: environment variable AGENT_EMPTY is not set (referenced as ${{AGENT_EMPTY}}) "
         "(key 'tools[0].http.headers.X-Empty')",
         f"{file}:8: '${{' starts an environment reference such as ${{API_KEY}} or "
         "${API_KEY:-default}; write '$${' for a literal '${' (key 'tools[0].http.json.key')",
@@ -787,15 +790,19 @@ def test_a_substituted_value_never_appears_in_a_problem(tmp_path: Path) -> None:
         "a.yaml",
         """
         system_prompt: Hi.
-        language: ${LANGUAGE}
-        fallback: {transfer_to: "${HUMAN}"}
+        language: ${AGENT_LANGUAGE}
+        fallback: {transfer_to: "${AGENT_HUMAN}"}
         tools:
           - name: db
             description: Db.
-            sql: {query: SELECT 1, database_url: "${DATABASE}"}
+            sql: {query: SELECT 1, database_url: "${AGENT_DATABASE}"}
         """,
     )
-    env = {"HUMAN": "555-0142-secret", "LANGUAGE": "english-secret", "DATABASE": "mysql://x-secret"}
+    env = {
+        "AGENT_HUMAN": "555-0142-secret",
+        "AGENT_LANGUAGE": "english-secret",
+        "AGENT_DATABASE": "mysql://x-secret",
+    }
     found = "\n".join(problems_of(tmp_path, env=env))
     assert "secret" not in found
     assert "the value from the environment is not" in found
@@ -1037,9 +1044,9 @@ def test_reload_calls_on_change_with_the_new_registry(tmp_path: Path) -> None:
     path = write(tmp_path, "a.yaml", "system_prompt: Hi.\n")
     seen: list[frozenset[str]] = []
     holder = AgentRegistryHolder(
-        tmp_path, env={"TOKEN": "tok-abcdefgh"}, on_change=lambda r: seen.append(r.secrets())
+        tmp_path, env={"AGENT_TOKEN": "tok-abcdefgh"}, on_change=lambda r: seen.append(r.secrets())
     )
-    path.write_text("system_prompt: Hi ${TOKEN}.\n", encoding="utf-8")
+    path.write_text("system_prompt: Hi ${AGENT_TOKEN}.\n", encoding="utf-8")
     with capture_logs():
         holder.reload()
     assert seen == [frozenset({"tok-abcdefgh"})]
