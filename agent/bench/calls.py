@@ -44,8 +44,8 @@ from agent.clock import Clock
 from agent.config.models import DEFAULT_AGENT, AgentConfig
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
-from agent.server.settings import Settings
 from agent.server.state import CALLS
+from agent.settings import Settings
 from agent.sim.carrier import (
     CallReport,
     CarrierOptions,

@@ -32,8 +32,8 @@ from agent.bench.report import Section, judged, reported
 from agent.config.models import AgentConfig
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
-from agent.server.settings import Settings
 from agent.server.state import CALLS
+from agent.settings import Settings
 from agent.sim.balancer import RunningBalancer, start_balancer
 from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator

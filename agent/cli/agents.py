@@ -26,7 +26,7 @@ from agent.config.loader import AgentFilesError, EnvAllow, ToolCheck, load
 from agent.config.registry import AgentRegistry
 from agent.config.schema import agent_json_schema, markdown_reference
 from agent.observability.privacy import redact_secrets
-from agent.server.settings import agent_env_from_env, agents_path_from_env
+from agent.settings import agent_env_from_env, agents_path_from_env
 
 
 def add_agents_subcommands(commands: Any) -> None:

@@ -29,7 +29,7 @@ from agent.cli.agents import add_agents_subcommands
 from agent.cli.calls import add_calls_subcommands
 from agent.errors import AgentError, ConfigError
 from agent.observability.logging import configure_logging
-from agent.server.settings import Settings, reveal
+from agent.settings import Settings, reveal
 
 log = structlog.get_logger("agent.cli")
 

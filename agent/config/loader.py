@@ -58,7 +58,7 @@ from agent.config.registry import AgentRegistry
 from agent.config.tools import ToolSpec
 from agent.errors import ConfigError
 from agent.observability.privacy import redact_secrets
-from agent.server.settings import bridge_variables
+from agent.settings import bridge_variables
 
 #: The folder ``agent serve`` reads when ``AGENTS_PATH`` is not set.
 BUNDLED_AGENTS: Final = Path(__file__).parents[1] / "examples"
@@ -71,7 +71,7 @@ DEFAULT_ENV_PREFIX: Final = "AGENT_"
 class EnvAllow:
     """Which environment variables ``${VAR}`` in an agent file may read: those starting with
     ``prefix`` (``AGENT_ENV_PREFIX``) and those in ``names`` (``AGENT_ENV_ALLOW``), but never
-    one of the bridge's own (:func:`~agent.server.settings.bridge_variables`: its credentials
+    one of the bridge's own (:func:`~agent.settings.bridge_variables`: its credentials
     and settings), whatever the prefix or the list says."""
 
     prefix: str = DEFAULT_ENV_PREFIX

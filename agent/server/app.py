@@ -42,7 +42,6 @@ from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CallRecordStore, RecordStore
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
-from agent.server.settings import Settings, reveal
 from agent.server.state import (
     AGENTS,
     BACKGROUND,
@@ -70,6 +69,7 @@ from agent.server.state import (
 )
 from agent.server.stream import STREAM_PATH, media_stream
 from agent.server.webhooks import CONTINUE_PATH, VOICE_PATH, continue_call, voice_webhook
+from agent.settings import Settings, reveal
 from agent.telephony.rest import TwilioRest
 from agent.telephony.webhooks import (
     StreamTokens,

@@ -23,7 +23,7 @@ from agent.live.targets import LiveEndpoint
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecordStore
-from agent.server.settings import Settings
+from agent.settings import Settings
 from agent.telephony.rest import TwilioRest
 from agent.telephony.webhooks import (
     StreamTokens,

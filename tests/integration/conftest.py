@@ -34,7 +34,7 @@ from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
-from agent.server.settings import Settings
+from agent.settings import Settings
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

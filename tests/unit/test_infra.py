@@ -50,7 +50,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.config.loader import load
 from agent.observability.metrics import Metrics
-from agent.server.settings import Settings
+from agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2] / "infra" / "kubernetes"
 BASE = ROOT / "base"

@@ -58,7 +58,7 @@ from agent.config.tools import (
     TransferCallTool,
 )
 from agent.errors import ConfigError
-from agent.server.settings import Settings
+from agent.settings import Settings
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -20,7 +20,7 @@ from agent.config import reload as reload_module
 from agent.config.loader import AgentFilesError, EnvAllow, load
 from agent.config.reload import AgentRegistryHolder, install_reload_on_sighup
 from agent.errors import ConfigError
-from agent.server.settings import Settings, agent_env_from_env, bridge_variables
+from agent.settings import Settings, agent_env_from_env, bridge_variables
 
 # Nine levels of nine aliases: 9**9 (387 million) strings once expanded, in under 700 bytes.
 BOMB = """\

@@ -29,7 +29,7 @@ from agent.live.targets import (
     VertexTarget,
     live_endpoint,
 )
-from agent.server.settings import Settings
+from agent.settings import Settings
 
 NOW = datetime(2026, 10, 1, 12, 0, 0)
 

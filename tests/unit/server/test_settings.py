@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.server.settings import Settings, agents_path_from_env, reveal
+from agent.settings import Settings, agents_path_from_env, reveal
 
 
 def test_the_default_listens_on_loopback_only() -> None:
