@@ -90,12 +90,14 @@ AGENT_ENDED = "agent ended"
 TRANSFERRED = "transferred"
 TIMED_OUT = "timed out"
 ERROR = "error"
+SHUTDOWN = "shutdown"  # the server stopped with the call still in progress
 # The media stream ended with the call still up: Twilio asks <Connect action> what next, and the
 # call goes on (on this replica or another) from its journal.
 STREAM_LOST = "stream lost"
 HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment (a deploy)
 # Endings after which the call goes on elsewhere: its journal must not say it ended.
-CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER})
+# (A shutdown ends the stream, not the call: with another replica up, the call goes on there.)
+CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER, SHUTDOWN})
 
 # Protocol errors logged in full per call; after these, one line per thousand.
 PROTOCOL_ERRORS_LOGGED = 10
@@ -420,7 +422,8 @@ class CallSession:
                 event = stream.receive_text(message.data)
             elif message.type is WSMsgType.BINARY:
                 event = stream.receive_bytes(message.data)
-            else:  # ERROR: the socket failed under us
+            else:  # ERROR: the socket failed under us (a frame over the size limit, say)
+                log.warning("twilio.stream_error", error=str(message.data)[:200])
                 break
             if type(event) is MediaReceived:
                 sampled = timer.start()

@@ -25,6 +25,9 @@ from agent.live.targets import LiveEndpoint
 # healthy calls. Ping for liveness, but give the pong a minute.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 60.0
+# How long a close waits for the service's closing handshake (websockets' close_timeout, 10 s by
+# default): a service that never answers must not hold a call's end, or a shutdown, that long.
+CLOSE_TIMEOUT_S = 2.0
 # The SDK refuses server frames over 1 MiB; leave headroom rather than close a call over one frame.
 MAX_FRAME_BYTES = 4 * 2**20
 
@@ -69,6 +72,7 @@ class LiveConnection:
                     compression=None,
                     ping_interval=PING_INTERVAL_S,
                     ping_timeout=PING_TIMEOUT_S,
+                    close_timeout=CLOSE_TIMEOUT_S,
                     max_size=MAX_FRAME_BYTES,
                     open_timeout=None,
                     proxy=None,

@@ -25,6 +25,7 @@ import structlog
 from aiohttp import WSCloseCode, web
 
 from agent.call.active import ActiveCalls
+from agent.call.session import SHUTDOWN
 from agent.clock import REAL_TIME, Clock
 from agent.cluster.state import shared_state_from_url
 from agent.config.loader import EnvAllow
@@ -282,14 +283,23 @@ async def hand_over(app: web.Application, timeout_s: float) -> int:
 
 
 async def _close_calls(app: web.Application) -> None:
-    """On shutdown, close every open media stream with GOING_AWAY so no handler hangs."""
+    """On shutdown (the drain is over, or a second signal), end everything at once, all in
+    parallel: unclaimed pre-connected sessions are released, each call in progress ends with
+    reason ``shutdown`` (closing its own stream and Live session, each close bounded; its journal
+    does not say it ended, so another replica can continue it), and any
+    stream that never started is closed with GOING_AWAY, so no handler hangs."""
+    app[STATE].stopping = True
     preconnects: dict[str, Preconnect] = app[PRECONNECTS]
-    for call_sid in list(preconnects):
-        await release_preconnect(app, call_sid, "server shutdown")
+    await asyncio.gather(
+        *(release_preconnect(app, sid, "server shutdown") for sid in list(preconnects))
+    )
     await app[BACKGROUND].drain()
+    for session in list(app[CALLS].active.values()):
+        session.end(SHUTDOWN)
     sockets: set[web.WebSocketResponse] = app[CALL_SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets)
+    )
 
 
 async def _shared_state(app: web.Application) -> AsyncIterator[None]:

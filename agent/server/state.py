@@ -64,9 +64,11 @@ class Preconnect:
 
 @dataclass(slots=True)
 class ServerState:
-    """Whether this process still takes new calls (false once draining for a shutdown)."""
+    """Whether this process still takes new calls (false once draining for a shutdown), and
+    whether it is stopping (its calls are being ended: it continues none)."""
 
     draining: bool = False
+    stopping: bool = False
 
 
 @dataclass(slots=True)

@@ -43,6 +43,9 @@ from agent.tools import CallContext
 
 log = structlog.get_logger("agent.app")
 
+#: How long closing a media stream waits for Twilio's closing handshake.
+CLOSE_TIMEOUT_S = 2.0
+
 
 STREAM_PATH = "/twilio/stream"
 
@@ -50,7 +53,8 @@ STREAM_PATH = "/twilio/stream"
 async def media_stream(request: web.Request) -> web.StreamResponse:
     """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
     app = request.app
-    ws = web.WebSocketResponse(max_msg_size=1 << 20)
+    # timeout: how long our close waits for Twilio's close frame (aiohttp's default is 10 s).
+    ws = web.WebSocketResponse(max_msg_size=1 << 20, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     app[CALL_SOCKETS].add(ws)
     try:

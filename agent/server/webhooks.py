@@ -127,6 +127,10 @@ async def continue_call(request: web.Request) -> web.Response:
     app = request.app
     params, call_sid = await _signed_request(request)
     structlog.contextvars.bind_contextvars(call_sid=call_sid)
+    if app[STATE].stopping:
+        # Its calls are being ended: this process continues none (a balancer sends the
+        # request to a replica that is up; behind one URL, this one is out of it by now).
+        raise web.HTTPServiceUnavailable(text="this instance is stopping")
     if params.get("CallStatus") in _CALL_OVER:
         return web.Response(text=hangup_twiml(), content_type="text/xml")
     try:

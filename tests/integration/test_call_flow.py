@@ -304,3 +304,41 @@ async def test_a_webhook_whose_form_is_not_utf8_is_a_bad_request(
         ) as resp,
     ):
         assert resp.status == 400
+
+
+async def test_a_frame_over_the_size_limit_ends_the_leg_with_a_log_line(
+    start_bridge: BridgeFactory, log_capture: Callable[..., AbstractContextManager[StringIO]]
+) -> None:
+    with log_capture("warning", "json") as buffer:
+        bridge = await start_bridge()
+        async with aiohttp.ClientSession() as session:
+            ws, params = await _open_stream(bridge.url, session)
+            await ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+            await ws.send_str(_start(params))
+            await bridge.app[CALLS].wait_active()
+            await ws.send_str("x" * (2 << 20))
+            await ws.receive()  # the bridge closes the socket
+        call = await bridge.app[CALLS].wait_ended("CA" + "1" * 32)
+    assert call.ended_reason == "stream lost"
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    assert [line for line in lines if line["event"] == "twilio.stream_error"]
+
+
+async def test_shutdown_ends_calls_in_progress_at_once_with_reason_shutdown(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge()
+    call = asyncio.create_task(
+        place_call(CarrierOptions(url=bridge.url), [caller_clip("order-status")] * 3)
+    )
+    await bridge.app[CALLS].wait_active()
+    (session,) = bridge.app[CALLS].active.values()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await bridge.app.shutdown()  # what the runner does after the drain, or on a second signal
+    report = await call
+    ended = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert ended is session
+    assert session.ended_reason == "shutdown"
+    assert report.ended_by == "server hung up"
+    assert loop.time() - began < 5.0  # on the simulated clock: no close waits out a timeout
