@@ -70,6 +70,7 @@ from .playback import Playback
 from .timers import (
     ENDING,
     CallTimers,
+    HoldOn,
     IdleCheck,
     IdleTimeout,
     KeypadGroup,
@@ -83,6 +84,7 @@ from .transcript import Role, Transcript, Turn
 log = structlog.get_logger("agent.call")
 
 FALLBACK_AUDIO = resources.files("agent") / "assets" / "fallback-apology-8k.wav"
+HOLD_AUDIO = resources.files("agent") / "assets" / "hold-on-8k.wav"
 
 # Ending reasons, as recorded and counted.
 CALLER_HUNG_UP = "caller hung up"
@@ -127,6 +129,7 @@ class CallStats:
     reconnects: int = 0
     protocol_errors: int = 0
     dtmf_groups: int = 0
+    holds: int = 0  # "one moment, please" while a blocking tool ran
     first_audio_ms: float | None = None  # from the stream's start to the first frame sent
     usage: dict[str, int] = field(default_factory=dict)
 
@@ -222,6 +225,7 @@ class CallSession:
                 recorder=self._recorder,
                 on_action=self._on_action,
                 max_concurrent=agent.call.max_concurrent_tools,
+                on_waiting=self._tool_waiting,
             )
         self._ending: str | None = None  # set when the agent starts ending the call
         self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
@@ -391,6 +395,7 @@ class CallSession:
             "first_audio_ms": self.stats.first_audio_ms,
             "preconnected": self.preconnected,
             "dtmf_groups": self.stats.dtmf_groups,
+            "holds": self.stats.holds,
             "protocol_errors": self.stats.protocol_errors,
             "tokens": self.stats.usage,
             **self._tool_summary(),
@@ -698,9 +703,24 @@ class CallSession:
             for event in timers.expired(self._clock()):
                 await self._on_timer(event)
 
+    def _tool_waiting(self, waiting: bool) -> None:
+        self._timers.tool_wait(waiting, self._clock())
+        self._wake.set()  # a hold-on deadline may now be the nearest
+
+    async def _hold_on(self, waited_s: float) -> None:
+        """A blocking tool keeps the caller waiting: tell them so, unless something is already
+        playing (the model's own "let me check" covers it)."""
+        if self.playback.turn_open or not self._drained.is_set():
+            return
+        log.info("call.hold_on", waited_s=waited_s)
+        self.stats.holds += 1
+        await self._send_frames(_hold_frames())
+
     async def _on_timer(self, event: TimerEvent) -> None:
         policy = self.policy
         match event:
+            case HoldOn(waited_s=waited_s):
+                await self._hold_on(waited_s)
             case KeypadGroup(digits=digits):
                 await self._send_dtmf(digits)
             case WrapUp():
@@ -813,9 +833,19 @@ def _add_usage(totals: dict[str, int], direction: str, by_modality: Mapping[str,
 @cache
 def _fallback_frames() -> list[bytes]:
     """The bundled apology as 20 ms mu-law frames (read once per process)."""
-    pcm, rate = read_wav(str(FALLBACK_AUDIO))
+    return _clip_frames(str(FALLBACK_AUDIO))
+
+
+@cache
+def _hold_frames() -> list[bytes]:
+    """ "One moment, please." as 20 ms mu-law frames (read once per process)."""
+    return _clip_frames(str(HOLD_AUDIO))
+
+
+def _clip_frames(path: str) -> list[bytes]:
+    pcm, rate = read_wav(path)
     if rate != 8000:
-        raise LiveError(f"fallback audio must be 8 kHz, got {rate} Hz")
+        raise LiveError(f"bundled audio must be 8 kHz, got {rate} Hz: {path}")
     ulaw = pcm16_to_ulaw(pcm)
     size = OutboundTranscoder.FRAME_BYTES
     return [ulaw[i : i + size].ljust(size, b"\xff") for i in range(0, len(ulaw), size)]

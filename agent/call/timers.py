@@ -1,4 +1,5 @@
-"""The call's clocks: keypad groups, the idle caller, the wrap-up prompt and the time limit.
+"""The call's clocks: keypad groups, the idle caller, the wrap-up prompt, the time limit, and
+the caller kept waiting by a blocking tool.
 
 Pure and synchronous, like :class:`~agent.call.dtmf.DtmfCollector` (which it owns): the session
 reports what happened and when (the caller spoke, pressed a key, the model's audio will play until
@@ -50,13 +51,21 @@ class IdleTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldOn:
+    """A blocking tool has kept the caller waiting ``tool_hold_after_s``: tell them to hold on
+    (once per wait), rather than leave them in silence until it answers."""
+
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class MaxDuration:
     """The call reached its time limit: end it."""
 
     seconds: float
 
 
-TimerEvent = KeypadGroup | WrapUp | IdleCheck | IdleTimeout | MaxDuration
+TimerEvent = KeypadGroup | WrapUp | IdleCheck | IdleTimeout | HoldOn | MaxDuration
 #: The events after which the call is over (``expired`` reports nothing after one of them).
 ENDING = (IdleTimeout, MaxDuration)
 
@@ -72,6 +81,8 @@ class CallTimers:
         self._last_caller_activity = began
         self._idle_checked_at: float | None = None  # when the model was asked to check in
         self._wrap_up_sent = False
+        self._tool_wait_began: float | None = None  # a blocking tool keeps the model silent
+        self._held = False  # this wait's hold-on message was given
 
     # -- what happened ----------------------------------------------------------------------------
 
@@ -84,6 +95,14 @@ class CallTimers:
         The keypad group's deadline may now be the next one: wake whoever sleeps on it."""
         self._last_activity = self._last_caller_activity = now
         return self._keypad.press(digit, now)
+
+    def tool_wait(self, waiting: bool, now: float) -> None:
+        """A blocking tool started (``waiting``: the model is silent until it answers) or the
+        last one finished. A new wait may be told to hold on again."""
+        if waiting and self._tool_wait_began is None:
+            self._tool_wait_began, self._held = now, False
+        elif not waiting:
+            self._tool_wait_began = None
 
     def agent_heard_until(self, until: float) -> None:
         """The model's audio sent so far plays until ``until``: the line is busy till then."""
@@ -98,7 +117,12 @@ class CallTimers:
 
     def next_deadline(self) -> float | None:
         """The earliest time something may fire (None: nothing is pending)."""
-        deadlines = [self._keypad.deadline, self._duration_deadline(), self._idle_deadline()]
+        deadlines = [
+            self._keypad.deadline,
+            self._duration_deadline(),
+            self._idle_deadline(),
+            self._hold_deadline(),
+        ]
         return min((d for d in deadlines if d is not None), default=None)
 
     def expired(self, now: float) -> list[TimerEvent]:
@@ -117,6 +141,10 @@ class CallTimers:
             if not self._wrap_up_sent and elapsed >= wrap_up_at:
                 self._wrap_up_sent = True
                 fired.append(WrapUp())
+        hold_at = self._hold_deadline()
+        if hold_at is not None and now >= hold_at and self._tool_wait_began is not None:
+            self._held = True
+            fired.append(HoldOn(round(now - self._tool_wait_began, 3)))
         if policy.idle_timeout_s is not None:
             idle = self._idle(now, policy.idle_timeout_s)
             if idle is not None:
@@ -124,6 +152,12 @@ class CallTimers:
         return fired
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _hold_deadline(self) -> float | None:
+        after = self._policy.tool_hold_after_s
+        if after is None or self._tool_wait_began is None or self._held:
+            return None
+        return self._tool_wait_began + after
 
     def _duration_deadline(self) -> float | None:
         policy = self._policy

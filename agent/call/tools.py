@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from agent.config.tools import Scheduling
+from agent.config.tools import Scheduling, ToolSpec
 from agent.live import protocol
 from agent.live.link import LiveLink
 from agent.live.protocol import FunctionCall, FunctionResult
@@ -52,7 +52,10 @@ class ToolRunner:
         recorder: CallRecorder,
         on_action: Callable[[Action], Awaitable[None]],
         max_concurrent: int = 4,
+        on_waiting: Callable[[bool], None] | None = None,
     ) -> None:
+        """``on_waiting`` hears True when a blocking tool starts and the model falls silent
+        for it, False when no blocking tool is left running."""
         self._toolbox = toolbox
         self._context = context
         self._live = live
@@ -62,6 +65,8 @@ class ToolRunner:
         self._group: asyncio.TaskGroup | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self.stats = ToolStats()
+        self._on_waiting = on_waiting
+        self._blocking = 0  # blocking tools running: the model says nothing until they answer
 
     def attach(self, group: asyncio.TaskGroup) -> None:
         """Tasks start in the call's task group, so they end with the call."""
@@ -99,6 +104,20 @@ class ToolRunner:
 
     async def _run(self, call: FunctionCall) -> None:
         spec = self._toolbox.spec(call.name)
+        blocking = spec is not None and spec.behavior != "NON_BLOCKING"
+        if blocking:
+            self._blocking += 1
+            if self._on_waiting is not None:
+                self._on_waiting(True)
+        try:
+            await self._run_tool(call, spec)
+        finally:
+            if blocking:
+                self._blocking -= 1
+                if self._blocking == 0 and self._on_waiting is not None:
+                    self._on_waiting(False)
+
+    async def _run_tool(self, call: FunctionCall, spec: ToolSpec | None) -> None:
         self.stats.calls += 1
         started = time.time()
         log.info("tool.started", tool=call.name, call_id=call.id)

@@ -308,6 +308,8 @@ class CallPolicy:
     )
     preconnect_timeout_s: Seconds = 30.0  # a pre-opened Live session waits this long for its stream
     max_concurrent_tools: Tokens = 4  # a call's function calls running at once; more get an error
+    # A blocking tool this slow gets the caller a "one moment, please" (None: silence until done).
+    tool_hold_after_s: PositiveSeconds | None = 3.0
     resume_message: Text = (
         'The line dropped while you were speaking; the caller heard you up to: "{heard}". '
         "Continue naturally from there, without starting over."
@@ -643,6 +645,11 @@ class AgentFile:
         default=_CALL.preconnect_timeout_s,
         description="How long a Live session opened at the webhook waits for the media stream.",
     )
+    tool_hold_after_s: PositiveSeconds | None = Field(
+        default=_CALL.tool_hold_after_s,
+        description="When a blocking tool has kept the caller waiting this long, they hear "
+        '"One moment, please." (once per wait); `null`: silence until it answers.',
+    )
     dtmf: Annotated[Dtmf, Shown("see its keys")] = Field(
         default_factory=Dtmf, description="Keypad input."
     )
@@ -723,6 +730,7 @@ class AgentFile:
                 idle_timeout_s=self.idle_timeout_s,
                 idle_message=self.idle_message,
                 preconnect_timeout_s=self.preconnect_timeout_s,
+                tool_hold_after_s=self.tool_hold_after_s,
             ),
             tool_specs=specs,
             phone_numbers=self.phone_numbers,

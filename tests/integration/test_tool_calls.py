@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.call import session as session_module
 from agent.call.session import CallSession
 from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
@@ -404,3 +405,40 @@ async def test_an_agent_can_trust_only_attested_caller_ids(
     else:
         # No identity, no account: the model is told why, and can ask the caller to verify.
         assert result == {"error": "this call has no caller number, which the tool needs"}
+
+
+@pytest.mark.parametrize(("tool_seconds", "holds"), [(5.0, 1), (2.0, 0)])
+async def test_a_slow_blocking_tool_gets_the_caller_a_one_moment_please(
+    tmp_path: Path,
+    start_bridge: BridgeFactory,
+    scripted: ScriptedEmulator,
+    probe: Any,
+    tool_seconds: float,
+    holds: int,
+) -> None:
+    """The model says nothing while a blocking tool runs: past ``tool_hold_after_s`` (3 s) the
+    caller hears "One moment, please." once, instead of silence; a quicker tool gets nothing."""
+    probe.seconds = tool_seconds
+    tool = python_tool(
+        "order_status",
+        "slow_order_status",
+        behavior="BLOCKING",
+        params="{order_id: {type: string}, call_sid: {type: string}}",
+        bind="{call_sid: call_sid}",
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tool)
+    lookup = {"name": "order_status", "args": {"order_id": "A1017"}, "wait": True}
+    emulator = await scripted({"steps": [{"calls": [lookup], "say": "reply"}]})
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
+    probe.emulator, probe.calls = emulator, bridge.app[CALLS]
+    report = await place_call(
+        CarrierOptions(url=bridge.url, linger_ms=3000, reply_timeout_ms=15_000),
+        [caller_clip("order-status")],
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.stats.holds == holds
+    # What reached the caller while the tool ran is the hold clip, whole, or nothing at all.
+    hold_frames = len(session_module._hold_frames()) if holds else 0
+    assert probe.seen["model_frames_during"] == hold_frames

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.call.timers import (
     CallTimers,
+    HoldOn,
     IdleCheck,
     IdleTimeout,
     KeypadGroup,
@@ -99,3 +100,39 @@ def test_without_limits_nothing_is_ever_due() -> None:
     timers = CallTimers(CallPolicy(max_duration_s=None, idle_timeout_s=None), began=0.0)
     assert timers.next_deadline() is None
     assert timers.expired(1e9) == []
+
+
+HOLD_ONLY = CallPolicy(idle_timeout_s=None, max_duration_s=None, tool_hold_after_s=3.0)
+
+
+def test_a_caller_kept_waiting_by_a_blocking_tool_is_told_to_hold_on_once() -> None:
+    timers = CallTimers(HOLD_ONLY, began=0.0)
+    assert timers.next_deadline() is None
+    timers.tool_wait(True, 10.0)
+    assert timers.next_deadline() == 13.0
+    assert timers.expired(12.9) == []
+    assert timers.expired(13.0) == [HoldOn(waited_s=3.0)]
+    assert timers.next_deadline() is None  # once per wait
+    assert timers.expired(30.0) == []
+    # A second blocking tool while the first runs is the same wait.
+    timers.tool_wait(True, 31.0)
+    assert timers.next_deadline() is None
+
+
+def test_a_tool_that_answers_in_time_gets_no_hold_on_and_the_next_wait_starts_afresh() -> None:
+    timers = CallTimers(HOLD_ONLY, began=0.0)
+    timers.tool_wait(True, 10.0)
+    timers.tool_wait(False, 12.0)
+    assert timers.next_deadline() is None
+    assert timers.expired(20.0) == []
+    timers.tool_wait(True, 20.0)
+    assert timers.expired(23.0) == [HoldOn(waited_s=3.0)]
+
+
+def test_without_tool_hold_after_s_a_wait_is_silent() -> None:
+    timers = CallTimers(
+        CallPolicy(idle_timeout_s=None, max_duration_s=None, tool_hold_after_s=None), 0.0
+    )
+    timers.tool_wait(True, 1.0)
+    assert timers.next_deadline() is None
+    assert timers.expired(100.0) == []

@@ -122,6 +122,7 @@ wrap_up_message: Wrap up now.
 idle_timeout_s: 10
 idle_message: Still there?
 preconnect_timeout_s: 5
+tool_hold_after_s: 4.5
 dtmf: {group_timeout_s: 1.5, message: "Keys: {digits}"}
 fallback: {message: Sorry about this., transfer_to: "+15555550142"}
 tools:
@@ -308,6 +309,7 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             idle_timeout_s=10.0,
             idle_message="Still there?",
             preconnect_timeout_s=5.0,
+            tool_hold_after_s=4.5,
         ),
         tool_specs=specs,
         phone_numbers=("+15555550123", "+15555550124"),
