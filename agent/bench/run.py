@@ -62,7 +62,9 @@ __all__ = [
     "run_sections",
 ]
 
-SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers")
+SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers", "soak")
+#: Sections a bare ``agent bench`` runs: the soak takes many minutes, so it is asked for by name.
+DEFAULT_SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers")
 DESCRIPTION: Final = "measure latency, CPU and reconnection gaps against the bridge's targets"
 
 
@@ -247,6 +249,51 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     return section
 
 
+async def soak_section(calls: int, minutes: float) -> Section:
+    """Many calls for many minutes: frames lost, memory, descriptors, loop lag."""
+    from agent.bench.calls import percentile
+    from agent.bench.soak import run_soak_bench
+
+    section = Section("soak")
+    run = await run_soak_bench(calls, minutes)
+    section.figures.append(
+        reported("memory before the soak", run.rss_start_mb, "MiB", f"fds {run.fds_start}")
+    )
+    for n, r in enumerate(run.rounds, start=1):
+        lost = r.frames_sent - r.frames_counted
+        section.figures += [
+            reported(
+                f"round {n}: calls completed / failed",
+                f"{r.calls_completed} / {r.calls_failed}",
+                "",
+                f"{calls} at once for {minutes:g} min",
+            ),
+            reported(
+                f"round {n}: caller frames lost",
+                int(lost),
+                "frames",
+                f"of {r.frames_sent} sent (carrier) vs agent_frames_total",
+            ),
+            reported(
+                f"round {n}: memory peak / after",
+                f"{r.rss_peak_mb:.0f} / {r.rss_end_mb:.0f}",
+                "MiB",
+                f"fds peak {r.fds_peak}",
+            ),
+            reported(
+                f"round {n}: loop lag (/healthz) median / p99 / max",
+                f"{percentile(r.lag_ms, 50) or 0:.1f} / {percentile(r.lag_ms, 99) or 0:.1f}"
+                f" / {max(r.lag_ms, default=0):.1f}",
+                "ms",
+            ),
+        ]
+    section.figures.append(
+        reported("memory after 10 s idle", run.rss_idle_mb, "MiB", f"fds {run.fds_idle}")
+    )
+    section.details = {"run": dataclasses.asdict(run)}
+    return section
+
+
 async def workers_section(calls: int, seconds: float) -> Section:
     """``--workers 1`` against ``--workers 2``: what one machine can carry."""
     from agent.bench.cpu import run_workers_bench
@@ -305,9 +352,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``bench`` options, for ``agent bench`` and ``python -m agent.bench``."""
     parser.add_argument(
         "--only",
-        default=",".join(SECTIONS),
+        default=",".join(DEFAULT_SECTIONS),
         metavar="SECTIONS",
-        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+        help=f"comma-separated sections to run (default: {','.join(DEFAULT_SECTIONS)}; also: soak)",
     )
     parser.add_argument(
         "--calls", type=int, default=4, metavar="N", help="cpu: concurrent calls per bridge (4)"
@@ -343,6 +390,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="audio: seconds of audio timed per direction (2)",
     )
+    parser.add_argument(
+        "--soak-calls", type=int, default=100, metavar="N", help="soak: concurrent calls (100)"
+    )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="soak: minutes per round, two rounds (10)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -372,6 +429,7 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         "reconnect": run_reconnect_bench,
         "replicas": run_replicas_bench,
         "workers": lambda: workers_section(args.calls * 2, args.seconds),
+        "soak": lambda: soak_section(args.soak_calls, args.soak_minutes),
     }
     sections = []
     for name in _sections(args.only):

@@ -1,0 +1,132 @@
+"""``agent bench --only soak``: many calls for many minutes against one ``agent serve``.
+
+The bridge runs as its own process (every feature on, as in the *cpu* section) with an emulator
+process; this process keeps ``calls`` calls up at once, starting a new one as each ends, for
+``minutes``, twice (two rounds with an idle pause between them). Reported:
+
+* caller frames lost: frames the carrier sent against frames the bridge counted in
+  (``agent_frames_total{direction="in"}``);
+* the bridge's memory (RSS) before, at its peak, after each round and after the idle pause, and
+  its open file descriptors: memory that rises in the first round and stays level in the second
+  is a working set (allocator arenas, caches); memory that rises again each round is a leak;
+* event-loop lag, as ``GET /healthz`` sees it: its round trip, sampled every second under load
+  (the handler does no work, so the time is the loop's queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from agent.bench.cpu import (
+    ChildProcess,
+    _agent_bridge,
+    _emulator_process,
+    _metrics_frames,
+    _place_calls,
+)
+from agent.sim.carrier import CallReport
+
+_PAGE = 4096
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB, from ``/proc/<pid>/statm``."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * _PAGE / 2**20
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@dataclass
+class SoakRound:
+    calls_completed: int = 0
+    calls_failed: int = 0
+    frames_sent: int = 0
+    frames_counted: float = 0.0
+    rss_peak_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    fds_peak: int = 0
+    lag_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SoakRun:
+    calls: int
+    minutes: float
+    rss_start_mb: float
+    fds_start: int
+    rounds: list[SoakRound]
+    rss_idle_mb: float
+    fds_idle: int
+
+
+async def _round(
+    agent: ChildProcess, port: int, calls: int, minutes: float, token: str
+) -> SoakRound:
+    result = SoakRound()
+    url = f"http://127.0.0.1:{port}"
+    before = await _metrics_frames(port)
+    deadline = time.monotonic() + minutes * 60
+
+    async def caller(index: int) -> None:
+        await asyncio.sleep(index * 0.1)  # calls do not start in lockstep
+        while time.monotonic() < deadline:
+            seconds = min(30.0, max(1.0, deadline - time.monotonic()))
+            (report,) = await _place_calls(url, 1, seconds, token)
+            if isinstance(report, CallReport):
+                result.calls_completed += 1
+                result.frames_sent += len(report.heard) // 320
+            else:
+                result.calls_failed += 1
+
+    async def sample() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            while True:
+                began = time.perf_counter()
+                async with http.get(f"{url}/healthz") as response:
+                    await response.read()
+                result.lag_ms.append((time.perf_counter() - began) * 1000)
+                result.rss_peak_mb = max(result.rss_peak_mb, rss_mb(agent.pid))
+                result.fds_peak = max(result.fds_peak, open_fds(agent.pid))
+                await asyncio.sleep(1.0)
+
+    sampler = asyncio.get_running_loop().create_task(sample())
+    try:
+        await asyncio.gather(*(caller(i) for i in range(calls)))
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    after = await _metrics_frames(port)
+    result.frames_counted = after["in"] - before["in"]
+    result.rss_end_mb = rss_mb(agent.pid)
+    return result
+
+
+async def run_soak_bench(calls: int, minutes: float, rounds: int = 2) -> SoakRun:
+    """``rounds`` rounds of ``calls`` concurrent calls for ``minutes`` each, then 10 s idle."""
+    token = secrets.token_hex(16)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-soak-")))
+        emulator, live_port = stack.enter_context(_emulator_process(workdir))
+        await emulator.wait_until_listening(live_port)
+        agent, port = _agent_bridge(workdir, live_port, token)
+        stack.enter_context(agent)
+        await agent.wait_until_listening(port, "/readyz")
+        await _place_calls(f"http://127.0.0.1:{port}", 1, 2.0, token)  # warm-up
+        run = SoakRun(calls, minutes, rss_mb(agent.pid), open_fds(agent.pid), [], 0.0, 0)
+        for _ in range(rounds):
+            run.rounds.append(await _round(agent, port, calls, minutes, token))
+            await asyncio.sleep(10.0)  # idle: what stays allocated once the calls are gone
+        run.rss_idle_mb, run.fds_idle = rss_mb(agent.pid), open_fds(agent.pid)
+        return run
