@@ -62,6 +62,10 @@ log = structlog.get_logger("agent.records")
 
 DEFAULT_DATABASE_URL = "sqlite:///./calls.db"
 DEFAULT_QUEUE_SIZE = 10_000
+#: After a failed write the store reports a problem (``/readyz`` unready) until a write succeeds,
+#: or this long has passed with no write at all: an idle instance must become ready again, or the
+#: next call (whose writes would show whether the database has healed) could never arrive.
+FAILING_FOR_S = 30.0
 
 Role = Literal["caller", "agent"]
 ToolOutcome = Literal["ok", "error", "timeout", "cancelled"]
@@ -163,6 +167,11 @@ class CallRecordStore(Protocol):
     @property
     def backlog(self) -> int:
         """Writes queued and not yet committed."""
+        ...
+
+    @property
+    def problem(self) -> str | None:
+        """Why records are not being written right now (for readiness), or None."""
         ...
 
     async def flush(self) -> None:
@@ -358,6 +367,8 @@ class RecordStore:
         self._closed = False
         self.dropped = 0
         """Writes lost so far: queue full, store closed, or the database refused them."""
+        # The last write's failure (monotonic time, error), None once a write succeeds.
+        self._failure: tuple[float, str] | None = None
         # The writes' statements in this backend's dialect, translated once.
         self._sql = {
             statement: backend.sql(statement)
@@ -391,7 +402,31 @@ class RecordStore:
             on_drop=on_drop,
         )
         store._create_schema()
+        if create:
+            # Only the server checks: the CLI (create=False) should still read what it can of a
+            # damaged file. A failing check stops start-up rather than serve calls without
+            # records: a corrupt file does not heal by itself, every call would lose its record
+            # while /readyz said ready, and a deploy that fails at once is what gets noticed
+            # (restore the file, or move it aside to start afresh).
+            store.check()
         return store
+
+    def check(self) -> None:
+        """Check the database (SQLite ``PRAGMA quick_check``, PostgreSQL a ``SELECT 1`` round
+        trip); ConfigError naming what is wrong. Blocking: a one-off at start-up."""
+        failures: tuple[type[Exception], ...] = (*self._backend.errors, OSError)
+        try:
+            with _closing(self._backend.connect()) as conn:
+                problem = self._backend.check(conn)
+        except failures as exc:
+            problem = str(exc)
+        if problem is not None:
+            log.error("records.check_failed", location=self.location, problem=problem)
+            raise ConfigError(
+                f"call records at {self.location} failed their check: {problem} (restore the "
+                "database from a backup, or move it aside to start with an empty one)",
+                key="DATABASE_URL",
+            )
 
     @property
     def location(self) -> str:
@@ -417,6 +452,15 @@ class RecordStore:
         """Writes queued and not yet committed (approximate): a growing backlog means the
         database is slower than the calls; at the queue's size, writes are dropped."""
         return self._queue.qsize()
+
+    @property
+    def problem(self) -> str | None:
+        """``"call records failing: <error>"`` while the most recent write failed (until a write
+        succeeds, or :data:`FAILING_FOR_S` passes without one), else None."""
+        failure = self._failure
+        if failure is None or time.monotonic() - failure[0] > FAILING_FOR_S:
+            return None
+        return f"call records failing: {failure[1]}"
 
     async def flush(self) -> None:
         """Wait until every write handed over before this call is committed (or dropped)."""
@@ -602,10 +646,14 @@ class RecordStore:
         except Exception as exc:
             # The writer must outlive any failure: log it, count the lost record, carry on.
             log.error("records.write_failed", error=repr(exc), call_sid=write.call_sid)
+            self._failure = (time.monotonic(), str(exc) or type(exc).__name__)
             self._drop(write, "database error")
             if conn is not None:
                 _close_quietly(conn)
             return None
+        if self._failure is not None:
+            log.info("records.write_recovered")
+            self._failure = None
         return conn
 
     def _create_schema(self) -> None:

@@ -8,7 +8,7 @@ Routes:
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
     GET  /healthz         liveness
-    GET  /readyz          readiness for new calls (503 while shutting down)
+    GET  /readyz          readiness for new calls (503 while shutting down, or records failing)
     GET  /metrics         Prometheus metrics
 """
 
@@ -333,6 +333,9 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("draining: finishing calls in progress, taking no new ones")
     if app[RECORDS].closed:
         problems.append("shutting down")
+    elif (records_problem := app[RECORDS].problem) is not None:
+        # Calls would go unrecorded: let the balancer send them to a replica whose writes work.
+        problems.append(records_problem)
     # Not a problem of this instance (every replica shares the backend): said, still 200.
     breaker, now = app[LIVE_BREAKER], app[CALL_CLOCK].now()
     body = {
