@@ -369,6 +369,8 @@ class RecordStore:
         """Writes lost so far: queue full, store closed, or the database refused them."""
         # The last write's failure (monotonic time, error), None once a write succeeds.
         self._failure: tuple[float, str] | None = None
+        self.failing_for_s = FAILING_FOR_S
+        """How long a failed write with none since stays a :attr:`problem`."""
         # The writes' statements in this backend's dialect, translated once.
         self._sql = {
             statement: backend.sql(statement)
@@ -456,9 +458,9 @@ class RecordStore:
     @property
     def problem(self) -> str | None:
         """``"call records failing: <error>"`` while the most recent write failed (until a write
-        succeeds, or :data:`FAILING_FOR_S` passes without one), else None."""
+        succeeds, or :attr:`failing_for_s` passes without one), else None."""
         failure = self._failure
-        if failure is None or time.monotonic() - failure[0] > FAILING_FOR_S:
+        if failure is None or time.monotonic() - failure[0] > self.failing_for_s:
             return None
         return f"call records failing: {failure[1]}"
 

@@ -6,8 +6,8 @@ a half-copied backup leaves it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.errors import ConfigError
-from agent.records import store as store_module
-from agent.records.store import RecordStore
+from agent.records.store import FAILING_FOR_S, RecordStore
 
 T0 = 1_700_000_000.0
 PAGE = 4096
@@ -131,9 +130,7 @@ async def test_failing_writes_are_a_problem_until_one_succeeds(tmp_path: Path) -
     await store.close()
 
 
-async def test_a_failure_with_no_write_since_stops_being_a_problem(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_failure_with_no_write_since_stops_being_a_problem(tmp_path: Path) -> None:
     db = tmp_path / "calls.db"
     make_records(db)
     store = RecordStore.from_url(f"sqlite:///{db}")
@@ -142,7 +139,8 @@ async def test_a_failure_with_no_write_since_stops_being_a_problem(
     await store.flush()
     assert store.problem is not None
     # An idle instance becomes ready again, so the next call can show whether it healed.
-    later = time.monotonic() + store_module.FAILING_FOR_S + 1
-    monkeypatch.setattr(store_module.time, "monotonic", lambda: later)
+    assert store.failing_for_s == FAILING_FOR_S
+    store.failing_for_s = 0.05
+    await asyncio.sleep(0.1)
     assert store.problem is None
     await store.close()
