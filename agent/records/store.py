@@ -43,7 +43,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
@@ -66,6 +66,11 @@ DEFAULT_QUEUE_SIZE = 10_000
 #: or this long has passed with no write at all: an idle instance must become ready again, or the
 #: next call (whose writes would show whether the database has healed) could never arrive.
 FAILING_FOR_S = 30.0
+#: Where several processes share the records (PostgreSQL replicas, ``--workers``), a call with no
+#: ending is closed at start-up only once its last write is this old: Twilio's longest call
+#: (4 h), so a call another process is running, or continuing after a failover, is never closed.
+CRASH_HORIZON_S = 4 * 3600.0
+CRASHED: Final = "bridge crashed"
 
 Role = Literal["caller", "agent"]
 ToolOutcome = Literal["ok", "error", "timeout", "cancelled"]
@@ -194,6 +199,10 @@ class CallRecordStore(Protocol):
         """Delete calls started more than ``older_than_s`` ago; return how many."""
         ...
 
+    def close_crashed(self, *, horizon_s: float, active: Collection[str] = ()) -> list[str]:
+        """End the records of calls a crash left open; return their call SIDs."""
+        ...
+
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -309,6 +318,15 @@ _GET_TOOLS: Final = """SELECT call_id, name, arguments, result, outcome, started
 _GET_USAGE: Final = """SELECT direction, modality, tokens FROM call_usage
     WHERE call_sid = ? ORDER BY direction, modality"""
 _OLD_CALLS: Final = "SELECT call_sid FROM calls WHERE started_at < ?"
+# Calls with no ending, and the last time anything of theirs was written that says when.
+_OPEN_CALLS: Final = """SELECT c.call_sid, c.started_at,
+        (SELECT MAX(t.ended_at) FROM turns t WHERE t.call_sid = c.call_sid),
+        (SELECT MAX(x.started_at + x.latency_ms / 1000.0) FROM tool_calls x
+            WHERE x.call_sid = c.call_sid)
+    FROM calls c WHERE c.ended_at IS NULL"""
+# Still no ending (the call's own ``ended`` may have arrived meanwhile): then close it.
+_CLOSE_CRASHED: Final = """UPDATE calls SET ended_at = ?, end_reason = ?, summary = ?
+    WHERE call_sid = ? AND ended_at IS NULL"""
 # Children first, then the calls: all in one transaction.
 _PURGE: Final = (
     *(
@@ -574,6 +592,47 @@ class RecordStore:
                 raise
             conn.execute("COMMIT")
         return count
+
+    def close_crashed(
+        self,
+        *,
+        horizon_s: float,
+        active: Collection[str] = (),
+        now: float | None = None,
+    ) -> list[str]:
+        """End the records a crash left open (no ``ended`` was ever written): reason
+        ``"bridge crashed"``, ended at the last known time (the last turn's end, or tool call's,
+        else the start). Only calls whose last known time is more than ``horizon_s`` before
+        ``now`` and that are not in ``active`` (this process's calls) are closed, so a call that
+        another process sharing the database is running is left alone. Returns the SIDs closed.
+
+        A call closed here that goes on after all (its record is written again) is not harmed:
+        its real ``ended`` replaces the crash's. Blocking: for start-up, in a thread.
+        """
+        cutoff = (time.time() if now is None else now) - horizon_s
+        sql = self._backend.sql
+        closed: list[str] = []
+        with _closing(self._backend.connect()) as conn:
+            rows = conn.execute(sql(_OPEN_CALLS)).fetchall()
+            for call_sid, started_at, last_turn, last_tool in rows:
+                if call_sid in active:
+                    continue
+                last = max(t for t in (started_at, last_turn, last_tool) if t is not None)
+                if last >= cutoff:
+                    continue
+                summary = _to_json({"closed_at_start_up": round(time.time(), 3)})
+                cursor = conn.execute(sql(_CLOSE_CRASHED), (last, CRASHED, summary, call_sid))
+                if cursor.rowcount:
+                    closed.append(call_sid)
+                    log.warning("records.crashed_call_closed", call_sid=call_sid, ended_at=last)
+        if rows:
+            log.info(
+                "records.crashed_calls_checked",
+                open=len(rows),
+                closed=len(closed),
+                horizon_s=horizon_s,
+            )
+        return closed
 
     # -- the write path -------------------------------------------------------------------------
 
