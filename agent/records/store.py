@@ -27,8 +27,8 @@ Tables (one row per call, and its children keyed by ``call_sid``)::
     calls       call_sid PK, stream_sid, agent, from_number, to_number, started_at, ended_at,
                 end_reason, summary (JSON)
     turns       (call_sid, idx) PK, role, said, heard, started_at, ended_at, interrupted
-    tool_calls  (call_sid, seq) PK, call_id, name, arguments (JSON), result (JSON), outcome,
-                started_at, latency_ms
+    tool_calls  (call_sid, seq) PK, call_id, name, arguments (JSON: as run), result (JSON),
+                outcome, started_at, latency_ms, requested (JSON: as the model asked)
     call_usage  (call_sid, direction, modality) PK, tokens
 
 Timestamps are wall-clock seconds since the epoch (``time.time()``), UTC when displayed.
@@ -73,7 +73,8 @@ CRASH_HORIZON_S = 4 * 3600.0
 CRASHED: Final = "bridge crashed"
 
 Role = Literal["caller", "agent"]
-ToolOutcome = Literal["ok", "error", "timeout", "cancelled"]
+#: ``refused``: never run (no such tool, arguments that fail the schema, too many running).
+ToolOutcome = Literal["ok", "error", "timeout", "cancelled", "refused"]
 
 
 # -- what a record holds ------------------------------------------------------------------------
@@ -98,7 +99,13 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallRecord:
-    """One tool call as the model asked for it and as it ended (arguments and result redacted)."""
+    """One tool call as it ran and as it ended (arguments and result redacted).
+
+    ``arguments`` are what the tool ran with: the model's, checked, with bound parameters filled
+    from the call (None if it never ran: ``outcome`` ``refused``). ``requested`` is what the
+    model asked for, as it sent it, including any value it gave for a bound parameter, which was
+    ignored (None in records written before this was kept).
+    """
 
     call_id: str
     name: str
@@ -107,6 +114,7 @@ class ToolCallRecord:
     outcome: str
     started_at: float
     latency_ms: float
+    requested: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +271,7 @@ _SCHEMA: Final = (
         outcome      TEXT NOT NULL,
         started_at   DOUBLE PRECISION NOT NULL,
         latency_ms   DOUBLE PRECISION NOT NULL,
+        requested    TEXT,
         PRIMARY KEY (call_sid, seq)
     )""",
     """CREATE TABLE IF NOT EXISTS call_usage (
@@ -273,6 +282,9 @@ _SCHEMA: Final = (
         PRIMARY KEY (call_sid, direction, modality)
     )""",
 )
+
+# (table, column) added after the tables were first released: ``_create_schema`` adds them.
+_ADDED_COLUMNS: Final = (("tool_calls", "requested"),)
 
 # A child row may reach the writer before its call's ``started`` (or without one, if that write
 # was dropped): make sure the call exists so the child is never orphaned and invisible.
@@ -296,8 +308,9 @@ _TURN: Final = """INSERT INTO turns
         heard = excluded.heard, started_at = excluded.started_at,
         ended_at = excluded.ended_at, interrupted = excluded.interrupted"""
 _TOOL_CALL: Final = """INSERT INTO tool_calls
-        (call_sid, seq, call_id, name, arguments, result, outcome, started_at, latency_ms)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        (call_sid, seq, call_id, name, arguments, result, outcome, started_at, latency_ms,
+        requested)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (call_sid, seq) DO NOTHING"""
 _USAGE: Final = """INSERT INTO call_usage (call_sid, direction, modality, tokens)
     VALUES (?, ?, ?, ?)
@@ -313,8 +326,8 @@ _GET_CALL: Final = """SELECT call_sid, stream_sid, agent, from_number, to_number
         ended_at, end_reason, summary FROM calls WHERE call_sid = ?"""
 _GET_TURNS: Final = """SELECT idx, role, said, heard, started_at, ended_at, interrupted
     FROM turns WHERE call_sid = ? ORDER BY idx"""
-_GET_TOOLS: Final = """SELECT call_id, name, arguments, result, outcome, started_at, latency_ms
-    FROM tool_calls WHERE call_sid = ? ORDER BY seq"""
+_GET_TOOLS: Final = """SELECT call_id, name, arguments, result, outcome, started_at, latency_ms,
+        requested FROM tool_calls WHERE call_sid = ? ORDER BY seq"""
 _GET_USAGE: Final = """SELECT direction, modality, tokens FROM call_usage
     WHERE call_sid = ? ORDER BY direction, modality"""
 _OLD_CALLS: Final = "SELECT call_sid FROM calls WHERE started_at < ?"
@@ -571,6 +584,7 @@ class RecordStore:
                     outcome=x[4],
                     started_at=x[5],
                     latency_ms=x[6],
+                    requested=_from_json(x[7]),
                 )
                 for x in tools
             ),
@@ -723,10 +737,31 @@ class RecordStore:
             with _closing(self._backend.connect()) as conn:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                self._add_columns(conn)
         except failures as exc:
             raise ConfigError(
                 f"cannot open call records at {self.location}: {exc}", key="DATABASE_URL"
             ) from exc
+
+    def _add_columns(self, conn: Connection) -> None:
+        """Columns added since the first release, added to a database made before them."""
+        for table, column in _ADDED_COLUMNS:
+            if self._has_column(conn, table, column):
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            except self._backend.errors:
+                # Another replica starting at the same moment may have added it first.
+                if not self._has_column(conn, table, column):
+                    raise
+            log.info("records.column_added", table=table, column=column)
+
+    def _has_column(self, conn: Connection, table: str, column: str) -> bool:
+        try:
+            conn.execute(f"SELECT {column} FROM {table} WHERE 1 = 0").fetchall()
+        except self._backend.errors:
+            return False
+        return True
 
 
 def _close_quietly(conn: Connection) -> None:
@@ -822,12 +857,16 @@ class CallRecorder:
         outcome: ToolOutcome | str,
         started_at: float,
         latency_ms: float,
+        requested: Any = None,
     ) -> None:
-        """A finished tool call; fields named in ``redact_fields`` are stored as ``***``."""
+        """A finished (or refused) tool call: ``arguments`` as the tool ran with them (bound
+        values applied; None if it never ran), ``requested`` as the model asked. Fields named
+        in ``redact_fields`` are stored as ``***`` in both."""
         fields = self.redact_fields
         if self.mask_caller_numbers:
             # Arguments and results carry numbers too (a CRM row, a number the model tried).
             arguments, result = mask_number_fields(arguments), mask_number_fields(result)
+            requested = mask_number_fields(requested)
         seq = self._tool_seq
         self._tool_seq += 1
         params = (
@@ -840,6 +879,7 @@ class CallRecorder:
             outcome,
             started_at,
             latency_ms,
+            None if requested is None else _to_json(redact_fields(requested, fields)),
         )
         self._submit(
             "tool_call", ((_ENSURE_CALL, (self.call_sid, started_at)), (_TOOL_CALL, params))
