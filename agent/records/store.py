@@ -2,7 +2,10 @@
 
 Records are written *as the call goes*, one small transaction per event, so a process killed
 mid-call (SIGKILL, OOM, a lost node) keeps every turn completed before it died; at most the turn in
-progress (not yet handed to the recorder) and whatever was still queued are lost.
+progress (not yet handed to the recorder) and whatever was still queued are lost. The server's
+next start closes such a record (:meth:`RecordStore.close_crashed`: reason ``"bridge crashed"``)
+once no other process can be running the call. The server also checks the store before it
+starts (:meth:`RecordStore.check`), and :attr:`RecordStore.problem` says when writes are failing.
 
 Writing never blocks the event loop. Each call gets a :class:`CallRecorder` whose methods only
 build a tuple and put it on a bounded queue; one writer thread per store takes them off and commits

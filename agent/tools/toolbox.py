@@ -11,7 +11,9 @@ What ``run`` does, in order:
 2. drop any value the model sent for a *bound* parameter (logged as
    ``tool.bound_override_ignored``), check the rest against the JSON schema, then fill the bound
    parameters from the trusted :class:`CallContext`: a caller cannot talk the model into
-   looking up someone else's account;
+   looking up someone else's account. A failure in 1 or 2 is an error outcome marked
+   ``refused`` (the tool never ran); otherwise the outcome carries the ``arguments`` it ran
+   with, for the audit trail;
 3. run the executor under ``asyncio.timeout(spec.timeout_s)``;
 4. turn the result into plain JSON, or any failure into a short, safe message (the stack and
    the exception text go to the log, never to the model);
