@@ -31,6 +31,9 @@
 | `LOG_FORMAT`        | auto (default: console on a TTY, JSON otherwise), json, console       |
 | `DATABASE_URL`      | call records: `sqlite:///path.db` (default `sqlite:///./calls.db`) or |
 |                     | `postgresql://…` (needs the `postgres` extra)                         |
+| `RECORDS_CRASH_HORIZON_S` | at start-up, close the records of calls ended by a crash once |
+|                     | their last write is this old ("bridge crashed"). Default: 0 for SQLite|
+|                     | with one process; 14400 (4 h, Twilio's longest call) otherwise        |
 | `RECORD_REDACT_FIELDS` | comma-separated tool argument/result fields stored as `***`        |
 | `MASK_CALLER_NUMBERS`  | `true`: caller numbers are masked in records and logs              |
 | `PRICE_TABLE`       | token prices for call cost estimates: inline JSON, or a .json/.yaml   |
@@ -179,6 +182,9 @@ def _variable_names(value: Any) -> Any:
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 SecondsValue = Annotated[float, BeforeValidator(_seconds)]
+OptionalSeconds = Annotated[
+    float | None, BeforeValidator(lambda v: None if _optional(v) is None else _seconds(v))
+]
 OptionalText = Annotated[str | None, BeforeValidator(_optional)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_optional)]
 
@@ -216,6 +222,8 @@ class Settings(BaseSettings):
     vertex_project: OptionalText = None
     vertex_location: Annotated[str, BeforeValidator(_lower)] = "us-central1"
     database_url: str = Field(default="sqlite:///./calls.db", repr=False)
+    # None: 0 for SQLite with one process, else records.store.CRASH_HORIZON_S (see the README).
+    records_crash_horizon_s: OptionalSeconds = None
     # Where replicas share used stream tickets and calls in progress; None: this process only.
     # Defaults to a PostgreSQL database_url (replicas sharing records share this too).
     shared_state_url: OptionalText = Field(default=None, repr=False)

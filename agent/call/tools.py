@@ -80,11 +80,18 @@ class ToolRunner:
                 log.warning(
                     "tool.refused", tool=call.name, call_id=call.id, running=len(self.running)
                 )
-                await self._respond(
-                    call,
-                    {"error": "Too many lookups are already running; try again in a moment."},
-                    scheduling=None,
+                response = {"error": "Too many lookups are already running; try again in a moment."}
+                self._recorder.tool_call(
+                    call_id=call.id,
+                    name=call.name,
+                    arguments=None,
+                    result=response,
+                    outcome="refused",
+                    started_at=time.time(),
+                    latency_ms=0.0,
+                    requested=_requested(call),
                 )
+                await self._respond(call, response, scheduling=None)
                 continue
             task = self._group.create_task(self._run(call), name=f"tool {call.name}")
             self.running[call.id] = task
@@ -121,18 +128,22 @@ class ToolRunner:
         self.stats.calls += 1
         started = time.time()
         log.info("tool.started", tool=call.name, call_id=call.id)
+        ran: list[Mapping[str, Any]] = []  # the arguments, once the toolbox has checked them
         try:
-            outcome = await self._toolbox.run(call.name, call.args, self._context)
+            outcome = await self._toolbox.run(
+                call.name, call.args, self._context, on_arguments=ran.append
+            )
         except asyncio.CancelledError:
             # The toolbox has counted it in the metrics; the record says so too.
             self._recorder.tool_call(
                 call_id=call.id,
                 name=call.name,
-                arguments=dict(call.args),
+                arguments=dict(ran[0]) if ran else None,
                 result=None,
                 outcome="cancelled",
                 started_at=started,
                 latency_ms=(time.time() - started) * 1000,
+                requested=_requested(call),
             )
             raise
         except Exception:
@@ -152,7 +163,7 @@ class ToolRunner:
             "tool.finished",
             tool=call.name,
             call_id=call.id,
-            outcome=outcome.outcome,
+            outcome="refused" if outcome.refused else outcome.outcome,
             latency_ms=latency_ms,
             error=outcome.response.get("error"),
             action=type(outcome.action).__name__ if outcome.action else None,
@@ -160,11 +171,14 @@ class ToolRunner:
         self._recorder.tool_call(
             call_id=call.id,
             name=call.name,
-            arguments=dict(call.args),
+            # What ran, bound values applied: the model's value for a bound parameter was
+            # ignored, and is kept apart, in ``requested``, with everything else it sent.
+            arguments=None if outcome.arguments is None else dict(outcome.arguments),
             result=dict(outcome.response),
-            outcome=outcome.outcome,
+            outcome="refused" if outcome.refused else outcome.outcome,
             started_at=started,
             latency_ms=latency_ms,
+            requested=_requested(call),
         )
         non_blocking = spec is not None and spec.behavior == "NON_BLOCKING"
         scheduling = spec.scheduling if spec is not None and non_blocking else None
@@ -182,3 +196,8 @@ class ToolRunner:
             id=call.id, name=call.name, response=dict(response), scheduling=scheduling
         )
         await self._live.send(protocol.tool_response_message([result]))
+
+
+def _requested(call: FunctionCall) -> Any:
+    """What the model asked for, as it sent it (normally a JSON object)."""
+    return dict(call.args) if isinstance(call.args, Mapping) else call.args

@@ -155,7 +155,12 @@ def _render_tool(tool: ToolCallRecord, call_start: float) -> list[str]:
         f"  tool {_offset(tool.started_at, call_start)}  {tool.name}  {tool.outcome}"
         f"  {tool.latency_ms:.0f} ms  (id {tool.call_id})"
     ]
-    lines.extend(_wrap("args:", _compact(tool.arguments)))
+    if tool.arguments is not None or tool.requested is None:
+        lines.extend(_wrap("args:", _compact(tool.arguments)))
+    if tool.requested is not None and tool.requested != tool.arguments:
+        # What the model asked for, where it differs from what ran: a value it gave for a
+        # bound parameter (ignored), or the whole request of a call that was refused.
+        lines.extend(_wrap("asked:", _compact(tool.requested)))
     lines.extend(_wrap("result:", _compact(tool.result)))
     return lines
 

@@ -154,11 +154,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _supervise_workers(settings: Settings, count: int) -> int:
+    from agent.records.store import CRASH_HORIZON_S
     from agent.server.app import create_app
     from agent.server.workers import supervise, worker_command
 
     create_app(settings)  # the same checks as one process: a bad agent file fails here, once
     env = dict(os.environ)
+    # Workers share the records: one restarting must not close its siblings' calls.
+    env.setdefault("RECORDS_CRASH_HORIZON_S", str(CRASH_HORIZON_S))
     if settings.shared_state_url is None:
         # Workers must share used stream tickets; beside the SQLite records unless told otherwise.
         env["SHARED_STATE_URL"] = _beside(settings.database_url, "shared-state.db")

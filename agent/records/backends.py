@@ -58,6 +58,10 @@ class Backend(Protocol):
         """The statement that opens a write transaction."""
         ...
 
+    def check(self, conn: Connection) -> str | None:
+        """What is wrong with the database behind ``conn`` (None: nothing found)."""
+        ...
+
 
 class SqliteBackend:
     """SQLite through the standard library, in WAL mode.
@@ -87,6 +91,14 @@ class SqliteBackend:
         # IMMEDIATE takes the write lock up front, so a busy database waits (busy timeout)
         # at BEGIN instead of failing half-way through the transaction.
         return "BEGIN IMMEDIATE"
+
+    def check(self, conn: Connection) -> str | None:
+        # quick_check reads every page (so it finds a page of zeros, a torn b-tree) but skips
+        # the index-versus-table cross-check integrity_check does: seconds for a large file.
+        rows = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if rows == ["ok"]:
+            return None
+        return "; ".join(" ".join(row.split()) for row in rows[:5]) or "no answer"
 
 
 class PostgresBackend:
@@ -119,6 +131,12 @@ class PostgresBackend:
 
     def begin(self) -> str:
         return "BEGIN"
+
+    def check(self, conn: Connection) -> str | None:
+        # A round trip: the server answers and this login may query. Corruption is the
+        # server's business (checksums, replicas), not something a client can scan for.
+        row = conn.execute("SELECT 1").fetchone()
+        return None if row is not None and row[0] == 1 else f"SELECT 1 returned {row!r}"
 
 
 def without_password(url: str) -> str:

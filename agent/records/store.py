@@ -2,7 +2,10 @@
 
 Records are written *as the call goes*, one small transaction per event, so a process killed
 mid-call (SIGKILL, OOM, a lost node) keeps every turn completed before it died; at most the turn in
-progress (not yet handed to the recorder) and whatever was still queued are lost.
+progress (not yet handed to the recorder) and whatever was still queued are lost. The server's
+next start closes such a record (:meth:`RecordStore.close_crashed`: reason ``"bridge crashed"``)
+once no other process can be running the call. The server also checks the store before it
+starts (:meth:`RecordStore.check`), and :attr:`RecordStore.problem` says when writes are failing.
 
 Writing never blocks the event loop. Each call gets a :class:`CallRecorder` whose methods only
 build a tuple and put it on a bounded queue; one writer thread per store takes them off and commits
@@ -27,8 +30,8 @@ Tables (one row per call, and its children keyed by ``call_sid``)::
     calls       call_sid PK, stream_sid, agent, from_number, to_number, started_at, ended_at,
                 end_reason, summary (JSON)
     turns       (call_sid, idx) PK, role, said, heard, started_at, ended_at, interrupted
-    tool_calls  (call_sid, seq) PK, call_id, name, arguments (JSON), result (JSON), outcome,
-                started_at, latency_ms
+    tool_calls  (call_sid, seq) PK, call_id, name, arguments (JSON: as run), result (JSON),
+                outcome, started_at, latency_ms, requested (JSON: as the model asked)
     call_usage  (call_sid, direction, modality) PK, tokens
 
 Timestamps are wall-clock seconds since the epoch (``time.time()``), UTC when displayed.
@@ -43,7 +46,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
@@ -62,9 +65,19 @@ log = structlog.get_logger("agent.records")
 
 DEFAULT_DATABASE_URL = "sqlite:///./calls.db"
 DEFAULT_QUEUE_SIZE = 10_000
+#: After a failed write the store reports a problem (``/readyz`` unready) until a write succeeds,
+#: or this long has passed with no write at all: an idle instance must become ready again, or the
+#: next call (whose writes would show whether the database has healed) could never arrive.
+FAILING_FOR_S = 30.0
+#: Where several processes share the records (PostgreSQL replicas, ``--workers``), a call with no
+#: ending is closed at start-up only once its last write is this old: Twilio's longest call
+#: (4 h), so a call another process is running, or continuing after a failover, is never closed.
+CRASH_HORIZON_S = 4 * 3600.0
+CRASHED: Final = "bridge crashed"
 
 Role = Literal["caller", "agent"]
-ToolOutcome = Literal["ok", "error", "timeout", "cancelled"]
+#: ``refused``: never run (no such tool, arguments that fail the schema, too many running).
+ToolOutcome = Literal["ok", "error", "timeout", "cancelled", "refused"]
 
 
 # -- what a record holds ------------------------------------------------------------------------
@@ -89,7 +102,13 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallRecord:
-    """One tool call as the model asked for it and as it ended (arguments and result redacted)."""
+    """One tool call as it ran and as it ended (arguments and result redacted).
+
+    ``arguments`` are what the tool ran with: the model's, checked, with bound parameters filled
+    from the call (None if it never ran: ``outcome`` ``refused``). ``requested`` is what the
+    model asked for, as it sent it, including any value it gave for a bound parameter, which was
+    ignored (None in records written before this was kept).
+    """
 
     call_id: str
     name: str
@@ -98,6 +117,7 @@ class ToolCallRecord:
     outcome: str
     started_at: float
     latency_ms: float
+    requested: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +185,11 @@ class CallRecordStore(Protocol):
         """Writes queued and not yet committed."""
         ...
 
+    @property
+    def problem(self) -> str | None:
+        """Why records are not being written right now (for readiness), or None."""
+        ...
+
     async def flush(self) -> None:
         """Wait until everything handed over so far is committed."""
         ...
@@ -183,6 +208,10 @@ class CallRecordStore(Protocol):
 
     def purge(self, older_than_s: float) -> int:
         """Delete calls started more than ``older_than_s`` ago; return how many."""
+        ...
+
+    def close_crashed(self, *, horizon_s: float, active: Collection[str] = ()) -> list[str]:
+        """End the records of calls a crash left open; return their call SIDs."""
         ...
 
 
@@ -245,6 +274,7 @@ _SCHEMA: Final = (
         outcome      TEXT NOT NULL,
         started_at   DOUBLE PRECISION NOT NULL,
         latency_ms   DOUBLE PRECISION NOT NULL,
+        requested    TEXT,
         PRIMARY KEY (call_sid, seq)
     )""",
     """CREATE TABLE IF NOT EXISTS call_usage (
@@ -255,6 +285,9 @@ _SCHEMA: Final = (
         PRIMARY KEY (call_sid, direction, modality)
     )""",
 )
+
+# (table, column) added after the tables were first released: ``_create_schema`` adds them.
+_ADDED_COLUMNS: Final = (("tool_calls", "requested"),)
 
 # A child row may reach the writer before its call's ``started`` (or without one, if that write
 # was dropped): make sure the call exists so the child is never orphaned and invisible.
@@ -278,8 +311,9 @@ _TURN: Final = """INSERT INTO turns
         heard = excluded.heard, started_at = excluded.started_at,
         ended_at = excluded.ended_at, interrupted = excluded.interrupted"""
 _TOOL_CALL: Final = """INSERT INTO tool_calls
-        (call_sid, seq, call_id, name, arguments, result, outcome, started_at, latency_ms)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        (call_sid, seq, call_id, name, arguments, result, outcome, started_at, latency_ms,
+        requested)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (call_sid, seq) DO NOTHING"""
 _USAGE: Final = """INSERT INTO call_usage (call_sid, direction, modality, tokens)
     VALUES (?, ?, ?, ?)
@@ -295,11 +329,20 @@ _GET_CALL: Final = """SELECT call_sid, stream_sid, agent, from_number, to_number
         ended_at, end_reason, summary FROM calls WHERE call_sid = ?"""
 _GET_TURNS: Final = """SELECT idx, role, said, heard, started_at, ended_at, interrupted
     FROM turns WHERE call_sid = ? ORDER BY idx"""
-_GET_TOOLS: Final = """SELECT call_id, name, arguments, result, outcome, started_at, latency_ms
-    FROM tool_calls WHERE call_sid = ? ORDER BY seq"""
+_GET_TOOLS: Final = """SELECT call_id, name, arguments, result, outcome, started_at, latency_ms,
+        requested FROM tool_calls WHERE call_sid = ? ORDER BY seq"""
 _GET_USAGE: Final = """SELECT direction, modality, tokens FROM call_usage
     WHERE call_sid = ? ORDER BY direction, modality"""
 _OLD_CALLS: Final = "SELECT call_sid FROM calls WHERE started_at < ?"
+# Calls with no ending, and the last time anything of theirs was written that says when.
+_OPEN_CALLS: Final = """SELECT c.call_sid, c.started_at,
+        (SELECT MAX(t.ended_at) FROM turns t WHERE t.call_sid = c.call_sid),
+        (SELECT MAX(x.started_at + x.latency_ms / 1000.0) FROM tool_calls x
+            WHERE x.call_sid = c.call_sid)
+    FROM calls c WHERE c.ended_at IS NULL"""
+# Still no ending (the call's own ``ended`` may have arrived meanwhile): then close it.
+_CLOSE_CRASHED: Final = """UPDATE calls SET ended_at = ?, end_reason = ?, summary = ?
+    WHERE call_sid = ? AND ended_at IS NULL"""
 # Children first, then the calls: all in one transaction.
 _PURGE: Final = (
     *(
@@ -358,6 +401,10 @@ class RecordStore:
         self._closed = False
         self.dropped = 0
         """Writes lost so far: queue full, store closed, or the database refused them."""
+        # The last write's failure (monotonic time, error), None once a write succeeds.
+        self._failure: tuple[float, str] | None = None
+        self.failing_for_s = FAILING_FOR_S
+        """How long a failed write with none since stays a :attr:`problem`."""
         # The writes' statements in this backend's dialect, translated once.
         self._sql = {
             statement: backend.sql(statement)
@@ -391,7 +438,31 @@ class RecordStore:
             on_drop=on_drop,
         )
         store._create_schema()
+        if create:
+            # Only the server checks: the CLI (create=False) should still read what it can of a
+            # damaged file. A failing check stops start-up rather than serve calls without
+            # records: a corrupt file does not heal by itself, every call would lose its record
+            # while /readyz said ready, and a deploy that fails at once is what gets noticed
+            # (restore the file, or move it aside to start afresh).
+            store.check()
         return store
+
+    def check(self) -> None:
+        """Check the database (SQLite ``PRAGMA quick_check``, PostgreSQL a ``SELECT 1`` round
+        trip); ConfigError naming what is wrong. Blocking: a one-off at start-up."""
+        failures: tuple[type[Exception], ...] = (*self._backend.errors, OSError)
+        try:
+            with _closing(self._backend.connect()) as conn:
+                problem = self._backend.check(conn)
+        except failures as exc:
+            problem = str(exc)
+        if problem is not None:
+            log.error("records.check_failed", location=self.location, problem=problem)
+            raise ConfigError(
+                f"call records at {self.location} failed their check: {problem} (restore the "
+                "database from a backup, or move it aside to start with an empty one)",
+                key="DATABASE_URL",
+            )
 
     @property
     def location(self) -> str:
@@ -417,6 +488,15 @@ class RecordStore:
         """Writes queued and not yet committed (approximate): a growing backlog means the
         database is slower than the calls; at the queue's size, writes are dropped."""
         return self._queue.qsize()
+
+    @property
+    def problem(self) -> str | None:
+        """``"call records failing: <error>"`` while the most recent write failed (until a write
+        succeeds, or :attr:`failing_for_s` passes without one), else None."""
+        failure = self._failure
+        if failure is None or time.monotonic() - failure[0] > self.failing_for_s:
+            return None
+        return f"call records failing: {failure[1]}"
 
     async def flush(self) -> None:
         """Wait until every write handed over before this call is committed (or dropped)."""
@@ -507,6 +587,7 @@ class RecordStore:
                     outcome=x[4],
                     started_at=x[5],
                     latency_ms=x[6],
+                    requested=_from_json(x[7]),
                 )
                 for x in tools
             ),
@@ -528,6 +609,47 @@ class RecordStore:
                 raise
             conn.execute("COMMIT")
         return count
+
+    def close_crashed(
+        self,
+        *,
+        horizon_s: float,
+        active: Collection[str] = (),
+        now: float | None = None,
+    ) -> list[str]:
+        """End the records a crash left open (no ``ended`` was ever written): reason
+        ``"bridge crashed"``, ended at the last known time (the last turn's end, or tool call's,
+        else the start). Only calls whose last known time is more than ``horizon_s`` before
+        ``now`` and that are not in ``active`` (this process's calls) are closed, so a call that
+        another process sharing the database is running is left alone. Returns the SIDs closed.
+
+        A call closed here that goes on after all (its record is written again) is not harmed:
+        its real ``ended`` replaces the crash's. Blocking: for start-up, in a thread.
+        """
+        cutoff = (time.time() if now is None else now) - horizon_s
+        sql = self._backend.sql
+        closed: list[str] = []
+        with _closing(self._backend.connect()) as conn:
+            rows = conn.execute(sql(_OPEN_CALLS)).fetchall()
+            for call_sid, started_at, last_turn, last_tool in rows:
+                if call_sid in active:
+                    continue
+                last = max(t for t in (started_at, last_turn, last_tool) if t is not None)
+                if last >= cutoff:
+                    continue
+                summary = _to_json({"closed_at_start_up": round(time.time(), 3)})
+                cursor = conn.execute(sql(_CLOSE_CRASHED), (last, CRASHED, summary, call_sid))
+                if cursor.rowcount:
+                    closed.append(call_sid)
+                    log.warning("records.crashed_call_closed", call_sid=call_sid, ended_at=last)
+        if rows:
+            log.info(
+                "records.crashed_calls_checked",
+                open=len(rows),
+                closed=len(closed),
+                horizon_s=horizon_s,
+            )
+        return closed
 
     # -- the write path -------------------------------------------------------------------------
 
@@ -602,10 +724,14 @@ class RecordStore:
         except Exception as exc:
             # The writer must outlive any failure: log it, count the lost record, carry on.
             log.error("records.write_failed", error=repr(exc), call_sid=write.call_sid)
+            self._failure = (time.monotonic(), str(exc) or type(exc).__name__)
             self._drop(write, "database error")
             if conn is not None:
                 _close_quietly(conn)
             return None
+        if self._failure is not None:
+            log.info("records.write_recovered")
+            self._failure = None
         return conn
 
     def _create_schema(self) -> None:
@@ -614,10 +740,31 @@ class RecordStore:
             with _closing(self._backend.connect()) as conn:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                self._add_columns(conn)
         except failures as exc:
             raise ConfigError(
                 f"cannot open call records at {self.location}: {exc}", key="DATABASE_URL"
             ) from exc
+
+    def _add_columns(self, conn: Connection) -> None:
+        """Columns added since the first release, added to a database made before them."""
+        for table, column in _ADDED_COLUMNS:
+            if self._has_column(conn, table, column):
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            except self._backend.errors:
+                # Another replica starting at the same moment may have added it first.
+                if not self._has_column(conn, table, column):
+                    raise
+            log.info("records.column_added", table=table, column=column)
+
+    def _has_column(self, conn: Connection, table: str, column: str) -> bool:
+        try:
+            conn.execute(f"SELECT {column} FROM {table} WHERE 1 = 0").fetchall()
+        except self._backend.errors:
+            return False
+        return True
 
 
 def _close_quietly(conn: Connection) -> None:
@@ -713,12 +860,16 @@ class CallRecorder:
         outcome: ToolOutcome | str,
         started_at: float,
         latency_ms: float,
+        requested: Any = None,
     ) -> None:
-        """A finished tool call; fields named in ``redact_fields`` are stored as ``***``."""
+        """A finished (or refused) tool call: ``arguments`` as the tool ran with them (bound
+        values applied; None if it never ran), ``requested`` as the model asked. Fields named
+        in ``redact_fields`` are stored as ``***`` in both."""
         fields = self.redact_fields
         if self.mask_caller_numbers:
             # Arguments and results carry numbers too (a CRM row, a number the model tried).
             arguments, result = mask_number_fields(arguments), mask_number_fields(result)
+            requested = mask_number_fields(requested)
         seq = self._tool_seq
         self._tool_seq += 1
         params = (
@@ -731,6 +882,7 @@ class CallRecorder:
             outcome,
             started_at,
             latency_ms,
+            None if requested is None else _to_json(redact_fields(requested, fields)),
         )
         self._submit(
             "tool_call", ((_ENSURE_CALL, (self.call_sid, started_at)), (_TOOL_CALL, params))

@@ -8,7 +8,7 @@ Routes:
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
     GET  /healthz         liveness
-    GET  /readyz          readiness for new calls (503 while shutting down)
+    GET  /readyz          readiness for new calls (503 while shutting down, or records failing)
     GET  /metrics         Prometheus metrics
 """
 
@@ -41,7 +41,7 @@ from agent.live.targets import LiveEndpoint, live_endpoint
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
-from agent.records.store import CallRecordStore, RecordStore
+from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
 from agent.server.state import (
     AGENTS,
@@ -322,10 +322,37 @@ async def _shared_state(app: web.Application) -> AsyncIterator[None]:
         await app[SHARED].close()
 
 
+def crash_horizon_s(settings: Settings) -> float:
+    """How old a call's last write must be before start-up closes it as crashed.
+
+    ``RECORDS_CRASH_HORIZON_S`` if set; else 0 for SQLite with one process (no other process
+    can be running a call in that file, and this one has none yet), else
+    :data:`~agent.records.store.CRASH_HORIZON_S`: replicas or workers share the records, and a
+    call in one of them (or continuing there after a failover) must not be closed by another.
+    """
+    if settings.records_crash_horizon_s is not None:
+        return settings.records_crash_horizon_s
+    if settings.database_url.startswith("sqlite:///") and settings.workers == 1:
+        return 0.0
+    return CRASH_HORIZON_S
+
+
 async def _close_records(app: web.Application) -> AsyncIterator[None]:
-    """Drain call records after shutdown has closed the calls and their handlers returned."""
+    """At start-up, close the records a crash left open; after shutdown has closed the calls
+    and their handlers returned, drain the call records."""
+    records = app[RECORDS]
+    try:
+        await asyncio.to_thread(
+            records.close_crashed,
+            horizon_s=crash_horizon_s(app[SETTINGS]),
+            active=set(app[CALLS].active),
+        )
+    except Exception as exc:
+        # The store passed its check moments ago; a failure here costs only stale "no ending
+        # recorded" rows, not the server.
+        log.error("records.close_crashed_failed", error=repr(exc))
     yield
-    await app[RECORDS].close()
+    await records.close()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -343,6 +370,9 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("draining: finishing calls in progress, taking no new ones")
     if app[RECORDS].closed:
         problems.append("shutting down")
+    elif (records_problem := app[RECORDS].problem) is not None:
+        # Calls would go unrecorded: let the balancer send them to a replica whose writes work.
+        problems.append(records_problem)
     # Not a problem of this instance (every replica shares the backend): said, still 200.
     breaker, now = app[LIVE_BREAKER], app[CALL_CLOCK].now()
     body = {

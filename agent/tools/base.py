@@ -95,12 +95,19 @@ class ToolOutcome:
     ``response`` is what goes back to the model: ``{"result": ...}`` or ``{"error": "..."}``,
     always plain JSON. ``outcome`` is for records and metrics (a cancelled call has no outcome:
     ``CancelledError`` propagates instead). ``action`` is set by the built-ins only.
+
+    ``arguments`` are the arguments the tool ran with (checked, bound parameters filled from the
+    call), for the audit trail; None when it never ran. ``refused`` is True when the call was
+    refused before running (no such tool, arguments that fail the schema, a bound value the
+    call lacks): ``outcome`` is then ``error`` and the response says why.
     """
 
     response: Mapping[str, Any]
     outcome: Outcome
     latency_s: float
     action: Action | None = None
+    arguments: Mapping[str, Any] | None = None
+    refused: bool = False
 
 
 def json_safe(value: Any) -> Any:

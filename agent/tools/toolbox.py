@@ -11,7 +11,9 @@ What ``run`` does, in order:
 2. drop any value the model sent for a *bound* parameter (logged as
    ``tool.bound_override_ignored``), check the rest against the JSON schema, then fill the bound
    parameters from the trusted :class:`CallContext`: a caller cannot talk the model into
-   looking up someone else's account;
+   looking up someone else's account. A failure in 1 or 2 is an error outcome marked
+   ``refused`` (the tool never ran); otherwise the outcome carries the ``arguments`` it ran
+   with, for the audit trail;
 3. run the executor under ``asyncio.timeout(spec.timeout_s)``;
 4. turn the result into plain JSON, or any failure into a short, safe message (the stack and
    the exception text go to the log, never to the model);
@@ -168,19 +170,36 @@ class Toolbox:
         """The tool called ``name``, or None (the model invented it)."""
         return self._specs.get(name)
 
-    async def run(self, name: str, args: Mapping[str, Any], context: CallContext) -> ToolOutcome:
-        """Run one function call; see the module docstring. Only cancellation raises."""
+    async def run(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        context: CallContext,
+        *,
+        on_arguments: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> ToolOutcome:
+        """Run one function call; see the module docstring. Only cancellation raises.
+
+        ``on_arguments``, if given, is called with the arguments the tool runs with (bound
+        values applied) once they are checked, so a caller recording a call that is then
+        cancelled still knows them. It is not called for a refused call.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
         spec = self._specs.get(name)
         if spec is None:
             log.warning("tool.unknown", tool=name[:_NAME_IN_LOGS])
             return self._finish(
-                name, "error", {"error": f"there is no tool called {name!r}"}, started
+                name, "error", {"error": f"there is no tool called {name!r}"}, started, refused=True
             )
         action: Action | None = None
         try:
             arguments = self._arguments(spec, args, context)
+        except ToolError as exc:
+            return self._finish(name, "error", {"error": str(exc)}, started, refused=True)
+        if on_arguments is not None:
+            on_arguments(dict(arguments))
+        try:
             log.debug(
                 "tool.started", tool=name, arguments=redact_fields(arguments, self._redact_fields)
             )
@@ -189,9 +208,9 @@ class Toolbox:
             response: dict[str, Any] = {"result": json_safe(result)}
         except TimeoutError:
             message = f"the tool did not finish within {spec.timeout_s:g} seconds"
-            return self._finish(name, "timeout", {"error": message}, started)
+            return self._finish(name, "timeout", {"error": message}, started, arguments=arguments)
         except ToolError as exc:
-            return self._finish(name, "error", {"error": str(exc)}, started)
+            return self._finish(name, "error", {"error": str(exc)}, started, arguments=arguments)
         except asyncio.CancelledError:
             latency = loop.time() - started
             log.debug("tool.execution_cancelled", tool=name, latency_ms=round(latency * 1000, 1))
@@ -200,8 +219,10 @@ class Toolbox:
         except Exception as exc:
             # A bug or an unexpected failure: the details (and stack) are for the operator.
             log.error("tool.crashed", tool=name, error=repr(exc), exc_info=True)
-            return self._finish(name, "error", {"error": GENERIC_FAILURE}, started)
-        return self._finish(name, "ok", response, started, action)
+            return self._finish(
+                name, "error", {"error": GENERIC_FAILURE}, started, arguments=arguments
+            )
+        return self._finish(name, "ok", response, started, action, arguments=arguments)
 
     async def close(self) -> None:
         """Close the database connections the toolbox opened (not the borrowed resources)."""
@@ -250,6 +271,9 @@ class Toolbox:
         response: Mapping[str, Any],
         started: float,
         action: Action | None = None,
+        *,
+        arguments: Mapping[str, Any] | None = None,
+        refused: bool = False,
     ) -> ToolOutcome:
         latency = asyncio.get_running_loop().time() - started
         fields: dict[str, Any] = {
@@ -261,9 +285,18 @@ class Toolbox:
             fields["error"] = response.get("error")
         if action is not None:
             fields["action"] = type(action).__name__
+        if refused:
+            fields["refused"] = True
         log.debug("tool.executed", **fields)
         self._observe(name, outcome, latency)
-        return ToolOutcome(response=response, outcome=outcome, latency_s=latency, action=action)
+        return ToolOutcome(
+            response=response,
+            outcome=outcome,
+            latency_s=latency,
+            action=action,
+            arguments=arguments,
+            refused=refused,
+        )
 
     def _observe(self, name: str, outcome: str, latency: float) -> None:
         if self._metrics is not None:

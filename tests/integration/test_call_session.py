@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +129,14 @@ class ActionToolbox:
     def spec(self, name: str) -> ToolSpec | None:
         return None
 
-    async def run(self, name: str, args: Mapping[str, Any], context: CallContext) -> ToolOutcome:
+    async def run(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        context: CallContext,
+        *,
+        on_arguments: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> ToolOutcome:
         return ToolOutcome(
             response={"result": "ok"}, outcome="ok", latency_s=0.0, action=self._action
         )

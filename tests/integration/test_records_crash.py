@@ -8,6 +8,7 @@ parent kills it on that line: the handshake is the only synchronisation, no slee
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 
 from agent.records.store import RecordStore
+from agent.server.state import RECORDS
+
+from .conftest import BridgeFactory
 
 COMPLETED = 5
 CALL_SID = "CAcrash0000000000000000000000000001"
@@ -55,10 +59,8 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
-def test_completed_turns_survive_sigkill_mid_call(tmp_path: Path) -> None:
-    db = tmp_path / "calls.db"
-    url = f"sqlite:///{db}"
+def kill_mid_call(url: str) -> None:
+    """Run the child on ``url`` and SIGKILL it once it has committed ``COMPLETED`` turns."""
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, url],
         stdout=subprocess.PIPE,
@@ -82,6 +84,13 @@ def test_completed_turns_survive_sigkill_mid_call(tmp_path: Path) -> None:
                 pipe.close()
     assert child.returncode == -signal.SIGKILL
 
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+def test_completed_turns_survive_sigkill_mid_call(tmp_path: Path) -> None:
+    db = tmp_path / "calls.db"
+    url = f"sqlite:///{db}"
+    kill_mid_call(url)
+
     # The WAL still holds the last commits: opening the database replays it.
     store = RecordStore.from_url(url, create=False)
     call = store.get_call(CALL_SID)
@@ -98,3 +107,22 @@ def test_completed_turns_survive_sigkill_mid_call(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+async def test_the_next_start_closes_the_killed_call(
+    tmp_path: Path, start_bridge: BridgeFactory
+) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    await asyncio.to_thread(kill_mid_call, url)
+    before = RecordStore.from_url(url, create=False).get_call(CALL_SID)
+    assert before is not None
+    assert before.ended_at is None
+
+    bridge = await start_bridge(database_url=url)  # the restart, on the same records
+    call = bridge.app[RECORDS].get_call(CALL_SID)
+    assert call is not None
+    assert call.end_reason == "bridge crashed"
+    # Ended when it was last known to be going: its last committed turn's end.
+    assert call.ended_at == max(turn.ended_at for turn in call.turns)
+    assert call.turns == before.turns

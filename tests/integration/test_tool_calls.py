@@ -20,7 +20,7 @@ from agent.call import session as session_module
 from agent.call.session import CallSession
 from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
-from agent.server.state import CALLS
+from agent.server.state import CALLS, RECORDS
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     CallReport,
@@ -442,3 +442,42 @@ async def test_a_slow_blocking_tool_gets_the_caller_a_one_moment_please(
     # What reached the caller while the tool ran is the hold clip, whole, or nothing at all.
     hold_frames = len(session_module._hold_frames()) if holds else 0
     assert probe.seen["model_frames_during"] == hold_frames
+
+
+async def test_the_record_keeps_what_ran_and_what_the_model_asked(
+    tmp_path: Path, start_bridge: BridgeFactory, scripted: ScriptedEmulator, probe: Any
+) -> None:
+    tool = python_tool(
+        "whose",
+        "whose",
+        behavior="BLOCKING",
+        params="{label: {type: string}, call_sid: {type: string}}",
+        bind="{call_sid: call_sid}",
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tool)
+    forged = "CA" + "0" * 32
+    calls = [
+        {"name": "whose", "args": {"label": "mine", "call_sid": forged}, "wait": False},
+        {"name": "drop_tables", "args": {"all": True}, "wait": False},
+    ]
+    emulator = await scripted({"steps": [{"say": "reply", "calls": calls}]})
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
+    await place_call(CarrierOptions(url=bridge.url, linger_ms=2000), [caller_clip("goodbye")])
+
+    store = bridge.app[RECORDS]
+    await store.flush()
+    [row] = store.list_calls()
+    call = store.get_call(row.call_sid)
+    assert call is not None
+    by_name = {tool.name: tool for tool in call.tool_calls}
+    ran = by_name["whose"]
+    assert ran.outcome == "ok"
+    assert ran.arguments == {"label": "mine", "call_sid": row.call_sid}  # the call's own
+    assert ran.requested == {"label": "mine", "call_sid": forged}  # ignored, but kept
+    assert ran.result == {"result": {"label": "mine", "call_sid": row.call_sid}}
+    invented = by_name["drop_tables"]
+    assert (invented.outcome, invented.arguments) == ("refused", None)
+    assert invented.requested == {"all": True}
+    assert invented.result == {"error": "there is no tool called 'drop_tables'"}

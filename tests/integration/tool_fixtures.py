@@ -71,3 +71,8 @@ def crashes() -> dict[str, str]:
 async def too_slow() -> dict[str, str]:
     await asyncio.sleep(30)
     return {"status": "late"}
+
+
+def whose(label: str, call_sid: str) -> dict[str, str]:
+    """An instant answer that says which call it ran for."""
+    return {"label": label, "call_sid": call_sid}

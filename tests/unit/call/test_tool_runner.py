@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from agent.call.tools import ToolRunner
 from agent.config.tools import ToolSpec
 from agent.live.protocol import FunctionCall
-from agent.records.store import CallRecorder
+from agent.records.store import CallRecorder, RecordStore
 from agent.tools import CallContext, ToolOutcome
 
 CONTEXT = CallContext(
@@ -39,10 +40,24 @@ class HeldToolbox:
     def spec(self, name: str) -> ToolSpec | None:
         return None  # a BLOCKING tool: its result is sent as soon as it is ready
 
-    async def run(self, name: str, args: Mapping[str, Any], context: CallContext) -> ToolOutcome:
+    async def run(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        context: CallContext,
+        *,
+        on_arguments: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> ToolOutcome:
         self.started.append(args["n"])
+        if on_arguments is not None:
+            on_arguments({**args, "bound": "from the call"})
         await self.finish.wait()
-        return ToolOutcome(response={"result": args["n"]}, outcome="ok", latency_s=0.0)
+        return ToolOutcome(
+            response={"result": args["n"]},
+            outcome="ok",
+            latency_s=0.0,
+            arguments={**args, "bound": "from the call"},
+        )
 
 
 class SentMessages:
@@ -66,7 +81,12 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def runner(toolbox: HeldToolbox, live: SentMessages, max_concurrent: int) -> ToolRunner:
+def runner(
+    toolbox: HeldToolbox,
+    live: SentMessages,
+    max_concurrent: int,
+    recorder: CallRecorder | None = None,
+) -> ToolRunner:
     async def no_action(action: object) -> None:
         raise AssertionError("no tool here ends or moves the call")
 
@@ -74,7 +94,7 @@ def runner(toolbox: HeldToolbox, live: SentMessages, max_concurrent: int) -> Too
         toolbox=toolbox,  # type: ignore[arg-type]
         context=CONTEXT,
         live=live,  # type: ignore[arg-type]
-        recorder=CallRecorder.discarding(CONTEXT.call_sid),
+        recorder=recorder or CallRecorder.discarding(CONTEXT.call_sid),
         on_action=no_action,
         max_concurrent=max_concurrent,
     )
@@ -118,3 +138,27 @@ async def test_a_finished_or_cancelled_call_frees_its_place() -> None:
         toolbox.finish.set()
     assert live.responses == {"b": {"result": "b"}}
     assert tools.stats.cancelled == 1
+
+
+async def test_refused_and_cancelled_calls_are_recorded(tmp_path: Path) -> None:
+    store = RecordStore.from_url(f"sqlite:///{tmp_path / 'calls.db'}")
+    toolbox, live = HeldToolbox(), SentMessages()
+    tools = runner(toolbox, live, max_concurrent=1, recorder=store.recorder(CONTEXT.call_sid))
+    async with asyncio.TaskGroup() as group:
+        tools.attach(group)
+        await tools.requested(calls("a", "b"))  # b: over the limit
+        await settle()
+        tools.cancelled(["a"])
+        await settle()
+    await store.flush()
+    call = store.get_call(CONTEXT.call_sid)
+    assert call is not None
+    by_id = {tool.call_id: tool for tool in call.tool_calls}
+    refused = by_id["b"]
+    assert (refused.outcome, refused.arguments, refused.requested) == ("refused", None, {"n": "b"})
+    assert refused.result == TOO_MANY
+    cancelled = by_id["a"]
+    assert cancelled.outcome == "cancelled"
+    assert cancelled.arguments == {"n": "a", "bound": "from the call"}  # what ran
+    assert cancelled.requested == {"n": "a"}  # what the model asked
+    await store.close()

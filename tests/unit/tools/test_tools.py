@@ -280,6 +280,37 @@ async def test_bound_parameters_always_come_from_the_call(make_toolbox: Any) -> 
     assert not [e for e in logs if e["event"] == "tool.bound_override_ignored"]
 
 
+async def test_the_outcome_says_what_ran_and_whether_it_was_refused(make_toolbox: Any) -> None:
+    spec = python_tool("order", ORDER_SCHEMA, bind={"caller_number": "caller_number"})
+    refusing = {"type": "object", "properties": {"order_id": {"type": "string"}}}
+    toolbox = make_toolbox(spec, python_tool("refuse", refusing))
+    used: list[Any] = []
+    outcome = await toolbox.run(
+        "order",
+        {"order_id": "A1017", "caller_number": "+15555550101"},
+        CONTEXT,
+        on_arguments=used.append,
+    )
+    ran = {"order_id": "A1017", "caller_number": "+15555550100"}  # the call's, not the model's
+    assert (outcome.arguments, used, outcome.refused) == (ran, [ran], False)
+    # A tool that runs and fails ran all the same: not refused.
+    failed = await toolbox.run("refuse", {"order_id": "A9999"}, CONTEXT)
+    assert (failed.outcome, failed.refused) == ("error", False)
+    assert failed.arguments == {"order_id": "A9999"}
+    # Never run: no such tool, arguments the schema refuses, a bound value the call lacks.
+    anonymous = CallContext(**{**_fields(CONTEXT), "caller_number": None})
+    for name, args, context in (
+        ("delete_everything", {}, CONTEXT),
+        ("order", {"order_id": "A1017", "kind": "refund"}, CONTEXT),
+        ("order", {"order_id": "A1017"}, anonymous),
+    ):
+        used = []
+        refused = await toolbox.run(name, args, context, on_arguments=used.append)
+        assert (refused.outcome, refused.refused, refused.arguments) == ("error", True, None)
+        assert used == []
+        assert "error" in refused.response
+
+
 async def test_a_bound_value_the_call_does_not_have_fails_the_tool(make_toolbox: Any) -> None:
     spec = python_tool("order", ORDER_SCHEMA, bind={"caller_number": "caller_number"})
     anonymous = CallContext(**{**_fields(CONTEXT), "caller_number": None})
@@ -509,6 +540,7 @@ async def test_end_call_returns_the_action_for_the_session(make_toolbox: Any) ->
         outcome="ok",
         latency_s=outcome.latency_s,
         action=EndCall(),
+        arguments={},
     )
 
 
