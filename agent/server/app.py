@@ -8,7 +8,7 @@ Routes:
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
     GET  /healthz         liveness
-    GET  /readyz          readiness for new calls (503 while shutting down)
+    GET  /readyz          readiness for new calls (503 while shutting down, or at MAX_CALLS)
     GET  /metrics         Prometheus metrics
 """
 
@@ -68,7 +68,14 @@ from agent.server.state import (
     Tools,
 )
 from agent.server.stream import STREAM_PATH, media_stream
-from agent.server.webhooks import CONTINUE_PATH, VOICE_PATH, continue_call, voice_webhook
+from agent.server.webhooks import (
+    CONTINUE_PATH,
+    VOICE_PATH,
+    call_load,
+    continue_call,
+    is_full,
+    voice_webhook,
+)
 from agent.settings import Settings, reveal
 from agent.telephony.rest import TwilioRest
 from agent.telephony.webhooks import (
@@ -333,12 +340,17 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("draining: finishing calls in progress, taking no new ones")
     if app[RECORDS].closed:
         problems.append("shutting down")
+    max_calls = app[SETTINGS].max_calls
+    if is_full(app):
+        problems.append(f"full: {call_load(app)} calls, MAX_CALLS={max_calls}; taking no new ones")
     # Not a problem of this instance (every replica shares the backend): said, still 200.
     breaker, now = app[LIVE_BREAKER], app[CALL_CLOCK].now()
     body = {
         "status": "unavailable" if problems else "ready",
         "problems": problems,
         "active_calls": len(app[CALLS].active),
+        "pending_calls": len(app[PRECONNECTS]),  # webhooks answered, streams not started yet
+        "max_calls": max_calls,
         "records_backlog": app[RECORDS].backlog,
         "live_circuit": "open" if breaker.is_open(now) else "closed",
         "pid": os.getpid(),  # which process answered (agent serve --workers runs several)

@@ -9,7 +9,17 @@ from aiohttp import web
 from agent.errors import SharedStateError
 from agent.server.context import agent_for_call
 from agent.server.preconnect import open_preconnect
-from agent.server.state import AGENTS, CLOCK, SETTINGS, SHARED, STATE, STREAM_TOKENS
+from agent.server.state import (
+    AGENTS,
+    CALLS,
+    CLOCK,
+    METRICS,
+    PRECONNECTS,
+    SETTINGS,
+    SHARED,
+    STATE,
+    STREAM_TOKENS,
+)
 from agent.server.stream import STREAM_PATH
 from agent.telephony.webhooks import (
     connect_stream_twiml,
@@ -31,6 +41,17 @@ CONTINUE_PATH = "/twilio/continue"
 _CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
+def call_load(app: web.Application) -> int:
+    """The calls this process has taken: in progress, plus answered webhooks whose stream has
+    not started yet (pre-connects, each already holding a Live session)."""
+    return len(app[CALLS].active) + len(app[PRECONNECTS])
+
+
+def is_full(app: web.Application) -> bool:
+    """Whether this process is at ``MAX_CALLS``: it takes no new call until one ends."""
+    return call_load(app) >= app[SETTINGS].max_calls
+
+
 async def voice_webhook(request: web.Request) -> web.Response:
     """Answer an incoming call with TwiML that connects it to our media stream."""
     app = request.app
@@ -38,7 +59,21 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if app[STATE].draining:
         # Twilio then tries the number's fallback URL: another instance takes the call.
         log.warning("call.refused_draining", call_sid=call_sid)
+        app[METRICS].count_call_refused("draining")
         raise web.HTTPServiceUnavailable(text="this instance is draining")
+    # A retried webhook for a call taken here is not a new call: it gets its first answer.
+    taken = call_sid in app[PRECONNECTS] or call_sid in app[CALLS].active
+    if not taken and is_full(app):
+        # Load shedding: a call taken beyond what a core can carry makes every call on the
+        # process wait. Twilio tries the number's fallback URL, as when draining.
+        log.warning(
+            "call.refused_full",
+            call_sid=call_sid,
+            calls=call_load(app),
+            max_calls=app[SETTINGS].max_calls,
+        )
+        app[METRICS].count_call_refused("full")
+        raise web.HTTPServiceUnavailable(text="this instance is full")
     # aiohttp runs each request in its own task: this binds the webhook's own lines, its
     # access-log line and the pre-connect task it starts (tasks copy the context), nothing else.
     structlog.contextvars.bind_contextvars(call_sid=call_sid)
