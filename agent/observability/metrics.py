@@ -222,6 +222,11 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.connections_refused = Counter(
+            "agent_connections_refused",
+            "Connections answered 503 and closed at once: MAX_CONNECTIONS were open.",
+            registry=registry,
+        )
         self.records_dropped = Counter(
             "agent_call_records_dropped",
             "Call-record writes dropped because the writer queue was full or the write failed.",

@@ -86,6 +86,10 @@ from agent.tools import validate_specs
 log = structlog.get_logger("agent.app")
 
 
+#: The largest request body the app reads (aiohttp answers 413 beyond it).
+MAX_REQUEST_BYTES = 64 * 1024
+
+
 def create_app(
     settings: Settings,
     *,
@@ -106,7 +110,8 @@ def create_app(
     in ``AGENTS_PATH`` (reloaded on SIGHUP). Invalid agents raise :class:`ConfigError` here,
     before anything listens.
     """
-    app = web.Application()
+    # Twilio's webhook forms are a few KiB: 64 KiB, not aiohttp's 1 MiB, for any request body.
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     # However logging was configured, this app's own secrets are masked in every line from now on.
     add_secrets(*settings.secrets())

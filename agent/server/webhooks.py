@@ -3,6 +3,8 @@ whose stream ended while the call was up."""
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from aiohttp import web
 
@@ -118,7 +120,17 @@ async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
     configured), 400 without a CallSid."""
     settings = request.app[SETTINGS]
     try:
-        form = await request.post()
+        # aiohttp bounds a request's headers (keepalive_timeout), not its body: a client that
+        # sends half a form would hold the request (and its connection) forever.
+        async with asyncio.timeout(settings.http_read_timeout_s):
+            form = await request.post()
+    except TimeoutError as exc:
+        log.warning(
+            "twilio.bad_request",
+            path=request.path,
+            reason=f"the body did not arrive within {settings.http_read_timeout_s:g} s",
+        )
+        raise web.HTTPRequestTimeout(text="request body not received in time") from exc
     except ValueError as exc:  # UnicodeDecodeError included: Twilio sends UTF-8 forms
         log.warning("twilio.bad_request", path=request.path, reason=str(exc)[:200])
         raise web.HTTPBadRequest(text="the form is not UTF-8 url-encoded") from exc

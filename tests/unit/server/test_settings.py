@@ -71,6 +71,17 @@ def test_max_calls_is_read_and_checked() -> None:
             Settings.from_env({"MAX_CALLS": bad})
 
 
+def test_connection_cap_and_read_timeout_are_read_and_checked() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.max_connections, defaults.http_read_timeout_s) == (500, 15.0)
+    settings = Settings.from_env({"MAX_CONNECTIONS": "64", "HTTP_READ_TIMEOUT_S": "75"})
+    assert (settings.max_connections, settings.http_read_timeout_s) == (64, 75.0)
+    with pytest.raises(ConfigError, match="MAX_CONNECTIONS"):
+        Settings.from_env({"MAX_CONNECTIONS": "0"})
+    with pytest.raises(ConfigError, match="HTTP_READ_TIMEOUT_S"):
+        Settings.from_env({"HTTP_READ_TIMEOUT_S": "0"})
+
+
 def test_the_stream_ticket_secret_and_database_passwords_are_secrets() -> None:
     settings = Settings.from_env(
         {"STREAM_TOKEN_SECRET": "ticket-key-1234", "SHARED_STATE_URL": "postgresql://a:s3cret@h/d"}
