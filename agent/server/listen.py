@@ -5,19 +5,23 @@ and the image listen directly): a connection that never finishes its request hea
 for ``keepalive_timeout`` (3,630 s), and nothing caps how many are open, so a few hundred
 stuck clients exhaust the process's file descriptors and every webhook times out.
 
-* ``HTTP_READ_TIMEOUT_S`` is aiohttp's ``keepalive_timeout``: since aiohttp 3.10 its timer
-  runs from the moment a connection is made, and a connection still waiting for a complete
-  request (headers) when it fires is closed. So it bounds both a new connection's headers and
-  an idle keep-alive connection. aiohttp has no timeout on a request's body: the webhooks bound
-  their own read of the form with the same setting (``agent.server.webhooks``).
+* ``HTTP_READ_TIMEOUT_S`` is aiohttp's ``keepalive_timeout``: in aiohttp 3.14 its timer
+  starts when a connection is made (``RequestHandler.connection_made``), and a connection still
+  waiting for a complete request (headers) when it fires is closed. So it bounds both a new
+  connection's headers and an idle keep-alive connection. aiohttp has no timeout on a request's
+  body: the webhooks bound their own read of the form with the same setting
+  (``agent.server.webhooks``).
 * ``MAX_CONNECTIONS`` caps this process's open connections (WebSocket streams included).
   Beyond it a new connection gets ``503`` and is closed at once, and ``server.connections_full``
   is logged once per episode (``server.connections_available`` when it is over).
 
 aiohttp's server options (``web.AppRunner(app, **kwargs)`` passes them to ``web.Server`` and
 its ``RequestHandler``: ``keepalive_timeout``, ``max_line_size``, ``max_field_size``,
-``max_headers``, ``handler_cancellation``): https://docs.aiohttp.org/en/stable/web_reference.html#aiohttp.web.AppRunner
-and https://docs.aiohttp.org/en/stable/web_reference.html#aiohttp.web.Server
+``max_headers``, ``handler_cancellation``):
+https://docs.aiohttp.org/en/stable/web_reference.html#aiohttp.web.AppRunner,
+https://docs.aiohttp.org/en/stable/web_reference.html#aiohttp.web.Server and, for
+``handler_cancellation`` (left off: a disconnect must not cancel a webhook halfway through
+opening its Live session), https://docs.aiohttp.org/en/stable/web_advanced.html#web-handler-cancellation
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from timing import scaled_timeout
 
 from agent.config.models import DEFAULT_AGENT
 from agent.live.targets import DeveloperApiTarget
-from agent.server.app import create_app
+from agent.server.app import MAX_REQUEST_BYTES, create_app
 from agent.server.listen import REFUSAL, LimitedSite, listen, make_runner
 from agent.settings import Settings
 from agent.sim.live.server import RunningEmulator
@@ -149,6 +149,21 @@ async def test_beyond_max_connections_new_ones_get_503_and_one_log_line(
     assert full["max_connections"] == 2
     (available,) = _events(buffer, "server.connections_available")
     assert available["refused"] == 3
+
+
+async def test_a_request_body_over_64_kib_is_refused_with_413(serve: Serve) -> None:
+    site = await serve()
+    reader, writer = await _connect(site)
+    body = b"CallSid=CA1&Pad=" + b"x" * (MAX_REQUEST_BYTES + 1)
+    writer.write(
+        b"POST /twilio/voice HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), timeout=3600)
+    assert status.startswith(b"HTTP/1.1 413")
+    writer.close()
 
 
 @pytest.mark.slow
