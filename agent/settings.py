@@ -24,6 +24,15 @@
 | `HANDOVER_TIMEOUT_S`| handover: calls not quiet by then are handed over at once (default 30)|
 | `DRAIN_TIMEOUT_S`   | wait: calls in progress get this long to finish (default 600)         |
 | `WORKERS`           | `agent serve` processes on the one port, one core each (default 1)    |
+| `MAX_CALLS`         | calls one process takes at once, in progress plus answered webhooks  |
+|                     | awaiting their stream (default 50); beyond it the webhook answers 503 |
+|                     | (Twilio uses the number's fallback URL) and `/readyz` is unready      |
+| `MAX_CONNECTIONS`   | open HTTP/WebSocket connections per process (default 500; at most    |
+|                     | half the open-files limit); beyond it new ones get 503 and are closed |
+| `HTTP_READ_TIMEOUT_S` | a connection's request headers (from connecting, or idle between  |
+|                     | requests) and a webhook's body must arrive within this (default 15);  |
+|                     | behind a proxy that pools connections, set it above the proxy's idle  |
+|                     | timeout to the bridge (ingress-nginx: 60 s)                           |
 | `SHARED_STATE_URL`  | what replicas share (used stream tickets, calls in progress):         |
 |                     | `postgresql://…` or `sqlite:///…`; default a PostgreSQL DATABASE_URL  |
 | `STREAM_TOKEN_SECRET` | keys stream tickets instead of TWILIO_AUTH_TOKEN (same on replicas) |
@@ -218,6 +227,15 @@ class Settings(BaseSettings):
     drain_mode: Annotated[DrainMode, BeforeValidator(_drain_mode)] = "handover"
     handover_timeout_s: SecondsValue = 30.0  # calls not quiet by then are handed over at once
     workers: Annotated[int, BeforeValidator(_whole)] = 1  # agent serve processes on the one port
+    # Admission control, per process: about 40 calls fill a core (README, Scaling), so 50 leaves
+    # headroom for bursts yet refuses the load that made greetings wait 16.8 s at 100 calls.
+    max_calls: Annotated[int, BeforeValidator(_whole)] = 50
+    # Open connections per process: 50 calls hold 50 stream sockets; the rest is headroom for
+    # webhooks, probes and scrapes. Lowered to half the open-files limit (agent.server.listen).
+    max_connections: Annotated[int, BeforeValidator(_whole)] = 500
+    # Headers from connecting (or idle keep-alive) and a webhook's body: aiohttp's own default
+    # held a connection that never finished its headers for an hour.
+    http_read_timeout_s: SecondsValue = 15.0
     live_backend: Annotated[LiveBackendName, BeforeValidator(_live_backend)] = "gemini"
     vertex_project: OptionalText = None
     vertex_location: Annotated[str, BeforeValidator(_lower)] = "us-central1"
@@ -336,6 +354,20 @@ class Settings(BaseSettings):
                     f"lists {name}, one of the bridge's own variables: agent files may never "
                     "read those"
                 )
+        return value
+
+    @field_validator("http_read_timeout_s")
+    @classmethod
+    def _http_read_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise _problem(f"must be more than 0 seconds, got {value}")
+        return value
+
+    @field_validator("max_calls", "max_connections")
+    @classmethod
+    def _max_calls(cls, value: int) -> int:
+        if value < 1:
+            raise _problem(f"must be at least 1, got {value}")
         return value
 
     @field_validator("workers")

@@ -184,15 +184,17 @@ async def _run_server(
     other replicas at a quiet moment (DRAIN_MODE=handover, within HANDOVER_TIMEOUT_S) or finish
     here (DRAIN_MODE=wait, up to DRAIN_TIMEOUT_S); a second signal stops at once."""
     from agent.server.app import drain, hand_over
+    from agent.server.listen import listen, make_runner
 
-    # %Tf: each request's duration (the stream's: the call's) becomes server.access duration_ms.
-    runner = web.AppRunner(
+    # Read timeouts and the connection cap (HTTP_READ_TIMEOUT_S, MAX_CONNECTIONS) are set in
+    # agent.server.listen. %Tf: each request's duration (the stream's: the call's) becomes
+    # server.access duration_ms.
+    runner = make_runner(
         app, handle_signals=False, access_log_format='%a "%r" %s %b %Tf "%{User-Agent}i"'
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-        await site.start()
+        await listen(runner, host=settings.host, port=settings.port, reuse_port=reuse_port)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -215,6 +215,18 @@ class Metrics:
             ["direction", "modality"],
             registry=registry,
         )
+        self.calls_refused = Counter(
+            "agent_calls_refused",
+            "Voice webhooks answered 503 (Twilio uses the number's fallback URL), by reason: "
+            "full (MAX_CALLS reached) or draining.",
+            ["reason"],
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "agent_connections_refused",
+            "Connections answered 503 and closed at once: MAX_CONNECTIONS were open.",
+            registry=registry,
+        )
         self.records_dropped = Counter(
             "agent_call_records_dropped",
             "Call-record writes dropped because the writer queue was full or the write failed.",
@@ -252,6 +264,10 @@ class Metrics:
     def count_call_ended(self, agent: str, reason: str) -> None:
         """One call ended; ``reason`` is normalised to :data:`CALL_END_REASONS`."""
         self.calls.labels(agent, self._label("reason", reason, CALL_END_REASONS)).inc()
+
+    def count_call_refused(self, reason: str) -> None:
+        """A new call was refused with 503: ``full`` or ``draining``."""
+        self.calls_refused.labels(reason).inc()
 
     def observe_live_connect(self, seconds: float) -> None:
         """A Live session was opened (first connection or reconnection) in ``seconds``."""

@@ -8,7 +8,8 @@ Routes:
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
     GET  /healthz         liveness
-    GET  /readyz          readiness for new calls (503 while shutting down, or records failing)
+    GET  /readyz          readiness for new calls (503 while shutting down, at MAX_CALLS, or
+                          while call records fail)
     GET  /metrics         Prometheus metrics
 """
 
@@ -69,7 +70,14 @@ from agent.server.state import (
     Tools,
 )
 from agent.server.stream import STREAM_PATH, media_stream
-from agent.server.webhooks import CONTINUE_PATH, VOICE_PATH, continue_call, voice_webhook
+from agent.server.webhooks import (
+    CONTINUE_PATH,
+    VOICE_PATH,
+    call_load,
+    continue_call,
+    is_full,
+    voice_webhook,
+)
 from agent.settings import Settings, reveal
 from agent.telephony.rest import TwilioRest
 from agent.telephony.webhooks import (
@@ -78,6 +86,10 @@ from agent.telephony.webhooks import (
 from agent.tools import validate_specs
 
 log = structlog.get_logger("agent.app")
+
+
+#: The largest request body the app reads (aiohttp answers 413 beyond it).
+MAX_REQUEST_BYTES = 64 * 1024
 
 
 def create_app(
@@ -100,7 +112,8 @@ def create_app(
     in ``AGENTS_PATH`` (reloaded on SIGHUP). Invalid agents raise :class:`ConfigError` here,
     before anything listens.
     """
-    app = web.Application()
+    # Twilio's webhook forms are a few KiB: 64 KiB, not aiohttp's 1 MiB, for any request body.
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     # However logging was configured, this app's own secrets are masked in every line from now on.
     add_secrets(*settings.secrets())
@@ -370,7 +383,10 @@ async def readyz(request: web.Request) -> web.Response:
         problems.append("draining: finishing calls in progress, taking no new ones")
     if app[RECORDS].closed:
         problems.append("shutting down")
-    elif (records_problem := app[RECORDS].problem) is not None:
+    max_calls = app[SETTINGS].max_calls
+    if is_full(app):
+        problems.append(f"full: {call_load(app)} calls, MAX_CALLS={max_calls}; taking no new ones")
+    if (records_problem := app[RECORDS].problem) is not None:
         # Calls would go unrecorded: let the balancer send them to a replica whose writes work.
         problems.append(records_problem)
     # Not a problem of this instance (every replica shares the backend): said, still 200.
@@ -379,6 +395,8 @@ async def readyz(request: web.Request) -> web.Response:
         "status": "unavailable" if problems else "ready",
         "problems": problems,
         "active_calls": len(app[CALLS].active),
+        "pending_calls": len(app[PRECONNECTS]),  # webhooks answered, streams not started yet
+        "max_calls": max_calls,
         "records_backlog": app[RECORDS].backlog,
         "live_circuit": "open" if breaker.is_open(now) else "closed",
         "pid": os.getpid(),  # which process answered (agent serve --workers runs several)

@@ -50,6 +50,13 @@ CLOSE_TIMEOUT_S = 2.0
 STREAM_PATH = "/twilio/stream"
 
 
+#: Before ``start`` a socket is unauthenticated (its ticket is in ``start``): it may send this
+#: much in all, and no message larger than :data:`PRE_START_MESSAGE_BYTES`, or it is closed with
+#: 1009. Twilio's ``connected`` and ``start`` together are under 2 KiB (the ticket included).
+PRE_START_BYTES = 8 * 1024
+PRE_START_MESSAGE_BYTES = 4 * 1024
+
+
 async def media_stream(request: web.Request) -> web.StreamResponse:
     """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
     app = request.app
@@ -189,7 +196,9 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
 async def _await_start(
     ws: web.WebSocketResponse, stream: TwilioMediaStream, timeout_s: float
 ) -> StreamStarted | None:
-    """Read ``connected`` and ``start``; None if the socket closes or ``start`` never comes."""
+    """Read ``connected`` and ``start``; None if the socket closes, ``start`` never comes, or
+    the socket sends more than the pre-start window allows (then it is closed with 1009)."""
+    received = 0
     try:
         async with asyncio.timeout(timeout_s):
             async for message in ws:
@@ -197,7 +206,25 @@ async def _await_start(
                     if message.type is WSMsgType.BINARY:
                         log.warning("twilio.protocol_error", reason="binary frame before start")
                     return None
-                event = stream.receive_text(message.data)
+                text: str = message.data
+                # Characters first: a huge message is refused without encoding it.
+                size = len(text) if len(text) > PRE_START_MESSAGE_BYTES else len(text.encode())
+                received += size
+                if size > PRE_START_MESSAGE_BYTES or received > PRE_START_BYTES:
+                    # Checked before parsing: an unauthenticated socket gets no JSON decoding of
+                    # large messages, and one line, then it is closed.
+                    log.warning(
+                        "twilio.pre_start_too_big",
+                        message_bytes=size,
+                        received_bytes=received,
+                        limit_bytes=PRE_START_BYTES,
+                        message_limit_bytes=PRE_START_MESSAGE_BYTES,
+                    )
+                    await ws.close(
+                        code=WSCloseCode.MESSAGE_TOO_BIG, message=b"too much before start"
+                    )
+                    return None
+                event = stream.receive_text(text)
                 if isinstance(event, StreamStarted):
                     return event
                 # Twilio sends nothing but connected before start: anything else is not Twilio,

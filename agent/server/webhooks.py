@@ -3,13 +3,25 @@ whose stream ended while the call was up."""
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from aiohttp import web
 
 from agent.errors import SharedStateError
 from agent.server.context import agent_for_call
 from agent.server.preconnect import open_preconnect
-from agent.server.state import AGENTS, CLOCK, SETTINGS, SHARED, STATE, STREAM_TOKENS
+from agent.server.state import (
+    AGENTS,
+    CALLS,
+    CLOCK,
+    METRICS,
+    PRECONNECTS,
+    SETTINGS,
+    SHARED,
+    STATE,
+    STREAM_TOKENS,
+)
 from agent.server.stream import STREAM_PATH
 from agent.telephony.webhooks import (
     connect_stream_twiml,
@@ -31,6 +43,17 @@ CONTINUE_PATH = "/twilio/continue"
 _CALL_OVER = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
+def call_load(app: web.Application) -> int:
+    """The calls this process has taken: in progress, plus answered webhooks whose stream has
+    not started yet (pre-connects, each already holding a Live session)."""
+    return len(app[CALLS].active) + len(app[PRECONNECTS])
+
+
+def is_full(app: web.Application) -> bool:
+    """Whether this process is at ``MAX_CALLS``: it takes no new call until one ends."""
+    return call_load(app) >= app[SETTINGS].max_calls
+
+
 async def voice_webhook(request: web.Request) -> web.Response:
     """Answer an incoming call with TwiML that connects it to our media stream."""
     app = request.app
@@ -38,7 +61,21 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if app[STATE].draining:
         # Twilio then tries the number's fallback URL: another instance takes the call.
         log.warning("call.refused_draining", call_sid=call_sid)
+        app[METRICS].count_call_refused("draining")
         raise web.HTTPServiceUnavailable(text="this instance is draining")
+    # A retried webhook for a call taken here is not a new call: it gets its first answer.
+    taken = call_sid in app[PRECONNECTS] or call_sid in app[CALLS].active
+    if not taken and is_full(app):
+        # Load shedding: a call taken beyond what a core can carry makes every call on the
+        # process wait. Twilio tries the number's fallback URL, as when draining.
+        log.warning(
+            "call.refused_full",
+            call_sid=call_sid,
+            calls=call_load(app),
+            max_calls=app[SETTINGS].max_calls,
+        )
+        app[METRICS].count_call_refused("full")
+        raise web.HTTPServiceUnavailable(text="this instance is full")
     # aiohttp runs each request in its own task: this binds the webhook's own lines, its
     # access-log line and the pre-connect task it starts (tasks copy the context), nothing else.
     structlog.contextvars.bind_contextvars(call_sid=call_sid)
@@ -83,7 +120,17 @@ async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
     configured), 400 without a CallSid."""
     settings = request.app[SETTINGS]
     try:
-        form = await request.post()
+        # aiohttp bounds a request's headers (keepalive_timeout), not its body: a client that
+        # sends half a form would hold the request (and its connection) forever.
+        async with asyncio.timeout(settings.http_read_timeout_s):
+            form = await request.post()
+    except TimeoutError as exc:
+        log.warning(
+            "twilio.bad_request",
+            path=request.path,
+            reason=f"the body did not arrive within {settings.http_read_timeout_s:g} s",
+        )
+        raise web.HTTPRequestTimeout(text="request body not received in time") from exc
     except ValueError as exc:  # UnicodeDecodeError included: Twilio sends UTF-8 forms
         log.warning("twilio.bad_request", path=request.path, reason=str(exc)[:200])
         raise web.HTTPBadRequest(text="the form is not UTF-8 url-encoded") from exc

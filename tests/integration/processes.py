@@ -14,6 +14,8 @@ from typing import Any
 
 from timing import scaled_timeout
 
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
 LogLine = dict[str, Any]
 
 
@@ -102,6 +104,11 @@ def server_env(
         LOG_LEVEL="info",
         MASK_CALLER_NUMBERS="true",
         PYTHONUNBUFFERED="1",
+        # This checkout's code, whichever one the virtualenv installed (a git worktree shares
+        # the main checkout's .venv, whose editable install points there).
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(_CHECKOUT), os.environ.get("PYTHONPATH", "")) if p
+        ),
     )
     if live_url is not None:  # else the embedded emulator answers
         env["LIVE_API_URL"] = live_url

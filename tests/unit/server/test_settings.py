@@ -63,6 +63,25 @@ def test_drain_mode_workers_and_handover_are_read_and_checked() -> None:
         Settings.from_env({"WORKERS": "0"})
 
 
+def test_max_calls_is_read_and_checked() -> None:
+    assert Settings.from_env({}).max_calls == 50
+    assert Settings.from_env({"MAX_CALLS": "12"}).max_calls == 12
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match="MAX_CALLS"):
+            Settings.from_env({"MAX_CALLS": bad})
+
+
+def test_connection_cap_and_read_timeout_are_read_and_checked() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.max_connections, defaults.http_read_timeout_s) == (500, 15.0)
+    settings = Settings.from_env({"MAX_CONNECTIONS": "64", "HTTP_READ_TIMEOUT_S": "75"})
+    assert (settings.max_connections, settings.http_read_timeout_s) == (64, 75.0)
+    with pytest.raises(ConfigError, match="MAX_CONNECTIONS"):
+        Settings.from_env({"MAX_CONNECTIONS": "0"})
+    with pytest.raises(ConfigError, match="HTTP_READ_TIMEOUT_S"):
+        Settings.from_env({"HTTP_READ_TIMEOUT_S": "0"})
+
+
 def test_the_stream_ticket_secret_and_database_passwords_are_secrets() -> None:
     settings = Settings.from_env(
         {"STREAM_TOKEN_SECRET": "ticket-key-1234", "SHARED_STATE_URL": "postgresql://a:s3cret@h/d"}
