@@ -107,6 +107,9 @@ STORMS = [
     pytest.param(Fault.go_away(after_s=0, time_left_s=0, after_setup=True), id="go_away_0s"),
     pytest.param(Fault.close(after_s=0, code=1011, after_setup=True), id="close_1011"),
     pytest.param(Fault.abort(after_s=0.5, after_setup=True), id="dropped"),
+    # Frames over the client's 4 MiB bound, as the probe sent (4.6 MB and 50 MB).
+    pytest.param(Fault.oversized(after_s=0.5, size=4_600_000, after_setup=True), id="frame_4_6MB"),
+    pytest.param(Fault.oversized(after_s=0.5, size=50_000_000, after_setup=True), id="frame_50MB"),
 ]
 
 

@@ -362,6 +362,9 @@ class LiveEmulatorCore:
                 self.abort()
             elif fault.kind == "stall":
                 self._outbox.append(Stall(at_ms + fault.duration_s * 1000))
+            elif fault.kind == "oversized":
+                filler = "x" * max(0, fault.size - 60)  # the JSON around it is ~60 bytes
+                self._send({"serverContent": {"modelTurn": {"parts": [{"text": filler}]}}})
             else:
                 self.go_away(fault.duration_s, at_ms)
 
@@ -1034,7 +1037,7 @@ def _sensitivity(value: Any, prefix: str) -> Literal["HIGH", "LOW"]:
 
 def _after_setup(fault: Fault) -> bool:
     """The fault's time counts from ``setupComplete`` (close, abort and go_away faults only)."""
-    return fault.after_setup and fault.kind in ("close", "abort", "go_away")
+    return fault.after_setup and fault.kind in ("close", "abort", "go_away", "oversized")
 
 
 def _milliseconds(value: Any, default: int) -> int:

@@ -16,7 +16,7 @@ from agent.sim.live.scenario import Clip, Scenario
 JsonObject = dict[str, Any]
 
 
-FaultKind = Literal["close", "abort", "stall", "delay_setup", "go_away"]
+FaultKind = Literal["close", "abort", "stall", "delay_setup", "go_away", "oversized"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,8 @@ class Fault:
     connection: int | None = None
     after_setup: bool = False
     """``after_s`` counts from ``setupComplete`` (not used by ``delay_setup`` and ``stall``)."""
+    size: int = 0
+    """``oversized``: the frame's size in bytes."""
 
     @classmethod
     def close(
@@ -96,6 +98,21 @@ class Fault:
             duration_s=time_left_s,
             connection=connection,
             after_setup=after_setup,
+        )
+
+    @classmethod
+    def oversized(
+        cls,
+        after_s: float,
+        size: int = 5 * 2**20,
+        *,
+        connection: int | None = None,
+        after_setup: bool = False,
+    ) -> Fault:
+        """Send one text frame of ``size`` bytes (a model turn of that much text), as a service
+        misbehaving might: more than a client that bounds its frames will take."""
+        return cls(
+            "oversized", after_s=after_s, size=size, connection=connection, after_setup=after_setup
         )
 
     def applies_to(self, connection: int) -> bool:

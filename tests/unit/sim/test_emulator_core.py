@@ -1211,6 +1211,17 @@ def test_a_fault_after_setup_counts_from_setup_complete() -> None:
     assert close_of(closing) == CloseConnection(1011, "Internal error occurred.")
 
 
+def test_an_oversized_frame_fault_sends_one_frame_of_that_size() -> None:
+    core = fault_core(Fault.oversized(after_s=0.1, size=100_000, after_setup=True))
+    core.receive(SETUP, 0)
+    messages(core)
+    core.poll(100)
+    (frame,) = core.data_to_send()
+    assert isinstance(frame, SendMessage)
+    assert 99_000 < len(json.dumps(frame.message)) <= 100_000
+    assert core.record.faults == ["oversized"]
+
+
 def test_options_reject_nonsense_limits_and_faults() -> None:
     with pytest.raises(ValueError, match="connection_lifetime_s"):
         EmulatorOptions(connection_lifetime_s=0)
