@@ -106,6 +106,16 @@ async def _open_stream(
     return ws, params
 
 
+async def _started_stream(
+    bridge_url: str, session: aiohttp.ClientSession
+) -> aiohttp.ClientWebSocketResponse:
+    """A media stream announced by the webhook, with its ``connected`` and ``start`` sent."""
+    ws, params = await _open_stream(bridge_url, session)
+    await ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+    await ws.send_str(_start(params))
+    return ws
+
+
 def _start(params: dict[str, str]) -> str:
     return json.dumps(
         {
@@ -278,9 +288,7 @@ async def test_a_flood_of_bad_frames_logs_a_few_lines_not_one_each(
     with log_capture("warning", "json") as buffer:
         bridge = await start_bridge()
         async with aiohttp.ClientSession() as session:
-            ws, params = await _open_stream(bridge.url, session)
-            await ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
-            await ws.send_str(_start(params))
+            ws = await _started_stream(bridge.url, session)
             for _ in range(2500):
                 await ws.send_str('{"event":"bogus"}')
             await ws.close()
@@ -312,9 +320,7 @@ async def test_a_frame_over_the_size_limit_ends_the_leg_with_a_log_line(
     with log_capture("warning", "json") as buffer:
         bridge = await start_bridge()
         async with aiohttp.ClientSession() as session:
-            ws, params = await _open_stream(bridge.url, session)
-            await ws.send_str('{"event":"connected","protocol":"Call","version":"1.0.0"}')
-            await ws.send_str(_start(params))
+            ws = await _started_stream(bridge.url, session)
             await bridge.app[CALLS].wait_active()
             await ws.send_str("x" * (2 << 20))
             await ws.receive()  # the bridge closes the socket
