@@ -6,6 +6,7 @@
 | `HOST`              | bind address (default 127.0.0.1; elsewhere TWILIO_AUTH_TOKEN needed) |
 | `ALLOW_UNAUTHENTICATED` | `true`: serve without TWILIO_AUTH_TOKEN on a non-loopback address |
 | `PUBLIC_URL`        | the bridge's public base URL as Twilio reaches it (`https://…`)      |
+| `STREAM_URL`        | the base URL TwiML points media streams at (default `PUBLIC_URL`)     |
 | `LIVE_API_URL`      | Live API base URL (default Google's); set it to use another backend   |
 | `GEMINI_API_KEY`    | Developer API key. With neither it nor `LIVE_API_URL`, the embedded   |
 |                     | Live API emulator answers calls (Developer API backend only)          |
@@ -215,6 +216,10 @@ class Settings(BaseSettings):
     allow_unauthenticated: Flag = False
     port: Annotated[int, BeforeValidator(_whole)] = 8080
     public_url: str = Field(default="", validate_default=True)  # "": on loopback at ``port``
+    # Where the TwiML points media streams (None: public_url). A pod's own host name here sends
+    # each stream to the replica that pre-connected at its webhook; webhooks, whose signatures
+    # cover the URL Twilio requested, stay on public_url.
+    stream_url: OptionalText = None
     live_api_url: OptionalText = None
     gemini_api_key: OptionalSecret = None
     twilio_auth_token: OptionalSecret = None
@@ -290,6 +295,13 @@ class Settings(BaseSettings):
         if not url.startswith(("http://", "https://")):
             raise _problem(f"must start with http:// or https://, got {url!r}")
         return url
+
+    @field_validator("stream_url")
+    @classmethod
+    def _stream_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise _problem(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/") if value else value
 
     @field_validator("live_api_url")
     @classmethod

@@ -157,9 +157,10 @@ async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
 def _stream_twiml(app: web.Application, agent: str, token: str) -> str:
     """``<Connect><Stream>`` to our media stream, with ``<Connect action>`` so that a stream
     that ends while the call is up brings Twilio back to :func:`continue_call`."""
-    public_url = app[SETTINGS].public_url
+    settings = app[SETTINGS]
+    public_url = settings.public_url
     return connect_stream_twiml(
-        stream_url_from_public_url(public_url, STREAM_PATH),
+        stream_url_from_public_url(settings.stream_url or public_url, STREAM_PATH),
         {"agent": agent, "token": token},
         action=public_url + CONTINUE_PATH,
     )

@@ -348,3 +348,19 @@ async def test_shutdown_ends_calls_in_progress_at_once_with_reason_shutdown(
     assert session.ended_reason == "shutdown"
     assert report.ended_by == "server hung up"
     assert loop.time() - began < 5.0  # on the simulated clock: no close waits out a timeout
+
+
+async def test_the_twiml_streams_to_stream_url_and_continues_on_public_url(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge(stream_url="https://pod-3.example.com")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{bridge.url}/twilio/voice", data={"CallSid": "CA" + "5" * 32}) as resp,
+    ):
+        connect = ET.fromstring(await resp.text()).find("./Connect")
+    assert connect is not None
+    assert connect.get("action") == f"{bridge.url}/twilio/continue"
+    stream = connect.find("./Stream")
+    assert stream is not None
+    assert stream.get("url") == "wss://pod-3.example.com/twilio/stream"

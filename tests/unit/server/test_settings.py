@@ -143,3 +143,16 @@ def test_a_host_name_that_starts_with_127_is_not_loopback() -> None:
         Settings(host="127.example.com").check_exposure()
     Settings(host="127.0.0.2").check_exposure()  # the loopback network
     Settings(host="::1").check_exposure()
+
+
+def test_streams_can_be_pointed_at_this_pod_while_webhooks_stay_on_the_shared_url() -> None:
+    settings = Settings.from_env(
+        {"PUBLIC_URL": "https://agent.example.com", "STREAM_URL": "https://pod-3.example.com/"}
+    )
+    assert (settings.public_url, settings.stream_url) == (
+        "https://agent.example.com",
+        "https://pod-3.example.com",
+    )
+    assert Settings.from_env({}).stream_url is None
+    with pytest.raises(ConfigError, match="STREAM_URL"):
+        Settings.from_env({"STREAM_URL": "wss://pod-3.example.com"})
