@@ -256,7 +256,11 @@ def _emulator_process(workdir: Path) -> Iterator[tuple[ChildProcess, int]]:
 
 
 def _agent_bridge(
-    workdir: Path, live_port: int, auth_token: str, workers: int = 1
+    workdir: Path,
+    live_port: int,
+    auth_token: str,
+    workers: int = 1,
+    extra_env: Mapping[str, str] | None = None,
 ) -> tuple[ChildProcess, int]:
     """``python -m agent serve`` with every feature on: the bundled default agent (greeting, CRM
     prefetch, tools declared), signed webhooks and stream tokens, pre-connect, marks, playback
@@ -273,6 +277,7 @@ def _agent_bridge(
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
         "TWILIO_AUTH_TOKEN": auth_token,
+        **(extra_env or {}),
     }
     argv = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(workers)]

@@ -88,6 +88,7 @@ async def _round(
                 result.frames_sent += len(report.heard) // 320
             else:
                 result.calls_failed += 1
+                await asyncio.sleep(1.0)  # a caller who could not get through tries again later
 
     async def sample() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -120,7 +121,10 @@ async def run_soak_bench(calls: int, minutes: float, rounds: int = 2) -> SoakRun
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-soak-")))
         emulator, live_port = stack.enter_context(_emulator_process(workdir))
         await emulator.wait_until_listening(live_port)
-        agent, port = _agent_bridge(workdir, live_port, token)
+        # Admission control must not turn the soak away: room for every call it places.
+        agent, port = _agent_bridge(
+            workdir, live_port, token, extra_env={"MAX_CALLS": str(calls + 10)}
+        )
         stack.enter_context(agent)
         await agent.wait_until_listening(port, "/readyz")
         await _place_calls(f"http://127.0.0.1:{port}", 1, 2.0, token)  # warm-up
