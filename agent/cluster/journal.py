@@ -66,10 +66,6 @@ class CallJournal:
         while self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
 
-    async def close(self) -> None:
-        """Write what is left; a cancelled call still leaves its last state behind."""
-        await self.flush()
-
     def _update(self, **changes: Any) -> None:
         self.snapshot = dataclasses.replace(self.snapshot, updated_at=self._wall(), **changes)
         if self._writer is not None and not self._writer.done():
