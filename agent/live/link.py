@@ -33,6 +33,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -98,6 +99,17 @@ class _Switch(Exception):  # noqa: N818 (a control-flow signal, not an error)
         self.reason = reason
 
 
+class LinkHealth(Protocol):
+    """Where a link reports how the Live backend is doing, for the process's metrics
+    (:class:`~agent.observability.metrics.Metrics` is one); off the per-frame path."""
+
+    def count_live_storm(self, outcome: str) -> None:
+        """A storm ended: ``recovered``, ``gave_up`` or ``call_ended``."""
+
+    def count_live_breaker(self, event: str) -> None:
+        """The process's breaker ``opened``, or ``refused`` a connection attempt."""
+
+
 class LiveLink:
     """One Live session for one call, across as many connections as it takes."""
 
@@ -110,10 +122,12 @@ class LiveLink:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         breaker: CircuitBreaker | None = None,
+        health: LinkHealth | None = None,
     ) -> None:
         """``sleep`` waits between connection attempts (wall seconds) and ``jitter`` draws from
         [0, 1) to spread them (each wait is scaled by ``0.5 + jitter()``); tests replace both.
-        ``breaker`` is shared by the links of a process (the app keeps one); ``None``: none."""
+        ``breaker`` is shared by the links of a process (the app keeps one); ``None``: none.
+        ``health`` counts storms and breaker events (the app's metrics); ``None``: nowhere."""
         self._opener = opener
         self.policy = policy
         self._clock = clock.now
@@ -133,6 +147,7 @@ class LiveLink:
             max_attempts_per_minute=policy.max_attempts_per_minute,
         )
         self._breaker = breaker
+        self._health = health
         # The conversation so far as (role, text), for seeding a fresh session when no handle is
         # left. The call's transcript knows it best (what the caller heard): the session sets it.
         self.conversation: Callable[[], Sequence[tuple[str, str]]] = tuple
@@ -380,6 +395,8 @@ class LiveLink:
         self._log_storm(budget.finish(now), "gave_up")
         breaker = self._breaker
         if breaker is not None and breaker.gave_up(now):
+            if self._health is not None:
+                self._health.count_live_breaker("opened")
             log.error(
                 "live.circuit_open",
                 storms=breaker.storms,
@@ -396,6 +413,8 @@ class LiveLink:
             return
         now = self._clock()
         if breaker.is_open(now):
+            if self._health is not None:
+                self._health.count_live_breaker("refused")
             raise LiveUnavailableError(
                 f"no Live connection: the Live API failed other calls; not trying for another "
                 f"{breaker.retry_in(now):.1f} s"
@@ -416,5 +435,7 @@ class LiveLink:
     def _log_storm(self, storm: Storm | None, outcome: str) -> None:
         if storm is None:
             return
+        if self._health is not None:
+            self._health.count_live_storm(outcome)
         level = log.error if outcome == "gave_up" else log.warning
         level("live.reconnect_storm", outcome=outcome, **storm.fields(self._clock()))

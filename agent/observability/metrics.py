@@ -111,6 +111,10 @@ RECONNECT_REASONS = frozenset(
     }
 )
 #: How a tool call ended (``agent_tool_latency_seconds{outcome}``).
+STORM_OUTCOMES = frozenset({"recovered", "gave_up", "call_ended", OTHER})
+
+BREAKER_EVENTS = frozenset({"opened", "refused", OTHER})
+
 TOOL_OUTCOMES = frozenset({"ok", "error", "timeout", "cancelled", OTHER})
 #: ``agent_tokens_total{direction}``: the Live API's prompt and response token counts.
 TOKEN_DIRECTIONS = frozenset({"prompt", "response", OTHER})
@@ -199,6 +203,20 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.live_storms = Counter(
+            "agent_live_reconnect_storms",
+            "Runs of failed Live reconnections (one live.reconnect_storm log line each), by how "
+            "they ended: recovered, gave_up (the call played its fallback) or call_ended.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.live_breaker = Counter(
+            "agent_live_breaker",
+            "The per-process Live circuit breaker: opened (too many calls gave up), refused "
+            "(a connection attempt failed fast while it was open).",
+            ["event"],
+            registry=registry,
+        )
         self.interruptions = Counter(
             "agent_interruptions", "Barge-ins: the caller spoke over the agent.", registry=registry
         )
@@ -276,6 +294,14 @@ class Metrics:
     def count_live_reconnect(self, reason: str) -> None:
         """A Live session was replaced; ``reason`` is normalised to :data:`RECONNECT_REASONS`."""
         self.live_reconnects.labels(self._label("reason", reason, RECONNECT_REASONS)).inc()
+
+    def count_live_storm(self, outcome: str) -> None:
+        """A reconnect storm ended; ``outcome`` is normalised to :data:`STORM_OUTCOMES`."""
+        self.live_storms.labels(self._label("outcome", outcome, STORM_OUTCOMES)).inc()
+
+    def count_live_breaker(self, event: str) -> None:
+        """The circuit breaker ``opened`` or ``refused`` an attempt (:data:`BREAKER_EVENTS`)."""
+        self.live_breaker.labels(self._label("event", event, BREAKER_EVENTS)).inc()
 
     def count_interruption(self) -> None:
         """The caller barged in."""

@@ -56,6 +56,7 @@ def new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
         app[RECONNECT_POLICY],
         clock=app[CALL_CLOCK],
         breaker=app[LIVE_BREAKER],
+        health=app[METRICS],
     )
 
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 from timing import scaled_timeout
 
@@ -30,6 +31,7 @@ from agent.live.protocol import (
     ResumptionHandle,
     TurnComplete,
 )
+from agent.observability.metrics import Metrics
 
 FAST = ReconnectPolicy(first_delay_s=0.001, max_delay_s=0.002, deadline_s=1.0)
 
@@ -404,6 +406,7 @@ async def test_connections_that_fail_right_after_setup_back_off_and_give_up_at_t
     service = FakeService()
     time = ManualTime()
     breaker = CircuitBreaker(storms=1)
+    metrics = Metrics(CollectorRegistry())
     link = LiveLink(
         failing_at_once(service),
         ReconnectPolicy(),
@@ -411,6 +414,7 @@ async def test_connections_that_fail_right_after_setup_back_off_and_give_up_at_t
         sleep=time.sleep,
         jitter=lambda: 0.5,
         breaker=breaker,
+        health=metrics,
     )
     await link.start()
     with capture_logs() as logs, pytest.raises(LiveUnavailableError, match="no working connection"):
@@ -430,11 +434,23 @@ async def test_connections_that_fail_right_after_setup_back_off_and_give_up_at_t
     ]
     # The next call fails fast: no attempt while the breaker is open.
     other = FakeService()
-    later = LiveLink(other.open, ReconnectPolicy(), clock=time.clock, breaker=breaker)  # type: ignore[arg-type]
+    later = LiveLink(
+        other.open,  # type: ignore[arg-type]
+        ReconnectPolicy(),
+        clock=time.clock,
+        breaker=breaker,
+        health=metrics,
+    )
     with pytest.raises(LiveUnavailableError, match="failed other calls"):
         await later.start()
     assert other.attempts == []
     await link.close()
+    # What an on-call engineer's dashboard sees of it: one storm given up, the breaker opened
+    # once and then refusing the next call's attempt.
+    sample = metrics.registry.get_sample_value
+    assert sample("agent_live_reconnect_storms_total", {"outcome": "gave_up"}) == 1
+    assert sample("agent_live_breaker_total", {"event": "opened"}) == 1
+    assert sample("agent_live_breaker_total", {"event": "refused"}) == 1
 
 
 async def test_too_many_reconnects_in_a_minute_give_up_even_if_each_connection_worked() -> None:
