@@ -56,12 +56,18 @@ STREAM_PATH = "/twilio/stream"
 PRE_START_BYTES = 8 * 1024
 PRE_START_MESSAGE_BYTES = 4 * 1024
 
+#: The largest message a started stream may send; a larger one ends the stream (1009, logged as
+#: ``twilio.stream_error``; the call is continuable, reason "stream lost"). Twilio's messages are
+#: a few hundred bytes (a 20 ms ``media`` frame is ~300); 64 KiB, not aiohttp's 1 MiB default,
+#: so that a hostile peer cannot make the bridge buffer and decode megabytes per message.
+STREAM_MESSAGE_BYTES = 64 * 1024
+
 
 async def media_stream(request: web.Request) -> web.StreamResponse:
     """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
     app = request.app
     # timeout: how long our close waits for Twilio's close frame (aiohttp's default is 10 s).
-    ws = web.WebSocketResponse(max_msg_size=1 << 20, timeout=CLOSE_TIMEOUT_S)
+    ws = web.WebSocketResponse(max_msg_size=STREAM_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     app[CALL_SOCKETS].add(ws)
     try:

@@ -16,6 +16,7 @@ import numpy as np
 from agent.audio.codec import pcm16_to_ulaw
 from agent.server.app import begin_drain, drain
 from agent.server.state import CALLS
+from agent.server.stream import STREAM_MESSAGE_BYTES
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator
 from agent.telephony.webhooks import compute_signature
@@ -322,7 +323,7 @@ async def test_a_frame_over_the_size_limit_ends_the_leg_with_a_log_line(
         async with aiohttp.ClientSession() as session:
             ws = await _started_stream(bridge.url, session)
             await bridge.app[CALLS].wait_active()
-            await ws.send_str("x" * (2 << 20))
+            await ws.send_str("x" * (STREAM_MESSAGE_BYTES + 1))
             await ws.receive()  # the bridge closes the socket
         call = await bridge.app[CALLS].wait_ended("CA" + "1" * 32)
     assert call.ended_reason == "stream lost"
