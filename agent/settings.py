@@ -27,7 +27,8 @@
 | `WORKERS`           | `agent serve` processes on the one port, one core each (default 1)    |
 | `MAX_CALLS`         | calls one process takes at once, in progress plus answered webhooks  |
 |                     | awaiting their stream (default 50); beyond it the webhook answers 503 |
-|                     | (Twilio uses the number's fallback URL) and `/readyz` is unready      |
+|                     | (Twilio uses the number's fallback URL) and `/readyz` is unready.     |
+|                     | With `WORKERS`, the machine takes this many per worker, summed        |
 | `MAX_CONNECTIONS`   | open HTTP/WebSocket connections per process (default 500; at most    |
 |                     | half the open-files limit); beyond it new ones get 503 and are closed |
 | `HTTP_READ_TIMEOUT_S` | a connection's request headers (from connecting, or idle between  |

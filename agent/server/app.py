@@ -44,6 +44,7 @@ from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
+from agent.server.siblings import WorkerLoads
 from agent.server.state import (
     AGENTS,
     BACKGROUND,
@@ -63,6 +64,7 @@ from agent.server.state import (
     STATE,
     STREAM_TOKENS,
     TOOLS,
+    WORKER_LOADS,
     Background,
     LiveBackend,
     Preconnect,
@@ -76,6 +78,7 @@ from agent.server.webhooks import (
     call_load,
     continue_call,
     is_full,
+    publish_load,
     voice_webhook,
 )
 from agent.settings import Settings, reveal
@@ -104,13 +107,15 @@ def create_app(
     call_clock: Clock = REAL_TIME,
     metrics: Metrics | None = None,
     records: CallRecordStore | None = None,
+    worker_loads: WorkerLoads | None = None,
 ) -> web.Application:
     """The whole bridge. Without ``live_target`` it uses ``LIVE_API_URL`` / Google's endpoint,
     unless a start-up hook (the CLI's embedded emulator) sets ``app[LIVE_BACKEND].target``.
 
     Agents come from ``agents``, or one ``agent`` built in code (tests), or else the YAML files
     in ``AGENTS_PATH`` (reloaded on SIGHUP). Invalid agents raise :class:`ConfigError` here,
-    before anything listens.
+    before anything listens. ``worker_loads``: this worker's view of its siblings under
+    ``agent serve --workers N`` (default: from the supervisor's environment; None alone).
     """
     # Twilio's webhook forms are a few KiB: 64 KiB, not aiohttp's 1 MiB, for any request body.
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
@@ -177,6 +182,9 @@ def create_app(
     app[PRECONNECTS] = {}
     app[BACKGROUND] = Background()
     app[STATE] = ServerState()
+    app[WORKER_LOADS] = (
+        worker_loads if worker_loads is not None else WorkerLoads.from_environ(os.environ)
+    )
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(STREAM_PATH, media_stream)
     app.router.add_post(CONTINUE_PATH, continue_call)
@@ -187,6 +195,8 @@ def create_app(
     app.cleanup_ctx.append(_close_records)
     app.cleanup_ctx.append(_tools)
     app.cleanup_ctx.append(_shared_state)
+    if app[WORKER_LOADS] is not None:
+        app.cleanup_ctx.append(_publish_load)
     if reloadable:
         app.cleanup_ctx.append(_agents_reload)
     app.on_shutdown.append(_close_calls)
@@ -250,9 +260,32 @@ async def _tools(app: web.Application) -> AsyncIterator[None]:
         await tools.http.close()
 
 
+#: How often a worker under ``--workers`` publishes its load for its siblings (when it changed).
+LOAD_PUBLISH_S = 0.2
+
+
+async def _publish_load(app: web.Application) -> AsyncIterator[None]:
+    """Keep this worker's load file current (see :mod:`agent.server.siblings`)."""
+    loads = app[WORKER_LOADS]
+    assert loads is not None
+
+    async def keep_publishing() -> None:
+        while True:
+            publish_load(app)
+            await asyncio.sleep(LOAD_PUBLISH_S)
+
+    task = asyncio.get_running_loop().create_task(keep_publishing(), name="worker load")
+    try:
+        yield
+    finally:
+        task.cancel()
+        loads.withdraw()
+
+
 def begin_drain(app: web.Application) -> None:
     """Take no new calls from now on (the webhook answers 503, /readyz says draining)."""
     app[STATE].draining = True
+    publish_load(app)  # the other workers stop counting on this one at once
     log.info("server.draining", active_calls=len(app[CALLS].active))
 
 
@@ -384,14 +417,20 @@ async def readyz(request: web.Request) -> web.Response:
     if app[RECORDS].closed:
         problems.append("shutting down")
     max_calls = app[SETTINGS].max_calls
+    loads = app[WORKER_LOADS]
+    siblings = loads.siblings() if loads is not None else []
     if is_full(app):
-        problems.append(f"full: {call_load(app)} calls, MAX_CALLS={max_calls}; taking no new ones")
+        where = f", {len(siblings) + 1} workers" if loads is not None else ""
+        problems.append(
+            f"full: {call_load(app) + sum(s.calls for s in siblings)} calls{where}, "
+            f"MAX_CALLS={max_calls} per worker; taking no new ones"
+        )
     if (records_problem := app[RECORDS].problem) is not None:
         # Calls would go unrecorded: let the balancer send them to a replica whose writes work.
         problems.append(records_problem)
     # Not a problem of this instance (every replica shares the backend): said, still 200.
     breaker, now = app[LIVE_BREAKER], app[CALL_CLOCK].now()
-    body = {
+    body: dict[str, object] = {
         "status": "unavailable" if problems else "ready",
         "problems": problems,
         "active_calls": len(app[CALLS].active),
@@ -401,6 +440,11 @@ async def readyz(request: web.Request) -> web.Response:
         "live_circuit": "open" if breaker.is_open(now) else "closed",
         "pid": os.getpid(),  # which process answered (agent serve --workers runs several)
     }
+    if loads is not None:  # the machine's other workers, as they last said
+        body["workers"] = [
+            {"index": s.index, "pid": s.pid, "calls": s.calls, "taking_calls": s.taking_calls}
+            for s in siblings
+        ]
     return web.json_response(body, status=503 if problems else 200)
 
 

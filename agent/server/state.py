@@ -23,6 +23,7 @@ from agent.live.targets import LiveEndpoint
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecordStore
+from agent.server.siblings import WorkerLoads
 from agent.settings import Settings
 from agent.telephony.rest import TwilioRest
 from agent.telephony.webhooks import (
@@ -130,6 +131,10 @@ BACKGROUND = web.AppKey("background", Background)
 
 
 STATE = web.AppKey("state", ServerState)
+
+
+# This worker's and its siblings' loads under ``agent serve --workers N``; None for a lone process.
+WORKER_LOADS: web.AppKey[WorkerLoads | None] = web.AppKey("worker_loads")
 
 
 METRICS = web.AppKey("metrics", Metrics)

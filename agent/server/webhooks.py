@@ -11,16 +11,19 @@ from aiohttp import web
 from agent.errors import SharedStateError
 from agent.server.context import agent_for_call
 from agent.server.preconnect import open_preconnect
+from agent.server.siblings import machine_full
 from agent.server.state import (
     AGENTS,
     CALLS,
     CLOCK,
     METRICS,
     PRECONNECTS,
+    RECORDS,
     SETTINGS,
     SHARED,
     STATE,
     STREAM_TOKENS,
+    WORKER_LOADS,
 )
 from agent.server.stream import STREAM_PATH
 from agent.telephony.webhooks import (
@@ -50,8 +53,19 @@ def call_load(app: web.Application) -> int:
 
 
 def is_full(app: web.Application) -> bool:
-    """Whether this process is at ``MAX_CALLS``: it takes no new call until one ends."""
-    return call_load(app) >= app[SETTINGS].max_calls
+    """Whether this process, or under ``--workers`` the machine, is at ``MAX_CALLS`` per worker:
+    it takes no new call until one ends (see :mod:`agent.server.siblings`)."""
+    loads = app[WORKER_LOADS]
+    siblings = loads.siblings() if loads is not None else []
+    return machine_full(call_load(app), app[SETTINGS].max_calls, siblings)
+
+
+def publish_load(app: web.Application) -> None:
+    """Under ``--workers``: tell the siblings this worker's load now (it also goes out a few
+    times a second); nothing for a lone process."""
+    loads = app[WORKER_LOADS]
+    if loads is not None:
+        loads.publish(call_load(app), not app[STATE].draining and not app[RECORDS].closed)
 
 
 async def voice_webhook(request: web.Request) -> web.Response:
@@ -103,6 +117,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     agent, customer = await agent_for_call(app, configured, call_sid, caller, called, verified)
     # Start the Live session now, so the greeting is ready when the media stream starts.
     await open_preconnect(app, call_sid, agent, caller, called, caller_verified=verified)
+    publish_load(app)  # before the next webhook lands on a sibling
     log.info(
         "call.webhook",
         call_sid=call_sid,

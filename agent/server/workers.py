@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import multiprocess
 
 from agent.observability.metrics import MULTIPROCESS_DIR
+from agent.server.siblings import WORKER_INDEX, WORKERS_DIR
 
 log = structlog.get_logger("agent.workers")
 
@@ -66,19 +67,22 @@ def supervise(count: int, command: Sequence[str], env: Mapping[str, str]) -> int
     """Run ``count`` workers until a signal stops them; the exit code is the worst worker's.
 
     Unless ``env`` names one, the workers share a fresh ``PROMETHEUS_MULTIPROC_DIR``, so that
-    ``/metrics`` on any of them reports the machine (see :mod:`agent.observability.metrics`).
+    ``/metrics`` on any of them reports the machine (see :mod:`agent.observability.metrics`),
+    and a fresh ``WORKERS_DIR``, so that admission and ``/readyz`` on any of them speak for the
+    machine (see :mod:`agent.server.siblings`).
     """
     if count < 1:
         raise ValueError(f"workers must be at least 1, got {count}")
-    own_dir = None
-    if not env.get(MULTIPROCESS_DIR):
-        own_dir = tempfile.mkdtemp(prefix="agent-metrics-")
-        env = {**env, MULTIPROCESS_DIR: own_dir}
+    own_dirs = []
+    for variable, prefix in ((MULTIPROCESS_DIR, "agent-metrics-"), (WORKERS_DIR, "agent-workers-")):
+        if not env.get(variable):
+            own_dirs.append(tempfile.mkdtemp(prefix=prefix))
+            env = {**env, variable: own_dirs[-1]}
     try:
         return _supervise(count, command, env)
     finally:
-        if own_dir is not None:
-            shutil.rmtree(own_dir, ignore_errors=True)
+        for directory in own_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _supervise(count: int, command: Sequence[str], env: Mapping[str, str]) -> int:
@@ -92,7 +96,7 @@ def _supervise(count: int, command: Sequence[str], env: Mapping[str, str]) -> in
 
     def start(index: int) -> _Worker:
         process = subprocess.Popen(
-            list(command), env={**env, "WORKER_INDEX": str(index)}, start_new_session=True
+            list(command), env={**env, WORKER_INDEX: str(index)}, start_new_session=True
         )
         log.info("worker.started", worker=index, pid=process.pid)
         return _Worker(index, process, time.monotonic())

@@ -34,6 +34,7 @@ from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
+from agent.server.siblings import WorkerLoads
 from agent.settings import Settings
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
@@ -90,6 +91,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
         live_breaker: CircuitBreaker | None = None,
         live_target: DeveloperApiTarget | None = None,
+        worker_loads: WorkerLoads | None = None,
         **overrides: object,
     ) -> Bridge:
         sock = socket.socket()
@@ -110,6 +112,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             agents=agents,
             reconnect_policy=reconnect_policy,
             live_breaker=live_breaker,
+            worker_loads=worker_loads,
         )
         runner = web.AppRunner(app)
         await runner.setup()

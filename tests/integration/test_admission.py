@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from io import StringIO
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from agent.server.app import begin_drain
+from agent.server.siblings import WorkerLoads
 from agent.server.state import CALLS, PRECONNECTS
 from agent.sim.carrier import CarrierOptions, place_call
 
-from .conftest import BridgeFactory, caller_clip
+from .conftest import Bridge, BridgeFactory, caller_clip
 
 
 def _webhook(n: int) -> dict[str, str]:
@@ -83,3 +88,45 @@ async def test_a_call_in_progress_fills_the_process_and_its_end_frees_it(
             assert resp.status == 200
         async with session.post(f"{bridge.url}/twilio/voice", data=_webhook(8)) as resp:
             assert resp.status == 200
+
+
+async def test_under_workers_admission_and_readyz_speak_for_the_machine(
+    start_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """Two workers of one machine (as ``--workers 2`` runs them), MAX_CALLS=2 each: the kernel
+    hands webhooks to either, and their streams may run on either, so a worker that is busy
+    while its sibling idles still takes calls, and the machine is full at 4."""
+    shared = tmp_path / "workers"
+    shared.mkdir()
+    first = await start_bridge(max_calls=2, worker_loads=WorkerLoads(shared, 0))
+    second = await start_bridge(max_calls=2, worker_loads=WorkerLoads(shared, 1))
+    async with aiohttp.ClientSession() as session:
+
+        async def webhook(bridge: Bridge, n: int) -> int:
+            async with session.post(f"{bridge.url}/twilio/voice", data=_webhook(n)) as resp:
+                return resp.status
+
+        async def readyz(bridge: Bridge) -> tuple[int, dict[str, Any]]:
+            async with session.get(f"{bridge.url}/readyz") as resp:
+                return resp.status, await resp.json()
+
+        assert [await webhook(first, n) for n in (1, 2, 3)] == [200, 200, 200]
+        status, body = await readyz(second)
+        assert status == 200
+        assert body["workers"] == [
+            {"index": 0, "pid": os.getpid(), "calls": 3, "taking_calls": True}
+        ]
+        assert await webhook(second, 4) == 200
+        assert await webhook(second, 5) == 503  # 4 calls on the machine's 2 x 2
+        assert await webhook(first, 6) == 503
+        status, body = await readyz(first)
+        assert status == 503
+        assert (
+            "full: 4 calls, 2 workers, MAX_CALLS=2 per worker; taking no new ones"
+            in (body["problems"])
+        )
+        # A draining worker offers no room: the other is full with its own 3.
+        begin_drain(second.app)
+        status, body = await readyz(first)
+        assert status == 503
+        assert body["workers"][0]["taking_calls"] is False

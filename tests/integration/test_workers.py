@@ -25,8 +25,10 @@ MAX_PROBES = 200
 
 
 async def pids_answering(port: int, want: int) -> set[int]:
-    """Which processes answer ``/readyz`` over fresh connections, until ``want`` have."""
-    seen: set[int] = set()
+    """Which processes answer ``/readyz`` over fresh connections, until ``want`` have, each
+    naming all the others as its live siblings (the machine's load is what it answers for)."""
+    siblings: dict[int, set[int]] = {}
+    consistent = False
     for _ in range(MAX_PROBES):
         connector = aiohttp.TCPConnector(force_close=True)
         async with (
@@ -34,10 +36,12 @@ async def pids_answering(port: int, want: int) -> set[int]:
             http.get(f"http://127.0.0.1:{port}/readyz") as resp,
         ):
             body = await resp.json()
-        seen.add(int(body["pid"]))
-        if len(seen) >= want:
+        siblings[int(body["pid"])] = {int(worker["pid"]) for worker in body["workers"]}
+        consistent = all(others == set(siblings) - {pid} for pid, others in siblings.items())
+        if len(siblings) >= want and consistent:
             break
-    return seen
+    assert consistent, f"each worker's siblings, as its /readyz said: {siblings}"
+    return set(siblings)
 
 
 @pytest.mark.slow
