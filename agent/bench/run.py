@@ -249,15 +249,20 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     return section
 
 
-async def soak_section(calls: int, minutes: float) -> Section:
+async def soak_section(calls: int, minutes: float, rounds: int = 2) -> Section:
     """Many calls for many minutes: frames lost, memory, descriptors, loop lag."""
     from agent.bench.calls import percentile
     from agent.bench.soak import run_soak_bench
 
     section = Section("soak")
-    run = await run_soak_bench(calls, minutes)
+    run = await run_soak_bench(calls, minutes, rounds)
     section.figures.append(
-        reported("memory before the soak", run.rss_start_mb, "MiB", f"fds {run.fds_start}")
+        reported(
+            "memory before the soak",
+            run.rss_start_mb,
+            "MiB",
+            f"fds {run.fds_start}; Python blocks {run.python_blocks_start:,.0f}",
+        )
     )
     for n, r in enumerate(run.rounds, start=1):
         lost = r.frames_sent - r.frames_counted
@@ -278,7 +283,7 @@ async def soak_section(calls: int, minutes: float) -> Section:
                 f"round {n}: memory peak / after",
                 f"{r.rss_peak_mb:.0f} / {r.rss_end_mb:.0f}",
                 "MiB",
-                f"fds peak {r.fds_peak}",
+                f"fds peak {r.fds_peak}; Python blocks after {r.python_blocks_end:,.0f}",
             ),
             reported(
                 f"round {n}: loop lag (/healthz) median / p99 / max",
@@ -287,8 +292,15 @@ async def soak_section(calls: int, minutes: float) -> Section:
                 "ms",
             ),
         ]
+        for why, count in sorted(r.failures.items(), key=lambda item: -item[1]):
+            section.figures.append(reported(f"round {n}: failed: {why}", count, "calls"))
     section.figures.append(
-        reported("memory after 10 s idle", run.rss_idle_mb, "MiB", f"fds {run.fds_idle}")
+        reported(
+            "memory after 10 s idle",
+            run.rss_idle_mb,
+            "MiB",
+            f"fds {run.fds_idle}; Python blocks {run.python_blocks_idle:,.0f}",
+        )
     )
     section.details = {"run": dataclasses.asdict(run)}
     return section
@@ -398,7 +410,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         metavar="M",
-        help="soak: minutes per round, two rounds (10)",
+        help="soak: minutes per round (10)",
+    )
+    parser.add_argument(
+        "--soak-rounds",
+        type=int,
+        default=2,
+        metavar="N",
+        help="soak: rounds, each followed by 10 s idle (2; more tell a working set from a leak)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -429,7 +448,7 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         "reconnect": run_reconnect_bench,
         "replicas": run_replicas_bench,
         "workers": lambda: workers_section(args.calls * 2, args.seconds),
-        "soak": lambda: soak_section(args.soak_calls, args.soak_minutes),
+        "soak": lambda: soak_section(args.soak_calls, args.soak_minutes, args.soak_rounds),
     }
     sections = []
     for name in _sections(args.only):

@@ -7,8 +7,12 @@ process; this process keeps ``calls`` calls up at once, starting a new one as ea
 * caller frames lost: frames the carrier sent against frames the bridge counted in
   (``agent_frames_total{direction="in"}``);
 * the bridge's memory (RSS) before, at its peak, after each round and after the idle pause, and
-  its open file descriptors: memory that rises in the first round and stays level in the second
-  is a working set (allocator arenas, caches); memory that rises again each round is a leak;
+  its open file descriptors: memory that rises in the first round and stays level in the next
+  is a working set (allocator arenas, caches); memory that rises again each round is a leak.
+  Beside RSS, Python's own allocated blocks (``agent_python_allocated_blocks``) after each round:
+  blocks back near their level before the load mean the objects were freed and what RSS keeps
+  is the allocator's; blocks that climb round after round are objects kept alive;
+* why calls failed to be placed, by error;
 * event-loop lag, as ``GET /healthz`` sees it: its round trip, sampled every second under load
   (the handler does no work, so the time is the loop's queue).
 """
@@ -51,10 +55,12 @@ def open_fds(pid: int) -> int:
 class SoakRound:
     calls_completed: int = 0
     calls_failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # by error, for calls_failed
     frames_sent: int = 0
     frames_counted: float = 0.0
     rss_peak_mb: float = 0.0
     rss_end_mb: float = 0.0
+    python_blocks_end: float = 0.0
     fds_peak: int = 0
     lag_ms: list[float] = field(default_factory=list)
 
@@ -65,9 +71,11 @@ class SoakRun:
     minutes: float
     rss_start_mb: float
     fds_start: int
+    python_blocks_start: float
     rounds: list[SoakRound]
     rss_idle_mb: float
     fds_idle: int
+    python_blocks_idle: float = 0.0
 
 
 async def _round(
@@ -88,6 +96,8 @@ async def _round(
                 result.frames_sent += len(report.heard) // 320
             else:
                 result.calls_failed += 1
+                why = f"{type(report).__name__}: {str(report)[:120]}"
+                result.failures[why] = result.failures.get(why, 0) + 1
                 await asyncio.sleep(1.0)  # a caller who could not get through tries again later
 
     async def sample() -> None:
@@ -111,7 +121,21 @@ async def _round(
     after = await _metrics_frames(port)
     result.frames_counted = after["in"] - before["in"]
     result.rss_end_mb = rss_mb(agent.pid)
+    result.python_blocks_end = await python_blocks(port)
     return result
+
+
+async def python_blocks(port: int) -> float:
+    """The bridge's ``agent_python_allocated_blocks``, from its ``/metrics``."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith("agent_python_allocated_blocks "):
+            return float(line.split()[1])
+    return 0.0
 
 
 async def run_soak_bench(calls: int, minutes: float, rounds: int = 2) -> SoakRun:
@@ -128,9 +152,19 @@ async def run_soak_bench(calls: int, minutes: float, rounds: int = 2) -> SoakRun
         stack.enter_context(agent)
         await agent.wait_until_listening(port, "/readyz")
         await _place_calls(f"http://127.0.0.1:{port}", 1, 2.0, token)  # warm-up
-        run = SoakRun(calls, minutes, rss_mb(agent.pid), open_fds(agent.pid), [], 0.0, 0)
+        run = SoakRun(
+            calls,
+            minutes,
+            rss_mb(agent.pid),
+            open_fds(agent.pid),
+            await python_blocks(port),
+            [],
+            0.0,
+            0,
+        )
         for _ in range(rounds):
             run.rounds.append(await _round(agent, port, calls, minutes, token))
             await asyncio.sleep(10.0)  # idle: what stays allocated once the calls are gone
         run.rss_idle_mb, run.fds_idle = rss_mb(agent.pid), open_fds(agent.pid)
+        run.python_blocks_idle = await python_blocks(port)
         return run

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 
@@ -165,6 +166,14 @@ class Metrics:
                 ProcessCollector(registry=registry)
                 PlatformCollector(registry=registry)
                 GCCollector(registry=registry)
+                # Beside RSS, to tell a leak from the allocator keeping freed memory: Python's own
+                # blocks rise with a leak and fall back when calls end; RSS need not.
+                Gauge(
+                    "agent_python_allocated_blocks",
+                    "Memory blocks Python's allocator has handed out and not got back "
+                    "(sys.getallocatedblocks()).",
+                    registry=registry,
+                ).set_function(sys.getallocatedblocks)
         self.registry = registry
         self.active_calls = Gauge(
             "agent_active_calls",

@@ -55,7 +55,7 @@ def test_bench_options_default_to_every_section_but_the_soak() -> None:
     args = parser.parse_args([])
     assert args.only.split(",") == [name for name in SECTIONS if name != "soak"]
     assert not args.json
-    assert (args.soak_calls, args.soak_minutes) == (100, 10.0)
+    assert (args.soak_calls, args.soak_minutes, args.soak_rounds) == (100, 10.0, 2)
 
 
 def test_table_and_json_carry_every_figure_with_its_mark() -> None:
