@@ -123,3 +123,33 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+async def start_two_replicas(
+    start_bridge: BridgeFactory,
+    *,
+    public_url: str,
+    database: str,
+    emulator: RunningEmulator,
+    auth_token: str,
+    agent: AgentConfig | None = None,
+    agents: Callable[[], AgentRegistryHolder] | None = None,
+) -> tuple[Bridge, Bridge]:
+    """Two replicas as a deployment runs them: behind one ``public_url`` (the test's balancer),
+    signing with one Twilio token, sharing one database (PostgreSQL: records and shared state)
+    and one Live backend. The agent is ``agent``, or each replica's own registry from
+    ``agents``."""
+    shared: dict[str, object] = {
+        "public_url": public_url,
+        "twilio_auth_token": auth_token,
+        "database_url": database,
+        "shared_state_url": database,
+        "live_target": DeveloperApiTarget(base_url=emulator.url),
+    }
+    replicas = []
+    for _ in range(2):
+        if agents is not None:
+            replicas.append(await start_bridge(agents=agents(), **shared))
+        else:
+            replicas.append(await start_bridge(agent=agent or DEFAULT_AGENT, **shared))
+    return replicas[0], replicas[1]

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from agent.call.session import CallSession
 from agent.config.models import AgentConfig
-from agent.live.targets import DeveloperApiTarget
 from agent.records.store import RecordStore
 from agent.server.app import hand_over
 from agent.server.state import CALLS
@@ -24,7 +22,7 @@ from agent.sim.balancer import RunningBalancer, first_stream_then, start_balance
 from agent.sim.carrier import CallReport, CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator
 
-from .conftest import Bridge, BridgeFactory, caller_clip
+from .conftest import Bridge, BridgeFactory, caller_clip, start_two_replicas
 
 AUTH_TOKEN = "failover-test-auth-token-93d1"
 GREETER = AgentConfig(greeting="Greet the caller warmly and offer help.")
@@ -74,16 +72,14 @@ async def two_replicas(
     lb: RunningBalancer,
     database: str,
 ) -> tuple[Bridge, Bridge]:
-    shared: dict[str, Any] = {
-        "public_url": lb.url,
-        "twilio_auth_token": AUTH_TOKEN,
-        "database_url": database,
-        "shared_state_url": database,
-    }
-    target = DeveloperApiTarget(base_url=emulator.url)
-    a = await start_bridge(agent=GREETER, live_target=target, **shared)
-    b = await start_bridge(agent=GREETER, live_target=target, **shared)
-    return a, b
+    return await start_two_replicas(
+        start_bridge,
+        public_url=lb.url,
+        database=database,
+        emulator=emulator,
+        auth_token=AUTH_TOKEN,
+        agent=GREETER,
+    )
 
 
 def call_options(lb: RunningBalancer) -> CarrierOptions:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from agent.config.reload import AgentRegistryHolder
-from agent.live.targets import DeveloperApiTarget
 from agent.records.store import RecordStore
 from agent.server.state import CALLS, PRECONNECTS
 from agent.sim.balancer import RunningBalancer, start_balancer
@@ -25,7 +23,7 @@ from agent.sim.live.scenario import scenario_from_data
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 from agent.telephony.webhooks import compute_signature
 
-from .conftest import Bridge, BridgeFactory, caller_clip
+from .conftest import Bridge, BridgeFactory, caller_clip, start_two_replicas
 
 AUTH_TOKEN = "replica-test-auth-token-51c0"
 CALLER = "+15555550100"  # on file in the embedded CRM
@@ -68,16 +66,14 @@ async def start_replicas(
     emulator: RunningEmulator,
     agents: Callable[[], AgentRegistryHolder],
 ) -> tuple[Bridge, Bridge]:
-    shared: dict[str, Any] = {
-        "public_url": public_url,
-        "twilio_auth_token": AUTH_TOKEN,
-        "database_url": database,
-        "shared_state_url": database,
-    }
-    target = DeveloperApiTarget(base_url=emulator.url)
-    a = await start_bridge(agents=agents(), live_target=target, **shared)
-    b = await start_bridge(agents=agents(), live_target=target, **shared)
-    return a, b
+    return await start_two_replicas(
+        start_bridge,
+        public_url=public_url,
+        database=database,
+        emulator=emulator,
+        auth_token=AUTH_TOKEN,
+        agents=agents,
+    )
 
 
 async def test_a_stream_on_the_replica_that_never_saw_the_webhook_runs_the_whole_call(
