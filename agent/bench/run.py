@@ -290,6 +290,7 @@ async def soak_section(calls: int, minutes: float, rounds: int = 2) -> Section:
                 f"{percentile(r.lag_ms, 50) or 0:.1f} / {percentile(r.lag_ms, 99) or 0:.1f}"
                 f" / {max(r.lag_ms, default=0):.1f}",
                 "ms",
+                ", ".join(f"{n} probes failed: {why}" for why, n in r.probes_failed.items()),
             ),
         ]
         for why, count in sorted(r.failures.items(), key=lambda item: -item[1]):

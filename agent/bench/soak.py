@@ -63,6 +63,7 @@ class SoakRound:
     python_blocks_end: float = 0.0
     fds_peak: int = 0
     lag_ms: list[float] = field(default_factory=list)
+    probes_failed: dict[str, int] = field(default_factory=dict)  # /healthz probes, by error
 
 
 @dataclass
@@ -104,8 +105,15 @@ async def _round(
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             while True:
                 began = time.perf_counter()
-                async with http.get(f"{url}/healthz") as response:
-                    await response.read()
+                try:
+                    async with http.get(f"{url}/healthz") as response:
+                        await response.read()
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    # A probe that never came back is the worst lag sample, not the end of the
+                    # soak: counted at the time it took to give up.
+                    result.probes_failed[type(exc).__name__] = (
+                        result.probes_failed.get(type(exc).__name__, 0) + 1
+                    )
                 result.lag_ms.append((time.perf_counter() - began) * 1000)
                 result.rss_peak_mb = max(result.rss_peak_mb, rss_mb(agent.pid))
                 result.fds_peak = max(result.fds_peak, open_fds(agent.pid))
