@@ -212,7 +212,15 @@ class CallSession:
         # An earlier stream of the call recorded its turns: this one carries on after them.
         self._recorded_turns = len(self.transcript.turns)
         self._journal = journal
-        self.leg = 1 if continuation is None else continuation.leg + 1
+        # Which stream of the call this is: the journal's snapshot says it for the shared
+        # state, and the session must not work it out a second time.
+        self.leg = (
+            journal.snapshot.leg
+            if journal is not None
+            else 1
+            if continuation is None
+            else continuation.leg + 1
+        )
         self._toolbox = toolbox
         self._tool_context = tool_context
         self._call_control = call_control
