@@ -34,7 +34,7 @@ from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
 from agent.server.state import CALLS
 from agent.settings import Settings
-from agent.sim.balancer import RunningBalancer, start_balancer
+from agent.sim.balancer import CallRoute, RunningBalancer, start_balancer
 from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
@@ -67,16 +67,6 @@ class _Arrivals:
         return next((at for at, kind in self.arrived if kind == "media" and at > t), None)
 
 
-@dataclass
-class _Plan:
-    """Where the balancer sends each request of the call under way."""
-
-    voice: str = ""
-    first_stream: str = ""
-    after: str = ""
-    streams: int = 0
-
-
 async def _replica(emulator: RunningEmulator, tmp: Path, name: str, lb: str) -> web.AppRunner:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -98,20 +88,12 @@ async def _replica(emulator: RunningEmulator, tmp: Path, name: str, lb: str) -> 
 
 
 @contextlib.asynccontextmanager
-async def _two_replicas() -> AsyncIterator[tuple[RunningBalancer, _Plan, list[web.AppRunner]]]:
-    plan = _Plan()
-
-    def route(request: web.Request) -> str:
-        if request.path == "/twilio/voice":
-            return plan.voice
-        if request.path == "/twilio/stream":
-            plan.streams += 1
-            return plan.first_stream if plan.streams == 1 else plan.after
-        return plan.after
+async def _two_replicas() -> AsyncIterator[tuple[RunningBalancer, CallRoute, list[web.AppRunner]]]:
+    plan = CallRoute()
 
     with tempfile.TemporaryDirectory(prefix="agent-bench-replicas-") as folder:
         emulator = await start_emulator(EmulatorOptions(think_ms=0))
-        lb = await start_balancer(route)
+        lb = await start_balancer(plan)
         runners: list[web.AppRunner] = []
         try:
             for name in ("a", "b"):
@@ -138,7 +120,7 @@ async def run_replicas_bench(rounds: int = 3) -> Section:
     async with _two_replicas() as (lb, plan, (a, b)):
         options = CarrierOptions(url=lb.url, max_duration_s=60)
         for _ in range(rounds):
-            plan.voice, plan.first_stream, plan.after, plan.streams = _url(a), _url(a), _url(b), 0
+            plan.next_call(_url(a), _url(a), _url(b))
             arrivals = _Arrivals()
             call = asyncio.create_task(place_call(options, [clip], observer=arrivals))
             calls = a.app[CALLS]
@@ -155,12 +137,7 @@ async def run_replicas_bench(rounds: int = 3) -> Section:
                 gaps.append(resumed - cut)
         for case, stream_to in (("same", a), ("other", b)):
             for _ in range(rounds):
-                plan.voice, plan.first_stream, plan.after, plan.streams = (
-                    _url(a),
-                    _url(stream_to),
-                    _url(stream_to),
-                    0,
-                )
+                plan.next_call(_url(a), _url(stream_to), _url(stream_to))
                 arrivals = _Arrivals()
                 await place_call(options, [], observer=arrivals)
                 first = arrivals.first_media_after(arrivals.starts[0]) if arrivals.starts else None

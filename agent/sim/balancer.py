@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import WSMsgType, web
 
-__all__ = ["Balancer", "RunningBalancer", "first_stream_then", "round_robin", "start_balancer"]
+__all__ = [
+    "Balancer",
+    "CallRoute",
+    "RunningBalancer",
+    "first_stream_then",
+    "round_robin",
+    "start_balancer",
+]
 
 #: Chooses a replica's base URL for a request.
 Route = Callable[[web.Request], str]
@@ -36,20 +43,39 @@ def round_robin(replicas: Sequence[str]) -> Route:
     return lambda request: next(turn)
 
 
+@dataclass
+class CallRoute:
+    """One call's requests, routed: the voice webhook to ``voice``, the first media stream to
+    ``first_stream``, everything after it (the ``<Connect action>`` of a stream that ended, the
+    streams it starts) to ``after``. :meth:`next_call` sets the plan for the next call."""
+
+    voice: str = ""
+    first_stream: str = ""
+    after: str = ""
+    streams: int = 0  # media streams routed since the plan was set
+
+    def next_call(self, voice: str, first_stream: str, after: str) -> None:
+        self.voice, self.first_stream, self.after, self.streams = voice, first_stream, after, 0
+
+    def __call__(self, request: web.Request) -> str:
+        if request.path == "/twilio/voice":
+            return self.voice
+        if request.path == "/twilio/stream":
+            self.streams += 1
+            return self.first_stream if self.streams == 1 else self.after
+        return self.after
+
+
 def first_stream_then(replicas: Sequence[str]) -> Route:
-    """The voice webhook and the first media stream to ``replicas[0]``; everything after (the
-    ``<Connect action>`` of a stream that ended, the streams it starts) to ``replicas[1]``:
-    how a call moves when its first replica goes. ``replicas`` may be filled in later."""
-    streams = 0
+    """The voice webhook and the first media stream to ``replicas[0]``; everything after to
+    ``replicas[1]``: how a call moves when its first replica goes. ``replicas`` may be filled
+    in later."""
+    plan = CallRoute()
 
     def route(request: web.Request) -> str:
-        nonlocal streams
-        if request.path == "/twilio/voice":
-            return replicas[0]
-        if request.path == "/twilio/stream":
-            streams += 1
-            return replicas[0] if streams == 1 else replicas[1]
-        return replicas[1]
+        plan.voice = plan.first_stream = replicas[0]
+        plan.after = replicas[1]
+        return plan(request)
 
     return route
 
