@@ -39,6 +39,8 @@ from agent.live.protocol import (
     GoAway,
     GroundingMetadata,
     InputTranscription,
+    InteractionStatusChanged,
+    InterimInputTranscription,
     Interrupted,
     LiveProtocolError,
     ModelAudio,
@@ -48,7 +50,9 @@ from agent.live.protocol import (
     ToolCallCancelled,
     ToolCallRequested,
     TurnComplete,
+    UnknownFields,
     UsageReported,
+    VoiceActivityReported,
 )
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
@@ -212,6 +216,7 @@ class CallSession:
         # An earlier stream of the call recorded its turns: this one carries on after them.
         self._recorded_turns = len(self.transcript.turns)
         self._journal = journal
+        self._unknown_fields: set[str] = set()  # server message fields already logged as unknown
         # Which stream of the call this is: the journal's snapshot says it for the shared
         # state, and the session must not work it out a second time.
         self.leg = (
@@ -547,6 +552,15 @@ class CallSession:
                         self._tools.cancelled(ids)
                 case GroundingMetadata(data=data):
                     log.info("model.grounding", metadata=dict(data))
+                case InteractionStatusChanged(status=status):
+                    log.debug("model.interaction_status", status=status)
+                case UnknownFields(names=names):
+                    # A newer protocol than this parser: said once per call and field, quietly.
+                    if fresh := set(names) - self._unknown_fields:
+                        self._unknown_fields |= fresh
+                        log.debug("live.unknown_fields", fields=sorted(fresh))
+                case InterimInputTranscription() | VoiceActivityReported():
+                    pass  # the final transcription and our own VAD are what the call acts on
                 case LiveProtocolError(reason=reason, raw=raw):
                     log.warning("live.protocol_error", reason=reason, raw=raw)
                 case _:

@@ -398,6 +398,45 @@ class WaitingForInput:
 
 
 @dataclass(frozen=True, slots=True)
+class InteractionStatusChanged:
+    """``serverContent.interactionStatus``: the session's activity state (``IN_PROGRESS``,
+    ``REQUIRES_ACTION``: it waits for a function result, ``IDLE``), sent alongside
+    ``turnComplete`` by newer models (the extended-thinking variant among them). Per the
+    official SDK's ``LiveServerContent.interaction_status``: "The current activity status of the
+    live session. Always sent alongside turn_complete"."""
+
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class InterimInputTranscription:
+    """``serverContent.interimInputTranscription``: a low-latency guess at what the caller is
+    saying, revised while they speak. Not a fragment to append: the final
+    :class:`InputTranscription` replaces it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceActivityReported:
+    """The service's own voice activity detection saw the caller start or stop speaking
+    (``voiceActivity`` with ``ACTIVITY_START``/``ACTIVITY_END``, or the allow-listed
+    ``voiceActivityDetectionSignal`` with ``VAD_SIGNAL_TYPE_SOS``/``_EOS``)."""
+
+    started: bool
+    audio_offset_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFields:
+    """Fields of a server message this client does not know (``serverContent.x`` for those
+    inside ``serverContent``): a newer protocol than this parser. Logged once per call at debug,
+    never an error: the fields it knows in the same message are still acted on."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GroundingMetadata:
     """Search grounding (or URL context) the model used; logged, never spoken."""
 
@@ -467,17 +506,21 @@ LiveEvent = (
     | ModelAudio
     | ModelText
     | InputTranscription
+    | InterimInputTranscription
     | OutputTranscription
     | Interrupted
     | GenerationComplete
     | TurnComplete
     | WaitingForInput
+    | InteractionStatusChanged
+    | VoiceActivityReported
     | GroundingMetadata
     | ToolCallRequested
     | ToolCallCancelled
     | UsageReported
     | GoAway
     | ResumptionHandle
+    | UnknownFields
     | LiveProtocolError
 )
 
@@ -520,14 +563,43 @@ def parse_server_message(frame: str | bytes) -> list[LiveEvent]:
     return events
 
 
+# The fields this parser knows, in both spellings (the wire's camelCase; the SDK's snake_case),
+# after the official google-genai SDK's LiveServerMessage and LiveServerContent.
+_KNOWN_MESSAGE_FIELDS = frozenset(
+    {
+        "setupComplete", "setup_complete", "serverContent", "server_content",
+        "usageMetadata", "usage_metadata", "toolCall", "tool_call",
+        "toolCallCancellation", "tool_call_cancellation", "goAway", "go_away",
+        "sessionResumptionUpdate", "session_resumption_update",
+        "voiceActivity", "voice_activity",
+        "voiceActivityDetectionSignal", "voice_activity_detection_signal",
+    }
+)  # fmt: skip
+_KNOWN_CONTENT_FIELDS = frozenset(
+    {
+        "modelTurn", "model_turn", "turnComplete", "turn_complete", "interrupted",
+        "groundingMetadata", "grounding_metadata", "generationComplete", "generation_complete",
+        "inputTranscription", "input_transcription", "outputTranscription",
+        "output_transcription", "urlContextMetadata", "url_context_metadata",
+        "turnCompleteReason", "turn_complete_reason", "waitingForInput", "waiting_for_input",
+        "interimInputTranscription", "interim_input_transcription",
+        "interactionStatus", "interaction_status",
+    }
+)  # fmt: skip
+_ACTIVITY_STARTS = frozenset({"ACTIVITY_START", "VAD_SIGNAL_TYPE_SOS"})
+_ACTIVITY_ENDS = frozenset({"ACTIVITY_END", "VAD_SIGNAL_TYPE_EOS"})
+
+
 def _events(message: Mapping[str, Any]) -> list[LiveEvent]:
     events: list[LiveEvent] = []
+    unknown = [name for name in message if name not in _KNOWN_MESSAGE_FIELDS]
     setup = _get(message, "setupComplete", "setup_complete")
     if setup is not None:
         events.append(SetupComplete(_get(setup, "sessionId", "session_id")))
     content = _get(message, "serverContent", "server_content")
     if content is not None:
         _server_content(content, events)
+        unknown += [f"serverContent.{n}" for n in content if n not in _KNOWN_CONTENT_FIELDS]
     usage = _get(message, "usageMetadata", "usage_metadata")
     if usage is not None:
         events.append(_usage(usage))
@@ -554,7 +626,24 @@ def _events(message: Mapping[str, Any]) -> list[LiveEvent]:
         events.append(
             ResumptionHandle(_get(update, "newHandle", "new_handle"), bool(update.get("resumable")))
         )
+    activity = _get(message, "voiceActivity", "voice_activity")
+    if activity is not None:
+        kind = _get(activity, "voiceActivityType", "voice_activity_type")
+        offset = _get(activity, "audioOffset", "audio_offset")
+        _voice_activity(kind, parse_duration(offset) if offset else None, events)
+    signal = _get(message, "voiceActivityDetectionSignal", "voice_activity_detection_signal")
+    if signal is not None:
+        _voice_activity(_get(signal, "vadSignalType", "vad_signal_type"), None, events)
+    if unknown:
+        events.append(UnknownFields(tuple(unknown)))
     return events
+
+
+def _voice_activity(kind: object, offset: float | None, events: list[LiveEvent]) -> None:
+    if kind in _ACTIVITY_STARTS:
+        events.append(VoiceActivityReported(True, offset))
+    elif kind in _ACTIVITY_ENDS:
+        events.append(VoiceActivityReported(False, offset))
 
 
 def _server_content(content: Mapping[str, Any], events: list[LiveEvent]) -> None:
@@ -589,6 +678,12 @@ def _server_content(content: Mapping[str, Any], events: list[LiveEvent]) -> None
         events.append(TurnComplete(_get(content, "turnCompleteReason", "turn_complete_reason")))
     if _get(content, "waitingForInput", "waiting_for_input"):
         events.append(_WAITING)
+    status = _get(content, "interactionStatus", "interaction_status")
+    if status is not None:
+        events.append(InteractionStatusChanged(str(status)))
+    interim = _get(content, "interimInputTranscription", "interim_input_transcription")
+    if interim is not None:
+        events.append(InterimInputTranscription(str(interim.get("text", ""))))
     grounding = _get(content, "groundingMetadata", "grounding_metadata")
     if grounding is not None:
         events.append(GroundingMetadata(dict(grounding)))

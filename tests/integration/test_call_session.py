@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,12 @@ from agent.config.tools import ToolSpec
 from agent.errors import LiveConnectError, TelephonyError
 from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink, ReconnectPolicy
+from agent.live.protocol import (
+    InteractionStatusChanged,
+    LiveEvent,
+    TurnComplete,
+    UnknownFields,
+)
 from agent.live.targets import DeveloperApiTarget
 from agent.sim.live.scenario import scenario_from_data
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
@@ -324,3 +330,59 @@ async def test_a_refused_fallback_update_plays_the_bundled_apology() -> None:
     events = [line["event"] for line in logs]
     assert "call.fallback_failed" in events
     assert "call.fallback_unconfirmed" not in events  # its mark came back: heard to its end
+
+
+class ScriptedConnection:
+    """A Live connection that delivers ``events``, then stays open until closed."""
+
+    def __init__(self, events: Sequence[LiveEvent]) -> None:
+        self._events = list(events)
+        self.sent: list[str] = []
+        self._closed = asyncio.Event()
+
+    async def send(self, message: str) -> None:
+        self.sent.append(message)
+
+    async def events(self) -> AsyncIterator[LiveEvent]:
+        for event in self._events:
+            yield event
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        self._closed.set()
+
+
+async def test_fields_of_a_newer_protocol_are_logged_once_per_call_and_the_call_goes_on() -> None:
+    newer = UnknownFields(("serverContent.sparkle", "futureThing"))
+    connection = ScriptedConnection(
+        [
+            newer,
+            InteractionStatusChanged("IN_PROGRESS"),
+            newer,
+            UnknownFields(("serverContent.sparkle",)),
+            TurnComplete(None),
+            InteractionStatusChanged("IDLE"),
+        ]
+    )
+
+    async def opener(handle: str | None) -> LiveConnection:
+        return connection  # type: ignore[return-value]
+
+    socket = FakeTwilio()
+    call = session(socket, LiveLink(opener))
+    with capture_logs() as logs:
+        running = asyncio.ensure_future(run(call))
+        await call.turn_completed(1)  # every event before it was taken in stride
+        socket.stop()
+        assert await running == "caller hung up"
+    unknown = [line for line in logs if line["event"] == "live.unknown_fields"]
+    assert unknown == [
+        {
+            "event": "live.unknown_fields",
+            "log_level": "debug",
+            "fields": ["futureThing", "serverContent.sparkle"],
+        }
+    ]
+    statuses = [line["status"] for line in logs if line["event"] == "model.interaction_status"]
+    assert statuses == ["IN_PROGRESS", "IDLE"]
+    assert not [line for line in logs if line["log_level"] in ("warning", "error")]

@@ -28,6 +28,8 @@ from agent.live.protocol import (
     GoAway,
     GroundingMetadata,
     InputTranscription,
+    InteractionStatusChanged,
+    InterimInputTranscription,
     Interrupted,
     LiveProtocolError,
     ModelAudio,
@@ -38,7 +40,9 @@ from agent.live.protocol import (
     ToolCallCancelled,
     ToolCallRequested,
     TurnComplete,
+    UnknownFields,
     UsageReported,
+    VoiceActivityReported,
     WaitingForInput,
 )
 
@@ -529,3 +533,75 @@ def test_malformed_frames_become_protocol_errors_never_exceptions(frame: str | b
     (event,) = protocol.parse_server_message(frame)
     assert isinstance(event, LiveProtocolError)
     assert event.reason
+
+
+def test_interaction_status_rides_along_with_turn_complete() -> None:
+    frame = '{"serverContent":{"turnComplete":true,"interactionStatus":"REQUIRES_ACTION"}}'
+    assert protocol.parse_server_message(frame) == [
+        TurnComplete(None),
+        InteractionStatusChanged("REQUIRES_ACTION"),
+    ]
+
+
+def test_audio_and_both_transcriptions_in_one_message_are_each_an_event() -> None:
+    pcm = b"\x01\x00\x02\x00"
+    frame = json.dumps(
+        {
+            "serverContent": {
+                "inputTranscription": {"text": "my order", "finished": True},
+                "outputTranscription": {"text": "Let me"},
+                "interimInputTranscription": {"text": "my ord"},
+                "modelTurn": {
+                    "parts": [
+                        {
+                            "inlineData": {
+                                "mimeType": "audio/pcm;rate=24000",
+                                "data": base64.b64encode(pcm).decode(),
+                            }
+                        }
+                    ]
+                },
+            }
+        }
+    )
+    assert protocol.parse_server_message(frame) == [
+        InputTranscription("my order", True),
+        OutputTranscription("Let me", False),
+        ModelAudio(pcm, 24000),
+        InterimInputTranscription("my ord"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("frame", "started", "offset"),
+    [
+        (
+            '{"voiceActivity":{"voiceActivityType":"ACTIVITY_START","audioOffset":"1.5s"}}',
+            True,
+            1.5,
+        ),
+        ('{"voiceActivity":{"voiceActivityType":"ACTIVITY_END"}}', False, None),
+        ('{"voiceActivityDetectionSignal":{"vadSignalType":"VAD_SIGNAL_TYPE_SOS"}}', True, None),
+        (
+            '{"voice_activity_detection_signal":{"vad_signal_type":"VAD_SIGNAL_TYPE_EOS"}}',
+            False,
+            None,
+        ),
+    ],
+)
+def test_the_services_voice_activity_signals(
+    frame: str, started: bool, offset: float | None
+) -> None:
+    assert protocol.parse_server_message(frame) == [VoiceActivityReported(started, offset)]
+
+
+def test_unknown_fields_are_named_and_the_known_ones_still_acted_on() -> None:
+    frame = '{"serverContent":{"turnComplete":true,"sparkle":1},"futureThing":{}}'
+    assert protocol.parse_server_message(frame) == [
+        TurnComplete(None),
+        UnknownFields(("futureThing", "serverContent.sparkle")),
+    ]
+    # A message of nothing but new fields is a newer protocol, not a broken peer.
+    assert protocol.parse_server_message('{"interactionUpdate":{"x":1}}') == [
+        UnknownFields(("interactionUpdate",))
+    ]
