@@ -56,6 +56,7 @@ from agent.sim.live.resumption import (
 )
 from agent.sim.live.scenario import Clip, ScriptedCall, Speech, Step, render_template
 from agent.sim.live.setup_checks import (
+    check_one_response_modality,
     check_setup_fields,
 )
 from agent.sim.live.vad import (
@@ -445,6 +446,7 @@ class LiveEmulatorCore:
                     f"[{index}]' (type.googleapis.com/google.ai.generativelanguage."
                     f'{self.api_version}.GenerationConfig.Modality), "{modality}"',
                 )
+        check_one_response_modality(modalities)
         self._text_mode = modalities == ["TEXT"]
         realtime = _object(setup.get("realtimeInputConfig"))
         vad_settings = _vad_settings(_object(realtime.get("automaticActivityDetection")))

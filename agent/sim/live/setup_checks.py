@@ -153,3 +153,17 @@ def _check_fields(value: Any, message: _Message, path: str) -> None:
         child = message.fields[name]
         if child is not None and item is not None:
             _check_fields(item, child, f"{path}.{snake_case(name)}")
+
+
+def check_one_response_modality(modalities: list[Any]) -> None:
+    """Refuse ``responseModalities`` naming both TEXT and AUDIO, as Google does: a session
+    answers in one modality, text or audio, never both (the Live API capabilities guide,
+    "Response modalities": https://ai.google.dev/gemini-api/docs/live-guide). Raises
+    :class:`RequestRejectedError` with 1007, the code of Google's other setup errors; the guide
+    gives no wording for this one, so the reason is the emulator's own."""
+    if len(set(modalities)) > 1:
+        raise RequestRejectedError(
+            CLOSE_INVALID,
+            "Multiple response modalities are not supported: set one of TEXT or AUDIO in "
+            "'setup.generation_config.response_modalities'.",
+        )

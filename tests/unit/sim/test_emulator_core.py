@@ -887,6 +887,14 @@ def test_an_unknown_response_modality_closes_1007() -> None:
     )
 
 
+def test_text_and_audio_together_close_1007_as_a_configuration_error() -> None:
+    core = LiveEmulatorCore(EmulatorOptions(), CLIPS)
+    core.receive(setup_with(generationConfig={"responseModalities": ["TEXT", "AUDIO"]}), 0)
+    close = close_of(core)
+    assert close.code == 1007
+    assert "Multiple response modalities" in close.reason
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [("generationConfig", "generation_config"), ("model", "model"), ("topP", "top_p")],
