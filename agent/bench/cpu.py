@@ -385,9 +385,9 @@ async def _place_calls(
     return list(results)
 
 
-async def _metrics_frames(port: int) -> dict[str, float]:
+async def _metrics_frames(port: int, timeout_s: float = 10.0) -> dict[str, float]:
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
         http.get(f"http://127.0.0.1:{port}/metrics") as response,
     ):
         return frames_from_metrics(await response.text())

@@ -36,7 +36,9 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -457,6 +459,8 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         try:
             section = await runners[name]()
         except Exception as exc:  # one broken section must not hide the others' figures
+            # Where it broke, for whoever reruns it: the table keeps only the one line.
+            traceback.print_exc(file=sys.stderr)
             section = Section(name, error=f"{type(exc).__name__}: {exc}")
         section.seconds = time.perf_counter() - began
         sections.append(section)

@@ -39,6 +39,8 @@ from agent.bench.cpu import (
 from agent.sim.carrier import CallReport
 
 _PAGE = 4096
+#: A scrape of a bridge carrying 100 calls on a busy machine can take seconds: room for it.
+METRICS_TIMEOUT_S = 60.0
 
 
 def rss_mb(pid: int) -> float:
@@ -84,7 +86,7 @@ async def _round(
 ) -> SoakRound:
     result = SoakRound()
     url = f"http://127.0.0.1:{port}"
-    before = await _metrics_frames(port)
+    before = await _metrics_frames(port, METRICS_TIMEOUT_S)
     deadline = time.monotonic() + minutes * 60
 
     async def caller(index: int) -> None:
@@ -126,7 +128,7 @@ async def _round(
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
-    after = await _metrics_frames(port)
+    after = await _metrics_frames(port, METRICS_TIMEOUT_S)
     result.frames_counted = after["in"] - before["in"]
     result.rss_end_mb = rss_mb(agent.pid)
     result.python_blocks_end = await python_blocks(port)
@@ -136,7 +138,7 @@ async def _round(
 async def python_blocks(port: int) -> float:
     """The bridge's ``agent_python_allocated_blocks``, from its ``/metrics``."""
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=METRICS_TIMEOUT_S)) as http,
         http.get(f"http://127.0.0.1:{port}/metrics") as response,
     ):
         text = await response.text()
