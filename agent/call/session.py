@@ -79,6 +79,7 @@ from .timers import (
     IdleTimeout,
     KeypadGroup,
     MaxDuration,
+    Stall,
     TimerEvent,
     WrapUp,
 )
@@ -101,6 +102,11 @@ SHUTDOWN = "shutdown"  # the server stopped with the call still in progress
 # call goes on (on this replica or another) from its journal.
 STREAM_LOST = "stream lost"
 HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment (a deploy)
+
+#: What the session does at each stall in a row (see ``CallSession._on_stall``), and the
+#: reason its reconnection carries.
+STALL_ACTIONS = ("nudge", "reconnect", "fallback")
+STALL_RESTART = "stall"
 # Endings after which the call goes on elsewhere: its journal must not say it ended.
 # (A shutdown ends the stream, not the call: with another replica up, the call goes on there.)
 CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER, SHUTDOWN})
@@ -134,6 +140,7 @@ class CallStats:
     protocol_errors: int = 0
     dtmf_groups: int = 0
     holds: int = 0  # "one moment, please" while a blocking tool ran
+    stalls: int = 0  # times the model owed an answer and sent nothing for stall_after_s
     first_audio_ms: float | None = None  # from the stream's start to the first frame sent
     usage: dict[str, int] = field(default_factory=dict)
 
@@ -217,6 +224,7 @@ class CallSession:
         self._recorded_turns = len(self.transcript.turns)
         self._journal = journal
         self._unknown_fields: set[str] = set()  # server message fields already logged as unknown
+        self._turn_content = False  # the model's current turn has had text or a tool call
         # Which stream of the call this is: the journal's snapshot says it for the shared
         # state, and the session must not work it out a second time.
         self.leg = (
@@ -245,6 +253,8 @@ class CallSession:
         # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
         # caller, who spoke since its last turn. A handover waits until it has been given.
         self._answer_expected = bool(agent.greeting) and continuation is None
+        if self._answer_expected:  # the greeting, asked for here or at the webhook
+            self._timers.answer_owed("prompt", self._began)
 
     # -- the call -------------------------------------------------------------------------------
 
@@ -327,6 +337,8 @@ class CallSession:
     async def _prompt(self, text: str) -> None:
         """Send the model a text turn (it answers it)."""
         self._answer_expected = True
+        self._timers.answer_owed("prompt", self._clock())
+        self._wake.set()  # a stall deadline now runs
         await self._live.send(protocol.text_turn_message(text))
 
     async def _close_journal(self) -> None:
@@ -409,6 +421,7 @@ class CallSession:
             "preconnected": self.preconnected,
             "dtmf_groups": self.stats.dtmf_groups,
             "holds": self.stats.holds,
+            "stalls": self.stats.stalls,
             "protocol_errors": self.stats.protocol_errors,
             "tokens": self.stats.usage,
             **self._tool_summary(),
@@ -453,8 +466,12 @@ class CallSession:
                     self._answer_expected = True
                 pcm = inbound.process_pcm16(pcm8k)
                 timer.inbound(sampled)
-                if activity is not None and self._manual_activity:
-                    await self._signal_activity(activity)
+                if activity is not None:
+                    if activity is VoiceActivity.ENDED and self._answer_expected:
+                        timers.answer_owed("caller", clock())
+                        self._wake.set()  # a stall deadline now runs
+                    if self._manual_activity:
+                        await self._signal_activity(activity)
                 await live.send_audio(pcm)
             elif type(event) is MarkPlayed:
                 self.playback.mark_played(event.name, clock())
@@ -505,10 +522,12 @@ class CallSession:
                 case ModelAudio():  # the hot path, checked first
                     await self._play(event)
                 case Interrupted():
+                    self._timers.model_heard(clock(), answered=True)  # the caller has the floor
                     await self._barge_in()
                 case GenerationComplete():
                     await self._flush_outbound()
                 case TurnComplete(reason=reason):
+                    self._turn_ended(playback.sent_in_turn > 0 or self._turn_content)
                     await self._flush_outbound()
                     playback.end_turn()
                     stats.model_turns += 1
@@ -521,6 +540,7 @@ class CallSession:
                     if self._handover:
                         self._wake.set()  # perhaps the quiet moment a handover waits for
                 case OutputTranscription(text=text):
+                    self._heard_from_model()
                     transcript.agent_text(text, playback.sent_in_turn, clock())
                     self._record_closed_turns()
                 case InputTranscription(text=text):
@@ -535,7 +555,11 @@ class CallSession:
                     stats.reconnects += 1
                     self._metrics.count_live_reconnect(reason)
                     await self._resume_cut_turn()
+                    if reason == STALL_RESTART:
+                        # The new connection has not heard the nudge: ask it to answer.
+                        await self._prompt(self.policy.stall_message)
                 case ModelText(text=text, thought=False):
+                    self._heard_from_model()
                     log.info("model.text", text=text)
                 case ModelText():
                     pass  # thoughts never reach the caller, nor the logs
@@ -546,6 +570,7 @@ class CallSession:
                 case GoAway() | ResumptionHandle():
                     pass  # the link acts on these
                 case ToolCallRequested(calls=calls):
+                    self._heard_from_model()
                     await self._tool_calls(calls)
                 case ToolCallCancelled(ids=ids):
                     if self._tools is not None:
@@ -566,6 +591,22 @@ class CallSession:
                 case _:
                     log.debug("live.event_ignored", kind=type(event).__name__)
         raise _CallEnded(self.ended_reason or AGENT_ENDED)
+
+    def _heard_from_model(self) -> None:
+        """Content from the model other than audio (text, a tool call): it is not stalled."""
+        self._turn_content = True
+        self._timers.model_heard(self._clock(), answered=False)
+
+    def _turn_ended(self, had_content: bool) -> None:
+        """``turnComplete``: an answer given, or, when one was owed, an empty turn (a stall
+        the Live API is known for: the model says it is done without saying anything)."""
+        now = self._clock()
+        if had_content or not self._answer_expected:
+            self._timers.model_heard(now, answered=True)
+        else:
+            self._timers.answer_owed("empty_turn", now)
+            self._wake.set()
+        self._turn_content = False
 
     async def _resume_cut_turn(self) -> None:
         """After a new connection: if the old one died mid-answer, the rest of that answer is
@@ -650,13 +691,18 @@ class CallSession:
         if audio.sample_rate != protocol.OUTPUT_SAMPLE_RATE:
             log.error("live.unexpected_audio_rate", sample_rate=audio.sample_rate)
             return
+        now = self._clock()
+        self._timers.model_heard(now, answered=False)
         if not self.playback.turn_open:
             # Once per agent turn: the silence the caller sat through since they last spoke.
             log.info(
                 "model.responding",
-                wait_ms=round((self._clock() - self._timers.last_caller_activity) * 1000),
+                wait_ms=round((now - self._timers.last_caller_activity) * 1000),
             )
             self.playback.start_turn()
+            # It owes the rest of this turn: audio that stops without a turnComplete is a stall.
+            self._timers.answer_owed("audio", now)
+            self._wake.set()
         sampled = self._frame_timer.start()
         frames = self._outbound.process(audio.pcm)
         if frames:
@@ -726,8 +772,11 @@ class CallSession:
                 await self._on_timer(event)
 
     def _tool_waiting(self, waiting: bool) -> None:
-        self._timers.tool_wait(waiting, self._clock())
-        self._wake.set()  # a hold-on deadline may now be the nearest
+        now = self._clock()
+        self._timers.tool_wait(waiting, now)
+        if not waiting:
+            self._timers.answer_owed("tool", now)  # the model has its result: it owes an answer
+        self._wake.set()  # a hold-on or stall deadline may now be the nearest
 
     async def _hold_on(self, waited_s: float) -> None:
         """A blocking tool keeps the caller waiting: tell them so, unless something is already
@@ -738,11 +787,33 @@ class CallSession:
         self.stats.holds += 1
         await self._send_frames(_hold_frames())
 
+    async def _on_stall(self, cause: str, silent_s: float, attempt: int) -> None:
+        """The model owes an answer and has gone silent. First nudge it (a text turn asking it
+        to answer); then leave its connection for a new one (resumed, or a fresh session
+        seeded with the conversation) while the caller hears "One moment, please."; then give
+        up on it: the fallback, as when the Live API is unreachable."""
+        action = STALL_ACTIONS[min(attempt, len(STALL_ACTIONS)) - 1]
+        self.stats.stalls += 1
+        self._metrics.count_stall(cause, action)
+        log.warning("model.stalled", cause=cause, silent_s=silent_s, attempt=attempt, action=action)
+        if action == "nudge":
+            await self._prompt(self.policy.stall_message)
+        elif action == "reconnect":
+            if not self.playback.turn_open and self._drained.is_set():
+                await self._send_frames(_hold_frames())  # something for the caller meanwhile
+            await self._live.restart(STALL_RESTART)
+        else:
+            raise LiveUnavailableError(
+                f"the model stalled ({cause}) and stayed silent after a nudge and a new connection"
+            )
+
     async def _on_timer(self, event: TimerEvent) -> None:
         policy = self.policy
         match event:
             case HoldOn(waited_s=waited_s):
                 await self._hold_on(waited_s)
+            case Stall(cause=cause, silent_s=silent_s, attempt=attempt):
+                await self._on_stall(cause, silent_s, attempt)
             case KeypadGroup(digits=digits):
                 await self._send_dtmf(digits)
             case WrapUp():

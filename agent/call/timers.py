@@ -8,6 +8,12 @@ some time), asks for :meth:`CallTimers.next_deadline`, sleeps until then, and as
 spoke meanwhile): waking early is harmless, since ``expired`` then reports nothing. Only a key press
 can bring a deadline closer, so only a key press needs to wake the sleeper.
 
+A stall is the model owing an answer and sending nothing: the caller spoke, a tool answered, its
+turn ended empty, or its audio stopped mid-turn, and for ``stall_after_s`` nothing came from it
+(nor is a blocking tool running, nor anything playing). Each :class:`Stall` fired counts up its
+``attempt``; the session escalates (a nudge, then a reconnection, then the fallback). Anything
+from the model starts the count again.
+
 Idle detection follows both parties: the call is idle when neither the caller (speech, keys) nor
 the model (until its audio has played out) has been heard for ``idle_timeout_s``. The first time,
 the model is asked to check on the caller; if the caller stays silent for another
@@ -59,13 +65,24 @@ class HoldOn:
 
 
 @dataclass(frozen=True, slots=True)
+class Stall:
+    """The model owes the caller an answer and has sent nothing for ``silent_s``; ``attempt``
+    counts the stalls since the model was last heard (1: the first), ``cause`` says why an
+    answer was owed."""
+
+    cause: str
+    silent_s: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class MaxDuration:
     """The call reached its time limit: end it."""
 
     seconds: float
 
 
-TimerEvent = KeypadGroup | WrapUp | IdleCheck | IdleTimeout | HoldOn | MaxDuration
+TimerEvent = KeypadGroup | WrapUp | IdleCheck | IdleTimeout | HoldOn | Stall | MaxDuration
 #: The events after which the call is over (``expired`` reports nothing after one of them).
 ENDING = (IdleTimeout, MaxDuration)
 
@@ -83,6 +100,10 @@ class CallTimers:
         self._wrap_up_sent = False
         self._tool_wait_began: float | None = None  # a blocking tool keeps the model silent
         self._held = False  # this wait's hold-on message was given
+        self._owed: str | None = None  # why the model owes an answer now (None: it does not)
+        self._quiet_since = began  # since when the model has sent nothing (or a stall fired)
+        self._stalls = 0  # stalls since the model was last heard
+        self._at_once = False  # the next stall is due now, not after stall_after_s
 
     # -- what happened ----------------------------------------------------------------------------
 
@@ -104,6 +125,22 @@ class CallTimers:
         elif not waiting:
             self._tool_wait_began = None
 
+    def answer_owed(self, cause: str, now: float) -> None:
+        """The model owes an answer from ``now``: the caller stopped speaking (``caller``), a
+        tool result went back expecting one (``tool``), its turn ended with nothing in it
+        (``empty_turn``: due at once), or its audio stopped mid-turn (``audio``)."""
+        self._owed = cause
+        self._quiet_since = now
+        self._at_once = cause == "empty_turn"  # the model said it is done, with nothing said
+
+    def model_heard(self, now: float, *, answered: bool) -> None:
+        """Something came from the model at ``now``; ``answered``: its turn is complete with
+        content, so nothing is owed any more."""
+        self._quiet_since = now
+        self._stalls = 0
+        if answered:
+            self._owed = None
+
     def agent_heard_until(self, until: float) -> None:
         """The model's audio sent so far plays until ``until``: the line is busy till then."""
         self._last_activity = max(self._last_activity, until)
@@ -122,6 +159,7 @@ class CallTimers:
             self._duration_deadline(),
             self._idle_deadline(),
             self._hold_deadline(),
+            self._stall_deadline(),
         ]
         return min((d for d in deadlines if d is not None), default=None)
 
@@ -145,6 +183,12 @@ class CallTimers:
         if hold_at is not None and now >= hold_at and self._tool_wait_began is not None:
             self._held = True
             fired.append(HoldOn(round(now - self._tool_wait_began, 3)))
+        stall_at = self._stall_deadline()
+        if stall_at is not None and now >= stall_at and self._owed is not None:
+            self._stalls += 1
+            fired.append(Stall(self._owed, round(now - self._quiet_since, 3), self._stalls))
+            self._quiet_since = now  # the next attempt gets a whole stall_after_s
+            self._at_once = False
         if policy.idle_timeout_s is not None:
             idle = self._idle(now, policy.idle_timeout_s)
             if idle is not None:
@@ -152,6 +196,15 @@ class CallTimers:
         return fired
 
     # -- internals --------------------------------------------------------------------------------
+
+    def _stall_deadline(self) -> float | None:
+        after = self._policy.stall_after_s
+        if after is None or self._owed is None or self._tool_wait_began is not None:
+            return None  # a blocking tool has its own hold-on; the model is waiting for it
+        if self._at_once:
+            return self._quiet_since
+        # Not silence while the caller is speaking or the model's audio is still playing.
+        return max(self._quiet_since, self._last_activity) + after
 
     def _hold_deadline(self) -> float | None:
         after = self._policy.tool_hold_after_s

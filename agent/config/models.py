@@ -314,6 +314,12 @@ class CallPolicy:
         'The line dropped while you were speaking; the caller heard you up to: "{heard}". '
         "Continue naturally from there, without starting over."
     )
+    # The model owes an answer and has sent nothing for this long: nudge it, then reconnect (a
+    # filler plays meanwhile), then the fallback. None: wait for it however long it takes.
+    stall_after_s: PositiveSeconds | None = 8.0
+    stall_message: Text = (
+        "The caller is waiting for your answer and has heard nothing. Answer them now."
+    )
 
 
 @config_model("fallback")
@@ -650,6 +656,16 @@ class AgentFile:
         description="When a blocking tool has kept the caller waiting this long, they hear "
         '"One moment, please." (once per wait); `null`: silence until it answers.',
     )
+    stall_after_s: PositiveSeconds | None = Field(
+        default=_CALL.stall_after_s,
+        description="When the model owes the caller an answer (they spoke, a tool answered, its "
+        "turn ended empty or its audio stopped mid-turn) and has sent nothing for this long, it "
+        'is nudged; then the session reconnects while the caller hears "One moment, please."; '
+        "then the fallback plays. `null`: wait however long it takes.",
+    )
+    stall_message: Text = Field(
+        default=_CALL.stall_message, description="What the model is told when it has stalled."
+    )
     dtmf: Annotated[Dtmf, Shown("see its keys")] = Field(
         default_factory=Dtmf, description="Keypad input."
     )
@@ -731,6 +747,8 @@ class AgentFile:
                 idle_message=self.idle_message,
                 preconnect_timeout_s=self.preconnect_timeout_s,
                 tool_hold_after_s=self.tool_hold_after_s,
+                stall_after_s=self.stall_after_s,
+                stall_message=self.stall_message,
             ),
             tool_specs=specs,
             phone_numbers=self.phone_numbers,

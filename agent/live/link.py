@@ -152,6 +152,7 @@ class LiveLink:
         # left. The call's transcript knows it best (what the caller heard): the session sets it.
         self.conversation: Callable[[], Sequence[tuple[str, str]]] = tuple
         self._closed = False
+        self._restart_reason: str | None = None  # restart() asked to leave the connection
         self.reconnects = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -166,6 +167,17 @@ class LiveLink:
         service refuses it, a fresh session seeded with :attr:`conversation`."""
         self._state.handle = handle
         self._conn, _ = await self._open_and_flush()
+
+    async def restart(self, reason: str) -> None:
+        """Leave the current connection and carry on with a new one (resumed with the handle,
+        or a fresh session seeded with :attr:`conversation`), as after a ``goAway``: for a
+        connection that is open but no longer answering (a stalled model). :meth:`events`
+        yields the :class:`LiveReconnected` with ``reason``."""
+        conn = self._conn
+        if conn is None or self._closed:
+            return
+        self._restart_reason = reason
+        await conn.close()  # its event stream ends; events() reconnects
 
     async def close(self) -> None:
         """End the session: close the current connection; buffered messages are dropped."""
@@ -229,6 +241,10 @@ class LiveLink:
                 if self._closed:
                     return
                 reason, lost_at = "closed", self._clock()
+                if self._restart_reason is not None:
+                    # We left it: the audio it was sent stays unanswered, so send it again.
+                    reason, self._restart_reason = self._restart_reason, None
+                    self._held.replay_recent()
             except _Switch as switch:
                 # We close the old socket after our last frame: it read everything we sent.
                 self._held.forget_recent()
@@ -236,9 +252,12 @@ class LiveLink:
             except LiveClosedError as exc:
                 if self._closed:
                     return
-                reason = f"closed_{exc.code}" if exc.code else "dropped"
                 lost_at = self._clock()
-                self._warn("live.connection_lost", code=exc.code, reason=exc.reason)
+                if self._restart_reason is not None:  # our own close, as restart() asked
+                    reason, self._restart_reason = self._restart_reason, None
+                else:
+                    reason = f"closed_{exc.code}" if exc.code else "dropped"
+                    self._warn("live.connection_lost", code=exc.code, reason=exc.reason)
                 self._held.replay_recent()
             yield await self._reconnect(reason, lost_at=lost_at)
 

@@ -116,6 +116,10 @@ STORM_OUTCOMES = frozenset({"recovered", "gave_up", "call_ended", OTHER})
 
 BREAKER_EVENTS = frozenset({"opened", "refused", OTHER})
 
+STALL_CAUSES = frozenset({"caller", "prompt", "tool", "audio", "empty_turn", OTHER})
+
+STALL_ACTIONS = frozenset({"nudge", "reconnect", "fallback", OTHER})
+
 TOOL_OUTCOMES = frozenset({"ok", "error", "timeout", "cancelled", OTHER})
 #: ``agent_tokens_total{direction}``: the Live API's prompt and response token counts.
 TOKEN_DIRECTIONS = frozenset({"prompt", "response", OTHER})
@@ -226,6 +230,14 @@ class Metrics:
             ["event"],
             registry=registry,
         )
+        self.stalls = Counter(
+            "agent_model_stalls",
+            "Times the model owed an answer and sent nothing for stall_after_s, by cause "
+            "(caller, prompt, tool, audio, empty_turn) and what the call did (nudge, "
+            "reconnect, fallback).",
+            ["cause", "action"],
+            registry=registry,
+        )
         self.interruptions = Counter(
             "agent_interruptions", "Barge-ins: the caller spoke over the agent.", registry=registry
         )
@@ -311,6 +323,12 @@ class Metrics:
     def count_live_breaker(self, event: str) -> None:
         """The circuit breaker ``opened`` or ``refused`` an attempt (:data:`BREAKER_EVENTS`)."""
         self.live_breaker.labels(self._label("event", event, BREAKER_EVENTS)).inc()
+
+    def count_stall(self, cause: str, action: str) -> None:
+        """The model stalled (:data:`STALL_CAUSES`) and the call tried ``action``."""
+        self.stalls.labels(
+            self._label("cause", cause, STALL_CAUSES), self._label("action", action, STALL_ACTIONS)
+        ).inc()
 
     def count_interruption(self) -> None:
         """The caller barged in."""

@@ -32,6 +32,7 @@ from agent.live.link import LiveLink, ReconnectPolicy
 from agent.live.protocol import (
     InteractionStatusChanged,
     LiveEvent,
+    OutputTranscription,
     TurnComplete,
     UnknownFields,
 )
@@ -360,6 +361,7 @@ async def test_fields_of_a_newer_protocol_are_logged_once_per_call_and_the_call_
             InteractionStatusChanged("IN_PROGRESS"),
             newer,
             UnknownFields(("serverContent.sparkle",)),
+            OutputTranscription("Hello!"),  # the greeting (in text: nothing to play)
             TurnComplete(None),
             InteractionStatusChanged("IDLE"),
         ]
@@ -386,3 +388,105 @@ async def test_fields_of_a_newer_protocol_are_logged_once_per_call_and_the_call_
     statuses = [line["status"] for line in logs if line["event"] == "model.interaction_status"]
     assert statuses == ["IN_PROGRESS", "IDLE"]
     assert not [line for line in logs if line["log_level"] in ("warning", "error")]
+
+
+class ModelStandIn:
+    """A Live service whose model the test plays: each connection delivers what the test
+    ``push``-es to it, and records what the session sent; ``sent_changed`` pulses on each."""
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[asyncio.Queue[LiveEvent | None], list[str]]] = []
+        self.sent_changed = asyncio.Event()
+
+    async def open(self, handle: str | None) -> LiveConnection:
+        inbox: asyncio.Queue[LiveEvent | None] = asyncio.Queue()
+        sent: list[str] = []
+        self.connections.append((inbox, sent))
+        stand_in = self
+
+        class Connection:
+            async def send(self, message: str) -> None:
+                sent.append(message)
+                stand_in.sent_changed.set()
+
+            async def events(self) -> AsyncIterator[LiveEvent]:
+                while (event := await inbox.get()) is not None:
+                    yield event
+
+            async def close(self) -> None:
+                inbox.put_nowait(None)
+
+        self.sent_changed.set()
+        return Connection()  # type: ignore[return-value]
+
+    def push(self, *events: LiveEvent) -> None:
+        for event in events:
+            self.connections[-1][0].put_nowait(event)
+
+    async def until_sent(self, text: str, connection: int) -> None:
+        """Until the session has sent ``text`` on ``connection``."""
+        while not (
+            len(self.connections) > connection
+            and any(text in message for message in self.connections[connection][1])
+        ):
+            self.sent_changed.clear()
+            await self.sent_changed.wait()
+
+
+STALLING = AgentConfig(greeting="Greet the caller.", call=NO_TIMERS)  # stall_after_s: 8 s
+NUDGE = "The caller is waiting for your answer"
+
+
+def stalls(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    return [(line["cause"], line["action"]) for line in logs if line["event"] == "model.stalled"]
+
+
+async def test_an_empty_turn_where_an_answer_was_owed_gets_a_nudge_and_then_the_answer() -> None:
+    model = ModelStandIn()
+    socket = FakeTwilio()
+    call = session(socket, LiveLink(model.open), agent=STALLING)
+    with capture_logs() as logs:
+        running = asyncio.ensure_future(run(call))
+        await model.until_sent("Greet the caller.", 0)
+        model.push(TurnComplete(None))  # done, having said nothing
+        async with asyncio.timeout(scaled_timeout(20)):
+            await model.until_sent(NUDGE, 0)
+        model.push(OutputTranscription("Hello, sorry about that!"), TurnComplete(None))
+        await call.turn_completed(2)
+        socket.stop()
+        assert await running == "caller hung up"
+    assert stalls(logs) == [("empty_turn", "nudge")]
+    assert call.stats.stalls == 1
+    assert len(model.connections) == 1
+
+
+async def test_a_silent_model_is_nudged_then_reconnected_with_a_filler_and_is_heard() -> None:
+    model = ModelStandIn()
+    socket = FakeTwilio()
+    call = session(socket, LiveLink(model.open), agent=STALLING)
+    with capture_logs() as logs:
+        running = asyncio.ensure_future(run(call))
+        async with asyncio.timeout(scaled_timeout(60)):
+            # Nothing comes for the greeting: a nudge at 8 s, a new connection at 16 s.
+            await model.until_sent(NUDGE, 1)
+        assert len(socket.events("media")) == 1  # "One moment, please." while it reconnected
+        model.push(OutputTranscription("Hello!"), TurnComplete(None))
+        await call.turn_completed(1)
+        socket.stop()
+        assert await running == "caller hung up"
+    assert stalls(logs) == [("prompt", "nudge"), ("prompt", "reconnect")]
+    reconnected = [line for line in logs if line["event"] == "live.reconnected"]
+    assert [line["reason"] for line in reconnected] == ["stall"]
+
+
+async def test_a_model_silent_after_a_nudge_and_a_reconnection_gets_the_fallback() -> None:
+    model = ModelStandIn()
+    socket = FakeTwilio()
+    call = session(socket, LiveLink(model.open), agent=STALLING)
+    with capture_logs() as logs:
+        async with asyncio.timeout(scaled_timeout(60)):  # three stalls: 24 s of the call's time
+            assert await call.run() == "error"
+    assert stalls(logs) == [("prompt", "nudge"), ("prompt", "reconnect"), ("prompt", "fallback")]
+    # The filler, then the bundled apology: the caller was never left in silence.
+    assert len(socket.events("media")) == 2
+    assert any(line["event"] == "live.unavailable" for line in logs)

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
@@ -191,3 +192,50 @@ async def test_storms_in_several_calls_open_the_breaker_and_later_calls_fail_fas
     assert third.ended_reason == "error"
     assert voiced_ms(report.heard) > 5000
     assert ended - started < 10.0 + 5.0  # the apology and the patient caller's 5 s, no storm
+
+
+def _voiced_ticks(pcm: bytes) -> list[bool]:
+    """Per 20 ms of what the caller heard: speech-level audio or not."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    windows = samples[: samples.size // 160 * 160].reshape(-1, 160)
+    return [bool(level > 200) for level in np.sqrt((windows**2).mean(axis=1))]
+
+
+def _longest_silence_s(voiced: list[bool]) -> float:
+    """The longest run of silence between two stretches of speech, in seconds."""
+    first = voiced.index(True)
+    last = len(voiced) - 1 - voiced[::-1].index(True)
+    longest = run = 0
+    for tick in voiced[first : last + 1]:
+        run = 0 if tick else run + 1
+        longest = max(longest, run)
+    return longest * 0.020
+
+
+async def test_a_model_gone_silent_mid_answer_is_nudged_then_reconnected_and_heard_again(
+    start_bridge: BridgeFactory,
+) -> None:
+    # The first connection's model goes silent a second in, for two minutes: the greeting is
+    # cut off and nothing more comes from it, though the connection stays up and reads.
+    emulator = await start_emulator(
+        EmulatorOptions(faults=(Fault.mute(after_s=1.0, for_s=120.0, connection=0),))
+    )
+    try:
+        bridge = await start_bridge(live_target=DeveloperApiTarget(base_url=emulator.url))
+        with capture_logs() as logs:
+            report = await place_call(
+                CarrierOptions(url=bridge.url, max_duration_s=45, reply_timeout_ms=40_000),
+                [caller_clip("order-status")],
+            )
+            call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    finally:
+        await emulator.close()
+    actions = [line["action"] for line in logs if line["event"] == "model.stalled"]
+    assert actions[:2] == ["nudge", "reconnect"]
+    assert [line["reason"] for line in logs if line["event"] == "live.reconnected"] == ["stall"]
+    assert call.stats.stalls >= 2
+    # The caller heard the agent again, after at most two stall_after_s of silence (8 s each)
+    # and the filler between them; without the watchdog, nothing for the rest of the call.
+    heard = _voiced_ticks(report.heard)
+    assert _longest_silence_s(heard) <= 2 * 8.0 + 2.0, _longest_silence_s(heard)
+    assert len(emulator.sessions) == 2

@@ -213,6 +213,7 @@ class LiveEmulatorCore:
         self._vad: EmulatorVad | None = None
         self._interrupts = True
         self._input_transcription = False
+        self._muted_until_ms = -math.inf  # Fault.mute: no model content goes out until then
         self._output_transcription = False
         self._text_mode = False
         self._remainder = b""  # half a sample left over from an odd-length chunk
@@ -363,6 +364,8 @@ class LiveEmulatorCore:
                 self.abort()
             elif fault.kind == "stall":
                 self._outbox.append(Stall(at_ms + fault.duration_s * 1000))
+            elif fault.kind == "mute":
+                self._muted_until_ms = at_ms + fault.duration_s * 1000
             elif fault.kind == "oversized":
                 filler = "x" * max(0, fault.size - 60)  # the JSON around it is ~60 bytes
                 self._send({"serverContent": {"modelTurn": {"parts": [{"text": filler}]}}})
@@ -994,7 +997,13 @@ class LiveEmulatorCore:
         }
 
     def _send(self, message: JsonObject) -> None:
+        if self._muted_until_ms > self._now_ms and _MODEL_CONTENT.intersection(message):
+            return  # a muted model (Fault.mute): its content is lost, the connection lives on
         self._outbox.append(SendMessage(message))
+
+
+# What a muted model does not send; setup, goAway, usage and resumption updates still go out.
+_MODEL_CONTENT = frozenset({"serverContent", "toolCall", "toolCallCancellation"})
 
 
 def _b64(data: bytes) -> str:

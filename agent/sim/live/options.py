@@ -16,7 +16,7 @@ from agent.sim.live.scenario import Clip, Scenario
 JsonObject = dict[str, Any]
 
 
-FaultKind = Literal["close", "abort", "stall", "delay_setup", "go_away", "oversized"]
+FaultKind = Literal["close", "abort", "stall", "mute", "delay_setup", "go_away", "oversized"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,8 @@ class Fault:
     after_s: float = 0.0
     """When it strikes (not used by ``delay_setup``, which strikes at ``setup``)."""
     duration_s: float = 0.0
-    """``stall``: how long; ``delay_setup``: the delay; ``go_away``: the ``timeLeft`` announced."""
+    """``stall``, ``mute``: how long; ``delay_setup``: the delay; ``go_away``: the ``timeLeft``
+    announced."""
     code: int = 1011
     """``close``: the close code."""
     reason: str = "Internal error occurred."
@@ -76,6 +77,14 @@ class Fault:
     def stall(cls, after_s: float, for_s: float, *, connection: int | None = None) -> Fault:
         """Stop reading and sending for ``for_s``; what fell due meanwhile goes out afterwards."""
         return cls("stall", after_s=after_s, duration_s=for_s, connection=connection)
+
+    @classmethod
+    def mute(cls, after_s: float, for_s: float, *, connection: int | None = None) -> Fault:
+        """The model goes silent for ``for_s``: the connection stays up and reads everything,
+        but no model content (audio, text, transcriptions, turn ends, tool calls) goes out, and
+        what it would have said is lost: the stalls users of Live bridges report (a model that
+        never resumes after a tool, audio that stops mid-answer)."""
+        return cls("mute", after_s=after_s, duration_s=for_s, connection=connection)
 
     @classmethod
     def delay_setup(cls, delay_ms: float, *, connection: int | None = None) -> Fault:

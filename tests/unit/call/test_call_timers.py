@@ -9,6 +9,7 @@ from agent.call.timers import (
     IdleTimeout,
     KeypadGroup,
     MaxDuration,
+    Stall,
     WrapUp,
 )
 from agent.config.models import CallPolicy
@@ -136,3 +137,61 @@ def test_without_tool_hold_after_s_a_wait_is_silent() -> None:
     timers.tool_wait(True, 1.0)
     assert timers.next_deadline() is None
     assert timers.expired(100.0) == []
+
+
+STALL_ONLY = CallPolicy(
+    idle_timeout_s=None, max_duration_s=None, tool_hold_after_s=None, stall_after_s=8.0
+)
+
+
+def test_a_model_that_owes_an_answer_and_sends_nothing_stalls_once_per_stall_after() -> None:
+    timers = CallTimers(STALL_ONLY, began=0.0)
+    assert timers.next_deadline() is None  # nothing owed yet
+    timers.answer_owed("caller", 10.0)
+    assert timers.next_deadline() == 18.0
+    assert timers.expired(17.9) == []
+    assert timers.expired(18.0) == [Stall("caller", 8.0, 1)]
+    assert timers.next_deadline() == 26.0
+    assert timers.expired(26.0) == [Stall("caller", 8.0, 2)]
+
+
+def test_anything_from_the_model_restarts_the_count_and_an_answer_ends_it() -> None:
+    timers = CallTimers(STALL_ONLY, began=0.0)
+    timers.answer_owed("caller", 10.0)
+    assert timers.expired(18.0) == [Stall("caller", 8.0, 1)]
+    timers.model_heard(20.0, answered=False)  # it started speaking: not stalled
+    assert timers.next_deadline() == 28.0
+    assert timers.expired(28.0) == [Stall("caller", 8.0, 1)]  # attempt counts from 1 again
+    timers.model_heard(29.0, answered=True)
+    assert timers.next_deadline() is None
+
+
+def test_an_empty_turn_owed_an_answer_stalls_at_once() -> None:
+    timers = CallTimers(STALL_ONLY, began=0.0)
+    timers.caller_spoke(29.5)
+    timers.answer_owed("empty_turn", 30.0)
+    assert timers.next_deadline() == 30.0
+    assert timers.expired(30.0) == [Stall("empty_turn", 0.0, 1)]
+    assert timers.next_deadline() == 38.0  # the nudge gets a whole stall_after_s
+
+
+def test_audio_still_playing_or_a_blocking_tool_is_not_a_stall() -> None:
+    timers = CallTimers(STALL_ONLY, began=0.0)
+    timers.answer_owed("audio", 40.0)
+    timers.agent_heard_until(50.0)  # what it sent plays until 50
+    assert timers.next_deadline() == 58.0
+    timers.tool_wait(True, 51.0)
+    assert timers.next_deadline() is None  # the hold-on covers a blocking tool
+    timers.tool_wait(False, 60.0)
+    timers.answer_owed("tool", 60.0)
+    assert timers.next_deadline() == 68.0
+
+
+def test_without_stall_after_s_the_model_may_take_as_long_as_it_likes() -> None:
+    policy = CallPolicy(
+        idle_timeout_s=None, max_duration_s=None, tool_hold_after_s=None, stall_after_s=None
+    )
+    timers = CallTimers(policy, began=0.0)
+    timers.answer_owed("empty_turn", 1.0)
+    assert timers.next_deadline() is None
+    assert timers.expired(1e6) == []

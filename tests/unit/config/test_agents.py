@@ -123,6 +123,8 @@ idle_timeout_s: 10
 idle_message: Still there?
 preconnect_timeout_s: 5
 tool_hold_after_s: 4.5
+stall_after_s: 6
+stall_message: Please answer.
 dtmf: {group_timeout_s: 1.5, message: "Keys: {digits}"}
 fallback: {message: Sorry about this., transfer_to: "+15555550142"}
 tools:
@@ -310,6 +312,8 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             idle_message="Still there?",
             preconnect_timeout_s=5.0,
             tool_hold_after_s=4.5,
+            stall_after_s=6.0,
+            stall_message="Please answer.",
         ),
         tool_specs=specs,
         phone_numbers=("+15555550123", "+15555550124"),

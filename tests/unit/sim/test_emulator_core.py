@@ -1180,6 +1180,26 @@ def test_a_stall_fault_tells_the_adapter_how_long() -> None:
     assert not core.closed
 
 
+def test_a_muted_model_sends_no_content_but_the_connection_lives_and_reads() -> None:
+    core = fault_core(Fault.mute(after_s=0, for_s=5))
+    core.poll(100)  # the fault strikes as the connection opens
+    core.receive(SETUP, 100)
+    assert "setupComplete" in messages(core)[0]  # setup still answered
+    core.receive('{"clientContent":{"turnComplete":true}}', 200)
+    for now in range(200, 4000, 20):
+        core.poll(now)
+        assert not [m for m in messages(core) if "serverContent" in m or "toolCall" in m]
+    assert not core.closed
+    assert core.record.client_messages == ["setup", "clientContent"]
+    # Once it ends, the model answers again (what it would have said meanwhile is lost).
+    core.receive('{"clientContent":{"turnComplete":true}}', 6000)
+    said = []
+    for now in range(6000, 9000, 20):
+        core.poll(now)
+        said += messages(core)
+    assert any("serverContent" in m for m in said)
+
+
 def test_a_delayed_setup_complete() -> None:
     core = fault_core(Fault.delay_setup(delay_ms=250))
     core.receive(RESUMABLE, 100)
