@@ -39,6 +39,7 @@ Metric names (all prefixed ``agent_``):
 | agent_frame_processing_seconds           | histogram | direction (in, out) |
 | agent_live_connect_seconds               | histogram |                     |
 | agent_live_reconnects_total              | counter   | reason              |
+| agent_live_connect_failures_total        | counter   | reason              |
 | agent_interruptions_total                | counter   |                     |
 | agent_tool_latency_seconds               | histogram | tool, outcome       |
 | agent_tokens_total                       | counter   | direction, modality |
@@ -109,6 +110,11 @@ RECONNECT_REASONS = frozenset(
         "dropped",
         OTHER,
     }
+)
+#: Why a Live connection attempt failed (``agent_live_connect_failures_total{reason}``): the
+#: kinds of :mod:`agent.live.failures` (auth, model and permission are refusals, not retried).
+CONNECT_FAILURE_REASONS = frozenset(
+    {"auth", "model", "permission", "timeout", "refused", "protocol", OTHER}
 )
 #: How a tool call ended (``agent_tool_latency_seconds{outcome}``).
 TOOL_OUTCOMES = frozenset({"ok", "error", "timeout", "cancelled", OTHER})
@@ -199,6 +205,13 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.live_connect_failures = Counter(
+            "agent_live_connect_failures",
+            "Live connection attempts that failed (calls' and the preflight's), by reason: auth, "
+            "model, permission (refusals: not retried), timeout, refused, protocol, other.",
+            ["reason"],
+            registry=registry,
+        )
         self.interruptions = Counter(
             "agent_interruptions", "Barge-ins: the caller spoke over the agent.", registry=registry
         )
@@ -276,6 +289,13 @@ class Metrics:
     def count_live_reconnect(self, reason: str) -> None:
         """A Live session was replaced; ``reason`` is normalised to :data:`RECONNECT_REASONS`."""
         self.live_reconnects.labels(self._label("reason", reason, RECONNECT_REASONS)).inc()
+
+    def count_live_connect_failure(self, reason: str) -> None:
+        """A Live connection attempt failed; ``reason`` is normalised to
+        :data:`CONNECT_FAILURE_REASONS`."""
+        self.live_connect_failures.labels(
+            self._label("reason", reason, CONNECT_FAILURE_REASONS)
+        ).inc()
 
     def count_interruption(self) -> None:
         """The caller barged in."""
