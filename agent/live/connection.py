@@ -93,7 +93,9 @@ class LiveConnection:
             ) from exc
         except ConnectionClosed as exc:
             code, reason = _code(exc), _reason(exc)
-            message = f"Live API closed the connection during setup (code={code}, reason={reason!r})"
+            message = (
+                f"Live API closed the connection during setup (code={code}, reason={reason!r})"
+            )
             raise _failure(message, code, classify_close(code, reason)) from exc
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -19,6 +19,7 @@ from agent.config.reload import AgentRegistryHolder
 from agent.crm import Crm
 from agent.live.budget import CircuitBreaker
 from agent.live.link import LiveLink, ReconnectPolicy
+from agent.live.preflight import PreflightSchedule
 from agent.live.targets import LiveEndpoint
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
@@ -79,6 +80,24 @@ class LiveBackend:
 
 
 @dataclass(slots=True)
+class LivePreflight:
+    """The Live preflight's schedule and last results, and a way to wait for a check."""
+
+    schedule: PreflightSchedule
+    _checked: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def announce(self) -> None:
+        """A check ended (the adapter calls this after each)."""
+        async with self._checked:
+            self._checked.notify_all()
+
+    async def wait_checks(self, count: int) -> None:
+        """Until ``count`` checks have ended since start-up."""
+        async with self._checked:
+            await self._checked.wait_for(lambda: self.schedule.checks >= count)
+
+
+@dataclass(slots=True)
 class Tools:
     """What tools run with: one HTTP session, the CRM, the Twilio REST client (made at start-up,
     on the running loop) and a toolbox per agent configuration."""
@@ -121,6 +140,10 @@ RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
 
 # Shared by every Live session of this process: see agent.live.budget.
 LIVE_BREAKER = web.AppKey("live_breaker", CircuitBreaker)
+
+
+# The Live preflight (None: LIVE_PREFLIGHT_INTERVAL_S=0, no checks).
+LIVE_PREFLIGHT: web.AppKey[LivePreflight | None] = web.AppKey("live_preflight")
 
 
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")

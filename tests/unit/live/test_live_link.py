@@ -360,7 +360,9 @@ async def test_a_bad_api_key_is_not_retried_the_call_gives_up_after_one_attempt(
     assert len(service.attempts) == 1
     assert slept == []
     refused = [line for line in logs if line["event"] == "live.refused"]
-    assert [(r["kind"], r["fix"]) for r in refused] == [("auth", "set GEMINI_API_KEY to a valid key")]
+    assert [(r["kind"], r["fix"]) for r in refused] == [
+        ("auth", "set GEMINI_API_KEY to a valid key")
+    ]
 
 
 async def test_a_refusal_while_reconnecting_ends_the_session_at_once() -> None:
