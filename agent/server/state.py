@@ -70,6 +70,7 @@ class ServerState:
 
     draining: bool = False
     stopping: bool = False
+    loopback_warned: bool = False  # server.public_url_loopback is said once per process
 
 
 @dataclass(slots=True)
