@@ -377,8 +377,12 @@ async def _close_records(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process serves requests."""
-    return web.json_response({"status": "ok"})
+    """Liveness: the process serves requests. It says which process (a random id per process)
+    and the ``PUBLIC_URL`` it was given, for ``agent doctor`` to see where PUBLIC_URL leads."""
+    app = request.app
+    return web.json_response(
+        {"status": "ok", "instance": app[STATE].instance, "public_url": app[SETTINGS].public_url}
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:

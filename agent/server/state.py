@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,8 @@ class ServerState:
     draining: bool = False
     stopping: bool = False
     loopback_warned: bool = False  # server.public_url_loopback is said once per process
+    # Told on /healthz, so ``agent doctor`` can see whether PUBLIC_URL reaches this process.
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 @dataclass(slots=True)
