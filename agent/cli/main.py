@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="require the key held in this environment variable (kept out of argv and logs)",
     )
+    emulate.add_argument(
+        "--models",
+        metavar="NAME[,NAME]",
+        default=None,
+        help="serve only these models; any other is refused 1008 as Google refuses an unknown one",
+    )
     emulate.set_defaults(run=_emulate)
 
     call = commands.add_parser("call", help="place a simulated call into the bridge")
@@ -257,6 +263,9 @@ def _emulate(args: argparse.Namespace) -> int:
         connection_lifetime_s=args.connection_lifetime_s,
         go_away_before_s=args.go_away_before_s,
         session_limit_s=args.session_limit_s,
+        models=frozenset(m.strip() for m in args.models.split(",") if m.strip())
+        if args.models
+        else None,
     )
     scheme = "wss" if ssl_context else "ws"
     log.info("emulator.started", url=f"{scheme}://{args.host}:{args.port}", scenario=args.scenario)
