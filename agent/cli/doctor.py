@@ -10,7 +10,9 @@ The checks, in order (a failure does not stop the others, except for unreadable 
 * **live api**: the Live preflight (:mod:`agent.live.preflight`): a Live session opens with the
   server's key for each model the agents use;
 * **public url**: ``GET $PUBLIC_URL/healthz`` answers, from a bridge given the same
-  ``PUBLIC_URL`` (it checks Twilio's signatures against it); a loopback one is a warning, since
+  ``PUBLIC_URL`` (it checks Twilio's signatures against it) and, when the doctor runs beside a
+  bridge on ``HOST:PORT``, from that same process (the instance ids ``/healthz`` reports match;
+  with replicas behind a balancer they may not: a warning); a loopback one is a warning, since
   Twilio cannot reach it;
 * **twilio**: ``TWILIO_AUTH_TOKEN`` is set (webhooks verified) and the REST credentials are
   valid: ``GET /2010-04-01/Accounts/{Sid}.json`` on ``TWILIO_API_URL`` (Twilio's, or the carrier
@@ -258,7 +260,22 @@ async def _public_url(settings: Settings, http: aiohttp.ClientSession) -> list[C
                 "Twilio requests)",
             )
         ]
-    detail = f"GET {health}: the bridge answers (instance {body.get('instance')})"
+    instance = body.get("instance")
+    detail = f"GET {health}: the bridge answers (instance {instance})"
+    local = await _local_instance(settings, http)
+    if local is not None and local != instance and settings.workers == 1:
+        return [
+            Check(
+                "public url",
+                "warn",
+                f"{detail}, but the bridge on {_local_address(settings)} is instance {local}: "
+                "PUBLIC_URL leads to another process",
+                "fine behind a load balancer with several replicas; otherwise point PUBLIC_URL "
+                "(the tunnel or proxy) at this bridge",
+            )
+        ]
+    if local is not None and local == instance:
+        detail += f", the one on {_local_address(settings)}"
     if is_loopback_host(_host_of(url)):
         return [
             Check(
@@ -270,6 +287,23 @@ async def _public_url(settings: Settings, http: aiohttp.ClientSession) -> list[C
             )
         ]
     return [Check("public url", "pass", detail)]
+
+
+def _local_address(settings: Settings) -> str:
+    host = settings.host if settings.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"{host}:{settings.port}"
+
+
+async def _local_instance(settings: Settings, http: aiohttp.ClientSession) -> str | None:
+    """The instance id of the bridge on HOST:PORT, when the doctor runs beside it (else None:
+    nothing to compare, which is no problem: the doctor may run elsewhere)."""
+    try:
+        async with http.get(f"http://{_local_address(settings)}/healthz") as response:
+            body: Any = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    instance = body.get("instance") if isinstance(body, dict) else None
+    return instance if isinstance(instance, str) else None
 
 
 def _host_of(url: str) -> str:

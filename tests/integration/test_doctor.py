@@ -57,6 +57,7 @@ async def deployment(
     settings = bridge.settings
     env = {
         "PUBLIC_URL": settings.public_url,
+        "PORT": str(settings.port),
         "LIVE_API_URL": keyed_emulator.url,
         "GEMINI_API_KEY": KEY,
         "TWILIO_AUTH_TOKEN": TOKEN,
@@ -98,6 +99,11 @@ async def test_a_deployment_that_is_right_passes_every_check(
     assert checks["twilio rest"]["detail"] == (
         f"account Simulated account (active) at {env['TWILIO_API_URL']}"
     )
+    # PUBLIC_URL leads to the very process on HOST:PORT: the instance ids match.
+    assert checks["public url"]["detail"].startswith(
+        f"GET {env['PUBLIC_URL']}/healthz: the bridge answers (instance "
+    )
+    assert f"the one on 127.0.0.1:{env['PORT']}, but on loopback" in checks["public url"]["detail"]
     assert plain.endswith("9 checks: 0 failed, all clear")
     assert KEY not in plain
     assert TOKEN not in plain
@@ -139,6 +145,20 @@ async def test_a_wrong_public_url_fails_with_its_fix(
     assert check["status"] == "fail"
     assert says in check["detail"]
     assert "PUBLIC_URL" in check["fix"]
+
+
+async def test_a_public_url_leading_to_another_bridge_than_the_local_one_is_a_warning(
+    deployment: tuple[Bridge, dict[str, str]], start_bridge: BridgeFactory
+) -> None:
+    bridge, env = deployment
+    # Another bridge, given the same PUBLIC_URL (say, a replica behind the tunnel).
+    other = await start_bridge(public_url=bridge.url)
+    code, checks, _ = await doctor(env | {"PORT": str(other.settings.port)})
+    assert code == 0
+    check = checks["public url"]
+    assert check["status"] == "warn"
+    assert f"the bridge on 127.0.0.1:{other.settings.port} is instance" in check["detail"]
+    assert check["detail"].endswith("PUBLIC_URL leads to another process")
 
 
 async def test_a_bad_twilio_token_fails_the_rest_check_with_its_fix(
