@@ -129,7 +129,8 @@ def render(checks: Sequence[Check], fmt: str = "text") -> str:
         body = {"ok": exit_code(checks) == 0, "checks": [asdict(check) for check in checks]}
         return json.dumps(body, indent=2)
     lines = []
-    width = max((len(check.name) for check in checks), default=0)
+    # Aligned on the usual names; a long one (``live <model>``) just pushes its own line.
+    width = min(max((len(check.name) for check in checks), default=0), 15)
     for check in checks:
         lines.append(f"{check.status.upper():<4}  {check.name:<{width}}  {check.detail}")
         if check.fix and check.status != "pass":
