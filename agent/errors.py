@@ -9,7 +9,8 @@ Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the b
     ├── TelephonyError
     │   └── SignatureError     a webhook or stream whose Twilio signature / stream token fails
     ├── LiveError              the Live API leg
-    │   ├── LiveConnectError   could not open or set up a Live session
+    │   ├── LiveConnectError   could not open or set up a Live session (``kind``: why)
+    │   │   └── LiveRefusedError   refused for good: bad key, unknown model, no permission
     │   └── LiveClosedError    the Live socket closed (carries the close code and reason)
     └── SharedStateError       the store replicas share (used stream tickets) failed
 
@@ -62,11 +63,23 @@ class LiveError(AgentError):
 
 class LiveConnectError(LiveError):
     """Opening the Live socket or completing its setup failed; ``code`` is the close code if the
-    service closed it during setup (1007: a rejected setup or resumption handle)."""
+    service closed it during setup (1007: a rejected setup or resumption handle), ``kind`` one
+    word of :data:`agent.live.failures.FAILURE_KINDS` (the metric's label)."""
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    def __init__(self, message: str, *, code: int | None = None, kind: str = "other") -> None:
         super().__init__(message)
         self.code = code
+        self.kind = kind
+
+
+class LiveRefusedError(LiveConnectError):
+    """The Live API refused the connection in a way no retry can fix (``kind`` is ``auth``,
+    ``model`` or ``permission``): the call plays its fallback at once; ``fix`` says what to
+    change."""
+
+    def __init__(self, message: str, *, code: int | None = None, kind: str, fix: str) -> None:
+        super().__init__(message, code=code, kind=kind)
+        self.fix = fix
 
 
 class LiveClosedError(LiveError):

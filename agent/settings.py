@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     log_level: Annotated[str, BeforeValidator(_lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(_log_format)] = "auto"
     live_connect_timeout_s: float = 10.0
+    # How often the server checks that its key opens a Live session for each agent's model
+    # (agent.live.preflight); /readyz fails while the Live API refuses them. 0: never.
+    live_preflight_interval_s: SecondsValue = 300.0
     stream_start_timeout_s: float = 10.0
     drain_timeout_s: SecondsValue = 600.0  # DRAIN_MODE=wait: calls in progress get this long
     # On SIGTERM: "handover" moves calls in progress to other replicas; "wait" lets them finish.

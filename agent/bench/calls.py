@@ -267,6 +267,8 @@ async def in_process_bridge(
                     public_url=url,
                     database_url=f"sqlite:///{Path(tmp) / 'calls.db'}",
                     crm_database_url=f"sqlite:///{Path(tmp) / 'crm.db'}",
+                    # No Live preflight: its connections would be counted with the calls'.
+                    live_preflight_interval_s=0,
                 )
                 app = create_app(
                     settings,

@@ -79,6 +79,8 @@ async def _replica(emulator: RunningEmulator, tmp: Path, name: str, lb: str) -> 
         crm_database_url=f"sqlite:///{tmp / f'crm-{name}.db'}",
         shared_state_url=f"sqlite:///{tmp / 'shared.db'}",
         stream_token_secret=BENCH_TICKET_KEY,  # replicas share it, as they must
+        # No Live preflight: its connections would be counted with the calls'.
+        live_preflight_interval_s=0,
     )
     app = create_app(settings, live_target=DeveloperApiTarget(base_url=emulator.url), agent=GREETER)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)

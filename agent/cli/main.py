@@ -6,6 +6,8 @@ agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
 agent check [PATH]              validate agent YAML files without starting anything
+agent doctor [--format json]    check a deployment (Live key and models, PUBLIC_URL, Twilio,
+                                databases, agent files): pass/fail with the fix for each
 agent schema                    JSON Schema of an agent file, for editors
 agent bench [--only ...] [--json]  timing and CPU targets, measured
 """
@@ -27,6 +29,7 @@ from agent.bench.run import DESCRIPTION as BENCH_DESCRIPTION
 from agent.bench.run import add_bench_arguments, run_bench
 from agent.cli.agents import add_agents_subcommands
 from agent.cli.calls import add_calls_subcommands
+from agent.cli.doctor import add_doctor_subcommand
 from agent.errors import AgentError, ConfigError
 from agent.observability.logging import configure_logging
 from agent.settings import Settings, reveal
@@ -93,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="require the key held in this environment variable (kept out of argv and logs)",
     )
+    emulate.add_argument(
+        "--models",
+        metavar="NAME[,NAME]",
+        default=None,
+        help="serve only these models; any other is refused 1008 as Google refuses an unknown one",
+    )
     emulate.set_defaults(run=_emulate)
 
     call = commands.add_parser("call", help="place a simulated call into the bridge")
@@ -123,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_calls_subcommands(commands)
     add_agents_subcommands(commands)
+    add_doctor_subcommand(commands)
 
     bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)
     add_bench_arguments(bench)
@@ -253,6 +263,9 @@ def _emulate(args: argparse.Namespace) -> int:
         connection_lifetime_s=args.connection_lifetime_s,
         go_away_before_s=args.go_away_before_s,
         session_limit_s=args.session_limit_s,
+        models=frozenset(m.strip() for m in args.models.split(",") if m.strip())
+        if args.models
+        else None,
     )
     scheme = "wss" if ssl_context else "ws"
     log.info("emulator.started", url=f"{scheme}://{args.host}:{args.port}", scenario=args.scenario)

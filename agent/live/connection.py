@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from agent.config.models import AgentConfig
-from agent.errors import LiveClosedError, LiveConnectError
+from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
 from agent.live import protocol
+from agent.live.failures import FIXES, classify_close, classify_status, is_permanent
 from agent.live.protocol import LiveEvent, SetupComplete
 from agent.live.targets import LiveEndpoint
 
@@ -53,7 +54,10 @@ class LiveConnection:
 
         ``target`` gives the URL, the handshake headers (fetching a token if it must) and the
         model's resource name. Raises :class:`~agent.errors.ConfigError` if the agent uses a field
-        the target's backend lacks (check it at start-up with ``protocol.check_backend``).
+        the target's backend lacks (check it at start-up with ``protocol.check_backend``),
+        :class:`~agent.errors.LiveRefusedError` when the service refuses for good (a bad key, an
+        unknown model, no permission: see :mod:`agent.live.failures`), else
+        :class:`~agent.errors.LiveConnectError` with its ``kind``.
         """
         url = target.url(agent.api_version)
         # Built before connecting: a configuration error must not cost a handshake.
@@ -84,15 +88,21 @@ class LiveConnection:
                     await socket.close()
                     raise
         except TimeoutError as exc:
-            raise LiveConnectError(f"no setupComplete from {url} within {timeout_s} s") from exc
-        except ConnectionClosed as exc:
             raise LiveConnectError(
-                f"Live API closed the connection during setup "
-                f"(code={_code(exc)}, reason={_reason(exc)!r})",
-                code=_code(exc),
+                f"no setupComplete from {url} within {timeout_s} s", kind="timeout"
             ) from exc
+        except ConnectionClosed as exc:
+            code, reason = _code(exc), _reason(exc)
+            message = (
+                f"Live API closed the connection during setup (code={code}, reason={reason!r})"
+            )
+            raise _failure(message, code, classify_close(code, reason)) from exc
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            message = f"Live API answered the handshake with HTTP {status} ({url})"
+            raise _failure(message, None, classify_status(status)) from exc
         except (OSError, InvalidHandshake, InvalidURI) as exc:
-            raise LiveConnectError(f"cannot connect to {url}: {exc}") from exc
+            raise LiveConnectError(f"cannot connect to {url}: {exc}", kind="refused") from exc
         return cls(socket, complete)
 
     @staticmethod
@@ -101,7 +111,7 @@ class LiveConnection:
             for event in protocol.parse_server_message(await socket.recv()):
                 if isinstance(event, SetupComplete):
                     return event
-                raise LiveConnectError(f"expected setupComplete, got {event!r}")
+                raise LiveConnectError(f"expected setupComplete, got {event!r}", kind="protocol")
 
     async def send(self, message: str) -> None:
         """Send one client frame; a closed socket raises :class:`LiveClosedError`."""
@@ -149,6 +159,12 @@ class LiveConnection:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _failure(message: str, code: int | None, kind: str) -> LiveConnectError:
+    if is_permanent(kind):
+        return LiveRefusedError(message, code=code, kind=kind, fix=FIXES[kind])
+    return LiveConnectError(message, code=code, kind=kind)
 
 
 def _code(exc: ConnectionClosed) -> int | None:

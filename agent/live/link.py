@@ -15,6 +15,9 @@ owns the current :class:`~agent.live.connection.LiveConnection` and replaces it:
   order, on the new connection, so none is lost; tool results that finish during the switch go out
   after it; after an abnormal close the last ``replay_ms`` of caller audio is sent again, since it
   may have been written into a socket the server no longer read;
+* a refusal no retry can fix (a bad API key, an unknown model, no permission:
+  :mod:`agent.live.failures`) is not retried: :class:`~agent.errors.LiveRefusedError` goes up at
+  once and the call plays its fallback after one attempt instead of ~14 s of silence;
 * if no working connection can be had within ``deadline_s``, or the call makes more than
   ``max_attempts_per_minute`` attempts, it raises :class:`LiveUnavailableError`, and the call plays
   its fallback instead of dead air; a per-process :class:`~agent.live.budget.CircuitBreaker`
@@ -38,7 +41,7 @@ from typing import Protocol
 import structlog
 
 from agent.clock import REAL_TIME, Clock
-from agent.errors import LiveClosedError, LiveConnectError, LiveError
+from agent.errors import LiveClosedError, LiveConnectError, LiveError, LiveRefusedError
 from agent.live import protocol
 from agent.live.budget import CircuitBreaker, ReconnectBudget, Storm
 from agent.live.connection import LiveConnection
@@ -379,6 +382,16 @@ class LiveLink:
             except TimeoutError as exc:
                 budget.failed(self._clock(), "timeout", "the last attempt timed out")
                 raise self._give_up("the last attempt timed out") from exc
+            except LiveRefusedError as exc:
+                # Every retry would be refused the same way: the caller hears the fallback now.
+                # The breaker is not told: it guards against a backend that fails now and then,
+                # and the preflight (agent.live.preflight) reports a refusal on /readyz.
+                budget.failed(self._clock(), exc.kind, str(exc))
+                self._log_storm(budget.finish(self._clock()), "gave_up")
+                log.error(
+                    "live.refused", kind=exc.kind, attempt=attempts, error=str(exc), fix=exc.fix
+                )
+                raise
             except LiveConnectError as exc:
                 if handle is not None and exc.code == 1007:
                     # The service rejected the handle (expired, unknown): start afresh instead.

@@ -39,6 +39,7 @@ Metric names (all prefixed ``agent_``):
 | agent_frame_processing_seconds           | histogram | direction (in, out) |
 | agent_live_connect_seconds               | histogram |                     |
 | agent_live_reconnects_total              | counter   | reason              |
+| agent_live_connect_failures_total        | counter   | reason              |
 | agent_interruptions_total                | counter   |                     |
 | agent_tool_latency_seconds               | histogram | tool, outcome       |
 | agent_tokens_total                       | counter   | direction, modality |
@@ -110,6 +111,11 @@ RECONNECT_REASONS = frozenset(
         "dropped",
         OTHER,
     }
+)
+#: Why a Live connection attempt failed (``agent_live_connect_failures_total{reason}``): the
+#: kinds of :mod:`agent.live.failures` (auth, model and permission are refusals, not retried).
+CONNECT_FAILURE_REASONS = frozenset(
+    {"auth", "model", "permission", "timeout", "refused", "protocol", OTHER}
 )
 #: How a tool call ended (``agent_tool_latency_seconds{outcome}``).
 STORM_OUTCOMES = frozenset({"recovered", "gave_up", "call_ended", OTHER})
@@ -238,6 +244,13 @@ class Metrics:
             ["cause", "action"],
             registry=registry,
         )
+        self.live_connect_failures = Counter(
+            "agent_live_connect_failures",
+            "Live connection attempts that failed (calls' and the preflight's), by reason: auth, "
+            "model, permission (refusals: not retried), timeout, refused, protocol, other.",
+            ["reason"],
+            registry=registry,
+        )
         self.interruptions = Counter(
             "agent_interruptions", "Barge-ins: the caller spoke over the agent.", registry=registry
         )
@@ -328,6 +341,13 @@ class Metrics:
         """The model stalled (:data:`STALL_CAUSES`) and the call tried ``action``."""
         self.stalls.labels(
             self._label("cause", cause, STALL_CAUSES), self._label("action", action, STALL_ACTIONS)
+        ).inc()
+
+    def count_live_connect_failure(self, reason: str) -> None:
+        """A Live connection attempt failed; ``reason`` is normalised to
+        :data:`CONNECT_FAILURE_REASONS`."""
+        self.live_connect_failures.labels(
+            self._label("reason", reason, CONNECT_FAILURE_REASONS)
         ).inc()
 
     def count_interruption(self) -> None:

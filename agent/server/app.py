@@ -8,8 +8,9 @@ Routes:
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
     GET  /healthz         liveness
-    GET  /readyz          readiness for new calls (503 while shutting down, at MAX_CALLS, or
-                          while call records fail)
+    GET  /readyz          readiness for new calls (503 while shutting down, at MAX_CALLS,
+                          while call records fail, or while the Live API refuses the server's
+                          key or a model: the preflight)
     GET  /metrics         Prometheus metrics
 """
 
@@ -37,6 +38,7 @@ from agent.crm import Crm
 from agent.errors import ConfigError, SharedStateError
 from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
+from agent.live.preflight import PreflightSchedule
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, live_endpoint
 from agent.observability.metrics import Metrics
@@ -44,6 +46,7 @@ from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
+from agent.server.preflight import run_preflight
 from agent.server.siblings import WorkerLoads
 from agent.server.state import (
     AGENTS,
@@ -54,6 +57,7 @@ from agent.server.state import (
     CLOCK,
     LIVE_BACKEND,
     LIVE_BREAKER,
+    LIVE_PREFLIGHT,
     METRICS,
     PRECONNECTS,
     PRICES,
@@ -67,6 +71,7 @@ from agent.server.state import (
     WORKER_LOADS,
     Background,
     LiveBackend,
+    LivePreflight,
     Preconnect,
     ServerState,
     Tools,
@@ -179,6 +184,8 @@ def create_app(
     app[CALL_CLOCK] = call_clock
     app[RECONNECT_POLICY] = reconnect_policy
     app[LIVE_BREAKER] = live_breaker if live_breaker is not None else CircuitBreaker()
+    interval = settings.live_preflight_interval_s
+    app[LIVE_PREFLIGHT] = LivePreflight(PreflightSchedule(interval)) if interval > 0 else None
     app[PRECONNECTS] = {}
     app[BACKGROUND] = Background()
     app[STATE] = ServerState()
@@ -197,6 +204,7 @@ def create_app(
     app.cleanup_ctx.append(_shared_state)
     if app[WORKER_LOADS] is not None:
         app.cleanup_ctx.append(_publish_load)
+    app.cleanup_ctx.append(run_preflight)
     if reloadable:
         app.cleanup_ctx.append(_agents_reload)
     app.on_shutdown.append(_close_calls)
@@ -402,8 +410,12 @@ async def _close_records(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process serves requests."""
-    return web.json_response({"status": "ok"})
+    """Liveness: the process serves requests. It says which process (a random id per process)
+    and the ``PUBLIC_URL`` it was given, for ``agent doctor`` to see where PUBLIC_URL leads."""
+    app = request.app
+    return web.json_response(
+        {"status": "ok", "instance": app[STATE].instance, "public_url": app[SETTINGS].public_url}
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -428,6 +440,10 @@ async def readyz(request: web.Request) -> web.Response:
     if (records_problem := app[RECORDS].problem) is not None:
         # Calls would go unrecorded: let the balancer send them to a replica whose writes work.
         problems.append(records_problem)
+    preflight = app[LIVE_PREFLIGHT]
+    if preflight is not None:
+        # A refused key or model fails every call: no balancer should send this one any.
+        problems.extend(preflight.schedule.problems)
     # Not a problem of this instance (every replica shares the backend): said, still 200.
     breaker, now = app[LIVE_BREAKER], app[CALL_CLOCK].now()
     body: dict[str, object] = {
@@ -438,6 +454,7 @@ async def readyz(request: web.Request) -> web.Response:
         "max_calls": max_calls,
         "records_backlog": app[RECORDS].backlog,
         "live_circuit": "open" if breaker.is_open(now) else "closed",
+        "live_preflight": preflight.schedule.status() if preflight else {"status": "off"},
         "pid": os.getpid(),  # which process answered (agent serve --workers runs several)
     }
     if loads is not None:  # the machine's other workers, as they last said

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from agent.config.models import AgentConfig
-from agent.errors import SharedStateError
+from agent.errors import LiveConnectError, SharedStateError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
 from agent.live.link import LiveLink
@@ -110,11 +110,15 @@ async def connect_live(
     if target is None:
         raise RuntimeError("no Live API backend configured")
     began = time.perf_counter()
-    connection = await LiveConnection.open(
-        target,
-        agent,
-        resumption_handle=resumption_handle,
-        timeout_s=app[SETTINGS].live_connect_timeout_s,
-    )
+    try:
+        connection = await LiveConnection.open(
+            target,
+            agent,
+            resumption_handle=resumption_handle,
+            timeout_s=app[SETTINGS].live_connect_timeout_s,
+        )
+    except LiveConnectError as exc:
+        app[METRICS].count_live_connect_failure(exc.kind)
+        raise
     app[METRICS].observe_live_connect(time.perf_counter() - began)
     return connection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from agent.config.reload import AgentRegistryHolder
 from agent.crm import Crm
 from agent.live.budget import CircuitBreaker
 from agent.live.link import LiveLink, ReconnectPolicy
+from agent.live.preflight import PreflightSchedule
 from agent.live.targets import LiveEndpoint
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
@@ -70,6 +72,9 @@ class ServerState:
 
     draining: bool = False
     stopping: bool = False
+    loopback_warned: bool = False  # server.public_url_loopback is said once per process
+    # Told on /healthz, so ``agent doctor`` can see whether PUBLIC_URL reaches this process.
+    instance: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 @dataclass(slots=True)
@@ -77,6 +82,24 @@ class LiveBackend:
     """Where calls' Live sessions go. Mutable so a start-up hook can fill it in (the emulator)."""
 
     target: LiveEndpoint | None = None
+
+
+@dataclass(slots=True)
+class LivePreflight:
+    """The Live preflight's schedule and last results, and a way to wait for a check."""
+
+    schedule: PreflightSchedule
+    _checked: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def announce(self) -> None:
+        """A check ended (the adapter calls this after each)."""
+        async with self._checked:
+            self._checked.notify_all()
+
+    async def wait_checks(self, count: int) -> None:
+        """Until ``count`` checks have ended since start-up."""
+        async with self._checked:
+            await self._checked.wait_for(lambda: self.schedule.checks >= count)
 
 
 @dataclass(slots=True)
@@ -122,6 +145,10 @@ RECONNECT_POLICY = web.AppKey("reconnect_policy", ReconnectPolicy)
 
 # Shared by every Live session of this process: see agent.live.budget.
 LIVE_BREAKER = web.AppKey("live_breaker", CircuitBreaker)
+
+
+# The Live preflight (None: LIVE_PREFLIGHT_INTERVAL_S=0, no checks).
+LIVE_PREFLIGHT: web.AppKey[LivePreflight | None] = web.AppKey("live_preflight")
 
 
 PRECONNECTS: web.AppKey[dict[str, Preconnect]] = web.AppKey("preconnects")

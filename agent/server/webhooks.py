@@ -26,6 +26,7 @@ from agent.server.state import (
     WORKER_LOADS,
 )
 from agent.server.stream import STREAM_PATH
+from agent.telephony.public_url import loopback_public_url_warning, signature_rejected_fields
 from agent.telephony.webhooks import (
     connect_stream_twiml,
     hangup_twiml,
@@ -156,17 +157,39 @@ async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
         signature = request.headers.get("X-Twilio-Signature")
         token = settings.twilio_auth_token.get_secret_value()
         if not verify_signature(token, url, params, signature):
+            # Which URL was checked, and where the request says it went: a wrong PUBLIC_URL
+            # behind a tunnel is the usual cause. Never the signature or the token.
             log.warning(
                 "twilio.signature_rejected",
                 path=request.path,
                 call_sid=(params.get("CallSid") or "")[:64],
                 has_signature=signature is not None,
+                **signature_rejected_fields(
+                    settings.public_url, request.path_qs, request.scheme, request.headers
+                ),
             )
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
     call_sid = params.get("CallSid")
     if not call_sid:
         raise web.HTTPBadRequest(text="missing CallSid")
+    _warn_loopback_public_url(request)
     return params, call_sid
+
+
+def _warn_loopback_public_url(request: web.Request) -> None:
+    """Once per process: a loopback PUBLIC_URL answering a request from elsewhere (without a
+    token nothing else would say that Twilio is told to stream to ws://127.0.0.1)."""
+    state = request.app[STATE]
+    if state.loopback_warned:
+        return
+    settings = request.app[SETTINGS]
+    stream = stream_url_from_public_url(settings.stream_url or settings.public_url, STREAM_PATH)
+    warning = loopback_public_url_warning(
+        settings.public_url, stream, request.remote, request.headers
+    )
+    if warning is not None:
+        state.loopback_warned = True
+        log.warning("server.public_url_loopback", message=warning)
 
 
 def _stream_twiml(app: web.Application, agent: str, token: str) -> str:

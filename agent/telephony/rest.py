@@ -182,6 +182,38 @@ class TwilioRest:
         twiml = f"<Response>{_say(message)}<Hangup/></Response>"
         await self.update_call(call_sid, {"Twiml": twiml}, retry="connect")
 
+    async def fetch_account(self) -> dict[str, str]:
+        """``GET /2010-04-01/Accounts/{AccountSid}.json``: are these credentials valid for this
+        account? Returns the account's ``sid``, ``friendly_name``, ``status`` (``active``,
+        ``suspended``, ``closed``) and ``type`` (``Trial``, ``Full``); raises
+        :class:`TwilioApiError` (401 with code 20003 for wrong credentials). The resource also
+        carries the account's auth token (https://twilio.com/docs/usage/api/account): only the
+        fields above leave this method, and nothing of the body is logged. ``agent doctor``
+        uses it; no call needs it."""
+        url = f"{self.base_url}/{API_VERSION}/Accounts/{quote(self.account_sid)}.json"
+        try:
+            async with self._http.get(
+                url,
+                timeout=self._timeout,
+                headers={"Accept": "application/json", "Authorization": self._authorization},
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = _json_object(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise TwilioApiError(
+                f"could not reach Twilio's REST API at {self.base_url} ({what})"
+            ) from exc
+        if not 200 <= status < 300:
+            error = _api_error(status, payload, "the account lookup")
+            raise error
+        return {
+            key: str(payload[key])
+            for key in ("sid", "friendly_name", "status", "type")
+            if isinstance(payload.get(key), str)
+        }
+
     async def update_call(
         self, call_sid: str, params: Mapping[str, str], *, retry: _Retry = "connect"
     ) -> dict[str, Any]:
@@ -292,13 +324,15 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _api_error(status: int, payload: Mapping[str, Any]) -> TwilioApiError:
+def _api_error(
+    status: int, payload: Mapping[str, Any], request: str = "the call update"
+) -> TwilioApiError:
     """Twilio's error body (``code``, ``message``, ``more_info``) as a ``TwilioApiError``."""
     code = payload.get("code")
     message = payload.get("message")
     more_info = payload.get("more_info")
     code = code if isinstance(code, int) and not isinstance(code, bool) else None
-    text = f"Twilio refused the call update (HTTP {status}"
+    text = f"Twilio refused {request} (HTTP {status}"
     text += f", error {code})" if code is not None else ")"
     if isinstance(message, str) and message:
         text += f": {message[:300]}"

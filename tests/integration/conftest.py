@@ -103,6 +103,9 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             "public_url": url,  # a test standing a balancer in front overrides it
             "database_url": f"sqlite:///{tmp_path}/calls-{port}.db",
             "crm_database_url": f"sqlite:///{tmp_path}/crm-{port}.db",
+            # Off unless a test is about it: its connections would shift the emulator's
+            # connection indices that tests address.
+            "live_preflight_interval_s": 0,
         }
         settings = Settings(**(fields | overrides))
         app = create_app(

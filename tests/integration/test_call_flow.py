@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.audio.codec import pcm16_to_ulaw
 from agent.server.app import begin_drain, drain
-from agent.server.state import CALLS
+from agent.server.state import CALLS, STATE
 from agent.server.stream import STREAM_MESSAGE_BYTES
 from agent.sim.carrier import CarrierOptions, place_call
 from agent.sim.live.server import RunningEmulator
@@ -223,7 +223,13 @@ async def test_healthz(start_bridge: BridgeFactory) -> None:
     bridge = await start_bridge()
     async with aiohttp.ClientSession() as session, session.get(f"{bridge.url}/healthz") as resp:
         assert resp.status == 200
-        assert await resp.json() == {"status": "ok"}
+        body = await resp.json()
+    assert body == {
+        "status": "ok",
+        "instance": bridge.app[STATE].instance,
+        "public_url": bridge.settings.public_url,
+    }
+    assert len(body["instance"]) == 16
 
 
 async def test_a_webhook_without_call_sid_is_a_bad_request(start_bridge: BridgeFactory) -> None:

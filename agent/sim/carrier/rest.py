@@ -1,4 +1,5 @@
-"""Twilio's REST API as the simulator serves it: the Calls update endpoint (hang up, transfer)."""
+"""Twilio's REST API as the simulator serves it: the Calls update endpoint (hang up, transfer),
+and the account's own resource (``agent doctor`` checks credentials with it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from agent.sim.carrier.phone import (
 
 #: Where Twilio's API takes a call update (``POST``, form-encoded).
 CALL_UPDATE_PATH: Final = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
+#: The account resource (``GET``): https://twilio.com/docs/usage/api/account
+ACCOUNT_PATH: Final = "/2010-04-01/Accounts/{account_sid}.json"
 _ERRORS_URL: Final = "https://www.twilio.com/docs/errors/"
 #: Twilio's "not found": for a call update, a CallSid that is unknown or whose call has ended.
 NOT_FOUND_CODE: Final = 20404
@@ -106,6 +109,7 @@ class TwilioApiSimulator:
         """The aiohttp application (what :meth:`start` serves; tests may serve it themselves)."""
         app = web.Application()
         app.router.add_post(CALL_UPDATE_PATH, self._update_call)
+        app.router.add_get(ACCOUNT_PATH, self._fetch_account)
         return app
 
     async def start(self) -> str:
@@ -141,6 +145,23 @@ class TwilioApiSimulator:
         """The call is over: later updates for it get 20404."""
         self._calls.pop(call_sid, None)
 
+    async def _fetch_account(self, request: web.Request) -> web.Response:
+        """The account resource, as Twilio answers it, less its ``auth_token`` (a stand-in has
+        no reason to echo a secret). Wrong credentials: 401 with code 20003."""
+        account_sid = request.match_info["account_sid"]
+        if not self._authorised(request.headers.get("Authorization"), account_sid):
+            return _error_response(401, AUTHENTICATE_CODE, "Authenticate")
+        return web.json_response(
+            {
+                "sid": self.account_sid,
+                "owner_account_sid": self.account_sid,
+                "friendly_name": "Simulated account",
+                "status": "active",
+                "type": "Full",
+                "uri": request.path,
+            }
+        )
+
     async def _update_call(self, request: web.Request) -> web.Response:
         account_sid = request.match_info["account_sid"]
         call_sid = request.match_info["call_sid"]
@@ -149,14 +170,7 @@ class TwilioApiSimulator:
 
         def error(status: int, code: int, message: str) -> web.Response:
             self.updates.append(CallUpdate(call_sid, params, status, code))
-            body = {
-                "code": code,
-                "message": message,
-                "more_info": f"{_ERRORS_URL}{code}",
-                "status": status,
-            }
-            headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if status == 401 else None
-            return web.json_response(body, status=status, headers=headers)
+            return _error_response(status, code, message)
 
         if not self._authorised(request.headers.get("Authorization"), account_sid):
             return error(401, AUTHENTICATE_CODE, "Authenticate")
@@ -228,6 +242,13 @@ class TwilioApiSimulator:
         return self._auth_token is None or hmac.compare_digest(
             password.encode(), self._auth_token.encode()
         )
+
+
+def _error_response(status: int, code: int, message: str) -> web.Response:
+    """Twilio's error body: ``code``, ``message``, ``more_info``, ``status``."""
+    body = {"code": code, "message": message, "more_info": f"{_ERRORS_URL}{code}", "status": status}
+    headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if status == 401 else None
+    return web.json_response(body, status=status, headers=headers)
 
 
 #: Verbs that neither end nor move the call: Twilio carries on with the next one.

@@ -432,7 +432,12 @@ class LiveEmulatorCore:
         model = setup.get("model")
         if not isinstance(model, str) or not model:
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
-        if not model.startswith("models/") or model in RETIRED_MODELS:
+        served = self.options.models
+        if (
+            not model.startswith("models/")
+            or model in RETIRED_MODELS
+            or (served is not None and model.removeprefix("models/") not in served)
+        ):
             name = model if model.startswith("models/") else f"models/{model}"
             raise RequestRejectedError(
                 CLOSE_POLICY,

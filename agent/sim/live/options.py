@@ -150,7 +150,13 @@ class EmulatorOptions:
     chunk_ms: int = 40
     """Duration of each streamed audio chunk of an answer (and the pace of text chunks)."""
     api_key: str | None = None
-    """When set, a client must present it (``x-goog-api-key`` header or ``?key=``)."""
+    """When set, a client must present it (``x-goog-api-key`` header or ``?key=``); any other
+    key is refused as Google refuses one: the handshake succeeds, then a 1007 close "API key not
+    valid. Please pass a valid API key."."""
+    models: frozenset[str] | None = None
+    """When set, the only models served (bare names: ``gemini-3.8-live``); a setup naming any
+    other is refused 1008 "models/X is not found for API version ...", as Google refuses an
+    unknown model. ``None``: every model not retired."""
     connection_lifetime_s: float = 600.0
     """The connection cap: closed 1011 "Deadline expired..." this long after it opened
     (``math.inf``: never)."""
@@ -182,6 +188,10 @@ class EmulatorOptions:
             raise ValueError(f"session_limit_s must be positive, not {self.session_limit_s!r}")
         # A list is friendlier to write; a frozen dataclass wants a tuple.
         object.__setattr__(self, "faults", tuple(self.faults))
+        if self.models is not None:
+            object.__setattr__(
+                self, "models", frozenset(m.removeprefix("models/") for m in self.models)
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import importlib.resources
 import ssl
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
@@ -201,6 +202,12 @@ class RunningEmulator:
             return
         self._closed = True
         await self._runner.cleanup()
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Change options for the connections accepted from now on (those open keep theirs): a
+        test revokes or restores the API key, or the models served, mid-run, as an operator
+        would fix a deployment's key while the bridge keeps running."""
+        self._state.options = dataclasses.replace(self._state.options, **changes)
 
     async def close_session(
         self, index: int, code: int = CLOSE_INTERNAL, reason: str = INTERNAL_ERROR

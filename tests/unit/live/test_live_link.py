@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from timing import scaled_timeout
 
 from agent.clock import Clock
-from agent.errors import LiveClosedError, LiveConnectError
+from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
 from agent.live import protocol
 from agent.live.budget import CircuitBreaker
 from agent.live.link import (
@@ -340,6 +340,45 @@ async def test_a_transient_refusal_is_retried() -> None:
     await start(service)
     assert len(service.attempts) == 3
     assert len(service.connections) == 1
+
+
+async def test_a_bad_api_key_is_not_retried_the_call_gives_up_after_one_attempt() -> None:
+    refusal = LiveRefusedError(
+        "Live API closed the connection during setup (code=1007, reason='API key not valid. "
+        "Please pass a valid API key.')",
+        code=1007,
+        kind="auth",
+        fix="set GEMINI_API_KEY to a valid key",
+    )
+    service = FakeService(failures=[refusal, refusal])
+    slept: list[float] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    link = LiveLink(service.open, FAST, sleep=recording_sleep)  # type: ignore[arg-type]
+    with capture_logs() as logs, pytest.raises(LiveRefusedError, match="API key not valid"):
+        await link.start()
+    assert len(service.attempts) == 1
+    assert slept == []
+    refused = [line for line in logs if line["event"] == "live.refused"]
+    assert [(r["kind"], r["fix"]) for r in refused] == [
+        ("auth", "set GEMINI_API_KEY to a valid key")
+    ]
+
+
+async def test_a_refusal_while_reconnecting_ends_the_session_at_once() -> None:
+    service = FakeService()
+    link = await start(service)
+    events = link.events()
+    service.failures.append(
+        LiveRefusedError("models/x is not found", code=1008, kind="model", fix="set model:")
+    )
+    service.connections[0].push(LiveClosedError(1011, "Internal error occurred."))
+    with pytest.raises(LiveRefusedError):
+        await next_event(events)
+    assert len(service.attempts) == 2
+    await link.close()
 
 
 async def test_the_buffer_bound_drops_oldest_audio_but_keeps_other_messages() -> None:

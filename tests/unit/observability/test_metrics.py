@@ -123,6 +123,16 @@ def test_reconnect_reasons_map_unknown_close_codes_to_closed_other() -> None:
     assert value(metrics, "agent_live_reconnects_total", reason="other") == 2
 
 
+def test_live_connect_failures_are_counted_by_a_fixed_set_of_reasons() -> None:
+    metrics = Metrics(CollectorRegistry())
+    for reason in ("auth", "auth", "model", "timeout", "API key not valid"):
+        metrics.count_live_connect_failure(reason)
+    assert value(metrics, "agent_live_connect_failures_total", reason="auth") == 2
+    assert value(metrics, "agent_live_connect_failures_total", reason="model") == 1
+    assert value(metrics, "agent_live_connect_failures_total", reason="timeout") == 1
+    assert value(metrics, "agent_live_connect_failures_total", reason="other") == 1
+
+
 def test_tool_outcomes_outside_the_fixed_set_count_as_other() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.observe_tool("crm", "exploded", 1.0)

@@ -386,6 +386,21 @@ def test_unknown_model_closes_1008_naming_model_and_version(
     assert close_of(core) == CloseConnection(1008, reason)
 
 
+def test_with_a_list_of_models_any_other_model_is_refused_like_an_unknown_one() -> None:
+    served = EmulatorOptions(models=frozenset({"models/gemini-3.8-live"}))
+    assert served.models == frozenset({"gemini-3.8-live"})
+    core = LiveEmulatorCore(served, CLIPS)
+    core.receive(json.dumps({"setup": {"model": "models/gemini-3.8-live"}}), 0)
+    assert messages(core)[0] == {"setupComplete": {}}
+    other = LiveEmulatorCore(served, CLIPS)
+    other.receive(json.dumps({"setup": {"model": "models/gemini-9-live"}}), 0)
+    assert close_of(other) == CloseConnection(
+        1008,
+        "models/gemini-9-live is not found for API version v1beta, "
+        "or is not supported for bidiGenerateContent.",
+    )
+
+
 def test_close_reason_fits_a_close_frame() -> None:
     core = LiveEmulatorCore(EmulatorOptions(), CLIPS)
     core.receive(json.dumps({"setup": {"model": "é" * 100}}), 0)

@@ -183,6 +183,44 @@ async def test_bad_credentials_are_refused_and_the_token_never_shows(
     assert secret not in repr(logs)
 
 
+async def test_fetching_the_account_confirms_the_credentials(
+    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
+) -> None:
+    account = await rest(http, simulator.url).fetch_account()
+    assert account == {
+        "sid": ACCOUNT,
+        "friendly_name": "Simulated account",
+        "status": "active",
+        "type": "Full",
+    }
+
+
+async def test_fetching_the_account_with_a_wrong_token_is_twilios_401_and_hides_the_token(
+    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
+) -> None:
+    wrong = "not-the-auth-token-at-all"
+    with capture_logs() as logs, pytest.raises(TwilioApiError) as caught:
+        await rest(http, simulator.url, auth_token=wrong).fetch_account()
+    assert (caught.value.status, caught.value.code) == (401, 20003)
+    assert (
+        str(caught.value)
+        == "Twilio refused the account lookup (HTTP 401, error 20003): Authenticate"
+    )
+    assert wrong not in repr(logs)
+
+
+async def test_fetching_the_account_of_an_unreachable_api_says_where_it_looked(
+    http: aiohttp.ClientSession,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(
+        TwilioApiError, match=f"could not reach Twilio's REST API at http://127.0.0.1:{port}"
+    ):
+        await rest(http, f"http://127.0.0.1:{port}").fetch_account()
+
+
 def test_the_credentials_are_checked_when_the_client_is_built() -> None:
     session: Any = object()  # never used: construction does no I/O
     with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN or an API key"):

@@ -1,0 +1,93 @@
+"""LiveConnection.open's mapping of how a Live API refuses (a close during setup, an HTTP status
+at the handshake) to LiveConnectError kinds, against tiny loopback servers that refuse as Google
+does."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agent.config.models import AgentConfig
+from agent.errors import LiveConnectError, LiveRefusedError
+from agent.live.connection import LiveConnection
+from agent.live.targets import DeveloperApiTarget
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def serve(handler: Handler) -> TestServer:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+def closing_after_setup(code: int, reason: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # the setup
+        await ws.close(code=code, message=reason.encode())
+        return ws
+
+    return handler
+
+
+async def open_against(handler: Handler) -> LiveConnection:
+    server = await serve(handler)
+    try:
+        target = DeveloperApiTarget(base_url=f"ws://127.0.0.1:{server.port}", api_key="k")
+        return await LiveConnection.open(target, AgentConfig(), timeout_s=5.0)
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "kind"),
+    [
+        (1007, "API key not valid. Please pass a valid API key.", "auth"),
+        (
+            1008,
+            "models/gemini-9-live is not found for API version v1beta, or is not supported for "
+            "bidiGenerateContent.",
+            "model",
+        ),
+    ],
+)
+async def test_a_refusal_during_setup_is_a_live_refused_error_with_its_kind_and_fix(
+    code: int, reason: str, kind: str
+) -> None:
+    with pytest.raises(LiveRefusedError) as caught:
+        await open_against(closing_after_setup(code, reason))
+    assert caught.value.kind == kind
+    assert caught.value.code == code
+    assert reason in str(caught.value)
+    assert caught.value.fix
+
+
+async def test_an_internal_error_during_setup_is_retryable() -> None:
+    with pytest.raises(LiveConnectError) as caught:
+        await open_against(closing_after_setup(1011, "Internal error occurred."))
+    assert not isinstance(caught.value, LiveRefusedError)
+    assert caught.value.kind == "other"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "refused"),
+    [(401, "auth", True), (403, "permission", True), (503, "refused", False)],
+)
+async def test_an_http_status_at_the_handshake_is_mapped(
+    status: int, kind: str, refused: bool
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, text="no")
+
+    with pytest.raises(LiveConnectError) as caught:
+        await open_against(handler)
+    assert caught.value.kind == kind
+    assert isinstance(caught.value, LiveRefusedError) is refused
+    assert f"HTTP {status}" in str(caught.value)
