@@ -111,7 +111,9 @@ RECONNECT_REASONS = frozenset(
     }
 )
 #: How a tool call ended (``agent_tool_latency_seconds{outcome}``).
-TOOL_OUTCOMES = frozenset({"ok", "error", "timeout", "cancelled", OTHER})
+TOOL_OUTCOMES = frozenset(
+    {"ok", "error", "timeout", "cancelled", "completed_after_cancellation", OTHER}
+)
 #: ``agent_tokens_total{direction}``: the Live API's prompt and response token counts.
 TOKEN_DIRECTIONS = frozenset({"prompt", "response", OTHER})
 #: ``agent_tokens_total{modality}``: the Live API's ``MediaModality`` names.
