@@ -80,6 +80,7 @@ TopP = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 Tokens = Annotated[int, Strict(), Field(ge=1)]
 Milliseconds = Annotated[int, Strict(), Field(ge=0)]
 Seed = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]
+Usd = Annotated[float, Strict(), Field(gt=0)]
 # The OpenAPI Schema types the API's ``parameters`` field accepts (its ``Type`` enum).
 _SCHEMA_TYPES: Final = frozenset(
     {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
@@ -314,6 +315,19 @@ class CallPolicy:
         'The line dropped while you were speaking; the caller heard you up to: "{heard}". '
         "Continue naturally from there, without starting over."
     )
+    # The cost guard: once the Live API has reported this many tokens, or the call's estimated
+    # cost (by the price table) reaches this many dollars, the model is told to say goodbye,
+    # then the call ends (``cost limit``).
+    max_tokens: Tokens | None = None
+    max_cost_usd: Usd | None = None
+    cost_limit_message: Text = (
+        "This call has reached its length limit. Tell the caller in one or two short sentences "
+        "that you have to end the call now, suggest they call back if they need more help, and "
+        "say goodbye. Do not call any tools."
+    )
+    # The goodbye may take this long (from the prompt to its last audio sent); then the call
+    # ends anyway, so a model that will not stop cannot run up the bill it was stopped for.
+    cost_limit_goodbye_s: PositiveSeconds = 15.0
 
 
 @config_model("fallback")
@@ -650,6 +664,22 @@ class AgentFile:
         description="When a blocking tool has kept the caller waiting this long, they hear "
         '"One moment, please." (once per wait); `null`: silence until it answers.',
     )
+    max_call_tokens: Tokens | None = Field(
+        default=_CALL.max_tokens,
+        description="The model is told to say goodbye (`cost_limit_message`) and the call ends "
+        "(reason `cost limit`) once the Live API has reported this many tokens, prompt and "
+        "response (each turn's prompt counts the whole conversation again); `null`: no limit.",
+    )
+    max_call_cost_usd: Usd | None = Field(
+        default=_CALL.max_cost_usd,
+        description="The same once the call's estimated cost (its tokens at the `PRICE_TABLE` "
+        "prices for the model) reaches this many US dollars; `null`: no limit.",
+    )
+    cost_limit_message: Text = Field(
+        default=_CALL.cost_limit_message,
+        description="What the model is told when a cost limit is reached: it says goodbye in "
+        "its own voice, then the call ends (at the latest 15 s later).",
+    )
     dtmf: Annotated[Dtmf, Shown("see its keys")] = Field(
         default_factory=Dtmf, description="Keypad input."
     )
@@ -731,6 +761,9 @@ class AgentFile:
                 idle_message=self.idle_message,
                 preconnect_timeout_s=self.preconnect_timeout_s,
                 tool_hold_after_s=self.tool_hold_after_s,
+                max_tokens=self.max_call_tokens,
+                max_cost_usd=self.max_call_cost_usd,
+                cost_limit_message=self.cost_limit_message,
             ),
             tool_specs=specs,
             phone_numbers=self.phone_numbers,

@@ -84,6 +84,7 @@ CALL_END_REASONS = frozenset(
         "agent_ended",
         "transferred",
         "timed_out",
+        "cost_limit",  # max_call_tokens or max_call_cost_usd reached: the agent said goodbye
         "stream_lost",  # the stream ended without Twilio's stop: the call may go on elsewhere
         "handed_over",  # a draining replica moved the call to another one
         "shutdown",

@@ -123,6 +123,9 @@ idle_timeout_s: 10
 idle_message: Still there?
 preconnect_timeout_s: 5
 tool_hold_after_s: 4.5
+max_call_tokens: 50000
+max_call_cost_usd: 0.75
+cost_limit_message: Say goodbye, we are out of time.
 dtmf: {group_timeout_s: 1.5, message: "Keys: {digits}"}
 fallback: {message: Sorry about this., transfer_to: "+15555550142"}
 tools:
@@ -310,6 +313,9 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             idle_message="Still there?",
             preconnect_timeout_s=5.0,
             tool_hold_after_s=4.5,
+            max_tokens=50000,
+            max_cost_usd=0.75,
+            cost_limit_message="Say goodbye, we are out of time.",
         ),
         tool_specs=specs,
         phone_numbers=("+15555550123", "+15555550124"),
