@@ -5,8 +5,9 @@ Cost used to be reported only once the call was over. With ``max_call_tokens`` o
 ``usageMetadata`` (a few times a turn, never per frame); when a limit is reached the model is told
 to say goodbye (``cost_limit_message``), and once that turn has played the call ends with the
 reason ``cost limit``. The goodbye is the model's own turn, not a recording: it is said in the
-agent's voice and language, and costs one short turn more (about 5 s of audio, some 125 response
-tokens). A model that does not finish within ``cost_limit_goodbye_s`` is cut off then.
+agent's voice and language, and costs one short turn more (about 5 s of audio: some 125 response
+tokens at the emulator's rough 25 a second). A model that does not finish within
+``cost_limit_goodbye_s`` is cut off then.
 
 Pure and synchronous, like :class:`~agent.call.timers.CallTimers`: the session reports usage
 and when it asked for the goodbye, and reads :attr:`CostGuard.deadline`.

@@ -160,7 +160,8 @@ class CallSession:
         continuation: CallSnapshot | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
-        the greeting requested); without it the session connects and greets itself.
+        the greeting requested unless the agent's ``greeting_at`` is ``stream_start``, when the
+        session asks for it); without it the session connects and greets itself.
         ``call_control`` (Twilio's REST API) hangs up and transfers for the built-in tools and
         carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
         ``transfer_call`` fails, and the fallback is the bundled apology. ``journal`` keeps the
@@ -249,6 +250,8 @@ class CallSession:
         try:
             if self._live_ready is not None:
                 await self._live_ready
+                if self.agent.greeting and self.policy.greeting_at == "stream_start":
+                    await self._prompt(self.agent.greeting)  # the pre-connect did not ask
             elif self._continuation is not None:
                 await self._live.resume(self._continuation.handle)
                 if not self._continuation.quiet:

@@ -62,6 +62,7 @@ from agent.config.tools import Behavior, ToolEntries, ToolSpec
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
 TrustCallerId = Literal["any", "verified"]
+GreetingAt = Literal["webhook", "stream_start"]
 StartSensitivity = Literal["START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"]
 EndSensitivity = Literal["END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"]
 ActivityHandling = Literal["START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"]
@@ -308,6 +309,9 @@ class CallPolicy:
         "The caller has been silent for a while. Ask briefly whether they are still there."
     )
     preconnect_timeout_s: Seconds = 30.0  # a pre-opened Live session waits this long for its stream
+    # When a pre-connected session asks for the greeting: at the webhook (ready at ``start``) or
+    # at the stream's ``start`` (none generated, and billed, for a stream that never comes).
+    greeting_at: GreetingAt = "webhook"
     max_concurrent_tools: Tokens = 4  # a call's function calls running at once; more get an error
     # A blocking tool this slow gets the caller a "one moment, please" (None: silence until done).
     tool_hold_after_s: PositiveSeconds | None = 3.0
@@ -659,6 +663,13 @@ class AgentFile:
         default=_CALL.preconnect_timeout_s,
         description="How long a Live session opened at the webhook waits for the media stream.",
     )
+    greeting_at: GreetingAt = Field(
+        default=_CALL.greeting_at,
+        description="When a Live session opened at the webhook asks the model for the `greeting`: "
+        "`webhook` (it is ready when the stream starts) or `stream_start` (no greeting is "
+        "generated, or billed, for a stream that never arrives; the caller waits for the "
+        "model's first audio).",
+    )
     tool_hold_after_s: PositiveSeconds | None = Field(
         default=_CALL.tool_hold_after_s,
         description="When a blocking tool has kept the caller waiting this long, they hear "
@@ -760,6 +771,7 @@ class AgentFile:
                 idle_timeout_s=self.idle_timeout_s,
                 idle_message=self.idle_message,
                 preconnect_timeout_s=self.preconnect_timeout_s,
+                greeting_at=self.greeting_at,
                 tool_hold_after_s=self.tool_hold_after_s,
                 max_tokens=self.max_call_tokens,
                 max_cost_usd=self.max_call_cost_usd,

@@ -122,6 +122,7 @@ wrap_up_message: Wrap up now.
 idle_timeout_s: 10
 idle_message: Still there?
 preconnect_timeout_s: 5
+greeting_at: stream_start
 tool_hold_after_s: 4.5
 max_call_tokens: 50000
 max_call_cost_usd: 0.75
@@ -312,6 +313,7 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             idle_timeout_s=10.0,
             idle_message="Still there?",
             preconnect_timeout_s=5.0,
+            greeting_at="stream_start",
             tool_hold_after_s=4.5,
             max_tokens=50000,
             max_cost_usd=0.75,
