@@ -42,6 +42,9 @@ _WAITERS: Final = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tool-py
 #: Idle workers a toolbox keeps for its sync tools; more are started when calls overlap.
 SPARE_WORKERS: Final = 1
 MAX_IDLE_WORKERS: Final = 4
+#: A worker unused this long is let go (the next call starts one): an agent replaced by a reload,
+#: or not called for a while, does not keep processes for ever.
+IDLE_RETIRE_S: Final = 600.0
 
 
 def resolve_target(target: str) -> Callable[..., Any]:
@@ -135,6 +138,7 @@ class _Worker:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
         self.killed = False
+        self.idle_since = 0.0  # the event loop's time when it was last given back
 
     @property
     def pid(self) -> int | None:
@@ -218,13 +222,44 @@ class ToolWorkers:
         self._closed = False
         self.started = 0  # worker processes started, for tests and the log
         self.killed: list[int] = []  # pids of workers killed because their call was cancelled
+        self.retired = 0  # idle workers let go after IDLE_RETIRE_S
+        self._retire: asyncio.TimerHandle | None = None
 
     def warm_up(self) -> None:
         """Start the spare workers now, so the first call does not pay for a process start."""
         while len(self._idle) < SPARE_WORKERS and not self._closed:
             worker = self._new()
             _WAITERS.submit(worker.start)
+            self._park(worker)
+
+    def _park(self, worker: _Worker) -> None:
+        """``worker`` is idle: keep it for the next call, until it has been idle too long."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside the event loop (a check, a test): no retirement
             self._idle.append(worker)
+            return
+        worker.idle_since = loop.time()
+        self._idle.append(worker)
+        if self._retire is None:
+            self._retire = loop.call_later(IDLE_RETIRE_S, self._retire_idle)
+
+    def _retire_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._retire = None
+        now = loop.time()
+        keep: list[_Worker] = []
+        for worker in self._idle:
+            if now - worker.idle_since >= IDLE_RETIRE_S:
+                worker.close()
+                _WAITERS.submit(worker.reap)
+                self.retired += 1
+            else:
+                keep.append(worker)
+        self._idle = keep
+        if keep and not self._closed:
+            oldest = min(w.idle_since for w in keep)
+            self._retire = loop.call_later(oldest + IDLE_RETIRE_S - now, self._retire_idle)
 
     async def call(self, target: str, arguments: Mapping[str, Any]) -> Any:
         """``target(**arguments)`` in a worker: its JSON result, or ``ToolError`` with the
@@ -249,7 +284,7 @@ class ToolWorkers:
             worker.close()
             _WAITERS.submit(worker.reap)
         else:
-            self._idle.append(worker)
+            self._park(worker)
         if "result" in reply:
             return reply["result"]
         if "tool_error" in reply:
@@ -259,6 +294,9 @@ class ToolWorkers:
     async def close(self) -> None:
         """End every idle worker (a call still running kills its own when it is cancelled)."""
         self._closed = True
+        if self._retire is not None:
+            self._retire.cancel()
+            self._retire = None
         idle, self._idle = self._idle, []
         for worker in idle:
             worker.close()

@@ -44,6 +44,7 @@ from agent.tools import (
     TransferCall,
     validate_specs,
 )
+from agent.tools import python as tool_python
 from agent.tools.sql import SqliteDatabase
 from agent.tools.sql_params import parse_query
 
@@ -377,6 +378,22 @@ async def test_a_sync_function_runs_in_a_worker_process_that_is_reused(
     again = await toolbox.run("whereabouts", {}, CONTEXT)
     assert again.response == first.response  # the same warm worker, call after call
     assert toolbox.workers.started == 1
+
+
+async def test_an_idle_worker_is_let_go_and_the_next_call_starts_another(
+    make_toolbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A toolbox left behind by a reload (or an agent nobody calls) keeps no process for ever."""
+    monkeypatch.setattr(tool_python, "IDLE_RETIRE_S", 0.2)
+    toolbox = make_toolbox(python_tool("whereabouts"))
+    first = await toolbox.run("whereabouts", {}, CONTEXT)
+    pid = first.response["result"]["pid"]
+    await _until(lambda: toolbox.workers.retired == 1)
+    await _until(lambda: _gone(pid))
+    again = await toolbox.run("whereabouts", {}, CONTEXT)
+    assert again.outcome == "ok"
+    assert again.response["result"]["pid"] != pid
+    assert toolbox.workers.started == 2
 
 
 async def test_a_sync_tool_whose_worker_dies_is_a_safe_error_and_the_next_call_works(
