@@ -322,6 +322,28 @@ async def test_the_cost_limit_has_the_agent_say_goodbye_then_ends_the_call(
     assert_nothing_left_running(call)
 
 
+async def test_a_goodbye_that_runs_past_its_deadline_is_cut_off(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    """The emulator's goodbye (its greeting clip, a few seconds) outlasts a 0.5 s allowance: the
+    call ends then, cost limit all the same, rather than when the model is done."""
+    policy = CallPolicy(max_tokens=1, cost_limit_goodbye_s=0.5)
+    bridge = await start_bridge(agent=AgentConfig(call=policy))
+    with structlog.testing.capture_logs() as logs:
+        report = await place_call(
+            CarrierOptions(url=bridge.url, linger_ms=30_000), [caller_clip("goodbye")]
+        )
+        call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "cost limit"
+    assert report.ended_by == "server hung up"
+    [reached] = [e for e in logs if e["event"] == "call.cost_limit"]
+    assert reached["limit"] == "tokens"
+    [overdue] = [e for e in logs if e["event"] == "call.cost_limit_goodbye_overdue"]
+    assert overdue["waited_s"] == 0.5
+    assert emulator.sessions[0].answers_completed == 1  # the goodbye was never finished
+    assert_nothing_left_running(call)
+
+
 async def test_an_idle_caller_is_checked_on_then_the_call_ends(
     start_bridge: BridgeFactory, emulator: RunningEmulator
 ) -> None:
