@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from typing import Literal
 
 import structlog
 from aiohttp import WSMsgType
@@ -234,7 +235,7 @@ class CallSession:
         self._cost = CostGuard(agent.call, agent.model, self._prices)
         # The cost guard's goodbye: None, "due" (asked for at the model's turn's end), "asked"
         # (the model is saying it), "said" (hanging up once it has played).
-        self._goodbye: str | None = None
+        self._goodbye: Literal["due", "asked", "said"] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
         # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
