@@ -26,6 +26,7 @@ import importlib
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -159,6 +160,8 @@ class _Worker:
                 text=True,
                 encoding="utf-8",
                 env=env,
+                # Its own process group, so a kill also stops what the tool started itself.
+                start_new_session=True,
             )
 
     def exchange(self, request: str) -> dict[str, Any]:
@@ -184,7 +187,8 @@ class _Worker:
             self.killed = True
             process = self._process
         if process is not None and process.poll() is None:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it exited in between
+                os.killpg(process.pid, signal.SIGKILL)
 
     def reap(self) -> None:
         """Wait for a killed or finished process (blocking: a waiter thread), closing pipes."""

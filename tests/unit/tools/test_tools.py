@@ -114,6 +114,17 @@ def dies():
     os._exit(3)
 
 
+def book_through_a_helper(started: str, booked: str, seconds: float = 0.5):
+    # The side effect is left to a process of the tool's own, which it then waits for.
+    import subprocess
+    import sys
+    script = f"import pathlib, time; time.sleep({seconds}); pathlib.Path({booked!r}).touch()"
+    helper = subprocess.Popen([sys.executable, "-c", script])
+    pathlib.Path(started).write_text(str(helper.pid))
+    helper.wait()
+    return "booked"
+
+
 async def async_echo(**arguments):
     seen["async_thread"] = threading.get_ident()
     return {"arguments": arguments}
@@ -457,6 +468,22 @@ async def test_a_cancelled_sync_tool_is_stopped_and_its_side_effect_never_happen
     done = await toolbox.run("book_later", _book_args(tmp_path, seconds=0), CONTEXT)
     assert done.response == {"result": "booked"}
     assert (tmp_path / "booked").read_text() == "booked"
+
+
+async def test_a_cancelled_sync_tool_takes_the_processes_it_started_with_it(
+    make_toolbox: Any, tmp_path: Path
+) -> None:
+    toolbox = make_toolbox(python_tool("book_through_a_helper", BOOK_SCHEMA))
+    args = _book_args(tmp_path, seconds=30)
+    task = asyncio.create_task(toolbox.run("book_through_a_helper", args, CONTEXT))
+    started = tmp_path / "started"
+    await _until(lambda: started.exists() and started.read_text() != "")
+    helper = int(started.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: _gone(helper))  # killed with the worker's process group
+    assert not (tmp_path / "booked").exists()
 
 
 async def test_a_sync_tool_that_times_out_is_stopped_too(make_toolbox: Any, tmp_path: Path) -> None:
