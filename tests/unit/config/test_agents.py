@@ -541,6 +541,30 @@ def test_values_are_checked_with_helpful_messages(tmp_path: Path) -> None:
     ]
 
 
+def test_the_cost_guard_and_greeting_keys_are_checked_with_helpful_messages(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        max_call_cost_usd: -1
+        max_call_tokens: "five"
+        greeting_at: ringing
+        cost_limit_mesage: Bye.
+        """,
+    )
+    file = tmp_path / "a.yaml"
+    assert problems_of(tmp_path) == [
+        f"{file}:2: must be above 0 (key 'max_call_cost_usd')",
+        f"{file}:3: must be a whole number, got 'five' (key 'max_call_tokens')",
+        f"{file}:4: must be one of webhook, stream_start; got 'ringing' (key 'greeting_at')",
+        f"{file}:5: unknown key 'cost_limit_mesage' (did you mean 'cost_limit_message'?) "
+        "(key 'cost_limit_mesage')",
+    ]
+
+
 def test_config_objects_cross_field_checks_point_at_the_yaml_key(tmp_path: Path) -> None:
     write(
         tmp_path,
