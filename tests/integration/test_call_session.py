@@ -12,6 +12,7 @@ machine makes a run slower, never different.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -324,3 +325,25 @@ async def test_a_refused_fallback_update_plays_the_bundled_apology() -> None:
     events = [line["event"] for line in logs]
     assert "call.fallback_failed" in events
     assert "call.fallback_unconfirmed" not in events  # its mark came back: heard to its end
+
+
+async def test_the_cost_limit_hangs_up_through_the_call_control_once_the_goodbye_played() -> None:
+    """The greeting's usage passes a one-token limit: the model is asked for its goodbye, and
+    the hang-up reaches Twilio's REST API only after every frame of it was sent and played."""
+    emulator = await start_emulator(EmulatorOptions(speed=20.0))
+    try:
+        agent = dataclasses.replace(AGENT, call=dataclasses.replace(NO_TIMERS, max_tokens=1))
+        socket = FakeTwilio()
+        control = FakeCallControl(socket)
+        call = session(socket, emulated_live(emulator, agent), agent=agent, control=control)
+        assert await run(call) == "cost limit"
+    finally:
+        await emulator.close()
+    assert control.updates == [("hang_up", CALL_SID)]
+    assert control.media_sent_before == len(socket.events("media"))  # the goodbye went out whole
+    assert call.playback.pending_marks == 0  # ...and was played
+    (live_session,) = emulator.sessions
+    assert live_session.answers_completed == 2  # the greeting, then the goodbye
+    assert [t.role for t in call.transcript.turns] == ["agent", "agent"]
+    assert socket.closed
+    assert call.live_closed
