@@ -18,6 +18,8 @@ Sections (all by default; ``--only`` picks some):
 ``workers``    ``agent serve --workers 1`` and ``--workers 2`` under the same concurrent calls: CPU
                per call-second, cores busy, and the calls per machine that CPU cost allows
                (:mod:`agent.bench.cpu`).
+``tools``      a sync ``python`` tool in its worker process against a thread: per-call round trip,
+               the worker's start, how soon a cancelled call is free (:mod:`agent.bench.tools`).
 ``replicas``   two replicas behind one URL: the silence a caller hears when their stream's replica
                is lost (target: at most 2 s), and the greeting when the stream reaches the webhook's
                replica or another one (:mod:`agent.bench.replicas`).
@@ -64,9 +66,18 @@ __all__ = [
     "run_sections",
 ]
 
-SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers", "soak")
+SECTIONS: Final = (
+    "audio",
+    "cpu",
+    "latency",
+    "reconnect",
+    "replicas",
+    "workers",
+    "tools",
+    "soak",
+)
 #: Sections a bare ``agent bench`` runs: the soak takes many minutes, so it is asked for by name.
-DEFAULT_SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers")
+DEFAULT_SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers", "tools")
 DESCRIPTION: Final = "measure latency, CPU and reconnection gaps against the bridge's targets"
 
 
@@ -440,6 +451,7 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
     """Run the chosen sections in order; a section that fails is reported, the others still run."""
     from agent.bench.live import run_latency_bench, run_reconnect_bench
     from agent.bench.replicas import run_replicas_bench
+    from agent.bench.tools import run_tools_bench
 
     async def audio() -> Section:
         return audio_section(args.audio_seconds)
@@ -451,6 +463,7 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         "reconnect": run_reconnect_bench,
         "replicas": run_replicas_bench,
         "workers": lambda: workers_section(args.calls * 2, args.seconds),
+        "tools": run_tools_bench,
         "soak": lambda: soak_section(args.soak_calls, args.soak_minutes, args.soak_rounds),
     }
     sections = []

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from typing import Literal
 
 import structlog
 from aiohttp import WSMsgType
@@ -69,6 +70,7 @@ from agent.telephony.twilio import (
 from agent.tools import Action, CallContext, EndCall, Toolbox, TransferCall
 
 from .control import CallControl
+from .cost import CostGuard, CostLimitReached
 from .media import MediaSocket
 from .playback import Playback
 from .timers import (
@@ -96,6 +98,7 @@ CALLER_HUNG_UP = "caller hung up"
 AGENT_ENDED = "agent ended"
 TRANSFERRED = "transferred"
 TIMED_OUT = "timed out"
+COST_LIMIT = "cost limit"  # max_call_tokens or max_call_cost_usd reached; the agent said goodbye
 ERROR = "error"
 SHUTDOWN = "shutdown"  # the server stopped with the call still in progress
 # The media stream ended with the call still up: Twilio asks <Connect action> what next, and the
@@ -169,7 +172,8 @@ class CallSession:
         continuation: CallSnapshot | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
-        the greeting requested); without it the session connects and greets itself.
+        the greeting requested unless the agent's ``greeting_at`` is ``stream_start``, when the
+        session asks for it); without it the session connects and greets itself.
         ``call_control`` (Twilio's REST API) hangs up and transfers for the built-in tools and
         carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
         ``transfer_call`` fails, and the fallback is the bundled apology. ``journal`` keeps the
@@ -249,6 +253,11 @@ class CallSession:
                 on_waiting=self._tool_waiting,
             )
         self._ending: str | None = None  # set when the agent starts ending the call
+        self._cost = CostGuard(agent.call, agent.model, self._prices)
+        # The cost guard's goodbye: None, "due" (asked for at the model's turn's end), "asked"
+        # (the model is saying it), "said" (hanging up once it has played).
+        self._goodbye: Literal["due", "asked", "said"] | None = None
+        self._group: asyncio.TaskGroup | None = None
         self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
         # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
         # caller, who spoke since its last turn. A handover waits until it has been given.
@@ -265,6 +274,8 @@ class CallSession:
         try:
             if self._live_ready is not None:
                 await self._live_ready
+                if self.agent.greeting and self.policy.greeting_at == "stream_start":
+                    await self._prompt(self.agent.greeting)  # the pre-connect did not ask
             elif self._continuation is not None:
                 await self._live.resume(self._continuation.handle)
                 if not self._continuation.quiet:
@@ -280,7 +291,10 @@ class CallSession:
                 preconnected=self.preconnected,
                 leg=self.leg,
             )
+            if self._cost.unpriced:
+                log.warning("call.cost_limit_unpriced", model=self.agent.model)
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 if self._tools is not None:
                     self._tools.attach(group)
                 group.create_task(self._caller_pump(), name="caller->model")
@@ -424,6 +438,7 @@ class CallSession:
             "stalls": self.stats.stalls,
             "protocol_errors": self.stats.protocol_errors,
             "tokens": self.stats.usage,
+            "cost_limit": None if self._cost.reached is None else self._cost.reached.limit,
             **self._tool_summary(),
             **self._prices.estimate(self.agent.model, self.stats.usage).summary_fields(),
         }
@@ -539,6 +554,8 @@ class CallSession:
                     self._turn_completed.clear()
                     if self._handover:
                         self._wake.set()  # perhaps the quiet moment a handover waits for
+                    if self._goodbye is not None:
+                        await self._goodbye_turn_ended()
                 case OutputTranscription(text=text):
                     self._heard_from_model()
                     transcript.agent_text(text, playback.sent_in_turn, clock())
@@ -551,6 +568,9 @@ class CallSession:
                     _add_usage(stats.usage, "response", response)
                     self._metrics.count_tokens(prompt, response)
                     self._recorder.usage(stats.usage)
+                    reached = self._cost.usage(stats.usage)
+                    if reached is not None:
+                        await self._cost_limit_reached(reached)
                 case LiveReconnected(reason=reason):
                     stats.reconnects += 1
                     self._metrics.count_live_reconnect(reason)
@@ -642,6 +662,8 @@ class CallSession:
         """Hang up or transfer, once the caller has heard the model's goodbye."""
         await self._wait_until_played()
         reason = TRANSFERRED if isinstance(action, TransferCall) else AGENT_ENDED
+        if isinstance(action, EndCall) and self._cost.reached is not None:
+            reason = COST_LIMIT  # the model hung up as part of the goodbye it was asked for
         # Twilio may close the stream before its REST answer arrives: the reason is already ours.
         self._ending = reason
         try:
@@ -651,8 +673,8 @@ class CallSession:
             done = False
         if isinstance(action, EndCall):
             # Without a REST client, closing the media stream hangs up (no TwiML follows it).
-            log.info("call.hang_up", via="rest" if done else "stream")
-            self.end(AGENT_ENDED)
+            log.info("call.hang_up", via="rest" if done else "stream", reason=reason)
+            self.end(reason)
         elif done:
             log.info("call.transferred", number=action.number)
             self.end(reason)
@@ -660,6 +682,53 @@ class CallSession:
             log.error("call.transfer_unavailable", number=action.number)
             self._ending = ERROR
             self.end(ERROR)
+
+    async def _cost_limit_reached(self, reached: CostLimitReached) -> None:
+        """A cost limit was reached: the model says goodbye (now, or at the end of the turn it
+        is in: a new turn would cut it off), then the call ends."""
+        policy = self.policy
+        log.info(
+            "call.cost_limit",
+            limit=reached.limit,
+            tokens=reached.tokens,
+            cost_usd=reached.cost_usd,
+            max_tokens=policy.max_tokens,
+            max_cost_usd=policy.max_cost_usd,
+        )
+        self._goodbye = "due"
+        if not self.playback.turn_open:
+            await self._ask_for_goodbye()
+
+    async def _ask_for_goodbye(self) -> None:
+        self._goodbye = "asked"
+        self._cost.goodbye_requested(self._clock())
+        self._wake.set()  # the goodbye's deadline is now the supervisor's nearest
+        await self._prompt(self.policy.cost_limit_message)
+
+    async def _goodbye_turn_ended(self) -> None:
+        """A model turn ended while the cost guard's goodbye was due or being said."""
+        if self._goodbye == "due":
+            await self._ask_for_goodbye()
+        elif self._goodbye == "asked":
+            self._goodbye = "said"
+            assert self._group is not None
+            # Its own task: the model pump must go on reading while the goodbye plays out.
+            self._group.create_task(self._hang_up_after_goodbye(), name="cost limit")
+
+    async def _hang_up_after_goodbye(self) -> None:
+        await self._wait_until_played()
+        await self._hang_up(COST_LIMIT)
+
+    async def _hang_up(self, reason: str) -> None:
+        """End the call with ``reason``: through Twilio's REST API, else by closing the stream."""
+        self._ending = reason
+        try:
+            done = await self._perform(EndCall())
+        except AgentError as exc:
+            log.error("call.action_failed", action="EndCall", error=str(exc))
+            done = False
+        log.info("call.hang_up", via="rest" if done else "stream", reason=reason)
+        self.end(reason)
 
     async def _perform(self, action: Action) -> bool:
         """Carry out a built-in's action through the call control (Twilio's REST API). False
@@ -760,6 +829,9 @@ class CallSession:
                 log.info("call.handing_over")
                 raise _CallEnded(HANDED_OVER)
             deadline = timers.next_deadline()
+            goodbye_by = self._cost.deadline
+            if goodbye_by is not None and (deadline is None or goodbye_by < deadline):
+                deadline = goodbye_by
             self._wake.clear()
             try:
                 wait = None if deadline is None else self._wall(max(0.0, deadline - self._clock()))
@@ -768,7 +840,15 @@ class CallSession:
                 continue
             except TimeoutError:
                 pass
-            for event in timers.expired(self._clock()):
+            now = self._clock()
+            if self._cost.overdue(now) and self._goodbye != "said":
+                # The model has not finished its goodbye: the bill is not to grow further.
+                log.warning(
+                    "call.cost_limit_goodbye_overdue", waited_s=self.policy.cost_limit_goodbye_s
+                )
+                await self._hang_up(COST_LIMIT)
+                continue
+            for event in timers.expired(now):
                 await self._on_timer(event)
 
     def _tool_waiting(self, waiting: bool) -> None:

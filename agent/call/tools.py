@@ -4,8 +4,12 @@ The model asks (``toolCall``); the runner starts a task per call in the call's t
 through the app's :class:`~agent.tools.Toolbox` with the call's trusted context, and sends the
 result back with the tool's scheduling (``NON_BLOCKING``) or as soon as it is ready (``BLOCKING``).
 A ``toolCallCancellation`` cancels the task for real and sends nothing; the call ending cancels
-every task with the task group. A timeout or a crash becomes an error result the model can talk
-about; the call goes on. Built-in actions (hang up, transfer) are handed to the session.
+every task with the task group. "For real" holds for every kind: HTTP and async Python tools stop
+at the ``await`` they are in, SQLite queries are interrupted, sync Python tools' worker
+processes are killed. A tool that catches the cancellation and finishes anyway is recorded as
+``completed after cancellation`` (its result is not sent: the model no longer wants it). A
+timeout or a crash becomes an error result the model can talk about; the call goes on. Built-in
+actions (hang up, transfer) are handed to the session.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from agent.live.link import LiveLink
 from agent.live.protocol import FunctionCall, FunctionResult
 from agent.records.store import CallRecorder
 from agent.tools import Action, CallContext, Toolbox, ToolOutcome
+from agent.tools.toolbox import COMPLETED_AFTER_CANCELLATION
 
 log = structlog.get_logger("agent.tools")
 
@@ -155,6 +160,9 @@ class ToolRunner:
                 latency_s=time.time() - started,
             )
         latency_ms = round(outcome.latency_s * 1000, 1)
+        if outcome.outcome == COMPLETED_AFTER_CANCELLATION:
+            self._completed_after_cancellation(call, outcome, started, latency_ms)
+            return
         if outcome.outcome != "ok":
             self.stats.errors += 1
         if latency_ms > self.stats.slowest_ms:
@@ -188,6 +196,31 @@ class ToolRunner:
         await self._respond(call, outcome.response, scheduling=scheduling)
         if outcome.action is not None:
             await self._on_action(outcome.action)
+
+    def _completed_after_cancellation(
+        self, call: FunctionCall, outcome: ToolOutcome, started: float, latency_ms: float
+    ) -> None:
+        """The tool was cancelled but caught it and finished: what it did is done, so the record
+        says so; the model, which cancelled it, gets nothing, and no action is carried out."""
+        log.warning(
+            "tool.finished",
+            tool=call.name,
+            call_id=call.id,
+            outcome=COMPLETED_AFTER_CANCELLATION,
+            latency_ms=latency_ms,
+            error=None,
+            action=None,
+        )
+        self._recorder.tool_call(
+            call_id=call.id,
+            name=call.name,
+            arguments=None if outcome.arguments is None else dict(outcome.arguments),
+            result=dict(outcome.response),
+            outcome=COMPLETED_AFTER_CANCELLATION,
+            started_at=started,
+            latency_ms=latency_ms,
+            requested=_requested(call),
+        )
 
     async def _respond(
         self, call: FunctionCall, response: Mapping[str, Any], *, scheduling: Scheduling | None

@@ -62,6 +62,7 @@ from agent.config.tools import Behavior, ToolEntries, ToolSpec
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
 TrustCallerId = Literal["any", "verified"]
+GreetingAt = Literal["webhook", "stream_start"]
 StartSensitivity = Literal["START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"]
 EndSensitivity = Literal["END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"]
 ActivityHandling = Literal["START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"]
@@ -80,6 +81,7 @@ TopP = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 Tokens = Annotated[int, Strict(), Field(ge=1)]
 Milliseconds = Annotated[int, Strict(), Field(ge=0)]
 Seed = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]
+Usd = Annotated[float, Strict(), Field(gt=0)]
 # The OpenAPI Schema types the API's ``parameters`` field accepts (its ``Type`` enum).
 _SCHEMA_TYPES: Final = frozenset(
     {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
@@ -307,6 +309,9 @@ class CallPolicy:
         "The caller has been silent for a while. Ask briefly whether they are still there."
     )
     preconnect_timeout_s: Seconds = 30.0  # a pre-opened Live session waits this long for its stream
+    # When a pre-connected session asks for the greeting: at the webhook (ready at ``start``) or
+    # at the stream's ``start`` (none generated, and billed, for a stream that never comes).
+    greeting_at: GreetingAt = "webhook"
     max_concurrent_tools: Tokens = 4  # a call's function calls running at once; more get an error
     # A blocking tool this slow gets the caller a "one moment, please" (None: silence until done).
     tool_hold_after_s: PositiveSeconds | None = 3.0
@@ -320,6 +325,19 @@ class CallPolicy:
     stall_message: Text = (
         "The caller is waiting for your answer and has heard nothing. Answer them now."
     )
+    # The cost guard: once the Live API has reported this many tokens, or the call's estimated
+    # cost (by the price table) reaches this many dollars, the model is told to say goodbye,
+    # then the call ends (``cost limit``).
+    max_tokens: Tokens | None = None
+    max_cost_usd: Usd | None = None
+    cost_limit_message: Text = (
+        "This call has reached its length limit. Tell the caller in one or two short sentences "
+        "that you have to end the call now, suggest they call back if they need more help, and "
+        "say goodbye. Do not call any tools."
+    )
+    # The goodbye may take this long (from the prompt to its last audio sent); then the call
+    # ends anyway, so a model that will not stop cannot run up the bill it was stopped for.
+    cost_limit_goodbye_s: PositiveSeconds = 15.0
 
 
 @config_model("fallback")
@@ -651,6 +669,13 @@ class AgentFile:
         default=_CALL.preconnect_timeout_s,
         description="How long a Live session opened at the webhook waits for the media stream.",
     )
+    greeting_at: GreetingAt = Field(
+        default=_CALL.greeting_at,
+        description="When a Live session opened at the webhook asks the model for the `greeting`: "
+        "`webhook` (it is ready when the stream starts) or `stream_start` (no greeting is "
+        "generated, or billed, for a stream that never arrives; the caller waits for the "
+        "model's first audio).",
+    )
     tool_hold_after_s: PositiveSeconds | None = Field(
         default=_CALL.tool_hold_after_s,
         description="When a blocking tool has kept the caller waiting this long, they hear "
@@ -665,6 +690,22 @@ class AgentFile:
     )
     stall_message: Text = Field(
         default=_CALL.stall_message, description="What the model is told when it has stalled."
+    )
+    max_call_tokens: Tokens | None = Field(
+        default=_CALL.max_tokens,
+        description="The model is told to say goodbye (`cost_limit_message`) and the call ends "
+        "(reason `cost limit`) once the Live API has reported this many tokens, prompt and "
+        "response (each turn's prompt counts the whole conversation again); `null`: no limit.",
+    )
+    max_call_cost_usd: Usd | None = Field(
+        default=_CALL.max_cost_usd,
+        description="The same once the call's estimated cost (its tokens at the `PRICE_TABLE` "
+        "prices for the model) reaches this many US dollars; `null`: no limit.",
+    )
+    cost_limit_message: Text = Field(
+        default=_CALL.cost_limit_message,
+        description="What the model is told when a cost limit is reached: it says goodbye in "
+        "its own voice, then the call ends (at the latest 15 s later).",
     )
     dtmf: Annotated[Dtmf, Shown("see its keys")] = Field(
         default_factory=Dtmf, description="Keypad input."
@@ -746,9 +787,13 @@ class AgentFile:
                 idle_timeout_s=self.idle_timeout_s,
                 idle_message=self.idle_message,
                 preconnect_timeout_s=self.preconnect_timeout_s,
+                greeting_at=self.greeting_at,
                 tool_hold_after_s=self.tool_hold_after_s,
                 stall_after_s=self.stall_after_s,
                 stall_message=self.stall_message,
+                max_tokens=self.max_call_tokens,
+                max_cost_usd=self.max_call_cost_usd,
+                cost_limit_message=self.cost_limit_message,
             ),
             tool_specs=specs,
             phone_numbers=self.phone_numbers,

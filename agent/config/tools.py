@@ -128,7 +128,8 @@ class SqlTool:
 
 @config_model("python")
 class PythonTool:
-    """``module:function``, sync (run in a thread) or async, called with the arguments."""
+    """``module:function``, sync (run in a worker process, killed if the call is cancelled) or
+    async, called with the arguments."""
 
     target: PythonTarget
 
@@ -245,8 +246,8 @@ class ToolEntry:
         Shown("—"),
     ] = Field(
         default=None,
-        description="Kind: `package.module:function`, sync (run in a thread) or async, called "
-        "with the arguments as keywords.",
+        description="Kind: `package.module:function`, sync (run in a worker process, killed "
+        "if the call is cancelled) or async, called with the arguments as keywords.",
     )
     end_call: Annotated[
         EndCallTool | None,

@@ -86,6 +86,7 @@ CALL_END_REASONS = frozenset(
         "agent_ended",
         "transferred",
         "timed_out",
+        "cost_limit",  # max_call_tokens or max_call_cost_usd reached: the agent said goodbye
         "stream_lost",  # the stream ended without Twilio's stop: the call may go on elsewhere
         "handed_over",  # a draining replica moved the call to another one
         "shutdown",
@@ -126,7 +127,9 @@ STALL_CAUSES = frozenset({"caller", "prompt", "tool", "audio", "empty_turn", OTH
 
 STALL_ACTIONS = frozenset({"nudge", "reconnect", "fallback", OTHER})
 
-TOOL_OUTCOMES = frozenset({"ok", "error", "timeout", "cancelled", OTHER})
+TOOL_OUTCOMES = frozenset(
+    {"ok", "error", "timeout", "cancelled", "completed_after_cancellation", OTHER}
+)
 #: ``agent_tokens_total{direction}``: the Live API's prompt and response token counts.
 TOKEN_DIRECTIONS = frozenset({"prompt", "response", OTHER})
 #: ``agent_tokens_total{modality}``: the Live API's ``MediaModality`` names.

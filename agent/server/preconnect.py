@@ -69,13 +69,14 @@ async def open_preconnect(
     *,
     caller_verified: bool = False,
 ) -> None:
-    """Open the call's Live session and ask for the greeting before the stream exists."""
+    """Open the call's Live session, and ask for the greeting before the stream exists unless
+    the agent says ``greeting_at: stream_start`` (the session then asks at ``start``)."""
     await release_preconnect(app, call_sid, "webhook repeated")  # Twilio may retry a webhook
     link = new_link(app, agent)
 
     async def ready() -> None:
         await link.start()
-        if agent.greeting:
+        if agent.greeting and agent.call.greeting_at == "webhook":
             await link.send(protocol.text_turn_message(agent.greeting))
 
     task = asyncio.get_running_loop().create_task(ready(), name=f"preconnect {call_sid}")

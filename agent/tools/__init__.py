@@ -11,6 +11,8 @@ and one per kind of tool: :mod:`~agent.tools.http`, :mod:`~agent.tools.sql`,
 :mod:`~agent.tools.python`, :mod:`~agent.tools.builtin`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from agent.tools.base import (
     Action,
     CallContext,
@@ -19,7 +21,23 @@ from agent.tools.base import (
     ToolOutcome,
     TransferCall,
 )
-from agent.tools.toolbox import GENERIC_FAILURE, Toolbox, validate_specs
+
+if TYPE_CHECKING:
+    from agent.tools.toolbox import GENERIC_FAILURE, Toolbox, validate_specs
+
+# The toolbox (aiohttp, the SQL drivers, pydantic: about a second to import on a busy machine) is
+# imported on first use, not with the package: a sync tool's worker process, and a tool module's
+# ``from agent.tools import ToolError``, need only ``base``.
+_FROM_TOOLBOX = frozenset({"GENERIC_FAILURE", "Toolbox", "validate_specs"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_TOOLBOX:
+        from agent.tools import toolbox
+
+        return getattr(toolbox, name)
+    raise AttributeError(f"module 'agent.tools' has no attribute {name!r}")
+
 
 __all__ = [
     "GENERIC_FAILURE",

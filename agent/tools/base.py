@@ -23,7 +23,7 @@ from agent.errors import AgentError
 #: latency, and a tool that returns this much is misconfigured (add a LIMIT, a ``select``).
 MAX_RESULT_CHARS: Final = 32_000
 
-Outcome = Literal["ok", "error", "timeout"]
+Outcome = Literal["ok", "error", "timeout", "completed after cancellation"]
 
 
 class ToolError(AgentError):

@@ -24,6 +24,7 @@ What ``run`` does, in order:
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -53,12 +54,15 @@ from agent.tools.base import (
 )
 from agent.tools.builtin import run_builtin
 from agent.tools.http import run_http, validate_http
-from agent.tools.python import check_signature, resolve_target, run_python
+from agent.tools.python import ToolWorkers, check_signature, resolve_target, run_python
 from agent.tools.sql import Databases, bind_parameters, validate_sql
 from agent.tools.sql_params import ParsedQuery, parse_query
 
 log = structlog.get_logger("agent.tools")
 
+#: The outcome of a tool that was cancelled but finished anyway (it caught the cancellation): in
+#: records as it reads, in metrics as ``completed_after_cancellation``.
+COMPLETED_AFTER_CANCELLATION: Final = "completed after cancellation"
 #: What the model hears when a tool fails for a reason it should not see (a bug, a crash).
 GENERIC_FAILURE: Final = "the tool failed; tell the caller it could not be done right now"
 _NAME_IN_LOGS: Final = 64  # an invented tool name is logged, but not without bound
@@ -155,11 +159,20 @@ class Toolbox:
         # Resolved once: the import and the SQL scan are start-up work, not per-call work.
         self._functions: dict[str, Callable[..., Any]] = {}
         self._queries: dict[str, ParsedQuery] = {}
+        sync_targets: list[str] = []
         for spec in specs:
             if isinstance(spec.kind, PythonTool):
-                self._functions[spec.name] = resolve_target(spec.kind.target)
+                function = self._functions[spec.name] = resolve_target(spec.kind.target)
+                if not inspect.iscoroutinefunction(function):
+                    sync_targets.append(spec.kind.target)
             elif isinstance(spec.kind, SqlTool):
                 self._queries[spec.name] = parse_query(spec.kind.query)
+        # Sync python tools run in worker processes, which can be killed when a call is
+        # cancelled (a thread cannot be stopped); one is started now, off the first call's path.
+        self._workers: ToolWorkers | None = None
+        if sync_targets:
+            self._workers = ToolWorkers(sync_targets)
+            self._workers.warm_up()
 
     @property
     def specs(self) -> Sequence[ToolSpec]:
@@ -206,6 +219,14 @@ class Toolbox:
             async with asyncio.timeout(spec.timeout_s):
                 result, action = await self._execute(spec, arguments)
             response: dict[str, Any] = {"result": json_safe(result)}
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled, but the tool caught the cancellation and finished anyway (an async
+                # tool that swallows CancelledError): its side effect happened, and the record
+                # and metrics must say so rather than "cancelled".
+                return self._finish(
+                    name, COMPLETED_AFTER_CANCELLATION, response, started, arguments=arguments
+                )
         except TimeoutError:
             message = f"the tool did not finish within {spec.timeout_s:g} seconds"
             return self._finish(name, "timeout", {"error": message}, started, arguments=arguments)
@@ -224,9 +245,17 @@ class Toolbox:
             )
         return self._finish(name, "ok", response, started, action, arguments=arguments)
 
+    @property
+    def workers(self) -> ToolWorkers | None:
+        """The worker processes of the sync python tools (None: the agent has none)."""
+        return self._workers
+
     async def close(self) -> None:
-        """Close the database connections the toolbox opened (not the borrowed resources)."""
+        """Close the database connections and worker processes the toolbox opened (not the
+        borrowed resources)."""
         await self._databases.close()
+        if self._workers is not None:
+            await self._workers.close()
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -261,7 +290,11 @@ class Toolbox:
             params = bind_parameters(query, arguments)
             return await database.execute(query, params, kind.max_rows), None
         if isinstance(kind, PythonTool):
-            return await run_python(self._functions[spec.name], arguments), None
+            function = self._functions[spec.name]
+            result = await run_python(
+                function, arguments, workers=self._workers, target=kind.target
+            )
+            return result, None
         return run_builtin(kind)
 
     def _finish(

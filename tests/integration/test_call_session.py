@@ -12,6 +12,7 @@ machine makes a run slower, never different.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -490,3 +491,25 @@ async def test_a_model_silent_after_a_nudge_and_a_reconnection_gets_the_fallback
     # The filler, then the bundled apology: the caller was never left in silence.
     assert len(socket.events("media")) == 2
     assert any(line["event"] == "live.unavailable" for line in logs)
+
+
+async def test_the_cost_limit_hangs_up_through_the_call_control_once_the_goodbye_played() -> None:
+    """The greeting's usage passes a one-token limit: the model is asked for its goodbye, and
+    the hang-up reaches Twilio's REST API only after every frame of it was sent and played."""
+    emulator = await start_emulator(EmulatorOptions(speed=20.0))
+    try:
+        agent = dataclasses.replace(AGENT, call=dataclasses.replace(NO_TIMERS, max_tokens=1))
+        socket = FakeTwilio()
+        control = FakeCallControl(socket)
+        call = session(socket, emulated_live(emulator, agent), agent=agent, control=control)
+        assert await run(call) == "cost limit"
+    finally:
+        await emulator.close()
+    assert control.updates == [("hang_up", CALL_SID)]
+    assert control.media_sent_before == len(socket.events("media"))  # the goodbye went out whole
+    assert call.playback.pending_marks == 0  # ...and was played
+    (live_session,) = emulator.sessions
+    assert live_session.answers_completed == 2  # the greeting, then the goodbye
+    assert [t.role for t in call.transcript.turns] == ["agent", "agent"]
+    assert socket.closed
+    assert call.live_closed

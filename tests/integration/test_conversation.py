@@ -18,7 +18,7 @@ from agent.call.session import CallSession
 from agent.config.models import AgentConfig, CallPolicy, FallbackConfig, VadConfig
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
-from agent.server.state import CALLS, SHARED
+from agent.server.state import CALLS, METRICS, RECORDS, SHARED
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     ENDED_BY_REST_TRANSFER,
@@ -279,6 +279,68 @@ async def test_the_max_duration_wraps_up_then_ends_the_call(
     assert report.ended_by == "server hung up"
     assert emulator.sessions[0].client_messages.count("clientContent") == 1  # the wrap-up prompt
     assert len(report.heard) < 10 * 16000  # ended near 8 s, long before the caller would have
+    assert_nothing_left_running(call)
+
+
+async def test_the_cost_limit_has_the_agent_say_goodbye_then_ends_the_call(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    """The first reply's usage (its audio, about 25 tokens a second, at the default prices)
+    passes a limit of a hundredth of a cent: the model is told to say goodbye, says it, and the
+    call ends once it has played, with the reason ``cost limit``, counted and recorded."""
+    policy = CallPolicy(max_cost_usd=0.0001)
+    bridge = await start_bridge(agent=AgentConfig(call=policy))
+    with structlog.testing.capture_logs() as logs:
+        report = await place_call(
+            CarrierOptions(url=bridge.url, linger_ms=30_000), [caller_clip("goodbye")]
+        )
+        call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "cost limit"
+    assert report.ended_by == "server hung up"  # long before the caller would have
+    session = emulator.sessions[0]
+    prompts = [h.text for h in session.history if h.role == "user" and h.kind == "text"]
+    assert prompts == [policy.cost_limit_message]
+    assert session.answers_completed == 2  # the reply, then the goodbye
+    [reached] = [e for e in logs if e["event"] == "call.cost_limit"]
+    assert reached["limit"] == "cost"
+    assert reached["cost_usd"] >= 0.0001
+    [hang_up] = [e for e in logs if e["event"] == "call.hang_up"]
+    assert hang_up["reason"] == "cost limit"
+    # The whole goodbye played before the hang-up: the bridge waited for Twilio's last mark.
+    assert call.playback.marks_played == call.playback.marks_sent
+    assert voiced_ms(report.heard[report.utterances[-1].end_ms * 16 :]) > 3000
+    calls_total = bridge.app[METRICS].registry.get_sample_value(
+        "agent_calls_total", {"agent": call.agent.name, "reason": "cost_limit"}
+    )
+    assert calls_total == 1
+    store = bridge.app[RECORDS]
+    await store.flush()
+    record = store.get_call(report.call_sid)
+    assert record is not None
+    assert record.end_reason == "cost limit"
+    assert record.summary["cost_limit"] == "cost"
+    assert_nothing_left_running(call)
+
+
+async def test_a_goodbye_that_runs_past_its_deadline_is_cut_off(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    """The emulator's goodbye (its greeting clip, a few seconds) outlasts a 0.5 s allowance: the
+    call ends then, cost limit all the same, rather than when the model is done."""
+    policy = CallPolicy(max_tokens=1, cost_limit_goodbye_s=0.5)
+    bridge = await start_bridge(agent=AgentConfig(call=policy))
+    with structlog.testing.capture_logs() as logs:
+        report = await place_call(
+            CarrierOptions(url=bridge.url, linger_ms=30_000), [caller_clip("goodbye")]
+        )
+        call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert call.ended_reason == "cost limit"
+    assert report.ended_by == "server hung up"
+    [reached] = [e for e in logs if e["event"] == "call.cost_limit"]
+    assert reached["limit"] == "tokens"
+    [overdue] = [e for e in logs if e["event"] == "call.cost_limit_goodbye_overdue"]
+    assert overdue["waited_s"] == 0.5
+    assert emulator.sessions[0].answers_completed == 1  # the goodbye was never finished
     assert_nothing_left_running(call)
 
 

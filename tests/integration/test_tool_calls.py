@@ -7,20 +7,23 @@ bridge runs real agents (YAML) and real tools; the carrier simulator is the call
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from timing import scaled_timeout
 
 from agent.call import session as session_module
 from agent.call.session import CallSession
 from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
-from agent.server.state import CALLS, RECORDS
+from agent.server.state import CALLS, RECORDS, TOOLS
 from agent.sim.carrier import (
     ENDED_BY_REST_HANG_UP,
     CallReport,
@@ -215,6 +218,64 @@ async def test_a_cancelled_call_is_really_cancelled_and_answered_with_nothing(
     assert total_chunks - probe.seen["chunks_at_cancel"] >= 25
     assert "check_stock" not in responses(emulator)  # and nothing was sent for it
     assert call.ended_reason == "caller hung up"
+
+
+async def test_a_cancelled_sync_tool_is_stopped_and_its_booking_never_happens(
+    tmp_path: Path, start_bridge: BridgeFactory, scripted: ScriptedEmulator
+) -> None:
+    """A sync tool runs in a worker process; the model's cancellation kills it, so the booking it
+    would have made 30 s later never happens (a thread would have made it)."""
+    tool = python_tool(
+        "book",
+        "book_slowly",
+        behavior="NON_BLOCKING",
+        params="{booked: {type: string}, started: {type: string}}",
+    )
+    agents = agents_from_yaml(tmp_path, "name: tester\nsystem_prompt: Test.\ntools:" + tool)
+    booked, started = tmp_path / "booked", tmp_path / "started"
+    args = {"booked": str(booked), "started": str(started)}
+    emulator = await scripted(
+        {"steps": [{"say": "reply", "calls": [{"name": "book", "args": args, "wait": False}]}]}
+    )
+    bridge = await start_bridge(
+        agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
+    report = await place_call(
+        CarrierOptions(url=bridge.url, barge_in_ms=1500),
+        [caller_clip("order-status"), caller_clip("interrupt")],
+    )
+    await bridge.app[CALLS].wait_ended(report.call_sid)
+
+    session = emulator.sessions[0]
+    (called,) = session.tool_calls
+    assert any(called.id in c.ids for c in session.tool_cancellations)
+    assert "book" not in responses(emulator)
+    [(_, toolbox)] = bridge.app[TOOLS].toolboxes.values()
+    assert toolbox.workers is not None
+    [pid] = toolbox.workers.killed  # the worker that ran it was killed...
+    assert await asyncio.to_thread(_exits, pid)  # ...and is gone
+    assert not booked.exists()  # so the booking it was about to make never happens
+    store = bridge.app[RECORDS]
+    await store.flush()
+    record = store.get_call(report.call_sid)
+    assert record is not None
+    [ran] = record.tool_calls
+    assert (ran.name, ran.outcome) == ("book", "cancelled")
+
+
+def _exits(pid: int) -> bool:
+    """Whether process ``pid`` exits (is reaped, or is a zombie) within a real-time hang guard:
+    a kill takes effect at once, but not in no time."""
+    deadline = time.monotonic() + scaled_timeout(10)
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(") ", 1)[-1].startswith("Z"):
+            return True
+        time.sleep(0.005)
+    return False
 
 
 async def test_a_timeout_and_a_crash_become_error_results_and_the_call_goes_on(

@@ -8,7 +8,10 @@ counters). The tools write what they saw back into it.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.call.active import ActiveCalls
@@ -76,3 +79,13 @@ async def too_slow() -> dict[str, str]:
 def whose(label: str, call_sid: str) -> dict[str, str]:
     """An instant answer that says which call it ran for."""
     return {"label": label, "call_sid": call_sid}
+
+
+def book_slowly(booked: str, started: str) -> dict[str, str]:
+    """A sync tool (it runs in a worker process) whose side effect, the file ``booked``, comes
+    after a long wait on the real clock: long enough that only a kill can keep it from happening
+    while the test looks. ``started`` is written first, so a test knows it began."""
+    Path(started).write_text(str(os.getpid()))
+    time.sleep(30)
+    Path(booked).write_text("booked")
+    return {"status": "booked"}

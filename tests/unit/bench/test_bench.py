@@ -24,6 +24,7 @@ from agent.bench.live import run_latency_bench, run_reconnect_bench
 from agent.bench.report import Figure, Section, machine_info, render_json, render_table
 from agent.bench.run import SECTIONS, add_bench_arguments, audio_section
 from agent.bench.thin import create_thin_app
+from agent.bench.tools import run_tools_bench
 from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 
@@ -160,3 +161,10 @@ async def test_reconnect_section_reports_each_fault() -> None:
     assert call["fault"] == "close_1011"
     assert "switch_ms" in call["caller_speaking"]
     assert call["caller_frames_received"] >= call["caller_frames_sent"] > 0
+
+
+async def test_tools_section_is_well_formed() -> None:
+    section = await run_tools_bench(calls=20)
+    _well_formed(section)
+    assert len(section.details["worker_round_trip_us"]) == 20
+    assert len(section.details["thread_round_trip_us"]) == 20

@@ -7,6 +7,7 @@ is running when the next request arrives is decided by the test, not by timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -161,4 +162,51 @@ async def test_refused_and_cancelled_calls_are_recorded(tmp_path: Path) -> None:
     assert cancelled.outcome == "cancelled"
     assert cancelled.arguments == {"n": "a", "bound": "from the call"}  # what ran
     assert cancelled.requested == {"n": "a"}  # what the model asked
+    await store.close()
+
+
+class StubbornToolbox(HeldToolbox):
+    """Its tool catches the cancellation and finishes anyway, as the real toolbox reports it."""
+
+    async def run(
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        context: CallContext,
+        *,
+        on_arguments: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> ToolOutcome:
+        self.started.append(args["n"])
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.finish.wait()
+        return ToolOutcome(
+            response={"result": "booked anyway"},
+            outcome="completed after cancellation",
+            latency_s=0.0,
+            arguments=dict(args),
+        )
+
+
+async def test_a_tool_that_finishes_after_its_cancellation_is_recorded_so_and_not_sent(
+    tmp_path: Path,
+) -> None:
+    store = RecordStore.from_url(f"sqlite:///{tmp_path / 'calls.db'}")
+    toolbox, live = StubbornToolbox(), SentMessages()
+    tools = runner(toolbox, live, max_concurrent=1, recorder=store.recorder(CONTEXT.call_sid))
+    async with asyncio.TaskGroup() as group:
+        tools.attach(group)
+        await tools.requested(calls("a"))
+        await settle()
+        tools.cancelled(["a"])
+        await settle()
+    assert live.responses == {}  # the model cancelled it: it gets nothing
+    assert tools.stats.cancelled == 1
+    await store.flush()
+    call = store.get_call(CONTEXT.call_sid)
+    assert call is not None
+    [ran] = call.tool_calls
+    assert (ran.outcome, ran.result) == (
+        "completed after cancellation",
+        {"result": "booked anyway"},
+    )
     await store.close()

@@ -122,9 +122,13 @@ wrap_up_message: Wrap up now.
 idle_timeout_s: 10
 idle_message: Still there?
 preconnect_timeout_s: 5
+greeting_at: stream_start
 tool_hold_after_s: 4.5
 stall_after_s: 6
 stall_message: Please answer.
+max_call_tokens: 50000
+max_call_cost_usd: 0.75
+cost_limit_message: Say goodbye, we are out of time.
 dtmf: {group_timeout_s: 1.5, message: "Keys: {digits}"}
 fallback: {message: Sorry about this., transfer_to: "+15555550142"}
 tools:
@@ -311,9 +315,13 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             idle_timeout_s=10.0,
             idle_message="Still there?",
             preconnect_timeout_s=5.0,
+            greeting_at="stream_start",
             tool_hold_after_s=4.5,
             stall_after_s=6.0,
             stall_message="Please answer.",
+            max_tokens=50000,
+            max_cost_usd=0.75,
+            cost_limit_message="Say goodbye, we are out of time.",
         ),
         tool_specs=specs,
         phone_numbers=("+15555550123", "+15555550124"),
@@ -534,6 +542,30 @@ def test_values_are_checked_with_helpful_messages(tmp_path: Path) -> None:
         "must be at least 0, got -5 (key 'vad.silence_duration_ms')",
         "must be true or false, got 'yes' (key 'vad.disabled')",
         "must be above 0 (key 'max_call_duration_s')",
+    ]
+
+
+def test_the_cost_guard_and_greeting_keys_are_checked_with_helpful_messages(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        max_call_cost_usd: -1
+        max_call_tokens: "five"
+        greeting_at: ringing
+        cost_limit_mesage: Bye.
+        """,
+    )
+    file = tmp_path / "a.yaml"
+    assert problems_of(tmp_path) == [
+        f"{file}:2: must be above 0 (key 'max_call_cost_usd')",
+        f"{file}:3: must be a whole number, got 'five' (key 'max_call_tokens')",
+        f"{file}:4: must be one of webhook, stream_start; got 'ringing' (key 'greeting_at')",
+        f"{file}:5: unknown key 'cost_limit_mesage' (did you mean 'cost_limit_message'?) "
+        "(key 'cost_limit_mesage')",
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sqlite3
 import sys
 import textwrap
@@ -43,6 +44,7 @@ from agent.tools import (
     TransferCall,
     validate_specs,
 )
+from agent.tools import python as tool_python
 from agent.tools.sql import SqliteDatabase
 from agent.tools.sql_params import parse_query
 
@@ -62,7 +64,10 @@ TARGETS = """
 import asyncio
 import datetime
 import decimal
+import os
+import pathlib
 import threading
+import time
 import uuid
 
 from agent.tools import ToolError
@@ -73,6 +78,51 @@ seen = {}
 def echo(**arguments):
     seen["thread"] = threading.get_ident()
     return {"arguments": arguments}
+
+
+def whereabouts():
+    return {"pid": os.getpid()}
+
+
+def book_later(started: str, booked: str, seconds: float = 0.5):
+    # Says it started, waits, then makes its side effect: the file ``booked``.
+    pathlib.Path(started).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    pathlib.Path(booked).write_text("booked")
+    return "booked"
+
+
+async def async_book_later(started: str, booked: str, seconds: float = 0.5):
+    seen["async_started"] = True
+    await asyncio.sleep(seconds)
+    pathlib.Path(booked).write_text("booked")
+    return "booked"
+
+
+async def stubborn(booked: str):
+    # Catches its cancellation and finishes anyway.
+    seen["stubborn_started"] = True
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+    pathlib.Path(booked).write_text("booked")
+    return "booked anyway"
+
+
+def dies():
+    os._exit(3)
+
+
+def book_through_a_helper(started: str, booked: str, seconds: float = 0.5):
+    # The side effect is left to a process of the tool's own, which it then waits for.
+    import subprocess
+    import sys
+    script = f"import pathlib, time; time.sleep({seconds}); pathlib.Path({booked!r}).touch()"
+    helper = subprocess.Popen([sys.executable, "-c", script])
+    pathlib.Path(started).write_text(str(helper.pid))
+    helper.wait()
+    return "booked"
 
 
 async def async_echo(**arguments):
@@ -327,10 +377,157 @@ def _fields(context: CallContext) -> dict[str, Any]:
 # -- python tools ----------------------------------------------------------------------------------
 
 
-async def test_a_sync_function_runs_in_a_worker_thread(make_toolbox: Any, targets: Any) -> None:
-    outcome = await make_toolbox(python_tool("echo")).run("echo", {}, CONTEXT)
-    assert outcome.outcome == "ok"
-    assert targets.seen["thread"] != threading.get_ident()
+async def test_a_sync_function_runs_in_a_worker_process_that_is_reused(
+    make_toolbox: Any,
+) -> None:
+    toolbox = make_toolbox(python_tool("whereabouts"), python_tool("echo"))
+    first = await toolbox.run("whereabouts", {}, CONTEXT)
+    assert first.outcome == "ok"
+    assert first.response["result"]["pid"] != os.getpid()
+    echoed = await toolbox.run("echo", {}, CONTEXT)
+    assert echoed.response == {"result": {"arguments": {}}}
+    again = await toolbox.run("whereabouts", {}, CONTEXT)
+    assert again.response == first.response  # the same warm worker, call after call
+    assert toolbox.workers.started == 1
+
+
+async def test_an_idle_worker_is_let_go_and_the_next_call_starts_another(
+    make_toolbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A toolbox left behind by a reload (or an agent nobody calls) keeps no process for ever."""
+    monkeypatch.setattr(tool_python, "IDLE_RETIRE_S", 0.2)
+    toolbox = make_toolbox(python_tool("whereabouts"))
+    first = await toolbox.run("whereabouts", {}, CONTEXT)
+    pid = first.response["result"]["pid"]
+    await _until(lambda: toolbox.workers.retired == 1)
+    await _until(lambda: _gone(pid))
+    again = await toolbox.run("whereabouts", {}, CONTEXT)
+    assert again.outcome == "ok"
+    assert again.response["result"]["pid"] != pid
+    assert toolbox.workers.started == 2
+
+
+async def test_a_sync_tool_whose_worker_dies_is_a_safe_error_and_the_next_call_works(
+    make_toolbox: Any,
+) -> None:
+    toolbox = make_toolbox(python_tool("dies"), python_tool("whereabouts"))
+    with capture_logs() as logs:
+        outcome = await toolbox.run("dies", {}, CONTEXT)
+    assert (outcome.outcome, outcome.response) == ("error", {"error": GENERIC_FAILURE})
+    assert [e["event"] for e in logs if e["event"] == "tool.crashed"] == ["tool.crashed"]
+    assert (await toolbox.run("whereabouts", {}, CONTEXT)).outcome == "ok"
+
+
+def _book_args(tmp_path: Path, seconds: float = 0.5) -> dict[str, Any]:
+    return {
+        "started": str(tmp_path / "started"),
+        "booked": str(tmp_path / "booked"),
+        "seconds": seconds,
+    }
+
+
+BOOK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "started": {"type": "string"},
+        "booked": {"type": "string"},
+        "seconds": {"type": "number"},
+    },
+}
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (and been reaped, or is a zombie nobody will wake)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split(") ", 1)[1].startswith("Z")
+
+
+async def test_a_cancelled_sync_tool_is_stopped_and_its_side_effect_never_happens(
+    make_toolbox: Any, tmp_path: Path
+) -> None:
+    metrics = Metrics()
+    toolbox = make_toolbox(python_tool("book_later", BOOK_SCHEMA), metrics=metrics)
+    task = asyncio.create_task(toolbox.run("book_later", _book_args(tmp_path), CONTEXT))
+    started = tmp_path / "started"
+    await _until(started.exists)  # the tool is running: it has written its first file
+    await _until(lambda: started.read_text() != "")
+    pid = int(started.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The process that would have booked is gone, so the booking can never be made.
+    await _until(lambda: _gone(pid))
+    assert toolbox.workers.killed == [pid]
+    assert not (tmp_path / "booked").exists()
+    assert _observed(metrics, "book_later", "cancelled") == 1
+    # A spare worker took its place: the next call runs (and books, uncancelled).
+    done = await toolbox.run("book_later", _book_args(tmp_path, seconds=0), CONTEXT)
+    assert done.response == {"result": "booked"}
+    assert (tmp_path / "booked").read_text() == "booked"
+
+
+async def test_a_cancelled_sync_tool_takes_the_processes_it_started_with_it(
+    make_toolbox: Any, tmp_path: Path
+) -> None:
+    toolbox = make_toolbox(python_tool("book_through_a_helper", BOOK_SCHEMA))
+    args = _book_args(tmp_path, seconds=30)
+    task = asyncio.create_task(toolbox.run("book_through_a_helper", args, CONTEXT))
+    started = tmp_path / "started"
+    await _until(lambda: started.exists() and started.read_text() != "")
+    helper = int(started.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: _gone(helper))  # killed with the worker's process group
+    assert not (tmp_path / "booked").exists()
+
+
+async def test_a_sync_tool_that_times_out_is_stopped_too(make_toolbox: Any, tmp_path: Path) -> None:
+    toolbox = make_toolbox(python_tool("book_later", BOOK_SCHEMA, timeout_s=1.0))
+    # A first call, so the timed one does not spend its second starting the worker process.
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    assert (await toolbox.run("book_later", _book_args(warm, seconds=0), CONTEXT)).outcome == "ok"
+    outcome = await toolbox.run("book_later", _book_args(tmp_path, seconds=30), CONTEXT)
+    assert outcome.outcome == "timeout"
+    [pid] = toolbox.workers.killed
+    await _until(lambda: _gone(pid))
+    assert not (tmp_path / "booked").exists()
+
+
+async def test_a_cancelled_async_tool_is_stopped_at_its_await(
+    make_toolbox: Any, targets: Any, tmp_path: Path
+) -> None:
+    targets.seen.pop("async_started", None)
+    toolbox = make_toolbox(python_tool("async_book_later", BOOK_SCHEMA))
+    task = asyncio.create_task(toolbox.run("async_book_later", _book_args(tmp_path), CONTEXT))
+    await _until(lambda: bool(targets.seen.get("async_started")))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The coroutine is finished (cancelled): nothing is left that could write the file.
+    assert not (tmp_path / "booked").exists()
+
+
+async def test_a_tool_that_swallows_its_cancellation_is_recorded_as_completed_after_it(
+    make_toolbox: Any, targets: Any, tmp_path: Path
+) -> None:
+    targets.seen.pop("stubborn_started", None)
+    metrics = Metrics()
+    schema = {"type": "object", "properties": {"booked": {"type": "string"}}}
+    toolbox = make_toolbox(python_tool("stubborn", schema), metrics=metrics)
+    booked = str(tmp_path / "booked")
+    task = asyncio.create_task(toolbox.run("stubborn", {"booked": booked}, CONTEXT))
+    await _until(lambda: bool(targets.seen.get("stubborn_started")))
+    task.cancel()
+    outcome = await task
+    assert outcome.outcome == "completed after cancellation"
+    assert (tmp_path / "booked").exists()
+    assert _observed(metrics, "stubborn", "completed_after_cancellation") == 1
 
 
 async def test_an_async_function_is_awaited_on_the_loop(make_toolbox: Any, targets: Any) -> None:
