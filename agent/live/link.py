@@ -45,7 +45,7 @@ from agent.errors import LiveClosedError, LiveConnectError, LiveError, LiveRefus
 from agent.live import protocol
 from agent.live.budget import CircuitBreaker, ReconnectBudget, Storm
 from agent.live.connection import LiveConnection
-from agent.live.protocol import GoAway, LiveEvent, TurnComplete
+from agent.live.protocol import GoAway, LiveEvent, ResumptionHandle, TurnComplete
 from agent.live.session_state import HeldMessages, ResumptionState
 
 log = structlog.get_logger("agent.live")
@@ -126,11 +126,14 @@ class LiveLink:
         jitter: Callable[[], float] = random.random,
         breaker: CircuitBreaker | None = None,
         health: LinkHealth | None = None,
+        transparent: bool = False,
     ) -> None:
         """``sleep`` waits between connection attempts (wall seconds) and ``jitter`` draws from
         [0, 1) to spread them (each wait is scaled by ``0.5 + jitter()``); tests replace both.
         ``breaker`` is shared by the links of a process (the app keeps one); ``None``: none.
-        ``health`` counts storms and breaker events (the app's metrics); ``None``: nowhere."""
+        ``health`` counts storms and breaker events (the app's metrics); ``None``: nowhere.
+        ``transparent``: the setup asks for transparent resumption (Vertex AI), so after a
+        switch exactly the messages the server had not consumed are sent again."""
         self._opener = opener
         self.policy = policy
         self._clock = clock.now
@@ -139,7 +142,9 @@ class LiveLink:
         self._jitter = jitter
         self._conn: LiveConnection | None = None
         self._held = HeldMessages(
-            max_audio_frames=policy.max_buffered_audio_ms // 20, replay_s=policy.replay_ms / 1000
+            max_audio_frames=policy.max_buffered_audio_ms // 20,
+            replay_s=policy.replay_ms / 1000,
+            transparent=transparent,
         )
         self._state = ResumptionState(policy.go_away_margin_s)
         self._budget = ReconnectBudget(
@@ -163,6 +168,7 @@ class LiveLink:
     async def start(self) -> None:
         """Open the first connection (with the same retries and deadline as a reconnection)."""
         self._conn, _ = await self._open(resume=False)
+        self._held.new_connection()
 
     async def resume(self, handle: str | None) -> None:
         """Open the first connection of a call continued from an earlier media stream (another
@@ -283,6 +289,10 @@ class LiveLink:
             now = self._clock()
             state.observe(event, now)
             kind = type(event)
+            if kind is ResumptionHandle:
+                assert isinstance(event, ResumptionHandle)
+                if event.last_consumed_index is not None and event.resumable:
+                    self._held.consumed(event.last_consumed_index)
             if kind is TurnComplete:
                 self._log_storm(self._budget.turn_completed(now), "recovered")
             elif kind is GoAway:
@@ -342,10 +352,13 @@ class LiveLink:
         while True:
             conn, attempts = await self._open(resume=True)
             total += attempts
+            self._held.new_connection()
             try:
                 history = self.conversation() if self._state.handle is None else ()
                 if history:
-                    await conn.send(protocol.history_message(history))
+                    seed = protocol.history_message(history)
+                    await conn.send(seed)
+                    self._held.sent(seed, audio=False, now=self._clock())
                 # A message leaves the buffer only once sent; no await between the last send
                 # and publishing the connection, so nothing can slip into the buffer unseen.
                 while (message := self._held.first()) is not None:

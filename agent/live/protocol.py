@@ -491,6 +491,8 @@ class ResumptionHandle:
 
     handle: str | None
     resumable: bool
+    # With transparent resumption: the last client message the handle's state includes.
+    last_consumed_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,8 +625,15 @@ def _events(message: Mapping[str, Any]) -> list[LiveEvent]:
         events.append(GoAway(parse_duration(left) if left else 0.0))
     update = _get(message, "sessionResumptionUpdate", "session_resumption_update")
     if update is not None:
+        consumed = _get(
+            update, "lastConsumedClientMessageIndex", "last_consumed_client_message_index"
+        )
         events.append(
-            ResumptionHandle(_get(update, "newHandle", "new_handle"), bool(update.get("resumable")))
+            ResumptionHandle(
+                _get(update, "newHandle", "new_handle"),
+                bool(update.get("resumable")),
+                None if consumed is None else int(consumed),  # an int64: a JSON string
+            )
         )
     activity = _get(message, "voiceActivity", "voice_activity")
     if activity is not None:

@@ -11,6 +11,16 @@ server's ``timeLeft`` runs out.
 (bounded for caller audio, oldest frame dropped first, never a tool result or text turn), and the
 last moments of caller audio sent on the current connection, to be sent again after an abnormal
 close since the server may never have read them.
+
+With *transparent* resumption (Vertex AI's ``sessionResumption.transparent``) the server says
+which client messages the state behind each handle includes (``lastConsumedClientMessageIndex``),
+so the guess above is replaced by an exact account: every message sent on the connection is kept
+until an update covers it, and after a switch exactly the ones not covered are sent again, in
+order, whatever their kind. The official SDK's ``LiveServerSessionResumptionUpdate`` documents the
+field ("Index of last message sent by client that is included in state represented by this
+SessionResumptionToken ... buffering messages sent since last SessionResumptionTokenUpdate")
+but not where counting starts: here the index counts the client's messages on the connection from
+``setup`` as 0, so the first message after it is 1.
 """
 
 from __future__ import annotations
@@ -82,9 +92,17 @@ class ResumptionState:
 class HeldMessages:
     """Client messages waiting for a connection, and recent caller audio kept for a replay."""
 
-    def __init__(self, *, max_audio_frames: int, replay_s: float) -> None:
+    def __init__(
+        self, *, max_audio_frames: int, replay_s: float, transparent: bool = False
+    ) -> None:
         self._max_audio_frames = max_audio_frames
         self._replay_s = replay_s
+        self.transparent = transparent
+        # Transparent: (index on the connection, message, is caller audio) not yet covered by a
+        # resumption update, bounded like the held audio.
+        self._unconsumed: deque[tuple[int, str, bool]] = deque()
+        self._index = 0  # of the last message sent on the current connection (setup: 0)
+        self.unconsumed_dropped = 0  # over the session: past the bound, never replayed
         self._held: deque[tuple[str, bool]] = deque()  # (message, is caller audio), in order
         self._recent: deque[tuple[float, str]] = deque()  # (sent at, audio message)
         self._held_audio = 0  # caller frames held since the last switch ended
@@ -96,6 +114,9 @@ class HeldMessages:
 
     def sent(self, message: str, *, audio: bool, now: float) -> None:
         """``message`` went out on the current connection at ``now``."""
+        if self.transparent:
+            self._keep_unconsumed(message, audio)
+            return
         if not audio:
             return
         recent = self._recent
@@ -104,9 +125,40 @@ class HeldMessages:
         while recent[0][0] < horizon:
             recent.popleft()
 
+    def new_connection(self) -> None:
+        """A new connection opened (its ``setup`` was message 0)."""
+        self._index = 0
+
+    def consumed(self, index: int) -> None:
+        """Transparent: the server's state includes the connection's messages up to ``index``."""
+        unconsumed = self._unconsumed
+        while unconsumed and unconsumed[0][0] <= index:
+            unconsumed.popleft()
+
+    def _keep_unconsumed(self, message: str, audio: bool) -> None:
+        self._index += 1
+        unconsumed = self._unconsumed
+        unconsumed.append((self._index, message, audio))
+        if len(unconsumed) > self._max_audio_frames:
+            # A server that never says what it consumed must not grow this without bound.
+            unconsumed.popleft()
+            self.unconsumed_dropped += 1
+
+    def _replay_unconsumed(self) -> None:
+        replay = [(message, audio) for _, message, audio in self._unconsumed]
+        self._unconsumed.clear()
+        self._held.extendleft(reversed(replay))
+        frames = sum(1 for _, audio in replay if audio)
+        self._held_audio += frames
+        self._replaying += frames
+        self.replayed_frames += frames
+
     def replay_recent(self) -> None:
         """The connection closed abnormally: what it was last sent goes out again, ahead of what
-        is held for the next one."""
+        is held for the next one (transparent: exactly what the server had not consumed)."""
+        if self.transparent:
+            self._replay_unconsumed()
+            return
         replay = [(message, True) for _, message in self._recent]
         self._recent.clear()
         self._held.extendleft(reversed(replay))
@@ -115,7 +167,11 @@ class HeldMessages:
         self.replayed_frames += len(replay)
 
     def forget_recent(self) -> None:
-        """We closed the connection after our last frame: the server read everything."""
+        """We closed the connection after our last frame: the server read everything (but,
+        with transparent resumption, its state may not include all of it: replay the rest)."""
+        if self.transparent:
+            self._replay_unconsumed()
+            return
         self._recent.clear()
 
     # -- no connection ----------------------------------------------------------------------------
@@ -144,7 +200,9 @@ class HeldMessages:
     def first_sent(self) -> None:
         """:meth:`first` went out on the new connection: it leaves the buffer only now, so a
         connection that fails mid-flush loses nothing."""
-        self._held.popleft()
+        message, audio = self._held.popleft()
+        if self.transparent:
+            self._keep_unconsumed(message, audio)
 
     # -- switches ---------------------------------------------------------------------------------
 

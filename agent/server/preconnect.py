@@ -57,6 +57,7 @@ def new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
         clock=app[CALL_CLOCK],
         breaker=app[LIVE_BREAKER],
         health=app[METRICS],
+        transparent=bool(agent.session_resumption and agent.session_resumption.transparent),
     )
 
 

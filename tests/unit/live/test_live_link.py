@@ -170,6 +170,28 @@ async def test_a_go_away_switch_replays_nothing() -> None:
     await link.close()
 
 
+async def test_with_transparent_resumption_a_switch_replays_exactly_the_unconsumed_audio() -> None:
+    service = FakeService()
+    link = LiveLink(service.open, ReconnectPolicy(), transparent=True)  # type: ignore[arg-type]
+    await link.start()
+    events = link.events()
+    first = service.connections[0]
+    for frame in (b"\x01\x00", b"\x02\x00", b"\x03\x00"):
+        await link.send_audio(frame)  # messages 1, 2, 3 after setup
+    first.push(ResumptionHandle("h-1", True, 1))  # the state includes the first frame only
+    first.push(GoAway(50.0))
+    assert await next_event(events) == ResumptionHandle("h-1", True, 1)
+    assert await next_event(events) == GoAway(50.0)
+    event = await next_event(events)
+    assert isinstance(event, LiveReconnected)
+    assert service.attempts[-1] == "h-1"
+    # A clean switch, yet the 2nd and 3rd frames are not in the state resumed: sent again,
+    # once each, in order; without transparent resumption nothing would be (see above).
+    assert [audio_of(m) for m in service.connections[1].sent] == [b"\x02\x00", b"\x03\x00"]
+    assert event.replayed_frames == 2
+    await link.close()
+
+
 async def test_go_away_between_turns_switches_at_once() -> None:
     service = FakeService()
     link = await start(service)

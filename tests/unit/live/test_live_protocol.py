@@ -605,3 +605,11 @@ def test_unknown_fields_are_named_and_the_known_ones_still_acted_on() -> None:
     assert protocol.parse_server_message('{"interactionUpdate":{"x":1}}') == [
         UnknownFields(("interactionUpdate",))
     ]
+
+
+def test_a_transparent_resumption_update_names_the_last_consumed_message() -> None:
+    frame = (
+        '{"sessionResumptionUpdate":{"newHandle":"h2","resumable":true,'
+        '"lastConsumedClientMessageIndex":"418"}}'
+    )
+    assert protocol.parse_server_message(frame) == [ResumptionHandle("h2", True, 418)]

@@ -129,3 +129,39 @@ def test_a_clean_switch_replays_nothing() -> None:
     held.replay_recent()
     assert held.first() is None
     assert held.replayed_frames == 0
+
+
+def _flush(held: HeldMessages) -> list[str]:
+    order = []
+    while (message := held.first()) is not None:
+        order.append(message)
+        held.first_sent()
+    return order
+
+
+def test_transparent_resumption_replays_exactly_what_the_server_had_not_consumed() -> None:
+    held = HeldMessages(max_audio_frames=100, replay_s=0.2, transparent=True)
+    held.new_connection()  # setup: message 0
+    for n, message in enumerate(["a1", "tool", "a2", "a3", "a4"], start=1):
+        held.sent(message, audio=message != "tool", now=n * 0.02)
+    held.consumed(2)  # the handle's state includes a1 and the tool response
+    held.hold("during", audio=True)  # sent while switching
+    held.forget_recent()  # a clean goAway switch: still, a2..a4 are not in the state resumed
+    assert held.switch_started() == (4, 3)
+    held.new_connection()
+    assert _flush(held) == ["a2", "a3", "a4", "during"]
+    assert held.replayed_frames == 3
+    # Replayed messages are counted on the new connection: its first update covers them.
+    held.consumed(3)
+    held.replay_recent()
+    assert _flush(held) == ["during"]
+
+
+def test_transparent_resumption_replays_text_turns_too_and_is_bounded() -> None:
+    held = HeldMessages(max_audio_frames=3, replay_s=0.2, transparent=True)
+    held.new_connection()
+    for n, message in enumerate(["a1", "a2", "turn", "a3"], start=1):
+        held.sent(message, audio=message.startswith("a"), now=n * 0.02)
+    assert held.unconsumed_dropped == 1  # a server that never says: the oldest goes
+    held.replay_recent()
+    assert _flush(held) == ["a2", "turn", "a3"]
