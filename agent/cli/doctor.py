@@ -48,7 +48,7 @@ from agent.config.models import AgentConfig
 from agent.errors import AgentError, ConfigError
 from agent.live.failures import FIXES
 from agent.live.preflight import models_to_probe, probe
-from agent.live.targets import live_endpoint
+from agent.live.targets import settings_endpoint
 from agent.observability.privacy import redact_secrets
 from agent.records.backends import backend_from_url
 from agent.settings import Settings, reveal
@@ -196,13 +196,7 @@ async def _live(settings: Settings, agents: Sequence[AgentConfig]) -> list[Check
     if not agents:
         return [Check("live api", "skip", "no valid agent files to take the models from")]
     try:
-        target = live_endpoint(
-            settings.live_backend,
-            base_url=settings.live_api_url,
-            api_key=reveal(settings.gemini_api_key),
-            vertex_project=settings.vertex_project,
-            vertex_location=settings.vertex_location,
-        )
+        target = settings_endpoint(settings)
     except ConfigError as exc:
         return [Check("live api", "fail", str(exc), "install or configure what it names")]
     checks = []

@@ -31,6 +31,7 @@ from typing import Any, Final, Protocol
 
 from agent.errors import ConfigError, LiveConnectError
 from agent.live.protocol import DEFAULT_LIVE_API_URL, Backend, developer_model_path, live_url
+from agent.settings import Settings, reveal
 
 CONSTRAINED_PATH: Final = (
     "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContentConstrained"
@@ -323,6 +324,17 @@ def live_endpoint(
         location=vertex_location,
         credentials_provider=credentials_provider or GoogleAuthCredentials.from_environment(),
         base_url=base_url,
+    )
+
+
+def settings_endpoint(settings: Settings) -> LiveEndpoint:
+    """:func:`live_endpoint` for the process settings, as the server and ``agent doctor`` need."""
+    return live_endpoint(
+        settings.live_backend,
+        base_url=settings.live_api_url,
+        api_key=reveal(settings.gemini_api_key),
+        vertex_project=settings.vertex_project,
+        vertex_location=settings.vertex_location,
     )
 
 

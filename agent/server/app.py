@@ -40,7 +40,7 @@ from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
 from agent.live.preflight import PreflightSchedule
 from agent.live.protocol import check_backend
-from agent.live.targets import LiveEndpoint, live_endpoint
+from agent.live.targets import LiveEndpoint, settings_endpoint
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
@@ -130,13 +130,7 @@ def create_app(
     # A malformed PRICE_TABLE stops the server here, not at the end of the first call.
     app[PRICES] = PriceTable.from_spec(settings.price_table)
     if live_target is None and not settings.use_emulator:
-        live_target = live_endpoint(
-            settings.live_backend,
-            base_url=settings.live_api_url,
-            api_key=reveal(settings.gemini_api_key),
-            vertex_project=settings.vertex_project,
-            vertex_location=settings.vertex_location,
-        )
+        live_target = settings_endpoint(settings)
     reloadable = agents is None and agent is None
     if agents is None:
         if agent is not None:
