@@ -462,6 +462,7 @@ class CallSession:
     async def _caller_pump(self) -> None:
         """Twilio -> Live: decode each media frame and forward it at once."""
         live, stream, inbound, stats = self._live, self._stream, self._inbound, self.stats
+        rate = self.agent.input_sample_rate
         vad, clock, timer, timers = self._vad, self._clock, self._frame_timer, self._timers
         async for message in self._ws:
             if message.type is WSMsgType.TEXT:
@@ -479,7 +480,8 @@ class CallSession:
                 if vad.speaking:
                     timers.caller_spoke(clock())
                     self._answer_expected = True
-                pcm = inbound.process_pcm16(pcm8k)
+                # 8 kHz goes as it came (the Live API resamples); 16 kHz is upsampled here.
+                pcm = pcm8k if rate == 8000 else inbound.process_pcm16(pcm8k)
                 timer.inbound(sampled)
                 if activity is not None:
                     if activity is VoiceActivity.ENDED and self._answer_expected:
@@ -487,7 +489,7 @@ class CallSession:
                         self._wake.set()  # a stall deadline now runs
                     if self._manual_activity:
                         await self._signal_activity(activity)
-                await live.send_audio(pcm)
+                await live.send_audio(pcm, rate)
             elif type(event) is MarkPlayed:
                 self.playback.mark_played(event.name, clock())
             elif type(event) is StreamStopped:

@@ -61,6 +61,7 @@ from agent.config.tools import Behavior, ToolEntries, ToolSpec
 
 ApiVersion = Literal["v1", "v1beta", "v1alpha"]
 ResponseModality = Literal["AUDIO", "TEXT"]
+InputSampleRate = Literal[8000, 16000]
 TrustCallerId = Literal["any", "verified"]
 GreetingAt = Literal["webhook", "stream_start"]
 StartSensitivity = Literal["START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"]
@@ -379,6 +380,9 @@ class AgentConfig:
     api_version: ApiVersion = "v1beta"
     """The Developer API version (Vertex AI versions its service separately)."""
     response_modality: ResponseModality = "AUDIO"
+    # Caller audio to the Live API at 16 kHz (upsampled from the phone's 8 kHz) or at 8 kHz as
+    # it comes (declared in the MIME type; the service resamples), see the README.
+    input_sample_rate: InputSampleRate = 16000
     voice: Text | None = "Puck"
     language: LanguageTag | None = None
     system_instruction: Text | None = (
@@ -548,6 +552,12 @@ class AgentFile:
     response_modality: ResponseModality = Field(
         default="AUDIO",
         description="`generationConfig.responseModalities`: what the model answers with.",
+    )
+    input_sample_rate: InputSampleRate = Field(
+        default=16000,
+        description="Caller audio to the Live API: `16000` (upsampled from the phone's 8 kHz, "
+        "the rate the Live API is native in) or `8000` (as the phone sends it, declared as "
+        "`audio/pcm;rate=8000`: the service resamples; less work and half the bytes here).",
     )
     voice: VoiceName | None = Field(
         default="Puck",
@@ -731,6 +741,7 @@ class AgentFile:
             model=self.model,
             api_version=self.api_version,
             response_modality=self.response_modality,
+            input_sample_rate=self.input_sample_rate,
             voice=self.voice,
             language=self.language,
             system_instruction=self.system_prompt,

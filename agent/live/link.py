@@ -203,9 +203,10 @@ class LiveLink:
 
     # -- caller side ----------------------------------------------------------------------------
 
-    async def send_audio(self, pcm16k: bytes) -> None:
-        """Send caller audio now, or hold it (bounded) while the connection is being replaced."""
-        await self._send(protocol.audio_message(pcm16k), audio=True)
+    async def send_audio(self, pcm: bytes, sample_rate: int = 16000) -> None:
+        """Send caller audio (PCM16 at ``sample_rate``) now, or hold it (bounded) while the
+        connection is being replaced."""
+        await self._send(protocol.audio_message(pcm, sample_rate), audio=True)
 
     async def send(self, message: str) -> None:
         """Send a client message (text turn, tool response...); held during a switch."""

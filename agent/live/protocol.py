@@ -298,15 +298,20 @@ def history_message(turns: Sequence[tuple[str, str]], *, turn_complete: bool = F
     return json.dumps({"clientContent": {"turns": contents, "turnComplete": turn_complete}})
 
 
-def audio_message(pcm16k: bytes) -> str:
-    """A ``realtimeInput.audio`` frame carrying 16 kHz PCM16 caller audio.
+_AUDIO_PREFIX = '{"realtimeInput":{"audio":{"data":"'
+_AUDIO_SUFFIXES = {rate: f'","mimeType":"audio/pcm;rate={rate}"}}}}}}' for rate in (8000, 16000)}
+
+
+def audio_message(pcm: bytes, sample_rate: int = 16000) -> str:
+    """A ``realtimeInput.audio`` frame carrying PCM16 caller audio at ``sample_rate``: 16 kHz, the
+    Live API's native input rate, or 8 kHz as the phone sends it. The Live API guide (audio
+    formats, https://ai.google.dev/gemini-api/docs/live-guide): input audio "is natively 16kHz,
+    but the Live API will resample if needed", the rate conveyed by the MIME type.
 
     Built by concatenation: it runs 50 times a second per call, and base64 text needs no escaping.
     """
-    data = binascii.b2a_base64(pcm16k, newline=False).decode("ascii")
-    return (
-        '{"realtimeInput":{"audio":{"data":"' + data + '","mimeType":"' + INPUT_MIME_TYPE + '"}}}'
-    )
+    data = binascii.b2a_base64(pcm, newline=False).decode("ascii")
+    return _AUDIO_PREFIX + data + _AUDIO_SUFFIXES[sample_rate]
 
 
 def text_turn_message(text: str, *, role: str = "user", turn_complete: bool = True) -> str:

@@ -376,3 +376,17 @@ async def test_with_automatic_vad_disabled_the_bridge_marks_the_callers_turns(
     assert signals == ["realtimeInput.activityStart", "realtimeInput.activityEnd"] * 2
     # The emulator, told to rely on them, answered both turns.
     assert all(u.first_reply_ms is not None for u in report.utterances)
+
+
+async def test_at_input_sample_rate_8000_caller_audio_goes_as_the_phone_sent_it(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    bridge = await start_bridge(agent=AgentConfig(input_sample_rate=8000))
+    report = await place_call(CarrierOptions(url=bridge.url), [caller_clip("order-status")])
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    (session,) = emulator.sessions
+    # 320 bytes (8 kHz PCM16) per 20 ms frame, not 640: no upsampling, half the bytes.
+    assert session.audio_bytes_received == call.stats.frames_in * 320
+    # The emulator resampled it as the Live API does: it heard the caller and answered.
+    first = report.utterances[0]
+    assert first.first_reply_ms is not None
