@@ -84,6 +84,7 @@ phone_numbers: ["+15555550123", +15555550124]
 model: gemini-3.8-live
 api_version: v1alpha
 response_modality: AUDIO
+input_sample_rate: 8000
 voice: Charon
 language: en-GB
 timezone: Europe/London
@@ -270,6 +271,7 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         model="gemini-3.8-live",
         api_version="v1alpha",
         response_modality="AUDIO",
+        input_sample_rate=8000,
         voice="Charon",
         language="en-GB",
         system_instruction="You answer for {agent}.",
