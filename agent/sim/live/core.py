@@ -32,6 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agent.sim.live.functions import (
+    DeclaredFunction,
+    calls_for,
+    declared_functions,
+    result_told,
+    step_for_calls,
+)
 from agent.sim.live.options import (
     AbortConnection,
     AnswerClips,
@@ -163,6 +170,7 @@ class _QueuedTurn:
     """A client turn waiting for the model to finish its current answer."""
 
     source: Literal["client", "caller"]
+    words: str | None = None
 
 
 _Queued = _QueuedTurn | PendingSpeech
@@ -214,6 +222,7 @@ class LiveEmulatorCore:
         self._input_transcription = False
         self._output_transcription = False
         self._text_mode = False
+        self._functions: tuple[DeclaredFunction, ...] = ()  # the setup's, for unscripted turns
         self._remainder = b""  # half a sample left over from an odd-length chunk
         # Manual activity (automatic VAD disabled): open between activityStart and activityEnd.
         self._activity_open = False
@@ -460,6 +469,7 @@ class LiveEmulatorCore:
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
         self._instruction_tokens = _setup_tokens(setup)
+        self._functions = declared_functions(setup.get("tools"))
         self._attach_session(setup, now_ms)
         self._setup_done = True
         delay_ms = sum(
@@ -541,7 +551,7 @@ class LiveEmulatorCore:
             self.record.caller_turns += 1
             self._context_text_tokens += text_tokens(text)
             self._history.append(HistoryEntry("user", "text", text))
-            self._turn_ended("caller", now_ms)
+            self._turn_ended("caller", now_ms, text)
         if body.get("audioStreamEnd") is True and self._vad is not None:
             ended = self._vad.end_speech()
             if ended is not None:
@@ -595,6 +605,7 @@ class LiveEmulatorCore:
             turns = [turns]
         if not isinstance(turns, list):
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        said: list[str] = []  # the user's words in this message, for function matching
         for turn in turns:
             content = _object(turn)
             texts = []
@@ -608,8 +619,10 @@ class LiveEmulatorCore:
                     "model" if content.get("role") == "model" else "user"
                 )
                 self._history.append(HistoryEntry(role, "text", "".join(texts)))
+                if role == "user":
+                    said.append("".join(texts))
         if body.get("turnComplete") is True:
-            self._turn_ended("client", now_ms)
+            self._turn_ended("client", now_ms, " ".join(said) or None)
 
     def _on_tool_response(self, body: JsonObject, now_ms: float) -> None:
         responses = body.get("functionResponses", [])
@@ -673,34 +686,45 @@ class LiveEmulatorCore:
     def _caller_audio_turn(self, duration_ms: float, now_ms: float) -> None:
         self.record.caller_turns += 1
         self._context_audio_tokens += audio_tokens(duration_ms)
-        # No speech recognition here: say honestly what was heard.
-        heard = f"[caller speech {duration_ms / 1000:.1f} s]"
+        known = self.options.caller_words
+        words = known.take() if known is not None else None
+        # No speech recognition here: say honestly what was heard, unless a test told us.
+        heard = words if words is not None else f"[caller speech {duration_ms / 1000:.1f} s]"
         self._history.append(HistoryEntry("user", "audio", heard))
         if self._input_transcription:
             self._send({"serverContent": {"inputTranscription": {"text": heard}}})
-        self._turn_ended("caller", now_ms)
+        self._turn_ended("caller", now_ms, words)
 
-    def _turn_ended(self, source: Literal["client", "caller"], now_ms: float) -> None:
-        """Answer a finished client turn, after any answer still in progress."""
+    def _turn_ended(
+        self, source: Literal["client", "caller"], now_ms: float, words: str | None = None
+    ) -> None:
+        """Answer a finished client turn (whose words are ``words``, if known), after any answer
+        still in progress."""
         if self._turn is None:
-            self._start_step(source, now_ms)
+            self._start_step(source, now_ms, words)
         else:
-            self._queued.append(_QueuedTurn(source))
+            self._queued.append(_QueuedTurn(source, words))
 
-    def _step_for(self, source: Literal["client", "caller"]) -> Step:
-        """The scenario's step for the next turn, or the default answer for its source."""
+    def _step_for(self, source: Literal["client", "caller"], words: str | None = None) -> Step:
+        """The scenario's step for the next turn; else calls to the declared functions its
+        ``words`` ask for (:mod:`agent.sim.live.functions`); else the default answer."""
         index = self._turns_total
         self._turns_total += 1
         self.record.turns += 1
         scenario = self.options.scenario
         step = scenario.step(index) if scenario is not None else None
+        if step is None and words is not None and self._functions:
+            calls = calls_for(words, self._functions)
+            step = step_for_calls(calls) if calls else None
         if step is None:
             step = Step(say=Speech("greeting" if source == "client" else "reply"))
         return step
 
-    def _start_step(self, source: Literal["client", "caller"], at_ms: float) -> None:
+    def _start_step(
+        self, source: Literal["client", "caller"], at_ms: float, words: str | None = None
+    ) -> None:
         """Begin the model's turn for a client turn: its calls, then (or meanwhile) its speech."""
-        step = self._step_for(source)
+        step = self._step_for(source, words)
         turn = self._begin_turn()
         start = at_ms + self.options.think_ms
         if not step.calls:
@@ -879,7 +903,7 @@ class LiveEmulatorCore:
             return
         item = self._queued.popleft()
         if isinstance(item, _QueuedTurn):
-            self._start_step(item.source, at_ms)
+            self._start_step(item.source, at_ms, item.words)
         else:
             self._speak_result(item, at_ms)
 
@@ -900,13 +924,17 @@ class LiveEmulatorCore:
         self, call: _PendingCall | None = None, response: Mapping[str, Any] | None = None
     ) -> JsonObject:
         """What a scenario's text templates can name (see :func:`render_template`)."""
-        context: JsonObject = {"results": dict(self._results)}
+        context: JsonObject = {"results": dict(self._results), "told": self._told()}
         if call is not None and response is not None:
             result = response.get("result", response)
             context.update(
                 result=result, response=dict(response), name=call.spec.name, args=call.spec.args
             )
         return context
+
+    def _told(self) -> dict[str, str]:
+        """Each function's latest result in words (``{told.order_status}`` in a template)."""
+        return {name: result_told(result) for name, result in self._results.items()}
 
     def _on_function_result(
         self,
@@ -931,6 +959,7 @@ class LiveEmulatorCore:
         context = self._template_context(call, response)
         self._results[call.spec.name] = context["result"]
         context["results"] = dict(self._results)
+        context["told"] = self._told()
         turn = self._turn
         if call.spec.wait:
             # Blocking: the scheduling field does not apply; the waiting turn goes on.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -127,6 +128,27 @@ class Fault:
             raise ValueError(f"a close code must be between 1000 and 4999, not {self.code!r}")
 
 
+@dataclass(slots=True)
+class CallerWords:
+    """What the caller says in each coming stretch of speech, in order, when a test knows it.
+
+    ``agent test`` plays a test file's text turns as audio that stands for the words; it queues
+    the words here so the emulator hears them as a perfect recogniser would (``None`` for a WAV
+    turn: heard as the emulator hears any audio). Shared by every connection of an emulator, so
+    the words follow the call across reconnections.
+    """
+
+    coming: deque[str | None] = field(default_factory=deque)
+
+    def say(self, words: str | None) -> None:
+        """The next stretch of caller speech says ``words`` (``None``: unknown)."""
+        self.coming.append(words)
+
+    def take(self) -> str | None:
+        """The words of the stretch of speech that just ended, if known."""
+        return self.coming.popleft() if self.coming else None
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatorOptions:
     """How an emulator behaves; one set of options serves every session it accepts.
@@ -154,6 +176,8 @@ class EmulatorOptions:
     """What the model says and calls, turn by turn; ``None``: the bundled greeting and reply."""
     faults: Sequence[Fault] = ()
     """Failures to inject (see :class:`Fault`); kept as a tuple."""
+    caller_words: CallerWords | None = None
+    """The words of the caller's coming turns, when known (``agent test``); else none."""
 
     def __post_init__(self) -> None:
         if not (self.speed > 0 and math.isfinite(self.speed)):
