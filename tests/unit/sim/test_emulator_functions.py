@@ -257,11 +257,12 @@ def test_words_a_test_knows_are_heard_for_caller_speech_and_acted_on() -> None:
     core.receive(json.dumps({"setup": setup}), 0.0)
     core.data_to_send()
     audio = base64.b64encode(b"\x00\x10" * 1600).decode()
-    for frame in (
+    frames: list[dict[str, Any]] = [
         {"activityStart": {}},
         {"audio": {"data": audio, "mimeType": "audio/pcm;rate=16000"}},
         {"activityEnd": {}},
-    ):
+    ]
+    for frame in frames:
         core.receive(json.dumps({"realtimeInput": frame}), 0.0)
     out = sent(core)
     assert out[0] == {"serverContent": {"inputTranscription": {"text": "Turn on the lights"}}}
