@@ -6,7 +6,8 @@ agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
 agent check [PATH]              validate agent YAML files without starting anything
-agent schema                    JSON Schema of an agent file, for editors
+agent schema [--kind test]      JSON Schema of an agent file (or a test file), for editors
+agent test PATH [PATH ...]      run agent test files: conversations that pass or fail
 agent bench [--only ...] [--json]  timing and CPU targets, measured
 """
 
@@ -26,6 +27,7 @@ from aiohttp import web
 from agent.bench.run import DESCRIPTION as BENCH_DESCRIPTION
 from agent.bench.run import add_bench_arguments, run_bench
 from agent.cli.agents import add_agents_subcommands
+from agent.cli.agenttest import add_test_subcommand
 from agent.cli.calls import add_calls_subcommands
 from agent.errors import AgentError, ConfigError
 from agent.observability.logging import configure_logging
@@ -82,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE|NAME",
         default=None,
         help="script answers and function calls: a YAML/JSON file or a bundled name "
-        "(order-status, sms-confirmation, text-chat)",
+        "(order-status, ticket-confirmation, text-chat)",
     )
     emulate.add_argument("--connection-lifetime-s", type=float, default=600.0)
     emulate.add_argument("--go-away-before-s", type=float, default=50.0)
@@ -123,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_calls_subcommands(commands)
     add_agents_subcommands(commands)
+    add_test_subcommand(commands)
 
     bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)
     add_bench_arguments(bench)

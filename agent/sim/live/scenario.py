@@ -23,8 +23,8 @@ Scenarios are plain data (YAML or JSON, see :func:`load_scenario` and ``agent/si
     steps:
       - say: greeting                       # the bridge's greeting request
       - calls:                              # the caller asks where the order is
-          - {name: lookup_order, args: {order_id: A17}, wait: true}
-        say: {clip: reply, text: "Your order {result.status}."}
+          - {name: order_status, args: {order_id: A1017}, wait: true}
+        say: {clip: reply, text: "Your order is {result.0.status}."}
 
 This module is pure data and parsing: :func:`load_scenario` reads files, nothing else does I/O.
 It also holds :class:`Clip`, the audio unit the emulator speaks, so that scenarios can carry their
