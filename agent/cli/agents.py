@@ -115,9 +115,9 @@ def schema_command(fmt: str = "json", kind: str = "agent") -> str:
     """The agent file's JSON Schema, or the Markdown field reference; ``kind="test"``: the
     schema of an ``agent test`` file."""
     if kind == "test":
-        from agent.cli.agenttest.spec import test_file_json_schema
+        from agent.cli.agenttest.spec import agent_test_json_schema
 
-        return json.dumps(test_file_json_schema(), indent=2, ensure_ascii=False)
+        return json.dumps(agent_test_json_schema(), indent=2, ensure_ascii=False)
     if fmt == "markdown":
         return markdown_reference()
     return json.dumps(agent_json_schema(), indent=2, ensure_ascii=False)

@@ -20,7 +20,7 @@ happen::
       hung_up: false
 
 Every mistake is a :class:`~agent.errors.ConfigError` naming file, line and key, with a
-suggestion for a misspelt key. :func:`test_file_json_schema` is the schema ``agent schema --kind
+suggestion for a misspelt key. :func:`agent_test_json_schema` is the schema ``agent schema --kind
 test`` prints, for editors.
 """
 
@@ -41,8 +41,8 @@ __all__ = [
     "KeyPresses",
     "TestFile",
     "ToolExpectation",
+    "agent_test_json_schema",
     "load_test_file",
-    "test_file_json_schema",
 ]
 
 
@@ -178,7 +178,7 @@ class TestFile(_Model):
     )
 
 
-def test_file_json_schema() -> dict[str, Any]:
+def agent_test_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a test file."""
     schema = TestFile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

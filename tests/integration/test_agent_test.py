@@ -1,0 +1,72 @@
+"""``agent test`` end to end: the bundled agent's own tests, one per bundled emulator scenario,
+and what a failing test reports. Each test file runs on its own simulated-time loop (the runner
+makes it), so these tests are plain functions."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.cli.agenttest import agent_test_command
+from agent.cli.agenttest.run import run_files
+from agent.sim.live.scenario import bundled_scenarios
+
+EXAMPLE_TESTS = Path(__file__).resolve().parents[2] / "agent" / "examples" / "tests"
+TEST_FILES = sorted(EXAMPLE_TESTS.glob("*.yaml"))
+
+
+def test_every_bundled_scenario_has_a_test_against_the_bundled_agent() -> None:
+    covered = {yaml.safe_load(path.read_text()).get("scenario") for path in TEST_FILES}
+    assert set(bundled_scenarios()) <= covered
+
+
+def test_the_bundled_agent_ships_tests_for_what_a_support_line_must_do() -> None:
+    names = {path.stem for path in TEST_FILES}
+    assert {"order-status", "transfer", "hang-up", "someone-elses-order"} <= names
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda path: path.stem)
+def test_a_bundled_agent_test_passes(path: Path) -> None:
+    (outcome,) = run_files([path])
+    assert outcome.passed, outcome.failures or outcome.error
+
+
+def test_a_failing_test_exits_1_with_expected_vs_seen_and_junit_xml(tmp_path: Path) -> None:
+    test = tmp_path / "wrong.yaml"
+    test.write_text(
+        f"agent: {EXAMPLE_TESTS.parent / 'acme-support.yaml'}\n"
+        'caller: "+15555550102"\n'
+        "turns:\n"
+        '  - say: "What is the status of order A one zero one seven?"\n'
+        "expect:\n"
+        "  said: [shipped]\n"
+        '  transferred_to: "+15555550142"\n'
+    )
+    junit = tmp_path / "junit.xml"
+    code, text = agent_test_command([test], junit_xml=junit)
+    assert code == 1
+    assert "FAIL  wrong" in text
+    assert "  said:\n    expected: 'shipped'\n" in text
+    assert "  transferred_to:\n    expected: +15555550142\n    seen:     no transfer" in text
+    assert "    caller: What is the status of order A one zero one seven?" in text
+    assert "0 of 1 test passed" in text
+    suite = ElementTree.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "1")
+    failure = suite.find("testcase/failure")
+    assert failure is not None
+    assert failure.get("message") == "said; transferred_to"
+
+
+def test_live_without_a_key_says_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    (outcome,) = run_files([EXAMPLE_TESTS / "transfer.yaml"], live=True)
+    assert not outcome.passed
+    assert outcome.error is not None
+    assert "--live runs the test against the real Live API and needs GEMINI_API_KEY" in (
+        outcome.error
+    )
