@@ -93,7 +93,11 @@ def check(expect: Expectations, seen: Observed) -> list[Failure]:
             failures.append(Failure("said", repr(phrase), repr(said) if said else "nothing said"))
     for phrase in expect.not_said:
         if _fold(phrase) in folded:
-            failures.append(Failure("not said", f"never {phrase!r}", repr(said)))
+            # The turn that said it (or, across turns, everything said).
+            turn = next(
+                (t for r, t in seen.transcript if r == "agent" and _fold(phrase) in _fold(t)), said
+            )
+            failures.append(Failure("not said", f"never {phrase!r}", repr(turn)))
     if expect.transferred_to is not None and seen.transferred_to != expect.transferred_to:
         failures.append(
             Failure("transferred_to", expect.transferred_to, seen.transferred_to or "no transfer")

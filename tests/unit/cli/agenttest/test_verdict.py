@@ -72,7 +72,7 @@ def test_each_unmet_expectation_says_what_was_expected_and_what_was_seen() -> No
             "no call",
             'order_status(order_id="A1017", phone="+15555550100")',
         ),
-        Failure("not said", "never 'shipped'", "'Hello, Acme here. It has SHIPPED.'"),
+        Failure("not said", "never 'shipped'", "'It has SHIPPED.'"),
         Failure("transferred_to", "+15555550142", "no transfer"),
         Failure("hung_up", "the agent hangs up", "ended: caller hung up"),
         Failure("first_audio_within_ms", "<= 200 ms", "300 ms"),
