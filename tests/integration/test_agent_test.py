@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+import structlog
 import yaml
 
 from agent.cli.agenttest import agent_test_command
@@ -70,3 +71,21 @@ def test_live_without_a_key_says_what_it_needs(
     assert "--live runs the test against the real Live API and needs GEMINI_API_KEY" in (
         outcome.error
     )
+
+
+def test_keypad_presses_and_barge_in_timing_reach_the_call(tmp_path: Path) -> None:
+    test = tmp_path / "keys.yaml"
+    test.write_text(
+        "turns:\n"
+        '  - say: "I would like to check the status of my order A one zero one seven"\n'
+        '  - say: "Thank you"\n'
+        "keypad: [{at_ms: 1000, keys: '42#'}]\n"
+        "barge_in_ms: 1000\n"
+        "expect:\n"
+        "  tools: [{name: order_status, args: {order_id: A1017}}]\n"
+    )
+    with structlog.testing.capture_logs() as logs:
+        (outcome,) = run_files([test])
+    assert outcome.passed, outcome.failures or outcome.error
+    assert [e["digit"] for e in logs if e["event"] == "caller.dtmf"] == ["4", "2", "#"]
+    assert any(e["event"] == "caller.barge_in" for e in logs), {e["event"] for e in logs}

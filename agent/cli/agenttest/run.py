@@ -66,11 +66,14 @@ class CallerUtterance:
     words: str | None
 
 
-def caller_utterances(test: TestFile, base_dir: Path) -> list[CallerUtterance]:
+def caller_utterances(
+    test: TestFile, base_dir: Path, *, live: bool = False
+) -> list[CallerUtterance]:
     """The test's turns as audio. Text is spoken by the offline TTS (``agent.sim.speech``) when
     it is installed, else it becomes a tone as long as the words would take to say: the emulator
-    is told the words either way, so what it hears does not depend on a recogniser. Blocking
-    (synthesis): call it before the call starts."""
+    is told the words either way, so what it hears does not depend on a recogniser. The real
+    model (``live``) hears only the audio, so there text needs the TTS. Blocking (synthesis):
+    call it before the call starts."""
     from agent.sim.speech import speak
 
     utterances = []
@@ -86,6 +89,12 @@ def caller_utterances(test: TestFile, base_dir: Path) -> list[CallerUtterance]:
             continue
         assert turn.say is not None
         spoken = speak(turn.say, SAMPLE_RATE)
+        if spoken is None and live:
+            raise ConfigError(
+                "with --live, say: turns are spoken to the real model and need the offline "
+                "TTS: pip install 'gemini-phone-agent[speech]' (or use wav: turns)",
+                key="turns.say",
+            )
         utterances.append(CallerUtterance(spoken or _stand_in(turn.say), turn.say))
     return utterances
 
@@ -105,14 +114,27 @@ def run_files(paths: Sequence[str | Path], *, live: bool = False) -> list[Outcom
     for path in _test_files(paths):
         started = time.perf_counter()
         try:
+            if live:
+                _live_key()
             test = load_test_file(path)
-            utterances = caller_utterances(test, path.parent)
+            utterances = caller_utterances(test, path.parent, live=live)
             outcome = _run_on_loop(test, path, utterances, live=live)
         except AgentError as exc:
             outcome = Outcome(name=path.stem, file=str(path), error=str(exc))
         outcome.seconds = time.perf_counter() - started
         outcomes.append(outcome)
     return outcomes
+
+
+def _live_key() -> str:
+    key = os.environ.get("GEMINI_API_KEY", "")
+    if not key:
+        raise ConfigError(
+            "--live runs the test against the real Live API and needs GEMINI_API_KEY; "
+            "without it, run the test offline (no --live)",
+            key="GEMINI_API_KEY",
+        )
+    return key
 
 
 def _test_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -151,13 +173,7 @@ async def run_test(
     names (agent, scenario, WAVs)."""
     base = path.parent
     holder = AgentRegistryHolder(base / test.agent if test.agent else None)
-    key = os.environ.get("GEMINI_API_KEY", "")
-    if live and not key:
-        raise ConfigError(
-            "--live runs the test against the real Live API and needs GEMINI_API_KEY; "
-            "without it, run the test offline (no --live)",
-            key="GEMINI_API_KEY",
-        )
+    key = _live_key() if live else ""
     words = CallerWords()
     for utterance in utterances:
         words.say(utterance.words)
