@@ -203,7 +203,8 @@ class EmulatorOptions:
 class HistoryEntry:
     """One item of a conversation's history, as the emulated model remembers it.
 
-    Caller speech is remembered as ``[caller speech 1.2 s]``: the emulator does no recognition.
+    Caller speech is remembered as the recogniser heard it, or as ``[caller speech 1.2 s]`` where
+    the emulator has no recogniser (for the session's language).
     """
 
     role: Literal["user", "model"]
@@ -283,6 +284,11 @@ class EmulatedSessionRecord:
     """The kind of every injected fault that struck, in order."""
     history: list[HistoryEntry] = field(default_factory=list, repr=False)
     """The conversation as the model sees it, including what a resumed session brought along."""
+    heard: list[str] = field(default_factory=list)
+    """What the model heard of each caller audio turn, in order: the recogniser's words, or the
+    ``[caller speech 3.4 s]`` placeholder where there was none (for that language)."""
+    voiced: list[str] = field(default_factory=list)
+    """Every text the model spoke in a synthesised voice (not a bundled or scenario clip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,4 +330,28 @@ class Stall:
     until_ms: float
 
 
-Outgoing = SendMessage | CloseConnection | AbortConnection | Stall
+@dataclass(frozen=True, slots=True)
+class Transcribe:
+    """Recognise what the caller said in one turn: ``pcm`` (PCM16 mono at ``rate`` Hz) in
+    ``language``. Nothing is sent; the adapter runs its recogniser off the event loop and hands
+    the words (or ``None``: no recogniser for that language) to
+    :meth:`~agent.sim.live.core.LiveEmulatorCore.heard` with the same ``request``."""
+
+    request: int
+    pcm: bytes = field(repr=False)
+    rate: int
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesise:
+    """Voice ``text`` as PCM16 mono at ``rate`` Hz (the Live API's 24 kHz). Nothing is sent; the
+    adapter runs its TTS off the event loop and hands the audio (or ``None``: no TTS) to
+    :meth:`~agent.sim.live.core.LiveEmulatorCore.voiced` with the same ``request``."""
+
+    request: int
+    text: str
+    rate: int
+
+
+Outgoing = SendMessage | CloseConnection | AbortConnection | Stall | Transcribe | Synthesise

@@ -18,7 +18,13 @@ from agent.sim.live.functions import (
     result_told,
     step_for_calls,
 )
-from agent.sim.live.options import AnswerClips, CallerWords, EmulatorOptions, SendMessage
+from agent.sim.live.options import (
+    AnswerClips,
+    CallerWords,
+    EmulatorOptions,
+    SendMessage,
+    Transcribe,
+)
 from agent.sim.live.scenario import Scenario, ScriptedCall, Speech, Step
 
 LIGHTS = (DeclaredFunction("turn_on_the_lights"), DeclaredFunction("turn_off_the_lights"))
@@ -268,3 +274,50 @@ def test_words_a_test_knows_are_heard_for_caller_speech_and_acted_on() -> None:
     assert out[0] == {"serverContent": {"inputTranscription": {"text": "Turn on the lights"}}}
     assert out[1]["toolCall"]["functionCalls"][0]["name"] == "turn_on_the_lights"
     assert not words.coming
+
+
+def test_with_a_recogniser_known_words_are_used_and_unknown_turns_are_recognised() -> None:
+    words = CallerWords()
+    words.say("Turn on the lights")
+    words.say(None)  # a recording: the recogniser hears it
+    core = LiveEmulatorCore(
+        EmulatorOptions(
+            connection_lifetime_s=math.inf, session_limit_s=math.inf, caller_words=words
+        ),
+        CLIPS,
+        hears=True,
+    )
+    setup = {
+        "model": "models/m",
+        "tools": LIGHT_TOOLS,
+        "inputAudioTranscription": {},
+        "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
+    }
+    core.receive(json.dumps({"setup": setup}), 0.0)
+    core.data_to_send()
+    audio = base64.b64encode(b"\x00\x10" * 1600).decode()
+
+    frames: list[dict[str, Any]] = [
+        {"activityStart": {}},
+        {"audio": {"data": audio, "mimeType": "audio/pcm;rate=16000"}},
+        {"activityEnd": {}},
+    ]
+
+    def caller_turn(at_ms: float) -> list[Any]:
+        for frame in frames:
+            core.receive(json.dumps({"realtimeInput": frame}), at_ms)
+        core.poll(at_ms)
+        return core.data_to_send()
+
+    first = caller_turn(0.0)
+    assert not any(isinstance(item, Transcribe) for item in first)
+    messages = [item.message for item in first if isinstance(item, SendMessage)]
+    assert messages[0] == {"serverContent": {"inputTranscription": {"text": "Turn on the lights"}}}
+    (call,) = messages[1]["toolCall"]["functionCalls"]
+    response = {"id": call["id"], "name": call["name"], "response": {"result": "ok"}}
+    core.receive(json.dumps({"toolResponse": {"functionResponses": [response]}}), 100.0)
+    core.poll(60_000.0)
+    core.data_to_send()
+    second = caller_turn(60_000.0)
+    (request,) = [item for item in second if isinstance(item, Transcribe)]
+    assert request.pcm
