@@ -89,3 +89,13 @@ def test_keypad_presses_and_barge_in_timing_reach_the_call(tmp_path: Path) -> No
     assert outcome.passed, outcome.failures or outcome.error
     assert [e["digit"] for e in logs if e["event"] == "caller.dtmf"] == ["4", "2", "#"]
     assert any(e["event"] == "caller.barge_in" for e in logs), {e["event"] for e in logs}
+
+
+def test_without_the_speech_engines_the_bundled_order_test_still_passes() -> None:
+    (outcome,) = run_files([EXAMPLE_TESTS / "order-status.yaml"], speech=False)
+    assert outcome.passed, outcome.failures or outcome.error
+    assert outcome.observed is not None
+    assert (
+        "caller",
+        "Hi, I would like to check the status of my order, A one zero one seven.",
+    ) in (outcome.observed.transcript)

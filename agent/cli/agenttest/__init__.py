@@ -5,6 +5,8 @@ agent test PATH [PATH ...]      run test files (YAML; folders: every *.yaml in t
                                 time; exit 0 when every test passes, 1 otherwise
   --junit-xml FILE              also write the results as JUnit XML (for CI)
   --live                        against the real Live API instead (needs GEMINI_API_KEY)
+  --no-speech                   the emulator neither recognises WAV turns nor voices the
+                                agent's words (faster: bundled clips, placeholder transcripts)
   -v / --verbose                print the transcript of passing tests too
 
 A test file names the agent, the caller's turns and what must happen (tools called with given
@@ -36,6 +38,11 @@ def add_test_subcommand(commands: Any) -> None:
     parser.add_argument(
         "--live", action="store_true", help="use the real Live API (GEMINI_API_KEY)"
     )
+    parser.add_argument(
+        "--no-speech",
+        action="store_true",
+        help="no offline recogniser or TTS in the emulator (faster)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="transcripts of passes too")
     parser.set_defaults(run=_test)
 
@@ -46,6 +53,7 @@ def agent_test_command(
     live: bool = False,
     junit_xml: str | Path | None = None,
     verbose: bool = False,
+    speech: bool = True,
 ) -> tuple[int, str]:
     """Run the tests at ``paths``; the exit code and the report to print."""
     # Imported here: the runner pulls in the server and both simulators.
@@ -53,7 +61,7 @@ def agent_test_command(
     from agent.cli.agenttest.verdict import junit_xml as to_junit
     from agent.cli.agenttest.verdict import report
 
-    outcomes = run_files(paths, live=live)
+    outcomes = run_files(paths, live=live, speech=speech)
     if junit_xml is not None:
         Path(junit_xml).write_text(to_junit(outcomes), encoding="utf-8")
     passed = sum(outcome.passed for outcome in outcomes)
@@ -70,7 +78,11 @@ def _test(args: argparse.Namespace) -> int:
     # The calls' own log lines would drown the report: warnings and errors only.
     configure_logging("warning", settings.log_format, secrets=settings.secrets())
     code, text = agent_test_command(
-        args.paths, live=args.live, junit_xml=args.junit_xml, verbose=args.verbose
+        args.paths,
+        live=args.live,
+        junit_xml=args.junit_xml,
+        verbose=args.verbose,
+        speech=not args.no_speech,
     )
     print(text)
     return code

@@ -44,7 +44,7 @@ from agent.sim.carrier import (
 )
 from agent.sim.live.options import CallerWords, EmulatorOptions
 from agent.sim.live.scenario import load_scenario
-from agent.sim.live.server import start_emulator
+from agent.sim.live.server import EmulatorSpeech, start_emulator
 
 __all__ = ["CallerUtterance", "caller_utterances", "run_files", "run_test"]
 
@@ -67,13 +67,13 @@ class CallerUtterance:
 
 
 def caller_utterances(
-    test: TestFile, base_dir: Path, *, live: bool = False
+    test: TestFile, base_dir: Path, *, live: bool = False, voice: bool = True
 ) -> list[CallerUtterance]:
     """The test's turns as audio. Text is spoken by the offline TTS (``agent.sim.speech``) when
     it is installed, else it becomes a tone as long as the words would take to say: the emulator
     is told the words either way, so what it hears does not depend on a recogniser. The real
-    model (``live``) hears only the audio, so there text needs the TTS. Blocking (synthesis):
-    call it before the call starts."""
+    model (``live``) hears only the audio, so there text needs the TTS. ``voice=False``: tones
+    even with a TTS (quicker). Blocking (synthesis): call it before the call starts."""
     from agent.sim.speech import speak
 
     utterances = []
@@ -88,7 +88,7 @@ def caller_utterances(
             utterances.append(CallerUtterance(pcm, None))
             continue
         assert turn.say is not None
-        spoken = speak(turn.say, SAMPLE_RATE)
+        spoken = speak(turn.say, SAMPLE_RATE) if voice or live else None
         if spoken is None and live:
             raise ConfigError(
                 "with --live, say: turns are spoken to the real model and need the offline "
@@ -108,17 +108,24 @@ def _stand_in(text: str) -> bytes:
     return pcm
 
 
-def run_files(paths: Sequence[str | Path], *, live: bool = False) -> list[Outcome]:
-    """Run every test file in ``paths`` (files, or folders of ``*.yaml``), one after another."""
+def run_files(
+    paths: Sequence[str | Path], *, live: bool = False, speech: bool = True
+) -> list[Outcome]:
+    """Run every test file in ``paths`` (files, or folders of ``*.yaml``), one after another.
+    ``speech=False``: the emulator neither recognises nor synthesises (faster; its bundled clips
+    and the ``[caller speech N s]`` placeholder)."""
     outcomes = []
+    # The emulator hears WAV turns and speaks the agent's words with the offline engines, when
+    # installed (loaded once: about half a second).
+    engines = EmulatorSpeech.installed() if speech and not live else None
     for path in _test_files(paths):
         started = time.perf_counter()
         try:
             if live:
                 _live_key()
             test = load_test_file(path)
-            utterances = caller_utterances(test, path.parent, live=live)
-            outcome = _run_on_loop(test, path, utterances, live=live)
+            utterances = caller_utterances(test, path.parent, live=live, voice=speech)
+            outcome = _run_on_loop(test, path, utterances, live=live, speech=engines)
         except AgentError as exc:
             outcome = Outcome(name=path.stem, file=str(path), error=str(exc))
         outcome.seconds = time.perf_counter() - started
@@ -151,7 +158,12 @@ def _test_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _run_on_loop(
-    test: TestFile, path: Path, utterances: list[CallerUtterance], *, live: bool
+    test: TestFile,
+    path: Path,
+    utterances: list[CallerUtterance],
+    *,
+    live: bool,
+    speech: EmulatorSpeech | None,
 ) -> Outcome:
     if live:
         loop = asyncio.new_event_loop()
@@ -160,17 +172,22 @@ def _run_on_loop(
 
         loop = looptime.new_event_loop(start=0.0)
     try:
-        return loop.run_until_complete(run_test(test, path, utterances, live=live))
+        return loop.run_until_complete(run_test(test, path, utterances, live=live, speech=speech))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
 
 async def run_test(
-    test: TestFile, path: Path, utterances: list[CallerUtterance], *, live: bool = False
+    test: TestFile,
+    path: Path,
+    utterances: list[CallerUtterance],
+    *,
+    live: bool = False,
+    speech: EmulatorSpeech | None = None,
 ) -> Outcome:
     """One test file's call, start to end, and its verdict. ``path`` locates the files the test
-    names (agent, scenario, WAVs)."""
+    names (agent, scenario, WAVs); ``speech`` is what the emulator hears and speaks with."""
     base = path.parent
     holder = AgentRegistryHolder(base / test.agent if test.agent else None)
     key = _live_key() if live else ""
@@ -185,7 +202,8 @@ async def run_test(
                 file = base / test.scenario
                 scenario = load_scenario(file if file.is_file() else test.scenario)
             emulator = await start_emulator(
-                EmulatorOptions(think_ms=THINK_MS, scenario=scenario, caller_words=words)
+                EmulatorOptions(think_ms=THINK_MS, scenario=scenario, caller_words=words),
+                speech=speech,
             )
         try:
             async with TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN) as rest:
