@@ -366,9 +366,9 @@ class LiveEmulatorCore:
             return
         while self._hearings and self._hearings[0].done:
             hearing = self._hearings.popleft()
-            # The model starts thinking when the turn ended, or once it has the words if they
-            # came later (then at once: frames are never scheduled in the past).
-            at_ms = max(hearing.ended_ms, now_ms)
+            # The answer starts think_ms after the turn ended, as without hearing, or at once
+            # when the words took longer than that (frames are never scheduled in the past).
+            at_ms = max(hearing.ended_ms, now_ms - self.options.think_ms)
             self._caller_heard(hearing.duration_ms, hearing.words, at_ms)
 
     def voiced(self, request: int, pcm: bytes | None, now_ms: float) -> None:
