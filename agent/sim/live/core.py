@@ -16,7 +16,8 @@ parts for ``responseModalities: ["TEXT"]``), barge-in, ``usageMetadata`` on the 
 turn, session resumption (handles naming snapshots in a :class:`ResumptionStore` shared by every
 connection of an emulator), the ~10-minute connection cap with its ``goAway``, the 15-minute session
 limit without context compression, scripted function calls (:mod:`agent.sim.live.scenario`) with
-``NON_BLOCKING`` scheduling and cancellation, and injected faults (:class:`Fault`).
+``NON_BLOCKING`` scheduling and cancellation, calls to the declared functions an unscripted turn's
+words ask for (:mod:`agent.sim.live.functions`), and injected faults (:class:`Fault`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Scripted conversations for the Live API emulator: what the emulated model says and calls.
 
-Without a scenario the emulator answers every turn with a bundled clip (the greeting for a
+Without a scenario the emulator calls the declared functions a turn's words ask for
+(:mod:`agent.sim.live.functions`), else answers with a bundled clip (the greeting for a
 ``clientContent`` turn, the reply for anything else). A :class:`Scenario` replaces that with a
 script: one :class:`Step` per *turn*, taken in order. A turn is every client input that asks the
 model for an answer: a ``clientContent`` message with ``turnComplete``, a ``realtimeInput.text``,
