@@ -99,3 +99,21 @@ def test_without_the_speech_engines_the_bundled_order_test_still_passes() -> Non
         "caller",
         "Hi, I would like to check the status of my order, A one zero one seven.",
     ) in (outcome.observed.transcript)
+
+
+def test_a_tool_its_executor_refuses_is_reported_before_any_call(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text(
+        "name: broken\n"
+        "system_prompt: You answer the phone.\n"
+        "tools:\n"
+        "  - name: lookup\n"
+        "    description: Look something up.\n"
+        '    python: "json:dumps"\n'
+    )
+    (tmp_path / "t.yaml").write_text("agent: agent.yaml\nturns: [{say: hello}]\n")
+    (outcome,) = run_files([tmp_path / "t.yaml"], speech=False)
+    assert outcome.observed is None
+    assert outcome.error is not None
+    assert f"{tmp_path / 'agent.yaml'}:4: tool 'lookup': python target 'json:dumps'" in (
+        outcome.error
+    )

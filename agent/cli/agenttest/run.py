@@ -30,7 +30,7 @@ from aiohttp import web
 from agent.cli.agenttest.spec import TestFile, load_test_file
 from agent.cli.agenttest.verdict import Observed, Outcome, SeenTool, check
 from agent.config.reload import AgentRegistryHolder
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, AgentTestError, ConfigError
 from agent.live.targets import DeveloperApiTarget
 from agent.server.app import create_app
 from agent.server.state import CALLS, RECORDS
@@ -54,6 +54,8 @@ DEFAULT_TO = "+15555550199"
 SAMPLE_RATE = 8000
 #: How long a word takes to say, for a text turn spoken without a TTS engine.
 WORD_MS = 330
+#: How long after the carrier simulator's call is over the bridge must have ended it too.
+_ENDED_WITHIN_S = 30.0
 #: The emulated model's "thinking" time, as the server's embedded emulator has it.
 THINK_MS = 300
 
@@ -189,7 +191,13 @@ async def run_test(
     """One test file's call, start to end, and its verdict. ``path`` locates the files the test
     names (agent, scenario, WAVs); ``speech`` is what the emulator hears and speaks with."""
     base = path.parent
-    holder = AgentRegistryHolder(base / test.agent if test.agent else None)
+    from agent.tools import validate_specs
+
+    # The tools' own checks too (`agent check` runs them): a broken tool is reported here, before
+    # the call, not as a stream the bridge cannot serve.
+    holder = AgentRegistryHolder(
+        base / test.agent if test.agent else None, check_tools=validate_specs
+    )
     key = _live_key() if live else ""
     words = CallerWords()
     for utterance in utterances:
@@ -269,7 +277,13 @@ async def _call(
             max_duration_s=test.max_duration_s,
         )
         report = await place_call(options, [u.pcm for u in utterances], rest=rest)
-        call = await app[CALLS].wait_ended(report.call_sid)
+        try:
+            call = await app[CALLS].wait_ended(report.call_sid, timeout_s=_ENDED_WITHIN_S)
+        except TimeoutError as exc:
+            raise AgentTestError(
+                f"the call ({report.ended_by}) never ended on the bridge within "
+                f"{_ENDED_WITHIN_S:g} s: the bridge did not serve its media stream (see the log)"
+            ) from exc
         await app[RECORDS].flush()
         record = app[RECORDS].get_call(report.call_sid)
     finally:
