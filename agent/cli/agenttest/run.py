@@ -177,6 +177,7 @@ def _run_on_loop(
         return loop.run_until_complete(run_test(test, path, utterances, live=live, speech=speech))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())  # the speech engines' threads
         loop.close()
 
 
