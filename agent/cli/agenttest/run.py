@@ -45,6 +45,7 @@ from agent.sim.carrier import (
 from agent.sim.live.options import CallerWords, EmulatorOptions
 from agent.sim.live.scenario import load_scenario
 from agent.sim.live.server import EmulatorSpeech, start_emulator
+from agent.tools import validate_specs
 
 __all__ = ["CallerUtterance", "caller_utterances", "run_files", "run_test"]
 
@@ -192,8 +193,6 @@ async def run_test(
     """One test file's call, start to end, and its verdict. ``path`` locates the files the test
     names (agent, scenario, WAVs); ``speech`` is what the emulator hears and speaks with."""
     base = path.parent
-    from agent.tools import validate_specs
-
     # The tools' own checks too (`agent check` runs them): a broken tool is reported here, before
     # the call, not as a stream the bridge cannot serve.
     holder = AgentRegistryHolder(
