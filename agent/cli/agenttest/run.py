@@ -274,6 +274,7 @@ async def _call(
             to_number=test.to or _dialled(holder),
             barge_in_ms=test.barge_in_ms,
             keypad=keys,
+            linger_ms=test.linger_ms,
             max_duration_s=test.max_duration_s,
         )
         report = await place_call(options, [u.pcm for u in utterances], rest=rest)

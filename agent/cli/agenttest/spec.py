@@ -169,6 +169,14 @@ class TestFile(_Model):
         Field(ge=0, description="The caller interrupts each reply this long after it starts."),
     ] = None
     keypad: Annotated[list[KeyPresses], Field(description="Keys pressed during the call.")] = []
+    linger_ms: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="After the last reply the caller stays on the line, silent, this long "
+            "before hanging up (a late tool result, an idle prompt).",
+        ),
+    ] = 0
     turns: Annotated[list[CallerTurn], Field(min_length=1, description="The caller's turns.")]
     max_duration_s: Annotated[
         float, Field(gt=0, description="The caller hangs up after this long whatever happens.")
