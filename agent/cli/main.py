@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--go-away-before-s", type=float, default=50.0)
     emulate.add_argument("--session-limit-s", type=float, default=900.0)
     emulate.add_argument(
+        "--no-speech",
+        action="store_true",
+        help="neither hear nor voice words: the '[caller speech N s]' placeholder and the "
+        "bundled clips, as without the speech extra",
+    )
+    emulate.add_argument(
         "--api-key-env",
         metavar="VAR",
         default=None,
@@ -220,9 +226,11 @@ async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
     """Start the local Live API emulator in-process and point the bridge at it."""
     from agent.live.targets import DeveloperApiTarget
     from agent.server.state import LIVE_BACKEND
-    from agent.sim.live.server import EmulatorOptions, start_emulator
+    from agent.sim.live.server import EmulatorOptions, EmulatorSpeech, start_emulator
 
-    emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))
+    # Loading the recogniser blocks for ~0.5 s: off the loop, before the bridge takes calls.
+    speech = await asyncio.to_thread(EmulatorSpeech.installed)
+    emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300), speech=speech)
     app[LIVE_BACKEND].target = DeveloperApiTarget(base_url=emulator.url)
     log.warning(
         "live.emulator_in_use",
@@ -240,6 +248,7 @@ def _emulate(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format, secrets=[api_key or ""])
     from agent.sim.live.server import (
         EmulatorOptions,
+        EmulatorSpeech,
         create_emulator_app,
         load_scenario,
         tls_server_context,
@@ -257,10 +266,17 @@ def _emulate(args: argparse.Namespace) -> int:
         go_away_before_s=args.go_away_before_s,
         session_limit_s=args.session_limit_s,
     )
+    speech = EmulatorSpeech() if args.no_speech else EmulatorSpeech.installed()
     scheme = "wss" if ssl_context else "ws"
-    log.info("emulator.started", url=f"{scheme}://{args.host}:{args.port}", scenario=args.scenario)
+    log.info(
+        "emulator.started",
+        url=f"{scheme}://{args.host}:{args.port}",
+        scenario=args.scenario,
+        hears=speech.transcribe is not None,
+        speaks=speech.speak is not None,
+    )
     web.run_app(
-        create_emulator_app(options),
+        create_emulator_app(options, speech=speech),
         host=args.host,
         port=args.port,
         ssl_context=ssl_context,

@@ -90,8 +90,9 @@ class Speech:
 
     ``clip`` is ``"greeting"``, ``"reply"`` or the path a WAV was loaded from (then ``audio``
     holds it). ``text`` is a template (:func:`render_template`) for the transcript (and for the
-    text parts of a ``TEXT``-modality answer); ``None`` means the clip's own transcript. The audio
-    never changes with the text: an emulator does not synthesise speech.
+    text parts of a ``TEXT``-modality answer); ``None`` means the clip's own transcript. An
+    emulator with a TTS voices such a text instead of playing the clip (a scenario WAV still
+    plays as recorded); without one the clip's audio plays under the new words.
     """
 
     clip: str = "reply"
