@@ -172,6 +172,9 @@ def result_told(result: Any) -> str:
         more = f" and {len(result) - 3} more" if len(result) > 3 else ""
         return "I found " + "; ".join(rows) + more + "."
     if isinstance(result, Mapping):
+        if set(result) == {"error"}:
+            # The bridge's answer for a tool that failed or was refused.
+            return f"Sorry, that did not work: {_told_value(result['error'])}."
         return "I found " + _told_value(result) + "."
     return f"Done: {_told_value(result)}."
 

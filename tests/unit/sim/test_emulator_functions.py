@@ -153,6 +153,7 @@ def test_results_are_told_in_words_and_nothing_found_is_said_so() -> None:
     )
     assert result_told([]) == "I could not find anything."
     assert result_told("ending the call") == "Done: ending the call."
+    assert result_told({"error": "timed out"}) == "Sorry, that did not work: timed out."
 
 
 def test_the_step_says_blocking_results_after_them_and_a_filler_for_non_blocking_ones() -> None:
