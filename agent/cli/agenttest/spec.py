@@ -27,7 +27,7 @@ test`` prints, for editors.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,6 +37,7 @@ from agent.errors import ConfigError
 
 __all__ = [
     "CallerTurn",
+    "EndReason",
     "Expectations",
     "KeyPresses",
     "TestFile",
@@ -44,6 +45,19 @@ __all__ = [
     "agent_test_json_schema",
     "load_test_file",
 ]
+
+
+EndReason = Literal[
+    "caller hung up",
+    "agent ended",
+    "transferred",
+    "timed out",
+    "error",
+    "shutdown",
+    "stream lost",
+    "handed over",
+]
+"""How a call can end (``agent.call.session``'s reasons)."""
 
 
 class _Model(BaseModel):
@@ -117,11 +131,8 @@ class Expectations(_Model):
         Field(description="true: the agent hung up (end_call); false: it did not."),
     ] = None
     ended: Annotated[
-        str | None,
-        Field(
-            description="The call's end reason as `agent calls show` prints it: caller hung "
-            "up, agent ended, transferred, max duration, error ..."
-        ),
+        EndReason | None,
+        Field(description="The call's end reason, as `agent calls show` prints it."),
     ] = None
     first_audio_within_ms: Annotated[
         int | None,

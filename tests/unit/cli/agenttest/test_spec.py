@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import jsonschema
 import pytest
 import yaml
 
-from agent.cli.agenttest.spec import agent_test_json_schema, load_test_file
+from agent.call import session
+from agent.cli.agenttest.spec import EndReason, agent_test_json_schema, load_test_file
 from agent.errors import ConfigError
 
 EXAMPLE_TESTS = Path(__file__).resolve().parents[4] / "agent" / "examples" / "tests"
@@ -67,3 +69,23 @@ def test_the_schema_refuses_what_the_loader_refuses() -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"turns": [{"say": "hi"}], "expect": {"hangup": True}}, schema)
+
+
+def test_the_end_reasons_are_the_call_sessions() -> None:
+    reasons = {
+        session.CALLER_HUNG_UP,
+        session.AGENT_ENDED,
+        session.TRANSFERRED,
+        session.TIMED_OUT,
+        session.ERROR,
+        session.SHUTDOWN,
+        session.STREAM_LOST,
+        session.HANDED_OVER,
+    }
+    assert set(get_args(EndReason)) == reasons
+
+
+def test_a_misspelt_end_reason_gets_a_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "turns: [{say: hi}]\nexpect:\n  ended: agent endd\n")
+    with pytest.raises(ConfigError, match="did you mean 'agent ended'"):
+        load_test_file(path)
