@@ -311,7 +311,10 @@ async def _call(
         hung_up=report.ended_by == ENDED_BY_REST_HANG_UP,
         end_reason=call.ended_reason,
         first_audio_ms=call.stats.first_audio_ms,
-        frames_sent=len(report.heard) // 320,
+        # One frame per 20 ms tick on the media stream; after a stream was replaced (<Connect
+        # action>), the bridge's counters are the last stream's, so count from its start.
+        frames_sent=len(report.heard) // 320
+        - (report.stream_gaps[-1][1] if report.stream_gaps else 0),
         frames_received=call.stats.frames_in,
     )
     return observed

@@ -44,9 +44,9 @@ class Observed:
     end_reason: str | None = None
     first_audio_ms: float | None = None
     frames_sent: int = 0
-    """20 ms frames the caller's phone sent on the media stream."""
+    """20 ms frames the caller's phone sent on the (last) media stream."""
     frames_received: int = 0
-    """Frames the bridge received from it."""
+    """Frames the bridge received on it."""
 
 
 @dataclass(frozen=True, slots=True)
