@@ -17,6 +17,11 @@ turn, session resumption (handles naming snapshots in a :class:`ResumptionStore`
 connection of an emulator), the ~10-minute connection cap with its ``goAway``, the 15-minute session
 limit without context compression, scripted function calls (:mod:`agent.sim.live.scenario`) with
 ``NON_BLOCKING`` scheduling and cancellation, and injected faults (:class:`Fault`).
+
+Hearing and speaking (``hears``/``speaks``) stay sans-I/O too: the core hands the adapter a
+:class:`Transcribe` or :class:`Synthesise` request and goes on when the adapter hands back the
+words (:meth:`LiveEmulatorCore.heard`) or the audio (:meth:`LiveEmulatorCore.voiced`). The words
+reach the turn logic through :meth:`LiveEmulatorCore.unscripted_step`.
 """
 
 from __future__ import annotations
