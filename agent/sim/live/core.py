@@ -18,6 +18,11 @@ connection of an emulator), the ~10-minute connection cap with its ``goAway``, t
 limit without context compression, scripted function calls (:mod:`agent.sim.live.scenario`) with
 ``NON_BLOCKING`` scheduling and cancellation, calls to the declared functions an unscripted turn's
 words ask for (:mod:`agent.sim.live.functions`), and injected faults (:class:`Fault`).
+
+Hearing and speaking (``hears``/``speaks``) stay sans-I/O too: the core hands the adapter a
+:class:`Transcribe` or :class:`Synthesise` request and goes on when the adapter hands back the
+words (:meth:`LiveEmulatorCore.heard`) or the audio (:meth:`LiveEmulatorCore.voiced`). The words
+reach the turn logic through :meth:`LiveEmulatorCore.unscripted_step`.
 """
 
 from __future__ import annotations
