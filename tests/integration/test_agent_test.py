@@ -7,13 +7,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import looptime
 import pytest
 import structlog
 import yaml
 
 from agent.cli.agenttest import agent_test_command
-from agent.cli.agenttest.run import run_files
+from agent.cli.agenttest.run import caller_utterances, run_files, run_test
+from agent.cli.agenttest.spec import load_test_file
 from agent.sim.live.scenario import bundled_scenarios
+from agent.sim.live.server import EmulatorSpeech
 
 EXAMPLE_TESTS = Path(__file__).resolve().parents[2] / "agent" / "examples" / "tests"
 TEST_FILES = sorted(EXAMPLE_TESTS.glob("*.yaml"))
@@ -117,3 +120,33 @@ def test_a_tool_its_executor_refuses_is_reported_before_any_call(tmp_path: Path)
     assert f"{tmp_path / 'agent.yaml'}:4: tool 'lookup': python target 'json:dumps'" in (
         outcome.error
     )
+
+
+def test_words_the_emulator_hears_in_a_recording_make_it_call_the_tool(tmp_path: Path) -> None:
+    """A WAV turn goes through the emulator's recogniser (here a stand-in that always hears the
+    same words): the heard words reach the function matcher, and the bridge runs the tool."""
+    test_path = tmp_path / "heard.yaml"
+    test_path.write_text(
+        "turns: [{wav: order-status}]\n"
+        "expect:\n"
+        "  tools: [{name: order_status, args: {order_id: A1017}}]\n"
+        "  said: [shipped]\n"
+    )
+    test = load_test_file(test_path)
+    heard: list[int] = []
+
+    def recogniser(pcm: bytes, rate: int, language: str) -> str:
+        heard.append(len(pcm))
+        return "i would like to check the status of order a one zero one seven"
+
+    speech = EmulatorSpeech(transcribe=recogniser)
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        utterances = caller_utterances(test, tmp_path, voice=False)
+        outcome = loop.run_until_complete(run_test(test, test_path, utterances, speech=speech))
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    assert outcome.passed, outcome.failures
+    assert len(heard) == 1
+    assert heard[0] > 16000 * 2  # more than a second of the caller's 16 kHz audio
