@@ -16,8 +16,10 @@ from google.genai import types
 from google.genai.live import AsyncSession
 
 from agent.sim.live.functions import FILLER
+from agent.sim.live.server import EmulatorSpeech
 
 from .conftest import EmulatedLive
+from .test_genai_sdk import caller_pcm16k, send_audio
 
 MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 Live = Callable[..., Awaitable[EmulatedLive]]
@@ -172,3 +174,28 @@ async def test_several_functions_named_in_one_turn_come_in_one_tool_call(live: L
     ]
     (message,) = [m for m in env.emulator.sessions[0].tool_calls if m.name == "set_light_values"]
     assert message.wait
+
+
+async def test_spoken_words_the_emulator_hears_call_the_function_they_name(live: Live) -> None:
+    """Audio in, as the guide streams it; the emulator's recogniser (a stand-in that hears the
+    guide's prompt) gives the words to the function matcher."""
+    speech = EmulatorSpeech(transcribe=lambda pcm, rate, language: "turn on the lights please")
+    env = await live(speech=speech)
+    tools: list[Any] = [{"function_declarations": [TURN_ON_THE_LIGHTS, TURN_OFF_THE_LIGHTS]}]
+    config: Any = {
+        "response_modalities": ["AUDIO"],
+        "tools": tools,
+        "input_audio_transcription": {},
+        "output_audio_transcription": {},
+    }
+    async with env.client.aio.live.connect(model=MODEL, config=config) as session:
+        await send_audio(session, caller_pcm16k("caller-order-status.wav"))
+        received, calls = await answer_calls(session)
+    heard = [
+        m.server_content.input_transcription.text
+        for m in received
+        if m.server_content and m.server_content.input_transcription
+    ]
+    assert heard == ["turn on the lights please"]
+    assert [call.name for call in calls] == ["turn_on_the_lights"]
+    assert transcript(received) == "Done: ok."
