@@ -1,4 +1,4 @@
-"""The ``agent`` command line: serve, emulate, call, calls.
+"""The ``agent`` command line: serve, emulate, call, calls, check, schema, test, bench.
 
 agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_URL it embeds the
                                 local Live API emulator and says so; --workers N: N processes
