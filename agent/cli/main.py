@@ -226,11 +226,11 @@ async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
     """Start the local Live API emulator in-process and point the bridge at it."""
     from agent.live.targets import DeveloperApiTarget
     from agent.server.state import LIVE_BACKEND
-    from agent.sim.live.server import EmulatorOptions, EmulatorSpeech, start_emulator
+    from agent.sim.live.server import EmulatorOptions, start_emulator
 
-    # Loading the recogniser blocks for ~0.5 s: off the loop, before the bridge takes calls.
-    speech = await asyncio.to_thread(EmulatorSpeech.installed)
-    emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300), speech=speech)
+    # No speech engines here: each worker would load a recogniser (~0.5 s, ~40 MB) and run it on
+    # every caller turn; `agent emulate` hears and speaks (README, Offline speech).
+    emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))
     app[LIVE_BACKEND].target = DeveloperApiTarget(base_url=emulator.url)
     log.warning(
         "live.emulator_in_use",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -174,3 +175,42 @@ async def test_without_engines_the_emulator_keeps_its_placeholder_and_clips() ->
     assert said(greeting, "outputTranscription") == clips.greeting.transcript
     assert said(reply, "inputTranscription").startswith("[caller speech ")
     assert running.sessions[0].voiced == []
+
+
+async def test_a_slow_recognition_does_not_hold_up_another_sessions_answer() -> None:
+    started, released = threading.Event(), threading.Event()
+    heard_while_blocked: list[bool] = []
+
+    def slow_recogniser(pcm: bytes, rate: int, language: str) -> str | None:
+        # Returns once the other session's greeting has streamed (or after 30 s, not to hang).
+        started.set()
+        heard_while_blocked.append(released.wait(30))
+        return "hello"
+
+    running = await start_emulator(
+        EmulatorOptions(), speech=EmulatorSpeech(transcribe=slow_recogniser)
+    )
+    try:
+        async with (
+            connect(running.url + PATH) as caller,
+            connect(running.url + PATH) as greeted,
+        ):
+            for ws in (caller, greeted):
+                await ws.send(json.dumps(SETUP))
+                assert await receive(ws) == {"setupComplete": {}}
+            await send_audio(caller, telephone_16k("order-status"))
+            assert await asyncio.to_thread(started.wait, 30)
+            turn = {"role": "user", "parts": [{"text": "Greet the caller."}]}
+            await greeted.send(
+                json.dumps({"clientContent": {"turns": [turn], "turnComplete": True}})
+            )
+            greeting = await receive_until_turn_complete(greeted)
+            assert not heard_while_blocked  # the recogniser is still at work
+            released.set()
+            reply = await receive_until_turn_complete(caller)
+    finally:
+        released.set()
+        await running.close()
+    assert audio_of(greeting) == load_bundled_clips().greeting.pcm
+    assert said(reply, "inputTranscription") == "hello"
+    assert heard_while_blocked == [True]

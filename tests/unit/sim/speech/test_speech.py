@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.audio.codec import read_wav
 from agent.sim import speech
+from agent.sim.speech import espeak, sphinx
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
 
@@ -49,3 +51,13 @@ def test_other_languages_have_no_recogniser() -> None:
     pcm = speech.speak("Hallo", 16_000)
     assert pcm is not None
     assert speech.transcribe(pcm, 16_000, "de-DE") is None
+
+
+def test_without_the_engines_both_calls_say_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on an installation without the speech extra: the loaders found nothing.
+    for module in (espeak, sphinx):
+        monkeypatch.setattr(module, "_engine", None)
+        monkeypatch.setattr(module, "_missing", True)
+    assert speech.speech_available() == {"tts": False, "stt": False}
+    assert speech.speak("Hello", 24_000) is None
+    assert speech.transcribe(b"\x00\x00" * 1600, 16_000) is None
