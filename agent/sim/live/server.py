@@ -16,8 +16,10 @@ multiplied by :attr:`EmulatorOptions.speed`; one clock serves every connection, 
 handles expire and sessions add up across connections.
 
 Speech (``speech=EmulatorSpeech.installed()``): the core asks to hear each caller turn and to
-voice the agent's own words; this adapter runs the recogniser and the TTS in worker threads, so
-the loop keeps pacing every connection's audio meanwhile, and hands the results back to the core.
+voice the agent's own words; this adapter runs the recogniser and the TTS in worker threads (the
+installed recogniser passes its work on to a worker process, see :mod:`agent.sim.speech.worker`),
+so the loop keeps pacing every connection's audio meanwhile, and hands the results back to the
+core.
 Without engines (the default, or when the ``speech`` extra is not installed) the core answers with
 the ``[caller speech 3.4 s]`` placeholder and the bundled clips.
 
@@ -107,8 +109,9 @@ log = structlog.get_logger("agent.sim")
 class EmulatorSpeech:
     """The speech engines an emulator hears and speaks with; ``None``: that engine is absent.
 
-    Each is a blocking callable (see :mod:`agent.sim.speech`), run in a worker thread. Tests
-    inject their own, or ``EmulatorSpeech()`` for none (the placeholder and the bundled clips).
+    Each is a blocking callable (see :mod:`agent.sim.speech`), run in a worker thread; the
+    installed recogniser hands its work on to a worker process. Tests inject their own, or
+    ``EmulatorSpeech()`` for none (the placeholder and the bundled clips).
     """
 
     speak: Synthesiser | None = None
@@ -131,9 +134,13 @@ class EmulatorSpeech:
                 "'[caller speech N s]' for what the caller said",
                 install="pip install 'gemini-phone-agent[speech]'",
             )
+        from agent.sim.speech.worker import transcribe_in_worker
+
         return cls(
             speak=speech.speak if available["tts"] else None,
-            transcribe=speech.transcribe if available["stt"] else None,
+            # In a worker process: PocketSphinx holds the GIL while it decodes, which in a thread
+            # would stall every session's audio (see agent.sim.speech.worker).
+            transcribe=transcribe_in_worker if available["stt"] else None,
         )
 
 

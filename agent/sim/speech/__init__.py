@@ -13,7 +13,9 @@ real libraries that ship their data in PyPI wheels and never fetch a model at ru
 They are the optional extra ``speech`` (also in ``dev``). Without them :func:`speak` and
 :func:`transcribe` return ``None`` and the emulator falls back to its bundled clips and to the
 ``[caller speech 3.4 s]`` placeholder. Both calls block for a while (recognition runs at about
-half real time on one core): call them off the event loop (``asyncio.to_thread``).
+half real time on one core) and :func:`transcribe` holds the GIL while it decodes: next to an
+event loop, call :func:`speak` in a thread (``asyncio.to_thread``) and recognise with
+:func:`agent.sim.speech.worker.transcribe_in_worker` (a worker process) from a thread.
 """
 
 from __future__ import annotations

@@ -22,9 +22,13 @@ class _Engine:
 
         # loglevel FATAL: PocketSphinx writes its progress to stderr otherwise.
         self.decoder: Any = pocketsphinx.Decoder(samprate=MODEL_RATE, loglevel="FATAL")
+        self.initial_cmn = self.decoder.get_cmn()
 
     def recognise(self, pcm16k: bytes) -> str:
         decoder = self.decoder
+        # Cepstral mean normalisation carries over from one utterance to the next; start each
+        # from the model's own, so what is heard does not depend on what was heard before.
+        decoder.set_cmn(self.initial_cmn)
         decoder.start_utt()
         decoder.process_raw(pcm16k, full_utt=True)
         decoder.end_utt()

@@ -25,7 +25,9 @@ from agent.sim.live.options import (
     Transcribe,
 )
 from agent.sim.live.scenario import Clip, Scenario, ScriptedCall, Speech, Step
+from agent.sim.live.server import EmulatorSpeech
 from agent.sim.live.wire import normalise_keys
+from agent.sim.speech.worker import transcribe_in_worker
 
 RATE = 16000
 Samples = npt.NDArray[np.int16]
@@ -330,3 +332,10 @@ def test_a_scripted_line_with_a_tool_result_is_voiced_with_the_result_in_it() ->
     (request,) = core.data_to_send()
     assert isinstance(request, Synthesise)
     assert request.text == "Your order is shipped."
+
+
+def test_the_installed_recogniser_runs_in_the_worker_process() -> None:
+    # Not in a thread of the emulator's process: PocketSphinx holds the GIL while it decodes.
+    speech = EmulatorSpeech.installed()
+    assert speech.transcribe is transcribe_in_worker
+    assert speech.speak is not None

@@ -9,7 +9,7 @@ import pytest
 
 from agent.audio.codec import read_wav
 from agent.sim import speech
-from agent.sim.speech import espeak, sphinx
+from agent.sim.speech import espeak, sphinx, worker
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
 
@@ -61,3 +61,12 @@ def test_without_the_engines_both_calls_say_none(monkeypatch: pytest.MonkeyPatch
     assert speech.speech_available() == {"tts": False, "stt": False}
     assert speech.speak("Hello", 24_000) is None
     assert speech.transcribe(b"\x00\x00" * 1600, 16_000) is None
+
+
+def test_the_worker_process_hears_what_the_in_process_recogniser_hears() -> None:
+    pcm, rate = read_wav(FIXTURES / "caller-goforward.wav")
+    try:
+        assert worker.transcribe_in_worker(pcm, rate) == speech.transcribe(pcm, rate)
+        assert worker.transcribe_in_worker(pcm, rate, "fr-FR") is None
+    finally:
+        worker.shutdown()
