@@ -12,7 +12,8 @@ Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the b
     │   ├── LiveConnectError   could not open or set up a Live session (``kind``: why)
     │   │   └── LiveRefusedError   refused for good: bad key, unknown model, no permission
     │   └── LiveClosedError    the Live socket closed (carries the close code and reason)
-    └── SharedStateError       the store replicas share (used stream tickets) failed
+    ├── SharedStateError       the store replicas share (used stream tickets) failed
+    └── AgentTestError         an ``agent test`` call could not be run to its end
 
 Protocol cores never raise on bad *input from the wire*: a malformed message becomes a
 protocol-error event. These exceptions are for the adapters and for configuration.
@@ -93,3 +94,8 @@ class LiveClosedError(LiveError):
 
 class SharedStateError(AgentError):
     """The database that replicas share could not be read or written."""
+
+
+class AgentTestError(AgentError):
+    """An ``agent test`` could not run its call to the end (the bridge never took the stream,
+    or the call never ended): a broken test setup, not a failed expectation."""

@@ -6,6 +6,7 @@ agent check [PATH]                     validate every agent file in PATH (a fold
                                        file:line: message (key '...')
 agent schema [--format json|markdown]  the agent file's JSON Schema (draft 2020-12) for editors,
                                        or the field reference as Markdown tables
+agent schema --kind test               the JSON Schema of an ``agent test`` file
 
 ``check`` reads ``${ENV}`` references from the environment like the server does, so run it with
 the same variables (a missing one is a problem). It also runs the tool executors' checks, which
@@ -52,6 +53,12 @@ def add_agents_subcommands(commands: Any) -> None:
         "the loader's own field table; --format markdown prints the field reference instead.",
     )
     schema.add_argument("--format", choices=("json", "markdown"), default="json")
+    schema.add_argument(
+        "--kind",
+        choices=("agent", "test"),
+        default="agent",
+        help="which file: an agent file (default) or an `agent test` file (JSON only)",
+    )
     schema.set_defaults(run=_schema)
 
 
@@ -104,8 +111,13 @@ def summary_lines(registry: AgentRegistry) -> list[str]:
     return lines
 
 
-def schema_command(fmt: str = "json") -> str:
-    """The agent file's JSON Schema, or the Markdown field reference."""
+def schema_command(fmt: str = "json", kind: str = "agent") -> str:
+    """The agent file's JSON Schema, or the Markdown field reference; ``kind="test"``: the
+    schema of an ``agent test`` file."""
+    if kind == "test":
+        from agent.cli.agenttest.spec import agent_test_json_schema
+
+        return json.dumps(agent_test_json_schema(), indent=2, ensure_ascii=False)
     if fmt == "markdown":
         return markdown_reference()
     return json.dumps(agent_json_schema(), indent=2, ensure_ascii=False)
@@ -126,5 +138,5 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    print(schema_command(args.format))
+    print(schema_command(args.format, args.kind))
     return 0

@@ -1,4 +1,4 @@
-"""The ``agent`` command line: serve, emulate, call, calls.
+"""The ``agent`` command line: serve, emulate, call, calls, check, schema, test, bench.
 
 agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_URL it embeds the
                                 local Live API emulator and says so; --workers N: N processes
@@ -8,7 +8,8 @@ agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, he
 agent check [PATH]              validate agent YAML files without starting anything
 agent doctor [--format json]    check a deployment (Live key and models, PUBLIC_URL, Twilio,
                                 databases, agent files): pass/fail with the fix for each
-agent schema                    JSON Schema of an agent file, for editors
+agent schema [--kind test]      JSON Schema of an agent file (or a test file), for editors
+agent test PATH [PATH ...]      run agent test files: conversations that pass or fail
 agent bench [--only ...] [--json]  timing and CPU targets, measured
 """
 
@@ -28,6 +29,7 @@ from aiohttp import web
 from agent.bench.run import DESCRIPTION as BENCH_DESCRIPTION
 from agent.bench.run import add_bench_arguments, run_bench
 from agent.cli.agents import add_agents_subcommands
+from agent.cli.agenttest import add_test_subcommand
 from agent.cli.calls import add_calls_subcommands
 from agent.cli.doctor import add_doctor_subcommand
 from agent.errors import AgentError, ConfigError
@@ -85,11 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE|NAME",
         default=None,
         help="script answers and function calls: a YAML/JSON file or a bundled name "
-        "(order-status, sms-confirmation, text-chat)",
+        "(order-status, ticket-confirmation, text-chat)",
     )
     emulate.add_argument("--connection-lifetime-s", type=float, default=600.0)
     emulate.add_argument("--go-away-before-s", type=float, default=50.0)
     emulate.add_argument("--session-limit-s", type=float, default=900.0)
+    emulate.add_argument(
+        "--no-speech",
+        action="store_true",
+        help="neither hear nor voice words: the '[caller speech N s]' placeholder and the "
+        "bundled clips, as without the speech extra",
+    )
     emulate.add_argument(
         "--api-key-env",
         metavar="VAR",
@@ -133,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     add_calls_subcommands(commands)
     add_agents_subcommands(commands)
     add_doctor_subcommand(commands)
+    add_test_subcommand(commands)
 
     bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)
     add_bench_arguments(bench)
@@ -229,6 +238,8 @@ async def _embedded_emulator(app: web.Application) -> AsyncIterator[None]:
     from agent.server.state import LIVE_BACKEND
     from agent.sim.live.server import EmulatorOptions, start_emulator
 
+    # No speech engines here: each worker would load a recogniser (~0.5 s, ~40 MB) and run it on
+    # every caller turn; `agent emulate` hears and speaks (README, Offline speech).
     emulator = await start_emulator(EmulatorOptions(speed=1.0, think_ms=300))
     app[LIVE_BACKEND].target = DeveloperApiTarget(base_url=emulator.url)
     log.warning(
@@ -247,6 +258,7 @@ def _emulate(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format, secrets=[api_key or ""])
     from agent.sim.live.server import (
         EmulatorOptions,
+        EmulatorSpeech,
         create_emulator_app,
         load_scenario,
         tls_server_context,
@@ -267,10 +279,17 @@ def _emulate(args: argparse.Namespace) -> int:
         if args.models
         else None,
     )
+    speech = EmulatorSpeech() if args.no_speech else EmulatorSpeech.installed()
     scheme = "wss" if ssl_context else "ws"
-    log.info("emulator.started", url=f"{scheme}://{args.host}:{args.port}", scenario=args.scenario)
+    log.info(
+        "emulator.started",
+        url=f"{scheme}://{args.host}:{args.port}",
+        scenario=args.scenario,
+        hears=speech.transcribe is not None,
+        speaks=speech.speak is not None,
+    )
     web.run_app(
-        create_emulator_app(options),
+        create_emulator_app(options, speech=speech),
         host=args.host,
         port=args.port,
         ssl_context=ssl_context,

@@ -19,7 +19,7 @@ import trustme
 from google import genai
 from google.genai import types
 
-from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
+from agent.sim.live.server import EmulatorOptions, EmulatorSpeech, RunningEmulator, start_emulator
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,16 @@ def live_tls() -> LiveTls:
 async def live(
     live_tls: LiveTls,
 ) -> AsyncIterator[Callable[..., Awaitable[EmulatedLive]]]:
-    """A factory: ``await live(**emulator_options)`` starts an emulator (speed 20 unless given)
-    and returns it with an SDK client; everything is closed after the test."""
+    """A factory: ``await live(**emulator_options)`` starts an emulator (speed 20 unless given;
+    ``speech=`` its speech engines, none by default) and returns it with an SDK client;
+    everything is closed after the test."""
     started: list[EmulatedLive] = []
 
-    async def start(**options: Any) -> EmulatedLive:
+    async def start(*, speech: EmulatorSpeech | None = None, **options: Any) -> EmulatedLive:
         options.setdefault("speed", 20.0)
-        emulator = await start_emulator(EmulatorOptions(**options), ssl_context=live_tls.server)
+        emulator = await start_emulator(
+            EmulatorOptions(**options), ssl_context=live_tls.server, speech=speech
+        )
         client = genai.Client(
             api_key="emulated-key",
             http_options=types.HttpOptions(

@@ -16,7 +16,13 @@ parts for ``responseModalities: ["TEXT"]``), barge-in, ``usageMetadata`` on the 
 turn, session resumption (handles naming snapshots in a :class:`ResumptionStore` shared by every
 connection of an emulator), the ~10-minute connection cap with its ``goAway``, the 15-minute session
 limit without context compression, scripted function calls (:mod:`agent.sim.live.scenario`) with
-``NON_BLOCKING`` scheduling and cancellation, and injected faults (:class:`Fault`).
+``NON_BLOCKING`` scheduling and cancellation, calls to the declared functions an unscripted turn's
+words ask for (:mod:`agent.sim.live.functions`), and injected faults (:class:`Fault`).
+
+Hearing and speaking (``hears``/``speaks``) stay sans-I/O too: the core hands the adapter a
+:class:`Transcribe` or :class:`Synthesise` request and goes on when the adapter hands back the
+words (:meth:`LiveEmulatorCore.heard`) or the audio (:meth:`LiveEmulatorCore.voiced`). The words
+reach the turn logic through :meth:`LiveEmulatorCore.unscripted_step`.
 """
 
 from __future__ import annotations
@@ -25,13 +31,21 @@ import base64
 import heapq
 import json
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 
+from agent.sim.live.functions import (
+    DeclaredFunction,
+    calls_for,
+    declared_functions,
+    result_told,
+    step_for_calls,
+)
 from agent.sim.live.options import (
     AbortConnection,
     AnswerClips,
@@ -44,9 +58,11 @@ from agent.sim.live.options import (
     Outgoing,
     SendMessage,
     Stall,
+    Synthesise,
     ToolCallRecord,
     ToolCancellationRecord,
     ToolResponseRecord,
+    Transcribe,
 )
 from agent.sim.live.resumption import (
     ConversationSnapshot,
@@ -54,7 +70,14 @@ from agent.sim.live.resumption import (
     ResumptionStore,
     SessionLine,
 )
-from agent.sim.live.scenario import Clip, ScriptedCall, Speech, Step, render_template
+from agent.sim.live.scenario import (
+    CLIP_RATE,
+    Clip,
+    ScriptedCall,
+    Speech,
+    Step,
+    render_template,
+)
 from agent.sim.live.setup_checks import (
     check_one_response_modality,
     check_setup_fields,
@@ -109,11 +132,20 @@ __all__ = [
     "ResumptionStore",
     "SendMessage",
     "Stall",
+    "Synthesise",
     "ToolCallRecord",
     "ToolCancellationRecord",
     "ToolResponseRecord",
+    "Transcribe",
     "VadSettings",
 ]
+
+DEFAULT_LANGUAGE = "en-US"
+"""The language a session is heard in when its setup names none."""
+PREROLL_MS = 300
+"""Caller audio kept from before the detector's start: the onset it needs to be sure of."""
+MAX_HEARD_MS = 60_000
+"""The longest stretch of one caller turn passed to the recogniser (the rest is still counted)."""
 
 
 @dataclass(slots=True)
@@ -157,13 +189,38 @@ class _Turn:
     spoken: list[str] = field(default_factory=list)
     speaking: bool = False
     """Whether speech (audio or text) has been scheduled in this turn."""
+    voicing: int | None = None
+    """The :class:`Synthesise` request this turn's speech waits for, if any."""
 
 
 @dataclass(frozen=True, slots=True)
 class _QueuedTurn:
-    """A client turn waiting for the model to finish its current answer."""
+    """A client turn waiting for the model to finish its current answer, with what was said."""
 
     source: Literal["client", "caller"]
+    heard: str | None = None
+
+
+@dataclass(slots=True)
+class _Hearing:
+    """A caller audio turn whose words the recogniser has not returned yet."""
+
+    request: int
+    duration_ms: float
+    ended_ms: float
+    words: str | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Voicing:
+    """Speech waiting for its synthesised audio: what to schedule when :meth:`voiced` comes, and
+    the clip whose audio stands in if no audio comes."""
+
+    request: int
+    text: str
+    start_ms: float
+    fallback: Clip
 
 
 _Queued = _QueuedTurn | PendingSpeech
@@ -184,6 +241,13 @@ class LiveEmulatorCore:
     milliseconds on one monotonic clock of the adapter's choosing; ``now_ms`` given to the
     constructor is when the connection opened (its lifetime and faults count from there).
     Sessions resumed across connections share ``store``.
+
+    With ``hears`` the core asks its adapter to recognise each caller audio turn
+    (:class:`Transcribe`, answered by :meth:`heard`) and answers once it has the words; with
+    ``speaks`` it asks for the agent's own words in a synthesised voice (:class:`Synthesise`,
+    answered by :meth:`voiced`): the greeting the client's turn asks for and every scripted line
+    with a text of its own. Without them (the defaults) it answers with the placeholder
+    ``[caller speech 3.4 s]`` and the bundled clips, as an emulator with no speech engines does.
     """
 
     def __init__(
@@ -196,8 +260,12 @@ class LiveEmulatorCore:
         store: ResumptionStore | None = None,
         connection: int = 0,
         now_ms: float = 0.0,
+        hears: bool = False,
+        speaks: bool = False,
     ) -> None:
         self.options = options
+        self.hears = hears
+        self.speaks = speaks
         self.clips = clips
         self.api_version = api_version
         self.record = record if record is not None else EmulatedSessionRecord()
@@ -216,6 +284,7 @@ class LiveEmulatorCore:
         self._muted_until_ms = -math.inf  # Fault.mute: no model content goes out until then
         self._output_transcription = False
         self._text_mode = False
+        self._functions: tuple[DeclaredFunction, ...] = ()  # the setup's, for unscripted turns
         self._remainder = b""  # half a sample left over from an odd-length chunk
         # Manual activity (automatic VAD disabled): open between activityStart and activityEnd.
         self._activity_open = False
@@ -236,6 +305,13 @@ class LiveEmulatorCore:
         self._session_started_ms = now_ms
         self._resumption = False
         self._resumable = False  # the state the client was last told
+        # Speech: the caller's audio of the turn in progress, and requests out to the adapter.
+        self._language = DEFAULT_LANGUAGE
+        self._caller_audio = bytearray()
+        self._caller_rate = 16000
+        self._requests = 0
+        self._hearings: deque[_Hearing] = deque()  # in turn order: answered in that order
+        self._voicing: _Voicing | None = None
         self._schedule_connection_timers(now_ms)
 
     # -- the adapter's side --------------------------------------------------------------------
@@ -283,6 +359,49 @@ class LiveEmulatorCore:
         outgoing, self._outbox = self._outbox, []
         return outgoing
 
+    def heard(self, request: int, words: str | None, now_ms: float) -> None:
+        """The recogniser's words for :class:`Transcribe` ``request`` (``None``: it had none for
+        this language, so the turn is heard as the placeholder). Turns are answered in the
+        order they were spoken, whatever order their words come back in."""
+        if self.closed:
+            return
+        self._now_ms = max(self._now_ms, now_ms)
+        for hearing in self._hearings:
+            if hearing.request == request and not hearing.done:
+                hearing.words, hearing.done = words, True
+                break
+        else:
+            return
+        while self._hearings and self._hearings[0].done:
+            hearing = self._hearings.popleft()
+            # The answer starts think_ms after the turn ended, as without hearing, or at once
+            # when the words took longer than that (frames are never scheduled in the past).
+            at_ms = max(hearing.ended_ms, now_ms - self.options.think_ms)
+            self._caller_heard(hearing.duration_ms, hearing.words, at_ms)
+
+    def voiced(self, request: int, pcm: bytes | None, now_ms: float) -> None:
+        """The synthesised audio (PCM16 mono, 24 kHz) for :class:`Synthesise` ``request``;
+        ``None`` (no TTS after all) falls back to the bundled clip with the same words. Audio
+        for speech that no longer matters (the caller barged in) is dropped."""
+        if self.closed:
+            return
+        self._now_ms = max(self._now_ms, now_ms)
+        voicing, turn = self._voicing, self._turn
+        if voicing is None or voicing.request != request:
+            return
+        self._voicing = None
+        if turn is None or turn.voicing != request:
+            return
+        turn.voicing = None
+        start = max(voicing.start_ms, now_ms)
+        if pcm is None:
+            self.speaks = False  # the adapter says why; the rest of the session uses clips
+            clip = voicing.fallback
+            self._schedule_clip(turn, Clip(clip.pcm, clip.rate, voicing.text), start)
+        else:
+            self.record.voiced.append(voicing.text)
+            self._schedule_clip(turn, Clip(pcm, CLIP_RATE, voicing.text), start)
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection: stop answering and queue the close frame."""
         if self.closed:
@@ -328,6 +447,9 @@ class LiveEmulatorCore:
         self._queued.clear()
         self._pending.clear()
         self._timers.clear()
+        self._hearings.clear()
+        self._voicing = None
+        self._caller_audio.clear()
         if self._line is not None and self._line.attached:
             # The session is free to be resumed from now on.
             self._line.attached = False
@@ -469,7 +591,9 @@ class LiveEmulatorCore:
         self._vad = None if vad_settings.disabled else EmulatorVad(vad_settings)
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
+        self._language = _language(generation, setup)
         self._instruction_tokens = _setup_tokens(setup)
+        self._functions = declared_functions(setup.get("tools"))
         self._attach_session(setup, now_ms)
         self._setup_done = True
         delay_ms = sum(
@@ -551,7 +675,7 @@ class LiveEmulatorCore:
             self.record.caller_turns += 1
             self._context_text_tokens += text_tokens(text)
             self._history.append(HistoryEntry("user", "text", text))
-            self._turn_ended("caller", now_ms)
+            self._turn_ended("caller", now_ms, text)
         if body.get("audioStreamEnd") is True and self._vad is not None:
             ended = self._vad.end_speech()
             if ended is not None:
@@ -574,6 +698,8 @@ class LiveEmulatorCore:
         usable = len(pcm) - len(pcm) % 2
         self._remainder = pcm[usable:]
         samples = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.int16)
+        if self.hears:
+            self._keep_caller_audio(pcm[:usable], rate)
         if self._vad is None:
             if self._activity_open:
                 self._activity_ms += len(samples) / rate * 1000
@@ -584,11 +710,31 @@ class LiveEmulatorCore:
             else:
                 self._caller_audio_turn(event.duration_ms, now_ms)
 
+    def _keep_caller_audio(self, pcm: bytes, rate: int) -> None:
+        """Keep the caller's audio for the recogniser: all of a turn in progress, and a short
+        pre-roll before one (the detector starts a turn only after some speech)."""
+        buffer = self._caller_audio
+        if rate != self._caller_rate:
+            buffer.clear()  # audio at two rates cannot be joined; a rate change is rare
+            self._caller_rate = rate
+        speaking = self._activity_open or (self._vad is not None and self._vad.speaking)
+        limit_ms = MAX_HEARD_MS if speaking else PREROLL_MS
+        buffer += pcm
+        excess = len(buffer) - rate * limit_ms // 1000 * 2
+        if excess > 0 and (not speaking or excess >= len(pcm)):
+            # Trimmed in whole chunks while waiting (cheap); a turn longer than the limit keeps
+            # its first MAX_HEARD_MS.
+            if speaking:
+                del buffer[-len(pcm) :]
+            else:
+                del buffer[:excess]
+
     def _on_activity_start(self, now_ms: float) -> None:
         if self._vad is not None:
             raise RequestRejectedError(CLOSE_INVALID, EXPLICIT_ACTIVITY_WITH_VAD)
         self._activity_open = True
         self._activity_ms = 0.0
+        self._caller_audio.clear()
         self._caller_started(now_ms)
 
     def _on_activity_end(self, now_ms: float) -> None:
@@ -605,6 +751,7 @@ class LiveEmulatorCore:
             turns = [turns]
         if not isinstance(turns, list):
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
+        said: list[str] = []  # the user's words in this message, for the turn logic
         for turn in turns:
             content = _object(turn)
             texts = []
@@ -618,8 +765,10 @@ class LiveEmulatorCore:
                     "model" if content.get("role") == "model" else "user"
                 )
                 self._history.append(HistoryEntry(role, "text", "".join(texts)))
+                if role == "user":
+                    said.append("".join(texts))
         if body.get("turnComplete") is True:
-            self._turn_ended("client", now_ms)
+            self._turn_ended("client", now_ms, " ".join(said) if said else None)
 
     def _on_tool_response(self, body: JsonObject, now_ms: float) -> None:
         responses = body.get("functionResponses", [])
@@ -681,36 +830,86 @@ class LiveEmulatorCore:
         self._became_idle(now_ms)
 
     def _caller_audio_turn(self, duration_ms: float, now_ms: float) -> None:
+        """The caller's audio turn ended: hear it (the words a test queued, else the adapter's
+        recogniser), then answer."""
+        known = self.options.caller_words
+        words = known.take() if known is not None else None
+        if words is not None and self.hears:
+            self._caller_audio = bytearray()  # nothing to recognise: the words are known
+            if self._hearings:
+                # Turns are answered in the order they were spoken: after those still heard.
+                self._requests += 1
+                self._hearings.append(_Hearing(self._requests, duration_ms, now_ms, words, True))
+                return
+        if words is not None or not self.hears:
+            self._caller_heard(duration_ms, words, now_ms)
+            return
+        self._requests += 1
+        request = self._requests
+        self._hearings.append(_Hearing(request, duration_ms, now_ms))
+        pcm, self._caller_audio = bytes(self._caller_audio), bytearray()
+        self._outbox.append(Transcribe(request, pcm, self._caller_rate, self._language))
+
+    def _caller_heard(self, duration_ms: float, words: str | None, now_ms: float) -> None:
+        """Take the caller's turn in: its words (or, with none, an honest placeholder), then the
+        answer."""
         self.record.caller_turns += 1
         self._context_audio_tokens += audio_tokens(duration_ms)
-        # No speech recognition here: say honestly what was heard.
-        heard = f"[caller speech {duration_ms / 1000:.1f} s]"
+        heard = f"[caller speech {duration_ms / 1000:.1f} s]" if words is None else words
+        self.record.heard.append(heard)
         self._history.append(HistoryEntry("user", "audio", heard))
         if self._input_transcription:
             self._send({"serverContent": {"inputTranscription": {"text": heard}}})
-        self._turn_ended("caller", now_ms)
+        self._turn_ended("caller", now_ms, words)
 
-    def _turn_ended(self, source: Literal["client", "caller"], now_ms: float) -> None:
-        """Answer a finished client turn, after any answer still in progress."""
+    def _turn_ended(
+        self, source: Literal["client", "caller"], now_ms: float, heard: str | None = None
+    ) -> None:
+        """Answer a finished client turn, after any answer still in progress. ``heard`` is what
+        it said in words (caller speech as recognised, a text turn's text), when known."""
         if self._turn is None:
-            self._start_step(source, now_ms)
+            self._start_step(source, now_ms, heard)
         else:
-            self._queued.append(_QueuedTurn(source))
+            self._queued.append(_QueuedTurn(source, heard))
 
-    def _step_for(self, source: Literal["client", "caller"]) -> Step:
-        """The scenario's step for the next turn, or the default answer for its source."""
+    def _step_for(self, source: Literal["client", "caller"], heard: str | None) -> Step:
+        """The scenario's step for the next turn, or :meth:`unscripted_step`'s."""
         index = self._turns_total
         self._turns_total += 1
         self.record.turns += 1
         scenario = self.options.scenario
         step = scenario.step(index) if scenario is not None else None
         if step is None:
-            step = Step(say=Speech("greeting" if source == "client" else "reply"))
+            step = self.unscripted_step(source, heard)
         return step
 
-    def _start_step(self, source: Literal["client", "caller"], at_ms: float) -> None:
+    def unscripted_step(self, source: Literal["client", "caller"], heard: str | None) -> Step:
+        """What the model does with a turn no scenario scripts (the hook for turn logic).
+
+        ``source`` is who asked: ``"client"`` for a ``clientContent`` turn (the bridge asking for
+        the greeting), ``"caller"`` for caller speech or ``realtimeInput.text``. ``heard`` is what
+        the turn said in words: the client's text, the text input, or the caller's speech as the
+        recogniser heard it (``None`` when there was no recogniser, or for silence).
+
+        Words that name a declared function or match its description call it, with the
+        arguments they fill (:mod:`agent.sim.live.functions`). Otherwise a speaking emulator
+        greets with the agent's own greeting (:func:`greeting_words`); else the bundled
+        greeting, and the bundled reply to a caller.
+        """
+        if heard is not None and self._functions:
+            calls = calls_for(heard, self._functions)
+            if calls:
+                return step_for_calls(calls)
+        if source == "client":
+            words = greeting_words(heard) if self.speaks and heard else None
+            return Step(say=Speech("greeting", text=None if words is None else _literal(words)))
+        return Step(say=Speech("reply"))
+
+    def _start_step(
+        self, source: Literal["client", "caller"], at_ms: float, heard: str | None = None
+    ) -> None:
         """Begin the model's turn for a client turn: its calls, then (or meanwhile) its speech."""
-        step = self._step_for(source)
+        step = self._step_for(source, heard)
         turn = self._begin_turn()
         start = at_ms + self.options.think_ms
         if not step.calls:
@@ -767,9 +966,22 @@ class LiveEmulatorCore:
         if self._text_mode:
             end = self._schedule_text(turn, text, start)
             usage = self._usage(text_tokens(text), "TEXT")
+            turn.frames.append(_Scheduled(end, {"serverContent": {"generationComplete": True}}))
+            turn.frames.append(_Scheduled(end, _turn_complete(usage), last=True))
+        elif self.speaks and speech.audio is None and speech.text is not None and text.strip():
+            # The agent's own words, not the clip's: voiced by the adapter's TTS, scheduled when
+            # the audio comes back (see voiced).
+            self._requests += 1
+            turn.voicing = self._requests
+            self._voicing = _Voicing(self._requests, text, start, clip)
+            self._outbox.append(Synthesise(self._requests, text, CLIP_RATE))
         else:
-            end = self._schedule_audio(turn, clip, text, start)
-            usage = self._usage(audio_tokens(clip.duration_ms), "AUDIO")
+            self._schedule_clip(turn, Clip(clip.pcm, clip.rate, text), start)
+
+    def _schedule_clip(self, turn: _Turn, clip: Clip, start: float) -> None:
+        """Append ``clip`` (its audio, saying its transcript) and the end of the turn."""
+        end = self._schedule_audio(turn, clip, clip.transcript, start)
+        usage = self._usage(audio_tokens(clip.duration_ms), "AUDIO")
         turn.frames.append(_Scheduled(end, {"serverContent": {"generationComplete": True}}))
         turn.frames.append(_Scheduled(end, _turn_complete(usage), last=True))
 
@@ -889,7 +1101,7 @@ class LiveEmulatorCore:
             return
         item = self._queued.popleft()
         if isinstance(item, _QueuedTurn):
-            self._start_step(item.source, at_ms)
+            self._start_step(item.source, at_ms, item.heard)
         else:
             self._speak_result(item, at_ms)
 
@@ -910,13 +1122,17 @@ class LiveEmulatorCore:
         self, call: _PendingCall | None = None, response: Mapping[str, Any] | None = None
     ) -> JsonObject:
         """What a scenario's text templates can name (see :func:`render_template`)."""
-        context: JsonObject = {"results": dict(self._results)}
+        context: JsonObject = {"results": dict(self._results), "told": self._told()}
         if call is not None and response is not None:
             result = response.get("result", response)
             context.update(
                 result=result, response=dict(response), name=call.spec.name, args=call.spec.args
             )
         return context
+
+    def _told(self) -> dict[str, str]:
+        """Each function's latest result in words (``{told.order_status}`` in a template)."""
+        return {name: result_told(result) for name, result in self._results.items()}
 
     def _on_function_result(
         self,
@@ -941,6 +1157,7 @@ class LiveEmulatorCore:
         context = self._template_context(call, response)
         self._results[call.spec.name] = context["result"]
         context["results"] = dict(self._results)
+        context["told"] = self._told()
         turn = self._turn
         if call.spec.wait:
             # Blocking: the scheduling field does not apply; the waiting turn goes on.
@@ -1099,3 +1316,37 @@ def _setup_tokens(setup: JsonObject) -> int:
     if setup.get("tools"):
         tokens += text_tokens(json.dumps(setup["tools"], separators=(",", ":")))
     return tokens
+
+
+def _language(generation: JsonObject, setup: JsonObject) -> str:
+    """The language the caller is heard in: ``speechConfig.languageCode``, else the first of
+    ``inputAudioTranscription.languageCodes``, else :data:`DEFAULT_LANGUAGE`."""
+    speech = generation.get("speechConfig")
+    if isinstance(speech, dict) and isinstance(speech.get("languageCode"), str):
+        return str(speech["languageCode"])
+    transcription = setup.get("inputAudioTranscription")
+    if isinstance(transcription, dict):
+        codes = transcription.get("languageCodes")
+        if isinstance(codes, list) and codes and isinstance(codes[0], str):
+            return codes[0]
+    return DEFAULT_LANGUAGE
+
+
+_QUOTED: Final = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{2,})[\"\u201d]")
+
+
+def greeting_words(prompt: str) -> str:
+    """What the emulated model says when the client's turn ``prompt`` asks for the greeting.
+
+    A real model follows the prompt; this one says the first quoted line in it (a greeting written
+    as an instruction, ``Greet the caller with "Thanks for calling Bright Smile Dental."``), and
+    otherwise the prompt itself, word for word (a greeting written as the line to say).
+    """
+    quoted = _QUOTED.search(prompt)
+    words = quoted.group(1) if quoted is not None else prompt
+    return " ".join(words.split())
+
+
+def _literal(text: str) -> str:
+    """``text`` as a template that renders as itself (see :func:`render_template`)."""
+    return text.replace("{", "{{").replace("}", "}}")

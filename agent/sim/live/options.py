@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -136,6 +137,27 @@ class Fault:
             raise ValueError(f"a close code must be between 1000 and 4999, not {self.code!r}")
 
 
+@dataclass(slots=True)
+class CallerWords:
+    """What the caller says in each coming stretch of speech, in order, when a test knows it.
+
+    ``agent test`` plays a test file's text turns as audio that stands for the words; it queues
+    the words here so the emulator hears them as a perfect recogniser would (``None`` for a WAV
+    turn: heard as the emulator hears any audio). Shared by every connection of an emulator, so
+    the words follow the call across reconnections.
+    """
+
+    coming: deque[str | None] = field(default_factory=deque)
+
+    def say(self, words: str | None) -> None:
+        """The next stretch of caller speech says ``words`` (``None``: unknown)."""
+        self.coming.append(words)
+
+    def take(self) -> str | None:
+        """The words of the stretch of speech that just ended, if known."""
+        return self.coming.popleft() if self.coming else None
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatorOptions:
     """How an emulator behaves; one set of options serves every session it accepts.
@@ -169,6 +191,8 @@ class EmulatorOptions:
     """What the model says and calls, turn by turn; ``None``: the bundled greeting and reply."""
     faults: Sequence[Fault] = ()
     """Failures to inject (see :class:`Fault`); kept as a tuple."""
+    caller_words: CallerWords | None = None
+    """The words of the caller's coming turns, when known (``agent test``); else none."""
 
     def __post_init__(self) -> None:
         if not (self.speed > 0 and math.isfinite(self.speed)):
@@ -198,7 +222,8 @@ class EmulatorOptions:
 class HistoryEntry:
     """One item of a conversation's history, as the emulated model remembers it.
 
-    Caller speech is remembered as ``[caller speech 1.2 s]``: the emulator does no recognition.
+    Caller speech is remembered as the recogniser heard it, or as ``[caller speech 1.2 s]`` where
+    the emulator has no recogniser (for the session's language).
     """
 
     role: Literal["user", "model"]
@@ -278,6 +303,11 @@ class EmulatedSessionRecord:
     """The kind of every injected fault that struck, in order."""
     history: list[HistoryEntry] = field(default_factory=list, repr=False)
     """The conversation as the model sees it, including what a resumed session brought along."""
+    heard: list[str] = field(default_factory=list)
+    """What the model heard of each caller audio turn, in order: the recogniser's words, or the
+    ``[caller speech 3.4 s]`` placeholder where there was none (for that language)."""
+    voiced: list[str] = field(default_factory=list)
+    """Every text the model spoke in a synthesised voice (not a bundled or scenario clip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,4 +349,28 @@ class Stall:
     until_ms: float
 
 
-Outgoing = SendMessage | CloseConnection | AbortConnection | Stall
+@dataclass(frozen=True, slots=True)
+class Transcribe:
+    """Recognise what the caller said in one turn: ``pcm`` (PCM16 mono at ``rate`` Hz) in
+    ``language``. Nothing is sent; the adapter runs its recogniser off the event loop and hands
+    the words (or ``None``: no recogniser for that language) to
+    :meth:`~agent.sim.live.core.LiveEmulatorCore.heard` with the same ``request``."""
+
+    request: int
+    pcm: bytes = field(repr=False)
+    rate: int
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesise:
+    """Voice ``text`` as PCM16 mono at ``rate`` Hz (the Live API's 24 kHz). Nothing is sent; the
+    adapter runs its TTS off the event loop and hands the audio (or ``None``: no TTS) to
+    :meth:`~agent.sim.live.core.LiveEmulatorCore.voiced` with the same ``request``."""
+
+    request: int
+    text: str
+    rate: int
+
+
+Outgoing = SendMessage | CloseConnection | AbortConnection | Stall | Transcribe | Synthesise

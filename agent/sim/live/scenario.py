@@ -1,6 +1,7 @@
 """Scripted conversations for the Live API emulator: what the emulated model says and calls.
 
-Without a scenario the emulator answers every turn with a bundled clip (the greeting for a
+Without a scenario the emulator calls the declared functions a turn's words ask for
+(:mod:`agent.sim.live.functions`), else answers with a bundled clip (the greeting for a
 ``clientContent`` turn, the reply for anything else). A :class:`Scenario` replaces that with a
 script: one :class:`Step` per *turn*, taken in order. A turn is every client input that asks the
 model for an answer: a ``clientContent`` message with ``turnComplete``, a ``realtimeInput.text``,
@@ -23,8 +24,8 @@ Scenarios are plain data (YAML or JSON, see :func:`load_scenario` and ``agent/si
     steps:
       - say: greeting                       # the bridge's greeting request
       - calls:                              # the caller asks where the order is
-          - {name: lookup_order, args: {order_id: A17}, wait: true}
-        say: {clip: reply, text: "Your order {result.status}."}
+          - {name: order_status, args: {order_id: A1017}, wait: true}
+        say: {clip: reply, text: "Your order is {result.0.status}."}
 
 This module is pure data and parsing: :func:`load_scenario` reads files, nothing else does I/O.
 It also holds :class:`Clip`, the audio unit the emulator speaks, so that scenarios can carry their
@@ -89,8 +90,9 @@ class Speech:
 
     ``clip`` is ``"greeting"``, ``"reply"`` or the path a WAV was loaded from (then ``audio``
     holds it). ``text`` is a template (:func:`render_template`) for the transcript (and for the
-    text parts of a ``TEXT``-modality answer); ``None`` means the clip's own transcript. The audio
-    never changes with the text: an emulator does not synthesise speech.
+    text parts of a ``TEXT``-modality answer); ``None`` means the clip's own transcript. An
+    emulator with a TTS voices such a text instead of playing the clip (a scenario WAV still
+    plays as recorded); without one the clip's audio plays under the new words.
     """
 
     clip: str = "reply"

@@ -15,6 +15,14 @@ not drift however late the loop wakes. Emulated time is wall time since the emul
 multiplied by :attr:`EmulatorOptions.speed`; one clock serves every connection, so resumption
 handles expire and sessions add up across connections.
 
+Speech (``speech=EmulatorSpeech.installed()``): the core asks to hear each caller turn and to
+voice the agent's own words; this adapter runs the recogniser and the TTS in worker threads (the
+installed recogniser passes its work on to a worker process, see :mod:`agent.sim.speech.worker`),
+so the loop keeps pacing every connection's audio meanwhile, and hands the results back to the
+core.
+Without engines (the default, or when the ``speech`` extra is not installed) the core answers with
+the ``[caller speech 3.4 s]`` placeholder and the bundled clips.
+
 Tests drive failures without sleeping: :attr:`EmulatorOptions.faults` schedules them, and
 :meth:`RunningEmulator.close_session`, :meth:`~RunningEmulator.abort_session` and
 :meth:`~RunningEmulator.go_away` inject them at once and return when they have happened.
@@ -28,12 +36,13 @@ import dataclasses
 import hmac
 import importlib.resources
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final
 
+import structlog
 from aiohttp import WSMsgType, web
 
 from agent.audio.codec import read_wav
@@ -49,6 +58,8 @@ from agent.sim.live.options import (
     EmulatorOptions,
     Fault,
     Stall,
+    Synthesise,
+    Transcribe,
 )
 from agent.sim.live.resumption import ResumptionStore
 from agent.sim.live.scenario import Scenario, load_scenario
@@ -59,11 +70,13 @@ from agent.sim.live.wire import (
     INTERNAL_ERROR,
     INVALID_API_KEY,
 )
+from agent.sim.speech import Recogniser, Synthesiser
 
 __all__ = [
     "LIVE_PATH",
     "EmulatedSessionRecord",
     "EmulatorOptions",
+    "EmulatorSpeech",
     "Fault",
     "RunningEmulator",
     "Scenario",
@@ -88,6 +101,48 @@ _SHUTDOWN_REASON: Final = "The service is shutting down."
 _CLOSE_ABNORMAL: Final = 1006
 # Larger than Google's own limits in practice; the bridge never comes near it.
 _MAX_CLIENT_FRAME: Final = 16 * 1024 * 1024
+
+
+log = structlog.get_logger("agent.sim")
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorSpeech:
+    """The speech engines an emulator hears and speaks with; ``None``: that engine is absent.
+
+    Each is a blocking callable (see :mod:`agent.sim.speech`), run in a worker thread; the
+    installed recogniser hands its work on to a worker process. Tests inject their own, or
+    ``EmulatorSpeech()`` for none (the placeholder and the bundled clips).
+    """
+
+    speak: Synthesiser | None = None
+    transcribe: Recogniser | None = None
+
+    @classmethod
+    def installed(cls) -> EmulatorSpeech:
+        """The offline engines of the ``speech`` extra, those of them installed here (loading
+        them takes about half a second), and a log line saying which are missing and what the
+        emulator does instead."""
+        from agent.sim import speech
+
+        available = speech.speech_available()
+        if not all(available.values()):
+            log.warning(
+                "emulator.speech_missing",
+                tts=available["tts"],
+                stt=available["stt"],
+                fallback="bundled clips for the agent's words; "
+                "'[caller speech N s]' for what the caller said",
+                install="pip install 'gemini-phone-agent[speech]'",
+            )
+        from agent.sim.speech.worker import transcribe_in_worker
+
+        return cls(
+            speak=speech.speak if available["tts"] else None,
+            # In a worker process: PocketSphinx holds the GIL while it decodes, which in a thread
+            # would stall every session's audio (see agent.sim.speech.worker).
+            transcribe=transcribe_in_worker if available["stt"] else None,
+        )
 
 
 def load_bundled_clips() -> AnswerClips:
@@ -133,6 +188,7 @@ class _EmulatorState:
     """Open connections by index."""
     store: ResumptionStore = field(default_factory=ResumptionStore)
     clock: Clock = REAL_TIME
+    speech: EmulatorSpeech = field(default_factory=EmulatorSpeech)
     origin: float = 0.0
     _accepted: asyncio.Event | None = None
 
@@ -162,16 +218,22 @@ async def _start_the_clock(app: web.Application) -> None:
     state.origin = state.clock.now()
 
 
-def create_emulator_app(options: EmulatorOptions, clock: Clock | None = None) -> web.Application:
+def create_emulator_app(
+    options: EmulatorOptions, clock: Clock | None = None, *, speech: EmulatorSpeech | None = None
+) -> web.Application:
     """An aiohttp application serving the Live API path; run it with any aiohttp runner.
 
     Emulated time is ``clock`` (by default the monotonic clock sped up by ``options.speed``); give
-    the bridge's clock to put both on one timeline. On shutdown every open session is closed with
-    1001 before the server stops.
+    the bridge's clock to put both on one timeline. ``speech`` is what it hears and speaks with
+    (default: nothing, the placeholder and the bundled clips; ``EmulatorSpeech.installed()`` for
+    the offline engines). On shutdown every open session is closed with 1001 before the server
+    stops.
     """
     clock = Clock(speed=options.speed) if clock is None else clock
     app = web.Application()
-    app[_STATE] = _EmulatorState(options, load_bundled_clips(), clock=clock)
+    app[_STATE] = _EmulatorState(
+        options, load_bundled_clips(), clock=clock, speech=speech or EmulatorSpeech()
+    )
     app.on_startup.append(_start_the_clock)
     app.router.add_get(_ROUTE, _handle_live)
     app.on_shutdown.append(_close_open_sessions)
@@ -254,13 +316,14 @@ async def start_emulator(
     *,
     ssl_context: ssl.SSLContext | None = None,
     clock: Clock | None = None,
+    speech: EmulatorSpeech | None = None,
 ) -> RunningEmulator:
     """Serve the emulator on ``host:port`` (0 = any free port) and return it running.
 
     With ``ssl_context`` (see :func:`tls_server_context`) it serves ``wss://``, which the official
-    Python SDK insists on. ``clock`` is as for :func:`create_emulator_app`.
+    Python SDK insists on. ``clock`` and ``speech`` are as for :func:`create_emulator_app`.
     """
-    app = create_emulator_app(options, clock)
+    app = create_emulator_app(options, clock, speech=speech)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -336,8 +399,12 @@ class _LiveSession:
             store=state.store,
             connection=record.connection,
             now_ms=state.now_ms(),
+            hears=state.speech.transcribe is not None,
+            speaks=state.speech.speak is not None,
         )
         self._record = record
+        self._speech_tasks: set[asyncio.Task[None]] = set()
+        self._told_unheard = False
         self._wake = asyncio.Event()
         self._reading = asyncio.Event()  # cleared while a stall fault holds the connection
         self._reading.set()
@@ -387,6 +454,8 @@ class _LiveSession:
         finally:
             # The writer may be closing the socket itself; let it finish rather than cancel it.
             self._core.connection_lost()
+            for task in self._speech_tasks:
+                task.cancel()  # its thread runs to the end; its result is dropped
             self._stopping = True
             self._reading.set()
             self._wake.set()
@@ -424,6 +493,12 @@ class _LiveSession:
                 if isinstance(item, Stall):
                     await self._stall(item.until_ms)
                     continue
+                if isinstance(item, Transcribe):
+                    self._off_loop(self._hear(item))
+                    continue
+                if isinstance(item, Synthesise):
+                    self._off_loop(self._voice(item))
+                    continue
                 try:
                     await self._ws.send_bytes(item.encode())
                 except ConnectionError:
@@ -447,6 +522,43 @@ class _LiveSession:
                 assert deadline is not None
                 now_ms = max(self._state.now_ms(), deadline)
             core.poll(self._state.now_ms() if now_ms is None else now_ms)
+
+    def _off_loop(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._speech_tasks.add(task)
+        task.add_done_callback(self._speech_tasks.discard)
+
+    async def _hear(self, request: Transcribe) -> None:
+        """Run the recogniser on one caller turn in a worker thread; give the core its words."""
+        recognise = self._state.speech.transcribe
+        assert recognise is not None
+        try:
+            words = await asyncio.to_thread(recognise, request.pcm, request.rate, request.language)
+        except Exception:
+            log.exception("emulator.recognition_failed", language=request.language)
+            words = None
+        if words is None and not self._told_unheard:
+            self._told_unheard = True
+            log.info(
+                "emulator.not_heard",
+                language=request.language,
+                fallback="'[caller speech N s]'",
+                reason="no offline recogniser for this language",
+            )
+        self._core.heard(request.request, words, self._state.now_ms())
+        self._wake.set()
+
+    async def _voice(self, request: Synthesise) -> None:
+        """Run the TTS on the agent's words in a worker thread; give the core the audio."""
+        speak = self._state.speech.speak
+        assert speak is not None
+        try:
+            pcm = await asyncio.to_thread(speak, request.text, request.rate)
+        except Exception:
+            log.exception("emulator.synthesis_failed")
+            pcm = None
+        self._core.voiced(request.request, pcm, self._state.now_ms())
+        self._wake.set()
 
     async def _stall(self, until_ms: float) -> None:
         """Neither read nor send until ``until_ms`` (emulated), unless the session is ending."""

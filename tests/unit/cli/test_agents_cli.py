@@ -235,3 +235,11 @@ def test_the_schema_accepts_env_references_and_feature_switches() -> None:
         "tools": [{"name": "bye", "description": "Bye.", "end_call": None}],
     }
     assert list(_validator().iter_errors(document)) == []
+
+
+def test_schema_kind_test_prints_the_agent_test_files_schema() -> None:
+    args = _parser().parse_args(["schema", "--kind", "test"])
+    assert args.kind == "test"
+    schema = json.loads(schema_command("json", "test"))
+    assert schema["title"] == "agent test file"
+    assert {"agent", "turns", "expect"} <= set(schema["properties"])
