@@ -45,7 +45,9 @@ from agent.config.fields import (
 Behavior = Literal["BLOCKING", "NON_BLOCKING"]
 Scheduling = Literal["INTERRUPT", "WHEN_IDLE", "SILENT"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-ContextKey = Literal["agent", "call_sid", "called_number", "caller_number", "local_time"]
+ContextKey = Literal[
+    "agent", "call_sid", "called_number", "caller_number", "local_time", "local_date"
+]
 """Trusted values a parameter may be bound to (see :attr:`ToolSpec.bind`)."""
 CONTEXT_KEYS: Final = frozenset(get_args(ContextKey))
 #: The keys of a tool entry that say what kind of tool it is; exactly one per tool.
