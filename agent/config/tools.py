@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails
 
 from agent.config.fields import (
     DatabaseUrl,
+    Flag,
     FunctionName,
     HttpUrl,
     JsonObject,
@@ -145,6 +146,17 @@ class TransferCallTool:
     """Built-in: move the call to ``number`` (a REST call update with ``<Dial>``)."""
 
     number: PhoneNumber = Field(description="E.164 number the call moves to.")
+    announce: Flag = Field(
+        default=True,
+        description='Tell the caller before transferring: the bundled recording "Putting you '
+        "through now. Please hold.\" plays once the model's turn has, before the call moves "
+        "(even when the model calls the tool before saying anything).",
+    )
+    announcement: Annotated[Text | None, Shown("the bundled recording")] = Field(
+        default=None,
+        description="Say this instead (Twilio's text-to-speech, as the call moves: the bridge "
+        "cannot speak your text itself). Ignored with `announce: false`.",
+    )
 
 
 ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool

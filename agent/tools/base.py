@@ -85,9 +85,13 @@ class EndCall:
 
 @dataclass(frozen=True, slots=True)
 class TransferCall:
-    """The model asked to transfer the caller to ``number`` (E.164, from configuration)."""
+    """The model asked to transfer the caller to ``number`` (E.164, from configuration).
+    ``announce``: tell the caller first, with ``announcement`` said by the carrier, or (None) the
+    bundled recording played by the session before it moves the call."""
 
     number: str
+    announce: bool = True
+    announcement: str | None = None
 
 
 Action = EndCall | TransferCall

@@ -162,7 +162,7 @@ tools:
     end_call: {}
   - name: to_human
     description: Transfer to a person.
-    transfer_call: {number: "+15555550142"}
+    transfer_call: {number: "+15555550142", announce: true, announcement: "One moment."}
 """
 
 ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
@@ -221,7 +221,7 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         ToolSpec(
             name="to_human",
             description="Transfer to a person.",
-            kind=TransferCallTool("+15555550142"),
+            kind=TransferCallTool("+15555550142", announce=True, announcement="One moment."),
         ),
     )
     declarations = (

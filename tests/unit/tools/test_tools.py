@@ -556,8 +556,18 @@ async def test_transfer_call_returns_the_configured_number(make_toolbox: Any) ->
     outcome = await make_toolbox(spec).run(
         "transfer_call", {"reason": "billing", "number": "+19005550000"}, CONTEXT
     )
-    assert outcome.response == {"result": "transferring the call"}
+    assert outcome.response == {
+        "result": "transferring the call; the caller is told to hold, say nothing more"
+    }
     assert outcome.action == TransferCall("+15555550123")  # never the model's number
+    quiet = ToolSpec(
+        name="transfer_call",
+        description="Transfer to a person.",
+        kind=TransferCallTool("+15555550123", announce=False),
+    )
+    outcome = await make_toolbox(quiet).run("transfer_call", {}, CONTEXT)
+    assert outcome.response == {"result": "transferring the call"}
+    assert outcome.action == TransferCall("+15555550123", announce=False)
 
 
 # -- validation ------------------------------------------------------------------------------------
