@@ -5,6 +5,7 @@ Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the b
 
     AgentError
     ├── ConfigError            bad settings or agent configuration (file, line, key when known)
+    │   └── GroupedConfigError       several at once (``.errors``), so a file is fixed in one pass
     ├── AudioError             audio that cannot be decoded or has the wrong shape
     ├── TelephonyError
     │   └── SignatureError     a webhook or stream whose Twilio signature / stream token fails
@@ -44,6 +45,15 @@ class ConfigError(AgentError):
         self.file = file
         self.line = line
         self.key = key
+
+
+class GroupedConfigError(ConfigError):
+    """Several configuration errors found together (``.errors``, in order); the message has one
+    per line. A check that finds more than one problem raises this, so all are reported."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("\n".join(str(error) for error in errors))
+        self.errors = tuple(errors)
 
 
 class AudioError(AgentError):

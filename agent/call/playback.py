@@ -85,6 +85,8 @@ class Playback:
         self._next += 1
         name = f"m{self._next}"
         self._pending.append((name, self._queued))
+        # Audio sent outside a model turn (a bundled prompt) is unplayed until its mark echoes.
+        self._changed()
         return name
 
     # -- what Twilio tells us -----------------------------------------------------------------

@@ -92,6 +92,7 @@ log = structlog.get_logger("agent.call")
 
 FALLBACK_AUDIO = resources.files("agent") / "assets" / "fallback-apology-8k.wav"
 HOLD_AUDIO = resources.files("agent") / "assets" / "hold-on-8k.wav"
+TRANSFER_AUDIO = resources.files("agent") / "assets" / "transfer-8k.wav"
 
 # Ending reasons, as recorded and counted.
 CALLER_HUNG_UP = "caller hung up"
@@ -663,6 +664,19 @@ class CallSession:
     async def _on_action(self, action: Action) -> None:
         """Hang up or transfer, once the caller has heard the model's goodbye."""
         await self._wait_until_played()
+        # The caller hears why the line changes before it does, from the bridge itself: a model
+        # that calls the tool before speaking would otherwise leave them in silence until the
+        # new party answers. Played, and confirmed by its mark, before the REST redirect (which
+        # ends this stream and anything still queued on it); never when no redirect can follow.
+        if (
+            isinstance(action, TransferCall)
+            and action.announce
+            and action.announcement is None
+            and self._call_control is not None
+        ):
+            log.info("call.transfer_announced", via="recording")
+            await self._send_frames(_transfer_frames())
+            await self._wait_until_played()
         reason = TRANSFERRED if isinstance(action, TransferCall) else AGENT_ENDED
         if isinstance(action, EndCall) and self._cost.reached is not None:
             reason = COST_LIMIT  # the model hung up as part of the goodbye it was asked for
@@ -678,10 +692,11 @@ class CallSession:
             log.info("call.hang_up", via="rest" if done else "stream", reason=reason)
             self.end(reason)
         elif done:
-            log.info("call.transferred", number=action.number)
+            # ``transfer_to`` is masked like a caller's number when MASK_CALLER_NUMBERS is on.
+            log.info("call.transferred", transfer_to=action.number)
             self.end(reason)
         else:
-            log.error("call.transfer_unavailable", number=action.number)
+            log.error("call.transfer_unavailable", transfer_to=action.number)
             self._ending = ERROR
             self.end(ERROR)
 
@@ -744,7 +759,8 @@ class CallSession:
         if isinstance(action, EndCall):
             await control.hang_up(self.started.call_sid)
         else:
-            await control.transfer(self.started.call_sid, action.number)
+            announce = action.announcement if action.announce else None
+            await control.transfer(self.started.call_sid, action.number, announce=announce)
         return True
 
     async def _wait_until_played(self) -> None:
@@ -1015,6 +1031,12 @@ def _fallback_frames() -> list[bytes]:
 def _hold_frames() -> list[bytes]:
     """ "One moment, please." as 20 ms mu-law frames (read once per process)."""
     return _clip_frames(str(HOLD_AUDIO))
+
+
+@cache
+def _transfer_frames() -> list[bytes]:
+    """ "Putting you through now. Please hold." as 20 ms mu-law frames (read once per process)."""
+    return _clip_frames(str(TRANSFER_AUDIO))
 
 
 def _clip_frames(path: str) -> list[bytes]:

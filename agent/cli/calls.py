@@ -73,6 +73,35 @@ def show_command(store: CallRecordStore, call_sid: str) -> str:
 _NOT_ENDED = "(no ending recorded: still running, or the process died)"
 
 
+def conversation_lines(call: CallRecord) -> list[str]:
+    """The call as a conversation: who said what (for the agent, what the caller heard of it),
+    each tool called with its outcome, in order, and how it ended. What ``agent call`` prints."""
+    events: list[tuple[float, list[str]]] = []
+    for turn in call.turns:
+        text = turn.said
+        if turn.role == "agent" and turn.interrupted and turn.heard is not None:
+            text = f"{turn.heard} {CUT}".lstrip()
+        label = "agent:" if turn.role == "agent" else "caller:"
+        events.append((turn.started_at, _wrap(label, text or "(nothing)")))
+    for tool in call.tool_calls:
+        shown = tool.arguments if tool.arguments is not None else tool.requested
+        events.append(
+            (
+                tool.started_at,
+                _wrap("tool:", f"{tool.name}({_compact(shown)}) -> {tool.outcome}"),
+            )
+        )
+    # Stable: a tool call started in the same instant as a turn follows it.
+    lines = [line for _, block in sorted(events, key=lambda e: e[0]) for line in block]
+    if call.ended_at is None:
+        lines.extend(_wrap("ended:", _NOT_ENDED))
+    else:
+        lines.extend(
+            _wrap("ended:", f"{call.end_reason or '-'} after {_duration(call.duration_s)}")
+        )
+    return lines
+
+
 def _render_call(call: CallRecord) -> list[str]:
     lines = [f"call {call.call_sid}"]
     lines.append(f"  agent     {call.agent or '-'}")

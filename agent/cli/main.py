@@ -116,7 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument(
         "wavs", nargs="+", metavar="WAV", help="caller utterances: WAV paths or bundled names"
     )
-    call.add_argument("--url", default="http://127.0.0.1:8080", help="the bridge's base URL")
+    call.add_argument(
+        "--url",
+        default=None,
+        help="the bridge's base URL (default http://127.0.0.1:$PORT, where `agent serve` "
+        "listens with the same environment; PORT defaults to 8080)",
+    )
     call.add_argument("--out", default=None, help="write what the caller heard to this WAV")
     call.add_argument("--speed", type=float, default=1.0, help="1.0 = real time")
     call.add_argument("--barge-in-ms", type=int, default=None, help="interrupt each reply")
@@ -203,7 +208,10 @@ async def _run_server(
     other replicas at a quiet moment (DRAIN_MODE=handover, within HANDOVER_TIMEOUT_S) or finish
     here (DRAIN_MODE=wait, up to DRAIN_TIMEOUT_S); a second signal stops at once."""
     from agent.server.app import drain, hand_over
-    from agent.server.listen import listen, make_runner
+    from agent.server.listen import bind_port, listen, make_runner
+
+    # Bound before the app starts (and logs server.started): a busy port is one line, exit 1.
+    sock = bind_port(settings.host, settings.port, reuse_port=reuse_port)
 
     # Read timeouts and the connection cap (HTTP_READ_TIMEOUT_S, MAX_CONNECTIONS) are set in
     # agent.server.listen. %Tf: each request's duration (the stream's: the call's) becomes
@@ -211,9 +219,13 @@ async def _run_server(
     runner = make_runner(
         app, handle_signals=False, access_log_format='%a "%r" %s %b %Tf "%{User-Agent}i"'
     )
-    await runner.setup()
     try:
-        await listen(runner, host=settings.host, port=settings.port, reuse_port=reuse_port)
+        await runner.setup()
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        await listen(runner, sock=sock)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -311,9 +323,12 @@ def _call(args: argparse.Namespace) -> int:
         place_call,
     )
 
-    utterances = [load_caller_audio(name) for name in args.wavs]
+    try:
+        utterances = [load_caller_audio(name) for name in args.wavs]
+    except OSError as exc:  # a mistyped clip name or path: one line, not a traceback
+        raise ConfigError(str(exc).strip('"')) from exc
     options = CarrierOptions(
-        url=args.url.rstrip("/"),
+        url=(args.url or default_bridge_url(settings)).rstrip("/"),
         speed=args.speed,
         auth_token=reveal(settings.twilio_auth_token),
         from_number=args.from_number,
@@ -325,21 +340,69 @@ def _call(args: argparse.Namespace) -> int:
         if args.rest_port is None:
             return await place_call(options, utterances)
         account_sid = args.account_sid or settings.twilio_account_sid or new_sid("AC")
-        async with TwilioApiSimulator(
-            account_sid=account_sid,
-            auth_token=reveal(settings.twilio_auth_token),
-            port=args.rest_port,
-        ) as rest:
-            print(f"TWILIO_API_URL={rest.url} TWILIO_ACCOUNT_SID={rest.account_sid}", flush=True)
-            return await place_call(options, utterances, rest=rest)
+        try:
+            rest_api = TwilioApiSimulator(
+                account_sid=account_sid,
+                auth_token=reveal(settings.twilio_auth_token),
+                port=args.rest_port,
+            )
+            await rest_api.__aenter__()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the REST stand-in on 127.0.0.1:{args.rest_port}: "
+                f"{exc.strerror or exc}",
+                key="--rest-port",
+            ) from exc
+        try:
+            print(
+                f"TWILIO_API_URL={rest_api.url} TWILIO_ACCOUNT_SID={rest_api.account_sid}",
+                flush=True,
+            )
+            return await place_call(options, utterances, rest=rest_api)
+        finally:
+            await rest_api.__aexit__(None, None, None)
 
     report = asyncio.run(run())
     if args.out:
         write_wav(args.out, report.heard, 8000)
     print(report.summary())
+    print(_conversation(report.call_sid, settings.database_url))
     if args.out:
         print(f"wrote what the caller heard to {args.out}")
     return 0
+
+
+def default_bridge_url(settings: Settings) -> str:
+    """Where ``agent serve`` listens with these settings: ``PORT`` on this machine (a wildcard
+    ``HOST`` is reached on loopback)."""
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{settings.port}"
+
+
+def _conversation(call_sid: str, database_url: str, *, wait_s: float = 5.0) -> str:
+    """The call as text, from the bridge's call record (``DATABASE_URL``, as the server's):
+    it is written as the call goes, so its ending may land a moment after the hang-up."""
+    import time
+
+    from agent.cli.calls import conversation_lines
+    from agent.records.store import RecordStore
+
+    try:
+        store = RecordStore.from_url(database_url, create=False)
+    except ConfigError:
+        return (
+            f"conversation: no call records at {database_url} (is the bridge using another "
+            "DATABASE_URL?)"
+        )
+    deadline = time.monotonic() + wait_s
+    while True:
+        call = store.get_call(call_sid)
+        if (call is not None and call.ended_at is not None) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # a command line's wait for another process's write, not a test's
+    if call is None:
+        return f"conversation: call {call_sid} is not recorded in {store.location}"
+    return "\n".join(["conversation", *conversation_lines(call)])
 
 
 if __name__ == "__main__":

@@ -270,13 +270,27 @@ _SELECT_RE: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _URL_RE: Final = re.compile(r"https?://\S+")
 _DATABASE_URL_RE: Final = re.compile(r"(sqlite:///|postgresql://|postgres://)\S*")
 
-#: The Live API's prebuilt voices; a near miss of one of these is reported as a typo.
+#: The Live API's prebuilt voices: the 30 of Google's speech-generation voice list, which the
+#: native-audio Live models share ("30 HD voices", Chirp 3: HD). Sources:
+#: https://ai.google.dev/gemini-api/docs/speech-generation#voices and
+#: https://docs.cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/2-5-flash-live-api
+#: Another name is refused at load: the service would close the setup (a call with no agent).
 KNOWN_VOICES: Final = (
     "Puck", "Charon", "Kore", "Fenrir", "Aoede", "Leda", "Orus", "Zephyr", "Achernar", "Achird",
     "Algenib", "Algieba", "Alnilam", "Autonoe", "Callirrhoe", "Despina", "Enceladus", "Erinome",
     "Gacrux", "Iapetus", "Laomedeia", "Pulcherrima", "Rasalgethi", "Sadachbia", "Sadaltager",
     "Schedar", "Sulafat", "Umbriel", "Vindemiatrix", "Zubenelgenubi",
 )  # fmt: skip
+
+
+def _check_voice(name: str) -> str | None:
+    if name in KNOWN_VOICES:
+        return None
+    same = [voice for voice in KNOWN_VOICES if voice.lower() == name.lower()]
+    near = same[0] if same else near_value(name, KNOWN_VOICES, cutoff=0.6)
+    hint = f" (did you mean {near!r}?)" if near else f": one of {', '.join(sorted(KNOWN_VOICES))}"
+    return f"{name!r} is not one of the Live API's voices{hint}"
+
 
 Text = Annotated[str, TextRule()]
 AgentName = Annotated[str, TextRule(hint="a name (letters, digits, _ . -)", pattern=_NAME_RE)]
@@ -288,7 +302,7 @@ LanguageTag = Annotated[str, TextRule(hint="a BCP-47 tag such as en-US", pattern
 ModelName = Annotated[
     str, TextRule(hint="a model name", pattern=_MODEL_RE, check=_check_model_name)
 ]
-VoiceName = Annotated[str, TextRule(hint="a voice name", known=KNOWN_VOICES)]
+VoiceName = Annotated[str, TextRule(hint="a voice name", check=_check_voice, known=KNOWN_VOICES)]
 FunctionName = Annotated[
     str,
     TextRule(

@@ -56,7 +56,7 @@ from agent.config.limits import MAX_FILE_BYTES, LimitError, compose
 from agent.config.models import AgentConfig, AgentFile
 from agent.config.registry import AgentRegistry
 from agent.config.tools import ToolSpec
-from agent.errors import ConfigError
+from agent.errors import ConfigError, GroupedConfigError
 from agent.observability.privacy import redact_secrets
 from agent.settings import bridge_variables
 
@@ -491,6 +491,9 @@ def _read_file(
     if check_agent is not None:
         try:
             check_agent(agent)
+        except GroupedConfigError as group:
+            for error in group.errors:
+                _report_agent_error(doc, error)
         except ConfigError as exc:
             _report_agent_error(doc, exc)
     if doc.problems:
@@ -560,6 +563,7 @@ def load(
         sources={a.config.name: a.file for a in loaded},
         secrets=secrets,
         path=where,
+        lines={a.config.name: a.lines for a in loaded},
     )
 
 

@@ -27,6 +27,7 @@ class AgentRegistry:
         sources: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
         path: str | None = None,
+        lines: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         """``default`` names the default agent; None: the only agent, or the first by name.
         Raises ConfigError for no agents, a repeated name or number, or an unknown default."""
@@ -53,6 +54,7 @@ class AgentRegistry:
         self._default_chosen = default is not None
         self._sources = MappingProxyType(dict(sources or {}))
         self._secrets = frozenset(s for s in secrets if s)
+        self._lines = MappingProxyType(dict(lines or {}))
         self.path = path
         """Where the agents were loaded from, for messages (None if built in code)."""
 
@@ -96,6 +98,16 @@ class AgentRegistry:
     def source(self, name: str) -> str | None:
         """The file agent ``name`` came from (None if built in code)."""
         return self._sources.get(name)
+
+    def line(self, name: str, key: str) -> int | None:
+        """The line of ``key`` (``tools[2].sql.query``; the nearest enclosing key it has) in
+        agent ``name``'s file, for checks after loading (None if built in code)."""
+        lines = self._lines.get(name, {})
+        while key:
+            if key in lines:
+                return lines[key]
+            key = key.rpartition(".")[0]
+        return lines.get("")
 
     def secrets(self) -> frozenset[str]:
         """Every value substituted from ``${VAR}``: for log redaction, never for logging."""

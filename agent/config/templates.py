@@ -100,6 +100,13 @@ def format_local_time(now: datetime, timezone: str) -> str:
     return f"{local:%A} {local.day} {local:%B %Y, %H:%M} {abbreviation}{place}"
 
 
+def format_local_date(now: datetime, timezone: str) -> str:
+    """Today's date in ``timezone`` as ``2026-05-14`` (``{local_date}``; bindable in tools, so
+    a query can compare with it). Naive datetimes are taken as UTC."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    return (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(zone).date().isoformat()
+
+
 def template_values(agent: AgentConfig, context: TemplateContext) -> dict[str, str]:
     """The values of ``TEMPLATE_KEYS`` for one call (``unknown`` where not known). The keys in
     ``agent.config.tools.CONTEXT_KEYS`` are the same values tools can be bound to."""

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails
 
 from agent.config.fields import (
     DatabaseUrl,
+    Flag,
     FunctionName,
     HttpUrl,
     JsonObject,
@@ -45,7 +46,9 @@ from agent.config.fields import (
 Behavior = Literal["BLOCKING", "NON_BLOCKING"]
 Scheduling = Literal["INTERRUPT", "WHEN_IDLE", "SILENT"]
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-ContextKey = Literal["agent", "call_sid", "called_number", "caller_number", "local_time"]
+ContextKey = Literal[
+    "agent", "call_sid", "called_number", "caller_number", "local_time", "local_date"
+]
 """Trusted values a parameter may be bound to (see :attr:`ToolSpec.bind`)."""
 CONTEXT_KEYS: Final = frozenset(get_args(ContextKey))
 #: The keys of a tool entry that say what kind of tool it is; exactly one per tool.
@@ -144,6 +147,17 @@ class TransferCallTool:
     """Built-in: move the call to ``number`` (a REST call update with ``<Dial>``)."""
 
     number: PhoneNumber = Field(description="E.164 number the call moves to.")
+    announce: Flag = Field(
+        default=True,
+        description='Tell the caller before transferring: the bundled recording "Putting you '
+        "through now. Please hold.\" plays once the model's turn has, before the call moves "
+        "(even when the model calls the tool before saying anything).",
+    )
+    announcement: Annotated[Text | None, Shown("the bundled recording")] = Field(
+        default=None,
+        description="Say this instead (Twilio's text-to-speech, as the call moves: the bridge "
+        "cannot speak your text itself). Ignored with `announce: false`.",
+    )
 
 
 ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool

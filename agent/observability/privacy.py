@@ -48,6 +48,7 @@ NUMBER_FIELDS: Final = frozenset(
         "to_number",
         "phone",
         "phone_number",
+        "transfer_to",
     }
 )
 

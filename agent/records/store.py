@@ -60,6 +60,7 @@ from agent.observability.privacy import (
     redact_fields,
 )
 from agent.records.backends import Backend, Connection, backend_from_url
+from agent.records.migrations import migrate
 
 log = structlog.get_logger("agent.records")
 
@@ -240,54 +241,7 @@ def _from_json(text: str | None) -> Any:
 
 # -- SQL, in the subset SQLite and PostgreSQL share ----------------------------------------------
 
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS calls (
-        call_sid     TEXT PRIMARY KEY,
-        stream_sid   TEXT,
-        agent        TEXT,
-        from_number  TEXT,
-        to_number    TEXT,
-        started_at   DOUBLE PRECISION NOT NULL,
-        ended_at     DOUBLE PRECISION,
-        end_reason   TEXT,
-        summary      TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS calls_by_started_at ON calls (started_at)",
-    """CREATE TABLE IF NOT EXISTS turns (
-        call_sid     TEXT NOT NULL,
-        idx          INTEGER NOT NULL,
-        role         TEXT NOT NULL,
-        said         TEXT NOT NULL,
-        heard        TEXT,
-        started_at   DOUBLE PRECISION NOT NULL,
-        ended_at     DOUBLE PRECISION NOT NULL,
-        interrupted  INTEGER NOT NULL,
-        PRIMARY KEY (call_sid, idx)
-    )""",
-    """CREATE TABLE IF NOT EXISTS tool_calls (
-        call_sid     TEXT NOT NULL,
-        seq          INTEGER NOT NULL,
-        call_id      TEXT NOT NULL,
-        name         TEXT NOT NULL,
-        arguments    TEXT,
-        result       TEXT,
-        outcome      TEXT NOT NULL,
-        started_at   DOUBLE PRECISION NOT NULL,
-        latency_ms   DOUBLE PRECISION NOT NULL,
-        requested    TEXT,
-        PRIMARY KEY (call_sid, seq)
-    )""",
-    """CREATE TABLE IF NOT EXISTS call_usage (
-        call_sid     TEXT NOT NULL,
-        direction    TEXT NOT NULL,
-        modality     TEXT NOT NULL,
-        tokens       BIGINT NOT NULL,
-        PRIMARY KEY (call_sid, direction, modality)
-    )""",
-)
-
-# (table, column) added after the tables were first released: ``_create_schema`` adds them.
-_ADDED_COLUMNS: Final = (("tool_calls", "requested"),)
+# The tables themselves: agent.records.migrations, one ordered migration per change.
 
 # A child row may reach the writer before its call's ``started`` (or without one, if that write
 # was dropped): make sure the call exists so the child is never orphaned and invisible.
@@ -735,36 +689,16 @@ class RecordStore:
         return conn
 
     def _create_schema(self) -> None:
+        """Create the tables, or bring an older database's up to date (see
+        :mod:`agent.records.migrations`)."""
         failures: tuple[type[Exception], ...] = (*self._backend.errors, OSError)
         try:
             with _closing(self._backend.connect()) as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                self._add_columns(conn)
+                migrate(self._backend, conn)
         except failures as exc:
             raise ConfigError(
                 f"cannot open call records at {self.location}: {exc}", key="DATABASE_URL"
             ) from exc
-
-    def _add_columns(self, conn: Connection) -> None:
-        """Columns added since the first release, added to a database made before them."""
-        for table, column in _ADDED_COLUMNS:
-            if self._has_column(conn, table, column):
-                continue
-            try:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-            except self._backend.errors:
-                # Another replica starting at the same moment may have added it first.
-                if not self._has_column(conn, table, column):
-                    raise
-            log.info("records.column_added", table=table, column=column)
-
-    def _has_column(self, conn: Connection, table: str, column: str) -> bool:
-        try:
-            conn.execute(f"SELECT {column} FROM {table} WHERE 1 = 0").fetchall()
-        except self._backend.errors:
-            return False
-        return True
 
 
 def _close_quietly(conn: Connection) -> None:

@@ -38,6 +38,7 @@ from agent.crm import Crm
 from agent.errors import ConfigError, SharedStateError
 from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
+from agent.live.models import check_model
 from agent.live.preflight import PreflightSchedule
 from agent.live.protocol import check_backend
 from agent.live.targets import LiveEndpoint, settings_endpoint
@@ -92,6 +93,7 @@ from agent.telephony.webhooks import (
     StreamTokens,
 )
 from agent.tools import validate_specs
+from agent.tools.availability import unavailable_tools
 
 log = structlog.get_logger("agent.app")
 
@@ -139,10 +141,13 @@ def create_app(
                 raise ConfigError("invalid tools:\n  " + "\n  ".join(problems), key="tools")
             agents = AgentRegistryHolder.of(AgentRegistry.of(agent))
         else:
+            backend = live_target.backend if live_target is not None else "gemini"
             agents = AgentRegistryHolder(
                 settings.agents_path,
                 env_allow=EnvAllow(settings.agent_env_prefix, settings.agent_env_allow),
                 check_tools=validate_specs,
+                # A setting the model does not accept is refused at load, as by agent check.
+                check_agent=lambda configured: check_model(configured, backend),
                 on_change=lambda registry: add_secrets(*registry.secrets()),
             )
     add_secrets(*agents.current.secrets())
@@ -253,6 +258,15 @@ async def _tools(app: web.Application) -> AsyncIterator[None]:
                 message="TWILIO_ACCOUNT_SID and credentials are not set: end_call closes the "
                 "media stream and transfer_call is unavailable",
             )
+            for configured in app[AGENTS].current.agents.values():
+                for tool in unavailable_tools(configured, rest=False):
+                    log.warning(
+                        "tool.not_declared",
+                        agent=configured.name,
+                        tool=tool.name,
+                        missing=tool.missing,
+                        message=tool.message,
+                    )
         yield
     finally:
         for _, toolbox in tools.toolboxes.values():

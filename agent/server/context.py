@@ -15,6 +15,7 @@ from agent.config.models import AgentConfig
 from agent.config.templates import TemplateContext, render_for_call
 from agent.server.state import CLOCK, METRICS, SETTINGS, TOOLS
 from agent.tools import Toolbox
+from agent.tools.availability import unavailable_tools, without_tools
 
 log = structlog.get_logger("agent.app")
 
@@ -51,6 +52,10 @@ async def agent_for_call(
     customer = await prefetch_customer(
         app, configured, identity(configured, caller, verified=verified)
     )
+    if app[TOOLS].twilio is None:
+        # Never offer the model a tool that can only fail here (transfer_call without REST).
+        unavailable = unavailable_tools(configured, rest=False)
+        configured = without_tools(configured, {tool.name for tool in unavailable})
     agent = render_for_call(
         configured,
         TemplateContext(

@@ -27,6 +27,7 @@ opening its Live session), https://docs.aiohttp.org/en/stable/web_advanced.html#
 from __future__ import annotations
 
 import asyncio
+import errno
 import resource
 import socket
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from agent.errors import ConfigError
 from agent.server.state import METRICS, SETTINGS
 from agent.settings import Settings
 
@@ -247,6 +249,37 @@ class LimitedSite(web.BaseSite):
                 backlog=self._backlog,
                 reuse_port=self._reuse_port or None,
             )
+
+
+def bind_port(host: str | None, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to ``host``:``port``, before anything else starts: a port already in use
+    is one ConfigError naming it (the command prints one line and exits 1), not a traceback
+    after the server said it had started."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror}", key="HOST") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host or '*'} is already in use (another `agent serve`?): stop "
+                "it, or set PORT / --port to a free port",
+                key="PORT",
+            ) from exc
+        raise ConfigError(
+            f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}", key="PORT"
+        ) from exc
+    sock.setblocking(False)
+    return sock
 
 
 async def listen(

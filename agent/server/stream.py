@@ -11,7 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agent.call.session import CallSession
 from agent.cluster.journal import CallJournal
 from agent.cluster.state import CallSnapshot
-from agent.config.templates import format_local_time
+from agent.config.templates import format_local_date, format_local_time
 from agent.errors import SharedStateError, SignatureError
 from agent.server.context import agent_for_call, identity, toolbox_for
 from agent.server.preconnect import new_link
@@ -150,6 +150,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             caller_number=identity(agent, caller, verified=verified),
             called_number=called,
             local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
+            local_date=format_local_date(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
         )
         session = CallSession(
             ws=ws,

@@ -42,7 +42,9 @@ class CallContext:
 
     ``caller_number`` and ``called_number`` are None when Twilio did not give them (anonymous or
     SIP callers); a tool that binds one of them then fails rather than run with a guess.
-    ``local_time`` is the business's local time as the session chose to format it.
+    ``local_time`` is the business's local time as the session chose to format it;
+    ``local_date`` its date (``2026-05-14``, as ``{local_date}`` in prompts), for queries that
+    compare dates.
     """
 
     call_sid: str
@@ -52,6 +54,7 @@ class CallContext:
     caller_number: str | None
     called_number: str | None
     local_time: str
+    local_date: str | None = None
 
     def value(self, key: str) -> str | None:
         """The value a ``ToolSpec.bind`` entry names (one of ``toolspec.CONTEXT_KEYS``).
@@ -70,6 +73,8 @@ class CallContext:
                 return self.agent
             case "local_time":
                 return self.local_time
+            case "local_date":
+                return self.local_date
         raise KeyError(f"{key!r} is not a call-context key a parameter can be bound to")
 
 
@@ -80,9 +85,13 @@ class EndCall:
 
 @dataclass(frozen=True, slots=True)
 class TransferCall:
-    """The model asked to transfer the caller to ``number`` (E.164, from configuration)."""
+    """The model asked to transfer the caller to ``number`` (E.164, from configuration).
+    ``announce``: tell the caller first, with ``announcement`` said by the carrier, or (None) the
+    bundled recording played by the session before it moves the call."""
 
     number: str
+    announce: bool = True
+    announcement: str | None = None
 
 
 Action = EndCall | TransferCall

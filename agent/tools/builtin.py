@@ -18,4 +18,8 @@ def run_builtin(kind: EndCallTool | TransferCallTool) -> tuple[Any, Action]:
     """The result the model hears about, and the action the session is to carry out."""
     if isinstance(kind, EndCallTool):
         return "ending the call", EndCall()
-    return "transferring the call", TransferCall(kind.number)
+    action = TransferCall(kind.number, kind.announce, kind.announcement)
+    if not kind.announce:
+        return "transferring the call", action
+    # The caller is told by the bridge, whatever the model does: it need not say it again.
+    return "transferring the call; the caller is told to hold, say nothing more", action

@@ -81,6 +81,80 @@ def validate_sql(tool: SqlTool, known: set[str]) -> list[str]:
     return problems
 
 
+def prepare_sql(tool: SqlTool, crm_path: Path | None) -> str | None:
+    """Compile ``tool``'s statement against its database without running it; why it fails
+    (``no such column: phone``), or None when it compiles.
+
+    Blocking, for ``agent check`` and ``agent doctor``, so that a wrong table or column is found
+    before a caller hears "the query failed". SQLite compiles it with ``EXPLAIN`` (every
+    placeholder bound to NULL: compiling never depends on values); PostgreSQL with ``PREPARE``
+    (then ``DEALLOCATE``), which parses, resolves names and infers parameter types without
+    executing. The embedded CRM (``database_url`` unset) is its file when it exists, else its
+    schema in memory (``agent serve`` creates the file from the same schema).
+    """
+    url = tool.database_url
+    parsed = parse_query(tool.query)
+    if url is None or url.startswith("sqlite:///"):
+        return _prepare_sqlite(parsed, url, crm_path)
+    return _prepare_postgres(parsed, url)
+
+
+def _prepare_sqlite(parsed: ParsedQuery, url: str | None, crm_path: Path | None) -> str | None:
+    from agent.crm.seed import SCHEMA
+
+    try:
+        if url is None and (crm_path is None or not crm_path.exists()):
+            connection = sqlite3.connect(":memory:")
+            for statement in SCHEMA:
+                connection.execute(statement)
+        else:
+            path = crm_path if url is None else Path(url.removeprefix("sqlite:///"))
+            assert path is not None
+            if not path.exists():
+                return f"database file {str(path)!r} does not exist"
+            connection = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return f"cannot open the database: {exc}"
+    try:
+        connection.execute("EXPLAIN " + parsed.text, dict.fromkeys(parsed.names)).close()
+    except sqlite3.Error as exc:
+        return f"the database refuses the query: {exc}"
+    finally:
+        connection.close()
+    return None
+
+
+# SQLSTATE 42P18: a parameter whose type PostgreSQL cannot infer from the statement alone
+# (``SELECT :x``). The statement is otherwise valid: its value decides at run time.
+_INDETERMINATE_DATATYPE: Final = "42P18"
+
+
+def _prepare_postgres(parsed: ParsedQuery, url: str) -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "PostgreSQL needs psycopg: pip install '.[postgres]'"
+    # PREPARE takes $1, $2...: the psycopg form, with each %(name)s numbered by first use.
+    numbered = parsed.pyformat.replace("%%", "\0")  # a literal % is never a placeholder
+    for index, name in enumerate(parsed.names, start=1):
+        numbered = numbered.replace(f"%({name})s", f"${index}")
+    numbered = numbered.replace("\0", "%")
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+            try:
+                connection.execute(("PREPARE agent_check AS " + numbered).encode(), prepare=False)
+            except psycopg.Error as exc:
+                if exc.sqlstate == _INDETERMINATE_DATATYPE:
+                    return None
+                # The primary message alone: the rest quotes the PREPARE, not the user's query.
+                detail = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+                return f"the database refuses the query: {detail}"
+            connection.execute(b"DEALLOCATE agent_check", prepare=False)
+    except psycopg.Error as exc:
+        return f"cannot reach the database {_without_password(url)}: {str(exc).strip()}"
+    return None
+
+
 def bind_parameters(parsed: ParsedQuery, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """One value per placeholder: the argument, NULL when not given, JSON text for a list or an
     object (no driver binds those the same way, and JSON text works in both databases)."""

@@ -253,7 +253,11 @@ async def test_the_agent_ends_or_moves_the_call_through_the_call_control_after_i
     ("action", "reason", "logged"),
     [
         (EndCall(), "agent ended", {"event": "call.hang_up", "via": "stream"}),
-        (TransferCall(HUMAN), "error", {"event": "call.transfer_unavailable", "number": HUMAN}),
+        (
+            TransferCall(HUMAN),
+            "error",
+            {"event": "call.transfer_unavailable", "transfer_to": HUMAN},
+        ),
     ],
 )
 async def test_without_a_call_control_end_call_closes_the_stream_and_a_transfer_fails(

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from timing import scaled_timeout
 
+from agent.audio.codec import ulaw_to_pcm16
 from agent.call import session as session_module
 from agent.call.session import CallSession
 from agent.config.reload import AgentRegistryHolder
@@ -542,3 +543,87 @@ async def test_the_record_keeps_what_ran_and_what_the_model_asked(
     assert (invented.outcome, invented.arguments) == ("refused", None)
     assert invented.requested == {"all": True}
     assert invented.result == {"error": "there is no tool called 'drop_tables'"}
+
+
+def _heard_after_ms(report: CallReport, start_ms: int) -> int:
+    """Milliseconds of agent audio the caller heard after ``start_ms`` of the call."""
+    frame_bytes = 320  # 20 ms of PCM16 at 8 kHz
+    heard = report.heard[start_ms // 20 * frame_bytes :]
+    frames = [heard[i : i + frame_bytes] for i in range(0, len(heard), frame_bytes)]
+    return 20 * sum(1 for frame in frames if frame.strip(b"\x00"))
+
+
+@pytest.mark.parametrize("announce", ["recording", "text", "off"])
+async def test_a_transfer_tells_the_caller_before_the_call_moves(
+    tmp_path: Path,
+    start_bridge: BridgeFactory,
+    scripted: ScriptedEmulator,
+    twilio_api: TwilioApiSimulator,
+    announce: str,
+) -> None:
+    """The model calls transfer_call before saying a word (and says nothing after): before,
+    the caller sat in silence until the new party answered. Now the bridge plays "Putting you
+    through now. Please hold." over the media stream, and moves the call only once Twilio has
+    played it. An ``announcement`` text is said by Twilio as the call moves (the bridge cannot
+    speak text itself); ``announce: false`` keeps the old silence."""
+    bundled = (Path(__file__).parents[2] / "agent/examples/acme-support.yaml").read_text()
+    number = "      number: ${AGENT_ACME_HUMAN_NUMBER:-+15555550142}\n"
+    assert number in bundled
+    if announce == "off":
+        bundled = bundled.replace(number, number + "      announce: false\n")
+    elif announce == "text":
+        bundled = bundled.replace(number, number + "      announcement: Connecting you.\n")
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "acme.yaml").write_text(bundled)
+    emulator = await scripted(after_greeting({"calls": [{"name": "transfer_call", "wait": True}]}))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(folder),
+        live_target=DeveloperApiTarget(base_url=emulator.url),
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=twilio_api.url,
+    )
+    report = await place_call(
+        CarrierOptions(url=bridge.url, auth_token=AUTH_TOKEN, linger_ms=30_000),
+        [caller_clip("transfer")],
+        rest=twilio_api,
+    )
+    call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    assert report.transferred_to == "+15555550142"
+    assert call.ended_reason == "transferred"
+    (utterance,) = report.utterances
+    # Between the function call (made once the caller stopped) and the REST <Dial>, all the
+    # caller can hear is the announcement, heard to its end (every one of its sounding
+    # frames), or nothing.
+    heard_ms = _heard_after_ms(report, utterance.end_ms)
+    if announce == "recording":
+        assert utterance.first_reply_ms is not None
+        recording = [ulaw_to_pcm16(frame) for frame in session_module._transfer_frames()]
+        assert heard_ms == 20 * sum(1 for frame in recording if frame.strip(b"\x00"))
+        assert heard_ms > 1500
+    else:
+        assert heard_ms == 0
+    assert report.twilio_said == (("Connecting you.",) if announce == "text" else ())
+
+
+async def test_without_twilio_rest_transfer_call_is_not_offered_to_the_model(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator
+) -> None:
+    """Before, the model was offered transfer_call and using it hung up on the caller with
+    reason ``error``; without REST credentials the setup now leaves it out (end_call stays:
+    closing the stream hangs up)."""
+    emulator = await scripted(after_greeting({"say": "reply"}))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(None), live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
+    await place_call(CarrierOptions(url=bridge.url), [caller_clip("order-status")])
+    (session, *_) = emulator.sessions
+    (declarations,) = [
+        tool["functionDeclarations"]
+        for tool in session.setup["tools"]
+        if "functionDeclarations" in tool
+    ]
+    names = [declaration["name"] for declaration in declarations]
+    assert "transfer_call" not in names
+    assert "end_call" in names

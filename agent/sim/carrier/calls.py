@@ -325,10 +325,24 @@ async def ring(
             body = await response.text()
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise TelephonyError(f"could not reach the voice webhook {url}: {exc!r}") from exc
+        raise TelephonyError(
+            f"could not reach the voice webhook {url}: {connection_failure(exc)} (is the bridge "
+            "running there? `agent serve` listens on PORT, default 8080)"
+        ) from exc
     if not 200 <= status < 300:
         raise TelephonyError(f"the voice webhook {url} answered {status}: {_short(body.strip())}")
     return body
+
+
+def connection_failure(exc: BaseException) -> str:
+    """Why a request failed, in a few words (``connection refused``), not aiohttp's repr."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return (exc.os_error.strerror or str(exc.os_error)).lower()
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"the server answered {exc.status} {exc.message}".rstrip()
+    return str(exc) or type(exc).__name__
 
 
 async def open_stream(
@@ -347,7 +361,9 @@ async def open_stream(
             timeout=aiohttp.ClientWSTimeout(ws_close=_WS_CLOSE_TIMEOUT_S),
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise TelephonyError(f"could not open the media stream {url}: {exc!r}") from exc
+        raise TelephonyError(
+            f"could not open the media stream {url}: {connection_failure(exc)}"
+        ) from exc
 
 
 class StreamObserver(Protocol):

@@ -165,3 +165,17 @@ def test_an_unknown_echo_does_not_drain_an_open_turn() -> None:
     playback.start_turn()
     assert not playback.mark_played("m99", now=0.0)
     assert not playback.drained
+
+
+def test_audio_sent_outside_a_turn_is_unplayed_until_its_mark_echoes() -> None:
+    """A bundled prompt (the transfer announcement) is no model turn: the call must still wait
+    for Twilio to play it before it moves the call."""
+    changes: list[bool] = []
+    playback = Playback(on_drained=changes.append)
+    playback.sent(130, 0.0)
+    name = playback.mark()
+    assert not playback.drained
+    assert changes == [False]
+    assert playback.mark_played(name, 2.6)
+    assert playback.drained
+    assert changes == [False, True]

@@ -30,8 +30,11 @@ def _write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+_REST = {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "test-token"}
+
+
 def test_check_passes_the_bundled_example_with_one_line_per_agent() -> None:
-    code, text = check_command(None, env={})
+    code, text = check_command(None, env=_REST)
     assert code == 0
     (line,) = text.splitlines()
     assert line.startswith("ok  acme-support (default): +15555550199; ")
@@ -243,3 +246,235 @@ def test_schema_kind_test_prints_the_agent_test_files_schema() -> None:
     schema = json.loads(schema_command("json", "test"))
     assert schema["title"] == "agent test file"
     assert {"agent", "turns", "expect"} <= set(schema["properties"])
+
+
+# -- what fails on a call, found by check (issue 15, point 3) ----------------------------------
+
+
+def test_check_prepares_sql_against_the_crm_schema_and_names_the_missing_column(
+    tmp_path: Path,
+) -> None:
+    """``orders`` has no ``phone`` column: before, the call heard "the query failed"."""
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        tools:
+          - name: find_order
+            description: An order.
+            parameters: {type: object, properties: {order_id: {type: string}}}
+            sql:
+              query: SELECT status FROM orders WHERE id = :order_id AND phone = :order_id
+        """,
+    )
+    env = {**_REST, "CRM_DATABASE_URL": f"sqlite:///{tmp_path / 'absent-crm.db'}"}
+    code, text = check_command(str(tmp_path), env=env, prepare_sql=True)
+    assert code == 1
+    assert text.splitlines() == [
+        f"{tmp_path / 'a.yaml'}:7: tool 'find_order': the database refuses the query: no such "
+        "column: phone (key 'tools[0].sql.query')",
+        "1 problem in 1 file",
+    ]
+    # The bundled example's queries all compile against the same schema.
+    assert check_command(None, env=env, prepare_sql=True)[0] == 0
+
+
+def test_check_prepares_sql_against_an_sqlite_database_url_without_running_it(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    database = tmp_path / "shop.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE bookings (id INTEGER PRIMARY KEY, day TEXT)")
+    _write(
+        tmp_path,
+        "a.yaml",
+        f"""
+        system_prompt: Hi.
+        tools:
+          - name: book
+            description: Book today.
+            parameters: {{type: object, properties: {{today: {{type: string}}}}}}
+            bind: {{today: local_date}}
+            sql:
+              query: INSERT INTO bookings (day) VALUES (:today)
+              database_url: sqlite:///{database}
+          - name: typo
+            description: A typo in a table name.
+            sql:
+              query: SELECT * FROM bookngs
+              database_url: sqlite:///{database}
+        """,
+    )
+    code, text = check_command(str(tmp_path), env=_REST, prepare_sql=True)
+    assert code == 1
+    assert "no such table: bookngs (key 'tools[1].sql.query')" in text
+    assert "tools[0]" not in text
+    with sqlite3.connect(database) as connection:  # compiled, never run
+        assert connection.execute("SELECT count(*) FROM bookings").fetchone() == (0,)
+
+
+def test_check_prepares_sql_against_postgresql(tmp_path: Path, postgres_database: Any) -> None:
+    import psycopg
+
+    url = postgres_database()
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE TABLE customers (id serial PRIMARY KEY, mobile text)")
+    _write(
+        tmp_path,
+        "a.yaml",
+        f"""
+        system_prompt: Hi.
+        tools:
+          - name: who
+            description: The caller.
+            parameters: {{type: object, properties: {{phone: {{type: string}}}}}}
+            bind: {{phone: caller_number}}
+            sql:
+              query: SELECT id FROM customers WHERE phone = :phone
+              database_url: "{url}"
+          - name: fine
+            description: Fine, with a literal percent and a cast.
+            parameters: {{type: object, properties: {{phone: {{type: string}}}}}}
+            sql:
+              query: SELECT id FROM customers WHERE mobile LIKE '%5' || :phone::text
+              database_url: "{url}"
+        """,
+    )
+    code, text = check_command(str(tmp_path), env=_REST, prepare_sql=True)
+    assert code == 1
+    (problem, count) = text.splitlines()
+    assert 'column "phone" does not exist' in problem
+    assert problem.endswith("(key 'tools[0].sql.query')")
+    assert count == "1 problem in 1 file"
+
+
+def test_check_refuses_settings_the_model_does_not_accept(tmp_path: Path) -> None:
+    """gemini-3.1-flash-live-preview has no affective dialog, takes thinking.level only and
+    calls functions synchronously: each was a setup the service refused, mid-call."""
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        model: gemini-3.1-flash-live-preview
+        affective_dialog: true
+        thinking: {budget: 0}
+        tools:
+          - name: note
+            description: A note.
+            behavior: NON_BLOCKING
+            end_call: {}
+        """,
+    )
+    code, text = check_command(str(tmp_path), env=_REST)
+    assert code == 1
+    where = (
+        "model 'gemini-3.1-flash-live-preview' on the Developer API (see "
+        "https://ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-live-preview)"
+    )
+    assert text.splitlines() == [
+        f"{tmp_path / 'a.yaml'}:3: {where} has no affective dialog: remove affective_dialog "
+        "(key 'affective_dialog')",
+        f"{tmp_path / 'a.yaml'}:4: {where} takes thinking.level, not thinking.budget "
+        "(key 'thinking')",
+        f"{tmp_path / 'a.yaml'}:8: {where} calls functions synchronously only: remove "
+        "behavior: NON_BLOCKING from tool 'note' (key 'tools[0].behavior')",
+        "3 problems in 1 file",
+    ]
+
+
+def test_check_refuses_a_vertex_model_on_the_developer_api(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", "system_prompt: Hi.\nmodel: gemini-live-2.5-flash-native-audio\n")
+    code, text = check_command(str(tmp_path), env=_REST)
+    assert code == 1
+    assert "is served by Vertex AI, not the Developer API: set LIVE_BACKEND=vertex" in text
+    code, _ = check_command(
+        str(tmp_path), env={**_REST, "LIVE_BACKEND": "vertex", "VERTEX_PROJECT": "p"}
+    )
+    assert code == 0
+
+
+def test_check_tool_schema_and_voice_problems_name_the_fix(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "a.yaml",
+        """
+        system_prompt: Hi.
+        voice: Koree
+        tools:
+          - name: find
+            description: Find.
+            parameters:
+              type: object
+              properties:
+                a: {type: strng}
+                b: {type: integer, minimum: "five"}
+            end_call: {}
+        """,
+    )
+    code, text = check_command(str(tmp_path), env=_REST)
+    file = tmp_path / "a.yaml"
+    assert code == 1
+    assert text.splitlines() == [
+        f"{file}:2: 'Koree' is not one of the Live API's voices (did you mean 'Kore'?) "
+        "(key 'voice')",
+        f"{file}:9: not a valid JSON Schema: 'strng' is not one of array, boolean, integer, "
+        "null, number, object, string (did you mean 'string'?) "
+        "(key 'tools[0].parameters.properties.a.type')",
+        f"{file}:10: not a valid JSON Schema: 'five' is not of type 'number' "
+        "(key 'tools[0].parameters.properties.b.minimum')",
+        "3 problems in 1 file",
+    ]
+
+
+def test_check_format_json_is_one_document_for_ci(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", "system_prompt: Hi.\nvoise: Puck\n")
+    _write(tmp_path, "b.yaml", "system_prompt: Hi.\n")
+    code, text = check_command(str(tmp_path), env=_REST, fmt="json")
+    assert code == 1
+    assert json.loads(text) == {
+        "ok": False,
+        "files": [
+            {"file": str(tmp_path / "a.yaml"), "agents": [], "problems": 1},
+            {"file": str(tmp_path / "b.yaml"), "agents": [], "problems": 0},
+        ],
+        "problems": [
+            {
+                "file": str(tmp_path / "a.yaml"),
+                "line": 2,
+                "key": "voise",
+                "message": "unknown key 'voise' (did you mean 'voice'?)",
+                "suggestion": "voice",
+                "severity": "error",
+            }
+        ],
+    }
+    code, text = check_command(None, env={}, fmt="json")
+    document = json.loads(text)
+    assert code == 0
+    assert document["ok"] is True
+    (file,) = document["files"]
+    assert file["agents"] == ["acme-support"]
+    assert file["file"].endswith("acme-support.yaml")
+
+
+def test_check_warns_that_transfer_is_not_offered_without_twilio_rest() -> None:
+    """The bundled example's transfer_call cannot work without REST credentials: check says
+    which tool and which settings, and still passes (the agent works without it)."""
+    code, text = check_command(None, env={})
+    assert code == 0
+    (summary, warning) = text.splitlines()
+    assert summary.startswith("ok  acme-support")
+    assert warning.endswith(
+        "warning: tool 'transfer_call' is not offered to the model: transfer_call needs "
+        "Twilio's REST API, and TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID "
+        "and TWILIO_API_KEY_SECRET) are not set (key 'tools[4]')"
+    )
+
+
+def test_the_command_line_takes_format_json() -> None:
+    args = _parser().parse_args(["check", "--format", "json", "agents"])
+    assert (args.path, args.format) == ("agents", "json")

@@ -169,7 +169,7 @@ tools:
     end_call: {}
   - name: to_human
     description: Transfer to a person.
-    transfer_call: {number: "+15555550142"}
+    transfer_call: {number: "+15555550142", announce: true, announcement: "One moment."}
 """
 
 ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
@@ -228,7 +228,7 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         ToolSpec(
             name="to_human",
             description="Transfer to a person.",
-            kind=TransferCallTool("+15555550142"),
+            kind=TransferCallTool("+15555550142", announce=True, announcement="One moment."),
         ),
     )
     declarations = (
@@ -538,7 +538,7 @@ def test_values_are_checked_with_helpful_messages(tmp_path: Path) -> None:
         "'+15555550123' is listed twice (key 'phone_numbers[2]')",
         "'America/New_york' is not an IANA time zone such as 'America/New_York' "
         "(did you mean 'America/New_York'?) (key 'timezone')",
-        "'Pukc' is not a known value (did you mean 'Puck'?) (key 'voice')",
+        "'Pukc' is not one of the Live API's voices (did you mean 'Puck'?) (key 'voice')",
         "may contain no placeholder but {digits} (found {caller}); write {{ for a brace "
         "(key 'dtmf.message')",
         "must be at least 0, got -5 (key 'vad.silence_duration_ms')",
@@ -625,7 +625,8 @@ def test_tool_problems(tmp_path: Path) -> None:
     file = tmp_path / "a.yaml"
     assert problems_of(tmp_path) == [
         f"{file}:5: 'x' is required but not in properties (key 'tools[0].parameters.required')",
-        f"{file}:6: must be one of agent, call_sid, called_number, caller_number, local_time; "
+        f"{file}:6: must be one of agent, call_sid, called_number, caller_number, local_time, "
+        "local_date; "
         "got 'caller_name' (did you mean 'caller_number'?) (key 'tools[0].bind.id')",
         f"{file}:6: 'phone' is not a parameter of this tool (its parameters: id); list it under "
         "parameters.properties (key 'tools[0].bind.phone')",

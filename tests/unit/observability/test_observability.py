@@ -241,6 +241,15 @@ def test_numbers_are_masked_by_key_at_any_depth_and_inside_json_text() -> None:
     assert event["call_sid"] == CALL_SID
 
 
+def test_the_transfer_destination_is_logged_and_masked_only_when_masking_is_on() -> None:
+    """``call.transferred`` names where the caller went: in full, or masked like a caller's
+    number with MASK_CALLER_NUMBERS."""
+    line = {"event": "call.transferred", "transfer_to": "+15555550142"}
+    assert MaskCallerNumbers(enabled=False)(None, "info", dict(line)) == line
+    masked = MaskCallerNumbers(enabled=True)(None, "info", dict(line))
+    assert masked["transfer_to"] == "+1555****142"
+
+
 # -- aiohttp's access log --------------------------------------------------------------------------
 
 

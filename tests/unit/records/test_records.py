@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.cli.calls import CUT, add_calls_subcommands, list_command, show_command
+from agent.cli.calls import (
+    CUT,
+    add_calls_subcommands,
+    conversation_lines,
+    list_command,
+    show_command,
+)
 from agent.errors import ConfigError
 from agent.observability.privacy import REDACTED, mask_number, redact_fields
 from agent.records.store import CallRecorder, RecordStore
@@ -596,6 +602,23 @@ async def test_calls_show_tells_the_call_turn_by_turn(db_url: str) -> None:
     assert any(line.split() == ["prompt_audio", "1,200"] for line in lines)
     assert any(line.split() == ["live_connect_ms", "240"] for line in lines)
     assert show_command(store, "CAnope") == "no call 'CAnope' recorded"
+
+
+async def test_agent_call_prints_the_conversation_as_text(sqlite_url: str) -> None:
+    """What ``agent call`` prints after the carrier's figures: who said what (what the caller
+    heard of a cut answer), the tools called, and how the call ended."""
+    store = RecordStore.from_url(sqlite_url)
+    record_a_call(store)
+    await store.close()
+    call = store.get_call(CALL)
+    assert call is not None
+    assert conversation_lines(call) == [
+        "      caller:  Where is my order 1234?",
+        '      tool:    lookup_order({"order_id": "1234"}) -> ok',
+        f"      agent:   Your order shipped yesterday {CUT}",
+        "      caller:  Great, thanks, bye.",
+        "      ended:   caller hung up after 6.0s",
+    ]
 
 
 async def test_calls_show_says_when_a_call_never_ended(db_url: str) -> None:

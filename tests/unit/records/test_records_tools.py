@@ -108,7 +108,9 @@ async def test_a_database_from_before_gains_the_column(db_url: str) -> None:
     store = RecordStore.from_url(db_url)
     await record_both(store)
     await store.close()
-    execute(db_url, "ALTER TABLE tool_calls DROP COLUMN requested")  # as an older release made it
+    # As an older release made it: no requested column, and no schema_version either.
+    execute(db_url, "ALTER TABLE tool_calls DROP COLUMN requested")
+    execute(db_url, "DROP TABLE schema_version")
 
     store = RecordStore.from_url(db_url)  # adds it back
     call = store.get_call(CALL)

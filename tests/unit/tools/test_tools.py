@@ -56,6 +56,7 @@ CONTEXT = CallContext(
     caller_number="+15555550100",
     called_number="+15555550199",
     local_time="2025-06-02T10:00:00-04:00",
+    local_date="2025-06-02",
 )
 
 # Python tool targets, written to a module of their own so they are imported by name, as a
@@ -250,6 +251,7 @@ def test_the_context_gives_each_bindable_value_and_nothing_else() -> None:
     assert CONTEXT.value("call_sid") == CONTEXT.call_sid
     assert CONTEXT.value("agent") == "acme-support"
     assert CONTEXT.value("local_time") == "2025-06-02T10:00:00-04:00"
+    assert CONTEXT.value("local_date") == "2025-06-02"
     for key in ("account_sid", "stream_sid", "__class__", ""):
         with pytest.raises(KeyError):
             CONTEXT.value(key)
@@ -751,8 +753,18 @@ async def test_transfer_call_returns_the_configured_number(make_toolbox: Any) ->
     outcome = await make_toolbox(spec).run(
         "transfer_call", {"reason": "billing", "number": "+19005550000"}, CONTEXT
     )
-    assert outcome.response == {"result": "transferring the call"}
+    assert outcome.response == {
+        "result": "transferring the call; the caller is told to hold, say nothing more"
+    }
     assert outcome.action == TransferCall("+15555550123")  # never the model's number
+    quiet = ToolSpec(
+        name="transfer_call",
+        description="Transfer to a person.",
+        kind=TransferCallTool("+15555550123", announce=False),
+    )
+    outcome = await make_toolbox(quiet).run("transfer_call", {}, CONTEXT)
+    assert outcome.response == {"result": "transferring the call"}
+    assert outcome.action == TransferCall("+15555550123", announce=False)
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -811,7 +823,7 @@ def test_validate_specs_names_each_problem(
         (
             lambda: spec(EndCallTool(), bind={"n": "caller_name"}),
             "tool_specs.bind.n",
-            "must be one of agent, call_sid, called_number, caller_number, local_time; "
+            "must be one of agent, call_sid, called_number, caller_number, local_time, local_date; "
             "got 'caller_name'",
         ),
         (lambda: TransferCallTool("555-0123"), "transfer_call.number", "E.164 phone number"),
@@ -881,3 +893,29 @@ async def test_a_toolbox_with_bad_specs_is_a_config_error(
             crm=crm,
         )
     assert "tool 'u'" in str(caught.value)
+
+
+async def test_a_sql_parameter_bound_to_local_date_gets_the_agents_date(
+    make_toolbox: Any,
+) -> None:
+    """``bind: {today: local_date}`` is ``{local_date}`` for queries: upcoming bookings are
+    those from the business's today, whatever the model believes the date is."""
+    spec = ToolSpec(
+        name="today",
+        description="Today's date as the database sees it.",
+        kind=SqlTool("SELECT :today AS today, date(:today, '+1 day') AS tomorrow"),
+        parameters={"type": "object", "properties": {"today": {"type": "string"}}},
+        bind={"today": "local_date"},
+    )
+    outcome = await make_toolbox(spec).run("today", {"today": "1999-01-01"}, CONTEXT)
+    assert outcome.response == {"result": [{"today": "2025-06-02", "tomorrow": "2025-06-03"}]}
+
+
+def test_format_local_date_is_the_date_in_the_agents_time_zone() -> None:
+    from datetime import UTC, datetime
+
+    from agent.config.templates import format_local_date
+
+    late = datetime(2026, 5, 15, 2, 30, tzinfo=UTC)  # still the 14th in New York
+    assert format_local_date(late, "America/New_York") == "2026-05-14"
+    assert format_local_date(late, "UTC") == "2026-05-15"
