@@ -230,6 +230,7 @@ class CallSession:
         self._journal = journal
         self._unknown_fields: set[str] = set()  # server message fields already logged as unknown
         self._turn_content = False  # the model's current turn has had text or a tool call
+        self._model_busy = False  # the model said IN_PROGRESS (interactionStatus) and not IDLE
         # Which stream of the call this is: the journal's snapshot says it for the shared
         # state, and the session must not work it out a second time.
         self.leg = (
@@ -347,7 +348,12 @@ class CallSession:
         """A moment to let the stream go without cutting anyone off: the model is not speaking
         and owes no answer (to a prompt we sent, or to the caller), and everything it said has
         played."""
-        return self._drained.is_set() and not self.playback.turn_open and not self._answer_expected
+        return (
+            self._drained.is_set()
+            and not self.playback.turn_open
+            and not self._answer_expected
+            and not self._model_busy
+        )
 
     async def _prompt(self, text: str) -> None:
         """Send the model a text turn (it answers it)."""
@@ -601,6 +607,9 @@ class CallSession:
                 case GroundingMetadata(data=data):
                     log.info("model.grounding", metadata=dict(data))
                 case InteractionStatusChanged(status=status):
+                    # IN_PROGRESS: background work goes on after the turn (thinking models'
+                    # tools and fillers): not a quiet moment to hand the call over.
+                    self._model_busy = status == "IN_PROGRESS"
                     log.debug("model.interaction_status", status=status)
                 case UnknownFields(names=names):
                     # A newer protocol than this parser: said once per call and field, quietly.

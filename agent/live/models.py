@@ -56,6 +56,8 @@ class ModelCapabilities:
     """``responseModalities: [TEXT]``."""
     source: str
     """The page this row was read from."""
+    blocking_functions: bool = True
+    """``behavior: BLOCKING`` (the model waits for the result); async-only models refuse it."""
 
 
 _DEV_25: Final = "https://ai.google.dev/gemini-api/docs/live-api/capabilities"
@@ -107,6 +109,24 @@ _LIVE_38: Final = ModelCapabilities(
     text_output=False,
     source=_DEV_38,
 )
+# Gemini 3.8 Live Extended Thinking (Developer API): "Function calling: Supported (Async only)",
+# "Thinking: Supported", "Output: Text and audio"; background reasoning with spoken fillers and
+# interaction_status IN_PROGRESS / IDLE (https://ai.google.dev/gemini-api/docs/live-api/thinking).
+# As for 3.8 Live, proactive audio is on and affective dialog is gone.
+_DEV_38_THINKING: Final = (
+    "https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live-extended-thinking"
+)
+_LIVE_38_EXTENDED_THINKING: Final = ModelCapabilities(
+    affective_dialog="no",
+    proactive_audio="always_on",
+    non_blocking_functions=True,
+    response_scheduling=True,
+    thinking_budget=False,
+    thinking_level=True,
+    text_output=True,
+    source=_DEV_38_THINKING,
+    blocking_functions=False,
+)
 _VERTEX_NATIVE_AUDIO_25: Final = ModelCapabilities(
     affective_dialog="yes",
     proactive_audio="yes",
@@ -137,6 +157,7 @@ LIVE_MODELS: Final[Mapping[tuple[Backend, str], ModelCapabilities]] = {
     ("gemini", "gemini-2.5-flash-native-audio-latest"): _NATIVE_AUDIO_25,
     ("gemini", "gemini-3.1-flash-live-preview"): _FLASH_LIVE_31,
     ("gemini", "gemini-3.8-live"): _LIVE_38,
+    ("gemini", "gemini-3.8-live-extended-thinking"): _LIVE_38_EXTENDED_THINKING,
     ("vertex", "gemini-live-2.5-flash-native-audio"): _VERTEX_NATIVE_AUDIO_25,
     ("vertex", "gemini-live-2.5-flash-preview-native-audio-09-2025"): _VERTEX_NATIVE_AUDIO_25,
     ("vertex", "gemini-3.8-live"): _VERTEX_LIVE_38,
@@ -247,6 +268,16 @@ def model_problems(agent: AgentConfig, backend: Backend) -> list[ConfigError]:
                     ConfigError(
                         f"{where} calls functions synchronously only: remove behavior: "
                         f"NON_BLOCKING from tool {spec.name!r}",
+                        key=f"tools[{index}].behavior",
+                    )
+                )
+    if not row.blocking_functions:
+        for index, spec in enumerate(agent.tool_specs):
+            if spec.behavior == "BLOCKING":
+                problems.append(
+                    ConfigError(
+                        f"{where} calls functions asynchronously only: remove behavior: "
+                        f"BLOCKING from tool {spec.name!r}",
                         key=f"tools[{index}].behavior",
                     )
                 )

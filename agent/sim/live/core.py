@@ -79,6 +79,8 @@ from agent.sim.live.scenario import (
     render_template,
 )
 from agent.sim.live.setup_checks import (
+    HANG,
+    check_model_capabilities,
     check_one_response_modality,
     check_setup_fields,
 )
@@ -282,6 +284,7 @@ class LiveEmulatorCore:
         self._interrupts = True
         self._input_transcription = False
         self._muted_until_ms = -math.inf  # Fault.mute: no model content goes out until then
+        self._reports_interaction = False  # the model sends interactionStatus (see _send)
         self._output_transcription = False
         self._text_mode = False
         self._functions: tuple[DeclaredFunction, ...] = ()  # the setup's, for unscripted turns
@@ -577,6 +580,8 @@ class LiveEmulatorCore:
                     f'{self.api_version}.GenerationConfig.Modality), "{modality}"',
                 )
         check_one_response_modality(modalities)
+        hang = check_model_capabilities(setup) == HANG
+        self._reports_interaction = model.rsplit("/", 1)[-1] in INTERACTION_STATUS_MODELS
         self._text_mode = modalities == ["TEXT"]
         realtime = _object(setup.get("realtimeInputConfig"))
         vad_settings = _vad_settings(_object(realtime.get("automaticActivityDetection")))
@@ -595,6 +600,8 @@ class LiveEmulatorCore:
         self._instruction_tokens = _setup_tokens(setup)
         self._functions = declared_functions(setup.get("tools"))
         self._attach_session(setup, now_ms)
+        if hang:
+            return  # accepted, never completed: the client's own timeout is all it has
         self._setup_done = True
         delay_ms = sum(
             fault.duration_s * 1000
@@ -1221,8 +1228,18 @@ class LiveEmulatorCore:
     def _send(self, message: JsonObject) -> None:
         if self._muted_until_ms > self._now_ms and _MODEL_CONTENT.intersection(message):
             return  # a muted model (Fault.mute): its content is lost, the connection lives on
+        if self._reports_interaction and message.get("serverContent", {}).get("turnComplete"):
+            # "interaction_status: IN_PROGRESS during background processing and IDLE when the
+            # overall task completes", alongside turnComplete (the Live API's thinking page).
+            status = "IN_PROGRESS" if self._pending or self._queued else "IDLE"
+            message = {**message, "serverContent": {**message["serverContent"]}}
+            message["serverContent"]["interactionStatus"] = status
         self._outbox.append(SendMessage(message))
 
+
+#: Models that send ``interactionStatus`` beside ``turnComplete``
+#: (https://ai.google.dev/gemini-api/docs/live-api/thinking).
+INTERACTION_STATUS_MODELS = frozenset({"gemini-3.8-live-extended-thinking"})
 
 # What a muted model does not send; setup, goAway, usage and resumption updates still go out.
 _MODEL_CONTENT = frozenset({"serverContent", "toolCall", "toolCallCancellation"})

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from agent.live.models import capabilities, model_id
 from agent.sim.live.wire import (
     CLOSE_INVALID,
     INVALID_ARGUMENT,
@@ -167,3 +168,51 @@ def check_one_response_modality(modalities: list[Any]) -> None:
             "Multiple response modalities are not supported: set one of TEXT or AUDIO in "
             "'setup.generation_config.response_modalities'.",
         )
+
+
+#: A setup the service accepts but then never completes (``setupComplete`` never comes): what
+#: users report of ``gemini-3.1-flash-live-preview`` asked for affective dialog.
+HANG: Final = "hang"
+
+
+def check_model_capabilities(setup: Mapping[str, Any]) -> str | None:
+    """Refuse what the setup's model does not accept, as :mod:`agent.live.models` (the bridge's
+    own table, from Google's model pages) says; the emulator speaks the Developer API. Returns
+    :data:`HANG` for a setup the service leaves without ``setupComplete``, else None; raises
+    :class:`RequestRejectedError` (1007) for one it refuses. Google words most of these refusals
+    nowhere the emulator could copy from: the reasons are the emulator's own."""
+    model = str(setup.get("model", ""))
+    row = capabilities(model, "gemini")
+    if row is None:
+        return None
+    name = model_id(model)
+    generation = setup.get("generationConfig") or {}
+    if generation.get("enableAffectiveDialog") is not None and row.affective_dialog == "no":
+        if name == "gemini-3.1-flash-live-preview":
+            return HANG
+        _refuse(f"enable_affective_dialog is not supported by {name}.")
+    proactive = (setup.get("proactivity") or {}).get("proactiveAudio")
+    if proactive is not None:
+        if row.proactive_audio == "no":
+            _refuse(f"proactive_audio is not supported by {name}.")
+        if row.proactive_audio == "always_on" and not proactive:
+            _refuse(f"proactive_audio cannot be disabled for {name}.")
+    if generation.get("responseModalities") == ["TEXT"] and not row.text_output:
+        _refuse(f"The TEXT response modality is not supported by {name}.")
+    thinking = generation.get("thinkingConfig") or {}
+    if "thinkingLevel" in thinking and not row.thinking_level:
+        _refuse(f"thinking_level is not supported by {name}.")
+    if "thinkingBudget" in thinking and not row.thinking_budget:
+        _refuse(f"thinking_budget is not supported by {name}.")
+    for tool in setup.get("tools") or ():
+        for declaration in (tool or {}).get("functionDeclarations") or ():
+            behavior = (declaration or {}).get("behavior")
+            if behavior == "NON_BLOCKING" and not row.non_blocking_functions:
+                _refuse(f"NON_BLOCKING function calling is not supported by {name}.")
+            if behavior == "BLOCKING" and not row.blocking_functions:
+                _refuse(f"BLOCKING function calling is not supported by {name}.")
+    return None
+
+
+def _refuse(reason: str) -> None:
+    raise RequestRejectedError(CLOSE_INVALID, reason)

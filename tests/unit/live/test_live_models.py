@@ -105,3 +105,34 @@ def test_check_model_raises_every_problem_at_once() -> None:
     with pytest.raises(ConfigError, match=r"thinking\.budget, not thinking\.level"):
         check_model(AgentConfig(thinking_config=ThinkingConfig(thinking_level="LOW")), "gemini")
     check_model(AgentConfig(), "gemini")  # nothing to say: no exception
+
+
+def test_the_extended_thinking_variant_calls_functions_asynchronously_only() -> None:
+    def tool(behavior: str | None) -> ToolSpec:
+        return ToolSpec(
+            name="bye",
+            description="Hang up.",
+            kind=EndCallTool(),
+            behavior=behavior,  # type: ignore[arg-type]
+        )
+
+    blocking = AgentConfig(
+        model="gemini-3.8-live-extended-thinking", tool_specs=(tool("BLOCKING"),)
+    )
+    assert _messages(blocking) == [
+        (
+            "tools[0].behavior",
+            "model 'gemini-3.8-live-extended-thinking' on the Developer API (see "
+            "https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live-extended-thinking) "
+            "calls functions asynchronously only: remove behavior: BLOCKING from tool 'bye' "
+            "(key 'tools[0].behavior')",
+        )
+    ]
+    for behavior in (None, "NON_BLOCKING"):  # the model's default is asynchronous
+        agent = dataclasses.replace(blocking, tool_specs=(tool(behavior),))
+        assert model_problems(agent, "gemini") == []
+    thinking = AgentConfig(
+        model="gemini-3.8-live-extended-thinking",
+        thinking_config=ThinkingConfig(thinking_level="HIGH"),
+    )
+    assert model_problems(thinking, "gemini") == []

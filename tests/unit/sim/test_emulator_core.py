@@ -1591,3 +1591,95 @@ def test_the_emulator_app_can_be_built_before_any_event_loop_runs() -> None:
     # `agent emulate` builds the app, then hands it to aiohttp's run_app, which starts the loop.
     app = create_emulator_app(EmulatorOptions())
     assert app.on_startup
+
+
+def model_setup(model: str, **fields: Any) -> str:
+    return json.dumps({"setup": {"model": f"models/{model}", **fields}})
+
+
+def set_up(setup: str) -> LiveEmulatorCore:
+    """A core that has received ``setup``, whatever it answered."""
+    core = LiveEmulatorCore(
+        EmulatorOptions(connection_lifetime_s=math.inf, session_limit_s=math.inf), CLIPS
+    )
+    core.receive(setup, 0.0)
+    return core
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "reason"),
+    [
+        (
+            "gemini-3.8-live",
+            {"proactivity": {"proactiveAudio": False}},
+            "proactive_audio cannot be disabled for gemini-3.8-live.",
+        ),
+        (
+            "gemini-3.8-live",
+            {"generationConfig": {"responseModalities": ["TEXT"]}},
+            "The TEXT response modality is not supported by gemini-3.8-live.",
+        ),
+        (
+            "gemini-3.8-live",
+            {"generationConfig": {"thinkingConfig": {"thinkingLevel": "LOW"}}},
+            "thinking_level is not supported by gemini-3.8-live.",
+        ),
+        (
+            "gemini-3.8-live-extended-thinking",
+            {"tools": [{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}]}]},
+            "BLOCKING function calling is not supported by gemini-3.8-live-extended-thinking.",
+        ),
+        (
+            "gemini-3.1-flash-live-preview",
+            {"tools": [{"functionDeclarations": [{"name": "f", "behavior": "NON_BLOCKING"}]}]},
+            "NON_BLOCKING function calling is not supported by gemini-3.1-flash-live-preview.",
+        ),
+    ],
+)
+def test_a_setting_the_model_does_not_accept_is_refused_as_its_table_row_says(
+    model: str, fields: dict[str, Any], reason: str
+) -> None:
+    core = set_up(model_setup(model, **fields))
+    assert close_of(core) == CloseConnection(1007, reason)
+
+
+def test_affective_dialog_asked_of_31_flash_live_never_completes_the_setup() -> None:
+    core = set_up(
+        model_setup(
+            "gemini-3.1-flash-live-preview", generationConfig={"enableAffectiveDialog": True}
+        )
+    )
+    for now in range(0, 60_000, 500):
+        core.poll(now)
+        assert core.data_to_send() == []
+    assert not core.closed
+
+
+def test_what_a_model_accepts_goes_through() -> None:
+    core = new_core(
+        model_setup(
+            "gemini-3.8-live-extended-thinking",
+            proactivity={"proactiveAudio": True},
+            generationConfig={"thinkingConfig": {"thinkingLevel": "HIGH"}},
+            tools=[{"functionDeclarations": [{"name": "f", "behavior": "NON_BLOCKING"}]}],
+        )
+    )
+    assert not core.closed  # new_core saw its setupComplete
+
+
+def test_the_extended_thinking_model_says_its_interaction_status_with_each_turn_complete() -> None:
+    def statuses(model: str) -> list[object]:
+        core = new_core(model_setup(model))
+        core.receive('{"clientContent":{"turnComplete":true}}', 0)
+        sent = []
+        for now in range(0, 20_000, 20):
+            core.poll(now)
+            sent += messages(core)
+        return [
+            m["serverContent"].get("interactionStatus")
+            for m in sent
+            if m.get("serverContent", {}).get("turnComplete")
+        ]
+
+    assert statuses("gemini-3.8-live-extended-thinking") == ["IDLE"]
+    assert statuses("gemini-3.8-live") == [None]  # other models send none
