@@ -867,7 +867,11 @@ class CallSession:
                 continue
             except TimeoutError:
                 pass
-            now = self._clock()
+            # Having slept until the deadline, it is reached: the clock may read a hair before
+            # it (a wait too small to move the loop's float time, asyncio firing a tick early),
+            # and a deadline that never quite comes would have this loop spin on it.
+            assert deadline is not None
+            now = max(self._clock(), deadline)
             if self._cost.overdue(now) and self._goodbye != "said":
                 # The model has not finished its goodbye: the bill is not to grow further.
                 log.warning(

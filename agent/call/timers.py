@@ -170,13 +170,15 @@ class CallTimers:
         if digits:
             fired.append(KeypadGroup(digits))
         policy = self._policy
+        # Each event fires when ``now`` reaches the very deadline next_deadline() reported,
+        # computed the same way: a test written as "elapsed >= limit" can round the other way
+        # and leave a deadline that is due yet never fires, and the sleeper spinning on it.
         if policy.max_duration_s is not None:
-            elapsed = now - self._began
-            if elapsed >= policy.max_duration_s:
+            end = self._began + policy.max_duration_s
+            if now >= end:
                 fired.append(MaxDuration(policy.max_duration_s))
                 return fired
-            wrap_up_at = policy.max_duration_s - policy.wrap_up_before_s
-            if not self._wrap_up_sent and elapsed >= wrap_up_at:
+            if not self._wrap_up_sent and now >= end - policy.wrap_up_before_s:
                 self._wrap_up_sent = True
                 fired.append(WrapUp())
         hold_at = self._hold_deadline()
@@ -232,7 +234,7 @@ class CallTimers:
         if checked is not None and self._last_caller_activity > checked:
             # The caller came back after the check-in: the next silence gets a check-in again.
             self._idle_checked_at = None
-        if now - self._idle_since() < timeout_s:
+        if now < self._idle_since() + timeout_s:  # as _idle_deadline computes it
             return None
         silent_s = round(now - self._last_activity, 1)
         if self._idle_checked_at is None:
