@@ -9,10 +9,10 @@ callback), so one lock serialises every synthesis in the process. It synthesises
 from __future__ import annotations
 
 import ctypes
-import threading
 from typing import Any
 
 from agent.audio.codec import resample_offline
+from agent.sim.speech.lazy import LazyEngine
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: synthesise in the caller's thread
 _INITIALIZE_DONT_EXIT = 0x8000  # espeakINITIALIZE_DONT_EXIT: report errors, never exit()
@@ -85,32 +85,19 @@ class _Engine:
         return pcm
 
 
-_lock = threading.Lock()
-_engine: _Engine | None = None
-_missing = False
-
-
-def _load() -> _Engine | None:
-    """The engine, loaded on first use; ``None`` (remembered) when the wheel is not installed."""
-    global _engine, _missing
-    if _engine is None and not _missing:
-        try:
-            _engine = _Engine()
-        except (ImportError, OSError):
-            _missing = True
-    return _engine
+_engine = LazyEngine(_Engine, (ImportError, OSError))
 
 
 def available() -> bool:
     """Whether eSpeak NG can be loaded here."""
-    with _lock:
-        return _load() is not None
+    with _engine.lock:
+        return _engine.get() is not None
 
 
 def synthesise(text: str, sample_rate: int) -> bytes | None:
     """``text`` as PCM16 mono at ``sample_rate``; ``None`` without the engine."""
-    with _lock:
-        engine = _load()
+    with _engine.lock:
+        engine = _engine.get()
         if engine is None:
             return None
         pcm = engine.synthesise(text) if text.strip() else b""

@@ -8,10 +8,10 @@ A decoder is not thread-safe and takes ~0.5 s to load, so one is kept and a lock
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from agent.audio.codec import resample_offline
+from agent.sim.speech.lazy import LazyEngine
 
 MODEL_RATE = 16_000
 
@@ -36,19 +36,7 @@ class _Engine:
         return "" if hypothesis is None else str(hypothesis.hypstr)
 
 
-_lock = threading.Lock()
-_engine: _Engine | None = None
-_missing = False
-
-
-def _load() -> _Engine | None:
-    global _engine, _missing
-    if _engine is None and not _missing:
-        try:
-            _engine = _Engine()
-        except (ImportError, RuntimeError):
-            _missing = True
-    return _engine
+_engine = LazyEngine(_Engine, (ImportError, RuntimeError))
 
 
 def supports(language: str) -> bool:
@@ -58,18 +46,18 @@ def supports(language: str) -> bool:
 
 def available() -> bool:
     """Whether PocketSphinx and its English model load here."""
-    with _lock:
-        return _load() is not None
+    with _engine.lock:
+        return _engine.get() is not None
 
 
 def recognise(pcm: bytes, sample_rate: int, language: str) -> str | None:
     """The words in ``pcm``; ``None`` for a language the model is not for, or without the engine."""
     if not supports(language):
         return None
-    with _lock:
-        engine = _load()
+    with _engine.lock:
+        engine = _engine.get()
         if engine is None:
             return None
     audio = resample_offline(pcm[: len(pcm) - len(pcm) % 2], sample_rate, MODEL_RATE)
-    with _lock:
+    with _engine.lock:
         return engine.recognise(audio)

@@ -10,6 +10,7 @@ import pytest
 from agent.audio.codec import read_wav
 from agent.sim import speech
 from agent.sim.speech import espeak, sphinx, worker
+from agent.sim.speech.lazy import LazyEngine
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
 
@@ -56,13 +57,20 @@ def test_other_languages_have_no_recogniser() -> None:
 
 
 def test_without_the_engines_both_calls_say_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As on an installation without the speech extra: the loaders found nothing.
+    # As on an installation without the speech extra: the wheels cannot be imported.
+    builds = []
+
+    def no_wheel() -> object:
+        builds.append(1)
+        raise ImportError("no module named espeakng_loader")
+
     for module in (espeak, sphinx):
-        monkeypatch.setattr(module, "_engine", None)
-        monkeypatch.setattr(module, "_missing", True)
+        monkeypatch.setattr(module, "_engine", LazyEngine(no_wheel, (ImportError,)))
     assert speech.speech_available() == {"tts": False, "stt": False}
     assert speech.speak("Hello", 24_000) is None
     assert speech.transcribe(b"\x00\x00" * 1600, 16_000) is None
+    assert speech.speak("Again", 24_000) is None
+    assert len(builds) == 2  # once per engine: a missing wheel is found out once
 
 
 def test_the_worker_process_hears_what_the_in_process_recogniser_hears() -> None:
