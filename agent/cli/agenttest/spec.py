@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.config.fields import describe, path_text, step_of
+from agent.config.keylines import index_key_lines
 from agent.errors import ConfigError
 
 __all__ = [
@@ -222,7 +223,7 @@ def load_test_file(path: str | Path) -> TestFile:
         ) from exc
     lines: dict[str, int] = {}
     if node is not None:
-        _index_lines(node, "", lines)
+        index_key_lines(node, "", lines)
     if not isinstance(data, dict):
         raise ConfigError("a test file is a mapping (agent, turns, expect)", file=file, line=1)
     data.setdefault("name", Path(path).stem)
@@ -245,16 +246,3 @@ def _line_of(lines: dict[str, int], key: str) -> int | None:
             return lines[key]
         key = key.rsplit(".", 1)[0] if "." in key else key.rsplit("[", 1)[0] if "[" in key else ""
     return lines.get("")
-
-
-def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
-    """The 1-based line of every key path (``turns[1].say``) in a YAML tree."""
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = f"{path}.{key_node.value}" if path else str(key_node.value)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, f"{path}[{index}]", lines)

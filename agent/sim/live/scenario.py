@@ -48,6 +48,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from agent.audio.codec import read_wav
 from agent.config.fields import describe, path_text, step_of
+from agent.config.keylines import index_key_lines
 from agent.errors import AudioError, ConfigError
 
 __all__ = [
@@ -238,21 +239,8 @@ def _parse_file(text: str, file: str, suffix: str, base_dir: Path) -> Scenario:
             line = mark.line + 1 if mark is not None else None
             raise ConfigError(f"invalid YAML: {exc}", file=file, line=line) from exc
         if node is not None:
-            _index_lines(node, "", lines)
+            index_key_lines(node, "", lines)
     return _Parser(file, lines, base_dir).scenario(data)
-
-
-def _index_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
-    """Record the 1-based line of every key path (``steps[1].calls[0].wait``) in a YAML tree."""
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = f"{path}.{key_node.value}" if path else str(key_node.value)
-            lines[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, f"{path}[{index}]", lines)
 
 
 def _speech_shorthand(value: Any) -> Any:
