@@ -114,9 +114,19 @@ class ToolRunner:
                 self.stats.cancelled += 1
                 log.info("tool.cancelled", call_id=call_id)
 
+    def swap(self, toolbox: Toolbox, context: CallContext) -> None:
+        """Run calls from now on with ``toolbox`` and ``context`` (a hand-off to another agent,
+        or an agent reloaded into the call); calls already running finish with the old ones."""
+        self._toolbox = toolbox
+        self._context = context
+
+    def _non_blocking(self, spec: ToolSpec | None) -> bool:
+        # The model's own default applies where the tool says nothing (3.8 Live: NON_BLOCKING).
+        return spec is not None and self._live.wire.behavior(spec.behavior) == "NON_BLOCKING"
+
     async def _run(self, call: FunctionCall) -> None:
         spec = self._toolbox.spec(call.name)
-        blocking = spec is not None and spec.behavior != "NON_BLOCKING"
+        blocking = spec is not None and not self._non_blocking(spec)
         if blocking:
             self._blocking += 1
             if self._on_waiting is not None:
@@ -188,7 +198,7 @@ class ToolRunner:
             latency_ms=latency_ms,
             requested=_requested(call),
         )
-        non_blocking = spec is not None and spec.behavior == "NON_BLOCKING"
+        non_blocking = self._non_blocking(spec)
         scheduling = spec.scheduling if spec is not None and non_blocking else None
         if outcome.action is not None:
             # The model should not talk over its own goodbye or transfer.
@@ -228,7 +238,7 @@ class ToolRunner:
         result = FunctionResult(
             id=call.id, name=call.name, response=dict(response), scheduling=scheduling
         )
-        await self._live.send(protocol.tool_response_message([result]))
+        await self._live.send(protocol.tool_response_message([result], self._live.wire))
 
 
 def _requested(call: FunctionCall) -> Any:

@@ -219,6 +219,7 @@ def check_agents(
     if prepare_sql:
         problems.extend(_sql_problems(registry, settings_env, secrets))
     problems.extend(_availability_warnings(registry, settings_env))
+    problems.extend(_model_warnings(registry, backend))
     # A transfer number or URL that came from ${ENV} is still a value the operator hid.
     summary = redact_secrets("\n".join(summary_lines(registry)), secrets).splitlines()
     return CheckReport(files, tuple(problems), registry, tuple(summary))
@@ -292,6 +293,22 @@ def _availability_warnings(registry: AgentRegistry, env: Mapping[str, str]) -> l
                 )
             )
     return warnings
+
+
+def _model_warnings(registry: AgentRegistry, backend: Backend) -> list[CheckProblem]:
+    from agent.live.models import model_warnings
+
+    return [
+        CheckProblem(
+            registry.source(name),
+            registry.line(name, warning.key),
+            warning.key,
+            warning.message,
+            severity="warning",
+        )
+        for name, agent in registry.agents.items()
+        for warning in model_warnings(agent, backend)
+    ]
 
 
 def check_command(

@@ -19,6 +19,7 @@ from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
 from agent.live import protocol
 from agent.live.failures import FIXES, classify_close, classify_status, is_permanent
+from agent.live.models import wire_profile
 from agent.live.protocol import LiveEvent, SetupComplete
 from agent.live.targets import LiveEndpoint
 
@@ -66,6 +67,7 @@ class LiveConnection:
             resumption_handle=resumption_handle,
             model_path=target.model_path(agent.model),
             backend=target.backend,
+            wire=wire_profile(agent.model, target.backend),
         )
         try:
             async with asyncio.timeout(timeout_s):

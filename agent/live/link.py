@@ -127,14 +127,18 @@ class LiveLink:
         breaker: CircuitBreaker | None = None,
         health: LinkHealth | None = None,
         transparent: bool = False,
+        wire: protocol.WireProfile = protocol.DEFAULT_WIRE,
     ) -> None:
         """``sleep`` waits between connection attempts (wall seconds) and ``jitter`` draws from
         [0, 1) to spread them (each wait is scaled by ``0.5 + jitter()``); tests replace both.
         ``breaker`` is shared by the links of a process (the app keeps one); ``None``: none.
         ``health`` counts storms and breaker events (the app's metrics); ``None``: nowhere.
         ``transparent``: the setup asks for transparent resumption (Vertex AI), so after a
-        switch exactly the messages the server had not consumed are sent again."""
+        switch exactly the messages the server had not consumed are sent again. ``wire``: what
+        the model takes (:func:`agent.live.models.wire_profile`), for the call's own messages
+        (tool results, context updates)."""
         self._opener = opener
+        self.wire = wire
         self.policy = policy
         self._clock = clock.now
         self._wall = clock.wall
@@ -187,6 +191,15 @@ class LiveLink:
             return
         self._restart_reason = reason
         await conn.close()  # its event stream ends; events() reconnects
+
+    async def reconfigure(self, opener: Opener, reason: str) -> None:
+        """From now on connect with ``opener`` (a new agent's setup: its instructions and
+        tools), and move to a new connection now: resumed with the handle, which keeps the
+        conversation (a resumed session takes a new setup's instruction and tools; only the
+        model cannot change), or a fresh session seeded with :attr:`conversation`. For a model
+        that cannot take a ``contextUpdate`` mid-session."""
+        self._opener = opener
+        await self.restart(reason)
 
     async def close(self) -> None:
         """End the session: close the current connection; buffered messages are dropped."""

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from agent.config.models import AgentConfig
+from agent.config.tools import Behavior
 from agent.errors import ConfigError, GroupedConfigError
-from agent.live.protocol import Backend
+from agent.live.protocol import DEFAULT_WIRE, Backend, WireProfile
 
 Support = Literal["yes", "no", "always_on"]
 """``always_on``: the model has the feature and it cannot be turned off (setting it false is
@@ -58,6 +59,12 @@ class ModelCapabilities:
     """The page this row was read from."""
     blocking_functions: bool = True
     """``behavior: BLOCKING`` (the model waits for the result); async-only models refuse it."""
+    default_behavior: Behavior = "BLOCKING"
+    """How a function with no ``behavior`` runs: 3.8 Live made NON_BLOCKING the default."""
+    context_update: bool = False
+    """``contextUpdate``: system instruction and tools replaced mid-session."""
+    will_continue: bool = True
+    """``FunctionResponse.willContinue`` (Vertex AI refuses it)."""
 
 
 _DEV_25: Final = "https://ai.google.dev/gemini-api/docs/live-api/capabilities"
@@ -108,6 +115,12 @@ _LIVE_38: Final = ModelCapabilities(
     thinking_level=False,
     text_output=False,
     source=_DEV_38,
+    # "Asynchronous execution (behavior: NON_BLOCKING) is now the default function calling
+    # mode"; "send_client_content is supported throughout the session lifecycle"; and the page
+    # leads with "full session client content updates" (system instruction and tools: the
+    # SDK's send_context_update).
+    default_behavior="NON_BLOCKING",
+    context_update=True,
 )
 # Gemini 3.8 Live Extended Thinking (Developer API): "Function calling: Supported (Async only)",
 # "Thinking: Supported", "Output: Text and audio"; background reasoning with spoken fillers and
@@ -126,12 +139,18 @@ _LIVE_38_EXTENDED_THINKING: Final = ModelCapabilities(
     text_output=True,
     source=_DEV_38_THINKING,
     blocking_functions=False,
+    default_behavior="NON_BLOCKING",
 )
+# Vertex AI and function responses: google-genai refuses ``will_continue`` there ("only
+# supported in Gemini Developer API mode", _live_converters._FunctionResponse_to_vertex), and
+# Vertex does not honour ``scheduling`` (reported by other bridges, e.g. Pipecat's Gemini Live
+# Vertex notes, docs PR pipecat-ai/docs#808): a result is taken as it comes. So neither is sent.
 _VERTEX_NATIVE_AUDIO_25: Final = ModelCapabilities(
     affective_dialog="yes",
     proactive_audio="yes",
     non_blocking_functions=True,
-    response_scheduling=True,
+    response_scheduling=False,
+    will_continue=False,
     thinking_budget=True,
     thinking_level=False,
     text_output=True,
@@ -139,11 +158,15 @@ _VERTEX_NATIVE_AUDIO_25: Final = ModelCapabilities(
 )
 # Vertex AI's 3.8 Live guide: affective dialog and proactive audio "enabled by default";
 # asynchronous non-blocking functions; audio and text out.
+# "With Gemini Live API, all function calls are non-blocking by default"
+# (https://docs.cloud.google.com/gemini-enterprise-agent-platform/models/live-api/asynchronous-function-calling).
 _VERTEX_LIVE_38: Final = ModelCapabilities(
     affective_dialog="always_on",
     proactive_audio="always_on",
     non_blocking_functions=True,
-    response_scheduling=True,
+    response_scheduling=False,
+    will_continue=False,
+    default_behavior="NON_BLOCKING",
     thinking_budget=False,
     thinking_level=False,
     text_output=True,
@@ -175,6 +198,27 @@ def model_id(model: str) -> str:
 def capabilities(model: str, backend: Backend) -> ModelCapabilities | None:
     """The table's row for ``model`` on ``backend``; None for a model it does not list."""
     return LIVE_MODELS.get((backend, model_id(model)))
+
+
+def wire_profile(model: str, backend: Backend) -> WireProfile:
+    """What the builders may send for ``model`` on ``backend`` (see
+    :class:`~agent.live.protocol.WireProfile`); the protocol's defaults for a model the table
+    does not list, except that Vertex AI never gets ``willContinue``, which it refuses."""
+    row = capabilities(model, backend)
+    if row is None:
+        return DEFAULT_WIRE if backend == "gemini" else WireProfile(will_continue=False)
+    behaviors: set[Behavior] = set()
+    if row.blocking_functions:
+        behaviors.add("BLOCKING")
+    if row.non_blocking_functions:
+        behaviors.add("NON_BLOCKING")
+    return WireProfile(
+        default_behavior=row.default_behavior,
+        behaviors=frozenset(behaviors),
+        scheduling=row.response_scheduling,
+        will_continue=row.will_continue,
+        context_update=row.context_update,
+    )
 
 
 def model_problems(agent: AgentConfig, backend: Backend) -> list[ConfigError]:
@@ -282,6 +326,35 @@ def model_problems(agent: AgentConfig, backend: Backend) -> list[ConfigError]:
                     )
                 )
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ModelWarning:
+    """A setting the model takes but does not honour: where (the agent's key) and what."""
+
+    key: str
+    message: str
+
+
+def model_warnings(agent: AgentConfig, backend: Backend) -> list[ModelWarning]:
+    """Settings ``agent``'s model takes but does not honour, so the call behaves otherwise than
+    the file says: a result ``scheduling`` other than the default on a model that ignores it
+    (Vertex AI: the result is taken as it comes, so a SILENT result may still be spoken of).
+    Warnings, not errors: the call works; the operator should know."""
+    row = capabilities(agent.model, backend)
+    if row is None or row.response_scheduling:
+        return []
+    where = f"model {model_id(agent.model)!r} on {_BACKEND_NAMES[backend]}"
+    wire = wire_profile(agent.model, backend)
+    return [
+        ModelWarning(
+            f"tools[{index}].scheduling",
+            f"{where} ignores a result's scheduling: tool {spec.name!r} has scheduling: "
+            f"{spec.scheduling} has no effect there (the model takes the result as it comes)",
+        )
+        for index, spec in enumerate(agent.tool_specs)
+        if wire.behavior(spec.behavior) == "NON_BLOCKING" and spec.scheduling != "WHEN_IDLE"
+    ]
 
 
 def check_model(agent: AgentConfig, backend: Backend) -> None:

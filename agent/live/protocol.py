@@ -18,9 +18,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from agent.config.models import AgentConfig, ToolsConfig
+from agent.config.tools import Behavior
 from agent.errors import ConfigError
 
 DEFAULT_LIVE_API_URL = "wss://generativelanguage.googleapis.com"
@@ -32,6 +33,44 @@ Backend = Literal["gemini", "vertex"]
 """Which Live API a setup is for: the Developer API (``gemini``) or Vertex AI."""
 Scheduling = Literal["INTERRUPT", "WHEN_IDLE", "SILENT"]
 """When the model takes a non-blocking function's result (``FunctionResponse.scheduling``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireProfile:
+    """What one model, on one backend, takes on the wire beyond what every model takes: the
+    builders send a field only where it is accepted (and honoured), so a setting that is right
+    for one model never turns into a refused ``setup`` or a silently ignored message on another.
+    :func:`agent.live.models.wire_profile` derives it from the capability table; the default is
+    the protocol reference's: every field sent, functions ``BLOCKING`` unless they say otherwise,
+    no mid-session context updates (a reconnect applies new instructions instead).
+    """
+
+    default_behavior: Behavior = "BLOCKING"
+    """How a function that sets no ``behavior`` is run by the model (3.8 Live: NON_BLOCKING)."""
+    behaviors: frozenset[Behavior] = frozenset({"BLOCKING", "NON_BLOCKING"})
+    """The ``behavior`` values the model takes; one alone is the only mode, never sent."""
+    scheduling: bool = True
+    """``FunctionResponse.scheduling`` is honoured (Vertex AI ignores it)."""
+    will_continue: bool = True
+    """``FunctionResponse.willContinue`` is accepted (Vertex AI refuses it)."""
+    context_update: bool = False
+    """``contextUpdate`` (new system instruction and tools mid-session) is accepted."""
+
+    def behavior(self, declared: Behavior | None) -> Behavior:
+        """How the model runs a function declared with ``declared`` (None: its default)."""
+        return declared or self.default_behavior
+
+    def behavior_field(self, declared: Behavior | None) -> Behavior | None:
+        """The ``behavior`` to send for a function declared with ``declared``: None when the
+        model has one mode only (3.1 Flash Live has no ``behavior``; sending it is noise at
+        best), else what the agent said, since the model's default applies to the rest."""
+        if len(self.behaviors) < 2:
+            return None
+        return declared
+
+
+#: For a model the capability table does not list.
+DEFAULT_WIRE: Final = WireProfile()
 
 # Servers send the standard base64 alphabet; the Python SDK sends URL-safe. Accept both everywhere.
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
@@ -80,10 +119,12 @@ def build_setup(
     resumption_handle: str | None = None,
     model_path: str | None = None,
     backend: Backend = "gemini",
+    wire: WireProfile = DEFAULT_WIRE,
 ) -> dict[str, Any]:
     """The ``setup`` message for ``agent``, in the Live API's canonical camelCase JSON.
 
-    Only fields the agent sets are sent, so the service's own defaults apply to the rest.
+    Only fields the agent sets are sent, so the service's own defaults apply to the rest, and of
+    those only what the model takes (``wire``, from the capability table).
     ``model_path`` is the target's resource name for the model (Vertex AI's is a project path);
     by default the Developer API's ``models/...``. ``resumption_handle`` resumes a session; it is
     sent even if the agent turned resumption off, because the caller asked for it explicitly.
@@ -93,9 +134,9 @@ def build_setup(
     setup: dict[str, Any] = {"model": model_path or developer_model_path(agent.model)}
     setup["generationConfig"] = _generation_config(agent)
     if agent.system_instruction:
-        setup["systemInstruction"] = {"parts": [{"text": agent.system_instruction}], "role": "user"}
+        setup["systemInstruction"] = _system_instruction(agent.system_instruction)
     if agent.tools:
-        setup["tools"] = _tools(agent.tools)
+        setup["tools"] = _tools(agent.tools, wire)
     realtime = _realtime_input_config(agent)
     if realtime:
         setup["realtimeInputConfig"] = realtime
@@ -133,11 +174,16 @@ def setup_message(
     resumption_handle: str | None = None,
     model_path: str | None = None,
     backend: Backend = "gemini",
+    wire: WireProfile = DEFAULT_WIRE,
 ) -> str:
     """:func:`build_setup` serialised as the first text frame of a connection."""
     return json.dumps(
         build_setup(
-            agent, resumption_handle=resumption_handle, model_path=model_path, backend=backend
+            agent,
+            resumption_handle=resumption_handle,
+            model_path=model_path,
+            backend=backend,
+            wire=wire,
         )
     )
 
@@ -196,7 +242,7 @@ def _realtime_input_config(agent: AgentConfig) -> dict[str, Any]:
     )
 
 
-def _tools(tools: ToolsConfig) -> list[dict[str, Any]]:
+def _tools(tools: ToolsConfig, wire: WireProfile) -> list[dict[str, Any]]:
     # The SDK's layout (t_tools): one entry per built-in tool, then every function merged into a
     # single functionDeclarations entry, last.
     entries: list[dict[str, Any]] = []
@@ -217,7 +263,7 @@ def _tools(tools: ToolsConfig) -> list[dict[str, Any]]:
                             # User data (schemas, property names): copied, never renamed.
                             "parametersJsonSchema": _copy(declaration.parameters_json_schema),
                             "parameters": _copy(declaration.parameters),
-                            "behavior": declaration.behavior,
+                            "behavior": wire.behavior_field(declaration.behavior),
                         }
                     )
                     for declaration in tools.function_declarations
@@ -252,12 +298,17 @@ class FunctionResult:
     will_continue: bool | None = None
 
 
-def tool_response_message(responses: Sequence[FunctionResult]) -> str:
+def tool_response_message(
+    responses: Sequence[FunctionResult], wire: WireProfile = DEFAULT_WIRE
+) -> str:
     """A ``toolResponse`` frame answering one or more function calls.
 
     ``scheduling`` goes beside ``response``, as the SDK sends it (the docs' examples also put it
-    inside ``response``; servers accept it beside). Raises ``ValueError`` for no responses (the
-    server would refuse an empty one) and ``TypeError`` for a response JSON cannot carry.
+    inside ``response``; servers accept it beside). It is left out where ``wire`` says the model
+    does not honour it, and ``willContinue`` where it is refused (Vertex AI: the SDK raises
+    "will_continue parameter is only supported in Gemini Developer API mode"). Raises
+    ``ValueError`` for no responses (the server would refuse an empty one) and ``TypeError``
+    for a response JSON cannot carry.
     """
     if not responses:
         raise ValueError("a tool response needs at least one function result")
@@ -270,8 +321,8 @@ def tool_response_message(responses: Sequence[FunctionResult]) -> str:
                             "id": result.id,
                             "name": result.name,
                             "response": dict(result.response),
-                            "willContinue": result.will_continue,
-                            "scheduling": result.scheduling,
+                            "willContinue": result.will_continue if wire.will_continue else None,
+                            "scheduling": result.scheduling if wire.scheduling else None,
                         }
                     )
                     for result in responses
@@ -279,6 +330,36 @@ def tool_response_message(responses: Sequence[FunctionResult]) -> str:
             }
         }
     )
+
+
+def context_update_message(
+    *,
+    system_instruction: str | None = None,
+    tools: ToolsConfig | None = None,
+    wire: WireProfile = DEFAULT_WIRE,
+) -> str:
+    """A ``contextUpdate`` frame: a new system instruction and/or tool list for the session in
+    progress, taken in order with the rest of the input, without reconnecting.
+
+    The shape is google-genai's ``AsyncSession.send_context_update`` (``LiveClientContextUpdate``:
+    ``systemInstruction`` replaces the setup's, ``tools.tools`` replaces the tool list; an empty
+    list clears it). Only models whose ``wire`` says so take it (Gemini 3.8 Live: "full-session
+    client content updates", https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live);
+    elsewhere the session reconnects with the new setup instead. Raises ``ValueError`` when
+    neither is given, as the SDK does.
+    """
+    if system_instruction is None and tools is None:
+        raise ValueError("a context update needs a system instruction or tools")
+    update: dict[str, Any] = {}
+    if system_instruction is not None:
+        update["systemInstruction"] = _system_instruction(system_instruction)
+    if tools is not None:
+        update["tools"] = {"tools": _tools(tools, wire)}
+    return json.dumps({"contextUpdate": update})
+
+
+def _system_instruction(text: str) -> dict[str, Any]:
+    return {"parts": [{"text": text}], "role": "user"}
 
 
 def history_message(turns: Sequence[tuple[str, str]], *, turn_complete: bool = False) -> str:

@@ -13,7 +13,8 @@ from agent.config.models import AgentConfig
 from agent.errors import LiveConnectError, SharedStateError
 from agent.live import protocol
 from agent.live.connection import LiveConnection
-from agent.live.link import LiveLink
+from agent.live.link import LiveLink, Opener
+from agent.live.models import wire_profile
 from agent.server.state import (
     BACKGROUND,
     CALL_CLOCK,
@@ -51,14 +52,21 @@ async def release_taken_preconnects(app: web.Application) -> None:
 
 
 def new_link(app: web.Application, agent: AgentConfig) -> LiveLink:
+    target = app[LIVE_BACKEND].target
     return LiveLink(
-        lambda handle: connect_live(app, agent, handle),
+        live_opener(app, agent),
         app[RECONNECT_POLICY],
         clock=app[CALL_CLOCK],
         breaker=app[LIVE_BREAKER],
         health=app[METRICS],
         transparent=bool(agent.session_resumption and agent.session_resumption.transparent),
+        wire=wire_profile(agent.model, target.backend if target is not None else "gemini"),
     )
+
+
+def live_opener(app: web.Application, agent: AgentConfig) -> Opener:
+    """How a call's link connects for ``agent`` (its setup), resuming with a handle if given."""
+    return lambda handle: connect_live(app, agent, handle)
 
 
 async def open_preconnect(

@@ -757,3 +757,56 @@ def test_history_equals_the_sdks(turn_complete: bool) -> None:
     )
     assert normalise(ours) == normalise(sdk)
     assert normalise(ours) == ours
+
+
+def sdk_context_update(
+    system_instruction: str | None, tools: list[types.Tool] | None
+) -> dict[str, Any]:
+    """What ``AsyncSession.send_context_update`` sends to the Developer API."""
+    client = genai.Client(api_key="test-key")
+    update = types.LiveClientContextUpdate(
+        system_instruction=system_instruction,
+        tools=None if tools is None else types.LiveClientContextUpdateTools(tools=tools),
+    )
+    message = _live_converters._LiveClientMessage_to_mldev(
+        client._api_client, types.LiveClientMessage(context_update=update)
+    )
+    return wire(_common.encode_unserializable_types(_common.convert_to_dict(message)))
+
+
+def test_context_update_equals_the_sdks() -> None:
+    ours = json.loads(
+        protocol.context_update_message(
+            system_instruction=PROMPT,
+            tools=ToolsConfig(
+                function_declarations=(
+                    FunctionDeclaration(
+                        "lookup_order",
+                        "Find an order and its status.",
+                        parameters_json_schema=ORDER_SCHEMA,
+                        behavior="NON_BLOCKING",
+                    ),
+                )
+            ),
+        )
+    )
+    sdk = sdk_context_update(
+        PROMPT,
+        [
+            types.Tool(
+                function_declarations=[
+                    types.FunctionDeclaration(
+                        name="lookup_order",
+                        description="Find an order and its status.",
+                        parameters_json_schema=ORDER_SCHEMA,
+                        behavior=types.Behavior.NON_BLOCKING,
+                    )
+                ]
+            )
+        ],
+    )
+    # The SDK turns a bare string into a user-role Content, as the setup's instruction.
+    assert normalise(ours) == normalise(sdk)
+    assert normalise(ours) == ours
+    cleared = json.loads(protocol.context_update_message(tools=ToolsConfig()))
+    assert normalise(cleared) == normalise(sdk_context_update(None, []))

@@ -80,9 +80,11 @@ from agent.sim.live.scenario import (
 )
 from agent.sim.live.setup_checks import (
     HANG,
+    check_context_update,
     check_model_capabilities,
     check_one_response_modality,
     check_setup_fields,
+    model_default_behavior,
 )
 from agent.sim.live.vad import (
     DEFAULT_PREFIX_PADDING_MS,
@@ -288,6 +290,10 @@ class LiveEmulatorCore:
         self._output_transcription = False
         self._text_mode = False
         self._functions: tuple[DeclaredFunction, ...] = ()  # the setup's, for unscripted turns
+        self._model = ""  # the setup's model name
+        # The setup's instruction and tools, as a contextUpdate last replaced them.
+        self._setup_instruction: Any = None
+        self._setup_tools: Any = None
         self._remainder = b""  # half a sample left over from an odd-length chunk
         # Manual activity (automatic VAD disabled): open between activityStart and activityEnd.
         self._activity_open = False
@@ -546,7 +552,26 @@ class LiveEmulatorCore:
             self._on_client_content(body, now_ms)
         elif kind == "toolResponse":
             self._on_tool_response(body, now_ms)
-        # contextUpdate: accepted; this emulator's answers do not depend on instructions.
+        elif kind == "contextUpdate":
+            self._on_context_update(body)
+
+    def _on_context_update(self, body: JsonObject) -> None:
+        """New system instruction and/or tools for the rest of the session (3.8 Live), in order
+        with the other input: the next unscripted turn calls the new functions."""
+        check_context_update(self._model)
+        self.record.context_updates.append(body)
+        instruction = body.get("systemInstruction")
+        tools = _object(body.get("tools")).get("tools") if "tools" in body else None
+        if instruction is not None:
+            self._setup_instruction = instruction
+        if tools is not None:
+            self._setup_tools = tools
+            self._functions = declared_functions(
+                tools, model_default_behavior({"model": self._model})
+            )
+        self._instruction_tokens = _setup_tokens(
+            {"systemInstruction": self._setup_instruction, "tools": self._setup_tools}
+        )
 
     def _on_setup(self, raw: Any, now_ms: float) -> None:
         if self._setup_done or not isinstance(raw, dict):
@@ -597,8 +622,11 @@ class LiveEmulatorCore:
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
         self._language = _language(generation, setup)
+        self._setup_instruction = setup.get("systemInstruction")
+        self._setup_tools = setup.get("tools")
         self._instruction_tokens = _setup_tokens(setup)
-        self._functions = declared_functions(setup.get("tools"))
+        self._model = model
+        self._functions = declared_functions(setup.get("tools"), model_default_behavior(setup))
         self._attach_session(setup, now_ms)
         if hang:
             return  # accepted, never completed: the client's own timeout is all it has

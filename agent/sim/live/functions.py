@@ -98,8 +98,12 @@ class DeclaredFunction:
     """``behavior: NON_BLOCKING``: the model does not wait for the result."""
 
 
-def declared_functions(tools: Any) -> tuple[DeclaredFunction, ...]:
-    """The functions declared in a ``setup.tools`` list (camelCase keys); others are skipped."""
+def declared_functions(
+    tools: Any, default_behavior: str = "BLOCKING"
+) -> tuple[DeclaredFunction, ...]:
+    """The functions declared in a ``setup.tools`` list (camelCase keys); others are skipped.
+    A declaration without ``behavior`` runs the model's way, ``default_behavior`` (Gemini 3.8
+    Live: NON_BLOCKING)."""
     found: list[DeclaredFunction] = []
     if not isinstance(tools, list):
         return ()
@@ -122,7 +126,7 @@ def declared_functions(tools: Any) -> tuple[DeclaredFunction, ...]:
                     name=name,
                     description=description if isinstance(description, str) else "",
                     parameters=schema if isinstance(schema, Mapping) else None,
-                    non_blocking=declaration.get("behavior") == "NON_BLOCKING",
+                    non_blocking=declaration.get("behavior", default_behavior) == "NON_BLOCKING",
                 )
             )
     return tuple(found)

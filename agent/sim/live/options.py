@@ -301,6 +301,8 @@ class EmulatedSessionRecord:
     tool_cancellations: list[ToolCancellationRecord] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     """The kind of every injected fault that struck, in order."""
+    context_updates: list[JsonObject] = field(default_factory=list)
+    """Every ``contextUpdate`` body taken, in order (normalised to camelCase)."""
     history: list[HistoryEntry] = field(default_factory=list, repr=False)
     """The conversation as the model sees it, including what a resumed session brought along."""
     heard: list[str] = field(default_factory=list)

@@ -216,3 +216,19 @@ def check_model_capabilities(setup: Mapping[str, Any]) -> str | None:
 
 def _refuse(reason: str) -> None:
     raise RequestRejectedError(CLOSE_INVALID, reason)
+
+
+def model_default_behavior(setup: Mapping[str, Any]) -> str:
+    """How the setup's model runs a function declared without ``behavior`` (the table's
+    ``default_behavior``; BLOCKING for a model it does not list)."""
+    row = capabilities(str(setup.get("model", "")), "gemini")
+    return "BLOCKING" if row is None else row.default_behavior
+
+
+def check_context_update(model: str) -> None:
+    """Refuse a ``contextUpdate`` on a model that does not take one mid-session (1007; the
+    reason is the emulator's own, Google words it nowhere). A model the table does not list
+    takes it: the service has the last word, and the emulator is not the service."""
+    row = capabilities(model, "gemini")
+    if row is not None and not row.context_update:
+        _refuse(f"contextUpdate is not supported by {model_id(model)}: reconnect with a new setup.")

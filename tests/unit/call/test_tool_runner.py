@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.call.tools import ToolRunner
-from agent.config.tools import ToolSpec
-from agent.live.protocol import FunctionCall
+from agent.config.tools import EndCallTool, ToolSpec
+from agent.live.protocol import DEFAULT_WIRE, FunctionCall, WireProfile
 from agent.records.store import CallRecorder, RecordStore
 from agent.tools import CallContext, ToolOutcome
 
@@ -64,12 +64,15 @@ class HeldToolbox:
 class SentMessages:
     """The Live link, as far as the runner uses it: tool responses, by call id."""
 
-    def __init__(self) -> None:
+    def __init__(self, wire: WireProfile = DEFAULT_WIRE) -> None:
         self.responses: dict[str, Any] = {}
+        self.scheduling: dict[str, str | None] = {}
+        self.wire = wire
 
     async def send(self, message: str) -> None:
         for response in json.loads(message)["toolResponse"]["functionResponses"]:
             self.responses[response["id"]] = response["response"]
+            self.scheduling[response["id"]] = response.get("scheduling")
 
 
 def calls(*ids: str) -> list[FunctionCall]:
@@ -210,3 +213,39 @@ async def test_a_tool_that_finishes_after_its_cancellation_is_recorded_so_and_no
         {"result": "booked anyway"},
     )
     await store.close()
+
+
+class SpecToolbox(HeldToolbox):
+    """As :class:`HeldToolbox`, with one declared tool that says nothing of its behavior."""
+
+    def spec(self, name: str) -> ToolSpec | None:
+        return ToolSpec("lookup", "Look it up.", EndCallTool(), scheduling="INTERRUPT")
+
+
+async def test_a_tool_without_behavior_runs_the_models_way() -> None:
+    # 3.8 Live runs it NON_BLOCKING: the model talks on, the result goes with its scheduling.
+    for wire, waited, scheduling in (
+        (WireProfile(default_behavior="NON_BLOCKING"), [], "INTERRUPT"),
+        (DEFAULT_WIRE, [True, False], None),
+    ):
+        toolbox, live = SpecToolbox(), SentMessages(wire)
+        waiting: list[bool] = []
+        tools = ToolRunner(
+            toolbox=toolbox,  # type: ignore[arg-type]
+            context=CONTEXT,
+            live=live,  # type: ignore[arg-type]
+            recorder=CallRecorder.discarding(CONTEXT.call_sid),
+            on_action=_no_action,
+            on_waiting=waiting.append,
+        )
+        async with asyncio.TaskGroup() as group:
+            tools.attach(group)
+            await tools.requested(calls("a"))
+            await settle()
+            toolbox.finish.set()
+        assert waiting == waited
+        assert live.scheduling == {"a": scheduling}
+
+
+async def _no_action(action: object) -> None:
+    raise AssertionError("no tool here ends or moves the call")

@@ -14,8 +14,11 @@ from agent.live.models import (
     capabilities,
     check_model,
     model_problems,
+    model_warnings,
     served_models,
+    wire_profile,
 )
+from agent.live.protocol import DEFAULT_WIRE
 
 
 def _messages(agent: AgentConfig, backend: str = "gemini") -> list[tuple[str | None, str]]:
@@ -136,3 +139,35 @@ def test_the_extended_thinking_variant_calls_functions_asynchronously_only() -> 
         thinking_config=ThinkingConfig(thinking_level="HIGH"),
     )
     assert model_problems(thinking, "gemini") == []
+
+
+# -- what the builders send per model (the wire profile) --------------------------------------
+
+
+def test_the_wire_profile_follows_the_table() -> None:
+    flash = wire_profile("gemini-3.1-flash-live-preview", "gemini")
+    assert flash.behaviors == frozenset({"BLOCKING"})
+    assert flash.behavior_field("BLOCKING") is None  # one mode only: never sent
+    live38 = wire_profile("models/gemini-3.8-live", "gemini")
+    assert live38.behavior(None) == "NON_BLOCKING"
+    assert live38.behavior_field(None) is None  # the model's default applies
+    assert live38.behavior_field("BLOCKING") == "BLOCKING"
+    assert live38.context_update
+    assert not wire_profile("gemini-2.5-flash-native-audio-latest", "gemini").context_update
+    vertex = wire_profile("gemini-live-2.5-flash-native-audio", "vertex")
+    assert not vertex.scheduling
+    assert not vertex.will_continue
+    assert wire_profile("gemini-9-live", "gemini") == DEFAULT_WIRE
+    assert not wire_profile("gemini-9-live", "vertex").will_continue
+
+
+def test_vertex_scheduling_other_than_the_default_is_warned_about() -> None:
+    spec = ToolSpec("lookup", "Look it up.", EndCallTool(), behavior="NON_BLOCKING")
+    agent = dataclasses.replace(
+        AgentConfig(model="gemini-live-2.5-flash-native-audio"),
+        tool_specs=(dataclasses.replace(spec, scheduling="SILENT"), spec),
+    )
+    (warning,) = model_warnings(agent, "vertex")
+    assert warning.key == "tools[0].scheduling"
+    assert "ignores a result's scheduling: tool 'lookup' has scheduling: SILENT" in warning.message
+    assert model_warnings(agent, "gemini") == []

@@ -44,6 +44,10 @@ from agent.live.protocol import (
     UsageReported,
     VoiceActivityReported,
     WaitingForInput,
+    WireProfile,
+    build_setup,
+    context_update_message,
+    tool_response_message,
 )
 
 
@@ -613,3 +617,56 @@ def test_a_transparent_resumption_update_names_the_last_consumed_message() -> No
         '"lastConsumedClientMessageIndex":"418"}}'
     )
     assert protocol.parse_server_message(frame) == [ResumptionHandle("h2", True, 418)]
+
+
+# -- only what the model takes ------------------------------------------------------------------
+
+
+def test_the_setup_sends_behavior_only_where_the_model_has_a_choice() -> None:
+    tools = ToolsConfig(
+        function_declarations=(
+            FunctionDeclaration("lookup", "Look it up.", behavior="BLOCKING"),
+            FunctionDeclaration("note", "Take a note."),
+        )
+    )
+    agent = AgentConfig(tools=tools)
+    one_mode = WireProfile(behaviors=frozenset({"BLOCKING"}))
+    declarations = build_setup(agent, wire=one_mode)["setup"]["tools"][0]["functionDeclarations"]
+    assert declarations == [
+        {"name": "lookup", "description": "Look it up."},
+        {"name": "note", "description": "Take a note."},
+    ]
+    declarations = build_setup(agent)["setup"]["tools"][0]["functionDeclarations"]
+    assert declarations[0]["behavior"] == "BLOCKING"
+    assert "behavior" not in declarations[1]
+
+
+def test_a_tool_response_leaves_out_what_the_model_ignores_or_refuses() -> None:
+    result = FunctionResult("c1", "lookup", {"result": 1}, "SILENT", will_continue=False)
+    vertex = WireProfile(scheduling=False, will_continue=False)
+    assert json.loads(tool_response_message([result], vertex)) == {
+        "toolResponse": {
+            "functionResponses": [{"id": "c1", "name": "lookup", "response": {"result": 1}}]
+        }
+    }
+    sent = json.loads(tool_response_message([result]))["toolResponse"]["functionResponses"][0]
+    assert sent["scheduling"] == "SILENT"
+    assert sent["willContinue"] is False
+
+
+def test_a_context_update_carries_the_instruction_and_the_tools() -> None:
+    tools = ToolsConfig(function_declarations=(FunctionDeclaration("pay", "Take a payment."),))
+    assert json.loads(
+        context_update_message(system_instruction="You are billing.", tools=tools)
+    ) == {
+        "contextUpdate": {
+            "systemInstruction": {"parts": [{"text": "You are billing."}], "role": "user"},
+            "tools": {
+                "tools": [
+                    {"functionDeclarations": [{"name": "pay", "description": "Take a payment."}]}
+                ]
+            },
+        }
+    }
+    with pytest.raises(ValueError, match="needs a system instruction or tools"):
+        context_update_message()

@@ -21,6 +21,7 @@ from agent.sim.live.functions import (
 from agent.sim.live.options import (
     AnswerClips,
     CallerWords,
+    CloseConnection,
     EmulatorOptions,
     SendMessage,
     Transcribe,
@@ -322,3 +323,74 @@ def test_with_a_recogniser_known_words_are_used_and_unknown_turns_are_recognised
     second = caller_turn(60_000.0)
     (request,) = [item for item in second if isinstance(item, Transcribe)]
     assert request.pcm
+
+
+# -- what each model does with the declarations (the capability table) ------------------------
+
+
+def model_core(model: str, tools: list[dict[str, Any]]) -> LiveEmulatorCore:
+    """A core for ``model`` speaking audio (3.8 Live has no TEXT), with transcripts."""
+    core = LiveEmulatorCore(
+        EmulatorOptions(connection_lifetime_s=math.inf, session_limit_s=math.inf), CLIPS
+    )
+    setup = {
+        "model": f"models/{model}",
+        "tools": tools,
+        "outputAudioTranscription": {},
+        "generationConfig": {"responseModalities": ["AUDIO"]},
+    }
+    core.receive(json.dumps({"setup": setup}), 0.0)
+    assert any(
+        isinstance(item, SendMessage) and "setupComplete" in item.message
+        for item in core.data_to_send()
+    )
+    return core
+
+
+def transcript_of(messages: list[dict[str, Any]]) -> str:
+    return "".join(
+        message.get("serverContent", {}).get("outputTranscription", {}).get("text", "")
+        for message in messages
+    )
+
+
+def test_on_3_8_live_a_function_without_behavior_runs_non_blocking() -> None:
+    # "Asynchronous execution (behavior: NON_BLOCKING) is now the default function calling mode"
+    # (https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live): a filler, no waiting.
+    for model, filler in (
+        ("gemini-3.8-live", True),
+        ("gemini-2.5-flash-native-audio-latest", False),
+    ):
+        core = model_core(model, LIGHT_TOOLS)
+        core.receive('{"realtimeInput":{"text":"Turn on the lights"}}', 0.0)
+        out = sent(core)
+        assert any("toolCall" in message for message in out), model
+        assert (transcript_of(out) == FILLER) is filler, model
+
+
+def test_a_context_update_replaces_the_functions_on_a_model_that_takes_one() -> None:
+    core = model_core("gemini-3.8-live", LIGHT_TOOLS)
+    fan = [{"functionDeclarations": [{"name": "turn_on_the_fan", "behavior": "BLOCKING"}]}]
+    update = {
+        "contextUpdate": {
+            "systemInstruction": {"parts": [{"text": "You are billing."}], "role": "user"},
+            "tools": {"tools": fan},
+        }
+    }
+    core.receive(json.dumps(update), 0.0)
+    assert sent(core) == []
+    assert core.record.context_updates == [update["contextUpdate"]]
+    core.receive('{"realtimeInput":{"text":"Turn on the lights"}}', 1_000.0)
+    assert not any("toolCall" in message for message in sent(core))
+    core.receive('{"realtimeInput":{"text":"Turn on the fan"}}', 20_000.0)
+    (call,) = next(m for m in sent(core) if "toolCall" in m)["toolCall"]["functionCalls"]
+    assert call["name"] == "turn_on_the_fan"
+
+
+def test_a_context_update_is_refused_by_a_model_that_cannot_take_one() -> None:
+    core = model_core("gemini-2.5-flash-native-audio-latest", LIGHT_TOOLS)
+    core.receive('{"contextUpdate":{"tools":{"tools":[]}}}', 0.0)
+    (close,) = core.data_to_send()
+    assert isinstance(close, CloseConnection)
+    assert close.code == 1007
+    assert "contextUpdate is not supported by gemini-2.5-flash-native-audio-latest" in close.reason
