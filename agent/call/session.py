@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from aiohttp import WSMsgType
@@ -32,7 +33,7 @@ from agent.cluster.state import CallSnapshot, SavedTurn
 from agent.config.models import AgentConfig
 from agent.errors import AgentError, LiveError
 from agent.live import protocol
-from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError
+from agent.live.link import LiveLink, LiveReconnected, LiveUnavailableError, Opener
 from agent.live.protocol import (
     FunctionCall,
     FunctionResult,
@@ -67,7 +68,7 @@ from agent.telephony.twilio import (
     StreamStopped,
     TwilioMediaStream,
 )
-from agent.tools import Action, CallContext, EndCall, Toolbox, TransferCall
+from agent.tools import Action, CallContext, EndCall, HandOff, Toolbox, TransferCall
 
 from .control import CallControl
 from .cost import CostGuard, CostLimitReached
@@ -111,6 +112,9 @@ HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment 
 #: reason its reconnection carries.
 STALL_ACTIONS = ("nudge", "reconnect", "fallback")
 STALL_RESTART = "stall"
+# The reasons a call's link reconnects to take another agent's setup (see change_agent).
+HAND_OFF_RESTART = "hand_off"
+RELOAD_RESTART = "reload"
 # Endings after which the call goes on elsewhere: its journal must not say it ended.
 # (A shutdown ends the stream, not the call: with another replica up, the call goes on there.)
 CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER, SHUTDOWN})
@@ -149,6 +153,24 @@ class CallStats:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CallAgent:
+    """An agent as one call runs it: ``agent`` rendered for the call (its prompt templated with
+    the numbers and the time), the ``toolbox`` and trusted ``context`` its tools run with, how
+    the call's Live connection opens for it (``opener``: its setup), and ``source``, the agent
+    file's version it was rendered from (a reload compares against it)."""
+
+    agent: AgentConfig
+    toolbox: Toolbox | None
+    context: CallContext | None
+    opener: Opener
+    source: AgentConfig
+
+
+AgentSwitch = Callable[[str], Awaitable[CallAgent | None]]
+"""Renders the agent of that name for this call (None: there is no such agent now)."""
+
+
 class CallSession:
     """Runs one call from Twilio's ``start`` until it ends, and says why it ended."""
 
@@ -171,6 +193,8 @@ class CallSession:
         call_control: CallControl | None = None,
         journal: CallJournal | None = None,
         continuation: CallSnapshot | None = None,
+        switch_agent: AgentSwitch | None = None,
+        source_agent: AgentConfig | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested unless the agent's ``greeting_at`` is ``stream_start``, when the
@@ -179,11 +203,16 @@ class CallSession:
         carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
         ``transfer_call`` fails, and the fallback is the bundled apology. ``journal`` keeps the
         call's snapshot in the state replicas share; ``continuation`` is the snapshot an
-        earlier media stream of this call left, which this one continues (no greeting)."""
+        earlier media stream of this call left, which this one continues (no greeting).
+        ``switch_agent`` renders another agent for this call, for a ``hand_off``;
+        ``source_agent`` is the agent file's version ``agent`` was rendered from (a reload
+        that changes it reaches this call when its ``on_reload`` says ``update``)."""
         self._ws = ws
         self._stream = stream
         self.started = started
         self.agent = agent
+        self.source_agent = source_agent or agent
+        self._switch_agent = switch_agent
         self.policy = agent.call
         self._live = live
         self._live_ready = live_ready
@@ -244,6 +273,7 @@ class CallSession:
         self._tool_context = tool_context
         self._call_control = call_control
         self._tools: ToolRunner | None = None
+        self._handed_from: str | None = None  # the agent a reconnecting hand-off left
         if toolbox is not None and tool_context is not None:
             self._tools = ToolRunner(
                 toolbox=toolbox,
@@ -253,6 +283,7 @@ class CallSession:
                 on_action=self._on_action,
                 max_concurrent=agent.call.max_concurrent_tools,
                 on_waiting=self._tool_waiting,
+                on_hand_off=self._hand_off,
             )
         self._ending: str | None = None  # set when the agent starts ending the call
         self._cost = CostGuard(agent.call, agent.model, self._prices)
@@ -583,7 +614,10 @@ class CallSession:
                 case LiveReconnected(reason=reason):
                     stats.reconnects += 1
                     self._metrics.count_live_reconnect(reason)
-                    await self._resume_cut_turn()
+                    if reason == HAND_OFF_RESTART:
+                        await self._taken_over()
+                    else:
+                        await self._resume_cut_turn()
                     if reason == STALL_RESTART:
                         # The new connection has not heard the nudge: ask it to answer.
                         await self._prompt(self.policy.stall_message)
@@ -644,19 +678,107 @@ class CallSession:
         """After a new connection: if the old one died mid-answer, the rest of that answer is
         gone. Play what we have, then tell the model what the caller heard and ask it to go on,
         rather than leave the caller in silence until they speak."""
+        heard = await self._end_cut_turn()
+        if heard is None:
+            return
+        log.info("model.turn_resumed", heard_chars=len(heard))
+        await self._live.send(
+            protocol.text_turn_message(self.agent.call.resume_message.format(heard=heard or "-"))
+        )
+
+    async def _end_cut_turn(self) -> str | None:
+        """Close the model's turn a new connection cut short; what the caller heard of it
+        (None: no turn was open)."""
         await self._flush_outbound()
         if not self.playback.turn_open:
-            return
+            return None
         self.playback.end_turn()
         now = self._clock()
         # No clear follows a reconnect: everything already sent will still be played.
         turn = self.transcript.agent_turn_ended(now, heard_frames=self.playback.sent_in_turn)
         self._record_closed_turns()
-        heard = turn.heard.strip() if turn else ""
-        log.info("model.turn_resumed", heard_chars=len(heard))
-        await self._live.send(
-            protocol.text_turn_message(self.agent.call.resume_message.format(heard=heard or "-"))
+        return turn.heard.strip() if turn else ""
+
+    async def _taken_over(self) -> None:
+        """The new connection of a hand-off (a model without ``contextUpdate``): the agent
+        taking over has the conversation but not the function call that brought it there, so
+        it is told, and answers."""
+        heard = await self._end_cut_turn()
+        if heard is None:
+            heard = next(
+                (t.heard for t in reversed(self.transcript.turns) if t.role == "agent"), ""
+            )
+        await self._prompt(
+            self.policy.hand_off_message.format(agent=self._handed_from or "-", heard=heard or "-")
         )
+
+    # -- changing agent -------------------------------------------------------------------------
+
+    async def change_agent(self, new: CallAgent, reason: str) -> str:
+        """Run the rest of the call with ``new``'s instructions and tools (a ``hand_off``, or a
+        reload with ``on_reload: update``): a ``contextUpdate`` on a model that takes one, in
+        order with the caller's audio, else a new connection with ``new``'s setup that resumes
+        the conversation (or is seeded with it). The call keeps its model, voice and policy
+        (timers, limits, fallback): those are the answering agent's. Returns how:
+        ``context_update`` or ``reconnect``."""
+        previous = self.agent.name
+        if self._live.wire.context_update:
+            await self._live.send(
+                protocol.context_update_message(
+                    system_instruction=new.agent.system_instruction or "",
+                    tools=new.agent.tools,
+                    wire=self._live.wire,
+                )
+            )
+            how = "context_update"
+        else:
+            self._handed_from = previous
+            await self._live.reconfigure(new.opener, reason)
+            how = "reconnect"
+        self.agent = dataclasses.replace(new.agent, call=self.policy)
+        self.source_agent = new.source
+        if self._tools is not None and new.toolbox is not None and new.context is not None:
+            self._tools.swap(new.toolbox, new.context)
+        if self._journal is not None:
+            self._journal.agent(new.agent.name)  # a continuation elsewhere goes on with it
+        structlog.contextvars.bind_contextvars(agent=new.agent.name)
+        self._metrics.count_agent_change(reason, how)
+        log.info(
+            "call.agent_changed",
+            from_agent=previous,
+            to_agent=new.agent.name,
+            reason=reason,
+            how=how,
+        )
+        return how
+
+    async def agent_reloaded(self, source: AgentConfig) -> str | None:
+        """This call's agent was reloaded as ``source``: take its new instructions and tools if
+        they changed and its file says ``on_reload: update``. Returns how (see
+        :meth:`change_agent`), or None when the call keeps what it has."""
+        if source == self.source_agent or self._switch_agent is None:
+            return None
+        if source.call.on_reload != "update":
+            log.info("call.agent_kept", on_reload=source.call.on_reload)
+            return None
+        new = await self._switch_agent(source.name)
+        if new is None:
+            return None
+        return await self.change_agent(new, RELOAD_RESTART)
+
+    async def _hand_off(
+        self, action: HandOff, response: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """The model handed the call to ``action.agent``: switch, then let the new agent have
+        the function's result (mid-session), or nothing (a new session, which is told)."""
+        new = None if self._switch_agent is None else await self._switch_agent(action.agent)
+        if new is None:
+            log.error("call.hand_off_failed", to_agent=action.agent, error="no such agent")
+            return {
+                "error": f"The {action.agent} agent is not available; help the caller yourself."
+            }
+        how = await self.change_agent(new, HAND_OFF_RESTART)
+        return response if how == "context_update" else None
 
     async def _tool_calls(self, calls: Sequence[FunctionCall]) -> None:
         if self._tools is not None:
@@ -672,6 +794,9 @@ class CallSession:
 
     async def _on_action(self, action: Action) -> None:
         """Hang up or transfer, once the caller has heard the model's goodbye."""
+        if isinstance(action, HandOff):  # the tool runner hands these to _hand_off
+            log.error("call.hand_off_failed", to_agent=action.agent, error="no tool runner")
+            return
         await self._wait_until_played()
         # The caller hears why the line changes before it does, from the bridge itself: a model
         # that calls the tool before speaking would otherwise leave them in silence until the
@@ -767,7 +892,7 @@ class CallSession:
             return False
         if isinstance(action, EndCall):
             await control.hang_up(self.started.call_sid)
-        else:
+        elif isinstance(action, TransferCall):
             announce = action.announcement if action.announce else None
             await control.transfer(self.started.call_sid, action.number, announce=announce)
         return True

@@ -28,10 +28,14 @@ from agent.live import protocol
 from agent.live.link import LiveLink
 from agent.live.protocol import FunctionCall, FunctionResult
 from agent.records.store import CallRecorder
-from agent.tools import Action, CallContext, Toolbox, ToolOutcome
+from agent.tools import Action, CallContext, HandOff, Toolbox, ToolOutcome
 from agent.tools.toolbox import COMPLETED_AFTER_CANCELLATION
 
 log = structlog.get_logger("agent.tools")
+
+
+HandOffHandler = Callable[[HandOff, Mapping[str, Any]], Awaitable[Mapping[str, Any] | None]]
+"""Carries out a hand-off; given the result meant for the model, returns what to send."""
 
 
 @dataclass(slots=True)
@@ -58,9 +62,13 @@ class ToolRunner:
         on_action: Callable[[Action], Awaitable[None]],
         max_concurrent: int = 4,
         on_waiting: Callable[[bool], None] | None = None,
+        on_hand_off: HandOffHandler | None = None,
     ) -> None:
         """``on_waiting`` hears True when a blocking tool starts and the model falls silent
-        for it, False when no blocking tool is left running."""
+        for it, False when no blocking tool is left running. ``on_hand_off`` carries out a
+        ``hand_off`` (another agent takes the call over) before its result is sent, so that
+        the result reaches the new agent; it returns the response to send, or None when the
+        call moved to a new session that never saw the function call."""
         self._toolbox = toolbox
         self._context = context
         self._live = live
@@ -71,6 +79,7 @@ class ToolRunner:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.stats = ToolStats()
         self._on_waiting = on_waiting
+        self._on_hand_off = on_hand_off
         self._blocking = 0  # blocking tools running: the model says nothing until they answer
 
     def attach(self, group: asyncio.TaskGroup) -> None:
@@ -200,6 +209,12 @@ class ToolRunner:
         )
         non_blocking = self._non_blocking(spec)
         scheduling = spec.scheduling if spec is not None and non_blocking else None
+        if isinstance(outcome.action, HandOff) and self._on_hand_off is not None:
+            # The new agent's instructions first, then the result it is to carry on from.
+            response = await self._on_hand_off(outcome.action, outcome.response)
+            if response is not None:
+                await self._respond(call, response, scheduling=scheduling)
+            return
         if outcome.action is not None:
             # The model should not talk over its own goodbye or transfer.
             scheduling = "SILENT" if non_blocking else None

@@ -52,6 +52,11 @@ class CallJournal:
         if handle != self.snapshot.handle:
             self._update(handle=handle)
 
+    def agent(self, name: str) -> None:
+        """Another agent took the call over: a continuation elsewhere goes on with it."""
+        if name != self.snapshot.agent:
+            self._update(agent=name)
+
     def ended(self) -> None:
         """The bridge ended the call: a ``<Connect action>`` request for it must hang up."""
         self._update(ended=True)

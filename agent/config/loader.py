@@ -613,4 +613,45 @@ def _cross_file_problems(loaded: Sequence[_AgentFile]) -> list[Problem]:
                 )
             else:
                 first_default = agent
+    problems.extend(_hand_off_problems(loaded, names))
+    return problems
+
+
+def _hand_off_problems(
+    loaded: Sequence[_AgentFile], names: Mapping[str, _AgentFile]
+) -> list[Problem]:
+    """A ``hand_off`` must name another agent of these files, on the same model: a call keeps
+    its Live session (and so its model) when another agent takes it over."""
+    from agent.config.tools import HandOffTool
+
+    problems: list[Problem] = []
+    for agent in loaded:
+        for index, spec in enumerate(agent.config.tool_specs):
+            if not isinstance(spec.kind, HandOffTool):
+                continue
+            key = f"tools[{index}].hand_off.agent"
+            target = names.get(spec.kind.agent)
+            message = None
+            if target is None:
+                known = ", ".join(sorted(names)) or "none"
+                message = (
+                    f"hand_off names agent {spec.kind.agent!r}, which no file defines "
+                    f"(agents: {known})"
+                )
+            elif target.config.name == agent.config.name:
+                message = "hand_off names this agent itself: name another one"
+            elif target.config.model != agent.config.model:
+                message = (
+                    f"hand_off to {spec.kind.agent!r}, which uses model {target.config.model!r}: "
+                    f"a call keeps its model ({agent.config.model!r}); use the same one"
+                )
+            if message is not None:
+                problems.append(
+                    Problem(
+                        agent.file,
+                        agent.lines.get(key, agent.lines.get(f"tools[{index}]")),
+                        key,
+                        message,
+                    )
+                )
     return problems

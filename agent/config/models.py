@@ -64,6 +64,7 @@ ResponseModality = Literal["AUDIO", "TEXT"]
 InputSampleRate = Literal[8000, 16000]
 TrustCallerId = Literal["any", "verified"]
 GreetingAt = Literal["webhook", "stream_start"]
+OnReload = Literal["keep", "update"]
 StartSensitivity = Literal["START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"]
 EndSensitivity = Literal["END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"]
 ActivityHandling = Literal["START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"]
@@ -313,6 +314,14 @@ class CallPolicy:
     # When a pre-connected session asks for the greeting: at the webhook (ready at ``start``) or
     # at the stream's ``start`` (none generated, and billed, for a stream that never comes).
     greeting_at: GreetingAt = "webhook"
+    # A reload that changes this agent's instructions or tools: calls in progress keep what they
+    # started with, or take the new ones (mid-session where the model allows, else a reconnect).
+    on_reload: OnReload = "keep"
+    # What the agent taking a call over (hand_off) is told, on a model that reconnects for it.
+    hand_off_message: Text = (
+        "You have just taken this call over from the {agent} agent; the caller last heard: "
+        '"{heard}". Carry on as yourself, briefly, without greeting them again.'
+    )
     max_concurrent_tools: Tokens = 4  # a call's function calls running at once; more get an error
     # A blocking tool this slow gets the caller a "one moment, please" (None: silence until done).
     tool_hold_after_s: PositiveSeconds | None = 3.0
@@ -686,6 +695,18 @@ class AgentFile:
         "generated, or billed, for a stream that never arrives; the caller waits for the "
         "model's first audio).",
     )
+    on_reload: OnReload = Field(
+        default=_CALL.on_reload,
+        description="What calls in progress do when a reload changes this agent's instructions "
+        "or tools: `keep` what they started with, or `update` to the new ones (mid-session on a "
+        "model that takes a `contextUpdate`, else a reconnect that keeps the conversation).",
+    )
+    hand_off_message: Text = Field(
+        default=_CALL.hand_off_message,
+        description="What an agent taking a call over with `hand_off` is told, on a model that "
+        "reconnects for it: `{agent}` is the agent it took over from, `{heard}` what the caller "
+        "last heard.",
+    )
     tool_hold_after_s: PositiveSeconds | None = Field(
         default=_CALL.tool_hold_after_s,
         description="When a blocking tool has kept the caller waiting this long, they hear "
@@ -799,6 +820,8 @@ class AgentFile:
                 idle_message=self.idle_message,
                 preconnect_timeout_s=self.preconnect_timeout_s,
                 greeting_at=self.greeting_at,
+                on_reload=self.on_reload,
+                hand_off_message=self.hand_off_message,
                 tool_hold_after_s=self.tool_hold_after_s,
                 stall_after_s=self.stall_after_s,
                 stall_message=self.stall_message,

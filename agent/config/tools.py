@@ -8,7 +8,8 @@ any value the model sends for them is ignored, so a caller cannot talk the model
 someone else's account.
 
 :class:`ToolEntry` is one entry of an agent file's ``tools`` list: the same fields, with the kind
-given as one key (``http:``, ``sql:``, ``python:``, ``end_call:``, ``transfer_call:``) and the
+given as one key (``http:``, ``sql:``, ``python:``, ``end_call:``, ``transfer_call:``,
+``hand_off:``) and the
 checks across fields (placeholders, bindings) a file needs. Executing a spec is
 ``agent.tools``' job; this module only describes and validates.
 """
@@ -24,6 +25,7 @@ from pydantic import BeforeValidator, Field, Strict, ValidationError, WrapValida
 from pydantic_core import InitErrorDetails
 
 from agent.config.fields import (
+    AgentName,
     DatabaseUrl,
     Flag,
     FunctionName,
@@ -52,7 +54,7 @@ ContextKey = Literal[
 """Trusted values a parameter may be bound to (see :attr:`ToolSpec.bind`)."""
 CONTEXT_KEYS: Final = frozenset(get_args(ContextKey))
 #: The keys of a tool entry that say what kind of tool it is; exactly one per tool.
-TOOL_KINDS: Final = ("http", "sql", "python", "end_call", "transfer_call")
+TOOL_KINDS: Final = ("http", "sql", "python", "end_call", "transfer_call", "hand_off")
 
 
 def _checked_schema(value: Any, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -160,7 +162,17 @@ class TransferCallTool:
     )
 
 
-ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool
+@config_model("hand_off")
+class HandOffTool:
+    """Built-in: another agent takes the call over, in the same call: its instructions and
+    tools replace these (a mid-session ``contextUpdate`` where the model takes one, else a
+    reconnect that resumes the conversation). The call keeps its model, voice and call
+    settings (timers, limits, fallback): those of the agent that answered."""
+
+    agent: AgentName = Field(description="The agent (its `name`) that takes the call over.")
+
+
+ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool | HandOffTool
 
 
 @config_model("tool_specs")
@@ -275,6 +287,15 @@ class ToolEntry:
         BeforeValidator(_given, json_schema_input_type=TransferCallTool),
         Shown("—"),
     ] = Field(default=None, description="Kind: move the call to a human (`number`).")
+    hand_off: Annotated[
+        HandOffTool | None,
+        BeforeValidator(_given, json_schema_input_type=HandOffTool),
+        Shown("—"),
+    ] = Field(
+        default=None,
+        description="Kind: another agent (`agent`) takes the call over, its instructions and "
+        "tools replacing these, in the same call.",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -287,7 +308,7 @@ class ToolEntry:
         if self.python is not None:
             kind = PythonTool(self.python)
         else:
-            kind = self.http or self.sql or self.transfer_call or EndCallTool()
+            kind = self.http or self.sql or self.transfer_call or self.hand_off or EndCallTool()
         return ToolSpec(
             name=self.name,
             description=self.description,

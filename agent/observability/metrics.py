@@ -125,6 +125,9 @@ BREAKER_EVENTS = frozenset({"opened", "refused", OTHER})
 
 STALL_CAUSES = frozenset({"caller", "prompt", "tool", "audio", "empty_turn", OTHER})
 
+AGENT_CHANGE_REASONS = frozenset({"hand_off", "reload", OTHER})
+AGENT_CHANGE_WAYS = frozenset({"context_update", "reconnect", OTHER})
+
 STALL_ACTIONS = frozenset({"nudge", "reconnect", "fallback", OTHER})
 
 TOOL_OUTCOMES = frozenset(
@@ -247,6 +250,14 @@ class Metrics:
             ["cause", "action"],
             registry=registry,
         )
+        self.agent_changes = Counter(
+            "agent_call_agent_changes",
+            "Calls in progress that changed agent, by reason (hand_off: the model handed the call "
+            "over; reload: the agent file changed, with on_reload: update) and how "
+            "(context_update: mid-session; reconnect: a new connection with the new setup).",
+            ["reason", "how"],
+            registry=registry,
+        )
         self.live_connect_failures = Counter(
             "agent_live_connect_failures",
             "Live connection attempts that failed (calls' and the preflight's), by reason: auth, "
@@ -344,6 +355,14 @@ class Metrics:
         """The model stalled (:data:`STALL_CAUSES`) and the call tried ``action``."""
         self.stalls.labels(
             self._label("cause", cause, STALL_CAUSES), self._label("action", action, STALL_ACTIONS)
+        ).inc()
+
+    def count_agent_change(self, reason: str, how: str) -> None:
+        """A call in progress took another agent (:data:`AGENT_CHANGE_REASONS`, ``how`` one of
+        :data:`AGENT_CHANGE_WAYS`)."""
+        self.agent_changes.labels(
+            self._label("reason", reason, AGENT_CHANGE_REASONS),
+            self._label("how", how, AGENT_CHANGE_WAYS),
         ).inc()
 
     def count_live_connect_failure(self, reason: str) -> None:

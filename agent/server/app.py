@@ -46,6 +46,7 @@ from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
+from agent.server.context import reload_into_calls
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
 from agent.server.preflight import run_preflight
 from agent.server.siblings import WorkerLoads
@@ -148,7 +149,7 @@ def create_app(
                 check_tools=validate_specs,
                 # A setting the model does not accept is refused at load, as by agent check.
                 check_agent=lambda configured: check_model(configured, backend),
-                on_change=lambda registry: add_secrets(*registry.secrets()),
+                on_change=lambda registry: _agents_changed(app, registry),
             )
     add_secrets(*agents.current.secrets())
     if live_target is not None:
@@ -225,6 +226,14 @@ async def _announce(app: web.Application) -> AsyncIterator[None]:
         default_agent=app[AGENTS].current.default.name,
     )
     yield
+
+
+def _agents_changed(app: web.Application, registry: AgentRegistry) -> None:
+    """A reload swapped in ``registry``: mask its secrets in the logs from now on, and let the
+    calls in progress whose agent says ``on_reload: update`` take the new version."""
+    add_secrets(*registry.secrets())
+    if BACKGROUND in app and app[CALLS].active:
+        app[BACKGROUND].spawn(reload_into_calls(app, registry))
 
 
 async def _agents_reload(app: web.Application) -> AsyncIterator[None]:

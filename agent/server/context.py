@@ -4,6 +4,7 @@ toolbox for its agent."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -11,10 +12,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from agent.call.session import CallAgent
 from agent.config.models import AgentConfig
+from agent.config.registry import AgentRegistry
 from agent.config.templates import TemplateContext, render_for_call
-from agent.server.state import CLOCK, METRICS, SETTINGS, TOOLS
-from agent.tools import Toolbox
+from agent.errors import AgentError
+from agent.server.preconnect import live_opener
+from agent.server.state import AGENTS, CALLS, CLOCK, METRICS, SETTINGS, TOOLS
+from agent.tools import CallContext, Toolbox
 from agent.tools.availability import unavailable_tools, without_tools
 
 log = structlog.get_logger("agent.app")
@@ -91,3 +96,46 @@ async def prefetch_customer(
     except Exception as exc:
         log.warning("crm.prefetch_failed", error=str(exc) or type(exc).__name__)
         return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallAgents:
+    """Renders any agent for one call in progress, as its webhook rendered the first: for a
+    ``hand_off`` to another agent, or a reload of its own (:meth:`CallSession.agent_reloaded`)."""
+
+    app: web.Application
+    call_sid: str
+    caller: str | None
+    called: str | None
+    verified: bool
+    context: CallContext | None
+
+    async def __call__(self, name: str) -> CallAgent | None:
+        """The agent called ``name`` in the agents loaded now, rendered for this call."""
+        configured = self.app[AGENTS].current.by_name(name)
+        if configured is None:
+            return None
+        agent, _ = await agent_for_call(
+            self.app, configured, self.call_sid, self.caller, self.called, self.verified
+        )
+        context = self.context
+        return CallAgent(
+            agent=agent,
+            toolbox=toolbox_for(self.app, agent),
+            context=None if context is None else dataclasses.replace(context, agent=agent.name),
+            opener=live_opener(self.app, agent),
+            source=configured,
+        )
+
+
+async def reload_into_calls(app: web.Application, registry: AgentRegistry) -> None:
+    """After a reload: each call in progress whose agent changed takes the new version if its
+    file says ``on_reload: update`` (one call's failure is logged and never stops the others)."""
+    for call_sid, session in list(app[CALLS].active.items()):
+        source = registry.by_name(session.agent.name)
+        if source is None:
+            continue  # the agent was removed: the call goes on with what it has
+        try:
+            await session.agent_reloaded(source)
+        except (AgentError, ConnectionResetError) as exc:
+            log.warning("call.agent_reload_failed", call_sid=call_sid, error=str(exc))

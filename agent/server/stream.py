@@ -13,7 +13,7 @@ from agent.cluster.journal import CallJournal
 from agent.cluster.state import CallSnapshot
 from agent.config.templates import format_local_date, format_local_time
 from agent.errors import SharedStateError, SignatureError
-from agent.server.context import agent_for_call, identity, toolbox_for
+from agent.server.context import CallAgents, agent_for_call, identity, toolbox_for
 from agent.server.preconnect import new_link
 from agent.server.state import (
     AGENTS,
@@ -182,6 +182,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
                 wall=app[CLOCK],
             ),
             continuation=continuation,
+            switch_agent=CallAgents(app, started.call_sid, caller, called, verified, tool_context),
+            source_agent=app[AGENTS].current.by_name(agent.name),
         )
     except BaseException:
         # Nothing may leak a Live session opened for this call (a bug above, or cancellation).

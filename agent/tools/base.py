@@ -94,7 +94,14 @@ class TransferCall:
     announcement: str | None = None
 
 
-Action = EndCall | TransferCall
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """The model asked to hand the call to the agent named ``agent`` (from configuration)."""
+
+    agent: str
+
+
+Action = EndCall | TransferCall | HandOff
 
 
 @dataclass(frozen=True, slots=True)

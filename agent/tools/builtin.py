@@ -1,4 +1,4 @@
-"""The built-in tools: hang up and transfer.
+"""The built-in tools: hang up, transfer, and hand off to another agent.
 
 They do nothing themselves. Ending or moving the call now would cut off the goodbye the model is
 about to say, so they return an :data:`~agent.tools.base.Action` for the session, which waits for
@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.config.tools import EndCallTool, TransferCallTool
-from agent.tools.base import Action, EndCall, TransferCall
+from agent.config.tools import EndCallTool, HandOffTool, TransferCallTool
+from agent.tools.base import Action, EndCall, HandOff, TransferCall
+
+Builtin = EndCallTool | TransferCallTool | HandOffTool
 
 
-def run_builtin(kind: EndCallTool | TransferCallTool) -> tuple[Any, Action]:
+def run_builtin(kind: Builtin) -> tuple[Any, Action]:
     """The result the model hears about, and the action the session is to carry out."""
     if isinstance(kind, EndCallTool):
         return "ending the call", EndCall()
+    if isinstance(kind, HandOffTool):
+        # Heard by the agent taking over (its instructions are in place by then): carry on.
+        return f"you are now the {kind.agent} agent and have the caller: carry on", HandOff(
+            kind.agent
+        )
     action = TransferCall(kind.number, kind.announce, kind.announcement)
     if not kind.announce:
         return "transferring the call", action

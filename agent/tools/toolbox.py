@@ -33,6 +33,7 @@ import structlog
 
 from agent.config.tools import (
     EndCallTool,
+    HandOffTool,
     HttpTool,
     PythonTool,
     SqlTool,
@@ -121,7 +122,7 @@ def _validate_spec(spec: ToolSpec) -> list[str]:
             mismatch = check_signature(function, known)
             if mismatch:
                 problems.append(f"python target {kind.target!r}: {mismatch}")
-    elif not isinstance(kind, EndCallTool | TransferCallTool):
+    elif not isinstance(kind, EndCallTool | TransferCallTool | HandOffTool):
         problems.append(f"unknown kind {type(kind).__name__}")
     return problems
 

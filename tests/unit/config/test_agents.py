@@ -50,6 +50,7 @@ from agent.config.templates import (
 )
 from agent.config.tools import (
     EndCallTool,
+    HandOffTool,
     HttpTool,
     PythonTool,
     SqlTool,
@@ -124,6 +125,8 @@ idle_timeout_s: 10
 idle_message: Still there?
 preconnect_timeout_s: 5
 greeting_at: stream_start
+on_reload: update
+hand_off_message: "Taking over from {agent}: {heard}"
 tool_hold_after_s: 4.5
 stall_after_s: 6
 stall_message: Please answer.
@@ -170,6 +173,15 @@ tools:
   - name: to_human
     description: Transfer to a person.
     transfer_call: {number: "+15555550142", announce: true, announcement: "One moment."}
+  - name: to_billing
+    description: Hand the caller to billing.
+    hand_off: {agent: billing}
+"""
+# The agent the full example hands off to: another file, the same model.
+BILLING = """
+name: billing
+model: gemini-3.8-live
+system_prompt: You take payments.
 """
 
 ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
@@ -178,6 +190,7 @@ ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
 def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
     """Each YAML key lands in its AgentConfig field, with values checked and typed."""
     write(tmp_path, "shop.yaml", FULL)
+    write(tmp_path, "billing.yaml", BILLING)
     registry = load(tmp_path, env=ENV)
     agent = registry.by_name("shop")
     assert agent is not None
@@ -230,6 +243,11 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             description="Transfer to a person.",
             kind=TransferCallTool("+15555550142", announce=True, announcement="One moment."),
         ),
+        ToolSpec(
+            name="to_billing",
+            description="Hand the caller to billing.",
+            kind=HandOffTool("billing"),
+        ),
     )
     declarations = (
         FunctionDeclaration(
@@ -263,6 +281,11 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         FunctionDeclaration(
             name="to_human",
             description="Transfer to a person.",
+            parameters_json_schema={"type": "object", "properties": {}},
+        ),
+        FunctionDeclaration(
+            name="to_billing",
+            description="Hand the caller to billing.",
             parameters_json_schema={"type": "object", "properties": {}},
         ),
     )
@@ -318,6 +341,8 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             idle_message="Still there?",
             preconnect_timeout_s=5.0,
             greeting_at="stream_start",
+            on_reload="update",
+            hand_off_message="Taking over from {agent}: {heard}",
             tool_hold_after_s=4.5,
             stall_after_s=6.0,
             stall_message="Please answer.",
@@ -633,9 +658,9 @@ def test_tool_problems(tmp_path: Path) -> None:
         f"{file}:7: must be a single SQL statement (key 'tools[0].sql.query')",
         f"{file}:7: placeholder :phone not among the tool's parameters (key 'tools[0].sql.query')",
         f"{file}:8: tool 'lookup' is already defined as tools[0] (key 'tools[1].name')",
-        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call; found "
+        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; found "
         "python and end_call (key 'tools[2]')",
-        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call; found none "
+        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; found none "
         "(key 'tools[3]')",
         f"{file}:19: must be an object schema: add 'type: object' (key 'tools[4].parameters')",
         f"{file}:20: {{order}} is not one of the tool's parameters (key 'tools[4].http.url')",
