@@ -722,6 +722,7 @@ class CallSession:
         (timers, limits, fallback): those are the answering agent's. Returns how:
         ``context_update`` or ``reconnect``."""
         previous = self.agent.name
+        # Off the model's turn: a new connection waits for it to end, so nothing it says is cut.
         if self._live.wire.context_update:
             await self._live.send(
                 protocol.context_update_message(
@@ -777,8 +778,10 @@ class CallSession:
             return {
                 "error": f"The {action.agent} agent is not available; help the caller yourself."
             }
-        how = await self.change_agent(new, HAND_OFF_RESTART)
-        return response if how == "context_update" else None
+        await self.change_agent(new, HAND_OFF_RESTART)
+        # Mid-session the new agent has it; otherwise the old one does, says its last words,
+        # and the new connection (at the end of that turn) has the whole exchange.
+        return response
 
     async def _tool_calls(self, calls: Sequence[FunctionCall]) -> None:
         if self._tools is not None:

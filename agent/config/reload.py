@@ -78,7 +78,9 @@ class AgentRegistryHolder:
         self._env_allow = env_allow
         self._check_tools = check_tools
         self._check_agent = check_agent
-        self._on_change = on_change
+        self._listeners: list[Callable[[AgentRegistry], None]] = []
+        if on_change is not None:
+            self._listeners.append(on_change)
         self._log = logger if logger is not None else log
         self._fingerprint = files_fingerprint(path)
         self._current = registry if registry is not None else self._load()
@@ -180,8 +182,13 @@ class AgentRegistryHolder:
                 if name in old.agents and old.agents[name] != agent
             ),
         )
-        if self._on_change is not None:
-            self._on_change(registry)
+        for listener in self._listeners:
+            listener(registry)
+
+    def add_listener(self, listener: Callable[[AgentRegistry], None]) -> None:
+        """Call ``listener`` with the new registry after each successful reload, as
+        ``on_change`` (the server's: mask new secrets, reach the calls in progress)."""
+        self._listeners.append(listener)
 
 
 def install_reload_on_sighup(

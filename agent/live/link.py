@@ -192,14 +192,18 @@ class LiveLink:
         self._restart_reason = reason
         await conn.close()  # its event stream ends; events() reconnects
 
-    async def reconfigure(self, opener: Opener, reason: str) -> None:
+    async def reconfigure(self, opener: Opener, reason: str, *, within_s: float = 15.0) -> None:
         """From now on connect with ``opener`` (a new agent's setup: its instructions and
-        tools), and move to a new connection now: resumed with the handle, which keeps the
-        conversation (a resumed session takes a new setup's instruction and tools; only the
-        model cannot change), or a fresh session seeded with :attr:`conversation`. For a model
-        that cannot take a ``contextUpdate`` mid-session."""
+        tools), and move to a new connection at the next quiet moment, as for a ``goAway``
+        (the model's turn over, the handle covering it), at the latest ``within_s`` from now:
+        resumed with the handle, which keeps the conversation (a resumed session takes a new
+        setup's instruction and tools; only the model cannot change), or a fresh session
+        seeded with :attr:`conversation`. For a model that cannot take a ``contextUpdate``
+        mid-session; :meth:`events` yields the :class:`LiveReconnected` with ``reason``."""
         self._opener = opener
-        await self.restart(reason)
+        self._state.ask_switch(reason, self._clock(), within_s)
+        if self._state.switch_now:
+            await self.restart(reason)  # already quiet: no event may come to act on
 
     async def close(self) -> None:
         """End the session: close the current connection; buffered messages are dropped."""
@@ -291,15 +295,16 @@ class LiveLink:
         iterator = conn.events().__aiter__()
         while True:
             try:
-                if state.go_away_at is None:  # the usual case: no timer per event
+                switch_by = state.switch_by
+                if switch_by is None:  # the usual case: no timer per event
                     event = await anext(iterator)
                 else:
-                    async with asyncio.timeout_at(self._switch_deadline(state.go_away_at)):
+                    async with asyncio.timeout_at(self._switch_deadline(switch_by)):
                         event = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise _Switch("go_away") from None
+                raise _Switch(state.switch_reason) from None
             now = self._clock()
             state.observe(event, now)
             kind = type(event)
@@ -316,7 +321,7 @@ class LiveLink:
             if state.switch_now:
                 # The model's turn is over and the handle covers it: the quietest moment to
                 # change connections without losing the last exchange.
-                raise _Switch("go_away")
+                raise _Switch(state.switch_reason)
 
     def _switch_deadline(self, go_away_at: float) -> float:
         # asyncio deadlines are on the loop's clock; goAway time is on ours. Convert.

@@ -47,6 +47,10 @@ class ResumptionState:
         # The newest handle was issued since the last turn ended: resuming from it loses nothing.
         self._handle_fresh = False
         self.go_away_at: float | None = None
+        # A switch the client asked for (a new setup to take), at the next quiet moment, and at
+        # the latest by ``_asked_by``.
+        self._asked: str | None = None
+        self._asked_by: float | None = None
 
     def observe(self, event: LiveEvent, now: float) -> None:
         """A server event arrived at ``now``."""
@@ -69,19 +73,44 @@ class ResumptionState:
             assert isinstance(event, GoAway)
             self.go_away_at = now + max(0.0, event.time_left_s - self._go_away_margin_s)
 
+    def ask_switch(self, reason: str, now: float, within_s: float) -> None:
+        """Move to a new connection (for ``reason``) at the next quiet moment, and at the latest
+        ``within_s`` from ``now``: as for a ``goAway``, the model's turn over and the handle
+        covering it, or, without resumption, just between turns."""
+        self._asked, self._asked_by = reason, now + within_s
+
+    @property
+    def switch_reason(self) -> str:
+        """Why the pending switch is due: ``go_away`` or the reason :meth:`ask_switch` gave."""
+        return "go_away" if self.go_away_at is not None else self._asked or "go_away"
+
+    @property
+    def switch_by(self) -> float | None:
+        """When a pending switch must happen, quiet or not (None: no switch pending)."""
+        times = [t for t in (self.go_away_at, self._asked_by) if t is not None]
+        return min(times) if times else None
+
     @property
     def switch_now(self) -> bool:
-        """A ``goAway`` is pending and this is the quietest moment to act on it: the model's turn
-        is over and the handle covers it."""
-        return self.go_away_at is not None and self._between_turns and self._handle_fresh
+        """A switch (``goAway``, or asked for) is pending and this is the quietest moment to act
+        on it: the model's turn is over and the handle covers it (an asked-for switch on a
+        session that has no handle needs only the turn to be over)."""
+        if not self._between_turns:
+            return False
+        if self.go_away_at is not None:
+            return self._handle_fresh
+        if self._asked is not None:
+            return self._handle_fresh or self.handle is None
+        return False
 
     def handle_refused(self) -> None:
         """The service rejected the handle (expired, unknown): the next session starts afresh."""
         self.handle = None
 
     def connected(self) -> None:
-        """A new connection's events begin: no ``goAway`` from it yet."""
+        """A new connection's events begin: no ``goAway`` from it yet, nothing asked of it."""
         self.go_away_at = None
+        self._asked = self._asked_by = None
 
     def switching(self) -> None:
         """The connection is being replaced: the new one starts between turns, with no handle

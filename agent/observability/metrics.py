@@ -110,6 +110,9 @@ RECONNECT_REASONS = frozenset(
         "closed_1013",
         "closed_other",
         "dropped",
+        "stall",  # the model went silent when it owed an answer (the call's stall watchdog)
+        "hand_off",  # another agent took the call over, on a model without contextUpdate
+        "reload",  # the agent was reloaded into the call (on_reload: update), likewise
         OTHER,
     }
 )

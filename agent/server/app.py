@@ -149,9 +149,9 @@ def create_app(
                 check_tools=validate_specs,
                 # A setting the model does not accept is refused at load, as by agent check.
                 check_agent=lambda configured: check_model(configured, backend),
-                on_change=lambda registry: _agents_changed(app, registry),
             )
     add_secrets(*agents.current.secrets())
+    agents.add_listener(lambda registry: _agents_changed(app, registry))
     if live_target is not None:
         # A Vertex-only field on the Developer API fails at start-up, not on the first call.
         for configured in agents.current.agents.values():

@@ -165,3 +165,26 @@ def test_transparent_resumption_replays_text_turns_too_and_is_bounded() -> None:
     assert held.unconsumed_dropped == 1  # a server that never says: the oldest goes
     held.replay_recent()
     assert _flush(held) == ["a2", "turn", "a3"]
+
+
+def test_an_asked_for_switch_waits_for_the_turn_to_end_and_the_handle_to_cover_it() -> None:
+    state = ResumptionState(go_away_margin_s=5.0)
+    state.observe(AUDIO, now=1.0)
+    state.ask_switch("hand_off", now=1.0, within_s=15.0)
+    assert state.switch_by == 16.0
+    assert state.switch_reason == "hand_off"
+    assert not state.switch_now  # mid-turn
+    state.observe(TurnComplete(), now=2.0)
+    assert state.switch_now  # no handle at all: the session is seeded afresh, between turns
+    state.observe(ResumptionHandle("h-1", True), now=2.1)
+    state.observe(AUDIO, now=3.0)
+    state.observe(TurnComplete(), now=4.0)
+    assert not state.switch_now  # there is a handle now, and it does not cover this turn
+    state.observe(ResumptionHandle("h-2", True), now=4.1)
+    assert state.switch_now
+    state.observe(GoAway(60.0), now=4.2)
+    assert state.switch_reason == "go_away"  # the service's own reason comes first
+    assert state.switch_by == 16.0  # the earlier deadline of the two
+    state.connected()
+    assert state.switch_by is None
+    assert not state.switch_now
