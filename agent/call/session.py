@@ -274,6 +274,7 @@ class CallSession:
         self._call_control = call_control
         self._tools: ToolRunner | None = None
         self._handed_from: str | None = None  # the agent a reconnecting hand-off left
+        self._result_owed = False  # a result to speak about came while the model was speaking
         if toolbox is not None and tool_context is not None:
             self._tools = ToolRunner(
                 toolbox=toolbox,
@@ -284,6 +285,7 @@ class CallSession:
                 max_concurrent=agent.call.max_concurrent_tools,
                 on_waiting=self._tool_waiting,
                 on_hand_off=self._hand_off,
+                on_answer_owed=self._tool_result_owed,
             )
         self._ending: str | None = None  # set when the agent starts ending the call
         self._cost = CostGuard(agent.call, agent.model, self._prices)
@@ -673,6 +675,11 @@ class CallSession:
             self._timers.answer_owed("empty_turn", now)
             self._wake.set()
         self._turn_content = False
+        if self._result_owed:
+            # A result it is to speak about came during this turn: that answer comes next.
+            self._result_owed = False
+            self._timers.answer_owed("tool", now)
+            self._wake.set()
 
     async def _resume_cut_turn(self) -> None:
         """After a new connection: if the old one died mid-answer, the rest of that answer is
@@ -1016,6 +1023,16 @@ class CallSession:
         if not waiting:
             self._timers.answer_owed("tool", now)  # the model has its result: it owes an answer
         self._wake.set()  # a hold-on or stall deadline may now be the nearest
+
+    def _tool_result_owed(self) -> None:
+        """A non-blocking result the model is to speak about went to it: it owes an answer,
+        from now, or, if it is speaking (``WHEN_IDLE`` waits for that turn to end; an
+        ``INTERRUPT`` ends it), from the end of the turn."""
+        if self.playback.turn_open:
+            self._result_owed = True
+            return
+        self._timers.answer_owed("tool", self._clock())
+        self._wake.set()  # a stall deadline now runs
 
     async def _hold_on(self, waited_s: float) -> None:
         """A blocking tool keeps the caller waiting: tell them so, unless something is already

@@ -63,12 +63,15 @@ class ToolRunner:
         max_concurrent: int = 4,
         on_waiting: Callable[[bool], None] | None = None,
         on_hand_off: HandOffHandler | None = None,
+        on_answer_owed: Callable[[], None] | None = None,
     ) -> None:
         """``on_waiting`` hears True when a blocking tool starts and the model falls silent
         for it, False when no blocking tool is left running. ``on_hand_off`` carries out a
         ``hand_off`` (another agent takes the call over) before its result is sent, so that
-        the result reaches the new agent; it returns the response to send, or None when the
-        call moved to a new session that never saw the function call."""
+        the result reaches the new agent; it returns the response to send, or None to send
+        nothing. ``on_answer_owed`` hears that a non-blocking result went to the model with a
+        scheduling that asks it to speak (``INTERRUPT``, ``WHEN_IDLE``): it owes an answer, and
+        the call's stall watchdog waits for one."""
         self._toolbox = toolbox
         self._context = context
         self._live = live
@@ -80,6 +83,7 @@ class ToolRunner:
         self.stats = ToolStats()
         self._on_waiting = on_waiting
         self._on_hand_off = on_hand_off
+        self._on_answer_owed = on_answer_owed
         self._blocking = 0  # blocking tools running: the model says nothing until they answer
 
     def attach(self, group: asyncio.TaskGroup) -> None:
@@ -214,13 +218,24 @@ class ToolRunner:
             response = await self._on_hand_off(outcome.action, outcome.response)
             if response is not None:
                 await self._respond(call, response, scheduling=scheduling)
+                self._answer_owed(non_blocking, scheduling)
             return
         if outcome.action is not None:
             # The model should not talk over its own goodbye or transfer.
             scheduling = "SILENT" if non_blocking else None
         await self._respond(call, outcome.response, scheduling=scheduling)
-        if outcome.action is not None:
+        if outcome.action is None:
+            self._answer_owed(non_blocking, scheduling)
+        else:
             await self._on_action(outcome.action)
+
+    def _answer_owed(self, non_blocking: bool, scheduling: Scheduling | None) -> None:
+        # A blocking result is watched by on_waiting(False). A non-blocking one makes the model
+        # speak unless SILENT, or where scheduling is not honoured (Vertex AI), the default,
+        # WHEN_IDLE, applies.
+        silent = scheduling == "SILENT" and self._live.wire.scheduling
+        if non_blocking and not silent and self._on_answer_owed is not None:
+            self._on_answer_owed()
 
     def _completed_after_cancellation(
         self, call: FunctionCall, outcome: ToolOutcome, started: float, latency_ms: float

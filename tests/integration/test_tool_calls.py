@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from timing import scaled_timeout
 
 from agent.audio.codec import ulaw_to_pcm16
@@ -33,7 +34,7 @@ from agent.sim.carrier import (
     place_call,
 )
 from agent.sim.live.scenario import scenario_from_data
-from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
+from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start_emulator
 
 from . import tool_fixtures
 from .conftest import Bridge, BridgeFactory, caller_clip
@@ -627,3 +628,73 @@ async def test_without_twilio_rest_transfer_call_is_not_offered_to_the_model(
     names = [declaration["name"] for declaration in declarations]
     assert "transfer_call" not in names
     assert "end_call" in names
+
+
+async def _call_with_a_model_deaf_to_results(
+    tmp_path: Path, start_bridge: BridgeFactory, behavior: str
+) -> tuple[RunningEmulator, list[dict[str, Any]], CallSession]:
+    """A call whose caller asks for a lookup; the emulator's model, on its first connection,
+    takes the result and never speaks of it (``ignore_results``: "a model that never resumes
+    after a tool", as users of Live bridges report)."""
+    tool = python_tool("quick_lookup", "quick", behavior=behavior, params="{label: {type: string}}")
+    agents = agents_from_yaml(
+        tmp_path, "name: tester\nsystem_prompt: Test.\nstall_after_s: 2\ntools:" + tool
+    )
+    lookup = {"name": "quick_lookup", "args": {"label": "x"}, "wait": behavior == "BLOCKING"}
+    steps = [
+        # The caller asks; the model calls the tool, with a filler or, blocking, after it.
+        {"calls": [lookup], "say": "reply"},
+        {"say": {"clip": "reply", "text": "Here it is."}},  # the nudge's answer
+    ]
+    emulator = await start_emulator(
+        EmulatorOptions(
+            scenario=scenario_from_data({"steps": steps}),
+            faults=(Fault.ignore_results(connection=0),),
+        )
+    )
+    try:
+        bridge = await start_bridge(
+            agents=agents, live_target=DeveloperApiTarget(base_url=emulator.url)
+        )
+        with capture_logs() as logs:
+            report = await place_call(
+                CarrierOptions(url=bridge.url, linger_ms=15_000, reply_timeout_ms=15_000),
+                [caller_clip("goodbye")],
+            )
+            call = await bridge.app[CALLS].wait_ended(report.call_sid)
+    finally:
+        await emulator.close()
+    assert "ignore_results" in emulator.sessions[0].faults
+    return emulator, [line for line in logs if line["event"] == "model.stalled"], call
+
+
+async def test_a_non_blocking_result_never_spoken_of_gets_the_model_nudged(
+    tmp_path: Path, start_bridge: BridgeFactory
+) -> None:
+    # The result came (WHEN_IDLE) while the filler played: the answer it owes is due after it.
+    emulator, stalls, call = await _call_with_a_model_deaf_to_results(
+        tmp_path, start_bridge, "NON_BLOCKING"
+    )
+    assert [(s["cause"], s["action"]) for s in stalls] == [("tool", "nudge")]
+    assert call.stats.stalls == 1
+    (session,) = emulator.sessions
+    # The nudge was answered: the caller heard the agent again.
+    assert [h.text for h in session.history if h.role == "model"][-1:] == ["Here it is."]
+
+
+async def test_a_blocking_result_never_answered_gets_a_new_connection(
+    tmp_path: Path, start_bridge: BridgeFactory
+) -> None:
+    # The model waits on its blocking call's result and so cannot take the nudge either: the
+    # call moves to a new connection, where the turn is asked for again and answered.
+    emulator, stalls, call = await _call_with_a_model_deaf_to_results(
+        tmp_path, start_bridge, "BLOCKING"
+    )
+    assert call.stats.reconnects == 1
+    assert [(s["cause"], s["action"]) for s in stalls][:2] == [
+        ("tool", "nudge"),
+        ("prompt", "reconnect"),  # the nudge, itself unanswered
+    ]
+    _, second = emulator.sessions
+    assert second.tool_responses  # the tool ran again for the new connection's model
+    assert second.answers_completed >= 1

@@ -481,7 +481,11 @@ class LiveEmulatorCore:
             )
             self._at(opened_ms + lifetime_ms, self._deadline_expired)
         for fault in options.faults:
-            if fault.applies_to(self.connection) and fault.kind != "delay_setup":
+            # delay_setup strikes at setup, ignore_results at each result (_ignores_results).
+            if fault.applies_to(self.connection) and fault.kind not in (
+                "delay_setup",
+                "ignore_results",
+            ):
                 if _after_setup(fault):
                     continue  # scheduled by _complete_setup
                 self._at(opened_ms + fault.after_s * 1000, self._fault_action(fault))
@@ -840,7 +844,18 @@ class LiveEmulatorCore:
                     now_ms,
                 )
             )
+            if self._ignores_results():
+                self._pending.pop(call_id, None)  # taken; never spoken of
+                if "ignore_results" not in self.record.faults:
+                    self.record.faults.append("ignore_results")
+                continue
             self._on_function_result(call_id, response, scheduling, will_continue, now_ms)
+
+    def _ignores_results(self) -> bool:
+        return any(
+            fault.kind == "ignore_results" and fault.applies_to(self.connection)
+            for fault in self.options.faults
+        )
 
     # -- turns and answers -----------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ from agent.sim.live.scenario import Clip, Scenario
 JsonObject = dict[str, Any]
 
 
-FaultKind = Literal["close", "abort", "stall", "mute", "delay_setup", "go_away", "oversized"]
+FaultKind = Literal[
+    "close", "abort", "stall", "mute", "delay_setup", "go_away", "oversized", "ignore_results"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,14 @@ class Fault:
         what it would have said is lost: the stalls users of Live bridges report (a model that
         never resumes after a tool, audio that stops mid-answer)."""
         return cls("mute", after_s=after_s, duration_s=for_s, connection=connection)
+
+    @classmethod
+    def ignore_results(cls, *, connection: int | None = None) -> Fault:
+        """The model takes function results and never speaks of them, though it answers
+        everything else: the stall users of Live bridges report as "a model that never
+        resumes after a tool" (after a blocking result, or a non-blocking one scheduled
+        ``WHEN_IDLE`` or ``INTERRUPT``)."""
+        return cls("ignore_results", connection=connection)
 
     @classmethod
     def delay_setup(cls, delay_ms: float, *, connection: int | None = None) -> Fault:

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agent.call.tools import ToolRunner
-from agent.config.tools import EndCallTool, ToolSpec
+from agent.config.tools import EndCallTool, Scheduling, ToolSpec
 from agent.live.protocol import DEFAULT_WIRE, FunctionCall, WireProfile
 from agent.records.store import CallRecorder, RecordStore
 from agent.tools import CallContext, ToolOutcome
@@ -249,3 +250,49 @@ async def test_a_tool_without_behavior_runs_the_models_way() -> None:
 
 async def _no_action(action: object) -> None:
     raise AssertionError("no tool here ends or moves the call")
+
+
+class ScheduledToolbox(HeldToolbox):
+    """One NON_BLOCKING tool whose results go with ``scheduling``."""
+
+    def __init__(self, scheduling: Scheduling) -> None:
+        super().__init__()
+        self.scheduling: Scheduling = scheduling
+
+    def spec(self, name: str) -> ToolSpec | None:
+        return ToolSpec(
+            "lookup",
+            "Look it up.",
+            EndCallTool(),
+            behavior="NON_BLOCKING",
+            scheduling=self.scheduling,
+        )
+
+
+async def test_a_result_the_model_is_to_speak_about_leaves_it_owing_an_answer() -> None:
+    # WHEN_IDLE and INTERRUPT prompt the model to answer; SILENT does not, except where
+    # scheduling is ignored (Vertex AI), so the default, WHEN_IDLE, applies.
+    ignored = WireProfile(scheduling=False)
+    for scheduling, wire, owed in (
+        ("WHEN_IDLE", DEFAULT_WIRE, 1),
+        ("INTERRUPT", DEFAULT_WIRE, 1),
+        ("SILENT", DEFAULT_WIRE, 0),
+        ("SILENT", ignored, 1),
+    ):
+        toolbox, live = ScheduledToolbox(scheduling), SentMessages(wire)
+        owing: list[None] = []
+        tools = ToolRunner(
+            toolbox=toolbox,  # type: ignore[arg-type]
+            context=CONTEXT,
+            live=live,  # type: ignore[arg-type]
+            recorder=CallRecorder.discarding(CONTEXT.call_sid),
+            on_action=_no_action,
+            on_answer_owed=partial(owing.append, None),
+        )
+        async with asyncio.TaskGroup() as group:
+            tools.attach(group)
+            await tools.requested(calls("a"))
+            await settle()
+            assert owing == []  # not before the result went
+            toolbox.finish.set()
+        assert len(owing) == owed, (scheduling, wire)
