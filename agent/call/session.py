@@ -646,6 +646,8 @@ class CallSession:
                     # IN_PROGRESS: background work goes on after the turn (thinking models'
                     # tools and fillers): not a quiet moment to hand the call over.
                     self._model_busy = status == "IN_PROGRESS"
+                    if self._handover and not self._model_busy:
+                        self._wake.set()  # perhaps the quiet moment a handover waits for
                     log.debug("model.interaction_status", status=status)
                 case UnknownFields(names=names):
                     # A newer protocol than this parser: said once per call and field, quietly.

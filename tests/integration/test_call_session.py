@@ -517,3 +517,23 @@ async def test_the_cost_limit_hangs_up_through_the_call_control_once_the_goodbye
     assert [t.role for t in call.transcript.turns] == ["agent", "agent"]
     assert socket.closed
     assert call.live_closed
+
+
+async def test_a_handover_waits_while_the_model_reports_it_is_still_working() -> None:
+    """Extended thinking: between turns the model may say IN_PROGRESS (reasoning, a tool in
+    the background) and speak again unprompted; letting the stream go then would cut that
+    answer off, so a handover waits for IDLE."""
+    model = ModelStandIn()
+    socket = FakeTwilio()
+    call = session(socket, LiveLink(model.open), agent=STALLING)
+    running = asyncio.ensure_future(run(call))
+    await model.until_sent("Greet the caller.", 0)
+    model.push(OutputTranscription("Hello!"), TurnComplete(None))
+    await call.turn_completed(1)
+    model.push(InteractionStatusChanged("IN_PROGRESS"))
+    call.hand_over()
+    # Three seconds of the call's (simulated) time: quiet otherwise, but not to be let go.
+    done, _ = await asyncio.wait({running}, timeout=3.0)
+    assert not done
+    model.push(InteractionStatusChanged("IDLE"))
+    assert await running == "handed over"
