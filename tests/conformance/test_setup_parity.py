@@ -760,7 +760,7 @@ def test_history_equals_the_sdks(turn_complete: bool) -> None:
 
 
 def sdk_context_update(
-    system_instruction: str | None, tools: list[types.Tool] | None
+    system_instruction: str | None, tools: list[types.ToolUnion] | None
 ) -> dict[str, Any]:
     """What ``AsyncSession.send_context_update`` sends to the Developer API."""
     client = genai.Client(api_key="test-key")

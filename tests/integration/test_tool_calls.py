@@ -12,7 +12,7 @@ import json
 import sqlite3
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -632,7 +632,7 @@ async def test_without_twilio_rest_transfer_call_is_not_offered_to_the_model(
 
 async def _call_with_a_model_deaf_to_results(
     tmp_path: Path, start_bridge: BridgeFactory, behavior: str
-) -> tuple[RunningEmulator, list[dict[str, Any]], CallSession]:
+) -> tuple[RunningEmulator, list[MutableMapping[str, Any]], CallSession]:
     """A call whose caller asks for a lookup; the emulator's model, on its first connection,
     takes the result and never speaks of it (``ignore_results``: "a model that never resumes
     after a tool", as users of Live bridges report)."""

@@ -273,12 +273,13 @@ async def test_a_result_the_model_is_to_speak_about_leaves_it_owing_an_answer() 
     # WHEN_IDLE and INTERRUPT prompt the model to answer; SILENT does not, except where
     # scheduling is ignored (Vertex AI), so the default, WHEN_IDLE, applies.
     ignored = WireProfile(scheduling=False)
-    for scheduling, wire, owed in (
+    cases: tuple[tuple[Scheduling, WireProfile, int], ...] = (
         ("WHEN_IDLE", DEFAULT_WIRE, 1),
         ("INTERRUPT", DEFAULT_WIRE, 1),
         ("SILENT", DEFAULT_WIRE, 0),
         ("SILENT", ignored, 1),
-    ):
+    )
+    for scheduling, wire, owed in cases:
         toolbox, live = ScheduledToolbox(scheduling), SentMessages(wire)
         owing: list[None] = []
         tools = ToolRunner(

@@ -658,10 +658,10 @@ def test_tool_problems(tmp_path: Path) -> None:
         f"{file}:7: must be a single SQL statement (key 'tools[0].sql.query')",
         f"{file}:7: placeholder :phone not among the tool's parameters (key 'tools[0].sql.query')",
         f"{file}:8: tool 'lookup' is already defined as tools[0] (key 'tools[1].name')",
-        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; found "
-        "python and end_call (key 'tools[2]')",
-        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; found none "
-        "(key 'tools[3]')",
+        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; "
+        "found python and end_call (key 'tools[2]')",
+        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; "
+        "found none (key 'tools[3]')",
         f"{file}:19: must be an object schema: add 'type: object' (key 'tools[4].parameters')",
         f"{file}:20: {{order}} is not one of the tool's parameters (key 'tools[4].http.url')",
         f"{file}:23: {{order}} is not one of the tool's parameters (key 'tools[5].http.url')",
