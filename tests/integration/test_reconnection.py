@@ -20,6 +20,7 @@ from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
 from agent.server.state import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.live.scenario import scenario_from_data
 from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start_emulator
 
 from .conftest import BridgeFactory, caller_clip
@@ -239,3 +240,35 @@ async def test_a_model_gone_silent_mid_answer_is_nudged_then_reconnected_and_hea
     heard = _voiced_ticks(report.heard)
     assert _longest_silence_s(heard) <= 2 * 8.0 + 2.0, _longest_silence_s(heard)
     assert len(emulator.sessions) == 2
+
+
+async def _greeting_heard_after_s(
+    start_bridge: BridgeFactory, steps: list[dict[str, object]]
+) -> tuple[float, list[tuple[str, str]]]:
+    """When the caller first heard the agent, and the call's stalls, for a scripted model."""
+    emulator = await start_emulator(EmulatorOptions(scenario=scenario_from_data({"steps": steps})))
+    try:
+        bridge = await start_bridge(live_target=DeveloperApiTarget(base_url=emulator.url))
+        with capture_logs() as logs:
+            report = await place_call(
+                CarrierOptions(url=bridge.url, lead_ms=4_000), [caller_clip("goodbye")]
+            )
+            await bridge.app[CALLS].wait_ended(report.call_sid)
+    finally:
+        await emulator.close()
+    stalled = [(line["cause"], line["action"]) for line in logs if line["event"] == "model.stalled"]
+    return _voiced_ticks(report.heard).index(True) * 0.020, stalled
+
+
+async def test_an_empty_turn_owed_an_answer_is_nudged_at_once_and_the_agent_heard(
+    start_bridge: BridgeFactory,
+) -> None:
+    # The model completes the greeting's turn having said nothing (a scenario step with
+    # neither words nor calls), as users of Live bridges report; the next step answers.
+    empty_s, stalled = await _greeting_heard_after_s(start_bridge, [{}, {"say": "greeting"}])
+    assert stalled == [("empty_turn", "nudge")]
+    # An empty turn is a stall at once, not after stall_after_s: the caller hears the greeting
+    # as soon as (within a few frames of) a call whose model answered the first time.
+    normal_s, stalled = await _greeting_heard_after_s(start_bridge, [{"say": "greeting"}])
+    assert stalled == []
+    assert empty_s - normal_s < 0.2, (empty_s, normal_s)
