@@ -58,6 +58,7 @@ from agent.live.protocol import (
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecorder
+from agent.telephony.carrier import CarrierStream
 from agent.telephony.twilio import (
     DtmfReceived,
     MarkPlayed,
@@ -65,7 +66,6 @@ from agent.telephony.twilio import (
     ProtocolError,
     StreamStarted,
     StreamStopped,
-    TwilioMediaStream,
 )
 from agent.tools import Action, CallContext, EndCall, Toolbox, TransferCall
 
@@ -156,7 +156,7 @@ class CallSession:
         self,
         *,
         ws: MediaSocket,
-        stream: TwilioMediaStream,
+        stream: CarrierStream,
         started: StreamStarted,
         agent: AgentConfig,
         live: LiveLink,

@@ -46,13 +46,16 @@ async def agent_for_call(
     caller: str | None,
     called: str | None,
     verified: bool,
+    *,
+    rest: bool = True,
 ) -> tuple[AgentConfig, Mapping[str, Any] | None]:
     """``configured`` rendered for this call (prompt templated with the numbers, the local time and
-    the caller's CRM record), and that record."""
+    the caller's CRM record), and that record. ``rest``: the call can be controlled through the
+    carrier's REST API (a console call cannot, whatever the settings)."""
     customer = await prefetch_customer(
         app, configured, identity(configured, caller, verified=verified)
     )
-    if app[TOOLS].twilio is None:
+    if not rest or app[TOOLS].twilio is None:
         # Never offer the model a tool that can only fail here (transfer_call without REST).
         unavailable = unavailable_tools(configured, rest=False)
         configured = without_tools(configured, {tool.name for tool in unavailable})
