@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -384,6 +385,17 @@ class CallSession:
     def live_replayed_frames(self) -> int:
         """Caller frames resent after abnormal Live closes (``ReconnectPolicy.replay_ms``)."""
         return self._live.replayed_frames
+
+    @property
+    def caller_level_dbfs(self) -> float | None:
+        """The level of the caller's last frame (None before any): for the call console."""
+        rms = self._vad.rms
+        return None if self.stats.frames_in == 0 else _dbfs(rms)
+
+    @property
+    def caller_speaking(self) -> bool:
+        """The bridge's VAD hears the caller speaking now."""
+        return self._vad.speaking
 
     def end(self, reason: str) -> None:
         """Ask the call to end (a tool hanging up or transferring); takes effect at once."""
@@ -1026,6 +1038,10 @@ def _event_setter(event: asyncio.Event) -> Callable[[bool], None]:
 def _first_reason(group: BaseExceptionGroup[_CallEnded]) -> str:
     first = group.exceptions[0]
     return first.reason if isinstance(first, _CallEnded) else _first_reason(first)
+
+
+def _dbfs(rms: float) -> float:
+    return -120.0 if rms <= 0 else round(20 * math.log10(rms / 32768.0), 1)
 
 
 def _add_usage(totals: dict[str, int], direction: str, by_modality: Mapping[str, int]) -> None:

@@ -39,6 +39,8 @@ class LiveSample:
     reconnects: int
     tokens: Mapping[str, int]
     cost_usd: float | None
+    #: The turn still being spoken, as transcribed so far (role, text), masked like records.
+    open_turn: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +54,7 @@ class CallFeed:
     _barge_ins: int = 0
     _reconnects: int = 0
     _started: bool = False
+    _open_turn: tuple[str, str] | None = None
     ended: bool = False
 
     def update(
@@ -114,6 +117,10 @@ class CallFeed:
         for _ in range(self._reconnects, sample.reconnects):
             events.append({"type": "reconnect", "at": now})
         self._reconnects = max(self._reconnects, sample.reconnects)
+        if sample.open_turn != self._open_turn:
+            self._open_turn = sample.open_turn
+            role, text = sample.open_turn or (None, None)
+            events.append({"type": "speaking", "role": role, "text": text, "at": now})
         tokens = dict(sample.tokens)
         if tokens != self._tokens or sample.cost_usd != self._cost:
             self._tokens, self._cost = tokens, sample.cost_usd
