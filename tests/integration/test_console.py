@@ -1,0 +1,193 @@
+"""The console over HTTP and its softphone socket, in-process on simulated time: the credential
+on every route, a softphone call through the whole call path, its live timeline, and tickets
+that open only their own kind of stream."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.server.console import CONSOLE_TICKETS
+from agent.server.state import CALLS, CLOCK, RECORDS, STREAM_TOKENS
+
+from .conftest import Bridge, BridgeFactory
+
+TOKEN = "console-secret-0123456789"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+SILENCE = base64.b64encode(b"\xff" * 160).decode()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def console(start_bridge: BridgeFactory, **overrides: object) -> Bridge:
+    return await start_bridge(console_enabled=True, console_token=TOKEN, **overrides)
+
+
+@pytest.mark.parametrize(
+    "path", ["/console", "/console/api/agents", "/console/api/calls", "/console/api/calls/CA1"]
+)
+async def test_every_console_route_wants_the_credential(
+    start_bridge: BridgeFactory, path: str
+) -> None:
+    bridge = await console(start_bridge)
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, basic("x", "wrong")):
+            async with http.get(bridge.url + path, headers=headers) as response:
+                assert response.status == 401
+                assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+                assert TOKEN not in await response.text()
+
+
+async def test_the_page_opens_with_a_bearer_token_or_basic_auth_of_any_user(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await console(start_bridge)
+    async with aiohttp.ClientSession() as http:
+        for headers in (BEARER, basic("anyone", TOKEN), basic("", TOKEN)):
+            async with http.get(bridge.url + "/console", headers=headers) as response:
+                assert response.status == 200
+                assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+                page = await response.text()
+                assert 'role="log"' in page and TOKEN not in page
+        # The scripts are the package's own files, no secret in them: served to anyone.
+        async with http.get(bridge.url + "/console/assets/phone.js") as response:
+            assert response.status == 200
+            assert response.content_type == "text/javascript"
+        async with http.get(bridge.url + "/console/assets/..%2Fsession.py") as response:
+            assert response.status == 404
+
+
+async def test_without_console_enabled_there_is_no_console(start_bridge: BridgeFactory) -> None:
+    bridge = await start_bridge()
+    async with aiohttp.ClientSession() as http, http.get(bridge.url + "/console") as response:
+        assert response.status == 404
+
+
+async def test_a_call_is_issued_only_for_json(start_bridge: BridgeFactory) -> None:
+    """A cross-site form cannot send JSON: it cannot place calls with remembered credentials."""
+    bridge = await console(start_bridge)
+    async with aiohttp.ClientSession() as http:
+        url = bridge.url + "/console/api/calls"
+        async with http.post(url, data={"agent": "x"}, headers=BEARER) as response:
+            assert response.status == 415
+        async with http.post(url, json={"agent": "nobody"}, headers=BEARER) as response:
+            assert response.status == 404
+
+
+async def issue(http: aiohttp.ClientSession, bridge: Bridge, **body: Any) -> dict[str, Any]:
+    async with http.post(bridge.url + "/console/api/calls", json=body, headers=BEARER) as response:
+        assert response.status == 200
+        issued: dict[str, Any] = await response.json()
+    return issued
+
+
+def console_start(call_sid: str, ticket: str) -> str:
+    return json.dumps(
+        {"event": "start", "callSid": call_sid, "ticket": ticket, "mediaFormat": MEDIA_FORMAT}
+    )
+
+
+def twilio_start(call_sid: str, token: str) -> str:
+    start = {
+        "streamSid": "MZ" + "0" * 32,
+        "accountSid": "AC" + "0" * 32,
+        "callSid": call_sid,
+        "tracks": ["inbound"],
+        "customParameters": {"token": token},
+        "mediaFormat": MEDIA_FORMAT,
+    }
+    return json.dumps({"event": "start", "streamSid": start["streamSid"], "start": start})
+
+
+async def test_a_console_ticket_does_not_open_a_twilio_stream(start_bridge: BridgeFactory) -> None:
+    bridge = await console(start_bridge, twilio_auth_token="twilio-auth-token-0123")
+    async with aiohttp.ClientSession() as http:
+        issued = await issue(http, bridge)
+        ws_url = bridge.url.replace("http", "ws")
+        async with http.ws_connect(ws_url + "/twilio/stream") as ws:
+            await ws.send_str(twilio_start(issued["call_sid"], issued["ticket"]))
+            assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1008
+        # ... and the ticket, not having been used, still opens its own softphone call.
+        async with http.ws_connect(ws_url + issued["path"]) as ws:
+            await ws.send_str(console_start(issued["call_sid"], issued["ticket"]))
+            message = await ws.receive()
+            assert message.type is aiohttp.WSMsgType.TEXT  # the greeting
+            await ws.send_str('{"event":"stop"}')
+
+
+async def test_a_twilio_stream_token_does_not_open_a_console_call(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await console(start_bridge, twilio_auth_token="twilio-auth-token-0123")
+    call_sid = "CO" + "a" * 32
+    token = bridge.app[STREAM_TOKENS].issue(call_sid, bridge.app[CLOCK]())
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(bridge.url.replace("http", "ws") + "/console/phone") as ws:
+            await ws.send_str(console_start(call_sid, token))
+            assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1008
+    assert call_sid not in bridge.app[CALLS].active
+
+
+async def test_a_console_ticket_opens_one_call_only(start_bridge: BridgeFactory) -> None:
+    bridge = await console(start_bridge)
+    call_sid = "CO" + "b" * 32
+    ticket = bridge.app[CONSOLE_TICKETS].issue(call_sid, bridge.app[CLOCK]())
+    async with aiohttp.ClientSession() as http:
+        url = bridge.url.replace("http", "ws") + "/console/phone"
+        async with http.ws_connect(url) as first:
+            await first.send_str(console_start(call_sid, ticket))
+            assert (await first.receive()).type is aiohttp.WSMsgType.TEXT
+            async with http.ws_connect(url) as replay:
+                await replay.send_str(console_start(call_sid, ticket))
+                assert (await replay.receive()).type is aiohttp.WSMsgType.CLOSE
+                assert replay.close_code == 1008
+            await first.send_str('{"event":"stop"}')
+
+
+async def test_a_softphone_call_runs_like_a_phone_call_and_its_timeline_follows(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await console(start_bridge, mask_caller_numbers=True)
+    async with aiohttp.ClientSession() as http:
+        issued = await issue(http, bridge, caller_id="+15550100999")
+        call_sid = issued["call_sid"]
+        async with http.ws_connect(bridge.url.replace("http", "ws") + issued["path"]) as ws:
+            await ws.send_str(console_start(call_sid, issued["ticket"]))
+            received: list[dict[str, Any]] = []
+            # The greeting, as media with a mark after each chunk; the page echoes the marks.
+            while not any(m["event"] == "mark" for m in received):
+                received.append(json.loads((await ws.receive()).data))
+            assert received[0]["event"] == "media" and base64.b64decode(received[0]["payload"])
+            for message in received:
+                if message["event"] == "mark":
+                    await ws.send_str(json.dumps({"event": "mark", "name": message["name"]}))
+            await ws.send_str(json.dumps({"event": "media", "payload": SILENCE}))
+            await ws.send_str('{"event":"stop"}')
+            session = await bridge.app[CALLS].wait_ended(call_sid)
+        assert session.ended_reason == "caller hung up"
+        await bridge.app[RECORDS].flush()
+        events_url = f"{bridge.url}/console/api/calls/{call_sid}/events"
+        async with http.get(events_url, headers=BEARER) as response:
+            assert response.content_type == "text/event-stream"
+            body = await response.text()  # the call has ended: the stream says so and ends
+        events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+        kinds = [event["type"] for event in events]
+        assert kinds[0] == "started" and kinds[-1] == "ended"
+        assert events[0]["from"] != "+15550100999"  # masked, as in the record
+        assert events[-1]["reason"] == "caller hung up"
+        async with http.get(f"{bridge.url}/console/api/calls/{call_sid}", headers=BEARER) as got:
+            record = await got.json()
+        assert record["end_reason"] == "caller hung up"
+        assert record["svg"].startswith("<svg")
+        async with http.get(f"{bridge.url}/console/api/calls", headers=BEARER) as listed:
+            calls = await listed.json()
+        assert [c["call_sid"] for c in calls["recent"]] == [call_sid]
