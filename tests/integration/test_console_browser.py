@@ -125,7 +125,8 @@ async def test_a_browser_calls_the_agent_hears_it_speaks_and_hangs_up(tmp_path: 
                 timeout=WAIT_MS,
             )
             call_sid = await page.locator("#call-sid").text_content()
-            assert call_sid and call_sid.startswith("CO")
+            assert call_sid
+            assert call_sid.startswith("CO")
             # What the caller said, transcribed, in the page's log.
             transcript = page.get_by_role("log", name="transcript")
             await transcript.get_by_text("caller:", exact=False).first.wait_for(timeout=WAIT_MS)
