@@ -11,8 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent.config.reload import AgentRegistryHolder
+from agent.observability.privacy import mask_number
 from agent.server.console import CONSOLE_TICKETS
 from agent.server.state import CALLS, CLOCK, RECORDS, STREAM_TOKENS
+from agent.sim.live.server import RunningEmulator
 
 from .conftest import Bridge, BridgeFactory
 
@@ -185,7 +188,8 @@ async def test_a_softphone_call_runs_like_a_phone_call_and_its_timeline_follows(
         kinds = [event["type"] for event in events]
         assert kinds[0] == "started"
         assert kinds[-1] == "ended"
-        assert events[0]["from"] != "+15550100999"  # masked, as in the record
+        # The page's caller ID is the call's caller, masked as the record masks it.
+        assert events[0]["from"] == mask_number("+15550100999")
         assert events[-1]["reason"] == "caller hung up"
         async with http.get(f"{bridge.url}/console/api/calls/{call_sid}", headers=BEARER) as got:
             record = await got.json()
@@ -194,3 +198,31 @@ async def test_a_softphone_call_runs_like_a_phone_call_and_its_timeline_follows(
         async with http.get(f"{bridge.url}/console/api/calls", headers=BEARER) as listed:
             calls = await listed.json()
         assert [c["call_sid"] for c in calls["recent"]] == [call_sid]
+
+
+async def test_a_softphone_call_is_not_offered_transfer_call_even_with_twilio_rest(
+    start_bridge: BridgeFactory, emulator: RunningEmulator
+) -> None:
+    """There is no carrier to move the call: the model is not offered what could only fail."""
+    bridge = await console(
+        start_bridge,
+        agents=AgentRegistryHolder(None),  # the bundled agent, which has transfer_call
+        twilio_account_sid="AC" + "0" * 32,
+        twilio_auth_token="twilio-auth-token-0123",
+        twilio_api_url="http://127.0.0.1:9",  # never asked: a console call has no REST
+    )
+    async with aiohttp.ClientSession() as http:
+        issued = await issue(http, bridge)
+        async with http.ws_connect(bridge.url.replace("http", "ws") + issued["path"]) as ws:
+            await ws.send_str(console_start(issued["call_sid"], issued["ticket"]))
+            assert (await ws.receive()).type is aiohttp.WSMsgType.TEXT
+            await ws.send_str('{"event":"stop"}')
+            await bridge.app[CALLS].wait_ended(issued["call_sid"])
+    (session, *_) = emulator.sessions
+    names = [
+        declaration["name"]
+        for tool in session.setup["tools"]
+        for declaration in tool.get("functionDeclarations", ())
+    ]
+    assert "transfer_call" not in names
+    assert "end_call" in names
