@@ -50,15 +50,8 @@ from agent.records.store import CallRecord
 from agent.records.timeline import CallFeed, LiveSample, dumps, record_json, timeline_svg
 from agent.server.context import agent_for_call
 from agent.server.preconnect import new_link
-from agent.server.state import AGENTS, CALL_SOCKETS, CALLS, CLOCK, PRICES, RECORDS, SETTINGS, STATE
-from agent.server.stream import (
-    CLOSE_TIMEOUT_S,
-    STREAM_MESSAGE_BYTES,
-    CallParty,
-    await_start,
-    claim_ticket,
-    run_call,
-)
+from agent.server.state import AGENTS, CALLS, CLOCK, PRICES, RECORDS, SETTINGS, STATE
+from agent.server.stream import CallParty, await_start, carrier_socket, claim_ticket, run_call
 from agent.server.webhooks import is_full
 from agent.settings import reveal
 from agent.telephony.browser import BrowserMediaStream
@@ -223,15 +216,7 @@ async def _new_call(request: web.Request) -> web.StreamResponse:
 
 async def _phone(request: web.Request) -> web.StreamResponse:
     """The softphone's socket: ``start`` with its ticket, then a call like any other."""
-    app = request.app
-    ws = web.WebSocketResponse(max_msg_size=STREAM_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT_S)
-    await ws.prepare(request)
-    app[CALL_SOCKETS].add(ws)
-    try:
-        await _serve_phone(app, ws)
-    finally:
-        app[CALL_SOCKETS].discard(ws)
-    return ws
+    return await carrier_socket(request, _serve_phone)
 
 
 async def _serve_phone(app: web.Application, ws: web.WebSocketResponse) -> None:

@@ -1,8 +1,13 @@
-"""The media stream: wait for ``start``, claim its ticket, then run a :class:`CallSession`."""
+"""The media stream: wait for ``start``, claim its ticket, then run a :class:`CallSession`.
+
+:func:`run_call` is the part every carrier shares (the console's softphone too,
+:mod:`agent.server.console`): once a stream has started and its ticket is claimed, the call's
+record, journal, tools and session are set up and run the same way."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -71,13 +76,22 @@ STREAM_MESSAGE_BYTES = 64 * 1024
 
 async def media_stream(request: web.Request) -> web.StreamResponse:
     """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
+    return await carrier_socket(request, _serve_stream)
+
+
+async def carrier_socket(
+    request: web.Request,
+    serve: Callable[[web.Application, web.WebSocketResponse], Awaitable[None]],
+) -> web.WebSocketResponse:
+    """Accept a carrier's media-stream WebSocket (Twilio's, the console softphone's) and
+    ``serve`` it, the socket tracked meanwhile so that a shutdown can close it."""
     app = request.app
-    # timeout: how long our close waits for Twilio's close frame (aiohttp's default is 10 s).
+    # timeout: how long our close waits for the peer's close frame (aiohttp's default is 10 s).
     ws = web.WebSocketResponse(max_msg_size=STREAM_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     app[CALL_SOCKETS].add(ws)
     try:
-        await _serve_stream(app, ws)
+        await serve(app, ws)
     finally:
         app[CALL_SOCKETS].discard(ws)
     return ws
