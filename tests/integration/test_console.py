@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -226,3 +227,29 @@ async def test_a_softphone_call_is_not_offered_transfer_call_even_with_twilio_re
     ]
     assert "transfer_call" not in names
     assert "end_call" in names
+
+
+async def test_a_call_on_another_replica_is_listed_and_followed_from_the_shared_records(
+    start_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    shared = f"sqlite:///{tmp_path}/shared.db"
+    here = await console(start_bridge, database_url=shared, shared_state_url=shared)
+    there = await console(start_bridge, database_url=shared, shared_state_url=shared)
+    async with aiohttp.ClientSession() as http:
+        issued = await issue(http, here, caller_id="+15550100999")
+        call_sid = issued["call_sid"]
+        async with http.ws_connect(here.url.replace("http", "ws") + issued["path"]) as ws:
+            await ws.send_str(console_start(call_sid, issued["ticket"]))
+            assert (await ws.receive()).type is aiohttp.WSMsgType.TEXT  # the call is up
+            await here.app[RECORDS].flush()
+            async with http.get(there.url + "/console/api/calls", headers=BEARER) as listed:
+                (call,) = (await listed.json())["active"]
+            assert call["call_sid"] == call_sid
+            assert call["here"] is False  # in progress, on the other replica
+            url = f"{there.url}/console/api/calls/{call_sid}/events"
+            async with http.get(url, headers=BEARER) as events:
+                first = json.loads((await events.content.readline()).decode()[6:])
+            assert first["type"] == "started"
+            assert first["agent"] == call["agent"]
+            await ws.send_str('{"event":"stop"}')
+            await here.app[CALLS].wait_ended(call_sid)
