@@ -1,4 +1,5 @@
-"""One phone call: Twilio's media stream joined to a Live API session.
+"""One phone call: a carrier's media stream (Twilio's, or the console softphone's,
+:class:`~agent.telephony.carrier.CarrierStream`) joined to a Live API session.
 
 A :class:`CallSession` owns everything the call starts: the two pumps (caller -> model and
 model -> caller) and a supervisor for its timers, run in one task group, plus the per-direction

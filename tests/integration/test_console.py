@@ -4,6 +4,7 @@ that open only their own kind of stream."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from agent.audio.codec import pcm16_to_ulaw
 from agent.config.reload import AgentRegistryHolder
 from agent.observability.privacy import mask_number
 from agent.server.console import CONSOLE_TICKETS
 from agent.server.state import CALLS, CLOCK, RECORDS, STREAM_TOKENS
 from agent.sim.live.server import RunningEmulator
 
-from .conftest import Bridge, BridgeFactory
+from .conftest import Bridge, BridgeFactory, caller_clip
 
 TOKEN = "console-secret-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -253,3 +255,30 @@ async def test_a_call_on_another_replica_is_listed_and_followed_from_the_shared_
             assert first["agent"] == call["agent"]
             await ws.send_str('{"event":"stop"}')
             await here.app[CALLS].wait_ended(call_sid)
+
+
+async def test_the_caller_talking_over_the_agent_clears_the_pages_playback(
+    start_bridge: BridgeFactory,
+) -> None:
+    """Barge-in as on the phone: the page is told to drop what it has buffered."""
+    bridge = await console(start_bridge)
+    speech = pcm16_to_ulaw(caller_clip("interrupt"))
+    async with aiohttp.ClientSession() as http:
+        issued = await issue(http, bridge)
+        async with http.ws_connect(bridge.url.replace("http", "ws") + issued["path"]) as ws:
+            await ws.send_str(console_start(issued["call_sid"], issued["ticket"]))
+            assert json.loads((await ws.receive()).data)["event"] == "media"  # the greeting
+
+            async def talk() -> None:
+                for at in range(0, len(speech), 160):  # 20 ms frames, at the pace of speech
+                    payload = base64.b64encode(speech[at : at + 160]).decode()
+                    await ws.send_str(json.dumps({"event": "media", "payload": payload}))
+                    await asyncio.sleep(0.02)
+
+            talking = asyncio.create_task(talk())
+            while json.loads((await ws.receive()).data)["event"] != "clear":
+                pass
+            talking.cancel()
+            await ws.send_str('{"event":"stop"}')
+            session = await bridge.app[CALLS].wait_ended(issued["call_sid"])
+    assert session.stats.barge_ins >= 1
