@@ -106,7 +106,8 @@ class BrowserMediaStream:
                 assert self.call_sid is not None
                 return StreamStopped(call_sid=self.call_sid)
         except _MalformedError as exc:
-            return _error(f"{event}: {exc}", text)
+            # A start carries its ticket: a log line must not (it may still be good for a minute).
+            return _error(f"{event}: {exc}", "" if event == "start" else text)
         return _error(f"unknown event {repr(event)[:RAW_LIMIT]}", text)
 
     def receive_bytes(self, data: bytes) -> ProtocolError:

@@ -117,3 +117,10 @@ def test_what_the_bridge_sends_the_page() -> None:
 def test_nothing_is_sent_before_start() -> None:
     with pytest.raises(TelephonyError):
         BrowserMediaStream().media(b"\xff")
+
+
+def test_a_malformed_start_is_not_echoed_it_carries_a_ticket() -> None:
+    frame = '{"event":"start","callSid":"CA1","ticket":"ct1.still-good-for-a-minute"}'
+    event = BrowserMediaStream().receive_text(frame)
+    assert isinstance(event, ProtocolError)
+    assert event.raw == ""
