@@ -114,6 +114,8 @@ function showLevel(meter, value) {
 
 async function placeCall() {
   showState("calling");
+  if (following) following.abort();
+  following = null;
   $("transcript").replaceChildren();
   try {
     const issued = await api("/console/api/calls", {
@@ -128,6 +130,11 @@ async function placeCall() {
         if (value.caller !== undefined) showLevel($("mic-level"), value.caller);
         if (value.agent !== undefined) showLevel($("agent-level"), value.agent);
       } else if (what === "received") {
+        if (!following) {
+          // The agent is on the line, so the call is known to the server: follow its timeline.
+          following = new AbortController();
+          follow(issued.call_sid, $("transcript"), following.signal, null);
+        }
         const received = $("received");
         received.dataset.frames = String(Math.round(value.frames));
         received.dataset.peak = value.peak.toFixed(3);
@@ -138,8 +145,6 @@ async function placeCall() {
     });
     await phone.call({ callSid: issued.call_sid, ticket: issued.ticket, path: issued.path });
     $("call-sid").textContent = issued.call_sid;
-    following = new AbortController();
-    follow(issued.call_sid, $("transcript"), following.signal, null);
   } catch (error) {
     showState("failed");
     line($("transcript"), String(error), "error");
