@@ -112,8 +112,12 @@ def authorized(header: str | None, token: str | None) -> bool:
 def _guarded(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         token = reveal(request.app[SETTINGS].console_token)
-        if not authorized(request.headers.get("Authorization"), token):
-            log.warning("console.unauthorized", path=request.path, security=True)
+        given = request.headers.get("Authorization")
+        if not authorized(given, token):
+            if given:  # a wrong credential; none at all is a browser's first request
+                log.warning("console.unauthorized", path=request.path, security=True)
+            else:
+                log.info("console.unauthorized", path=request.path, security=False)
             raise web.HTTPUnauthorized(
                 headers={"WWW-Authenticate": _REALM}, text="console credential required"
             )
