@@ -3,8 +3,9 @@
 Debian's ``chromium`` (never a downloaded browser), driven by Playwright, with a fake microphone
 fed from a WAV file: the test opens ``/console`` with the console credential (basic auth), presses
 "Call", hears the agent's greeting (the page's played audio is not silent), speaks (the WAV),
-sees the transcript of what it said in the page's ``log``, presses "Hang up", and finds the call
-in ``agent calls list``. The server runs as deployed, on the embedded Live API emulator.
+sees the transcript of what it said in the page's ``log``, presses "Hang up", opens the ended
+call's timeline picture from the page's list, and finds the call in ``agent calls list``. The
+server runs as deployed, on the embedded Live API emulator.
 
 Real time throughout (the browser plays audio at its own pace): a few seconds of audio, every
 wait a bounded wait for something the page or the server shows, none a sleep.
@@ -132,6 +133,14 @@ async def test_a_browser_calls_the_agent_hears_it_speaks_and_hangs_up(tmp_path: 
             await transcript.get_by_text("caller:", exact=False).first.wait_for(timeout=WAIT_MS)
             await page.get_by_role("button", name="Hang up").click()
             await wait_ended(db, call_sid)
+            # The ended call, from its record: listed, and its timeline drawn (the SVG loads).
+            ended = page.locator("#recent-calls button", has_text="caller hung up")
+            await ended.first.click(timeout=WAIT_MS)
+            await page.wait_for_function(
+                "() => { const image = document.querySelector('#timeline-picture img');"
+                " return image !== null && image.complete && image.naturalWidth > 0; }",
+                timeout=WAIT_MS,
+            )
         code, out, err = await run_cli("calls", "list", env=env, cwd=tmp_path)
         assert code == 0, err
         row = next(line for line in out.splitlines() if call_sid in line)
