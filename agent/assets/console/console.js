@@ -117,12 +117,18 @@ async function placeCall() {
   if (following) following.abort();
   following = null;
   $("transcript").replaceChildren();
+  let callSid = null;
   try {
-    const issued = await api("/console/api/calls", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ agent: $("agent").value, caller_id: $("caller-id").value.trim() || null }),
-    });
+    const issue = async () => {
+      const issued = await api("/console/api/calls", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ agent: $("agent").value, caller_id: $("caller-id").value.trim() || null }),
+      });
+      callSid = issued.call_sid;
+      $("call-sid").textContent = callSid;
+      return { callSid, ticket: issued.ticket, path: issued.path };
+    };
     phone = new Softphone((what, value) => {
       if (what === "state") {
         showState(value);
@@ -133,7 +139,7 @@ async function placeCall() {
         if (!following) {
           // The agent is on the line, so the call is known to the server: follow its timeline.
           following = new AbortController();
-          follow(issued.call_sid, $("transcript"), following.signal, null);
+          follow(callSid, $("transcript"), following.signal, null);
         }
         const received = $("received");
         received.dataset.frames = String(Math.round(value.frames));
@@ -143,8 +149,7 @@ async function placeCall() {
         received.textContent = `${(value.frames / 50).toFixed(1)} s received, ${value.playedSeconds.toFixed(1)} s played`;
       }
     });
-    await phone.call({ callSid: issued.call_sid, ticket: issued.ticket, path: issued.path });
-    $("call-sid").textContent = issued.call_sid;
+    await phone.call(issue);
   } catch (error) {
     showState("failed");
     line($("transcript"), String(error), "error");

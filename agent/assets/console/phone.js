@@ -36,11 +36,14 @@ export class Softphone {
     this.received = { frames: 0, peak: 0, playedSeconds: 0, playedPeak: 0 };
   }
 
-  /** Place a call: `ticket` and `callSid` from POST /console/api/calls. */
-  async call({ callSid, ticket, path }) {
+  /** Place a call. `issue()` asks the server for it (POST /console/api/calls: the call SID and
+   * its one-use ticket), once the microphone is granted: the ticket lasts a minute, and a
+   * person may take longer than that to answer the browser's permission prompt. */
+  async call(issue) {
     this.microphone = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, channelCount: 1 },
     });
+    const { callSid, ticket, path } = await issue();
     this.context = new AudioContext();
     await this.context.audioWorklet.addModule("/console/assets/audio-worklet.js");
     const source = this.context.createMediaStreamSource(this.microphone);
@@ -81,6 +84,7 @@ export class Softphone {
         this.on("received", this.received);
       }
     };
+    return callSid;
   }
 
   receive(message) {
