@@ -58,9 +58,15 @@ class CallFeed:
     ended: bool = False
 
     def update(
-        self, record: CallRecord | None, sample: LiveSample | None, now: float
+        self,
+        record: CallRecord | None,
+        sample: LiveSample | None,
+        now: float,
+        record_cost_usd: float | None = None,
     ) -> list[dict[str, Any]]:
-        """The events since the last update; ``now`` (wall clock) stamps levels and counters."""
+        """The events since the last update; ``now`` (wall clock) stamps levels and counters.
+        ``record_cost_usd``: what the record's tokens cost, for a call without a sample (on
+        another replica), None when unpriced."""
         events: list[dict[str, Any]] = []
         if record is not None and not self._started:
             self._started = True
@@ -85,9 +91,11 @@ class CallFeed:
         if sample is not None:
             events.extend(self._sampled(sample, now))
         elif record is not None and dict(record.usage) != self._tokens:
-            # Another replica's call: its record's token totals (no price: no agent here).
-            self._tokens = dict(record.usage)
-            events.append({"type": "usage", "tokens": self._tokens, "cost_usd": None, "at": now})
+            # Another replica's call: its record's token totals.
+            self._tokens, self._cost = dict(record.usage), record_cost_usd
+            events.append(
+                {"type": "usage", "tokens": self._tokens, "cost_usd": record_cost_usd, "at": now}
+            )
         if record is not None and record.ended_at is not None and not self.ended:
             self.ended = True
             events.append(

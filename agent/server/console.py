@@ -352,7 +352,8 @@ async def _call_events(request: web.Request) -> web.StreamResponse:
         while True:
             session = app[CALLS].active.get(call_sid)
             sample = _sample(app, session) if session is not None else None
-            for event in feed.update(record, sample, app[CLOCK]()):
+            cost = _record_cost(app, record) if sample is None else None
+            for event in feed.update(record, sample, app[CLOCK](), cost):
                 await response.write(f"data: {dumps(event)}\n\n".encode())
             if feed.ended or stopping.is_set():
                 break
@@ -364,6 +365,14 @@ async def _call_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the watcher left
     return response
+
+
+def _record_cost(app: web.Application, record: CallRecord | None) -> float | None:
+    """What a record's tokens cost, priced by its agent's model as this replica knows it."""
+    if record is None or not record.usage or record.agent is None:
+        return None
+    agent = app[AGENTS].current.by_name(record.agent)
+    return None if agent is None else app[PRICES].estimate(agent.model, record.usage).usd
 
 
 def _sample(app: web.Application, session: CallSession) -> LiveSample:

@@ -198,6 +198,10 @@ async def test_a_softphone_call_runs_like_a_phone_call_and_its_timeline_follows(
             record = await got.json()
         assert record["end_reason"] == "caller hung up"
         assert record["svg"].startswith("<svg")
+        svg_url = f"{bridge.url}/console/api/calls/{call_sid}/timeline.svg"
+        async with http.get(svg_url, headers=BEARER) as picture:
+            assert picture.content_type == "image/svg+xml"
+            assert await picture.text() == record["svg"]
         async with http.get(f"{bridge.url}/console/api/calls", headers=BEARER) as listed:
             calls = await listed.json()
         assert [c["call_sid"] for c in calls["recent"]] == [call_sid]

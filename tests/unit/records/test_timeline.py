@@ -118,7 +118,7 @@ def test_a_watcher_gets_each_turn_tool_and_change_once() -> None:
 def test_the_feed_ends_with_the_record() -> None:
     feed = CallFeed()
     feed.update(RUNNING, sample(), T0 + 1)
-    events = feed.update(ENDED, None, T0 + 10)
+    events = feed.update(ENDED, None, T0 + 10, record_cost_usd=0.0011)
     assert events[-1] == {
         "type": "ended",
         "reason": "caller hung up",
@@ -128,7 +128,8 @@ def test_the_feed_ends_with_the_record() -> None:
     }
     assert feed.ended
     # Another replica's call (no sample): token totals come from the record.
-    assert {"type": "usage", "tokens": dict(ENDED.usage), "cost_usd": None, "at": T0 + 10} in events
+    usage = {"type": "usage", "tokens": dict(ENDED.usage), "cost_usd": 0.0011, "at": T0 + 10}
+    assert usage in events
 
 
 def test_a_turn_rewritten_with_what_was_heard_is_sent_again() -> None:
