@@ -57,6 +57,9 @@
 |                     | (default `AGENT_`) or listed in `AGENT_ENV_ALLOW`                     |
 | `AGENT_ENV_ALLOW`   | comma-separated further variables agent files may read; never one of |
 |                     | the bridge's own variables (those in this table)                      |
+| `CONSOLE_ENABLED`   | `true`: serve the browser softphone and call console at `/console`    |
+| `CONSOLE_TOKEN`     | the console's secret (`Authorization: Bearer`, or basic auth's        |
+|                     | password); required to serve the console beyond loopback              |
 
 :meth:`Settings.from_env` reads these from the environment and from a ``.env`` file in the
 working directory (``NAME=value`` lines; the environment wins where both set a variable). An empty
@@ -273,6 +276,9 @@ class Settings(BaseSettings):
     agent_env_allow: Annotated[frozenset[str], NoDecode, BeforeValidator(_variable_names)] = (
         frozenset()
     )
+    # The browser softphone and call console (agent.server.console); off unless asked for.
+    console_enabled: Flag = False
+    console_token: OptionalSecret = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -436,6 +442,14 @@ class Settings(BaseSettings):
                 "ALLOW_UNAUTHENTICATED=true if something in front of the bridge authenticates",
                 key="TWILIO_AUTH_TOKEN",
             )
+        if self.console_enabled and not self.console_token and not loopback:
+            # The console places calls (tokens, tools) and shows transcripts: never open to all.
+            raise ConfigError(
+                f"refusing to serve the console on {self.host} without CONSOLE_TOKEN: anyone "
+                "reaching the port could place calls and read transcripts. Set CONSOLE_TOKEN, "
+                "listen on 127.0.0.1, or unset CONSOLE_ENABLED",
+                key="CONSOLE_TOKEN",
+            )
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
@@ -444,6 +458,7 @@ class Settings(BaseSettings):
             reveal(self.twilio_auth_token),
             reveal(self.twilio_api_key_secret),
             reveal(self.stream_token_secret),
+            reveal(self.console_token),
             urlsplit(self.database_url).password,
             urlsplit(self.shared_state_url or "").password,
         )

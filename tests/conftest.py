@@ -177,9 +177,10 @@ def pytest_configure(config: pytest.Config) -> None:
     original_init = StreamTokens.__init__
     original_issue = StreamTokens.issue
 
-    def init(self: StreamTokens, secret: bytes, ttl_s: float = 60.0) -> None:
+    def init(self: StreamTokens, secret: bytes, ttl_s: float = 60.0, **kind: Any) -> None:
+        # The console's tickets too (their domain and prefix are the keyword arguments).
         scan.register(secret, "a StreamTokens key (TWILIO_AUTH_TOKEN)")
-        original_init(self, secret, ttl_s)
+        original_init(self, secret, ttl_s, **kind)
 
     def issue(self: StreamTokens, call_sid: str, now: float, **facts: Any) -> str:
         token = original_issue(self, call_sid, now, **facts)

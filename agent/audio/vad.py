@@ -33,10 +33,14 @@ class EnergyVad:
         self._end_frames = max(1, end_ms // self.FRAME_MS)
         self._run = 0  # consecutive frames on the other side of the threshold
         self.speaking = False
+        # The last frame's RMS (0..32768): the call console's caller level, read a few times a
+        # second; keeping the value it computes anyway costs the frame nothing.
+        self.rms = 0.0
 
     def process(self, pcm16: bytes) -> VoiceActivity | None:
         """Feed one frame of PCM16 (any rate); returns a transition when one happens."""
-        loud = pcm16_rms(pcm16) >= self._threshold
+        self.rms = rms = pcm16_rms(pcm16)
+        loud = rms >= self._threshold
         if loud == self.speaking:
             self._run = 0
             return None

@@ -1,4 +1,5 @@
-"""One phone call: Twilio's media stream joined to a Live API session.
+"""One phone call: a carrier's media stream (Twilio's, or the console softphone's,
+:class:`~agent.telephony.carrier.CarrierStream`) joined to a Live API session.
 
 A :class:`CallSession` owns everything the call starts: the two pumps (caller -> model and
 model -> caller) and a supervisor for its timers, run in one task group, plus the per-direction
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ from agent.live.protocol import (
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecorder
+from agent.telephony.carrier import CarrierStream
 from agent.telephony.twilio import (
     DtmfReceived,
     MarkPlayed,
@@ -66,7 +69,6 @@ from agent.telephony.twilio import (
     ProtocolError,
     StreamStarted,
     StreamStopped,
-    TwilioMediaStream,
 )
 from agent.tools import Action, CallContext, EndCall, HandOff, Toolbox, TransferCall
 
@@ -178,7 +180,7 @@ class CallSession:
         self,
         *,
         ws: MediaSocket,
-        stream: TwilioMediaStream,
+        stream: CarrierStream,
         started: StreamStarted,
         agent: AgentConfig,
         live: LiveLink,
@@ -417,6 +419,17 @@ class CallSession:
     def live_replayed_frames(self) -> int:
         """Caller frames resent after abnormal Live closes (``ReconnectPolicy.replay_ms``)."""
         return self._live.replayed_frames
+
+    @property
+    def caller_level_dbfs(self) -> float | None:
+        """The level of the caller's last frame (None before any): for the call console."""
+        rms = self._vad.rms
+        return None if self.stats.frames_in == 0 else _dbfs(rms)
+
+    @property
+    def caller_speaking(self) -> bool:
+        """The bridge's VAD hears the caller speaking now."""
+        return self._vad.speaking
 
     def end(self, reason: str) -> None:
         """Ask the call to end (a tool hanging up or transferring); takes effect at once."""
@@ -1173,6 +1186,10 @@ def _event_setter(event: asyncio.Event) -> Callable[[bool], None]:
 def _first_reason(group: BaseExceptionGroup[_CallEnded]) -> str:
     first = group.exceptions[0]
     return first.reason if isinstance(first, _CallEnded) else _first_reason(first)
+
+
+def _dbfs(rms: float) -> float:
+    return -120.0 if rms <= 0 else round(20 * math.log10(rms / 32768.0), 1)
 
 
 def _add_usage(totals: dict[str, int], direction: str, by_modality: Mapping[str, int]) -> None:

@@ -12,6 +12,8 @@ Routes:
                           while call records fail, or while the Live API refuses the server's
                           key or a model: the preflight)
     GET  /metrics         Prometheus metrics
+    /console              the browser softphone and call console, with CONSOLE_ENABLED
+                          (agent.server.console)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
+from agent.server.console import add_console
 from agent.server.context import reload_into_calls
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
 from agent.server.preflight import run_preflight
@@ -198,6 +201,8 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    if settings.console_enabled:
+        add_console(app)
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_close_records)
     app.cleanup_ctx.append(_tools)

@@ -51,13 +51,16 @@ async def agent_for_call(
     caller: str | None,
     called: str | None,
     verified: bool,
+    *,
+    rest: bool = True,
 ) -> tuple[AgentConfig, Mapping[str, Any] | None]:
     """``configured`` rendered for this call (prompt templated with the numbers, the local time and
-    the caller's CRM record), and that record."""
+    the caller's CRM record), and that record. ``rest``: the call can be controlled through the
+    carrier's REST API (a console call cannot, whatever the settings)."""
     customer = await prefetch_customer(
         app, configured, identity(configured, caller, verified=verified)
     )
-    if app[TOOLS].twilio is None:
+    if not rest or app[TOOLS].twilio is None:
         # Never offer the model a tool that can only fail here (transfer_call without REST).
         unavailable = unavailable_tools(configured, rest=False)
         configured = without_tools(configured, {tool.name for tool in unavailable})
@@ -109,6 +112,8 @@ class CallAgents:
     called: str | None
     verified: bool
     context: CallContext | None
+    rest: bool = True
+    """The call can be controlled through the carrier's REST API (not a console call)."""
 
     async def __call__(self, name: str) -> CallAgent | None:
         """The agent called ``name`` in the agents loaded now, rendered for this call."""
@@ -116,7 +121,13 @@ class CallAgents:
         if configured is None:
             return None
         agent, _ = await agent_for_call(
-            self.app, configured, self.call_sid, self.caller, self.called, self.verified
+            self.app,
+            configured,
+            self.call_sid,
+            self.caller,
+            self.called,
+            self.verified,
+            rest=self.rest,
         )
         context = self.context
         return CallAgent(

@@ -1,18 +1,27 @@
-"""The media stream: wait for ``start``, claim its ticket, then run a :class:`CallSession`."""
+"""The media stream: wait for ``start``, claim its ticket, then run a :class:`CallSession`.
+
+:func:`run_call` is the part every carrier shares (the console's softphone too,
+:mod:`agent.server.console`): once a stream has started and its ticket is claimed, the call's
+record, journal, tools and session are set up and run the same way."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from agent.call.control import CallControl
 from agent.call.session import CallSession
 from agent.cluster.journal import CallJournal
 from agent.cluster.state import CallSnapshot
+from agent.config.models import AgentConfig
 from agent.config.templates import format_local_date, format_local_time
 from agent.errors import SharedStateError, SignatureError
+from agent.live.link import LiveLink
 from agent.server.context import CallAgents, agent_for_call, identity, toolbox_for
 from agent.server.preconnect import new_link
 from agent.server.state import (
@@ -30,6 +39,7 @@ from agent.server.state import (
     STREAM_TOKENS,
     TOOLS,
 )
+from agent.telephony.carrier import CarrierStream
 from agent.telephony.twilio import (
     Connected,
     ProtocolError,
@@ -38,6 +48,7 @@ from agent.telephony.twilio import (
 )
 from agent.telephony.webhooks import (
     StreamTicket,
+    StreamTokens,
 )
 from agent.tools import CallContext
 
@@ -65,13 +76,22 @@ STREAM_MESSAGE_BYTES = 64 * 1024
 
 async def media_stream(request: web.Request) -> web.StreamResponse:
     """Twilio's media stream for one call: wait for ``start``, then run a :class:`CallSession`."""
+    return await carrier_socket(request, _serve_stream)
+
+
+async def carrier_socket(
+    request: web.Request,
+    serve: Callable[[web.Application, web.WebSocketResponse], Awaitable[None]],
+) -> web.WebSocketResponse:
+    """Accept a carrier's media-stream WebSocket (Twilio's, the console softphone's) and
+    ``serve`` it, the socket tracked meanwhile so that a shutdown can close it."""
     app = request.app
-    # timeout: how long our close waits for Twilio's close frame (aiohttp's default is 10 s).
+    # timeout: how long our close waits for the peer's close frame (aiohttp's default is 10 s).
     ws = web.WebSocketResponse(max_msg_size=STREAM_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     app[CALL_SOCKETS].add(ws)
     try:
-        await _serve_stream(app, ws)
+        await serve(app, ws)
     finally:
         app[CALL_SOCKETS].discard(ws)
     return ws
@@ -81,9 +101,9 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
     stream = TwilioMediaStream()
     ticket: StreamTicket | None = None
     try:
-        started = await _await_start(ws, stream, app[SETTINGS].stream_start_timeout_s)
+        started = await await_start(ws, stream, app[SETTINGS].stream_start_timeout_s)
         if started is not None:
-            ticket = await _claim_ticket(app, started)
+            ticket = await claim_ticket(app, started)
     except SignatureError as exc:
         log.warning("call.rejected", reason=str(exc))
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"stream not authorised")
@@ -121,6 +141,50 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         configured = registry.by_name(named) or registry.for_number(called)
         agent, _ = await agent_for_call(app, configured, started.call_sid, caller, called, verified)
         link, ready = new_link(app, agent), None
+    await run_call(
+        app,
+        ws,
+        stream,
+        started,
+        CallParty(agent, caller, called, verified),
+        link=link,
+        ready=ready,
+        call_control=app[TOOLS].twilio,
+        ticket=ticket is not None,
+        continuation=continuation,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallParty:
+    """Who a call is between: the agent (rendered for the call), the caller's and the called
+    number as the carrier gave them, and whether the caller's number is attested."""
+
+    agent: AgentConfig
+    caller: str | None
+    called: str | None
+    verified: bool
+
+
+async def run_call(
+    app: web.Application,
+    ws: web.WebSocketResponse,
+    stream: CarrierStream,
+    started: StreamStarted,
+    party: CallParty,
+    *,
+    link: LiveLink,
+    ready: asyncio.Task[None] | None,
+    call_control: CallControl | None,
+    ticket: bool,
+    continuation: CallSnapshot | None = None,
+) -> None:
+    """Run one call whose stream has started, whichever carrier it came through (a Twilio
+    media stream, the console's softphone): its record, journal, tools and session, to its end.
+    ``link`` is its Live session (``ready`` a pre-connect under way); ``call_control`` what
+    hangs up and transfers beyond the stream (None: closing the stream is all there is)."""
+    agent, caller, called, verified = party.agent, party.caller, party.called, party.verified
+    preconnected = ready is not None
     try:
         structlog.contextvars.bind_contextvars(
             call_sid=started.call_sid, stream_sid=started.stream_sid, agent=agent.name
@@ -128,8 +192,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         log.info(
             "call.started",
             tracks=list(started.tracks),
-            preconnected=preconnect is not None,
-            ticket=ticket is not None,
+            preconnected=preconnected,
+            ticket=ticket,
             continued=continuation is not None,
         )
         wall_started = app[CLOCK]()
@@ -166,7 +230,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             toolbox=toolbox_for(app, agent),
             tool_context=tool_context,
             prices=app[PRICES],
-            call_control=app[TOOLS].twilio,
+            call_control=call_control,
             journal=CallJournal(
                 app[SHARED],
                 CallSnapshot(
@@ -182,7 +246,15 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
                 wall=app[CLOCK],
             ),
             continuation=continuation,
-            switch_agent=CallAgents(app, started.call_sid, caller, called, verified, tool_context),
+            switch_agent=CallAgents(
+                app,
+                started.call_sid,
+                caller,
+                called,
+                verified,
+                tool_context,
+                rest=call_control is not None,
+            ),
             source_agent=app[AGENTS].current.by_name(agent.name),
         )
     except BaseException:
@@ -202,8 +274,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         app[CALLS].ended(session)
 
 
-async def _await_start(
-    ws: web.WebSocketResponse, stream: TwilioMediaStream, timeout_s: float
+async def await_start(
+    ws: web.WebSocketResponse, stream: CarrierStream, timeout_s: float
 ) -> StreamStarted | None:
     """Read ``connected`` and ``start``; None if the socket closes, ``start`` never comes, or
     the socket sends more than the pre-start window allows (then it is closed with 1009)."""
@@ -249,7 +321,13 @@ async def _await_start(
     return None
 
 
-async def _claim_ticket(app: web.Application, started: StreamStarted) -> StreamTicket | None:
+async def claim_ticket(
+    app: web.Application,
+    started: StreamStarted,
+    tokens: StreamTokens | None = None,
+    *,
+    required: bool | None = None,
+) -> StreamTicket | None:
     """The stream's ticket, used up so no other stream (on any replica) can present it again.
 
     With an auth token configured, only streams our signed webhook announced may run: a missing,
@@ -259,8 +337,10 @@ async def _claim_ticket(app: web.Application, started: StreamStarted) -> StreamT
     and unexpired): refusing would drop a real caller over a store outage.
     """
     now = app[CLOCK]()
-    authenticated = bool(app[SETTINGS].twilio_auth_token)
-    ticket = app[STREAM_TOKENS].open(
+    # ``tokens``: whose tickets (default the voice webhook's); ``required``: refuse a stream
+    # without one (default: when TWILIO_AUTH_TOKEN is set).
+    authenticated = bool(app[SETTINGS].twilio_auth_token) if required is None else required
+    ticket = (tokens or app[STREAM_TOKENS]).open(
         started.custom_parameters.get("token", ""), started.call_sid, now
     )
     if ticket is not None:

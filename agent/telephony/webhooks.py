@@ -32,6 +32,7 @@ __all__ = [
     "UsedNonces",
     "compute_signature",
     "connect_stream_twiml",
+    "console_tickets",
     "hangup_twiml",
     "stream_url_from_public_url",
     "verify_signature",
@@ -266,17 +267,27 @@ class StreamTokens:
     used nonces instead (:mod:`agent.cluster`), so any of them can take any stream, once.
     """
 
-    _DOMAIN: Final = b"twilio-stream-token/v2"
-    _PREFIX: Final = "st2."
+    #: The MAC's domain and the tokens' prefix: the console's tickets (``console_tickets``) have
+    #: their own, so a ticket of one kind never opens the other's stream, whatever the secret.
+    DOMAIN: Final = b"twilio-stream-token/v2"
+    PREFIX: Final = "st2."
     # Bound the work done on attacker-supplied text before the MAC is checked.
     _MAX_TOKEN: Final = PARAMETER_LIMIT
 
-    def __init__(self, secret: bytes, ttl_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        ttl_s: float = 60.0,
+        *,
+        domain: bytes = DOMAIN,
+        prefix: str = PREFIX,
+    ) -> None:
         if not secret:
             raise ValueError("stream token secret must not be empty")
         if not ttl_s > 0:
             raise ValueError(f"stream token TTL must be positive, got {ttl_s!r}")
         self._secret = secret
+        self._domain, self._prefix = domain, prefix
         self._ttl_ms = ttl_s * 1000.0
         self._used = UsedNonces()
 
@@ -308,14 +319,14 @@ class StreamTokens:
         text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
         payload = base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).rstrip(b"=")
         body = payload.decode("ascii")
-        return f"{self._PREFIX}{body}.{self._mac(body)}"
+        return f"{self._prefix}{body}.{self._mac(body)}"
 
     def open(self, token: str, call_sid: str, now: float) -> StreamTicket | None:
         """The ticket in ``token`` if we issued it for ``call_sid`` and it is unexpired; None for
         anything forged, malformed, mismatched or expired. Does not consume it."""
-        if len(token) > self._MAX_TOKEN or not token.startswith(self._PREFIX):
+        if len(token) > self._MAX_TOKEN or not token.startswith(self._prefix):
             return None
-        body, sep, mac = token[len(self._PREFIX) :].partition(".")
+        body, sep, mac = token[len(self._prefix) :].partition(".")
         if not (sep and body and mac and _URLSAFE.fullmatch(body)):
             return None
         if not hmac.compare_digest(self._mac(body).encode("ascii"), mac.encode("utf-8", "replace")):
@@ -352,9 +363,20 @@ class StreamTokens:
         return ticket
 
     def _mac(self, body: str) -> str:
-        message = self._DOMAIN + b"\x00" + body.encode("ascii")
+        message = self._domain + b"\x00" + body.encode("ascii")
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+#: The console softphone's tickets (``/console/phone``): same format, another domain and prefix.
+CONSOLE_DOMAIN: Final = b"console-call-ticket/v1"
+CONSOLE_PREFIX: Final = "ct1."
+
+
+def console_tickets(secret: bytes, ttl_s: float = 60.0) -> StreamTokens:
+    """Tickets the console issues to its page for one softphone call, bound to the call's SID
+    and single use like a stream token; neither kind opens the other's stream."""
+    return StreamTokens(secret, ttl_s, domain=CONSOLE_DOMAIN, prefix=CONSOLE_PREFIX)
 
 
 def _short(number: str | None) -> str | None:

@@ -156,3 +156,20 @@ def test_streams_can_be_pointed_at_this_pod_while_webhooks_stay_on_the_shared_ur
     assert Settings.from_env({}).stream_url is None
     with pytest.raises(ConfigError, match="STREAM_URL"):
         Settings.from_env({"STREAM_URL": "wss://pod-3.example.com"})
+
+
+def test_the_console_is_refused_beyond_loopback_without_its_token() -> None:
+    with pytest.raises(ConfigError, match="CONSOLE_TOKEN") as refused:
+        Settings.from_env(
+            {"HOST": "0.0.0.0", "TWILIO_AUTH_TOKEN": "t", "CONSOLE_ENABLED": "true"}
+        ).check_exposure()
+    assert refused.value.key == "CONSOLE_TOKEN"
+    env = {"HOST": "0.0.0.0", "TWILIO_AUTH_TOKEN": "t", "CONSOLE_ENABLED": "true"}
+    Settings.from_env(env | {"CONSOLE_TOKEN": "c"}).check_exposure()
+    Settings.from_env({"CONSOLE_ENABLED": "true"}).check_exposure()  # loopback: development
+
+
+def test_the_console_token_is_a_secret() -> None:
+    settings = Settings.from_env({"CONSOLE_TOKEN": "console-token-value"})
+    assert "console-token-value" in settings.secrets()
+    assert "console-token-value" not in repr(settings)
