@@ -63,6 +63,19 @@ ORDER_SCHEMA: dict[str, Any] = {
     "required": ["order_id"],
     "additionalProperties": False,
 }
+# The same non-blocking function, as the bridge declares it and as the SDK does.
+LOOKUP_ORDER = FunctionDeclaration(
+    "lookup_order",
+    "Find an order and its status.",
+    parameters_json_schema=ORDER_SCHEMA,
+    behavior="NON_BLOCKING",
+)
+SDK_LOOKUP_ORDER = types.FunctionDeclaration(
+    name="lookup_order",
+    description="Find an order and its status.",
+    parameters_json_schema=ORDER_SCHEMA,
+    behavior=types.Behavior.NON_BLOCKING,
+)
 # The API's OpenAPI subset, in the form the SDK's Schema model produces (types in capitals).
 TRANSFER_PARAMETERS: dict[str, Any] = {
     "type": "OBJECT",
@@ -376,12 +389,7 @@ DEVELOPER_CASES: list[Case] = [
             system_instruction=PROMPT,
             tools=ToolsConfig(
                 function_declarations=(
-                    FunctionDeclaration(
-                        "lookup_order",
-                        "Find an order and its status.",
-                        parameters_json_schema=ORDER_SCHEMA,
-                        behavior="NON_BLOCKING",
-                    ),
+                    LOOKUP_ORDER,
                     FunctionDeclaration(
                         "transfer_call",
                         "Transfer the caller to a department.",
@@ -401,12 +409,7 @@ DEVELOPER_CASES: list[Case] = [
             tools=[
                 types.Tool(
                     function_declarations=[
-                        types.FunctionDeclaration(
-                            name="lookup_order",
-                            description="Find an order and its status.",
-                            parameters_json_schema=ORDER_SCHEMA,
-                            behavior=types.Behavior.NON_BLOCKING,
-                        ),
+                        SDK_LOOKUP_ORDER,
                         types.FunctionDeclaration(
                             name="transfer_call",
                             description="Transfer the caller to a department.",
@@ -778,32 +781,12 @@ def test_context_update_equals_the_sdks() -> None:
     ours = json.loads(
         protocol.context_update_message(
             system_instruction=PROMPT,
-            tools=ToolsConfig(
-                function_declarations=(
-                    FunctionDeclaration(
-                        "lookup_order",
-                        "Find an order and its status.",
-                        parameters_json_schema=ORDER_SCHEMA,
-                        behavior="NON_BLOCKING",
-                    ),
-                )
-            ),
+            tools=ToolsConfig(function_declarations=(LOOKUP_ORDER,)),
         )
     )
     sdk = sdk_context_update(
         PROMPT,
-        [
-            types.Tool(
-                function_declarations=[
-                    types.FunctionDeclaration(
-                        name="lookup_order",
-                        description="Find an order and its status.",
-                        parameters_json_schema=ORDER_SCHEMA,
-                        behavior=types.Behavior.NON_BLOCKING,
-                    )
-                ]
-            )
-        ],
+        [types.Tool(function_declarations=[SDK_LOOKUP_ORDER])],
     )
     # The SDK turns a bare string into a user-role Content, as the setup's instruction.
     assert normalise(ours) == normalise(sdk)

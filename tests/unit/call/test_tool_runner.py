@@ -89,19 +89,18 @@ async def settle() -> None:
 def runner(
     toolbox: HeldToolbox,
     live: SentMessages,
-    max_concurrent: int,
+    max_concurrent: int = 4,
     recorder: CallRecorder | None = None,
+    **callbacks: Any,
 ) -> ToolRunner:
-    async def no_action(action: object) -> None:
-        raise AssertionError("no tool here ends or moves the call")
-
     return ToolRunner(
         toolbox=toolbox,  # type: ignore[arg-type]
         context=CONTEXT,
         live=live,  # type: ignore[arg-type]
         recorder=recorder or CallRecorder.discarding(CONTEXT.call_sid),
-        on_action=no_action,
+        on_action=_no_action,
         max_concurrent=max_concurrent,
+        **callbacks,
     )
 
 
@@ -231,14 +230,7 @@ async def test_a_tool_without_behavior_runs_the_models_way() -> None:
     ):
         toolbox, live = SpecToolbox(), SentMessages(wire)
         waiting: list[bool] = []
-        tools = ToolRunner(
-            toolbox=toolbox,  # type: ignore[arg-type]
-            context=CONTEXT,
-            live=live,  # type: ignore[arg-type]
-            recorder=CallRecorder.discarding(CONTEXT.call_sid),
-            on_action=_no_action,
-            on_waiting=waiting.append,
-        )
+        tools = runner(toolbox, live, on_waiting=waiting.append)
         async with asyncio.TaskGroup() as group:
             tools.attach(group)
             await tools.requested(calls("a"))
@@ -282,14 +274,7 @@ async def test_a_result_the_model_is_to_speak_about_leaves_it_owing_an_answer() 
     for scheduling, wire, owed in cases:
         toolbox, live = ScheduledToolbox(scheduling), SentMessages(wire)
         owing: list[None] = []
-        tools = ToolRunner(
-            toolbox=toolbox,  # type: ignore[arg-type]
-            context=CONTEXT,
-            live=live,  # type: ignore[arg-type]
-            recorder=CallRecorder.discarding(CONTEXT.call_sid),
-            on_action=_no_action,
-            on_answer_owed=partial(owing.append, None),
-        )
+        tools = runner(toolbox, live, on_answer_owed=partial(owing.append, None))
         async with asyncio.TaskGroup() as group:
             tools.attach(group)
             await tools.requested(calls("a"))
