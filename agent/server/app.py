@@ -283,8 +283,9 @@ async def _tools(app: web.Application) -> AsyncIterator[None]:
                     )
         yield
     finally:
-        for _, toolbox in tools.toolboxes.values():
-            await toolbox.close()
+        for versions in tools.toolboxes.values():
+            for _, toolbox in versions:
+                await toolbox.close()
         if tools.crm is not None:
             await tools.crm.close()
         await tools.http.close()

@@ -26,22 +26,28 @@ log = structlog.get_logger("agent.app")
 
 
 def toolbox_for(app: web.Application, agent: AgentConfig) -> Toolbox | None:
-    """The toolbox for an agent's tools (one per configuration, reused by its calls)."""
+    """The toolbox for an agent's tools: one per configuration, reused by its calls.
+
+    Found by the specs' value, not their identity: each call's agent is rendered afresh (and,
+    without REST credentials, has its unavailable tools taken out), so its specs are a new tuple
+    equal to the last call's; keyed by identity, every call built (and kept) a toolbox of its own,
+    the slow leak the soak bench showed (about 25 Python blocks a call)."""
     tools = app[TOOLS]
     if not agent.tool_specs or tools.http is None or tools.crm is None:
         return None
-    key = id(agent.tool_specs)  # the specs object is kept in the value, so the id stays unique
-    cached = tools.toolboxes.get(key)
-    if cached is None:
-        toolbox = Toolbox(
-            agent.tool_specs,
-            http=tools.http,
-            crm=tools.crm,
-            metrics=app[METRICS],
-            redact_fields=app[SETTINGS].record_redact_fields,
-        )
-        cached = tools.toolboxes[key] = (agent.tool_specs, toolbox)
-    return cached[1]
+    versions = tools.toolboxes.setdefault(agent.name, [])
+    for specs, toolbox in versions:
+        if specs == agent.tool_specs:
+            return toolbox
+    toolbox = Toolbox(
+        agent.tool_specs,
+        http=tools.http,
+        crm=tools.crm,
+        metrics=app[METRICS],
+        redact_fields=app[SETTINGS].record_redact_fields,
+    )
+    versions.append((agent.tool_specs, toolbox))  # a reload that changes the tools adds one
+    return toolbox
 
 
 async def agent_for_call(

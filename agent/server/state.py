@@ -17,6 +17,7 @@ from agent.clock import Clock
 from agent.cluster.state import SharedState
 from agent.config.models import AgentConfig
 from agent.config.reload import AgentRegistryHolder
+from agent.config.tools import ToolSpec
 from agent.crm import Crm
 from agent.live.budget import CircuitBreaker
 from agent.live.link import LiveLink, ReconnectPolicy
@@ -110,7 +111,8 @@ class Tools:
     http: aiohttp.ClientSession | None = None
     crm: Crm | None = None
     twilio: TwilioRest | None = None
-    toolboxes: dict[int, tuple[object, Toolbox]] = field(default_factory=dict)
+    # Per agent name, each version of its tools seen (a reload adds one) and its toolbox.
+    toolboxes: dict[str, list[tuple[tuple[ToolSpec, ...], Toolbox]]] = field(default_factory=dict)
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -252,7 +252,7 @@ async def test_a_cancelled_sync_tool_is_stopped_and_its_booking_never_happens(
     (called,) = session.tool_calls
     assert any(called.id in c.ids for c in session.tool_cancellations)
     assert "book" not in responses(emulator)
-    [(_, toolbox)] = bridge.app[TOOLS].toolboxes.values()
+    [[(_, toolbox)]] = bridge.app[TOOLS].toolboxes.values()
     assert toolbox.workers is not None
     [pid] = toolbox.workers.killed  # the worker that ran it was killed...
     assert await asyncio.to_thread(_exits, pid)  # ...and is gone
@@ -698,3 +698,18 @@ async def test_a_blocking_result_never_answered_gets_a_new_connection(
     _, second = emulator.sessions
     assert second.tool_responses  # the tool ran again for the new connection's model
     assert second.answers_completed >= 1
+
+
+async def test_calls_to_one_agent_share_one_toolbox(
+    start_bridge: BridgeFactory, scripted: ScriptedEmulator
+) -> None:
+    """Each call's agent is rendered afresh; its toolbox (query plans, worker pool, database
+    connections) is still the agent's one, not one per call kept for ever."""
+    emulator = await scripted(after_greeting({"say": "reply"}))
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(None), live_target=DeveloperApiTarget(base_url=emulator.url)
+    )
+    for _ in range(3):
+        await place_call(CarrierOptions(url=bridge.url), [caller_clip("goodbye")])
+    [versions] = bridge.app[TOOLS].toolboxes.values()
+    assert len(versions) == 1
