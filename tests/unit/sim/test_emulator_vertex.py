@@ -101,7 +101,7 @@ def test_with_a_list_of_models_only_those_are_served() -> None:
 
 def test_capabilities_come_from_the_tables_vertex_rows() -> None:
     # gemini-3.8-live: affective dialog is gone on the Developer API, always on on Vertex.
-    affective = {"generationConfig": {"enableAffectiveDialog": True}}
+    affective: dict[str, Any] = {"generationConfig": {"enableAffectiveDialog": True}}
     developer = LiveEmulatorCore(
         EmulatorOptions(connection_lifetime_s=math.inf, session_limit_s=math.inf), CLIPS
     )
