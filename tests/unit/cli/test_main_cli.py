@@ -82,3 +82,21 @@ def test_agent_call_with_an_unknown_clip_is_one_line(capsys: pytest.CaptureFixtu
         "agent: caller audio 'order-stats' is neither a WAV file nor a bundled clip "
         "(order-status, interrupt, goodbye, transfer)\n"
     )
+
+
+def test_emulate_backend_vertex_takes_the_key_env_as_the_bearer_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[object] = []
+    monkeypatch.setenv("EMULATOR_TOKEN", "ya29.local")
+    monkeypatch.setattr(
+        "agent.sim.live.server.create_emulator_app",
+        lambda options, **kwargs: built.append(options) or object(),
+    )
+    monkeypatch.setattr(cli.web, "run_app", lambda *args, **kwargs: None)
+    argv = ["emulate", "--backend", "vertex", "--api-key-env", "EMULATOR_TOKEN", "--no-speech"]
+    assert cli.main(argv) == 0
+    (options,) = built
+    assert getattr(options, "backend") == "vertex"
+    assert getattr(options, "access_token") == "ya29.local"
+    assert getattr(options, "api_key") is None
