@@ -324,6 +324,7 @@ class LiveEmulatorCore:
         # https://googleapis.github.io/js-genai/release_docs/interfaces/types.LiveServerSessionResumptionUpdate.html
         self._client_index = -1
         self._transparent = False  # Vertex's sessionResumption.transparent
+        self._vad_signals = False  # Vertex's explicitVadSignal: report the VAD's decisions
         self._since_update = 0  # client messages since the last handle (transparent)
         # Speech: the caller's audio of the turn in progress, and requests out to the adapter.
         self._language = DEFAULT_LANGUAGE
@@ -647,6 +648,8 @@ class LiveEmulatorCore:
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         self._interrupts = handling != "NO_INTERRUPTION"
         self._vad = None if vad_settings.disabled else EmulatorVad(vad_settings)
+        # Only Vertex knows the field (check_setup_fields refuses it elsewhere).
+        self._vad_signals = setup.get("explicitVadSignal") is True and self._vad is not None
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
         self._language = _language(generation, setup)
@@ -750,6 +753,8 @@ class LiveEmulatorCore:
         if body.get("audioStreamEnd") is True and self._vad is not None:
             ended = self._vad.end_speech()
             if ended is not None:
+                if self._vad_signals:
+                    self._send_vad_signal(False)
                 self._caller_audio_turn(ended.duration_ms, now_ms)
         if "activityEnd" in body:
             self._on_activity_end(now_ms)
@@ -777,6 +782,9 @@ class LiveEmulatorCore:
                 self._activity_ms += len(samples) / rate * 1000
             return
         for event in self._vad.feed(samples, rate):
+            started = isinstance(event, SpeechStarted)
+            if self._vad_signals:
+                self._send_vad_signal(started)
             if isinstance(event, SpeechStarted):
                 self._caller_started(now_ms)
             else:
@@ -1219,6 +1227,13 @@ class LiveEmulatorCore:
             # An int64, so a JSON string (as the SDKs' types have it).
             update["lastConsumedClientMessageIndex"] = str(snapshot.consumed_index)
         self._send({"sessionResumptionUpdate": update})
+
+    def _send_vad_signal(self, started: bool) -> None:
+        """Vertex with ``explicitVadSignal``: say where the service's VAD found speech start or
+        end (the SDK's ``VoiceActivityDetectionSignal``, ``VAD_SIGNAL_TYPE_SOS``/``_EOS``:
+        https://googleapis.github.io/java-genai/javadoc/google-genai/com.google.genai.types/-live-client-setup/explicit-vad-signal.html)."""
+        kind = "VAD_SIGNAL_TYPE_SOS" if started else "VAD_SIGNAL_TYPE_EOS"
+        self._send({"voiceActivityDetectionSignal": {"vadSignalType": kind}})
 
     def _caller_quiet(self) -> bool:
         """No caller speech in progress: a snapshot now leaves no half-heard turn behind."""

@@ -211,9 +211,10 @@ class EmulatorOptions:
     (``/ws/google.cloud.aiplatform.{v1|v1beta1}.LlmBidiService/BidiGenerateContent``), an
     ``Authorization: Bearer`` token required at the handshake (HTTP 401 without one), model
     resource names ``projects/{p}/locations/{l}/publishers/google/models/{m}``, the capability
-    table's Vertex rows, the Vertex-only setup fields (``explicitVadSignal``,
-    ``sessionResumption.transparent``), ``willContinue`` refused and ``scheduling`` ignored in a
-    function response, and ``candidatesTokenCount`` in usage. ``api_key`` does not apply."""
+    table's Vertex rows, the Vertex-only setup fields (``explicitVadSignal``: its VAD's speech
+    start and end reported as ``voiceActivityDetectionSignal``; ``sessionResumption.transparent``),
+    ``willContinue`` refused and ``scheduling`` ignored in a function response, and
+    ``candidatesTokenCount`` in usage. ``api_key`` does not apply."""
     access_token: str | None = field(default=None, repr=False)
     """Vertex mode: when set, the only bearer token accepted (any other is refused HTTP 401);
     ``None``: any non-empty token."""

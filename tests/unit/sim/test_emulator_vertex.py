@@ -263,3 +263,28 @@ def test_a_resumed_session_holds_exactly_the_messages_up_to_the_handles_index() 
         second.receive(QUIET_FRAME, 200 + 20 * i)
     assert second.record.session_audio_bytes == 6 * 640
     assert second.record.audio_bytes_received == 2 * 640
+
+
+def test_explicit_vad_signal_reports_where_speech_starts_and_ends() -> None:
+    core = vertex_core(setup_for(explicitVadSignal=True))
+    messages(core)
+    samples = [silence(200), tone(600), silence(1200)]
+    out = []
+    for chunk in samples:
+        for start in range(0, len(chunk), 320):
+            core.receive(audio_frame(chunk[start : start + 320]), 0)
+            out += messages(core)
+    signals = [
+        m["voiceActivityDetectionSignal"] for m in out if "voiceActivityDetectionSignal" in m
+    ]
+    assert signals == [
+        {"vadSignalType": "VAD_SIGNAL_TYPE_SOS"},
+        {"vadSignalType": "VAD_SIGNAL_TYPE_EOS"},
+    ]
+    # Without it (and on the Developer API, which refuses the field) nothing is reported.
+    quiet = vertex_core(setup_for())
+    messages(quiet)
+    for chunk in samples:
+        for start in range(0, len(chunk), 320):
+            quiet.receive(audio_frame(chunk[start : start + 320]), 0)
+            assert not any("voiceActivityDetectionSignal" in m for m in messages(quiet))
