@@ -782,9 +782,8 @@ class LiveEmulatorCore:
                 self._activity_ms += len(samples) / rate * 1000
             return
         for event in self._vad.feed(samples, rate):
-            started = isinstance(event, SpeechStarted)
             if self._vad_signals:
-                self._send_vad_signal(started)
+                self._send_vad_signal(isinstance(event, SpeechStarted))
             if isinstance(event, SpeechStarted):
                 self._caller_started(now_ms)
             else:
