@@ -19,6 +19,11 @@ limit without context compression, scripted function calls (:mod:`agent.sim.live
 ``NON_BLOCKING`` scheduling and cancellation, calls to the declared functions an unscripted turn's
 words ask for (:mod:`agent.sim.live.functions`), and injected faults (:class:`Fault`).
 
+``EmulatorOptions.backend = "vertex"`` makes it Vertex AI's: publisher model resource names, the
+capability table's Vertex rows, ``explicitVadSignal`` and ``sessionResumption.transparent``, whose
+handles each name a snapshot at a client message index (``lastConsumedClientMessageIndex``) so a
+resumed session holds exactly the messages up to it and a client's replay completes it.
+
 Hearing and speaking (``hears``/``speaks``) stay sans-I/O too: the core hands the adapter a
 :class:`Transcribe` or :class:`Synthesise` request and goes on when the adapter hands back the
 words (:meth:`LiveEmulatorCore.heard`) or the audio (:meth:`LiveEmulatorCore.voiced`). The words
