@@ -102,7 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key-env",
         metavar="VAR",
         default=None,
-        help="require the key held in this environment variable (kept out of argv and logs)",
+        help="require the key held in this environment variable (kept out of argv and logs); "
+        "with --backend vertex, the bearer token",
+    )
+    emulate.add_argument(
+        "--backend",
+        choices=("gemini", "vertex"),
+        default="gemini",
+        help="speak the Developer API (default) or Vertex AI's Live API (its path, a bearer "
+        "token, projects/.../models/M names, transparent resumption)",
     )
     emulate.add_argument(
         "--models",
@@ -282,7 +290,9 @@ def _emulate(args: argparse.Namespace) -> int:
     options = EmulatorOptions(
         speed=args.speed,
         think_ms=args.think_ms,
-        api_key=api_key,
+        api_key=api_key if args.backend == "gemini" else None,
+        access_token=api_key if args.backend == "vertex" else None,
+        backend=args.backend,
         scenario=load_scenario(args.scenario) if args.scenario else None,
         connection_lifetime_s=args.connection_lifetime_s,
         go_away_before_s=args.go_away_before_s,
@@ -296,6 +306,7 @@ def _emulate(args: argparse.Namespace) -> int:
     log.info(
         "emulator.started",
         url=f"{scheme}://{args.host}:{args.port}",
+        backend=args.backend,
         scenario=args.scenario,
         hears=speech.transcribe is not None,
         speaks=speech.speak is not None,

@@ -32,7 +32,7 @@ from agent.config.models import DEFAULT_AGENT, AgentConfig
 from agent.config.reload import AgentRegistryHolder
 from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
-from agent.live.targets import DeveloperApiTarget
+from agent.live.targets import DeveloperApiTarget, LiveEndpoint
 from agent.server.app import create_app
 from agent.server.siblings import WorkerLoads
 from agent.settings import Settings
@@ -90,7 +90,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         agents: AgentRegistryHolder | None = None,
         reconnect_policy: ReconnectPolicy = ReconnectPolicy(),  # noqa: B008 (frozen)
         live_breaker: CircuitBreaker | None = None,
-        live_target: DeveloperApiTarget | None = None,
+        live_target: LiveEndpoint | None = None,
         worker_loads: WorkerLoads | None = None,
         **overrides: object,
     ) -> Bridge:

@@ -19,6 +19,11 @@ limit without context compression, scripted function calls (:mod:`agent.sim.live
 ``NON_BLOCKING`` scheduling and cancellation, calls to the declared functions an unscripted turn's
 words ask for (:mod:`agent.sim.live.functions`), and injected faults (:class:`Fault`).
 
+``EmulatorOptions.backend = "vertex"`` makes it Vertex AI's: publisher model resource names, the
+capability table's Vertex rows, ``explicitVadSignal`` and ``sessionResumption.transparent``, whose
+handles each name a snapshot at a client message index (``lastConsumedClientMessageIndex``) so a
+resumed session holds exactly the messages up to it and a client's replay completes it.
+
 Hearing and speaking (``hears``/``speaks``) stay sans-I/O too: the core hands the adapter a
 :class:`Transcribe` or :class:`Synthesise` request and goes on when the adapter hands back the
 words (:meth:`LiveEmulatorCore.heard`) or the audio (:meth:`LiveEmulatorCore.voiced`). The words
@@ -28,6 +33,7 @@ reach the turn logic through :meth:`LiveEmulatorCore.unscripted_step`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import heapq
 import json
 import math
@@ -85,6 +91,7 @@ from agent.sim.live.setup_checks import (
     check_one_response_modality,
     check_setup_fields,
     model_default_behavior,
+    vertex_model_name,
 )
 from agent.sim.live.vad import (
     DEFAULT_PREFIX_PADDING_MS,
@@ -272,6 +279,7 @@ class LiveEmulatorCore:
         self.speaks = speaks
         self.clips = clips
         self.api_version = api_version
+        self.backend = options.backend
         self.record = record if record is not None else EmulatedSessionRecord()
         self.record.connection = connection
         self.store = store if store is not None else ResumptionStore()
@@ -314,6 +322,15 @@ class LiveEmulatorCore:
         self._session_started_ms = now_ms
         self._resumption = False
         self._resumable = False  # the state the client was last told
+        # Client messages on this connection: the index of the last one taken (setup: 0). The
+        # SDK's docs say lastConsumedClientMessageIndex is the "index of last message sent by
+        # client that is included in state" but not where counting starts; the bridge counts
+        # setup as 0 (agent.live.session_state.HeldMessages), and so does the emulator.
+        # https://googleapis.github.io/js-genai/release_docs/interfaces/types.LiveServerSessionResumptionUpdate.html
+        self._client_index = -1
+        self._transparent = False  # Vertex's sessionResumption.transparent
+        self._vad_signals = False  # Vertex's explicitVadSignal: report the VAD's decisions
+        self._since_update = 0  # client messages since the last handle (transparent)
         # Speech: the caller's audio of the turn in progress, and requests out to the adapter.
         self._language = DEFAULT_LANGUAGE
         self._caller_audio = bytearray()
@@ -330,10 +347,19 @@ class LiveEmulatorCore:
         if self.closed:
             return
         self._now_ms = max(self._now_ms, now_ms)
+        self._client_index += 1
         try:
             self._receive(data, now_ms)
         except RequestRejectedError as rejected:
             self.close(rejected.code, rejected.reason)
+            return
+        if self._transparent and self._client_index > 0:
+            self.record.message_digests.append(_digest(data))
+            self._since_update += 1
+            if self._since_update >= self.options.transparent_update_every and self._caller_quiet():
+                # Vertex reports what it consumed as the session goes, not only between turns:
+                # the client buffers no more than it must.
+                self._became_idle(now_ms)
 
     def poll(self, now_ms: float) -> None:
         """Emit every scheduled frame and fire every timer due by ``now_ms``, in time order."""
@@ -448,6 +474,8 @@ class LiveEmulatorCore:
             calls_issued=self._calls_issued,
             when_idle=tuple(item for item in self._queued if isinstance(item, PendingSpeech)),
             results=dict(self._results),
+            consumed_index=max(self._client_index, 0),
+            audio_bytes=self.record.session_audio_bytes,
         )
 
     def _shut(self) -> None:
@@ -562,7 +590,7 @@ class LiveEmulatorCore:
     def _on_context_update(self, body: JsonObject) -> None:
         """New system instruction and/or tools for the rest of the session (3.8 Live), in order
         with the other input: the next unscripted turn calls the new functions."""
-        check_context_update(self._model)
+        check_context_update(self._model, self.backend)
         self.record.context_updates.append(body)
         instruction = body.get("systemInstruction")
         tools = _object(body.get("tools")).get("tools") if "tools" in body else None
@@ -571,7 +599,7 @@ class LiveEmulatorCore:
         if tools is not None:
             self._setup_tools = tools
             self._functions = declared_functions(
-                tools, model_default_behavior({"model": self._model})
+                tools, model_default_behavior({"model": self._model}, self.backend)
             )
         self._instruction_tokens = _setup_tokens(
             {"systemInstruction": self._setup_instruction, "tools": self._setup_tools}
@@ -580,14 +608,16 @@ class LiveEmulatorCore:
     def _on_setup(self, raw: Any, now_ms: float) -> None:
         if self._setup_done or not isinstance(raw, dict):
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
-        check_setup_fields(raw)
+        check_setup_fields(raw, self.backend)
         setup: JsonObject = normalise_keys(raw)
         self.record.setup = setup
         model = setup.get("model")
         if not isinstance(model, str) or not model:
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         served = self.options.models
-        if (
+        if self.backend == "vertex":
+            vertex_model_name(model, served)
+        elif (
             not model.startswith("models/")
             or model in RETIRED_MODELS
             or (served is not None and model.removeprefix("models/") not in served)
@@ -609,7 +639,7 @@ class LiveEmulatorCore:
                     f'{self.api_version}.GenerationConfig.Modality), "{modality}"',
                 )
         check_one_response_modality(modalities)
-        hang = check_model_capabilities(setup) == HANG
+        hang = check_model_capabilities(setup, self.backend) == HANG
         self._reports_interaction = model.rsplit("/", 1)[-1] in INTERACTION_STATUS_MODELS
         self._text_mode = modalities == ["TEXT"]
         realtime = _object(setup.get("realtimeInputConfig"))
@@ -623,6 +653,8 @@ class LiveEmulatorCore:
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
         self._interrupts = handling != "NO_INTERRUPTION"
         self._vad = None if vad_settings.disabled else EmulatorVad(vad_settings)
+        # Only Vertex knows the field (check_setup_fields refuses it elsewhere).
+        self._vad_signals = setup.get("explicitVadSignal") is True and self._vad is not None
         self._input_transcription = "inputAudioTranscription" in setup
         self._output_transcription = "outputAudioTranscription" in setup
         self._language = _language(generation, setup)
@@ -630,7 +662,9 @@ class LiveEmulatorCore:
         self._setup_tools = setup.get("tools")
         self._instruction_tokens = _setup_tokens(setup)
         self._model = model
-        self._functions = declared_functions(setup.get("tools"), model_default_behavior(setup))
+        self._functions = declared_functions(
+            setup.get("tools"), model_default_behavior(setup, self.backend)
+        )
         self._attach_session(setup, now_ms)
         if hang:
             return  # accepted, never completed: the client's own timeout is all it has
@@ -650,6 +684,8 @@ class LiveEmulatorCore:
         """Start a session, or resume the one ``sessionResumption.handle`` names."""
         resumption = setup.get("sessionResumption")
         self._resumption = resumption is not None
+        # Only Vertex knows the field (check_setup_fields refuses it elsewhere).
+        self._transparent = _object(resumption).get("transparent") is True
         handle = _object(resumption).get("handle")
         if handle is not None and not isinstance(handle, str):
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT)
@@ -663,6 +699,7 @@ class LiveEmulatorCore:
                 raise RequestRejectedError(CLOSE_INTERNAL, INTERNAL_ERROR)
             self._restore(snapshot)
             self.record.resumed_from = handle
+            self.record.resumed_at_index = snapshot.consumed_index
         else:
             line = self.store.open_line()
         line.attached = True
@@ -682,6 +719,9 @@ class LiveEmulatorCore:
         self._calls_issued = snapshot.calls_issued
         self._queued.extend(snapshot.when_idle)
         self._results = dict(snapshot.results)
+        # Exactly the client messages up to the snapshot's index: what followed them on the old
+        # connection is not in the state (a transparent client sends it again).
+        self.record.session_audio_bytes = snapshot.audio_bytes
 
     def _complete_setup(self, at_ms: float) -> None:
         self._send({"setupComplete": {}})
@@ -718,6 +758,8 @@ class LiveEmulatorCore:
         if body.get("audioStreamEnd") is True and self._vad is not None:
             ended = self._vad.end_speech()
             if ended is not None:
+                if self._vad_signals:
+                    self._send_vad_signal(False)
                 self._caller_audio_turn(ended.duration_ms, now_ms)
         if "activityEnd" in body:
             self._on_activity_end(now_ms)
@@ -732,6 +774,7 @@ class LiveEmulatorCore:
             raise RequestRejectedError(CLOSE_INVALID, INVALID_ARGUMENT) from None
         rate = pcm_rate(blob.get("mimeType"))
         self.record.audio_bytes_received += len(pcm)
+        self.record.session_audio_bytes += len(pcm)
         self.record.audio_chunks_received += 1
         pcm = self._remainder + pcm
         usable = len(pcm) - len(pcm) % 2
@@ -744,6 +787,8 @@ class LiveEmulatorCore:
                 self._activity_ms += len(samples) / rate * 1000
             return
         for event in self._vad.feed(samples, rate):
+            if self._vad_signals:
+                self._send_vad_signal(isinstance(event, SpeechStarted))
             if isinstance(event, SpeechStarted):
                 self._caller_started(now_ms)
             else:
@@ -832,6 +877,20 @@ class LiveEmulatorCore:
                 ),
                 None,
             )
+            if self.backend == "vertex":
+                if "willContinue" in answer:
+                    # google-genai refuses to send it to Vertex ("only supported in Gemini
+                    # Developer API mode"); the wording of a refusal is the emulator's own.
+                    raise RequestRejectedError(
+                        CLOSE_INVALID,
+                        'Invalid JSON payload received. Unknown name "willContinue" at '
+                        "'tool_response.function_responses': Cannot find field.",
+                    )
+                # Vertex does not honour scheduling (see agent.live.models, Vertex rows): a
+                # result is taken as the default WHEN_IDLE. Still recorded as sent.
+                honoured = None
+            else:
+                honoured = scheduling
             name = answer.get("name")
             will_continue = answer.get("willContinue") is True
             self.record.tool_responses.append(
@@ -849,7 +908,7 @@ class LiveEmulatorCore:
                 if "ignore_results" not in self.record.faults:
                     self.record.faults.append("ignore_results")
                 continue
-            self._on_function_result(call_id, response, scheduling, will_continue, now_ms)
+            self._on_function_result(call_id, response, honoured, will_continue, now_ms)
 
     def _ignores_results(self) -> bool:
         return any(
@@ -1161,10 +1220,30 @@ class LiveEmulatorCore:
             return
         if self._line is None or not self._setup_done:
             return
-        handle = self.store.issue(self._line, self.snapshot(), at_ms)
+        snapshot = self.snapshot()
+        handle = self.store.issue(self._line, snapshot, at_ms)
         self._resumable = True
+        self._since_update = 0
         self.record.resumption_handles.append(handle)
-        self._send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+        self.record.consumed_indices.append(snapshot.consumed_index)
+        update: JsonObject = {"newHandle": handle, "resumable": True}
+        if self._transparent:
+            # An int64, so a JSON string (as the SDKs' types have it).
+            update["lastConsumedClientMessageIndex"] = str(snapshot.consumed_index)
+        self._send({"sessionResumptionUpdate": update})
+
+    def _send_vad_signal(self, started: bool) -> None:
+        """Vertex with ``explicitVadSignal``: say where the service's VAD found speech start or
+        end (the SDK's ``VoiceActivityDetectionSignal``, ``VAD_SIGNAL_TYPE_SOS``/``_EOS``:
+        https://googleapis.github.io/java-genai/javadoc/google-genai/com.google.genai.types/-live-client-setup/explicit-vad-signal.html)."""
+        kind = "VAD_SIGNAL_TYPE_SOS" if started else "VAD_SIGNAL_TYPE_EOS"
+        self._send({"voiceActivityDetectionSignal": {"vadSignalType": kind}})
+
+    def _caller_quiet(self) -> bool:
+        """No caller speech in progress: a snapshot now leaves no half-heard turn behind."""
+        if self._activity_open:
+            return False
+        return self._vad is None or not self._vad.speaking
 
     # -- function results ------------------------------------------------------------------------
 
@@ -1260,9 +1339,11 @@ class LiveEmulatorCore:
             if count
         ]
         prompt = self._instruction_tokens + self._context_text_tokens + self._context_audio_tokens
+        # Vertex names the response count as generateContent does (live-api-protocol.md).
+        response_key = "candidatesTokenCount" if self.backend == "vertex" else "responseTokenCount"
         return {
             "promptTokenCount": prompt,
-            "responseTokenCount": response_tokens,
+            response_key: response_tokens,
             "totalTokenCount": prompt + response_tokens,
             "promptTokensDetails": prompt_details,
             "responseTokensDetails": [{"modality": modality, "tokenCount": response_tokens}],
@@ -1286,6 +1367,12 @@ INTERACTION_STATUS_MODELS = frozenset({"gemini-3.8-live-extended-thinking"})
 
 # What a muted model does not send; setup, goAway, usage and resumption updates still go out.
 _MODEL_CONTENT = frozenset({"serverContent", "toolCall", "toolCallCancellation"})
+
+
+def _digest(data: str | bytes) -> str:
+    """A short fingerprint of one client message, to tell a message sent again from others."""
+    raw = data.encode() if isinstance(data, str) else data
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 def _b64(data: bytes) -> str:

@@ -17,6 +17,9 @@ from agent.sim.live.scenario import Clip, Scenario
 JsonObject = dict[str, Any]
 
 
+EmulatedBackend = Literal["gemini", "vertex"]
+"""Which Live API an emulator speaks: the Gemini Developer API or Vertex AI's ``LlmBidiService``."""
+
 FaultKind = Literal[
     "close", "abort", "stall", "mute", "delay_setup", "go_away", "oversized", "ignore_results"
 ]
@@ -203,6 +206,22 @@ class EmulatorOptions:
     """Failures to inject (see :class:`Fault`); kept as a tuple."""
     caller_words: CallerWords | None = None
     """The words of the caller's coming turns, when known (``agent test``); else none."""
+    backend: EmulatedBackend = "gemini"
+    """``"vertex"``: speak Vertex AI's Live API instead of the Developer API: its WebSocket path
+    (``/ws/google.cloud.aiplatform.{v1|v1beta1}.LlmBidiService/BidiGenerateContent``), an
+    ``Authorization: Bearer`` token required at the handshake (HTTP 401 without one), model
+    resource names ``projects/{p}/locations/{l}/publishers/google/models/{m}``, the capability
+    table's Vertex rows, the Vertex-only setup fields (``explicitVadSignal``: its VAD's speech
+    start and end reported as ``voiceActivityDetectionSignal``; ``sessionResumption.transparent``),
+    ``willContinue`` refused and ``scheduling`` ignored in a function response, and
+    ``candidatesTokenCount`` in usage. ``api_key`` does not apply."""
+    access_token: str | None = field(default=None, repr=False)
+    """Vertex mode: when set, the only bearer token accepted (any other is refused HTTP 401);
+    ``None``: any non-empty token."""
+    transparent_update_every: int = 25
+    """Vertex mode with ``sessionResumption.transparent``: while the model is idle, a fresh
+    handle (with ``lastConsumedClientMessageIndex``) goes out after this many client messages
+    (25 audio chunks of 20 ms: every half second), as well as whenever the model falls idle."""
 
     def __post_init__(self) -> None:
         if not (self.speed > 0 and math.isfinite(self.speed)):
@@ -218,6 +237,11 @@ class EmulatorOptions:
             )
         if not (math.isfinite(self.go_away_before_s) and self.go_away_before_s >= 0):
             raise ValueError(f"go_away_before_s must be >= 0, not {self.go_away_before_s!r}")
+        if self.transparent_update_every < 1:
+            raise ValueError(
+                "transparent_update_every must be at least 1, "
+                f"not {self.transparent_update_every!r}"
+            )
         if not self.session_limit_s > 0:
             raise ValueError(f"session_limit_s must be positive, not {self.session_limit_s!r}")
         # A list is friendlier to write; a frozen dataclass wants a tuple.
@@ -282,6 +306,10 @@ class EmulatedSessionRecord:
     """The received ``setup`` body, normalised to camelCase."""
     audio_bytes_received: int = 0
     """PCM16 bytes of realtime audio (``realtimeInput.audio`` and audio ``mediaChunks``)."""
+    session_audio_bytes: int = 0
+    """PCM16 bytes of caller audio in the session's state as this connection holds it: what the
+    snapshot it resumed from held, plus what it received since. Against the caller audio a
+    client sent, it shows frames lost (fewer) or taken twice (more) across resumptions."""
     audio_chunks_received: int = 0
     caller_turns: int = 0
     """Caller turns detected: VAD or ``activityStart``/``activityEnd`` turns and
@@ -304,6 +332,16 @@ class EmulatedSessionRecord:
     """The resumption handle the setup presented, when it resumed a session."""
     resumption_handles: list[str] = field(default_factory=list)
     """Every ``newHandle`` sent, in order."""
+    consumed_indices: list[int] = field(default_factory=list)
+    """Beside each of ``resumption_handles``: the index of the last client message on this
+    connection its state includes (``setup`` is 0), as ``lastConsumedClientMessageIndex`` says
+    with transparent resumption."""
+    resumed_at_index: int | None = None
+    """Of the handle the setup presented: the index on the connection that issued it of the
+    last client message its state includes."""
+    message_digests: list[str] = field(default_factory=list, repr=False)
+    """Vertex mode with transparent resumption: a short digest of every client message after
+    ``setup``, in order, so a test can tell which were sent again after a resumption."""
     go_aways: list[str] = field(default_factory=list)
     """The ``timeLeft`` of every ``goAway`` sent."""
     tool_calls: list[ToolCallRecord] = field(default_factory=list)

@@ -42,6 +42,11 @@ class ConversationSnapshot:
     when_idle: tuple[PendingSpeech, ...] = ()
     results: Mapping[str, Any] = field(default_factory=dict)
     """The latest result of each function, by name (for scenario templates)."""
+    consumed_index: int = 0
+    """The index, on the connection that took the snapshot, of the last client message the state
+    includes (``setup`` is 0): ``lastConsumedClientMessageIndex`` with transparent resumption."""
+    audio_bytes: int = 0
+    """Caller audio (PCM16 bytes) the state includes, over the whole session."""
 
 
 @dataclass(slots=True)

@@ -2,7 +2,10 @@
 
 It serves ``GET /ws/google.ai.generativelanguage.{v1|v1beta|v1alpha}.GenerativeService.
 BidiGenerateContent`` (also with the ``//`` the SDKs' trailing-slash base URL produces) as a
-WebSocket, so the bridge, the official SDK and tests can hold a real conversation offline::
+WebSocket, so the bridge, the official SDK and tests can hold a real conversation offline. With
+``EmulatorOptions(backend="vertex")`` it speaks Vertex AI's Live API instead, on ``GET
+/ws/google.cloud.aiplatform.{v1|v1beta1}.LlmBidiService/BidiGenerateContent`` with a bearer
+token (the path of the other backend is 404)::
 
     emulator = await start_emulator(EmulatorOptions(speed=10))
     ...connect to emulator.url + "/ws/google.ai.generativelanguage.v1beta.GenerativeService..."
@@ -91,6 +94,21 @@ __all__ = [
 _ROUTE: Final = (
     "/{slash:/?}ws/google.ai.generativelanguage.{version:v1|v1beta|v1alpha}"
     ".GenerativeService.BidiGenerateContent"
+)
+# Vertex AI's path (agent.live.targets.VERTEX_PATH), in both of its API versions.
+_VERTEX_ROUTE: Final = (
+    "/{slash:/?}ws/google.cloud.aiplatform.{version:v1|v1beta1}.LlmBidiService/BidiGenerateContent"
+)
+# Google APIs answer a missing or invalid OAuth credential with HTTP 401 UNAUTHENTICATED and these
+# messages (https://cloud.google.com/apis/design/errors: UNAUTHENTICATED is 401);
+# Vertex's Live guide does not word a refused handshake, so the bodies follow the general ones.
+_MISSING_CREDENTIAL: Final = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, "
+    "login cookie or other valid authentication credential."
+)
+_INVALID_CREDENTIAL: Final = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential."
 )
 _GREETING_TRANSCRIPT: Final = "Hello! Thanks for calling Acme support. How can I help you today?"
 _REPLY_TRANSCRIPT: Final = (
@@ -236,6 +254,7 @@ def create_emulator_app(
     )
     app.on_startup.append(_start_the_clock)
     app.router.add_get(_ROUTE, _handle_live)
+    app.router.add_get(_VERTEX_ROUTE, _handle_vertex)
     app.on_shutdown.append(_close_open_sessions)
     return app
 
@@ -338,8 +357,42 @@ async def start_emulator(
     return RunningEmulator(runner, f"{scheme}://{url_host}:{bound_port}", bound_port, app[_STATE])
 
 
+async def _handle_vertex(request: web.Request) -> web.StreamResponse:
+    """Vertex AI's path: served in vertex mode only, and only to a bearer token (refused at the
+    handshake, before the upgrade, unlike the Developer API's key)."""
+    state = request.app[_STATE]
+    if state.options.backend != "vertex":
+        raise web.HTTPNotFound()
+    refusal = _bearer_refusal(request, state.options.access_token)
+    if refusal is not None:
+        return web.json_response(
+            {"error": {"code": 401, "message": refusal, "status": "UNAUTHENTICATED"}},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+        )
+    return await _serve(request, state)
+
+
+def _bearer_refusal(request: web.Request, expected: str | None) -> str | None:
+    """Why the handshake's ``Authorization`` is refused, or ``None`` when it is accepted."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return _MISSING_CREDENTIAL
+    if expected is not None and not hmac.compare_digest(token.encode(), expected.encode()):
+        return _INVALID_CREDENTIAL
+    return None
+
+
 async def _handle_live(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
+    if state.options.backend != "gemini":
+        raise web.HTTPNotFound()
+    return await _serve(request, state)
+
+
+async def _serve(request: web.Request, state: _EmulatorState) -> web.StreamResponse:
+    vertex = state.options.backend == "vertex"
     ws = web.WebSocketResponse(compress=False, max_msg_size=_MAX_CLIENT_FRAME)
     await ws.prepare(request)
     index = len(state.sessions)
@@ -349,8 +402,9 @@ async def _handle_live(request: web.Request) -> web.StreamResponse:
     state.live[index] = session
     state.announce_connection()
     try:
-        # Like Google, authenticate after the handshake and refuse with a close frame.
-        if _api_key_ok(request, state.options.api_key):
+        # Like Google, authenticate after the handshake and refuse with a close frame (the
+        # Developer API's key; Vertex's token was checked before the upgrade).
+        if vertex or _api_key_ok(request, state.options.api_key):
             await session.run()
         else:
             record.closed_code = CLOSE_INVALID

@@ -5,14 +5,18 @@ Part of the emulator's sans-I/O core (see :mod:`agent.sim.live.core`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from agent.live.models import capabilities, model_id
+from agent.live.protocol import Backend
 from agent.sim.live.wire import (
     CLOSE_INVALID,
+    CLOSE_POLICY,
     INVALID_ARGUMENT,
+    RETIRED_MODELS,
     RequestRejectedError,
     camel_case,
     snake_case,
@@ -126,14 +130,27 @@ _SETUP: Final = _Message(
 )
 
 
-def check_setup_fields(setup: Any) -> None:
+# Vertex AI's setup has two fields more (the SDK's LiveClientSetup documents both and sends them
+# only to Vertex: https://googleapis.github.io/js-genai/release_docs/interfaces/types.LiveClientSetup.html).
+_VERTEX_SETUP: Final = _Message(
+    {
+        **_SETUP.fields,
+        "explicitVadSignal": _OPAQUE,
+        "sessionResumption": _Message({"handle": _OPAQUE, "transparent": _OPAQUE}),
+    }
+)
+
+
+def check_setup_fields(setup: Any, backend: Backend = "gemini") -> None:
     """Reject a ``setup`` body with a field the service does not know, as Google words it.
 
-    Google names the first unknown field as sent and its parent by snake_case path:
-    ``Invalid JSON payload received. Unknown name "x" at 'setup.generation_config': Cannot find
-    field.`` Raises :class:`RequestRejectedError` (1007).
+    ``backend`` is the API the emulator speaks: Vertex AI knows ``explicitVadSignal`` and
+    ``sessionResumption.transparent``, the Developer API does not. Google names the first
+    unknown field as sent and its parent by snake_case path: ``Invalid JSON payload received.
+    Unknown name "x" at 'setup.generation_config': Cannot find field.``
+    Raises :class:`RequestRejectedError` (1007).
     """
-    _check_fields(setup, _SETUP, "setup")
+    _check_fields(setup, _VERTEX_SETUP if backend == "vertex" else _SETUP, "setup")
 
 
 def _check_fields(value: Any, message: _Message, path: str) -> None:
@@ -175,14 +192,15 @@ def check_one_response_modality(modalities: list[Any]) -> None:
 HANG: Final = "hang"
 
 
-def check_model_capabilities(setup: Mapping[str, Any]) -> str | None:
+def check_model_capabilities(setup: Mapping[str, Any], backend: Backend = "gemini") -> str | None:
     """Refuse what the setup's model does not accept, as :mod:`agent.live.models` (the bridge's
-    own table, from Google's model pages) says; the emulator speaks the Developer API. Returns
+    own table, from Google's model pages) says for ``backend``, the API the emulator speaks
+    (a model has one row per backend). Returns
     :data:`HANG` for a setup the service leaves without ``setupComplete``, else None; raises
     :class:`RequestRejectedError` (1007) for one it refuses. Google words most of these refusals
     nowhere the emulator could copy from: the reasons are the emulator's own."""
     model = str(setup.get("model", ""))
-    row = capabilities(model, "gemini")
+    row = capabilities(model, backend)
     if row is None:
         return None
     name = model_id(model)
@@ -218,17 +236,50 @@ def _refuse(reason: str) -> None:
     raise RequestRejectedError(CLOSE_INVALID, reason)
 
 
-def model_default_behavior(setup: Mapping[str, Any]) -> str:
-    """How the setup's model runs a function declared without ``behavior`` (the table's
-    ``default_behavior``; BLOCKING for a model it does not list)."""
-    row = capabilities(str(setup.get("model", "")), "gemini")
+def model_default_behavior(setup: Mapping[str, Any], backend: Backend = "gemini") -> str:
+    """How the setup's model runs a function declared without ``behavior`` on ``backend`` (the
+    table's ``default_behavior``; BLOCKING for a model it does not list)."""
+    row = capabilities(str(setup.get("model", "")), backend)
     return "BLOCKING" if row is None else row.default_behavior
 
 
-def check_context_update(model: str) -> None:
+def check_context_update(model: str, backend: Backend = "gemini") -> None:
     """Refuse a ``contextUpdate`` on a model that does not take one mid-session (1007; the
     reason is the emulator's own, Google words it nowhere). A model the table does not list
     takes it: the service has the last word, and the emulator is not the service."""
-    row = capabilities(model, "gemini")
+    row = capabilities(model, backend)
     if row is not None and not row.context_update:
         _refuse(f"contextUpdate is not supported by {model_id(model)}: reconnect with a new setup.")
+
+
+#: ``projects/{p}/locations/{l}/publishers/google/models/{m}``: a Google model on Vertex AI.
+_VERTEX_MODEL: Final = re.compile(
+    r"projects/[^/]+/locations/[^/]+/publishers/google/models/(?P<model>[^/]+)"
+)
+
+
+def vertex_model_name(model: str, served: frozenset[str] | None) -> str:
+    """The bare name of the Google model a Vertex AI setup names, or a refusal (1008).
+
+    A model is unknown when the name is not a publisher model resource name, when it is retired,
+    when ``served``
+    (bare names) leaves it out, or when the capability table lists it for the Developer API
+    only. Vertex's REST API words an unknown model "Publisher Model `projects/...` was not
+    found or your project does not have access to it." (as users quote it, e.g.
+    https://github.com/google/adk-python/issues/833); the Live socket's close code for it is
+    documented nowhere, so the emulator closes 1008 as the Developer API does.
+    """
+    match = _VERTEX_MODEL.fullmatch(model)
+    name = match["model"] if match else ""
+    known = (
+        bool(name) and f"models/{name}" not in RETIRED_MODELS and (served is None or name in served)
+    )
+    if known and served is None:
+        # Without a list, every model but one the table has for the Developer API alone.
+        known = capabilities(name, "vertex") is not None or capabilities(name, "gemini") is None
+    if not known:
+        raise RequestRejectedError(
+            CLOSE_POLICY,
+            f"Publisher Model `{model}` was not found or your project does not have access to it.",
+        )
+    return name

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from agent.cli import main as cli
 from agent.settings import Settings
+from agent.sim.live.options import EmulatorOptions
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +83,23 @@ def test_agent_call_with_an_unknown_clip_is_one_line(capsys: pytest.CaptureFixtu
         "agent: caller audio 'order-stats' is neither a WAV file nor a bundled clip "
         "(order-status, interrupt, goodbye, transfer)\n"
     )
+
+
+def test_emulate_backend_vertex_takes_the_key_env_as_the_bearer_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[EmulatorOptions] = []
+    monkeypatch.setenv("EMULATOR_TOKEN", "ya29.local")
+
+    def create_app(options: EmulatorOptions, **kwargs: object) -> object:
+        built.append(options)
+        return object()
+
+    monkeypatch.setattr("agent.sim.live.server.create_emulator_app", create_app)
+    monkeypatch.setattr("aiohttp.web.run_app", lambda *args, **kwargs: None)
+    argv = ["emulate", "--backend", "vertex", "--api-key-env", "EMULATOR_TOKEN", "--no-speech"]
+    assert cli.main(argv) == 0
+    (options,) = built
+    assert options.backend == "vertex"
+    assert options.access_token == "ya29.local"
+    assert options.api_key is None
