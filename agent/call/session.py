@@ -58,6 +58,7 @@ from agent.live.protocol import (
 from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecorder
+from agent.telephony.outbound import AnswerGate
 from agent.telephony.twilio import (
     DtmfReceived,
     MarkPlayed,
@@ -106,6 +107,9 @@ SHUTDOWN = "shutdown"  # the server stopped with the call still in progress
 # call goes on (on this replica or another) from its journal.
 STREAM_LOST = "stream lost"
 HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment (a deploy)
+# An outbound call answered by a machine: the agent left its voicemail message, or hung up.
+VOICEMAIL_LEFT = "voicemail left"
+ANSWERING_MACHINE = "answering machine"
 
 #: What the session does at each stall in a row (see ``CallSession._on_stall``), and the
 #: reason its reconnection carries.
@@ -117,6 +121,18 @@ CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER, SHUTDOWN})
 
 # Protocol errors logged in full per call; after these, one line per thousand.
 PROTOCOL_ERRORS_LOGGED = 10
+
+# What the model is told when an outbound call reached an answering machine whose beep is past.
+VOICEMAIL_PROMPT = (
+    "This call reached an answering machine and its beep has sounded: you are now recording a "
+    "voicemail. Say this message, in your own voice, and nothing else: {message}"
+)
+
+#: An answering-machine verdict is awaited in waits of at most this long (call-clock seconds):
+#: a verdict that reached another replica is seen through the shared state.
+VERDICT_WAIT_S = 0.5
+#: The longest the model may take to say a voicemail message before the call is hung up.
+VOICEMAIL_TURN_S = 60.0
 
 # What the model is told when a call continues on a new media stream.
 CONTINUE_MESSAGE = (
@@ -171,6 +187,8 @@ class CallSession:
         call_control: CallControl | None = None,
         journal: CallJournal | None = None,
         continuation: CallSnapshot | None = None,
+        answer_gate: AnswerGate | None = None,
+        verdict: Callable[[float], Awaitable[str | None]] | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested unless the agent's ``greeting_at`` is ``stream_start``, when the
@@ -179,7 +197,13 @@ class CallSession:
         carries out ``agent.fallback``; without it ``end_call`` closes the media stream,
         ``transfer_call`` fails, and the fallback is the bundled apology. ``journal`` keeps the
         call's snapshot in the state replicas share; ``continuation`` is the snapshot an
-        earlier media stream of this call left, which this one continues (no greeting)."""
+        earlier media stream of this call left, which this one continues (no greeting).
+
+        ``answer_gate`` makes this an outbound call whose first words wait for the
+        answering-machine verdict: the caller's audio is not sent to the model, and the model
+        is not prompted, until ``verdict(wait_s)`` (Twilio's ``AnsweredBy``, or None after
+        waiting up to ``wait_s``) says a person answered, or the gate's bound passes; on a
+        machine the agent leaves its voicemail message or hangs up, as the agent file says."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -263,7 +287,11 @@ class CallSession:
         self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
         # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
         # caller, who spoke since its last turn. A handover waits until it has been given.
-        self._answer_expected = bool(agent.greeting) and continuation is None
+        self._gate = answer_gate
+        self._verdict = verdict
+        # Set while an outbound call waits for its verdict: no caller audio reaches the model.
+        self._holding = answer_gate is not None
+        self._answer_expected = bool(agent.greeting) and continuation is None and not self._holding
         if self._answer_expected:  # the greeting, asked for here or at the webhook
             self._timers.answer_owed("prompt", self._began)
 
@@ -276,7 +304,11 @@ class CallSession:
         try:
             if self._live_ready is not None:
                 await self._live_ready
-                if self.agent.greeting and self.policy.greeting_at == "stream_start":
+                if (
+                    self.agent.greeting
+                    and self.policy.greeting_at == "stream_start"
+                    and not self._holding
+                ):
                     await self._prompt(self.agent.greeting)  # the pre-connect did not ask
             elif self._continuation is not None:
                 await self._live.resume(self._continuation.handle)
@@ -285,7 +317,7 @@ class CallSession:
                     await self._prompt(CONTINUE_MESSAGE.format(heard=heard or "-"))
             else:
                 await self._live.start()
-                if self.agent.greeting:
+                if self.agent.greeting and not self._holding:
                     await self._prompt(self.agent.greeting)
             log.info(
                 "live.connected",
@@ -302,6 +334,8 @@ class CallSession:
                 group.create_task(self._caller_pump(), name="caller->model")
                 group.create_task(self._model_pump(), name="model->caller")
                 group.create_task(self._supervisor(), name="timers")
+                if self._gate is not None:
+                    group.create_task(self._await_answer(self._gate), name="answering machine")
         except* _CallEnded as ended:
             # An ending the agent started (hang-up, transfer) wins over the stream closing
             # because of it.
@@ -480,8 +514,10 @@ class CallSession:
                 log.warning("twilio.stream_error", error=str(message.data)[:200])
                 break
             if type(event) is MediaReceived:
-                sampled = timer.start()
                 stats.frames_in += 1
+                if self._holding:  # an outbound call waiting for its verdict: not for the model
+                    continue
+                sampled = timer.start()
                 pcm8k = ulaw_to_pcm16(event.payload)  # decoded once, for the VAD and the model
                 activity = vad.process(pcm8k)
                 if vad.speaking:
@@ -918,7 +954,50 @@ class CallSession:
                 f"the model stalled ({cause}) and stayed silent after a nudge and a new connection"
             )
 
+    async def _await_answer(self, gate: AnswerGate) -> None:
+        """An outbound call: wait for the answering-machine verdict (bounded), then greet a
+        person, or leave the voicemail message after a machine's beep, or hang up."""
+        decision = gate.decision(self._clock())
+        while decision is None:
+            wait_s = min(VERDICT_WAIT_S, max(0.0, gate.deadline - self._clock()))
+            answered_by = await self._verdict(wait_s) if self._verdict is not None else None
+            if answered_by is None and self._verdict is None:
+                await asyncio.sleep(self._wall(wait_s))
+            if answered_by is not None:
+                gate.verdict(answered_by)
+            decision = gate.decision(self._clock())
+        waited_ms = round((self._clock() - gate.opened_at) * 1000)
+        log.info(
+            "call.answered_by",
+            answered_by=gate.answered_by or "no verdict",
+            decision=decision,
+            waited_ms=waited_ms,
+        )
+        now = self._clock()
+        if decision == "greet":
+            self._holding = False
+            self._timers.caller_spoke(now)  # the wait was not the callee's silence
+            if self.agent.greeting:
+                await self._prompt(self.agent.greeting)
+            return
+        if decision == "hang_up":
+            await self._hang_up(ANSWERING_MACHINE)
+            return
+        message = self.agent.outbound.voicemail_message
+        assert message is not None  # the agent file refuses voicemail without a message
+        turns = self.stats.model_turns
+        await self._prompt(VOICEMAIL_PROMPT.format(message=message))
+        with contextlib.suppress(TimeoutError):  # a model that never answers: hang up anyway
+            async with asyncio.timeout(self._wall(VOICEMAIL_TURN_S)):
+                await self.turn_completed(turns + 1)
+        await self._wait_until_played()
+        await self._hang_up(VOICEMAIL_LEFT)
+
     async def _on_timer(self, event: TimerEvent) -> None:
+        if self._holding and not isinstance(event, MaxDuration):
+            # Waiting for the verdict (or recording a voicemail): nobody is to be prompted,
+            # nudged, asked whether they are still there, or hung up on for their silence.
+            return
         policy = self.policy
         match event:
             case HoldOn(waited_s=waited_s):

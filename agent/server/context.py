@@ -46,9 +46,10 @@ async def agent_for_call(
     caller: str | None,
     called: str | None,
     verified: bool,
+    params: Mapping[str, str] | None = None,
 ) -> tuple[AgentConfig, Mapping[str, Any] | None]:
-    """``configured`` rendered for this call (prompt templated with the numbers, the local time and
-    the caller's CRM record), and that record."""
+    """``configured`` rendered for this call (prompt templated with the numbers, the local time,
+    the caller's CRM record and an outbound call's ``params``), and that record."""
     customer = await prefetch_customer(
         app, configured, identity(configured, caller, verified=verified)
     )
@@ -64,6 +65,7 @@ async def agent_for_call(
             call_sid=call_sid,
             now=datetime.fromtimestamp(app[CLOCK](), UTC),
             customer=customer,
+            params=params,
         ),
     )
     return agent, customer

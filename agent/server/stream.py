@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, datetime
 
 import structlog
@@ -30,6 +31,8 @@ from agent.server.state import (
     STREAM_TOKENS,
     TOOLS,
 )
+from agent.server.verdicts import load_plan, wait_verdict
+from agent.telephony.outbound import AnswerGate
 from agent.telephony.twilio import (
     Connected,
     ProtocolError,
@@ -48,6 +51,10 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 STREAM_PATH = "/twilio/stream"
+
+#: An outbound call's greeting waits for Twilio's verdict up to its ``MachineDetectionTimeout``
+#: and this much more (the callback's trip), then the agent greets: the verdict is ``unknown``.
+VERDICT_GRACE_S = 5.0
 
 
 #: Before ``start`` a socket is unauthenticated (its ticket is in ``start``): it may send this
@@ -100,6 +107,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"call already streaming")
         return
     continuation = await _continuation(app, ticket)
+    # An outbound call's plan (None: inbound): its session holds the greeting for the verdict.
+    plan = await load_plan(app, started.call_sid) if continuation is None else None
     preconnect = app[PRECONNECTS].pop(started.call_sid, None)
     if preconnect is not None:
         preconnect.expiry.cancel()
@@ -119,7 +128,15 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         called = ticket.to_number if ticket else None
         verified = ticket.caller_verified if ticket else False
         configured = registry.by_name(named) or registry.for_number(called)
-        agent, _ = await agent_for_call(app, configured, started.call_sid, caller, called, verified)
+        agent, _ = await agent_for_call(
+            app,
+            configured,
+            started.call_sid,
+            caller,
+            called,
+            verified,
+            params=plan.params if plan is not None else None,
+        )
         link, ready = new_link(app, agent), None
     try:
         structlog.contextvars.bind_contextvars(
@@ -182,6 +199,17 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
                 wall=app[CLOCK],
             ),
             continuation=continuation,
+            answer_gate=None
+            if plan is None
+            else AnswerGate(
+                opened_at=app[CALL_CLOCK].now(),
+                wait_s=agent.outbound.amd_timeout_s + VERDICT_GRACE_S,
+                on_machine=agent.outbound.on_machine,
+                has_voicemail=agent.outbound.voicemail_message is not None,
+            ),
+            verdict=None
+            if plan is None
+            else functools.partial(wait_verdict, app, started.call_sid),
         )
     except BaseException:
         # Nothing may leak a Live session opened for this call (a bug above, or cancellation).

@@ -26,6 +26,7 @@ from agent.config.models import (
     FallbackConfig,
     FunctionDeclaration,
     HistoryConfig,
+    OutboundConfig,
     ProactivityConfig,
     SessionResumptionConfig,
     SlidingWindow,
@@ -132,6 +133,16 @@ max_call_cost_usd: 0.75
 cost_limit_message: Say goodbye, we are out of time.
 dtmf: {group_timeout_s: 1.5, message: "Keys: {digits}"}
 fallback: {message: Sorry about this., transfer_to: "+15555550142"}
+outbound:
+  caller_id: "+15555550123"
+  on_machine: voicemail
+  voicemail_message: Please call us back.
+  max_attempts: 3
+  retry_delay_s: 60
+  ring_timeout_s: 25
+  amd_timeout_s: 20
+  calling_hours: "09:00-20:00"
+  callee_timezone: America/New_York
 tools:
   - name: get_order
     description: Look up an order.
@@ -331,6 +342,17 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         prefetch_crm=True,
         trust_caller_id="verified",
         fallback=FallbackConfig(message="Sorry about this.", transfer_to="+15555550142"),
+        outbound=OutboundConfig(
+            caller_id="+15555550123",
+            on_machine="voicemail",
+            voicemail_message="Please call us back.",
+            max_attempts=3,
+            retry_delay_s=60.0,
+            ring_timeout_s=25,
+            amd_timeout_s=20,
+            calling_hours="09:00-20:00",
+            callee_timezone="America/New_York",
+        ),
     )
     assert agent == expected
     assert registry.default is agent
