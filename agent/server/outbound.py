@@ -173,39 +173,41 @@ async def create_call(request: web.Request) -> web.Response:
     app = request.app
     token = app[SETTINGS].calls_api_token
     if token is None:
-        raise web.HTTPNotFound(text="POST /calls is off: set CALLS_API_TOKEN to turn it on")
+        return _refused(404, "POST /calls is off: set CALLS_API_TOKEN to turn it on")
     given = request.headers.get("Authorization", "")
     scheme, _, presented = given.partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), expected):
         log.warning("calls_api.unauthorised", security=True)  # never the token
-        raise web.HTTPUnauthorized(
-            text="a Bearer token is needed", headers={"WWW-Authenticate": "Bearer"}
-        )
+        return _refused(401, "a Bearer token is needed", {"WWW-Authenticate": "Bearer"})
     try:
         body = await request.json()
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text="the body must be a JSON object") from exc
+    except ValueError:
+        return _refused(400, "the body must be a JSON object")
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be a JSON object")
+        return _refused(400, "the body must be a JSON object")
     to, agent_name = body.get("to"), body.get("agent")
     raw_params, time_zone = body.get("params") or {}, body.get("timezone")
     if not isinstance(to, str) or not isinstance(agent_name, str):
-        raise web.HTTPBadRequest(text='"to" and "agent" are required strings')
+        return _refused(400, '"to" and "agent" are required strings')
     if not isinstance(raw_params, dict) or not (time_zone is None or isinstance(time_zone, str)):
-        raise web.HTTPBadRequest(text='"params" must be an object, "timezone" a string')
+        return _refused(400, '"params" must be an object, "timezone" a string')
     try:
         params = parse_params({str(k): str(v) for k, v in raw_params.items()})
     except ValueError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from exc
+        return _refused(400, str(exc))
     try:
         call_sid = await dial(app, to=to, agent_name=agent_name, params=params, time_zone=time_zone)
     except DialRefusedError as exc:
         log.info("call.dial_refused", reason=str(exc))
-        return web.json_response({"error": str(exc)}, status=422)
+        return _refused(422, str(exc))
     except TelephonyError as exc:
-        return web.json_response({"error": str(exc)}, status=502)
+        return _refused(502, str(exc))
     return web.json_response({"call_sid": call_sid, "status": "queued"}, status=201)
+
+
+def _refused(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error}, status=status, headers=headers)
 
 
 # -- Twilio's requests about our calls --------------------------------------------------------
