@@ -93,7 +93,8 @@ def loud_frames(pcm: bytes) -> np.ndarray:
     """Per 20 ms frame of PCM16 8 kHz: whether anything was heard in it."""
     samples = np.frombuffer(pcm, dtype="<i2")
     frames = samples[: len(samples) // FRAME_BYTES * FRAME_BYTES].reshape(-1, FRAME_BYTES)
-    return np.abs(frames.astype(np.int32)).max(axis=1) > 200
+    loud: np.ndarray = np.abs(frames.astype(np.int32)).max(axis=1) > 200
+    return loud
 
 
 async def test_a_person_hears_the_greeting_only_after_the_verdict(
@@ -109,8 +110,10 @@ async def test_a_person_hears_the_greeting_only_after_the_verdict(
     assert create.get("MachineDetection") == "DetectMessageEnd"
     assert create.get("AsyncAmd") == "true"
     assert create.get("From") == CALLER_ID
-    assert call.answered_by == "human" and call.verdict_ms == 1500
-    assert call.report is not None and call.problems == []
+    assert call.answered_by == "human"
+    assert call.verdict_ms == 1500
+    assert call.report is not None
+    assert call.problems == []
     loud = loud_frames(call.report.heard)
     first_heard = int(np.argmax(loud)) * FRAME_MS
     assert loud.any()
@@ -151,7 +154,8 @@ async def test_a_busy_number_is_recorded_and_dialled_again_up_to_max_attempts(
     await bridge.app[RECORDS].flush()
     for attempt, call in enumerate(calls, start=1):
         record = bridge.app[RECORDS].get_call(call.call_sid)
-        assert record is not None and record.end_reason == "busy"
+        assert record is not None
+        assert record.end_reason == "busy"
         assert record.summary == {"direction": "outbound", "attempt": attempt}
     assert len(twilio_api.created) == 2  # max_attempts: 2, and no third
 
@@ -161,7 +165,7 @@ async def test_the_calls_api_needs_its_token(
 ) -> None:
     far_ends(twilio_api)
     bridge = await start(start_bridge, twilio_api)
-    status, body = await post_call(bridge.url, PERSON, token="wrong")
+    status, _body = await post_call(bridge.url, PERSON, token="wrong")
     assert status == 401
     assert twilio_api.created == []
 
@@ -171,7 +175,8 @@ async def test_the_calls_api_is_off_without_a_token(
 ) -> None:
     bridge = await start(start_bridge, twilio_api, calls_api_token=None)
     status, body = await post_call(bridge.url, PERSON)
-    assert status == 404 and "CALLS_API_TOKEN" in body["error"]
+    assert status == 404
+    assert "CALLS_API_TOKEN" in body["error"]
 
 
 async def test_a_dial_outside_calling_hours_is_refused_saying_when_they_open(
@@ -189,5 +194,6 @@ async def test_a_dial_outside_calling_hours_is_refused_saying_when_they_open(
     )
     status, body = await post_call(bridge.url, PERSON)
     assert status == 422
-    assert "calling hours" in body["error"] and "2026-03-03 09:00 America/New_York" in body["error"]
+    assert "calling hours" in body["error"]
+    assert "2026-03-03 09:00 America/New_York" in body["error"]
     assert twilio_api.created == []
