@@ -11,8 +11,8 @@ from agent.config.hours import CallingHours
 NEW_YORK = "America/New_York"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_a_window_is_open_from_its_start_until_just_before_its_end_in_the_callees_zone() -> None:
