@@ -4,6 +4,7 @@ agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_UR
                                 local Live API emulator and says so; --workers N: N processes
 agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
+agent dial +E164 --agent NAME   an outbound call through a running bridge (POST /calls)
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
 agent check [PATH]              validate agent YAML files without starting anything
 agent doctor [--format json]    check a deployment (Live key and models, PUBLIC_URL, Twilio,
@@ -31,6 +32,7 @@ from agent.bench.run import add_bench_arguments, run_bench
 from agent.cli.agents import add_agents_subcommands
 from agent.cli.agenttest import add_test_subcommand
 from agent.cli.calls import add_calls_subcommands
+from agent.cli.dial import add_dial_subcommand
 from agent.cli.doctor import add_doctor_subcommand
 from agent.errors import AgentError, ConfigError
 from agent.observability.logging import configure_logging
@@ -146,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     add_calls_subcommands(commands)
     add_agents_subcommands(commands)
     add_doctor_subcommand(commands)
+    add_dial_subcommand(commands)
     add_test_subcommand(commands)
 
     bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)

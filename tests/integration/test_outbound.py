@@ -12,6 +12,7 @@ import aiohttp
 import numpy as np
 import pytest
 
+from agent.cli.dial import post_call as post_call_cli
 from agent.config.models import DEFAULT_AGENT, AgentConfig, OutboundConfig
 from agent.server.state import CALLS, RECORDS
 from agent.sim.carrier import ENDED_BY_REST_HANG_UP, TwilioApiSimulator
@@ -197,3 +198,19 @@ async def test_a_dial_outside_calling_hours_is_refused_saying_when_they_open(
     assert "calling hours" in body["error"]
     assert "2026-03-03 09:00 America/New_York" in body["error"]
     assert twilio_api.created == []
+
+
+async def test_agent_dial_asks_the_bridge_and_a_refusal_carries_the_reason(
+    start_bridge: BridgeFactory, twilio_api: TwilioApiSimulator
+) -> None:
+    """What ``agent dial`` sends (its HTTP half; the command line only prints the answer)."""
+    callees = far_ends(twilio_api)
+    bridge = await start(start_bridge, twilio_api)
+    body = {"to": PERSON, "agent": "default", "params": {"name": "Ada"}}
+    status, answer = await post_call_cli(bridge.url, API_TOKEN, body)
+    assert status == 201
+    (call,) = await callees.ended(1)
+    assert answer["call_sid"] == call.call_sid
+    status, answer = await post_call_cli(bridge.url, API_TOKEN, body | {"agent": "nobody"})
+    assert status == 422
+    assert "no agent named 'nobody'" in answer["error"]

@@ -1258,3 +1258,16 @@ def test_the_readme_documents_every_key_as_the_loader_knows_it() -> None:
         "regenerate with: agent schema --format markdown"
     )
     assert len(dataclasses.fields(AgentFile)) > 40
+
+
+def test_an_outbound_calls_params_render_as_param_placeholders() -> None:
+    """``agent dial --param name=Ada`` fills ``{param.name}``; a name the dial did not give is
+    ``unknown``; the load-time check accepts any ``{param.*}``."""
+    agent = AgentConfig(
+        system_instruction="Call {param.name} about order {param.order}.",
+        greeting="Hello {param.name}.",
+    )
+    rendered = render_for_call(agent, TemplateContext(params={"name": "Ada"}))
+    assert rendered.system_instruction == "Call Ada about order unknown."
+    assert rendered.greeting == "Hello Ada."
+    assert template_problems("Hi {param.anything}", prefetch_crm=False) == []
