@@ -31,7 +31,7 @@ from agent.server.state import (
     STREAM_TOKENS,
     TOOLS,
 )
-from agent.server.verdicts import load_plan, wait_verdict
+from agent.server.verdicts import forget, load_plan, wait_verdict
 from agent.telephony.outbound import AnswerGate
 from agent.telephony.twilio import (
     Connected,
@@ -226,6 +226,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     finally:
         app[CALLS].ended(session)
+        if plan is not None:
+            forget(app, started.call_sid)
 
 
 async def _await_start(

@@ -7,17 +7,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 
 from agent.cli.dial import post_call as post_call_cli
 from agent.config.models import DEFAULT_AGENT, AgentConfig, OutboundConfig
-from agent.server.state import CALLS, RECORDS
+from agent.server.state import CALLS, OUTBOUND, RECORDS, SHARED, OutboundCalls
+from agent.sim.balancer import start_balancer
 from agent.sim.carrier import ENDED_BY_REST_HANG_UP, TwilioApiSimulator
 from agent.sim.carrier.callee import Callee, SimulatedCallees
 from agent.sim.carrier.phone import FRAME_BYTES, FRAME_MS
+from agent.telephony.outbound import verdict_key
 
 from .conftest import Bridge, BridgeFactory, caller_clip
 
@@ -214,3 +218,44 @@ async def test_agent_dial_asks_the_bridge_and_a_refusal_carries_the_reason(
     status, answer = await post_call_cli(bridge.url, API_TOKEN, body | {"agent": "nobody"})
     assert status == 422
     assert "no agent named 'nobody'" in answer["error"]
+
+
+async def test_a_verdict_that_reaches_another_replica_gets_to_the_call_through_the_shared_state(
+    start_bridge: BridgeFactory, twilio_api: TwilioApiSimulator, tmp_path: Path
+) -> None:
+    """Behind one public URL, replica A dials and holds the media stream while every request
+    from Twilio, the AMD callback among them, reaches replica B. Only the shared state can
+    tell A's session that a person answered."""
+    callees = far_ends(twilio_api)
+    replicas: list[str] = []
+    routed: list[tuple[str, str]] = []
+
+    def route(request: web.Request) -> str:
+        to_b = request.path.startswith("/twilio/") and request.path != "/twilio/stream"
+        routed.append((request.path, "B" if to_b else "A"))
+        return replicas[1] if to_b else replicas[0]
+
+    lb = await start_balancer(route)
+    try:
+        shared = f"sqlite:///{tmp_path}/shared.db"
+        a = await start(start_bridge, twilio_api, shared_state_url=shared, public_url=lb.url)
+        b = await start(start_bridge, twilio_api, shared_state_url=shared, public_url=lb.url)
+        replicas.extend([a.url, b.url])
+        status, body = await post_call(lb.url, PERSON)
+        assert status == 201
+        (call,) = await callees.ended(1)
+    finally:
+        await lb.close()
+    call_sid = body["call_sid"]
+    assert call.answered_by == "human"
+    assert ("/twilio/amd", "B") in routed  # B received the verdict ...
+    assert await b.app[SHARED].peek_answer(verdict_key(call_sid)) == "human"
+    assert ("/twilio/stream", "A") in routed  # ... and A held the call, and heard of it
+    session = await a.app[CALLS].wait_ended(call_sid)
+    assert a.app[OUTBOUND] == OutboundCalls()  # and forgot the call when it ended
+    assert session.stats.model_turns >= 1
+    assert call.report is not None
+    assert call.verdict_ms is not None
+    loud = loud_frames(call.report.heard)
+    assert loud.any()
+    assert int(np.argmax(loud)) * FRAME_MS >= call.verdict_ms
