@@ -23,7 +23,8 @@ from typing import Literal
 import structlog
 from aiohttp import WSMsgType
 
-from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
+from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw, read_wav, ulaw_to_pcm16
+from agent.audio.dtmf import tones as dtmf_tones
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.audio.vad import EnergyVad, VoiceActivity
 from agent.clock import REAL_TIME, Clock
@@ -68,7 +69,7 @@ from agent.telephony.twilio import (
     StreamStopped,
     TwilioMediaStream,
 )
-from agent.tools import Action, CallContext, EndCall, Toolbox, TransferCall
+from agent.tools import Action, CallContext, EndCall, PressKeys, Toolbox, TransferCall
 
 from .control import CallControl
 from .cost import CostGuard, CostLimitReached
@@ -707,7 +708,13 @@ class CallSession:
         await self._live.send(protocol.tool_response_message(results))
 
     async def _on_action(self, action: Action) -> None:
-        """Hang up or transfer, once the caller has heard the model's goodbye."""
+        """Hang up or transfer, once the caller has heard the model's goodbye; press keys."""
+        if isinstance(action, PressKeys):
+            # After whatever audio is already on its way (Twilio plays in order); the call
+            # goes on. The keys are not logged: they may be a PIN.
+            log.info("call.keys_pressed", keys=len(action.digits))
+            await self._send_frames(_key_frames(action.digits))
+            return
         await self._wait_until_played()
         # The caller hears why the line changes before it does, from the bridge itself: a model
         # that calls the tool before speaking would otherwise leave them in silence until the
@@ -792,7 +799,7 @@ class CallSession:
         log.info("call.hang_up", via="rest" if done else "stream", reason=reason)
         self.end(reason)
 
-    async def _perform(self, action: Action) -> bool:
+    async def _perform(self, action: EndCall | TransferCall) -> bool:
         """Carry out a built-in's action through the call control (Twilio's REST API). False
         when there is none (development without Twilio credentials): the call must then end
         another way. ``TelephonyError`` when Twilio refuses; hanging up a call that has already
@@ -1129,6 +1136,14 @@ def _hold_frames() -> list[bytes]:
 def _transfer_frames() -> list[bytes]:
     """ "Putting you through now. Please hold." as 20 ms mu-law frames (read once per process)."""
     return _clip_frames(str(TRANSFER_AUDIO))
+
+
+def _key_frames(digits: str) -> list[bytes]:
+    """The keys' DTMF tones as 20 ms mu-law frames (the last padded with silence)."""
+    ulaw = pcm16_to_ulaw(dtmf_tones(digits))
+    size = OutboundTranscoder.FRAME_BYTES
+    ulaw += bytes([ULAW_SILENCE]) * (-len(ulaw) % size)
+    return [ulaw[i : i + size] for i in range(0, len(ulaw), size)]
 
 
 def _clip_frames(path: str) -> list[bytes]:

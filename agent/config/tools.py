@@ -52,7 +52,7 @@ ContextKey = Literal[
 """Trusted values a parameter may be bound to (see :attr:`ToolSpec.bind`)."""
 CONTEXT_KEYS: Final = frozenset(get_args(ContextKey))
 #: The keys of a tool entry that say what kind of tool it is; exactly one per tool.
-TOOL_KINDS: Final = ("http", "sql", "python", "end_call", "transfer_call")
+TOOL_KINDS: Final = ("http", "sql", "python", "end_call", "transfer_call", "press_keys")
 
 
 def _checked_schema(value: Any, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -160,7 +160,26 @@ class TransferCallTool:
     )
 
 
-ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool
+@config_model("press_keys")
+class PressKeysTool:
+    """Built-in: press keys on the line (an IVR's menu), as in-band DTMF tones in the audio the
+    agent sends (see :mod:`agent.audio.dtmf` for why not through Twilio's REST API)."""
+
+
+#: The parameters a ``press_keys`` tool takes when its entry declares none: the model says
+#: which keys.
+PRESS_KEYS_PARAMETERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "digits": {
+            "type": "string",
+            "description": "The keys to press, in order: 0-9, * and # (A-D on some systems).",
+        }
+    },
+    "required": ["digits"],
+}
+
+ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool | PressKeysTool
 
 
 @config_model("tool_specs")
@@ -275,6 +294,15 @@ class ToolEntry:
         BeforeValidator(_given, json_schema_input_type=TransferCallTool),
         Shown("—"),
     ] = Field(default=None, description="Kind: move the call to a human (`number`).")
+    press_keys: Annotated[
+        PressKeysTool | None,
+        BeforeValidator(_switch_on, json_schema_input_type=PressKeysTool | None),
+        Shown("—"),
+    ] = Field(
+        default=None,
+        description="Kind: press keys (DTMF tones) for an IVR menu; the model gives `digits`. "
+        "Write `press_keys: {}`.",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -284,15 +312,20 @@ class ToolEntry:
     def spec(self) -> ToolSpec:
         """The executable tool this entry describes."""
         kind: ToolKind
+        parameters = self.parameters
         if self.python is not None:
             kind = PythonTool(self.python)
+        elif self.press_keys is not None:
+            kind = self.press_keys
+            if parameters == _empty_parameters():
+                parameters = PRESS_KEYS_PARAMETERS
         else:
             kind = self.http or self.sql or self.transfer_call or EndCallTool()
         return ToolSpec(
             name=self.name,
             description=self.description,
             kind=kind,
-            parameters=self.parameters,
+            parameters=parameters,
             bind=self.bind,
             behavior=self.behavior,
             scheduling=self.scheduling,

@@ -94,7 +94,15 @@ class TransferCall:
     announcement: str | None = None
 
 
-Action = EndCall | TransferCall
+@dataclass(frozen=True, slots=True)
+class PressKeys:
+    """The model asked to press ``digits`` (checked keypad keys): the session sends their
+    tones after the audio already on its way, and the call goes on."""
+
+    digits: str
+
+
+Action = EndCall | TransferCall | PressKeys
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The built-in tools: hang up and transfer.
+"""The built-in tools: hang up, transfer, press keys.
 
 They do nothing themselves. Ending or moving the call now would cut off the goodbye the model is
 about to say, so they return an :data:`~agent.tools.base.Action` for the session, which waits for
@@ -8,16 +8,33 @@ the audio in flight to play and then performs it (a Twilio REST update, through 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
-from agent.config.tools import EndCallTool, TransferCallTool
-from agent.tools.base import Action, EndCall, TransferCall
+from agent.config.tools import EndCallTool, PressKeysTool, TransferCallTool
+from agent.tools.base import Action, EndCall, PressKeys, ToolError, TransferCall
+
+#: Keys a ``press_keys`` call may name (what a keypad has); spaces and dashes are ignored.
+_KEYS: Final = frozenset("0123456789*#ABCD")
+_MAX_KEYS: Final = 32
 
 
-def run_builtin(kind: EndCallTool | TransferCallTool) -> tuple[Any, Action]:
-    """The result the model hears about, and the action the session is to carry out."""
+def run_builtin(
+    kind: EndCallTool | TransferCallTool | PressKeysTool, arguments: Mapping[str, Any]
+) -> tuple[Any, Action]:
+    """The result the model hears about, and the action the session is to carry out.
+    ``ToolError`` (an error result for the model) for keys a keypad does not have."""
     if isinstance(kind, EndCallTool):
         return "ending the call", EndCall()
+    if isinstance(kind, PressKeysTool):
+        raw = arguments.get("digits")
+        if not isinstance(raw, str):
+            raise ToolError("give the keys to press as a string, such as '1' or '1234#'")
+        digits = "".join(raw.upper().replace(" ", "").replace("-", "").split())
+        if not digits or len(digits) > _MAX_KEYS or set(digits) - _KEYS:
+            raise ToolError(f"keys must be 1 to {_MAX_KEYS} of 0-9, * and # (A-D on some systems)")
+        # The keys themselves are not repeated: they may be a PIN.
+        return f"pressed {len(digits)} key(s)", PressKeys(digits)
     action = TransferCall(kind.number, kind.announce, kind.announcement)
     if not kind.announce:
         return "transferring the call", action

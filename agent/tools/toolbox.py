@@ -34,6 +34,7 @@ import structlog
 from agent.config.tools import (
     EndCallTool,
     HttpTool,
+    PressKeysTool,
     PythonTool,
     SqlTool,
     ToolSpec,
@@ -121,7 +122,7 @@ def _validate_spec(spec: ToolSpec) -> list[str]:
             mismatch = check_signature(function, known)
             if mismatch:
                 problems.append(f"python target {kind.target!r}: {mismatch}")
-    elif not isinstance(kind, EndCallTool | TransferCallTool):
+    elif not isinstance(kind, EndCallTool | TransferCallTool | PressKeysTool):
         problems.append(f"unknown kind {type(kind).__name__}")
     return problems
 
@@ -295,7 +296,7 @@ class Toolbox:
                 function, arguments, workers=self._workers, target=kind.target
             )
             return result, None
-        return run_builtin(kind)
+        return run_builtin(kind, arguments)
 
     def _finish(
         self,

@@ -22,6 +22,7 @@ from agent.audio.codec import (
     ULAW_SILENCE,
     ulaw_to_pcm16,
 )
+from agent.audio.dtmf import DtmfDetector
 
 #: Audio time per tick: Twilio sends (and plays) 20 ms frames.
 FRAME_MS: Final = 20
@@ -86,6 +87,9 @@ class CarrierOptions:
     #: Twilio's STIR/SHAKEN verdict on the caller ID, e.g. ``TN-Validation-Passed-A`` (None:
     #: the call carried no attestation and Twilio sends no ``StirVerstat``).
     stir_verstat: str | None = None
+    #: Listen for DTMF tones in what the bridge plays (an IVR would): ``CallReport.keys_heard``.
+    #: Off by default: a Goertzel detector per tick is work most calls need not do.
+    detect_keys: bool = False
 
     def __post_init__(self) -> None:
         if not self.speed > 0 or not math.isfinite(self.speed):
@@ -149,6 +153,8 @@ class CallReport:
     stream_gaps: list[tuple[int, int]] = field(default_factory=list)
     #: What Twilio's text-to-speech said to the caller, from REST ``<Say>`` verbs, in order.
     twilio_said: tuple[str, ...] = ()
+    #: DTMF keys heard in what played, in order (with ``CarrierOptions.detect_keys``).
+    keys_heard: str = ""
 
     def reply_latencies_ms(self) -> list[int | None]:
         """Per utterance, the time from its end to the first reply audio heard (None: no reply)."""
@@ -303,6 +309,8 @@ class Phone:
         self._stream_sids = [stream_sid]
         self._gaps: list[tuple[int, int]] = []
         self._gap_began: int | None = None
+        self._keys = DtmfDetector() if options.detect_keys else None
+        self._keys_heard: list[str] = []
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -509,6 +517,7 @@ class Phone:
             twilio_said=tuple(self._twilio_said),
             stream_sids=list(self._stream_sids),
             stream_gaps=list(self._gaps),
+            keys_heard="".join(self._keys_heard),
         )
 
     # -- the caller's script -----------------------------------------------------------------------
@@ -605,7 +614,10 @@ class Phone:
                 utt.overlapped = True
         else:
             self._quiet_ticks += 1
-        self._heard += frame.ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+        played = frame.ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+        self._heard += played
+        if self._keys is not None:
+            self._keys_heard.extend(self._keys.feed(ulaw_to_pcm16(bytes(played))))
         return echoes
 
     def _answered_utterance(self) -> _Utterance | None:

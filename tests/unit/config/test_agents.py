@@ -50,8 +50,10 @@ from agent.config.templates import (
     template_problems,
 )
 from agent.config.tools import (
+    PRESS_KEYS_PARAMETERS,
     EndCallTool,
     HttpTool,
+    PressKeysTool,
     PythonTool,
     SqlTool,
     ToolEntry,
@@ -181,6 +183,9 @@ tools:
   - name: to_human
     description: Transfer to a person.
     transfer_call: {number: "+15555550142", announce: true, announcement: "One moment."}
+  - name: press
+    description: Press keys in a phone menu.
+    press_keys: {}
 """
 
 ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
@@ -241,6 +246,12 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             description="Transfer to a person.",
             kind=TransferCallTool("+15555550142", announce=True, announcement="One moment."),
         ),
+        ToolSpec(
+            name="press",
+            description="Press keys in a phone menu.",
+            kind=PressKeysTool(),
+            parameters=PRESS_KEYS_PARAMETERS,
+        ),
     )
     declarations = (
         FunctionDeclaration(
@@ -275,6 +286,11 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             name="to_human",
             description="Transfer to a person.",
             parameters_json_schema={"type": "object", "properties": {}},
+        ),
+        FunctionDeclaration(
+            name="press",
+            description="Press keys in a phone menu.",
+            parameters_json_schema=PRESS_KEYS_PARAMETERS,
         ),
     )
     expected = AgentConfig(
@@ -655,10 +671,10 @@ def test_tool_problems(tmp_path: Path) -> None:
         f"{file}:7: must be a single SQL statement (key 'tools[0].sql.query')",
         f"{file}:7: placeholder :phone not among the tool's parameters (key 'tools[0].sql.query')",
         f"{file}:8: tool 'lookup' is already defined as tools[0] (key 'tools[1].name')",
-        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call; found "
-        "python and end_call (key 'tools[2]')",
-        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call; found none "
-        "(key 'tools[3]')",
+        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call, "
+        "press_keys; found python and end_call (key 'tools[2]')",
+        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call, "
+        "press_keys; found none (key 'tools[3]')",
         f"{file}:19: must be an object schema: add 'type: object' (key 'tools[4].parameters')",
         f"{file}:20: {{order}} is not one of the tool's parameters (key 'tools[4].http.url')",
         f"{file}:23: {{order}} is not one of the tool's parameters (key 'tools[5].http.url')",
