@@ -71,7 +71,7 @@ from agent.telephony.twilio import (
 )
 from agent.tools import Action, CallContext, EndCall, PressKeys, Toolbox, TransferCall
 
-from .control import CallControl
+from .control import CallControl, WarmTransfers
 from .cost import CostGuard, CostLimitReached
 from .media import MediaSocket
 from .playback import Playback
@@ -95,6 +95,7 @@ log = structlog.get_logger("agent.call")
 FALLBACK_AUDIO = resources.files("agent") / "assets" / "fallback-apology-8k.wav"
 HOLD_AUDIO = resources.files("agent") / "assets" / "hold-on-8k.wav"
 TRANSFER_AUDIO = resources.files("agent") / "assets" / "transfer-8k.wav"
+HOLD_MUSIC = resources.files("agent") / "assets" / "hold-music-8k.wav"
 
 # Ending reasons, as recorded and counted.
 CALLER_HUNG_UP = "caller hung up"
@@ -127,6 +128,14 @@ PROTOCOL_ERRORS_LOGGED = 10
 VOICEMAIL_PROMPT = (
     "This call reached an answering machine and its beep has sounded: you are now recording a "
     "voicemail. Say this message, in your own voice, and nothing else: {message}"
+)
+
+# What the colleague of a warm transfer hears when the model gave no summary.
+WARM_TRANSFER_SUMMARY = "A caller is being transferred to you from the phone agent."
+# What the model is told when a warm transfer's colleague did not answer.
+WARM_TRANSFER_UNANSWERED = (
+    "The colleague you tried to transfer the caller to did not answer; the caller is back with "
+    "you, on the line. Tell them so, briefly, and offer to help another way or to take a message."
 )
 
 #: An answering-machine verdict is awaited in waits of at most this long (call-clock seconds):
@@ -190,6 +199,7 @@ class CallSession:
         continuation: CallSnapshot | None = None,
         answer_gate: AnswerGate | None = None,
         verdict: Callable[[float], Awaitable[str | None]] | None = None,
+        warm_transfers: WarmTransfers | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested unless the agent's ``greeting_at`` is ``stream_start``, when the
@@ -204,7 +214,9 @@ class CallSession:
         answering-machine verdict: the caller's audio is not sent to the model, and the model
         is not prompted, until ``verdict(wait_s)`` (Twilio's ``AnsweredBy``, or None after
         waiting up to ``wait_s``) says a person answered, or the gate's bound passes; on a
-        machine the agent leaves its voicemail message or hangs up, as the agent file says."""
+        machine the agent leaves its voicemail message or hangs up, as the agent file says.
+        ``warm_transfers`` carries out a ``transfer_call`` with ``warm: true`` (without it, such
+        a transfer is reported to the model as unavailable)."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -288,6 +300,7 @@ class CallSession:
         self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
         # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
         # caller, who spoke since its last turn. A handover waits until it has been given.
+        self._warm_transfers = warm_transfers
         self._gate = answer_gate
         self._verdict = verdict
         # Set while an outbound call waits for its verdict: no caller audio reaches the model.
@@ -716,6 +729,9 @@ class CallSession:
             await self._send_frames(_key_frames(action.digits))
             return
         await self._wait_until_played()
+        if isinstance(action, TransferCall) and action.warm:
+            await self._warm_transfer(action)
+            return
         # The caller hears why the line changes before it does, from the bridge itself: a model
         # that calls the tool before speaking would otherwise leave them in silence until the
         # new party answers. Played, and confirmed by its mark, before the REST redirect (which
@@ -751,6 +767,59 @@ class CallSession:
             log.error("call.transfer_unavailable", transfer_to=action.number)
             self._ending = ERROR
             self.end(ERROR)
+
+    async def _warm_transfer(self, action: TransferCall) -> None:
+        """Hold music for the caller (and none of their audio to the model) while the colleague
+        is dialled and told the summary; then join them, or, if nobody answers, hand the
+        caller back to the agent, who says so."""
+        transfers = self._warm_transfers
+        caller_id = self._tool_context.called_number if self._tool_context else None
+        summary = action.summary or WARM_TRANSFER_SUMMARY
+        outcome = "unavailable"
+        if transfers is not None and caller_id is not None and self._group is not None:
+            self._holding = True
+            log.info("call.on_hold", transfer_to=action.number)
+            music = self._group.create_task(self._play_hold_music(), name="hold music")
+            try:
+                outcome = await transfers.call_colleague(
+                    self.started.call_sid,
+                    action.number,
+                    caller_id=caller_id,
+                    summary=summary,
+                    ring_timeout_s=action.ring_timeout_s,
+                )
+            except AgentError as exc:
+                log.error("call.action_failed", action="warm transfer", error=str(exc))
+                outcome = "failed"
+            finally:
+                music.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await music
+        if outcome == "answered":
+            # Twilio may close the stream before the REST answer arrives: the reason is ours.
+            self._ending = TRANSFERRED
+            try:
+                await transfers.join(self.started.call_sid)  # type: ignore[union-attr]
+            except AgentError as exc:
+                log.error("call.action_failed", action="warm transfer join", error=str(exc))
+                self._ending = None
+                outcome = "failed"
+            else:
+                log.info("call.transferred", transfer_to=action.number, warm=True)
+                self.end(TRANSFERRED)
+                return
+        log.info("call.warm_transfer_unanswered", transfer_to=action.number, outcome=outcome)
+        self._holding = False
+        self._timers.caller_spoke(self._clock())  # the hold was not the caller's silence
+        await self._flush_outbound()
+        await self._prompt(WARM_TRANSFER_UNANSWERED)
+
+    async def _play_hold_music(self) -> None:
+        """The bundled hold music, over and over, until cancelled."""
+        frames = _music_frames()
+        while True:
+            await self._send_frames(frames)
+            await self._wait_until_played()
 
     async def _cost_limit_reached(self, reached: CostLimitReached) -> None:
         """A cost limit was reached: the model says goodbye (now, or at the end of the turn it
@@ -1136,6 +1205,11 @@ def _hold_frames() -> list[bytes]:
 def _transfer_frames() -> list[bytes]:
     """ "Putting you through now. Please hold." as 20 ms mu-law frames (read once per process)."""
     return _clip_frames(str(TRANSFER_AUDIO))
+
+
+@cache
+def _music_frames() -> list[bytes]:
+    return _clip_frames(str(HOLD_MUSIC))
 
 
 def _key_frames(digits: str) -> list[bytes]:

@@ -158,6 +158,16 @@ class TransferCallTool:
         description="Say this instead (Twilio's text-to-speech, as the call moves: the bridge "
         "cannot speak your text itself). Ignored with `announce: false`.",
     )
+    warm: Flag = Field(
+        default=False,
+        description="Warm transfer: the caller hears hold music while `number` is dialled; the "
+        "person who answers hears the model's `summary` of the call, then the two are joined "
+        "(a Twilio Conference). If nobody answers, the agent is back with the caller and says so.",
+    )
+    ring_timeout_s: Annotated[int, Strict(), Field(ge=5, le=120)] = Field(
+        default=25,
+        description="Warm transfer: how long `number` rings before it counts as unanswered.",
+    )
 
 
 @config_model("press_keys")
@@ -177,6 +187,20 @@ PRESS_KEYS_PARAMETERS: Final[dict[str, Any]] = {
         }
     },
     "required": ["digits"],
+}
+
+#: The parameters a warm ``transfer_call`` takes when its entry declares none: the model's
+#: summary, said to the person who answers before the caller is joined.
+WARM_TRANSFER_PARAMETERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "summary": {
+            "type": "string",
+            "description": "For the colleague who takes the call, in a sentence or two: who is "
+            "calling, what they want, and what you found out.",
+        }
+    },
+    "required": ["summary"],
 }
 
 ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool | PressKeysTool
@@ -319,6 +343,10 @@ class ToolEntry:
             kind = self.press_keys
             if parameters == _empty_parameters():
                 parameters = PRESS_KEYS_PARAMETERS
+        elif self.transfer_call is not None and self.transfer_call.warm:
+            kind = self.transfer_call
+            if parameters == _empty_parameters():
+                parameters = WARM_TRANSFER_PARAMETERS
         else:
             kind = self.http or self.sql or self.transfer_call or EndCallTool()
         return ToolSpec(

@@ -11,6 +11,7 @@ Routes:
     POST /twilio/outbound an outbound call was answered -> TwiML <Connect><Stream>
     POST /twilio/amd      Twilio's answering-machine verdict (AnsweredBy) for an outbound call
     POST /twilio/call-status  an outbound call's progress: busy / no-answer / failed recorded
+    POST /twilio/warm-status  a warm transfer's colleague answered, or did not
     GET  /healthz         liveness
     GET  /readyz          readiness for new calls (503 while shutting down, at MAX_CALLS,
                           while call records fail, or while the Live API refuses the server's
@@ -95,6 +96,7 @@ from agent.server.state import (
     Tools,
 )
 from agent.server.stream import STREAM_PATH, media_stream
+from agent.server.transfer import WARM_STATUS_PATH, warm_status
 from agent.server.webhooks import (
     CONTINUE_PATH,
     VOICE_PATH,
@@ -216,6 +218,7 @@ def create_app(
     app.router.add_post(ANSWER_PATH, answer_outbound)
     app.router.add_post(AMD_PATH, amd_status)
     app.router.add_post(STATUS_PATH, call_status)
+    app.router.add_post(WARM_STATUS_PATH, warm_status)
     app.on_shutdown.append(cancel_retries)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -76,6 +76,8 @@ class OutboundCalls:
     verdicts: dict[str, str] = field(default_factory=dict)
     arrivals: dict[str, asyncio.Event] = field(default_factory=dict)
     retries: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Warm transfers: the caller's CallSid -> how the colleague's leg went.
+    transfers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

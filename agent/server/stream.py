@@ -31,6 +31,7 @@ from agent.server.state import (
     STREAM_TOKENS,
     TOOLS,
 )
+from agent.server.transfer import ServerWarmTransfers
 from agent.server.verdicts import forget, load_plan, wait_verdict
 from agent.telephony.outbound import AnswerGate
 from agent.telephony.twilio import (
@@ -169,6 +170,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
             local_date=format_local_date(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
         )
+        twilio = app[TOOLS].twilio
         session = CallSession(
             ws=ws,
             stream=stream,
@@ -184,6 +186,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
             tool_context=tool_context,
             prices=app[PRICES],
             call_control=app[TOOLS].twilio,
+            warm_transfers=None if twilio is None else ServerWarmTransfers(app, twilio),
             journal=CallJournal(
                 app[SHARED],
                 CallSnapshot(

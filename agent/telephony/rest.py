@@ -248,6 +248,11 @@ class TwilioRest:
         )
         raise error
 
+    async def join_conference(self, call_sid: str, room: str) -> None:
+        """Move the call into the conference ``room`` (a warm transfer's join); this ends the
+        media stream. Retried only when no connection could be made, like ``transfer``."""
+        await self.update_call(call_sid, {"Twiml": conference_twiml(room)}, retry="connect")
+
     async def fetch_account(self) -> dict[str, str]:
         """``GET /2010-04-01/Accounts/{AccountSid}.json``: are these credentials valid for this
         account? Returns the account's ``sid``, ``friendly_name``, ``status`` (``active``,
@@ -421,6 +426,45 @@ def create_call_params(
         "AsyncAmd": "true",
         "AsyncAmdStatusCallback": amd_callback,
         "AsyncAmdStatusCallbackMethod": "POST",
+    }
+
+
+def conference_twiml(room: str, *, say: str | None = None) -> str:
+    """``<Say>`` (if any), then ``<Dial><Conference>room</Conference></Dial>``: how a warm
+    transfer joins the caller and the colleague
+    (https://www.twilio.com/docs/voice/twiml/conference). Either leaving ends the conference
+    (``endConferenceOnExit``): nobody is left alone in it; no entry beep, it is a phone call."""
+    conference = (
+        '<Conference endConferenceOnExit="true" beep="false">'
+        f"{xml.sax.saxutils.escape(room)}</Conference>"
+    )
+    return f"<Response>{_say(say)}<Dial>{conference}</Dial></Response>"
+
+
+def warm_transfer_params(
+    *,
+    to: str,
+    from_: str,
+    summary: str,
+    room: str,
+    status_callback: str,
+    ring_timeout_s: int,
+) -> dict[str, str | tuple[str, ...]]:
+    """The ``Calls.json`` form that dials the colleague of a warm transfer: inline ``Twiml``
+    that says the summary, then waits in the conference for the caller; ``StatusCallback``
+    says whether they answered (``answered``) or not (the final ``busy`` / ``no-answer`` /
+    ``failed``)."""
+    for name, number in (("To", to), ("From", from_)):
+        if not is_e164(number):
+            raise ValueError(f"{name} must be an E.164 number, got {number!r}")
+    return {
+        "To": to,
+        "From": from_,
+        "Twiml": conference_twiml(room, say=summary),
+        "Timeout": str(ring_timeout_s),
+        "StatusCallback": status_callback,
+        "StatusCallbackMethod": "POST",
+        "StatusCallbackEvent": ("answered", "completed"),
     }
 
 

@@ -92,6 +92,10 @@ class TransferCall:
     number: str
     announce: bool = True
     announcement: str | None = None
+    #: Warm: dial ``number`` first, say ``summary`` to whoever answers, then join the caller.
+    warm: bool = False
+    ring_timeout_s: int = 25
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

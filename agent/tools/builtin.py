@@ -17,6 +17,8 @@ from agent.tools.base import Action, EndCall, PressKeys, ToolError, TransferCall
 #: Keys a ``press_keys`` call may name (what a keypad has); spaces and dashes are ignored.
 _KEYS: Final = frozenset("0123456789*#ABCD")
 _MAX_KEYS: Final = 32
+# The summary is said by Twilio's text-to-speech: a few sentences, not the model's essay.
+_MAX_SUMMARY: Final = 600
 
 
 def run_builtin(
@@ -35,6 +37,13 @@ def run_builtin(
             raise ToolError(f"keys must be 1 to {_MAX_KEYS} of 0-9, * and # (A-D on some systems)")
         # The keys themselves are not repeated: they may be a PIN.
         return f"pressed {len(digits)} key(s)", PressKeys(digits)
+    if kind.warm:
+        summary = arguments.get("summary")
+        text = " ".join(summary.split())[:_MAX_SUMMARY] if isinstance(summary, str) else ""
+        action = TransferCall(
+            kind.number, warm=True, ring_timeout_s=kind.ring_timeout_s, summary=text or None
+        )
+        return "calling a colleague; the caller is on hold, say nothing more", action
     action = TransferCall(kind.number, kind.announce, kind.announcement)
     if not kind.announce:
         return "transferring the call", action

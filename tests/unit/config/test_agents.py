@@ -51,6 +51,7 @@ from agent.config.templates import (
 )
 from agent.config.tools import (
     PRESS_KEYS_PARAMETERS,
+    WARM_TRANSFER_PARAMETERS,
     EndCallTool,
     HttpTool,
     PressKeysTool,
@@ -186,6 +187,9 @@ tools:
   - name: press
     description: Press keys in a phone menu.
     press_keys: {}
+  - name: to_colleague
+    description: Hand the caller to a colleague, with a summary.
+    transfer_call: {number: "+15555550143", warm: true, ring_timeout_s: 20}
 """
 
 ENV = {"AGENT_SHOP_TOKEN": "tok-123456789", "AGENT_DB_PASSWORD": "pw-987654321"}
@@ -252,6 +256,12 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             kind=PressKeysTool(),
             parameters=PRESS_KEYS_PARAMETERS,
         ),
+        ToolSpec(
+            name="to_colleague",
+            description="Hand the caller to a colleague, with a summary.",
+            kind=TransferCallTool("+15555550143", warm=True, ring_timeout_s=20),
+            parameters=WARM_TRANSFER_PARAMETERS,
+        ),
     )
     declarations = (
         FunctionDeclaration(
@@ -291,6 +301,11 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             name="press",
             description="Press keys in a phone menu.",
             parameters_json_schema=PRESS_KEYS_PARAMETERS,
+        ),
+        FunctionDeclaration(
+            name="to_colleague",
+            description="Hand the caller to a colleague, with a summary.",
+            parameters_json_schema=WARM_TRANSFER_PARAMETERS,
         ),
     )
     expected = AgentConfig(
