@@ -61,6 +61,7 @@ from agent.server.outbound import (
     call_status,
     cancel_retries,
     create_call,
+    warm_status,
 )
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
 from agent.server.preflight import run_preflight
@@ -96,7 +97,7 @@ from agent.server.state import (
     Tools,
 )
 from agent.server.stream import STREAM_PATH, media_stream
-from agent.server.transfer import WARM_STATUS_PATH, warm_status
+from agent.server.transfer import WARM_STATUS_PATH
 from agent.server.webhooks import (
     CONTINUE_PATH,
     VOICE_PATH,

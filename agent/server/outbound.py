@@ -50,6 +50,7 @@ from agent.server.state import (
     TOOLS,
 )
 from agent.server.stream import STREAM_PATH
+from agent.server.transfer import transfer_key
 from agent.server.verdicts import forget, load_plan
 from agent.server.webhooks import CONTINUE_PATH, signed_request
 from agent.telephony.outbound import (
@@ -346,3 +347,29 @@ async def cancel_retries(app: web.Application) -> None:
     if retries:
         log.warning("call.dial_retries_dropped", count=len(retries))
         await asyncio.wait(retries)
+
+
+async def warm_status(request: web.Request) -> web.Response:
+    """The colleague's leg of a warm transfer: answered (``in-progress``), or ended unanswered."""
+    app = request.app
+    params, _ = await signed_request(request)
+    caller_sid = request.query.get("for", "")
+    status = params.get("CallStatus", "")
+    if status == "in-progress":
+        outcome = "answered"
+    elif status in NOT_ANSWERED:
+        outcome = status
+    else:
+        return web.Response(status=204)
+    try:
+        first = await app[SHARED].answer_once(transfer_key(caller_sid), outcome, app[CLOCK]())
+    except SharedStateError as exc:
+        log.warning("shared_state.unavailable", error=str(exc), action="outcome kept here")
+        first = outcome
+    outbound = app[OUTBOUND]
+    outbound.transfers.setdefault(caller_sid, first)
+    arrived = outbound.arrivals.get(transfer_key(caller_sid))
+    if arrived is not None:
+        arrived.set()
+    log.info("call.warm_transfer_outcome", call_sid=caller_sid, outcome=first)
+    return web.Response(status=204)

@@ -25,9 +25,7 @@ import structlog
 from aiohttp import web
 
 from agent.errors import SharedStateError, TelephonyError
-from agent.server.state import CALL_CLOCK, CLOCK, OUTBOUND, SETTINGS, SHARED
-from agent.server.webhooks import signed_request
-from agent.telephony.outbound import NOT_ANSWERED
+from agent.server.state import CALL_CLOCK, OUTBOUND, SETTINGS, SHARED
 from agent.telephony.rest import TwilioRest, warm_transfer_params
 
 log = structlog.get_logger("agent.app")
@@ -105,29 +103,3 @@ class ServerWarmTransfers:
         outbound.transfers.pop(call_sid, None)
         outbound.arrivals.pop(transfer_key(call_sid), None)
         await self._twilio.join_conference(call_sid, conference_room(call_sid))
-
-
-async def warm_status(request: web.Request) -> web.Response:
-    """The colleague's leg of a warm transfer: answered (``in-progress``), or ended unanswered."""
-    app = request.app
-    params, _ = await signed_request(request)
-    caller_sid = request.query.get("for", "")
-    status = params.get("CallStatus", "")
-    if status == "in-progress":
-        outcome = "answered"
-    elif status in NOT_ANSWERED:
-        outcome = status
-    else:
-        return web.Response(status=204)
-    try:
-        first = await app[SHARED].answer_once(transfer_key(caller_sid), outcome, app[CLOCK]())
-    except SharedStateError as exc:
-        log.warning("shared_state.unavailable", error=str(exc), action="outcome kept here")
-        first = outcome
-    outbound = app[OUTBOUND]
-    outbound.transfers.setdefault(caller_sid, first)
-    arrived = outbound.arrivals.get(transfer_key(caller_sid))
-    if arrived is not None:
-        arrived.set()
-    log.info("call.warm_transfer_outcome", call_sid=caller_sid, outcome=first)
-    return web.Response(status=204)

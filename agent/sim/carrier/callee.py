@@ -39,7 +39,7 @@ from agent.sim.carrier.phone import (
     Phone,
     new_sid,
 )
-from agent.sim.carrier.rest import CallCreate, TwilioApiSimulator
+from agent.sim.carrier.rest import CallCreate, TwilioApiSimulator, read_update_twiml
 from agent.telephony.webhooks import compute_signature
 
 CalleeKind = Literal["human", "machine", "busy", "no-answer"]
@@ -86,6 +86,10 @@ class DialledCall:
     #: Audio time (ms from pick-up) the verdict was sent at.
     verdict_ms: int | None = None
     report: CallReport | None = None
+    #: For a create with inline ``Twiml`` (a warm transfer's leg): what Twilio said to the
+    #: callee once they answered, and the conference they were then put in.
+    said: tuple[str, ...] = ()
+    conference: str | None = None
     problems: list[str] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -157,8 +161,19 @@ class SimulatedCallees:
         await asyncio.sleep(callee.ring_ms / 1000 / self._speed)
         await self._status(http, call, "in-progress")
         url = create.get("Url")
+        inline = create.get("Twiml")
+        if url is None and inline is not None:
+            # A warm transfer's colleague: hears the <Say>, then waits in the conference.
+            try:
+                document = read_update_twiml(inline)
+            except ValueError as exc:
+                call.problems.append(f"the create's Twiml is not TwiML: {exc}")
+                return
+            call.said, call.conference = document.said, document.conference
+            await self._status(http, call, "completed")
+            return
         if url is None:
-            call.problems.append("the simulator follows Url, not inline Twiml")
+            call.problems.append("a create with neither Url nor Twiml")
             return
         twiml = await self._post(http, call, url, self._call_params(call, "in-progress"))
         if twiml is None:

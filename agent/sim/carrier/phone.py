@@ -40,6 +40,8 @@ ENDED_BY_MAX_DURATION: Final = "max duration"
 ENDED_BY_REST_HANG_UP: Final = "hung up via REST"
 #: The bridge moved the call to a number through the REST API (``Twiml=<Dial>``).
 ENDED_BY_REST_TRANSFER: Final = "transferred via REST"
+#: The bridge moved the call into a conference through the REST API (a warm transfer's join).
+ENDED_BY_REST_CONFERENCE: Final = "joined a conference via REST"
 #: The bridge gave the call other TwiML, or a ``Url``, through the REST API: the stream ends.
 ENDED_BY_REST_REDIRECT: Final = "redirected via REST"
 
@@ -155,6 +157,8 @@ class CallReport:
     twilio_said: tuple[str, ...] = ()
     #: DTMF keys heard in what played, in order (with ``CarrierOptions.detect_keys``).
     keys_heard: str = ""
+    #: The conference a REST ``<Dial><Conference>`` moved the call into (None: none).
+    conference: str | None = None
 
     def reply_latencies_ms(self) -> list[int | None]:
         """Per utterance, the time from its end to the first reply audio heard (None: no reply)."""
@@ -311,6 +315,7 @@ class Phone:
         self._gap_began: int | None = None
         self._keys = DtmfDetector() if options.detect_keys else None
         self._keys_heard: list[str] = []
+        self._conference: str | None = None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -449,6 +454,14 @@ class Phone:
         self._transferred_to = dial
         return self._hang_up(ENDED_BY_REST_TRANSFER if dial else ENDED_BY_REST_REDIRECT)
 
+    def join_conference_via_rest(self, room: str) -> list[Message]:
+        """The REST API moved the call into the conference ``room``: the stream stops, and the
+        caller is elsewhere (talking to whoever is in it). Returns the ``stop`` to send."""
+        if self._ended_by is not None:
+            return []
+        self._conference = room
+        return self._hang_up(ENDED_BY_REST_CONFERENCE)
+
     def server_hung_up(self) -> None:
         """The server closed the WebSocket: the call ends (no ``stop``: there is no socket left)."""
         if self._ended_by is None:
@@ -518,6 +531,7 @@ class Phone:
             stream_sids=list(self._stream_sids),
             stream_gaps=list(self._gaps),
             keys_heard="".join(self._keys_heard),
+            conference=self._conference,
         )
 
     # -- the caller's script -----------------------------------------------------------------------

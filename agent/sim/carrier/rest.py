@@ -269,7 +269,9 @@ class TwilioApiSimulator:
                 dial = document.dial
                 for text in document.said:
                     phone.said_by_twilio(text)
-                if document.ending == "Hangup":
+                if document.conference is not None:
+                    messages = phone.join_conference_via_rest(document.conference)
+                elif document.ending == "Hangup":
                     messages = phone.hang_up_via_rest()
                 else:
                     if document.ending == "Dial" and (dial is None or not is_e164(dial)):
@@ -336,6 +338,8 @@ class UpdateTwiml:
     ending: str
     #: For ``<Dial>``, the number dialled.
     dial: str | None = None
+    #: For ``<Dial><Conference>``, the conference's name (then ``dial`` is None).
+    conference: str | None = None
 
 
 def read_update_twiml(twiml: str) -> UpdateTwiml:
@@ -354,6 +358,10 @@ def read_update_twiml(twiml: str) -> UpdateTwiml:
         elif verb.tag == "Dial":
             # Without an action URL Twilio would go on after the dialled call ends; the caller is
             # elsewhere by then, which is as far as the simulator follows.
+            conference = verb.find("Conference")
+            if conference is not None:
+                room = (conference.text or "").strip() or None
+                return UpdateTwiml(tuple(said), "Dial", None, room)
             number = verb.find("Number")
             text = number.text if number is not None else verb.text
             return UpdateTwiml(tuple(said), "Dial", (text or "").strip() or None)
