@@ -20,7 +20,13 @@ from structlog.testing import capture_logs
 from agent.errors import ConfigError, TelephonyError
 from agent.sim.carrier import CarrierOptions, Phone, TwilioApiSimulator, new_sid
 from agent.sim.carrier.rest import CallCreate
-from agent.telephony.rest import TwilioApiError, TwilioRest, create_call_params
+from agent.telephony.rest import (
+    TwilioApiError,
+    TwilioRest,
+    conference_twiml,
+    create_call_params,
+    warm_transfer_params,
+)
 
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "s3cret-auth-token-for-tests"
@@ -418,3 +424,39 @@ async def test_a_refused_create_is_a_twilio_api_error_with_its_code(
         )
     assert caught.value.code == 21211
     assert simulator.created == []
+
+
+# -- warm transfers ------------------------------------------------------------------------------
+
+
+def test_the_conference_twiml_says_first_and_ends_when_either_leaves() -> None:
+    assert conference_twiml("transfer-CA1") == (
+        "<Response><Dial>"
+        '<Conference endConferenceOnExit="true" beep="false">transfer-CA1</Conference>'
+        "</Dial></Response>"
+    )
+    assert conference_twiml("r", say="Ada & co <urgent>") == (
+        "<Response><Say>Ada &amp; co &lt;urgent&gt;</Say><Dial>"
+        '<Conference endConferenceOnExit="true" beep="false">r</Conference>'
+        "</Dial></Response>"
+    )
+
+
+def test_the_colleagues_leg_is_a_create_with_inline_twiml_and_a_status_callback() -> None:
+    form = warm_transfer_params(
+        to="+15555550143",
+        from_="+15555550199",
+        summary="Ada wants a refund.",
+        room="transfer-CA1",
+        status_callback="https://bridge.example/twilio/warm-status?for=CA1",
+        ring_timeout_s=20,
+    )
+    assert form == {
+        "To": "+15555550143",
+        "From": "+15555550199",
+        "Twiml": conference_twiml("transfer-CA1", say="Ada wants a refund."),
+        "Timeout": "20",
+        "StatusCallback": "https://bridge.example/twilio/warm-status?for=CA1",
+        "StatusCallbackMethod": "POST",
+        "StatusCallbackEvent": ("answered", "completed"),
+    }
