@@ -34,5 +34,5 @@ def test_press_keys_normalises_and_refuses_what_no_keypad_has() -> None:
     )
     assert run_builtin(PressKeysTool(), {"digits": "abcd"})[1] == PressKeys("ABCD")
     for bad in ("", "12x", "1" * 33, 5):
-        with pytest.raises(ToolError, match="keys|string"):
+        with pytest.raises(ToolError, match=r"keys|string"):
             run_builtin(PressKeysTool(), {"digits": bad})
