@@ -182,7 +182,8 @@ def test_the_schema_is_draft_2020_12_and_covers_the_field_table() -> None:
         r.key for r in field_reference(ToolEntry) if "." not in r.key
     ]
     assert tool["oneOf"] == [
-        {"required": [kind]} for kind in ("http", "sql", "python", "end_call", "transfer_call")
+        {"required": [kind]}
+        for kind in ("http", "sql", "python", "end_call", "transfer_call", "press_keys")
     ]
     assert schema["properties"]["activity_handling"]["enum"] == [
         "START_OF_ACTIVITY_INTERRUPTS",
