@@ -16,7 +16,7 @@ from aiohttp import web
 
 from agent.cli.dial import post_call as post_call_cli
 from agent.config.models import DEFAULT_AGENT, AgentConfig, OutboundConfig
-from agent.server.state import CALLS, OUTBOUND, RECORDS, SHARED, OutboundCalls
+from agent.server.state import CALLS, OUTBOUND, PRECONNECTS, RECORDS, SHARED, OutboundCalls
 from agent.sim.balancer import start_balancer
 from agent.sim.carrier import ENDED_BY_REST_HANG_UP, TwilioApiSimulator
 from agent.sim.carrier.callee import Callee, SimulatedCallees
@@ -259,3 +259,43 @@ async def test_a_verdict_that_reaches_another_replica_gets_to_the_call_through_t
     loud = loud_frames(call.report.heard)
     assert loud.any()
     assert int(np.argmax(loud)) * FRAME_MS >= call.verdict_ms
+
+
+async def test_an_agent_that_hangs_up_on_machines_says_nothing_to_one(
+    start_bridge: BridgeFactory, twilio_api: TwilioApiSimulator
+) -> None:
+    callees = far_ends(twilio_api)
+    hangs_up = dataclasses.replace(
+        AGENT, outbound=dataclasses.replace(AGENT.outbound, on_machine="hang_up")
+    )
+    bridge = await start(start_bridge, twilio_api, hangs_up)
+    status, body = await post_call(bridge.url, MACHINE)
+    assert status == 201
+    (call,) = await callees.ended(1)
+    assert call.report is not None
+    assert not loud_frames(call.report.heard).any()  # not a word, before or after the beep
+    assert call.report.ended_by == ENDED_BY_REST_HANG_UP
+    session = await bridge.app[CALLS].wait_ended(body["call_sid"])
+    assert session.ended_reason == "answering machine"
+
+
+async def test_a_number_nobody_answers_rings_out_and_is_recorded_as_no_answer(
+    start_bridge: BridgeFactory, twilio_api: TwilioApiSimulator
+) -> None:
+    nobody = "+15555550204"
+    callees = SimulatedCallees(twilio_api, {nobody: Callee("no-answer")}, auth_token=AUTH_TOKEN)
+    once = dataclasses.replace(
+        AGENT, outbound=dataclasses.replace(AGENT.outbound, max_attempts=1, ring_timeout_s=20)
+    )
+    bridge = await start(start_bridge, twilio_api, once)
+    status, _ = await post_call(bridge.url, nobody)
+    assert status == 201
+    (call,) = await callees.ended(1)
+    assert call.statuses == ["initiated", "ringing", "no-answer"]
+    assert call.create.get("Timeout") == "20"
+    await bridge.app[RECORDS].flush()
+    record = bridge.app[RECORDS].get_call(call.call_sid)
+    assert record is not None
+    assert record.end_reason == "no-answer"
+    assert len(twilio_api.created) == 1  # max_attempts: 1
+    assert bridge.app[PRECONNECTS] == {}  # its Live session was released, not left to expire
