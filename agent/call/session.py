@@ -795,11 +795,11 @@ class CallSession:
                 music.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await music
-        if outcome == "answered":
+        if outcome == "answered" and transfers is not None:
             # Twilio may close the stream before the REST answer arrives: the reason is ours.
             self._ending = TRANSFERRED
             try:
-                await transfers.join(self.started.call_sid)  # type: ignore[union-attr]
+                await transfers.join(self.started.call_sid)
             except AgentError as exc:
                 log.error("call.action_failed", action="warm transfer join", error=str(exc))
                 self._ending = None
