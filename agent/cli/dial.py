@@ -7,14 +7,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 
 from agent.errors import ConfigError, TelephonyError
 from agent.settings import Settings, reveal
 from agent.telephony.outbound import parse_params
+
+if TYPE_CHECKING:
+    from agent.sim.carrier.callee import CalleeKind, DialledCall
 
 
 def add_dial_subcommand(commands: Any) -> None:
@@ -83,3 +86,55 @@ async def post_call(url: str, token: str, body: Mapping[str, Any]) -> tuple[int,
     except ValueError:
         answer = {"error": text[:200]}
     return status, answer if isinstance(answer, dict) else {"error": str(answer)[:200]}
+
+
+# -- agent call --callee: the far end of the bridge's outbound calls, offline ----------------------
+
+
+async def answer_one_dial(
+    *,
+    kind: str,
+    utterances: Sequence[bytes],
+    port: int,
+    account_sid: str,
+    auth_token: str | None,
+    speed: float = 1.0,
+) -> DialledCall:
+    """Serve Twilio's REST API on ``127.0.0.1:port`` and be the far end (``kind``: a person
+    saying ``utterances``, an answering machine whose greeting they are, a busy line, nobody)
+    of the first call the bridge creates there; that call, once it has ended."""
+    from agent.sim.carrier.callee import Callee, SimulatedCallees
+    from agent.sim.carrier.rest import TwilioApiSimulator
+
+    rest = TwilioApiSimulator(account_sid=account_sid, auth_token=auth_token, port=port)
+    try:
+        await rest.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve the REST stand-in on 127.0.0.1:{port}: {exc.strerror or exc}",
+            key="--rest-port",
+        ) from exc
+    try:
+        callee = Callee(cast("CalleeKind", kind), tuple(utterances))
+        callees = SimulatedCallees(rest, {}, auth_token=auth_token, speed=speed, default=callee)
+        print(f"TWILIO_API_URL={rest.url} TWILIO_ACCOUNT_SID={rest.account_sid}", flush=True)
+        print(
+            f"waiting for the bridge to dial (agent dial NUMBER --agent NAME): {kind}", flush=True
+        )
+        (call,) = await callees.ended(1)
+        return call
+    finally:
+        await rest.close()
+
+
+def describe_dial(call: DialledCall) -> str:
+    """What the far end of an outbound call saw, for ``agent call --callee``."""
+    lines = [f"call {call.call_sid} to {call.create.get('To')}: {' -> '.join(call.statuses)}"]
+    if call.answered_by is not None:
+        lines.append(
+            f"  answering-machine verdict sent: {call.answered_by} at {call.verdict_ms} ms"
+        )
+    lines.extend(f"  problem: {problem}" for problem in call.problems)
+    if call.report is not None:
+        lines.append(call.report.summary())
+    return "\n".join(lines)

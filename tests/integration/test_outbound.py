@@ -4,6 +4,7 @@ stream and answering-machine verdict, on simulated time."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from agent.cli.dial import answer_one_dial, describe_dial
 from agent.cli.dial import post_call as post_call_cli
 from agent.config.models import DEFAULT_AGENT, AgentConfig, OutboundConfig
 from agent.server.state import CALLS, OUTBOUND, PRECONNECTS, RECORDS, SHARED, OutboundCalls
@@ -24,6 +26,7 @@ from agent.sim.carrier.phone import FRAME_BYTES, FRAME_MS
 from agent.telephony.outbound import verdict_key
 
 from .conftest import Bridge, BridgeFactory, caller_clip
+from .processes import free_port, wait_listening
 
 ACCOUNT_SID = "AC" + "6" * 32
 AUTH_TOKEN = "outbound-test-auth-token-5c2d"
@@ -299,3 +302,36 @@ async def test_a_number_nobody_answers_rings_out_and_is_recorded_as_no_answer(
     assert record.end_reason == "no-answer"
     assert len(twilio_api.created) == 1  # max_attempts: 1
     assert bridge.app[PRECONNECTS] == {}  # its Live session was released, not left to expire
+
+
+async def test_agent_call_callee_is_the_far_end_of_a_dial_offline(
+    start_bridge: BridgeFactory,
+) -> None:
+    """``agent call --callee machine --rest-port P``: the REST stand-in the bridge dials
+    through, and an answering machine at the end of it (its async half, as the CLI runs it)."""
+    port = free_port()
+    far_end = asyncio.create_task(
+        answer_one_dial(
+            kind="machine",
+            utterances=[caller_clip("order-status")],
+            port=port,
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+        )
+    )
+    await wait_listening(port, 10.0)
+    bridge = await start_bridge(
+        agent=AGENT,
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=f"http://127.0.0.1:{port}",
+        calls_api_token=API_TOKEN,
+    )
+    status, body = await post_call(bridge.url, MACHINE)
+    assert status == 201
+    call = await far_end
+    assert call.call_sid == body["call_sid"]
+    assert call.answered_by == "machine_end_beep"
+    text = describe_dial(call)
+    assert "initiated -> ringing -> in-progress -> completed" in text
+    assert "hung up via REST" in text
