@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from agent.errors import SharedStateError, TelephonyError
-from agent.server.state import CALL_CLOCK, OUTBOUND, SETTINGS, SHARED
+from agent.server.state import BACKGROUND, CALL_CLOCK, OUTBOUND, SETTINGS, SHARED
 from agent.telephony.rest import TwilioRest, warm_transfer_params
 
 log = structlog.get_logger("agent.app")
@@ -73,11 +73,24 @@ class ServerWarmTransfers:
         leg = await self._twilio.create_call(form)
         log.info("call.warm_transfer_dialled", colleague_call_sid=leg, transfer_to=number)
         deadline = app[CALL_CLOCK].now() + ring_timeout_s + _OUTCOME_SLACK_S
-        while app[CALL_CLOCK].now() < deadline:
-            outcome = await self._outcome(call_sid)
-            if outcome is not None:
-                return outcome
+        try:
+            while app[CALL_CLOCK].now() < deadline:
+                outcome = await self._outcome(call_sid)
+                if outcome is not None:
+                    return outcome
+        except asyncio.CancelledError:
+            # The caller hung up while on hold: the colleague must not pick up to an empty room.
+            app[BACKGROUND].spawn(self._cancel_leg(leg))
+            raise
+        # No word from Twilio: taken as unanswered, and the leg ended so it cannot be later.
+        app[BACKGROUND].spawn(self._cancel_leg(leg))
         return "no-answer"
+
+    async def _cancel_leg(self, leg: str) -> None:
+        try:
+            await self._twilio.hang_up(leg)
+        except TelephonyError as exc:
+            log.warning("call.warm_transfer_cancel_failed", colleague_call_sid=leg, error=str(exc))
 
     async def _outcome(self, call_sid: str) -> str | None:
         outbound = self._app[OUTBOUND]

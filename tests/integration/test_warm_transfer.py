@@ -147,3 +147,40 @@ async def test_an_unanswered_warm_transfer_brings_the_caller_back_to_the_agent(
     # The agent answered the "they did not answer" prompt: the scenario's last step was used.
     assert sum(s.answers_completed for s in scripted.sessions) >= 2
     assert sum(s.turns for s in scripted.sessions) >= 3
+
+
+async def test_a_caller_who_hangs_up_on_hold_takes_the_colleagues_ringing_leg_down_too(
+    tmp_path: Path,
+    start_bridge: BridgeFactory,
+    scripted: RunningEmulator,
+    twilio_api: TwilioApiSimulator,
+) -> None:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "front-desk.yaml").write_text(textwrap.dedent(AGENT))
+    # The colleague would pick up after 20 s; the caller gives up 12 s into the call, on hold.
+    callees = SimulatedCallees(
+        twilio_api, {COLLEAGUE: Callee("human", ring_ms=20_000)}, auth_token=AUTH_TOKEN
+    )
+    bridge = await start_bridge(
+        agents=AgentRegistryHolder(folder),
+        live_target=DeveloperApiTarget(base_url=scripted.url),
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=twilio_api.url,
+    )
+    report = await place_call(
+        CarrierOptions(
+            url=bridge.url, auth_token=AUTH_TOKEN, to_number=OUR_NUMBER, max_duration_s=12
+        ),
+        [caller_clip("transfer")],
+        rest=twilio_api,
+    )
+    session = await bridge.app[CALLS].wait_ended(report.call_sid)
+    (colleague,) = await callees.ended(1)
+    assert report.conference is None
+    assert session.ended_reason == "caller hung up"
+    # The bridge ended the colleague's leg rather than let them answer to an empty room.
+    assert [u.params for u in twilio_api.updates if u.call_sid == colleague.call_sid] == [
+        {"Status": "completed"}
+    ]
