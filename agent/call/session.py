@@ -303,7 +303,8 @@ class CallSession:
         self._warm_transfers = warm_transfers
         self._gate = answer_gate
         self._verdict = verdict
-        # Set while an outbound call waits for its verdict: no caller audio reaches the model.
+        # Set while no caller audio is to reach the model: an outbound call waiting for its
+        # verdict (or leaving a voicemail), a caller on hold during a warm transfer.
         self._holding = answer_gate is not None
         self._answer_expected = bool(agent.greeting) and continuation is None and not self._holding
         if self._answer_expected:  # the greeting, asked for here or at the webhook
@@ -529,7 +530,7 @@ class CallSession:
                 break
             if type(event) is MediaReceived:
                 stats.frames_in += 1
-                if self._holding:  # an outbound call waiting for its verdict: not for the model
+                if self._holding:  # waiting for a verdict, or on hold: not for the model
                     continue
                 sampled = timer.start()
                 pcm8k = ulaw_to_pcm16(event.payload)  # decoded once, for the VAD and the model
