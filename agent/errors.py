@@ -8,7 +8,8 @@ Vendor exceptions (websockets, aiohttp, soxr, yaml) are mapped to these at the b
     │   └── GroupedConfigError       several at once (``.errors``), so a file is fixed in one pass
     ├── AudioError             audio that cannot be decoded or has the wrong shape
     ├── TelephonyError
-    │   └── SignatureError     a webhook or stream whose Twilio signature / stream token fails
+    │   ├── SignatureError     a webhook or stream whose Twilio signature / stream token fails
+    │   └── DialRefusedError   an outbound call not placed (agent, caller ID, calling hours)
     ├── LiveError              the Live API leg
     │   ├── LiveConnectError   could not open or set up a Live session (``kind``: why)
     │   │   └── LiveRefusedError   refused for good: bad key, unknown model, no permission
@@ -66,6 +67,11 @@ class TelephonyError(AgentError):
 
 class SignatureError(TelephonyError):
     """A request whose X-Twilio-Signature or stream token does not verify."""
+
+
+class DialRefusedError(TelephonyError):
+    """An outbound call the bridge will not place: unknown agent, no caller ID, a number that
+    is not E.164, outside calling hours, or no Twilio REST credentials."""
 
 
 class LiveError(AgentError):

@@ -227,6 +227,8 @@ class Settings(BaseSettings):
     live_api_url: OptionalText = None
     gemini_api_key: OptionalSecret = None
     twilio_auth_token: OptionalSecret = None
+    # Bearer token of POST /calls (outbound calls); None: the endpoint is off (404).
+    calls_api_token: OptionalSecret = None
     log_level: Annotated[str, BeforeValidator(_lower)] = "info"
     log_format: Annotated[LogFormat, BeforeValidator(_log_format)] = "auto"
     live_connect_timeout_s: float = 10.0
@@ -459,6 +461,7 @@ class Settings(BaseSettings):
             reveal(self.twilio_api_key_secret),
             reveal(self.stream_token_secret),
             reveal(self.console_token),
+            reveal(self.calls_api_token),
             urlsplit(self.database_url).password,
             urlsplit(self.shared_state_url or "").password,
         )

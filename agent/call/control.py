@@ -24,3 +24,21 @@ class CallControl(Protocol):
     async def say_and_hang_up(self, call_sid: str, message: str) -> None:
         """Have the carrier say ``message`` to the caller, then end the call."""
         ...
+
+
+class WarmTransfers(Protocol):
+    """A warm transfer's two steps, which need the server (Twilio answers about the colleague's
+    leg through a webhook, on any replica). Failures raise ``TelephonyError``."""
+
+    async def call_colleague(
+        self, call_sid: str, number: str, *, caller_id: str, summary: str, ring_timeout_s: int
+    ) -> str:
+        """Dial ``number`` from ``caller_id`` with ``summary`` to be said when they answer, for
+        the call ``call_sid``; ``"answered"``, or how the colleague's leg ended unanswered
+        (``busy``, ``no-answer``, ``failed``, ``canceled``)."""
+        ...
+
+    async def join(self, call_sid: str) -> None:
+        """Move the caller into the conference where the colleague is waiting (this ends the
+        media stream)."""
+        ...

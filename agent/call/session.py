@@ -26,7 +26,8 @@ from typing import Any, Literal
 import structlog
 from aiohttp import WSMsgType
 
-from agent.audio.codec import pcm16_to_ulaw, read_wav, ulaw_to_pcm16
+from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw, read_wav, ulaw_to_pcm16
+from agent.audio.dtmf import tones as dtmf_tones
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.audio.vad import EnergyVad, VoiceActivity
 from agent.clock import REAL_TIME, Clock
@@ -62,6 +63,7 @@ from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecorder
 from agent.telephony.carrier import CarrierStream
+from agent.telephony.outbound import AnswerGate
 from agent.telephony.twilio import (
     DtmfReceived,
     MarkPlayed,
@@ -70,9 +72,17 @@ from agent.telephony.twilio import (
     StreamStarted,
     StreamStopped,
 )
-from agent.tools import Action, CallContext, EndCall, HandOff, Toolbox, TransferCall
+from agent.tools import (
+    Action,
+    CallContext,
+    EndCall,
+    HandOff,
+    PressKeys,
+    Toolbox,
+    TransferCall,
+)
 
-from .control import CallControl
+from .control import CallControl, WarmTransfers
 from .cost import CostGuard, CostLimitReached
 from .media import MediaSocket
 from .playback import Playback
@@ -96,6 +106,7 @@ log = structlog.get_logger("agent.call")
 FALLBACK_AUDIO = resources.files("agent") / "assets" / "fallback-apology-8k.wav"
 HOLD_AUDIO = resources.files("agent") / "assets" / "hold-on-8k.wav"
 TRANSFER_AUDIO = resources.files("agent") / "assets" / "transfer-8k.wav"
+HOLD_MUSIC = resources.files("agent") / "assets" / "hold-music-8k.wav"
 
 # Ending reasons, as recorded and counted.
 CALLER_HUNG_UP = "caller hung up"
@@ -109,6 +120,9 @@ SHUTDOWN = "shutdown"  # the server stopped with the call still in progress
 # call goes on (on this replica or another) from its journal.
 STREAM_LOST = "stream lost"
 HANDED_OVER = "handed over"  # this replica let the stream go at a quiet moment (a deploy)
+# An outbound call answered by a machine: the agent left its voicemail message, or hung up.
+VOICEMAIL_LEFT = "voicemail left"
+ANSWERING_MACHINE = "answering machine"
 
 #: What the session does at each stall in a row (see ``CallSession._on_stall``), and the
 #: reason its reconnection carries.
@@ -123,6 +137,26 @@ CONTINUED_ELSEWHERE = frozenset({STREAM_LOST, HANDED_OVER, SHUTDOWN})
 
 # Protocol errors logged in full per call; after these, one line per thousand.
 PROTOCOL_ERRORS_LOGGED = 10
+
+# What the model is told when an outbound call reached an answering machine whose beep is past.
+VOICEMAIL_PROMPT = (
+    "This call reached an answering machine and its beep has sounded: you are now recording a "
+    "voicemail. Say this message, in your own voice, and nothing else: {message}"
+)
+
+# What the colleague of a warm transfer hears when the model gave no summary.
+WARM_TRANSFER_SUMMARY = "A caller is being transferred to you from the phone agent."
+# What the model is told when a warm transfer's colleague did not answer.
+WARM_TRANSFER_UNANSWERED = (
+    "The colleague you tried to transfer the caller to did not answer; the caller is back with "
+    "you, on the line. Tell them so, briefly, and offer to help another way or to take a message."
+)
+
+#: An answering-machine verdict is awaited in waits of at most this long (call-clock seconds):
+#: a verdict that reached another replica is seen through the shared state.
+VERDICT_WAIT_S = 0.5
+#: The longest the model may take to say a voicemail message before the call is hung up.
+VOICEMAIL_TURN_S = 60.0
 
 # What the model is told when a call continues on a new media stream.
 CONTINUE_MESSAGE = (
@@ -197,6 +231,9 @@ class CallSession:
         continuation: CallSnapshot | None = None,
         switch_agent: AgentSwitch | None = None,
         source_agent: AgentConfig | None = None,
+        answer_gate: AnswerGate | None = None,
+        verdict: Callable[[float], Awaitable[str | None]] | None = None,
+        warm_transfers: WarmTransfers | None = None,
     ) -> None:
         """``live_ready`` is a pre-connect already under way (started at the voice webhook, with
         the greeting requested unless the agent's ``greeting_at`` is ``stream_start``, when the
@@ -208,7 +245,15 @@ class CallSession:
         earlier media stream of this call left, which this one continues (no greeting).
         ``switch_agent`` renders another agent for this call, for a ``hand_off``;
         ``source_agent`` is the agent file's version ``agent`` was rendered from (a reload
-        that changes it reaches this call when its ``on_reload`` says ``update``)."""
+        that changes it reaches this call when its ``on_reload`` says ``update``).
+
+        ``answer_gate`` makes this an outbound call whose first words wait for the
+        answering-machine verdict: the caller's audio is not sent to the model, and the model
+        is not prompted, until ``verdict(wait_s)`` (Twilio's ``AnsweredBy``, or None after
+        waiting up to ``wait_s``) says a person answered, or the gate's bound passes; on a
+        machine the agent leaves its voicemail message or hangs up, as the agent file says.
+        ``warm_transfers`` carries out a ``transfer_call`` with ``warm: true`` (without it, such
+        a transfer is reported to the model as unavailable)."""
         self._ws = ws
         self._stream = stream
         self.started = started
@@ -298,7 +343,13 @@ class CallSession:
         self._turn_completed = asyncio.Event()  # pulsed at each model turn's end
         # The model owes an answer: to a prompt (the greeting, pre-connected or not), or to the
         # caller, who spoke since its last turn. A handover waits until it has been given.
-        self._answer_expected = bool(agent.greeting) and continuation is None
+        self._warm_transfers = warm_transfers
+        self._gate = answer_gate
+        self._verdict = verdict
+        # Set while no caller audio is to reach the model: an outbound call waiting for its
+        # verdict (or leaving a voicemail), a caller on hold during a warm transfer.
+        self._holding = answer_gate is not None
+        self._answer_expected = bool(agent.greeting) and continuation is None and not self._holding
         if self._answer_expected:  # the greeting, asked for here or at the webhook
             self._timers.answer_owed("prompt", self._began)
 
@@ -311,7 +362,11 @@ class CallSession:
         try:
             if self._live_ready is not None:
                 await self._live_ready
-                if self.agent.greeting and self.policy.greeting_at == "stream_start":
+                if (
+                    self.agent.greeting
+                    and self.policy.greeting_at == "stream_start"
+                    and not self._holding
+                ):
                     await self._prompt(self.agent.greeting)  # the pre-connect did not ask
             elif self._continuation is not None:
                 await self._live.resume(self._continuation.handle)
@@ -320,7 +375,7 @@ class CallSession:
                     await self._prompt(CONTINUE_MESSAGE.format(heard=heard or "-"))
             else:
                 await self._live.start()
-                if self.agent.greeting:
+                if self.agent.greeting and not self._holding:
                     await self._prompt(self.agent.greeting)
             log.info(
                 "live.connected",
@@ -337,6 +392,8 @@ class CallSession:
                 group.create_task(self._caller_pump(), name="caller->model")
                 group.create_task(self._model_pump(), name="model->caller")
                 group.create_task(self._supervisor(), name="timers")
+                if self._gate is not None:
+                    group.create_task(self._await_answer(self._gate), name="answering machine")
         except* _CallEnded as ended:
             # An ending the agent started (hang-up, transfer) wins over the stream closing
             # because of it.
@@ -526,8 +583,10 @@ class CallSession:
                 log.warning("twilio.stream_error", error=str(message.data)[:200])
                 break
             if type(event) is MediaReceived:
-                sampled = timer.start()
                 stats.frames_in += 1
+                if self._holding:  # waiting for a verdict, or on hold: not for the model
+                    continue
+                sampled = timer.start()
                 pcm8k = ulaw_to_pcm16(event.payload)  # decoded once, for the VAD and the model
                 activity = vad.process(pcm8k)
                 if vad.speaking:
@@ -818,11 +877,20 @@ class CallSession:
         await self._live.send(protocol.tool_response_message(results))
 
     async def _on_action(self, action: Action) -> None:
-        """Hang up or transfer, once the caller has heard the model's goodbye."""
+        """Hang up or transfer, once the caller has heard the model's goodbye; press keys."""
         if isinstance(action, HandOff):  # the tool runner hands these to _hand_off
             log.error("call.hand_off_failed", to_agent=action.agent, error="no tool runner")
             return
+        if isinstance(action, PressKeys):
+            # After whatever audio is already on its way (Twilio plays in order); the call
+            # goes on. The keys are not logged: they may be a PIN.
+            log.info("call.keys_pressed", keys=len(action.digits))
+            await self._send_frames(_key_frames(action.digits))
+            return
         await self._wait_until_played()
+        if isinstance(action, TransferCall) and action.warm:
+            await self._warm_transfer(action)
+            return
         # The caller hears why the line changes before it does, from the bridge itself: a model
         # that calls the tool before speaking would otherwise leave them in silence until the
         # new party answers. Played, and confirmed by its mark, before the REST redirect (which
@@ -858,6 +926,59 @@ class CallSession:
             log.error("call.transfer_unavailable", transfer_to=action.number)
             self._ending = ERROR
             self.end(ERROR)
+
+    async def _warm_transfer(self, action: TransferCall) -> None:
+        """Hold music for the caller (and none of their audio to the model) while the colleague
+        is dialled and told the summary; then join them, or, if nobody answers, hand the
+        caller back to the agent, who says so."""
+        transfers = self._warm_transfers
+        caller_id = self._tool_context.called_number if self._tool_context else None
+        summary = action.summary or WARM_TRANSFER_SUMMARY
+        outcome = "unavailable"
+        if transfers is not None and caller_id is not None and self._group is not None:
+            self._holding = True
+            log.info("call.on_hold", transfer_to=action.number)
+            music = self._group.create_task(self._play_hold_music(), name="hold music")
+            try:
+                outcome = await transfers.call_colleague(
+                    self.started.call_sid,
+                    action.number,
+                    caller_id=caller_id,
+                    summary=summary,
+                    ring_timeout_s=action.ring_timeout_s,
+                )
+            except AgentError as exc:
+                log.error("call.action_failed", action="warm transfer", error=str(exc))
+                outcome = "failed"
+            finally:
+                music.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await music
+        if outcome == "answered" and transfers is not None:
+            # Twilio may close the stream before the REST answer arrives: the reason is ours.
+            self._ending = TRANSFERRED
+            try:
+                await transfers.join(self.started.call_sid)
+            except AgentError as exc:
+                log.error("call.action_failed", action="warm transfer join", error=str(exc))
+                self._ending = None
+                outcome = "failed"
+            else:
+                log.info("call.transferred", transfer_to=action.number, warm=True)
+                self.end(TRANSFERRED)
+                return
+        log.info("call.warm_transfer_unanswered", transfer_to=action.number, outcome=outcome)
+        self._holding = False
+        self._timers.caller_spoke(self._clock())  # the hold was not the caller's silence
+        await self._flush_outbound()
+        await self._prompt(WARM_TRANSFER_UNANSWERED)
+
+    async def _play_hold_music(self) -> None:
+        """The bundled hold music, over and over, until cancelled."""
+        frames = _music_frames()
+        while True:
+            await self._send_frames(frames)
+            await self._wait_until_played()
 
     async def _cost_limit_reached(self, reached: CostLimitReached) -> None:
         """A cost limit was reached: the model says goodbye (now, or at the end of the turn it
@@ -906,7 +1027,7 @@ class CallSession:
         log.info("call.hang_up", via="rest" if done else "stream", reason=reason)
         self.end(reason)
 
-    async def _perform(self, action: Action) -> bool:
+    async def _perform(self, action: EndCall | TransferCall) -> bool:
         """Carry out a built-in's action through the call control (Twilio's REST API). False
         when there is none (development without Twilio credentials): the call must then end
         another way. ``TelephonyError`` when Twilio refuses; hanging up a call that has already
@@ -1078,7 +1199,50 @@ class CallSession:
                 f"the model stalled ({cause}) and stayed silent after a nudge and a new connection"
             )
 
+    async def _await_answer(self, gate: AnswerGate) -> None:
+        """An outbound call: wait for the answering-machine verdict (bounded), then greet a
+        person, or leave the voicemail message after a machine's beep, or hang up."""
+        decision = gate.decision(self._clock())
+        while decision is None:
+            wait_s = min(VERDICT_WAIT_S, max(0.0, gate.deadline - self._clock()))
+            answered_by = await self._verdict(wait_s) if self._verdict is not None else None
+            if answered_by is None and self._verdict is None:
+                await asyncio.sleep(self._wall(wait_s))
+            if answered_by is not None:
+                gate.verdict(answered_by)
+            decision = gate.decision(self._clock())
+        waited_ms = round((self._clock() - gate.opened_at) * 1000)
+        log.info(
+            "call.answered_by",
+            answered_by=gate.answered_by or "no verdict",
+            decision=decision,
+            waited_ms=waited_ms,
+        )
+        now = self._clock()
+        if decision == "greet":
+            self._holding = False
+            self._timers.caller_spoke(now)  # the wait was not the callee's silence
+            if self.agent.greeting:
+                await self._prompt(self.agent.greeting)
+            return
+        if decision == "hang_up":
+            await self._hang_up(ANSWERING_MACHINE)
+            return
+        message = self.agent.outbound.voicemail_message
+        assert message is not None  # the agent file refuses voicemail without a message
+        turns = self.stats.model_turns
+        await self._prompt(VOICEMAIL_PROMPT.format(message=message))
+        with contextlib.suppress(TimeoutError):  # a model that never answers: hang up anyway
+            async with asyncio.timeout(self._wall(VOICEMAIL_TURN_S)):
+                await self.turn_completed(turns + 1)
+        await self._wait_until_played()
+        await self._hang_up(VOICEMAIL_LEFT)
+
     async def _on_timer(self, event: TimerEvent) -> None:
+        if self._holding and not isinstance(event, MaxDuration):
+            # Waiting for the verdict (or recording a voicemail): nobody is to be prompted,
+            # nudged, asked whether they are still there, or hung up on for their silence.
+            return
         policy = self.policy
         match event:
             case HoldOn(waited_s=waited_s):
@@ -1214,6 +1378,19 @@ def _hold_frames() -> list[bytes]:
 def _transfer_frames() -> list[bytes]:
     """ "Putting you through now. Please hold." as 20 ms mu-law frames (read once per process)."""
     return _clip_frames(str(TRANSFER_AUDIO))
+
+
+@cache
+def _music_frames() -> list[bytes]:
+    return _clip_frames(str(HOLD_MUSIC))
+
+
+def _key_frames(digits: str) -> list[bytes]:
+    """The keys' DTMF tones as 20 ms mu-law frames (the last padded with silence)."""
+    ulaw = pcm16_to_ulaw(dtmf_tones(digits))
+    size = OutboundTranscoder.FRAME_BYTES
+    ulaw += bytes([ULAW_SILENCE]) * (-len(ulaw) % size)
+    return [ulaw[i : i + size] for i in range(0, len(ulaw), size)]
 
 
 def _clip_frames(path: str) -> list[bytes]:

@@ -4,6 +4,7 @@ agent serve [--port P]          the bridge; with no GEMINI_API_KEY / LIVE_API_UR
                                 local Live API emulator and says so; --workers N: N processes
 agent emulate [--port P]        the Live API emulator on its own
 agent call WAV [WAV ...]        the carrier simulator: place a call like Twilio and record it
+agent dial +E164 --agent NAME   an outbound call through a running bridge (POST /calls)
 agent calls list|show|purge     recorded calls (DATABASE_URL): what was said, heard, done
 agent check [PATH]              validate agent YAML files without starting anything
 agent doctor [--format json]    check a deployment (Live key and models, PUBLIC_URL, Twilio,
@@ -31,6 +32,7 @@ from agent.bench.run import add_bench_arguments, run_bench
 from agent.cli.agents import add_agents_subcommands
 from agent.cli.agenttest import add_test_subcommand
 from agent.cli.calls import add_calls_subcommands
+from agent.cli.dial import add_dial_subcommand
 from agent.cli.doctor import add_doctor_subcommand
 from agent.errors import AgentError, ConfigError
 from agent.observability.logging import configure_logging
@@ -149,11 +151,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the simulated account (default TWILIO_ACCOUNT_SID, else a random AC... SID)",
     )
+    call.add_argument(
+        "--callee",
+        choices=("human", "machine", "busy", "no-answer"),
+        default=None,
+        help="instead of calling the bridge, be the far end of its next outbound call (agent "
+        "dial) on --rest-port: the WAVs are what the person says, or the machine's greeting",
+    )
     call.set_defaults(run=_call)
 
     add_calls_subcommands(commands)
     add_agents_subcommands(commands)
     add_doctor_subcommand(commands)
+    add_dial_subcommand(commands)
     add_test_subcommand(commands)
 
     bench = commands.add_parser("bench", help=BENCH_DESCRIPTION, description=BENCH_DESCRIPTION)
@@ -338,6 +348,8 @@ def _call(args: argparse.Namespace) -> int:
         utterances = [load_caller_audio(name) for name in args.wavs]
     except OSError as exc:  # a mistyped clip name or path: one line, not a traceback
         raise ConfigError(str(exc).strip('"')) from exc
+    if args.callee is not None:
+        return _answer_dial(args, settings, utterances)
     options = CarrierOptions(
         url=(args.url or default_bridge_url(settings)).rstrip("/"),
         speed=args.speed,
@@ -380,6 +392,31 @@ def _call(args: argparse.Namespace) -> int:
     print(_conversation(report.call_sid, settings.database_url))
     if args.out:
         print(f"wrote what the caller heard to {args.out}")
+    return 0
+
+
+def _answer_dial(args: argparse.Namespace, settings: Settings, utterances: list[bytes]) -> int:
+    """``agent call --callee KIND``: the far end of the bridge's next outbound call."""
+    from agent.audio.codec import write_wav
+    from agent.cli.dial import answer_one_dial, describe_dial
+    from agent.sim.carrier import new_sid
+
+    if args.rest_port is None:
+        raise ConfigError("--callee answers on the REST stand-in: give --rest-port", key="--callee")
+    call = asyncio.run(
+        answer_one_dial(
+            kind=args.callee,
+            utterances=utterances,
+            port=args.rest_port,
+            account_sid=args.account_sid or settings.twilio_account_sid or new_sid("AC"),
+            auth_token=reveal(settings.twilio_auth_token),
+            speed=args.speed,
+        )
+    )
+    print(describe_dial(call))
+    if args.out and call.report is not None:
+        write_wav(args.out, call.report.heard, 8000)
+        print(f"wrote what the callee heard to {args.out}")
     return 0
 
 

@@ -156,6 +156,12 @@ class SharedState(Protocol):
         """The call's newest snapshot, if any replica saved one."""
         ...
 
+    async def peek_answer(self, key: str) -> str | None:
+        """The answer kept under ``key`` by :meth:`answer_once`, if any (never writes): how an
+        outbound call's plan and its answering-machine verdict, written by whichever replica
+        Twilio's request reached, are read by the replica holding the call's stream."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -185,6 +191,10 @@ class LocalState:
 
     async def load_call(self, call_sid: str) -> CallSnapshot | None:
         return self._calls.get(call_sid)
+
+    async def peek_answer(self, key: str) -> str | None:
+        kept = self._answers.get(key)
+        return None if kept is None else kept[0]
 
     async def claim_ticket(self, ticket: StreamTicket, now: float) -> bool:
         return self._used.claim(ticket, now)
@@ -294,6 +304,15 @@ class SqlState:
             return answer if row is None else str(row[0])
 
         return await self._run(answer_once)
+
+    async def peek_answer(self, key: str) -> str | None:
+        def peek(conn: Connection) -> str | None:
+            row = conn.execute(
+                self._backend.sql("SELECT answer FROM webhook_answers WHERE key = ?"), (key,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(peek)
 
     async def load_call(self, call_sid: str) -> CallSnapshot | None:
         def load(conn: Connection) -> CallSnapshot | None:

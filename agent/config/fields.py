@@ -57,6 +57,7 @@ from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
+from agent.config.hours import CallingHours
 from agent.errors import ConfigError
 from agent.numbers import E164_RE, normalise_number
 
@@ -292,7 +293,16 @@ def _check_voice(name: str) -> str | None:
     return f"{name!r} is not one of the Live API's voices{hint}"
 
 
+def _check_calling_hours(text: str) -> str | None:
+    try:
+        CallingHours.parse(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 Text = Annotated[str, TextRule()]
+CallingHoursText = Annotated[str, TextRule(hint="HH:MM-HH:MM", check=_check_calling_hours)]
 AgentName = Annotated[str, TextRule(hint="a name (letters, digits, _ . -)", pattern=_NAME_RE)]
 PhoneNumber = Annotated[
     str, TextRule(hint="an E.164 phone number", pattern=E164_RE, check=_check_phone_number)

@@ -36,6 +36,7 @@ from pydantic.config import JsonDict
 from agent.config.fields import (
     NOT_SENT,
     AgentName,
+    CallingHoursText,
     DigitsTemplate,
     Flag,
     FunctionName,
@@ -65,6 +66,7 @@ InputSampleRate = Literal[8000, 16000]
 TrustCallerId = Literal["any", "verified"]
 GreetingAt = Literal["webhook", "stream_start"]
 OnReload = Literal["keep", "update"]
+OnMachine = Literal["voicemail", "hang_up"]
 StartSensitivity = Literal["START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"]
 EndSensitivity = Literal["END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"]
 ActivityHandling = Literal["START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"]
@@ -375,6 +377,60 @@ class FallbackConfig:
     )
 
 
+@config_model("outbound")
+class OutboundConfig:
+    """How the agent places calls (``agent dial``, ``POST /calls``): the caller ID it presents,
+    what it does when an answering machine picks up, how often a busy or unanswered number is
+    tried, and when it may call at all. Without ``caller_id`` the agent does not dial."""
+
+    caller_id: Annotated[PhoneNumber | None, Shown("none: the agent does not dial")] = Field(
+        default=None,
+        description="The number the callee sees (`From`, E.164): one of your Twilio numbers "
+        "or a verified caller ID.",
+    )
+    on_machine: OnMachine = Field(
+        default="hang_up",
+        description="When an answering machine picks up: `voicemail` leaves "
+        "`voicemail_message` after its beep; `hang_up` ends the call.",
+    )
+    voicemail_message: Annotated[Text | None, Shown("none")] = Field(
+        default=None,
+        description="What the agent says, in its own voice, after the beep; then it hangs up.",
+    )
+    max_attempts: Annotated[int, Strict(), Field(ge=1, le=10)] = Field(
+        default=1, description="Dials in all when the number is busy or does not answer."
+    )
+    retry_delay_s: PositiveSeconds = Field(
+        default=300.0, description="The wait before dialling a busy or unanswered number again."
+    )
+    ring_timeout_s: Annotated[int, Strict(), Field(ge=5, le=600)] = Field(
+        default=30, description="How long it rings before it counts as `no-answer` (`Timeout`)."
+    )
+    amd_timeout_s: Annotated[int, Strict(), Field(ge=3, le=59)] = Field(
+        default=30,
+        description="Twilio's `MachineDetectionTimeout`; the agent holds its greeting until "
+        "the verdict, or this long and 5 s more (then it greets: nobody is left in silence).",
+    )
+    calling_hours: Annotated[CallingHoursText | None, Shown("any time")] = Field(
+        default=None,
+        description="`HH:MM-HH:MM`, every day, in `callee_timezone`: a dial outside them is "
+        "refused, saying when they open.",
+    )
+    callee_timezone: Annotated[TimeZone | None, Shown("the agent's `timezone`")] = Field(
+        default=None, description="IANA time zone of the people called (a dial may name its own)."
+    )
+
+    @model_validator(mode="after")
+    def _voicemail_needs_a_message(self) -> OutboundConfig:
+        if self.on_machine == "voicemail" and self.voicemail_message is None:
+            raise refuse(
+                "on_machine: voicemail needs a voicemail_message to leave",
+                at=("voicemail_message",),
+                hint="write the message, or on_machine: hang_up",
+            )
+        return self
+
+
 @config_model()
 class AgentConfig:
     """One voice agent: the model, its voice and instructions, its tools and how it takes turns.
@@ -446,6 +502,7 @@ class AgentConfig:
     ``caller_number``) only when Twilio reports a passed STIR/SHAKEN attestation; caller ID is
     otherwise easy to spoof."""
     fallback: FallbackConfig = dataclasses.field(default_factory=FallbackConfig)
+    outbound: OutboundConfig = dataclasses.field(default_factory=OutboundConfig)
 
 
 DEFAULT_AGENT = AgentConfig()
@@ -744,6 +801,10 @@ class AgentFile:
     fallback: Annotated[FallbackConfig, Shown("apology, then hang up")] = Field(
         default_factory=FallbackConfig, description="What happens when the Live API is unreachable."
     )
+    outbound: Annotated[OutboundConfig, Shown("no outbound calls")] = Field(
+        default_factory=OutboundConfig,
+        description="Placing calls: caller ID, voicemail, retries, calling hours.",
+    )
     tools: Annotated[ToolEntries, Shown(type="list, each a tool mapping (below)")] = Field(
         default=(), description="Functions the model may call (next table)."
     )
@@ -835,4 +896,5 @@ class AgentFile:
             prefetch_crm=self.prefetch_crm,
             trust_caller_id=self.trust_caller_id,
             fallback=self.fallback,
+            outbound=self.outbound,
         )

@@ -2,7 +2,8 @@
 
 An agent's ``system_prompt`` and ``greeting`` may use ``{caller_number}``, ``{called_number}``,
 ``{call_sid}``, ``{agent}``, ``{local_time}``, ``{local_date}``, ``{timezone}`` and, with
-``prefetch_crm``, ``{customer.name}`` and the other :data:`CUSTOMER_FIELDS`. A missing value
+``prefetch_crm``, ``{customer.name}`` and the other :data:`CUSTOMER_FIELDS`; an outbound call's
+``--param name=value`` pairs are ``{param.name}``. A missing value
 renders as ``unknown``. The renderer only substitutes names from a fixed set and looks customer
 fields up by key: no attribute access, no format specs, no recursion, so neither a prompt nor a
 CRM value can reach into Python objects. :func:`template_problems` is the load-time check of the
@@ -52,6 +53,7 @@ class TemplateContext:
     call_sid: str | None = None
     now: datetime | None = None  # None: the current time; naive times are taken as UTC
     customer: Mapping[str, Any] | None = None
+    params: Mapping[str, str] | None = None  # an outbound call's ``{param.<name>}`` values
 
 
 # {{ and }} are literal braces; {name} or {customer.field} a placeholder; any other {...} text.
@@ -70,6 +72,8 @@ def template_problems(template: str, *, prefetch_crm: bool) -> list[str]:
         if inner is None:
             continue
         if _PLACEHOLDER_RE.fullmatch(inner):
+            if inner.startswith("param."):
+                continue  # an outbound call's parameter: any name a dial may give
             if inner not in known:
                 near = difflib.get_close_matches(inner, known, n=1, cutoff=0.6)
                 hint = f" (did you mean {{{near[0]}}}?)" if near else ""
@@ -125,7 +129,10 @@ def template_values(agent: AgentConfig, context: TemplateContext) -> dict[str, s
 
 
 def render_template(
-    template: str, values: Mapping[str, str], customer: Mapping[str, Any] | None = None
+    template: str,
+    values: Mapping[str, str],
+    customer: Mapping[str, Any] | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> str:
     """``template`` with each ``{name}`` from ``values`` and each ``{customer.field}`` from
     ``customer`` (by key, never by attribute). Unknown or missing values render as ``unknown``;
@@ -144,6 +151,8 @@ def render_template(
             return values.get(root, UNKNOWN)
         if root == "customer" and customer is not None:
             return _value(customer.get(leaf))
+        if root == "param" and params is not None:
+            return _value(params.get(leaf))
         return UNKNOWN
 
     return _TEMPLATE_RE.sub(replace, template)
@@ -155,9 +164,10 @@ def render_for_call(agent: AgentConfig, context: TemplateContext) -> AgentConfig
     values = template_values(agent, context)
     system = agent.system_instruction
     greeting = agent.greeting
-    rendered_system = None if system is None else render_template(system, values, context.customer)
+    customer, params = context.customer, context.params
+    rendered_system = None if system is None else render_template(system, values, customer, params)
     rendered_greeting = (
-        None if greeting is None else render_template(greeting, values, context.customer)
+        None if greeting is None else render_template(greeting, values, customer, params)
     )
     if rendered_system == system and rendered_greeting == greeting:
         return agent

@@ -54,7 +54,15 @@ ContextKey = Literal[
 """Trusted values a parameter may be bound to (see :attr:`ToolSpec.bind`)."""
 CONTEXT_KEYS: Final = frozenset(get_args(ContextKey))
 #: The keys of a tool entry that say what kind of tool it is; exactly one per tool.
-TOOL_KINDS: Final = ("http", "sql", "python", "end_call", "transfer_call", "hand_off")
+TOOL_KINDS: Final = (
+    "http",
+    "sql",
+    "python",
+    "end_call",
+    "transfer_call",
+    "hand_off",
+    "press_keys",
+)
 
 
 def _checked_schema(value: Any, handler: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -160,6 +168,16 @@ class TransferCallTool:
         description="Say this instead (Twilio's text-to-speech, as the call moves: the bridge "
         "cannot speak your text itself). Ignored with `announce: false`.",
     )
+    warm: Flag = Field(
+        default=False,
+        description="Warm transfer: the caller hears hold music while `number` is dialled; the "
+        "person who answers hears the model's `summary` of the call, then the two are joined "
+        "(a Twilio Conference). If nobody answers, the agent is back with the caller and says so.",
+    )
+    ring_timeout_s: Annotated[int, Strict(), Field(ge=5, le=120)] = Field(
+        default=25,
+        description="Warm transfer: how long `number` rings before it counts as unanswered.",
+    )
 
 
 @config_model("hand_off")
@@ -172,7 +190,42 @@ class HandOffTool:
     agent: AgentName = Field(description="The agent (its `name`) that takes the call over.")
 
 
-ToolKind = HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool | HandOffTool
+@config_model("press_keys")
+class PressKeysTool:
+    """Built-in: press keys on the line (an IVR's menu), as in-band DTMF tones in the audio the
+    agent sends (see :mod:`agent.audio.dtmf` for why not through Twilio's REST API)."""
+
+
+#: The parameters a ``press_keys`` tool takes when its entry declares none: the model says
+#: which keys.
+PRESS_KEYS_PARAMETERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "digits": {
+            "type": "string",
+            "description": "The keys to press, in order: 0-9, * and # (A-D on some systems).",
+        }
+    },
+    "required": ["digits"],
+}
+
+#: The parameters a warm ``transfer_call`` takes when its entry declares none: the model's
+#: summary, said to the person who answers before the caller is joined.
+WARM_TRANSFER_PARAMETERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "summary": {
+            "type": "string",
+            "description": "For the colleague who takes the call, in a sentence or two: who is "
+            "calling, what they want, and what you found out.",
+        }
+    },
+    "required": ["summary"],
+}
+
+ToolKind = (
+    HttpTool | SqlTool | PythonTool | EndCallTool | TransferCallTool | HandOffTool | PressKeysTool
+)
 
 
 @config_model("tool_specs")
@@ -296,6 +349,15 @@ class ToolEntry:
         description="Kind: another agent (`agent`) takes the call over, its instructions and "
         "tools replacing these, in the same call.",
     )
+    press_keys: Annotated[
+        PressKeysTool | None,
+        BeforeValidator(_switch_on, json_schema_input_type=PressKeysTool | None),
+        Shown("—"),
+    ] = Field(
+        default=None,
+        description="Kind: press keys (DTMF tones) for an IVR menu; the model gives `digits`. "
+        "Write `press_keys: {}`.",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -305,15 +367,24 @@ class ToolEntry:
     def spec(self) -> ToolSpec:
         """The executable tool this entry describes."""
         kind: ToolKind
+        parameters = self.parameters
         if self.python is not None:
             kind = PythonTool(self.python)
+        elif self.press_keys is not None:
+            kind = self.press_keys
+            if parameters == _empty_parameters():
+                parameters = PRESS_KEYS_PARAMETERS
+        elif self.transfer_call is not None and self.transfer_call.warm:
+            kind = self.transfer_call
+            if parameters == _empty_parameters():
+                parameters = WARM_TRANSFER_PARAMETERS
         else:
             kind = self.http or self.sql or self.transfer_call or self.hand_off or EndCallTool()
         return ToolSpec(
             name=self.name,
             description=self.description,
             kind=kind,
-            parameters=self.parameters,
+            parameters=parameters,
             bind=self.bind,
             behavior=self.behavior,
             scheduling=self.scheduling,

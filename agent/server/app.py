@@ -7,6 +7,11 @@ Routes:
     POST /twilio/voice    the number's "A call comes in" webhook -> TwiML <Connect><Stream>
     GET  /twilio/stream   Twilio's bidirectional media stream (WebSocket)
     POST /twilio/continue the <Connect action>: a stream ended with the call up -> a new stream
+    POST /calls           place an outbound call (Bearer CALLS_API_TOKEN; off without one)
+    POST /twilio/outbound an outbound call was answered -> TwiML <Connect><Stream>
+    POST /twilio/amd      Twilio's answering-machine verdict (AnsweredBy) for an outbound call
+    POST /twilio/call-status  an outbound call's progress: busy / no-answer / failed recorded
+    POST /twilio/warm-status  a warm transfer's colleague answered, or did not
     GET  /healthz         liveness
     GET  /readyz          readiness for new calls (503 while shutting down, at MAX_CALLS,
                           while call records fail, or while the Live API refuses the server's
@@ -50,6 +55,18 @@ from agent.observability.privacy import add_secrets
 from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
 from agent.server.console import add_console
 from agent.server.context import reload_into_calls
+from agent.server.outbound import (
+    AMD_PATH,
+    ANSWER_PATH,
+    CALLS_PATH,
+    STATUS_PATH,
+    amd_status,
+    answer_outbound,
+    call_status,
+    cancel_retries,
+    create_call,
+    warm_status,
+)
 from agent.server.preconnect import release_preconnect, release_taken_preconnects
 from agent.server.preflight import run_preflight
 from agent.server.siblings import WorkerLoads
@@ -64,6 +81,7 @@ from agent.server.state import (
     LIVE_BREAKER,
     LIVE_PREFLIGHT,
     METRICS,
+    OUTBOUND,
     PRECONNECTS,
     PRICES,
     RECONNECT_POLICY,
@@ -77,11 +95,13 @@ from agent.server.state import (
     Background,
     LiveBackend,
     LivePreflight,
+    OutboundCalls,
     Preconnect,
     ServerState,
     Tools,
 )
 from agent.server.stream import STREAM_PATH, media_stream
+from agent.server.transfer import WARM_STATUS_PATH
 from agent.server.webhooks import (
     CONTINUE_PATH,
     VOICE_PATH,
@@ -198,6 +218,13 @@ def create_app(
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(STREAM_PATH, media_stream)
     app.router.add_post(CONTINUE_PATH, continue_call)
+    app[OUTBOUND] = OutboundCalls()
+    app.router.add_post(CALLS_PATH, create_call)
+    app.router.add_post(ANSWER_PATH, answer_outbound)
+    app.router.add_post(AMD_PATH, amd_status)
+    app.router.add_post(STATUS_PATH, call_status)
+    app.router.add_post(WARM_STATUS_PATH, warm_status)
+    app.on_shutdown.append(cancel_retries)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -59,10 +59,12 @@ async def agent_for_call(
     verified: bool,
     *,
     rest: bool = True,
+    params: Mapping[str, str] | None = None,
 ) -> tuple[AgentConfig, Mapping[str, Any] | None]:
-    """``configured`` rendered for this call (prompt templated with the numbers, the local time and
-    the caller's CRM record), and that record. ``rest``: the call can be controlled through the
-    carrier's REST API (a console call cannot, whatever the settings)."""
+    """``configured`` rendered for this call (prompt templated with the numbers, the local time,
+    the caller's CRM record and an outbound call's ``params``), and that record. ``rest``: the
+    call can be controlled through the carrier's REST API (a console call cannot, whatever the
+    settings)."""
     customer = await prefetch_customer(
         app, configured, identity(configured, caller, verified=verified)
     )
@@ -78,6 +80,7 @@ async def agent_for_call(
             call_sid=call_sid,
             now=datetime.fromtimestamp(app[CLOCK](), UTC),
             customer=customer,
+            params=params,
         ),
     )
     return agent, customer
@@ -120,6 +123,8 @@ class CallAgents:
     context: CallContext | None
     rest: bool = True
     """The call can be controlled through the carrier's REST API (not a console call)."""
+    params: Mapping[str, str] | None = None
+    """An outbound call's parameters (``{param.NAME}`` in the prompt)."""
 
     async def __call__(self, name: str) -> CallAgent | None:
         """The agent called ``name`` in the agents loaded now, rendered for this call."""
@@ -134,6 +139,7 @@ class CallAgents:
             self.called,
             self.verified,
             rest=self.rest,
+            params=self.params,
         )
         context = self.context
         return CallAgent(

@@ -77,20 +77,25 @@ async def open_preconnect(
     to_number: str | None,
     *,
     caller_verified: bool = False,
+    greet: bool = True,
+    timeout_s: float | None = None,
 ) -> None:
     """Open the call's Live session, and ask for the greeting before the stream exists unless
-    the agent says ``greeting_at: stream_start`` (the session then asks at ``start``)."""
+    the agent says ``greeting_at: stream_start`` (the session then asks at ``start``) or
+    ``greet`` is False (an outbound call: the greeting waits for the answering-machine
+    verdict). ``timeout_s``: how long it waits for its stream (default the agent's
+    ``preconnect_timeout_s``; an outbound call's rings first)."""
     await release_preconnect(app, call_sid, "webhook repeated")  # Twilio may retry a webhook
     link = new_link(app, agent)
 
     async def ready() -> None:
         await link.start()
-        if agent.greeting and agent.call.greeting_at == "webhook":
+        if greet and agent.greeting and agent.call.greeting_at == "webhook":
             await link.send(protocol.text_turn_message(agent.greeting))
 
     task = asyncio.get_running_loop().create_task(ready(), name=f"preconnect {call_sid}")
     expiry = asyncio.get_running_loop().call_later(
-        agent.call.preconnect_timeout_s,
+        agent.call.preconnect_timeout_s if timeout_s is None else timeout_s,
         lambda: app[BACKGROUND].spawn(release_preconnect(app, call_sid, "no media stream arrived")),
     )
     app[PRECONNECTS][call_sid] = Preconnect(

@@ -28,6 +28,7 @@ from agent.observability.pricing import PriceTable
 from agent.records.store import CallRecordStore
 from agent.server.siblings import WorkerLoads
 from agent.settings import Settings
+from agent.telephony.outbound import OutboundPlan
 from agent.telephony.rest import TwilioRest
 from agent.telephony.webhooks import (
     StreamTokens,
@@ -64,6 +65,20 @@ class Preconnect:
     from_number: str | None = None
     to_number: str | None = None
     caller_verified: bool = False  # Twilio's StirVerstat reported a passed attestation
+
+
+@dataclass(slots=True)
+class OutboundCalls:
+    """What this replica keeps of the outbound calls it placed or heard about: their plans
+    (also in the shared state), the answering-machine verdicts that reached it, an event per
+    call whose session waits for one, and the retries it has scheduled."""
+
+    plans: dict[str, OutboundPlan] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)
+    arrivals: dict[str, asyncio.Event] = field(default_factory=dict)
+    retries: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Warm transfers: the caller's CallSid -> how the colleague's leg went.
+    transfers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -181,3 +196,6 @@ SHARED: web.AppKey[SharedState] = web.AppKey("shared")
 #: How often a replica asks the shared state whether another replica took the stream of a call it
 #: pre-connected (then it releases that Live session rather than keeping it open until it expires).
 PRECONNECT_POLL_S = 2.0
+
+#: Outbound calls: plans, verdicts and retries (:mod:`agent.server.outbound`).
+OUTBOUND = web.AppKey("outbound", OutboundCalls)

@@ -7,6 +7,7 @@ record, journal, tools and session are set up and run the same way."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +40,10 @@ from agent.server.state import (
     STREAM_TOKENS,
     TOOLS,
 )
+from agent.server.transfer import ServerWarmTransfers
+from agent.server.verdicts import forget, load_plan, wait_verdict
 from agent.telephony.carrier import CarrierStream
+from agent.telephony.outbound import AnswerGate, OutboundPlan
 from agent.telephony.twilio import (
     Connected,
     ProtocolError,
@@ -59,6 +63,10 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 STREAM_PATH = "/twilio/stream"
+
+#: An outbound call's greeting waits for Twilio's verdict up to its ``MachineDetectionTimeout``
+#: and this much more (the callback's trip), then the agent greets: the verdict is ``unknown``.
+VERDICT_GRACE_S = 5.0
 
 
 #: Before ``start`` a socket is unauthenticated (its ticket is in ``start``): it may send this
@@ -120,6 +128,8 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"call already streaming")
         return
     continuation = await _continuation(app, ticket)
+    # An outbound call's plan (None: inbound): its session holds the greeting for the verdict.
+    plan = await load_plan(app, started.call_sid) if continuation is None else None
     preconnect = app[PRECONNECTS].pop(started.call_sid, None)
     if preconnect is not None:
         preconnect.expiry.cancel()
@@ -139,7 +149,15 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         called = ticket.to_number if ticket else None
         verified = ticket.caller_verified if ticket else False
         configured = registry.by_name(named) or registry.for_number(called)
-        agent, _ = await agent_for_call(app, configured, started.call_sid, caller, called, verified)
+        agent, _ = await agent_for_call(
+            app,
+            configured,
+            started.call_sid,
+            caller,
+            called,
+            verified,
+            params=plan.params if plan is not None else None,
+        )
         link, ready = new_link(app, agent), None
     await run_call(
         app,
@@ -152,6 +170,7 @@ async def _serve_stream(app: web.Application, ws: web.WebSocketResponse) -> None
         call_control=app[TOOLS].twilio,
         ticket=ticket is not None,
         continuation=continuation,
+        plan=plan,
     )
 
 
@@ -178,11 +197,13 @@ async def run_call(
     call_control: CallControl | None,
     ticket: bool,
     continuation: CallSnapshot | None = None,
+    plan: OutboundPlan | None = None,
 ) -> None:
     """Run one call whose stream has started, whichever carrier it came through (a Twilio
     media stream, the console's softphone): its record, journal, tools and session, to its end.
     ``link`` is its Live session (``ready`` a pre-connect under way); ``call_control`` what
-    hangs up and transfers beyond the stream (None: closing the stream is all there is)."""
+    hangs up and transfers beyond the stream (None: closing the stream is all there is);
+    ``plan`` an outbound call's (its greeting waits for the answering-machine verdict)."""
     agent, caller, called, verified = party.agent, party.caller, party.called, party.verified
     preconnected = ready is not None
     try:
@@ -216,6 +237,7 @@ async def run_call(
             local_time=format_local_time(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
             local_date=format_local_date(datetime.fromtimestamp(wall_started, UTC), agent.timezone),
         )
+        twilio = app[TOOLS].twilio
         session = CallSession(
             ws=ws,
             stream=stream,
@@ -231,6 +253,9 @@ async def run_call(
             tool_context=tool_context,
             prices=app[PRICES],
             call_control=call_control,
+            warm_transfers=None
+            if twilio is None or call_control is None
+            else ServerWarmTransfers(app, twilio),
             journal=CallJournal(
                 app[SHARED],
                 CallSnapshot(
@@ -254,8 +279,20 @@ async def run_call(
                 verified,
                 tool_context,
                 rest=call_control is not None,
+                params=plan.params if plan is not None else None,
             ),
             source_agent=app[AGENTS].current.by_name(agent.name),
+            answer_gate=None
+            if plan is None
+            else AnswerGate(
+                opened_at=app[CALL_CLOCK].now(),
+                wait_s=agent.outbound.amd_timeout_s + VERDICT_GRACE_S,
+                on_machine=agent.outbound.on_machine,
+                has_voicemail=agent.outbound.voicemail_message is not None,
+            ),
+            verdict=None
+            if plan is None
+            else functools.partial(wait_verdict, app, started.call_sid),
         )
     except BaseException:
         # Nothing may leak a Live session opened for this call (a bug above, or cancellation).
@@ -272,6 +309,8 @@ async def run_call(
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     finally:
         app[CALLS].ended(session)
+        if plan is not None:
+            forget(app, started.call_sid)
 
 
 async def await_start(

@@ -72,7 +72,7 @@ def publish_load(app: web.Application) -> None:
 async def voice_webhook(request: web.Request) -> web.Response:
     """Answer an incoming call with TwiML that connects it to our media stream."""
     app = request.app
-    params, call_sid = await _signed_request(request)
+    params, call_sid = await signed_request(request)
     if app[STATE].draining:
         # Twilio then tries the number's fallback URL: another instance takes the call.
         log.warning("call.refused_draining", call_sid=call_sid)
@@ -131,7 +131,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     return web.Response(text=twiml, content_type="text/xml")
 
 
-async def _signed_request(request: web.Request) -> tuple[dict[str, str], str]:
+async def signed_request(request: web.Request) -> tuple[dict[str, str], str]:
     """A Twilio webhook's form and its CallSid; 403 unless Twilio signed it (with an auth token
     configured), 400 without a CallSid."""
     settings = request.app[SETTINGS]
@@ -211,7 +211,7 @@ async def continue_call(request: web.Request) -> web.Response:
     hang up if the bridge itself ended the call. Any replica answers, a draining one too (its
     TwiML points the stream at the public URL, which routes to a ready replica)."""
     app = request.app
-    params, call_sid = await _signed_request(request)
+    params, call_sid = await signed_request(request)
     structlog.contextvars.bind_contextvars(call_sid=call_sid)
     if app[STATE].stopping:
         # Its calls are being ended: this process continues none (a balancer sends the

@@ -1,4 +1,4 @@
-"""Twilio's REST API, for the one thing the bridge does to a live call: update it.
+"""Twilio's REST API: update a live call, and create an outbound one.
 
 A bidirectional media stream cannot hang up or transfer a call by itself (closing the socket
 only ends the stream, and what happens next depends on the TwiML around it), so the built-in
@@ -13,6 +13,16 @@ only ends the stream, and what happens next depends on the TwiML around it), so 
 The fallback for an unreachable model (``fallback.message``, ``fallback.transfer_to``) uses the
 same update: Twilio's own text-to-speech says the message (``<Say>``), then ``<Dial>`` moves the
 call or ``<Hangup/>`` ends it.
+
+An outbound call (``agent dial``, ``POST /calls``) is one ``Calls.json`` create
+(:func:`create_call_params` builds its form)::
+
+    POST {base_url}/2010-04-01/Accounts/{AccountSid}/Calls.json
+        To, From, Url (our answer webhook), Timeout, StatusCallback + StatusCallbackEvent,
+        MachineDetection=DetectMessageEnd, AsyncAmd=true, AsyncAmdStatusCallback
+
+It is sent once and never retried unless the connection could not be made: a second create
+would ring the callee twice.
 
 Authentication is HTTP Basic with the account SID and auth token, or an API key SID and secret
 (the key must belong to the account). ``base_url`` is ``TWILIO_API_URL``: Twilio's default host,
@@ -182,6 +192,67 @@ class TwilioRest:
         twiml = f"<Response>{_say(message)}<Hangup/></Response>"
         await self.update_call(call_sid, {"Twiml": twiml}, retry="connect")
 
+    async def create_call(self, params: Mapping[str, str | tuple[str, ...]]) -> str:
+        """Create a call with ``params`` (see :func:`create_call_params`); its CallSid.
+
+        Retried once only when no connection could be made; anything else that fails raises
+        :class:`TwilioApiError` (Twilio's 400 with code 21211 for an invalid ``To``, 21210
+        for a ``From`` that is not the account's)."""
+        url = f"{self.base_url}/{API_VERSION}/Accounts/{quote(self.account_sid)}/Calls.json"
+        for attempt in (1, 2):
+            try:
+                payload = await self._send(url, params, "the call")
+                break
+            except _TransientError as exc:
+                if attempt == 2 or not exc.connect_failed:
+                    raise exc.error from exc.__cause__
+                log.warning("twilio.retrying", update="create call", error=str(exc.error))
+                await asyncio.sleep(_RETRY_DELAY_S)
+        sid = payload.get("sid")
+        if not isinstance(sid, str) or not _SID.fullmatch(sid) or not sid.startswith("CA"):
+            raise TwilioApiError("Twilio created a call but its answer has no CallSid")
+        log.info("twilio.call_created", call_sid=sid, status=payload.get("status"))
+        return sid
+
+    async def _send(
+        self, url: str, params: Mapping[str, str | tuple[str, ...]], what: str
+    ) -> dict[str, Any]:
+        """POST ``params`` to ``url``; the JSON answer, or the error (as :class:`_TransientError`
+        when it is worth one retry)."""
+        try:
+            async with self._http.post(
+                url,
+                data=list(_form_items(params)),
+                timeout=self._timeout,
+                headers={"Accept": "application/json", "Authorization": self._authorization},
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = _json_object(await response.read())
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _TransientError(
+                TwilioApiError(f"could not connect to Twilio's REST API ({type(exc).__name__})"),
+                connect_failed=True,
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            what_failed = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise _TransientError(
+                TwilioApiError(f"Twilio's REST API did not answer ({what_failed})"),
+                repeatable=True,
+            ) from exc
+        if 200 <= status < 300:
+            return payload
+        error = _api_error(status, payload, f"creating {what}")
+        log.warning(
+            "twilio.create_refused", http_status=status, code=error.code, message=str(error)
+        )
+        raise error
+
+    async def join_conference(self, call_sid: str, room: str) -> None:
+        """Move the call into the conference ``room`` (a warm transfer's join); this ends the
+        media stream. Retried only when no connection could be made, like ``transfer``."""
+        await self.update_call(call_sid, {"Twiml": conference_twiml(room)}, retry="connect")
+
     async def fetch_account(self) -> dict[str, str]:
         """``GET /2010-04-01/Accounts/{AccountSid}.json``: are these credentials valid for this
         account? Returns the account's ``sid``, ``friendly_name``, ``status`` (``active``,
@@ -302,6 +373,110 @@ class _TransientError(Exception):
         self.error = error
         self.connect_failed = connect_failed
         self.repeatable = repeatable
+
+
+#: The call progress events the status callback asks for
+#: (https://www.twilio.com/docs/voice/api/call-resource#statuscallbackevent).
+STATUS_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
+
+
+def create_call_params(
+    *,
+    to: str,
+    from_: str,
+    answer_url: str,
+    status_callback: str,
+    amd_callback: str,
+    ring_timeout_s: int = 30,
+    amd_timeout_s: int = 30,
+) -> dict[str, str | tuple[str, ...]]:
+    """The form of a ``Calls.json`` create for an outbound call of ours, by Twilio's names
+    (https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource):
+
+    * ``Url``: what Twilio requests when the callee picks up (our answer webhook, which gives
+      ``<Connect><Stream>``; a ``Url`` rather than inline ``Twiml`` because the stream's ticket
+      is bound to the CallSid, which only exists once the call does);
+    * ``Timeout``: seconds of ringing before the call ends ``no-answer``;
+    * ``StatusCallback`` with each ``StatusCallbackEvent`` (a repeated field): the call's
+      progress, and its final status (``completed``, ``busy``, ``no-answer``, ``failed``,
+      ``canceled``);
+    * asynchronous answering-machine detection
+      (https://www.twilio.com/docs/voice/answering-machine-detection): ``MachineDetection=
+      DetectMessageEnd`` (a machine's verdict comes once its greeting has ended, so a message
+      left then lands after the beep), ``AsyncAmd=true`` (the call's TwiML runs at once, the
+      verdict goes to ``AsyncAmdStatusCallback``), ``MachineDetectionTimeout`` (3-59 s; after it
+      the verdict is ``unknown``).
+
+    ``ValueError`` for numbers that are not E.164.
+    """
+    for name, number in (("To", to), ("From", from_)):
+        if not is_e164(number):
+            raise ValueError(f"{name} must be an E.164 number, got {number!r}")
+    return {
+        "To": to,
+        "From": from_,
+        "Url": answer_url,
+        "Method": "POST",
+        "Timeout": str(ring_timeout_s),
+        "StatusCallback": status_callback,
+        "StatusCallbackMethod": "POST",
+        "StatusCallbackEvent": STATUS_EVENTS,
+        "MachineDetection": "DetectMessageEnd",
+        "MachineDetectionTimeout": str(amd_timeout_s),
+        "AsyncAmd": "true",
+        "AsyncAmdStatusCallback": amd_callback,
+        "AsyncAmdStatusCallbackMethod": "POST",
+    }
+
+
+def conference_twiml(room: str, *, say: str | None = None) -> str:
+    """``<Say>`` (if any), then ``<Dial><Conference>room</Conference></Dial>``: how a warm
+    transfer joins the caller and the colleague
+    (https://www.twilio.com/docs/voice/twiml/conference). Either leaving ends the conference
+    (``endConferenceOnExit``): nobody is left alone in it; no entry beep, it is a phone call."""
+    conference = (
+        '<Conference endConferenceOnExit="true" beep="false">'
+        f"{xml.sax.saxutils.escape(room)}</Conference>"
+    )
+    return f"<Response>{_say(say)}<Dial>{conference}</Dial></Response>"
+
+
+def warm_transfer_params(
+    *,
+    to: str,
+    from_: str,
+    summary: str,
+    room: str,
+    status_callback: str,
+    ring_timeout_s: int,
+) -> dict[str, str | tuple[str, ...]]:
+    """The ``Calls.json`` form that dials the colleague of a warm transfer: inline ``Twiml``
+    that says the summary, then waits in the conference for the caller; ``StatusCallback``
+    says whether they answered (``answered``) or not (the final ``busy`` / ``no-answer`` /
+    ``failed``)."""
+    for name, number in (("To", to), ("From", from_)):
+        if not is_e164(number):
+            raise ValueError(f"{name} must be an E.164 number, got {number!r}")
+    return {
+        "To": to,
+        "From": from_,
+        "Twiml": conference_twiml(room, say=summary),
+        "Timeout": str(ring_timeout_s),
+        "StatusCallback": status_callback,
+        "StatusCallbackMethod": "POST",
+        "StatusCallbackEvent": ("answered", "completed"),
+    }
+
+
+def _form_items(params: Mapping[str, str | tuple[str, ...]]) -> list[tuple[str, str]]:
+    """A form's fields in order, a repeated field once per value (``StatusCallbackEvent``)."""
+    items: list[tuple[str, str]] = []
+    for name, value in params.items():
+        if isinstance(value, tuple):
+            items.extend((name, one) for one in value)
+        else:
+            items.append((name, value))
+    return items
 
 
 def _say(text: str | None) -> str:

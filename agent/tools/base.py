@@ -92,6 +92,10 @@ class TransferCall:
     number: str
     announce: bool = True
     announcement: str | None = None
+    #: Warm: dial ``number`` first, say ``summary`` to whoever answers, then join the caller.
+    warm: bool = False
+    ring_timeout_s: int = 25
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,15 @@ class HandOff:
     agent: str
 
 
-Action = EndCall | TransferCall | HandOff
+@dataclass(frozen=True, slots=True)
+class PressKeys:
+    """The model asked to press ``digits`` (checked keypad keys): the session sends their
+    tones after the audio already on its way, and the call goes on."""
+
+    digits: str
+
+
+Action = EndCall | TransferCall | HandOff | PressKeys
 
 
 @dataclass(frozen=True, slots=True)

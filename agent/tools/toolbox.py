@@ -35,6 +35,7 @@ from agent.config.tools import (
     EndCallTool,
     HandOffTool,
     HttpTool,
+    PressKeysTool,
     PythonTool,
     SqlTool,
     ToolSpec,
@@ -122,7 +123,7 @@ def _validate_spec(spec: ToolSpec) -> list[str]:
             mismatch = check_signature(function, known)
             if mismatch:
                 problems.append(f"python target {kind.target!r}: {mismatch}")
-    elif not isinstance(kind, EndCallTool | TransferCallTool | HandOffTool):
+    elif not isinstance(kind, EndCallTool | TransferCallTool | HandOffTool | PressKeysTool):
         problems.append(f"unknown kind {type(kind).__name__}")
     return problems
 
@@ -296,7 +297,7 @@ class Toolbox:
                 function, arguments, workers=self._workers, target=kind.target
             )
             return result, None
-        return run_builtin(kind)
+        return run_builtin(kind, arguments)
 
     def _finish(
         self,

@@ -7,12 +7,22 @@ production.
 
 from __future__ import annotations
 
+import json
+import logging
 import xml.etree.ElementTree as ET
 
 import pytest
+from twilio.http.http_client import HttpClient  # type: ignore[import-untyped]
+from twilio.http.response import Response  # type: ignore[import-untyped]
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
-from twilio.twiml.voice_response import Connect, VoiceResponse  # type: ignore[import-untyped]
+from twilio.rest import Client  # type: ignore[import-untyped]
+from twilio.twiml.voice_response import (  # type: ignore[import-untyped]
+    Connect,
+    Dial,
+    VoiceResponse,
+)
 
+from agent.telephony.rest import conference_twiml, create_call_params, warm_transfer_params
 from agent.telephony.webhooks import compute_signature, connect_stream_twiml, verify_signature
 
 TOKEN = "8f3c0e2a9b7d4c1e6f5a0b9c8d7e6f5a"
@@ -158,3 +168,97 @@ def test_twiml_is_structurally_equal_to_the_sdks(
     assert _tree(ours) == _tree(theirs)
     assert ours.startswith('<?xml version="1.0" encoding="UTF-8"?>')
     assert theirs.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+
+
+# -- the Calls.json create form against the SDK's calls.create ------------------------------------
+
+
+class _CapturingHttpClient(HttpClient):  # type: ignore[misc]
+    """Keeps the SDK's request instead of sending it, and answers like Twilio's 201."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), False)
+        self.requests: list[tuple[str, str, dict[str, object]]] = []
+
+    def request(
+        self, method: str, uri: str, *args: object, data: object = None, **kwargs: object
+    ) -> Response:
+        self.requests.append((method, uri, dict(data or {})))  # type: ignore[call-overload]
+        return Response(201, json.dumps({"sid": "CA" + "1" * 32, "status": "queued"}))
+
+
+def _sdk_form(**create: object) -> tuple[str, str, dict[str, object]]:
+    http = _CapturingHttpClient()
+    client = Client("AC" + "a" * 32, TOKEN, http_client=http)
+    client.calls.create(**create)
+    [request] = http.requests
+    return request
+
+
+def test_our_outbound_create_form_is_what_the_sdks_calls_create_sends() -> None:
+    ours = create_call_params(
+        to="+15555550201",
+        from_="+15555550123",
+        answer_url="https://agent.example.com/twilio/outbound",
+        status_callback="https://agent.example.com/twilio/call-status",
+        amd_callback="https://agent.example.com/twilio/amd",
+        ring_timeout_s=25,
+        amd_timeout_s=20,
+    )
+    method, uri, sdk = _sdk_form(
+        to="+15555550201",
+        from_="+15555550123",
+        url="https://agent.example.com/twilio/outbound",
+        method="POST",
+        timeout=25,
+        status_callback="https://agent.example.com/twilio/call-status",
+        status_callback_method="POST",
+        status_callback_event=["initiated", "ringing", "answered", "completed"],
+        machine_detection="DetectMessageEnd",
+        machine_detection_timeout=20,
+        async_amd="true",
+        async_amd_status_callback="https://agent.example.com/twilio/amd",
+        async_amd_status_callback_method="POST",
+    )
+    assert (method, uri.rsplit("/", 1)[-1]) == ("POST", "Calls.json")
+    # The same field names; values as strings (the SDK sends lists as repeated fields).
+    normalised = {
+        k: tuple(v) if isinstance(v, list) else str(v) for k, v in sdk.items() if v is not None
+    }
+    assert normalised == ours
+
+
+def test_the_colleagues_create_form_is_what_the_sdk_sends() -> None:
+    ours = warm_transfer_params(
+        to="+15555550143",
+        from_="+15555550199",
+        summary="Ada wants a refund.",
+        room="transfer-CA1",
+        status_callback="https://agent.example.com/twilio/warm-status?for=CA1",
+        ring_timeout_s=20,
+    )
+    _, _, sdk = _sdk_form(
+        to="+15555550143",
+        from_="+15555550199",
+        twiml=ours["Twiml"],
+        timeout=20,
+        status_callback="https://agent.example.com/twilio/warm-status?for=CA1",
+        status_callback_method="POST",
+        status_callback_event=["answered", "completed"],
+    )
+    normalised = {
+        k: tuple(v) if isinstance(v, list) else str(v) for k, v in sdk.items() if v is not None
+    }
+    assert normalised == ours
+
+
+def test_the_conference_twiml_is_what_the_sdk_builds() -> None:
+    response = VoiceResponse()
+    response.say("Ada & co")
+    dial = Dial()
+    dial.conference("transfer-CA1", end_conference_on_exit=True, beep=False)
+    response.append(dial)
+    # Canonical XML (attributes sorted, the SDK's declaration dropped): the same document.
+    ours = ET.canonicalize(conference_twiml("transfer-CA1", say="Ada & co"))
+    theirs = ET.canonicalize(str(response).split("?>", 1)[-1])
+    assert ours == theirs

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
         live_breaker: CircuitBreaker | None = None,
         live_target: LiveEndpoint | None = None,
         worker_loads: WorkerLoads | None = None,
+        clock: Callable[[], float] = time.time,
         **overrides: object,
     ) -> Bridge:
         sock = socket.socket()
@@ -116,6 +118,7 @@ async def start_bridge(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterat
             reconnect_policy=reconnect_policy,
             live_breaker=live_breaker,
             worker_loads=worker_loads,
+            clock=clock,
         )
         runner = web.AppRunner(app)
         await runner.setup()

@@ -22,6 +22,7 @@ from agent.audio.codec import (
     ULAW_SILENCE,
     ulaw_to_pcm16,
 )
+from agent.audio.dtmf import DtmfDetector
 
 #: Audio time per tick: Twilio sends (and plays) 20 ms frames.
 FRAME_MS: Final = 20
@@ -39,6 +40,8 @@ ENDED_BY_MAX_DURATION: Final = "max duration"
 ENDED_BY_REST_HANG_UP: Final = "hung up via REST"
 #: The bridge moved the call to a number through the REST API (``Twiml=<Dial>``).
 ENDED_BY_REST_TRANSFER: Final = "transferred via REST"
+#: The bridge moved the call into a conference through the REST API (a warm transfer's join).
+ENDED_BY_REST_CONFERENCE: Final = "joined a conference via REST"
 #: The bridge gave the call other TwiML, or a ``Url``, through the REST API: the stream ends.
 ENDED_BY_REST_REDIRECT: Final = "redirected via REST"
 
@@ -86,6 +89,9 @@ class CarrierOptions:
     #: Twilio's STIR/SHAKEN verdict on the caller ID, e.g. ``TN-Validation-Passed-A`` (None:
     #: the call carried no attestation and Twilio sends no ``StirVerstat``).
     stir_verstat: str | None = None
+    #: Listen for DTMF tones in what the bridge plays (an IVR would): ``CallReport.keys_heard``.
+    #: Off by default: a Goertzel detector per tick is work most calls need not do.
+    detect_keys: bool = False
 
     def __post_init__(self) -> None:
         if not self.speed > 0 or not math.isfinite(self.speed):
@@ -149,6 +155,10 @@ class CallReport:
     stream_gaps: list[tuple[int, int]] = field(default_factory=list)
     #: What Twilio's text-to-speech said to the caller, from REST ``<Say>`` verbs, in order.
     twilio_said: tuple[str, ...] = ()
+    #: DTMF keys heard in what played, in order (with ``CarrierOptions.detect_keys``).
+    keys_heard: str = ""
+    #: The conference a REST ``<Dial><Conference>`` moved the call into (None: none).
+    conference: str | None = None
 
     def reply_latencies_ms(self) -> list[int | None]:
         """Per utterance, the time from its end to the first reply audio heard (None: no reply)."""
@@ -303,6 +313,9 @@ class Phone:
         self._stream_sids = [stream_sid]
         self._gaps: list[tuple[int, int]] = []
         self._gap_began: int | None = None
+        self._keys = DtmfDetector() if options.detect_keys else None
+        self._keys_heard: list[str] = []
+        self._conference: str | None = None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -441,6 +454,14 @@ class Phone:
         self._transferred_to = dial
         return self._hang_up(ENDED_BY_REST_TRANSFER if dial else ENDED_BY_REST_REDIRECT)
 
+    def join_conference_via_rest(self, room: str) -> list[Message]:
+        """The REST API moved the call into the conference ``room``: the stream stops, and the
+        caller is elsewhere (talking to whoever is in it). Returns the ``stop`` to send."""
+        if self._ended_by is not None:
+            return []
+        self._conference = room
+        return self._hang_up(ENDED_BY_REST_CONFERENCE)
+
     def server_hung_up(self) -> None:
         """The server closed the WebSocket: the call ends (no ``stop``: there is no socket left)."""
         if self._ended_by is None:
@@ -509,6 +530,8 @@ class Phone:
             twilio_said=tuple(self._twilio_said),
             stream_sids=list(self._stream_sids),
             stream_gaps=list(self._gaps),
+            keys_heard="".join(self._keys_heard),
+            conference=self._conference,
         )
 
     # -- the caller's script -----------------------------------------------------------------------
@@ -605,7 +628,10 @@ class Phone:
                 utt.overlapped = True
         else:
             self._quiet_ticks += 1
-        self._heard += frame.ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+        played = frame.ljust(FRAME_BYTES, bytes([ULAW_SILENCE]))
+        self._heard += played
+        if self._keys is not None:
+            self._keys_heard.extend(self._keys.feed(ulaw_to_pcm16(bytes(played))))
         return echoes
 
     def _answered_utterance(self) -> _Utterance | None:

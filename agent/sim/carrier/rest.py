@@ -1,15 +1,17 @@
 """Twilio's REST API as the simulator serves it: the Calls update endpoint (hang up, transfer),
-and the account's own resource (``agent doctor`` checks credentials with it)."""
+the Calls create endpoint (outbound calls: :mod:`agent.sim.carrier.callee` answers them), and
+the account's own resource (``agent doctor`` checks credentials with it)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -24,6 +26,9 @@ from agent.sim.carrier.phone import (
 
 #: Where Twilio's API takes a call update (``POST``, form-encoded).
 CALL_UPDATE_PATH: Final = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
+#: Where Twilio's API creates a call (``POST``, form-encoded):
+#: https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource
+CALL_CREATE_PATH: Final = "/2010-04-01/Accounts/{account_sid}/Calls.json"
 #: The account resource (``GET``): https://twilio.com/docs/usage/api/account
 ACCOUNT_PATH: Final = "/2010-04-01/Accounts/{account_sid}.json"
 _ERRORS_URL: Final = "https://www.twilio.com/docs/errors/"
@@ -38,6 +43,23 @@ _BAD_REQUEST_CODE: Final = 20001
 _PARSE_FAILURE_CODE: Final = 12100
 
 Send = Callable[[list[Message]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CallCreate:
+    """One accepted ``Calls.json`` create: its new CallSid and its form (a repeated field,
+    ``StatusCallbackEvent``, as the tuple of its values)."""
+
+    call_sid: str
+    params: dict[str, str | tuple[str, ...]]
+
+    def get(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return value if isinstance(value, str) else None
+
+
+#: What answers a created call: started as its own task when Twilio would start ringing.
+Answerer = Callable[[CallCreate], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +116,12 @@ class TwilioApiSimulator:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self.updates: list[CallUpdate] = []
+        #: Every call created through ``Calls.json``, in order.
+        self.created: list[CallCreate] = []
+        #: Answers created calls (:class:`agent.sim.carrier.callee.SimulatedCallees`); None:
+        #: creates are refused (501), as an account without outbound calling would.
+        self.answerer: Answerer | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"TwilioApiSimulator(account_sid={self.account_sid!r}, url={self._url!r})"
@@ -108,6 +136,7 @@ class TwilioApiSimulator:
     def app(self) -> web.Application:
         """The aiohttp application (what :meth:`start` serves; tests may serve it themselves)."""
         app = web.Application()
+        app.router.add_post(CALL_CREATE_PATH, self._create_call)
         app.router.add_post(CALL_UPDATE_PATH, self._update_call)
         app.router.add_get(ACCOUNT_PATH, self._fetch_account)
         return app
@@ -124,7 +153,11 @@ class TwilioApiSimulator:
         return self._url
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening (and end the calls still being answered)."""
+        for task in list(self._answering):
+            task.cancel()
+        if self._answering:
+            await asyncio.wait(list(self._answering))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -161,6 +194,43 @@ class TwilioApiSimulator:
                 "uri": request.path,
             }
         )
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        """``Calls.json``: check the form as Twilio would (``To``, ``From`` E.164, ``Url`` or
+        ``Twiml``), answer 201 with the new call queued, and start the callee's side."""
+        account_sid = request.match_info["account_sid"]
+        if not self._authorised(request.headers.get("Authorization"), account_sid):
+            return _error_response(401, AUTHENTICATE_CODE, "Authenticate")
+        form = await request.post()
+        params: dict[str, str | tuple[str, ...]] = {}
+        for name in form:
+            values = [v for v in form.getall(name) if isinstance(v, str)]
+            params[name] = tuple(values) if name == "StatusCallbackEvent" else values[-1]
+        to, from_ = params.get("To"), params.get("From")
+        if not isinstance(to, str) or not is_e164(to):
+            return _error_response(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        if not isinstance(from_, str) or not is_e164(from_):
+            return _error_response(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        if not isinstance(params.get("Url"), str) and not isinstance(params.get("Twiml"), str):
+            return _error_response(400, 21205, "Url or Twiml is required")
+        if self.answerer is None:
+            return _error_response(501, _BAD_REQUEST_CODE, "this simulator answers no calls")
+        created = CallCreate(new_sid("CA"), params)
+        self.created.append(created)
+        task = asyncio.get_running_loop().create_task(self.answerer(created))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+        body = {
+            "sid": created.call_sid,
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "status": "queued",
+            "direction": "outbound-api",
+            "to": to,
+            "from": from_,
+            "uri": request.path.removesuffix(".json") + f"/{created.call_sid}.json",
+        }
+        return web.json_response(body, status=201)
 
     async def _update_call(self, request: web.Request) -> web.Response:
         account_sid = request.match_info["account_sid"]
@@ -199,7 +269,9 @@ class TwilioApiSimulator:
                 dial = document.dial
                 for text in document.said:
                     phone.said_by_twilio(text)
-                if document.ending == "Hangup":
+                if document.conference is not None:
+                    messages = phone.join_conference_via_rest(document.conference)
+                elif document.ending == "Hangup":
                     messages = phone.hang_up_via_rest()
                 else:
                     if document.ending == "Dial" and (dial is None or not is_e164(dial)):
@@ -266,6 +338,8 @@ class UpdateTwiml:
     ending: str
     #: For ``<Dial>``, the number dialled.
     dial: str | None = None
+    #: For ``<Dial><Conference>``, the conference's name (then ``dial`` is None).
+    conference: str | None = None
 
 
 def read_update_twiml(twiml: str) -> UpdateTwiml:
@@ -284,6 +358,10 @@ def read_update_twiml(twiml: str) -> UpdateTwiml:
         elif verb.tag == "Dial":
             # Without an action URL Twilio would go on after the dialled call ends; the caller is
             # elsewhere by then, which is as far as the simulator follows.
+            conference = verb.find("Conference")
+            if conference is not None:
+                room = (conference.text or "").strip() or None
+                return UpdateTwiml(tuple(said), "Dial", None, room)
             number = verb.find("Number")
             text = number.text if number is not None else verb.text
             return UpdateTwiml(tuple(said), "Dial", (text or "").strip() or None)

@@ -183,7 +183,15 @@ def test_the_schema_is_draft_2020_12_and_covers_the_field_table() -> None:
     ]
     assert tool["oneOf"] == [
         {"required": [kind]}
-        for kind in ("http", "sql", "python", "end_call", "transfer_call", "hand_off")
+        for kind in (
+            "http",
+            "sql",
+            "python",
+            "end_call",
+            "transfer_call",
+            "hand_off",
+            "press_keys",
+        )
     ]
     assert schema["properties"]["activity_handling"]["enum"] == [
         "START_OF_ACTIVITY_INTERRUPTS",

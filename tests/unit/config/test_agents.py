@@ -26,6 +26,7 @@ from agent.config.models import (
     FallbackConfig,
     FunctionDeclaration,
     HistoryConfig,
+    OutboundConfig,
     ProactivityConfig,
     SessionResumptionConfig,
     SlidingWindow,
@@ -49,9 +50,12 @@ from agent.config.templates import (
     template_problems,
 )
 from agent.config.tools import (
+    PRESS_KEYS_PARAMETERS,
+    WARM_TRANSFER_PARAMETERS,
     EndCallTool,
     HandOffTool,
     HttpTool,
+    PressKeysTool,
     PythonTool,
     SqlTool,
     ToolEntry,
@@ -135,6 +139,16 @@ max_call_cost_usd: 0.75
 cost_limit_message: Say goodbye, we are out of time.
 dtmf: {group_timeout_s: 1.5, message: "Keys: {digits}"}
 fallback: {message: Sorry about this., transfer_to: "+15555550142"}
+outbound:
+  caller_id: "+15555550123"
+  on_machine: voicemail
+  voicemail_message: Please call us back.
+  max_attempts: 3
+  retry_delay_s: 60
+  ring_timeout_s: 25
+  amd_timeout_s: 20
+  calling_hours: "09:00-20:00"
+  callee_timezone: America/New_York
 tools:
   - name: get_order
     description: Look up an order.
@@ -176,6 +190,12 @@ tools:
   - name: to_billing
     description: Hand the caller to billing.
     hand_off: {agent: billing}
+  - name: press
+    description: Press keys in a phone menu.
+    press_keys: {}
+  - name: to_colleague
+    description: Hand the caller to a colleague, with a summary.
+    transfer_call: {number: "+15555550143", warm: true, ring_timeout_s: 20}
 """
 # The agent the full example hands off to: another file, the same model.
 BILLING = """
@@ -248,6 +268,18 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             description="Hand the caller to billing.",
             kind=HandOffTool("billing"),
         ),
+        ToolSpec(
+            name="press",
+            description="Press keys in a phone menu.",
+            kind=PressKeysTool(),
+            parameters=PRESS_KEYS_PARAMETERS,
+        ),
+        ToolSpec(
+            name="to_colleague",
+            description="Hand the caller to a colleague, with a summary.",
+            kind=TransferCallTool("+15555550143", warm=True, ring_timeout_s=20),
+            parameters=WARM_TRANSFER_PARAMETERS,
+        ),
     )
     declarations = (
         FunctionDeclaration(
@@ -287,6 +319,16 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
             name="to_billing",
             description="Hand the caller to billing.",
             parameters_json_schema={"type": "object", "properties": {}},
+        ),
+        FunctionDeclaration(
+            name="press",
+            description="Press keys in a phone menu.",
+            parameters_json_schema=PRESS_KEYS_PARAMETERS,
+        ),
+        FunctionDeclaration(
+            name="to_colleague",
+            description="Hand the caller to a colleague, with a summary.",
+            parameters_json_schema=WARM_TRANSFER_PARAMETERS,
         ),
     )
     expected = AgentConfig(
@@ -356,6 +398,17 @@ def test_every_field_becomes_the_agent_config_it_names(tmp_path: Path) -> None:
         prefetch_crm=True,
         trust_caller_id="verified",
         fallback=FallbackConfig(message="Sorry about this.", transfer_to="+15555550142"),
+        outbound=OutboundConfig(
+            caller_id="+15555550123",
+            on_machine="voicemail",
+            voicemail_message="Please call us back.",
+            max_attempts=3,
+            retry_delay_s=60.0,
+            ring_timeout_s=25,
+            amd_timeout_s=20,
+            calling_hours="09:00-20:00",
+            callee_timezone="America/New_York",
+        ),
     )
     assert agent == expected
     assert registry.default is agent
@@ -658,10 +711,10 @@ def test_tool_problems(tmp_path: Path) -> None:
         f"{file}:7: must be a single SQL statement (key 'tools[0].sql.query')",
         f"{file}:7: placeholder :phone not among the tool's parameters (key 'tools[0].sql.query')",
         f"{file}:8: tool 'lookup' is already defined as tools[0] (key 'tools[1].name')",
-        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; "
-        "found python and end_call (key 'tools[2]')",
-        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call, hand_off; "
-        "found none (key 'tools[3]')",
+        f"{file}:11: needs exactly one of http, sql, python, end_call, transfer_call, hand_off, "
+        "press_keys; found python and end_call (key 'tools[2]')",
+        f"{file}:15: needs exactly one of http, sql, python, end_call, transfer_call, hand_off, "
+        "press_keys; found none (key 'tools[3]')",
         f"{file}:19: must be an object schema: add 'type: object' (key 'tools[4].parameters')",
         f"{file}:20: {{order}} is not one of the tool's parameters (key 'tools[4].http.url')",
         f"{file}:23: {{order}} is not one of the tool's parameters (key 'tools[5].http.url')",
@@ -1261,3 +1314,16 @@ def test_the_readme_documents_every_key_as_the_loader_knows_it() -> None:
         "regenerate with: agent schema --format markdown"
     )
     assert len(dataclasses.fields(AgentFile)) > 40
+
+
+def test_an_outbound_calls_params_render_as_param_placeholders() -> None:
+    """``agent dial --param name=Ada`` fills ``{param.name}``; a name the dial did not give is
+    ``unknown``; the load-time check accepts any ``{param.*}``."""
+    agent = AgentConfig(
+        system_instruction="Call {param.name} about order {param.order}.",
+        greeting="Hello {param.name}.",
+    )
+    rendered = render_for_call(agent, TemplateContext(params={"name": "Ada"}))
+    assert rendered.system_instruction == "Call Ada about order unknown."
+    assert rendered.greeting == "Hello Ada."
+    assert template_problems("Hi {param.anything}", prefetch_crm=False) == []

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.audio.codec import ulaw_to_pcm16
+from agent.audio.codec import pcm16_to_ulaw, ulaw_to_pcm16
+from agent.audio.dtmf import tones
 from agent.errors import AudioError, TelephonyError
 from agent.sim.carrier import (
     BUNDLED_CALLER_CLIPS,
@@ -667,6 +668,12 @@ def test_a_call_that_already_ended_ignores_rest_updates() -> None:
             "<Response><Say>One</Say><Redirect>/next</Redirect></Response>",
             UpdateTwiml(("One",), "Redirect"),
         ),
+        # A warm transfer's join: the call goes into a conference, not to a number.
+        (
+            '<Response><Say>Ada</Say><Dial><Conference beep="false">room-1</Conference>'
+            "</Dial></Response>",
+            UpdateTwiml(("Ada",), "Dial", None, "room-1"),
+        ),
     ],
 )
 def test_rest_twiml_is_followed_verb_by_verb(twiml: str, followed: UpdateTwiml) -> None:
@@ -683,6 +690,25 @@ def test_what_twilio_said_is_in_the_report() -> None:
     report = phone.report()
     assert report.twilio_said == ("Sorry, one moment.",)
     assert "Twilio said: 'Sorry, one moment.'" in report.summary()
+
+
+def test_a_call_moved_into_a_conference_stops_its_stream_and_says_where_it_went() -> None:
+    phone = make_phone([])
+    phone.connect({})
+    [stop] = phone.join_conference_via_rest("transfer-CA1")
+    assert stop["event"] == "stop"
+    assert phone.join_conference_via_rest("again") == []
+    report = phone.report()
+    assert (report.ended_by, report.conference) == ("joined a conference via REST", "transfer-CA1")
+
+
+def test_keys_played_to_a_listening_phone_are_heard_in_order() -> None:
+    phone = make_phone([], detect_keys=True, lead_ms=0, linger_ms=2000)
+    phone.connect({})
+    phone.receive_text(media(pcm16_to_ulaw(tones("9*"))))
+    for _ in range(40):
+        phone.tick()
+    assert phone.report().keys_heard == "9*"
 
 
 @pytest.mark.parametrize("twiml", ["<Response><Dial>", "<Dial>+1</Dial>", "<Response/>"])

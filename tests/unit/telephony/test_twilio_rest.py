@@ -19,7 +19,14 @@ from structlog.testing import capture_logs
 
 from agent.errors import ConfigError, TelephonyError
 from agent.sim.carrier import CarrierOptions, Phone, TwilioApiSimulator, new_sid
-from agent.telephony.rest import TwilioApiError, TwilioRest
+from agent.sim.carrier.rest import CallCreate
+from agent.telephony.rest import (
+    TwilioApiError,
+    TwilioRest,
+    conference_twiml,
+    create_call_params,
+    warm_transfer_params,
+)
 
 ACCOUNT = "AC" + "a" * 32
 TOKEN = "s3cret-auth-token-for-tests"
@@ -341,3 +348,115 @@ async def test_every_update_retries_once_when_no_connection_could_be_made(
         await client.transfer(new_sid("CA"), "+15555550123")
     assert [entry["event"] for entry in logs].count("twilio.retrying") == 1
     assert TOKEN not in repr(logs)
+
+
+# -- creating outbound calls ---------------------------------------------------------------------
+
+
+def test_the_create_form_names_each_parameter_as_twilio_does() -> None:
+    form = create_call_params(
+        to="+15555550201",
+        from_="+15555550123",
+        answer_url="https://bridge.example/twilio/outbound",
+        status_callback="https://bridge.example/twilio/call-status",
+        amd_callback="https://bridge.example/twilio/amd",
+        ring_timeout_s=25,
+        amd_timeout_s=20,
+    )
+    assert form == {
+        "To": "+15555550201",
+        "From": "+15555550123",
+        "Url": "https://bridge.example/twilio/outbound",
+        "Method": "POST",
+        "Timeout": "25",
+        "StatusCallback": "https://bridge.example/twilio/call-status",
+        "StatusCallbackMethod": "POST",
+        "StatusCallbackEvent": ("initiated", "ringing", "answered", "completed"),
+        "MachineDetection": "DetectMessageEnd",
+        "MachineDetectionTimeout": "20",
+        "AsyncAmd": "true",
+        "AsyncAmdStatusCallback": "https://bridge.example/twilio/amd",
+        "AsyncAmdStatusCallbackMethod": "POST",
+    }
+    with pytest.raises(ValueError, match="To must be an E"):
+        create_call_params(
+            to="555-0201", from_="+15555550123", answer_url="", status_callback="", amd_callback=""
+        )
+
+
+async def test_create_call_posts_the_form_and_returns_the_new_call_sid(
+    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
+) -> None:
+    answered: list[str] = []
+
+    async def answer(create: CallCreate) -> None:
+        answered.append(create.call_sid)
+
+    simulator.answerer = answer
+    form = create_call_params(
+        to="+15555550201",
+        from_="+15555550123",
+        answer_url="http://127.0.0.1:9/twilio/outbound",
+        status_callback="http://127.0.0.1:9/twilio/call-status",
+        amd_callback="http://127.0.0.1:9/twilio/amd",
+    )
+    call_sid = await rest(http, simulator.url).create_call(form)
+    [created] = simulator.created
+    assert created.call_sid == call_sid
+    # The repeated field arrives once per value, as Twilio's own clients send it.
+    assert created.params["StatusCallbackEvent"] == (
+        "initiated",
+        "ringing",
+        "answered",
+        "completed",
+    )
+    assert created.get("MachineDetection") == "DetectMessageEnd"
+    await asyncio.sleep(0)
+    assert answered == [call_sid]
+
+
+async def test_a_refused_create_is_a_twilio_api_error_with_its_code(
+    http: aiohttp.ClientSession, simulator: TwilioApiSimulator
+) -> None:
+    with pytest.raises(TwilioApiError) as caught:
+        await rest(http, simulator.url).create_call(
+            {"To": "12", "From": "+15555550123", "Url": "x"}
+        )
+    assert caught.value.code == 21211
+    assert simulator.created == []
+
+
+# -- warm transfers ------------------------------------------------------------------------------
+
+
+def test_the_conference_twiml_says_first_and_ends_when_either_leaves() -> None:
+    assert conference_twiml("transfer-CA1") == (
+        "<Response><Dial>"
+        '<Conference endConferenceOnExit="true" beep="false">transfer-CA1</Conference>'
+        "</Dial></Response>"
+    )
+    assert conference_twiml("r", say="Ada & co <urgent>") == (
+        "<Response><Say>Ada &amp; co &lt;urgent&gt;</Say><Dial>"
+        '<Conference endConferenceOnExit="true" beep="false">r</Conference>'
+        "</Dial></Response>"
+    )
+
+
+def test_the_colleagues_leg_is_a_create_with_inline_twiml_and_a_status_callback() -> None:
+    form = warm_transfer_params(
+        to="+15555550143",
+        from_="+15555550199",
+        summary="Ada wants a refund.",
+        room="transfer-CA1",
+        status_callback="https://bridge.example/twilio/warm-status?for=CA1",
+        ring_timeout_s=20,
+    )
+    assert form == {
+        "To": "+15555550143",
+        "From": "+15555550199",
+        "Twiml": conference_twiml("transfer-CA1", say="Ada wants a refund."),
+        "Timeout": "20",
+        "StatusCallback": "https://bridge.example/twilio/warm-status?for=CA1",
+        "StatusCallbackMethod": "POST",
+        "StatusCallbackEvent": ("answered", "completed"),
+    }
