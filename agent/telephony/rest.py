@@ -219,27 +219,7 @@ class TwilioRest:
     ) -> dict[str, Any]:
         """POST ``params`` to ``url``; the JSON answer, or the error (as :class:`_TransientError`
         when it is worth one retry)."""
-        try:
-            async with self._http.post(
-                url,
-                data=list(_form_items(params)),
-                timeout=self._timeout,
-                headers={"Accept": "application/json", "Authorization": self._authorization},
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                payload = _json_object(await response.read())
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise _TransientError(
-                TwilioApiError(f"could not connect to Twilio's REST API ({type(exc).__name__})"),
-                connect_failed=True,
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            what_failed = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise _TransientError(
-                TwilioApiError(f"Twilio's REST API did not answer ({what_failed})"),
-                repeatable=True,
-            ) from exc
+        status, payload = await self._exchange(url, list(_form_items(params)), what)
         if 200 <= status < 300:
             return payload
         error = _api_error(status, payload, f"creating {what}")
@@ -316,30 +296,33 @@ class TwilioRest:
                 await asyncio.sleep(_RETRY_DELAY_S)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _post(self, url: str, params: Mapping[str, str], call_sid: str) -> dict[str, Any]:
+    async def _exchange(self, url: str, data: Any, what: str) -> tuple[int, dict[str, Any]]:
+        """One POST of a form to Twilio: its status and JSON answer. A connection that could not
+        be made, or an answer that never came, is a :class:`_TransientError` (the second may
+        have been acted on: only a caller whose request is safe to repeat retries it)."""
         try:
             async with self._http.post(
                 url,
-                data=dict(params),
+                data=data,
                 timeout=self._timeout,
                 headers={"Accept": "application/json", "Authorization": self._authorization},
                 allow_redirects=False,
             ) as response:
-                status = response.status
-                body = await response.read()
-                payload = _json_object(body)
+                return response.status, _json_object(await response.read())
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise _TransientError(
                 TwilioApiError(f"could not connect to Twilio's REST API ({type(exc).__name__})"),
                 connect_failed=True,
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            # A dropped connection, a timeout: the request may or may not have been acted on.
-            what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            failed = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise _TransientError(
-                TwilioApiError(f"Twilio's REST API did not answer the call update ({what})"),
+                TwilioApiError(f"Twilio's REST API did not answer {what} ({failed})"),
                 repeatable=True,
             ) from exc
+
+    async def _post(self, url: str, params: Mapping[str, str], call_sid: str) -> dict[str, Any]:
+        status, payload = await self._exchange(url, dict(params), "the call update")
         if 200 <= status < 300:
             log.info(
                 "twilio.call_updated",
