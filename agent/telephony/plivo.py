@@ -59,8 +59,8 @@ __all__ = [
     "verify_signature",
 ]
 
-#: https://www.plivo.com/docs/voice/concepts/signature-validation: V3 signatures, each request
-#: with its own nonce.
+#: Plivo's V3 signature headers: one nonce per request. The signed text is what plivo-python's
+#: ``plivo.utils.signature_v3.validate_v3_signature`` builds (the tests check against it).
 SIGNATURE_HEADER: Final = "X-Plivo-Signature-V3"
 NONCE_HEADER: Final = "X-Plivo-Signature-V3-Nonce"
 

@@ -86,8 +86,15 @@ class CarrierOptions:
     #: Twilio's STIR/SHAKEN verdict on the caller ID, e.g. ``TN-Validation-Passed-A`` (None:
     #: the call carried no attestation and Twilio sends no ``StirVerstat``).
     stir_verstat: str | None = None
+    #: Whose wire the call speaks: ``twilio``, ``telnyx`` or ``plivo`` (sim.carrier.dialects).
+    carrier: str = "twilio"
+    #: Telnyx: the base64 Ed25519 private key (32 bytes) that signs webhooks; the bridge's
+    #: ``TELNYX_PUBLIC_KEY`` is its public half. (Plivo signs with ``auth_token``.)
+    telnyx_signing_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.carrier not in ("twilio", "telnyx", "plivo"):
+            raise ValueError(f"carrier must be twilio, telnyx or plivo, got {self.carrier!r}")
         if not self.speed > 0 or not math.isfinite(self.speed):
             raise ValueError(f"speed must be a positive number, got {self.speed}")
         if not self.max_duration_s > 0 or not math.isfinite(self.max_duration_s):
