@@ -141,6 +141,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the simulated account (default TWILIO_ACCOUNT_SID, else a random AC... SID)",
     )
+    call.add_argument(
+        "--carrier",
+        choices=("twilio", "telnyx", "plivo"),
+        default="twilio",
+        help="whose webhook and media stream to speak (default twilio). plivo signs with "
+        "PLIVO_AUTH_TOKEN; telnyx calls are unsigned (the bridge without TELNYX_PUBLIC_KEY)",
+    )
     call.set_defaults(run=_call)
 
     add_calls_subcommands(commands)
@@ -330,11 +337,16 @@ def _call(args: argparse.Namespace) -> int:
     options = CarrierOptions(
         url=(args.url or default_bridge_url(settings)).rstrip("/"),
         speed=args.speed,
-        auth_token=reveal(settings.twilio_auth_token),
+        auth_token=reveal(
+            settings.plivo_auth_token if args.carrier == "plivo" else settings.twilio_auth_token
+        ),
         from_number=args.from_number,
         to_number=args.to_number,
         barge_in_ms=args.barge_in_ms,
+        carrier=args.carrier,
     )
+    if args.rest_port is not None and args.carrier != "twilio":
+        raise ConfigError("--rest-port simulates Twilio's REST API only", key="--rest-port")
 
     async def run() -> CallReport:
         if args.rest_port is None:
