@@ -4,9 +4,12 @@ that carrier signs, and the bridge runs the call as it runs a Twilio one (barge-
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -17,6 +20,7 @@ from agent.config.reload import AgentRegistryHolder
 from agent.live.targets import DeveloperApiTarget
 from agent.server.state import CALLS
 from agent.sim.carrier import CarrierOptions, place_call
+from agent.sim.carrier.dialects import sign_webhook
 from agent.sim.live.scenario import scenario_from_data
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
@@ -129,3 +133,60 @@ async def test_an_unsigned_webhook_is_refused(carrier: str, start_bridge: Bridge
         http.post(bridge.url + path, data=form) as response,
     ):
         assert response.status == 403
+
+
+async def _telnyx_ticket(bridge: Bridge, http: aiohttp.ClientSession, call_sid: str) -> str:
+    """A ticket from a signed Telnyx webhook for ``call_sid``."""
+    url = bridge.url + "/telnyx/voice"
+    form = {"CallSid": call_sid, "From": CALLER, "To": "+15555550199"}
+    body = urlencode(form).encode()
+    options = carrier_options("telnyx", bridge.url)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    headers |= sign_webhook("telnyx", options, url, form, body)
+    async with http.post(url, data=body, headers=headers) as response:
+        assert response.status == 200
+        texml = await response.text()
+    param = ET.fromstring(texml).find("./Start/Stream/Parameter")
+    assert param is not None
+    return param.attrib["value"]
+
+
+def _plivo_start(call_id: str) -> str:
+    media_format = {"encoding": "audio/x-mulaw", "sampleRate": 8000}
+    start = {
+        "callId": call_id,
+        "streamId": "5f1c",
+        "tracks": ["inbound"],
+        "mediaFormat": media_format,
+    }
+    return json.dumps({"event": "start", "sequenceNumber": 1, "start": start})
+
+
+def _telnyx_start(call_id: str, token: str) -> str:
+    media_format = {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}
+    start = {
+        "call_control_id": call_id,
+        "media_format": media_format,
+        "custom_parameters": {"token": token},
+    }
+    return json.dumps({"event": "start", "stream_id": "5f1c", "start": start})
+
+
+async def test_a_ticket_opens_only_its_own_carriers_stream_for_its_own_call(
+    start_bridge: BridgeFactory,
+) -> None:
+    bridge = await start_bridge(**carrier_settings("telnyx"), **carrier_settings("plivo"))
+    ws_url = bridge.url.replace("http://", "ws://")
+    async with aiohttp.ClientSession() as http:
+        token = await _telnyx_ticket(bridge, http, "1b6a-call-one")
+        # On Plivo's stream (the same call ID, a ticket keyed by the same secret): refused.
+        async with http.ws_connect(f"{ws_url}/plivo/stream?ticket={token}") as ws:
+            await ws.send_str(_plivo_start("1b6a-call-one"))
+            await ws.receive()
+            assert ws.close_code == 1008
+        # On Telnyx's stream, for another call: refused.
+        async with http.ws_connect(f"{ws_url}/telnyx/stream") as ws:
+            await ws.send_str(_telnyx_start("1b6a-call-two", token))
+            await ws.receive()
+            assert ws.close_code == 1008
+        assert not bridge.app[CALLS].active
