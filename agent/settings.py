@@ -19,6 +19,10 @@
 | `TWILIO_ACCOUNT_SID`| with the auth token (or an API key): REST calls to hang up / transfer |
 | `TWILIO_API_KEY_SID`, `TWILIO_API_KEY_SECRET` | REST credentials instead of the auth token |
 | `TWILIO_API_URL`    | Twilio REST base URL (default `https://api.twilio.com`)               |
+| `TELNYX_PUBLIC_KEY` | verifies Telnyx's Ed25519 webhook signatures; unset = Telnyx dev mode |
+| `TELNYX_API_KEY`, `TELNYX_API_URL` | Telnyx Call Control: hang up and transfer Telnyx calls |
+| `PLIVO_AUTH_ID`, `PLIVO_AUTH_TOKEN` | Plivo: verifies V3 signatures; REST hang-up / transfer |
+| `PLIVO_API_URL`     | Plivo REST base URL (default `https://api.plivo.com`)                 |
 | `CRM_DATABASE_URL`  | the embedded demo CRM (default `sqlite:///./crm.db`)                  |
 | `DRAIN_MODE`        | on SIGTERM: `handover` (default) moves calls in progress to other     |
 |                     | replicas at a quiet moment; `wait` lets them finish here              |
@@ -270,6 +274,14 @@ class Settings(BaseSettings):
     twilio_api_key_sid: OptionalText = None
     twilio_api_key_secret: OptionalSecret = None
     twilio_api_url: str = "https://api.twilio.com"
+    # Telnyx and Plivo (agent.server.carriers): each carrier's webhook and stream are verified
+    # when its credential is set, as Twilio's are with TWILIO_AUTH_TOKEN.
+    telnyx_public_key: OptionalText = None
+    telnyx_api_key: OptionalSecret = None
+    telnyx_api_url: str = "https://api.telnyx.com"
+    plivo_auth_id: OptionalText = None
+    plivo_auth_token: OptionalSecret = None
+    plivo_api_url: str = "https://api.plivo.com"
     crm_database_url: str = "sqlite:///./crm.db"
     agents_path: OptionalText = None  # None: the bundled examples (agent.config BUNDLED_AGENTS)
     agents_reload_interval_s: SecondsValue = 0.0  # 0: no polling
@@ -459,6 +471,8 @@ class Settings(BaseSettings):
             reveal(self.gemini_api_key),
             reveal(self.twilio_auth_token),
             reveal(self.twilio_api_key_secret),
+            reveal(self.telnyx_api_key),
+            reveal(self.plivo_auth_token),
             reveal(self.stream_token_secret),
             reveal(self.console_token),
             reveal(self.calls_api_token),

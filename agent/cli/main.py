@@ -158,6 +158,13 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of calling the bridge, be the far end of its next outbound call (agent "
         "dial) on --rest-port: the WAVs are what the person says, or the machine's greeting",
     )
+    call.add_argument(
+        "--carrier",
+        choices=("twilio", "telnyx", "plivo"),
+        default="twilio",
+        help="whose webhook and media stream to speak (default twilio). plivo signs with "
+        "PLIVO_AUTH_TOKEN; telnyx calls are unsigned (the bridge without TELNYX_PUBLIC_KEY)",
+    )
     call.set_defaults(run=_call)
 
     add_calls_subcommands(commands)
@@ -349,15 +356,22 @@ def _call(args: argparse.Namespace) -> int:
     except OSError as exc:  # a mistyped clip name or path: one line, not a traceback
         raise ConfigError(str(exc).strip('"')) from exc
     if args.callee is not None:
+        if args.carrier != "twilio":
+            raise ConfigError("--callee answers Twilio's outbound calls only", key="--callee")
         return _answer_dial(args, settings, utterances)
     options = CarrierOptions(
         url=(args.url or default_bridge_url(settings)).rstrip("/"),
         speed=args.speed,
-        auth_token=reveal(settings.twilio_auth_token),
+        auth_token=reveal(
+            settings.plivo_auth_token if args.carrier == "plivo" else settings.twilio_auth_token
+        ),
         from_number=args.from_number,
         to_number=args.to_number,
         barge_in_ms=args.barge_in_ms,
+        carrier=args.carrier,
     )
+    if args.rest_port is not None and args.carrier != "twilio":
+        raise ConfigError("--rest-port simulates Twilio's REST API only", key="--rest-port")
 
     async def run() -> CallReport:
         if args.rest_port is None:

@@ -37,6 +37,7 @@ The event names, levels and fields are listed in ``docs/logging.md``.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Final, Literal, TextIO
@@ -94,6 +95,9 @@ _CHATTY_LIBRARIES: Final = ("websockets",)
 # -- aiohttp's access log --------------------------------------------------------------------------
 
 
+_TICKET_IN_QUERY: Final = re.compile(r"([?&]ticket=)[^&\s]*")
+
+
 def shape_access_log(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
     """Turn an aiohttp access-log record into a ``server.access`` event with fields.
 
@@ -110,7 +114,8 @@ def shape_access_log(logger: WrappedLogger, name: str, event_dict: EventDict) ->
     target = rest.rsplit(" ", 1)[0] if rest else ""
     event_dict["event"] = "server.access"
     event_dict["method"] = method or None
-    event_dict["path"] = target or None
+    # Plivo's stream URL carries its single-use stream ticket (agent.telephony.plivo): masked.
+    event_dict["path"] = _TICKET_IN_QUERY.sub(r"\1***", target) if target else None
     for attribute, key in (("response_status", "status"), ("response_size", "bytes")):
         if attribute in fields:
             event_dict[key] = _int_or_text(fields[attribute])

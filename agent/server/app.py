@@ -53,6 +53,7 @@ from agent.observability.metrics import Metrics
 from agent.observability.pricing import PriceTable
 from agent.observability.privacy import add_secrets
 from agent.records.store import CRASH_HORIZON_S, CallRecordStore, RecordStore
+from agent.server.carriers import add_carriers
 from agent.server.console import add_console
 from agent.server.context import reload_into_calls
 from agent.server.outbound import (
@@ -186,6 +187,7 @@ def create_app(
     shared_secret = settings.stream_token_secret or settings.twilio_auth_token
     secret = shared_secret.get_secret_value().encode() if shared_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret)
+    add_carriers(app, secret)  # Telnyx's and Plivo's routes, their tickets keyed alike
     app[CALL_SOCKETS] = set()
     app_metrics = metrics if metrics is not None else Metrics()
     app[CALLS] = ActiveCalls(on_change=app_metrics.set_active_calls)

@@ -191,6 +191,10 @@ async def place_call(
     ``TelephonyError`` when the call cannot be set up (webhook unreachable or answering non-2xx,
     TwiML without a stream, WebSocket refused) and ``AudioError`` for PCM that is not 16-bit.
     """
+    if options.carrier != "twilio":
+        from agent.sim.carrier.dialects import place_carrier_call  # it imports this module
+
+        return await place_carrier_call(options, utterances, observer=observer)
     caller_audio = [pcm16_to_ulaw(pcm) for pcm in utterances]
     call_sid, stream_sid = new_sid("CA"), new_sid("MZ")
     account_sid = rest.account_sid if rest is not None else new_sid("AC")

@@ -92,8 +92,15 @@ class CarrierOptions:
     #: Listen for DTMF tones in what the bridge plays (an IVR would): ``CallReport.keys_heard``.
     #: Off by default: a Goertzel detector per tick is work most calls need not do.
     detect_keys: bool = False
+    #: Whose wire the call speaks: ``twilio``, ``telnyx`` or ``plivo`` (sim.carrier.dialects).
+    carrier: str = "twilio"
+    #: Telnyx: the base64 Ed25519 private key (32 bytes) that signs webhooks; the bridge's
+    #: ``TELNYX_PUBLIC_KEY`` is its public half. (Plivo signs with ``auth_token``.)
+    telnyx_signing_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.carrier not in ("twilio", "telnyx", "plivo"):
+            raise ValueError(f"carrier must be twilio, telnyx or plivo, got {self.carrier!r}")
         if not self.speed > 0 or not math.isfinite(self.speed):
             raise ValueError(f"speed must be a positive number, got {self.speed}")
         if not self.max_duration_s > 0 or not math.isfinite(self.max_duration_s):
