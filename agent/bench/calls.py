@@ -38,7 +38,7 @@ import structlog
 from aiohttp import web
 from structlog.types import EventDict, Processor, WrappedLogger
 
-from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw
+from agent.audio.codec import ULAW_SILENCE, pcm16_to_ulaw, ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder
 from agent.clock import Clock
 from agent.config.models import DEFAULT_AGENT, AgentConfig
@@ -221,11 +221,13 @@ def vad_detection_chunks(pcm8k: bytes) -> tuple[int | None, int | None]:
     silence = bytes([ULAW_SILENCE]) * _FRAME_BYTES
     lead, tail = 50, 150
     inbound = InboundTranscoder()
+    rate = DEFAULT_AGENT.input_sample_rate  # what the bridge sends: 8 kHz as is, or upsampled
     vad = EmulatorVad(VadSettings())
     started = ended = None
     for index, frame in enumerate([silence] * lead + frames + [silence] * tail):
-        samples = np.frombuffer(inbound.process(frame), dtype="<i2")
-        for event in vad.feed(samples, 16000):
+        pcm = ulaw_to_pcm16(frame) if rate == 8000 else inbound.process(frame)
+        samples = np.frombuffer(pcm, dtype="<i2")
+        for event in vad.feed(samples, rate):
             if isinstance(event, SpeechStarted) and started is None:
                 started = index - lead
             elif isinstance(event, SpeechEnded) and started is not None and ended is None:

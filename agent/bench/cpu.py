@@ -69,6 +69,7 @@ _SCRUBBED_ENV = (
     "AGENTS_RELOAD_INTERVAL_S",
     "CRM_DATABASE_URL",
     "DATABASE_URL",
+    "EVENT_LOOP",
     "GEMINI_API_KEY",
     "HOST",
     "LIVE_API_URL",
@@ -246,11 +247,14 @@ def _base_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def _emulator_process(workdir: Path) -> Iterator[tuple[ChildProcess, int]]:
-    """The Live API emulator as its own process (``think_ms=0``), logging warnings only."""
+    """The Live API emulator as its own process (``think_ms=0``, ``--no-speech``), logging
+    warnings only. Without speech it answers with its bundled clips at once: recognising and
+    voicing offline would make the model's audio late and sparse, and the bench is about the
+    bridges carrying model audio at full rate."""
     port = free_port()
     env = _base_env() | {"LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
     argv = [sys.executable, "-m", "agent", "emulate", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--think-ms", "0"]
+    argv += ["--think-ms", "0", "--no-speech"]
     with ChildProcess("the Live API emulator", argv, env, workdir / "emulator.log") as child:
         yield child, port
 
@@ -363,8 +367,15 @@ def _caller_script(seconds: float) -> list[bytes]:
 
 
 async def _place_calls(
-    url: str, calls: int, seconds: float, auth_token: str | None
+    url: str,
+    calls: int,
+    seconds: float,
+    auth_token: str | None,
+    *,
+    start_spread_s: float | None = None,
 ) -> list[CallReport | BaseException]:
+    """Place ``calls`` calls at once, each talking for ``seconds``. They start 0.1 s apart, or
+    spread evenly over ``start_spread_s`` when given (a ramp of many calls)."""
     options = CarrierOptions(
         url=url,
         speed=1.0,
@@ -378,7 +389,10 @@ async def _place_calls(
 
     async def one(index: int) -> CallReport:
         # Calls do not start in lockstep on a real line: spread their 20 ms ticks apart.
-        await asyncio.sleep(index * 0.02 / max(1, calls) + index * 0.1)
+        if start_spread_s is None:
+            await asyncio.sleep(index * 0.02 / max(1, calls) + index * 0.1)
+        else:
+            await asyncio.sleep(index * start_spread_s / max(1, calls))
         return await place_call(options, script)
 
     results = await asyncio.gather(*(one(i) for i in range(calls)), return_exceptions=True)

@@ -20,12 +20,16 @@ Sections (all by default; ``--only`` picks some):
                (:mod:`agent.bench.cpu`).
 ``tools``      a sync ``python`` tool in its worker process against a thread: per-call round trip,
                the worker's start, how soon a cancelled call is free (:mod:`agent.bench.tools`).
+``capacity``   concurrent calls ramped (10, 25, 50, 100, 200 ...) against the thin bridge,
+               ``agent serve`` and ``agent serve --workers 2``, interleaved, until p99 queueing
+               passes 20 ms or audio is lost: calls per core and per machine at the knee, CPU and
+               memory per call, PNG plots (:mod:`agent.bench.capacity`).
 ``replicas``   two replicas behind one URL: the silence a caller hears when their stream's replica
                is lost (target: at most 2 s), and the greeting when the stream reaches the webhook's
                replica or another one (:mod:`agent.bench.replicas`).
 
 Targets: at most 5 ms of added audio delay per direction; CPU per call-second with every feature on
-at most a third of the thinnest bridge's; greeting audio within 10 ms of ``start`` when
+at most half the thinnest bridge's (stretch: a third); greeting audio within 10 ms of ``start`` when
 pre-connected. Reconnection gaps and barge-in latency are measured and reported.
 
 Run ``agent bench`` (or ``python -m agent.bench``); ``--json`` prints the figures and the raw
@@ -42,10 +46,12 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from agent.bench.report import (
     AUDIO_DELAY_TARGET_MS,
+    CPU_RATIO_STRETCH,
     CPU_RATIO_TARGET,
     TEAM_THIN_BRIDGE_MS,
     Section,
@@ -75,8 +81,10 @@ SECTIONS: Final = (
     "workers",
     "tools",
     "soak",
+    "capacity",
 )
-#: Sections a bare ``agent bench`` runs: the soak takes many minutes, so it is asked for by name.
+#: Sections a bare ``agent bench`` runs: the soak and the capacity ramp take many minutes, so
+#: they are asked for by name.
 DEFAULT_SECTIONS: Final = ("audio", "cpu", "latency", "reconnect", "replicas", "workers", "tools")
 DESCRIPTION: Final = "measure latency, CPU and reconnection gaps against the bridge's targets"
 
@@ -214,7 +222,8 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
             ratio,
             "x",
             round(CPU_RATIO_TARGET, 3),
-            f"target: a third of the thin bridge's; rounds {_nums(ratios, 2)}",
+            f"target: half the thin bridge's (stretch {CPU_RATIO_STRETCH:.2f}); "
+            f"rounds {_nums(ratios, 2)}",
             digits=2,
         ),
         reported(
@@ -356,6 +365,101 @@ async def workers_section(calls: int, seconds: float) -> Section:
     return section
 
 
+async def capacity_section(max_calls: int, seconds: float, plot_dir: str, command: str) -> Section:
+    """The capacity ramp (:mod:`agent.bench.capacity`), its knees and its plots."""
+    from agent.bench.capacity import (
+        QUEUEING_LIMIT_MS,
+        find_knee,
+        run_capacity_bench,
+        step_plan,
+        write_plots,
+    )
+
+    section = Section("capacity")
+    load_before = os.getloadavg()
+    steps = await run_capacity_bench(step_plan(max_calls), seconds)
+    load_after = os.getloadavg()
+    section.details["steps"] = [dataclasses.asdict(step) for step in steps]
+    cores = os.cpu_count() or 1
+    for bridge, usable in (("thin", 1), ("agent", 1), ("agent --workers 2", min(2, cores))):
+        ramp = [s for s in steps if s.bridge == bridge]
+        if not ramp:
+            continue
+        knee = find_knee(ramp, QUEUEING_LIMIT_MS)
+        last = max(ramp, key=lambda s: s.calls)
+        how = (
+            f"last step within p99 <= {QUEUEING_LIMIT_MS:g} ms and no audio lost"
+            if knee.reached
+            else f"not reached: the ramp ended at {last.calls} calls within the limits"
+        )
+        if knee.calls is None:
+            how = f"the first step was already past: {last.lost or 'queueing'}"
+        section.figures.append(reported(f"{bridge}: calls at the knee", knee.calls, "calls", how))
+        if knee.calls is not None:
+            section.figures.append(
+                reported(
+                    f"{bridge}: calls per core / per machine ({cores} cores)",
+                    f"{knee.calls / usable:.0f} / {knee.calls / usable * cores:.0f}",
+                    "calls",
+                    f"{usable} core(s) used; per machine = per core x cores, an estimate"
+                    if usable < cores
+                    else "per machine measured",
+                )
+            )
+        at_knee = next((s for s in ramp if s.calls == knee.calls), None)
+        if at_knee is not None:
+            section.figures.append(
+                reported(
+                    f"{bridge}: CPU per call-second / memory per call at the knee",
+                    f"{_num(at_knee.cpu_ms_per_call_second)} ms / "
+                    f"{_num(at_knee.rss_kib_per_call)} KiB",
+                )
+            )
+    for s in steps:
+        section.figures.append(
+            reported(
+                f"step: {s.bridge}, {s.calls} calls",
+                f"{_num(s.cpu_ms_per_call_second)} ms/call-s, p99 {_num(s.queueing_p99_ms)} ms, "
+                f"{_num(s.rss_kib_per_call)} KiB/call",
+                "",
+                f"bridge {s.cores_busy} + load generator {s.generator_cores} + emulator "
+                f"{s.emulator_cores} cores; load {s.load_average}"
+                + ("" if s.lost is None else f"; lost: {s.lost}"),
+            )
+        )
+    one_worker_100 = next((s for s in steps if s.bridge == "agent" and s.calls == 100), None)
+    if one_worker_100 is not None:
+        section.figures.append(
+            judged(
+                "agent serve, 100 calls on one worker: p99 queueing",
+                one_worker_100.queueing_p99_ms,
+                "ms",
+                5.0,
+                one_worker_100.lost or "no audio lost",
+                digits=2,
+            )
+        )
+    note = (
+        f"{cores} cores, load {load_before[0]:.2f} -> {load_after[0]:.2f}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {command}"
+    )
+    section.details["plot_note"] = note
+    try:
+        paths = write_plots(steps, Path(plot_dir), note)
+    except ImportError:
+        section.figures.append(
+            reported(
+                "plots",
+                "not written",
+                "",
+                "matplotlib is missing: pip install 'gemini-phone-agent[bench]'",
+            )
+        )
+    else:
+        section.figures.append(reported("plots", len(paths), "PNG", " ".join(map(str, paths))))
+    return section
+
+
 def _nums(values: Iterable[float], digits: int = 1) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
@@ -433,6 +537,26 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="soak: rounds, each followed by 10 s idle (2; more tell a working set from a leak)",
     )
+    parser.add_argument(
+        "--capacity-max-calls",
+        type=int,
+        default=400,
+        metavar="N",
+        help="capacity: ramp 10, 25, 50, 100, 200, then doubling, up to N calls (400)",
+    )
+    parser.add_argument(
+        "--capacity-seconds",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="capacity: length of each step's calls (12)",
+    )
+    parser.add_argument(
+        "--plot-dir",
+        default="capacity-plots",
+        metavar="DIR",
+        help="capacity: where the PNG plots go (capacity-plots)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -465,6 +589,9 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         "workers": lambda: workers_section(args.calls * 2, args.seconds),
         "tools": run_tools_bench,
         "soak": lambda: soak_section(args.soak_calls, args.soak_minutes, args.soak_rounds),
+        "capacity": lambda: capacity_section(
+            args.capacity_max_calls, args.capacity_seconds, args.plot_dir, _command(args)
+        ),
     }
     sections = []
     for name in _sections(args.only):
@@ -478,6 +605,14 @@ async def run_sections(args: argparse.Namespace) -> list[Section]:
         section.seconds = time.perf_counter() - began
         sections.append(section)
     return sections
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The capacity run's command line, for its plots."""
+    return (
+        f"agent bench --only {args.only} --capacity-max-calls {args.capacity_max_calls} "
+        f"--capacity-seconds {args.capacity_seconds:g}"
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ It does only what every bridge must do: answer the voice webhook with ``<Connect
 accept the media stream, open a Live API WebSocket when ``start`` arrives (no pre-connect), and
 move audio both ways through the same transcoders as the product (mu-law 8 kHz -> PCM16 16 kHz in,
 PCM16 24 kHz -> 20 ms mu-law frames out), plus a ``clear`` on ``interrupted`` so barge-in works.
-Nothing else: no marks, playback tracking, metrics, call records, logs, signature checks,
+Nothing else (but a ``GET /healthz`` answering ``ok``, for the capacity bench's probe): no
+marks, playback tracking, metrics, call records, logs, signature checks,
 reconnection, CRM look-ups or tools.
 
 So that both bridges carry the same audio, it sends the Live API what ``agent serve`` would for
@@ -58,7 +59,12 @@ def create_thin_app(
     app[_PUBLIC_URL] = public_url.rstrip("/")
     app.router.add_post("/twilio/voice", _voice)
     app.router.add_get("/twilio/stream", _stream)
+    app.router.add_get("/healthz", _healthz)  # for the capacity section's queueing probe
     return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
 
 
 async def _voice(request: web.Request) -> web.Response:

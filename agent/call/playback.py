@@ -23,6 +23,13 @@ from dataclasses import dataclass
 
 FRAME_MS = 20
 FRAME_S = FRAME_MS / 1000
+#: While the model speaks, a mark goes after the media message that brings the audio sent since
+#: the last mark to this many frames (200 ms), and after a turn's last frame; not after every
+#: chunk. Marks only re-anchor the player model (and prove the end was played): between them it
+#: counts time, which Twilio's real-time player follows, so the heard position stays exact to a
+#: frame while the player keeps time, and a drift is corrected within 200 ms of audio. Each mark
+#: is a message out and an echo in, as many as the media messages themselves with per-chunk marks.
+MARK_EVERY_FRAMES = 10
 
 
 @dataclass(slots=True)
@@ -52,6 +59,7 @@ class Playback:
         self._anchor_pos = 0
         self._anchor_time = 0.0
         self._turn_start = 0
+        self._marked = 0  # the timeline position the newest mark follows
         self.frames_sent = 0
         self.frames_played = 0  # proven by marks
         self.frames_discarded = 0
@@ -85,6 +93,7 @@ class Playback:
         self._next += 1
         name = f"m{self._next}"
         self._pending.append((name, self._queued))
+        self._marked = self._queued
         # Audio sent outside a model turn (a bundled prompt) is unplayed until its mark echoes.
         self._changed()
         return name
@@ -121,6 +130,7 @@ class Playback:
         self._pending.clear()
         self.frames_discarded += outcome.discarded_frames
         self._queued = heard_until
+        self._marked = heard_until  # nothing after it is left to mark
         self._anchor_pos, self._anchor_time = heard_until, now
         self._turn_start = heard_until
         self._turn_open = False
@@ -160,6 +170,11 @@ class Playback:
     def played_ms(self) -> int:
         """Audio proven played by marks."""
         return self.frames_played * FRAME_MS
+
+    @property
+    def unmarked_frames(self) -> int:
+        """Frames sent since the newest mark (a clear leaves none): what a mark now would cover."""
+        return self._queued - self._marked
 
     @property
     def marks_sent(self) -> int:

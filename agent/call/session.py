@@ -85,7 +85,7 @@ from agent.tools import (
 from .control import CallControl, WarmTransfers
 from .cost import CostGuard, CostLimitReached
 from .media import MediaSocket
-from .playback import Playback
+from .playback import MARK_EVERY_FRAMES, Playback
 from .timers import (
     ENDING,
     CallTimers,
@@ -1073,13 +1073,16 @@ class CallSession:
         sampled = self._frame_timer.start()
         frames = self._outbound.process(audio.pcm)
         if frames:
-            await self._send_frames(frames, sampled)
+            await self._send_frames(frames, sampled, mark=False)
 
     async def _flush_outbound(self) -> None:
-        """The end of a turn: send its last partial frame (and the resampler's tail)."""
+        """The end of a turn: send its last partial frame (and the resampler's tail), and a mark
+        after the turn's last frame, so that its end is proven played."""
         tail = self._outbound.flush()
         if tail:
             await self._send_frames(tail)
+        elif self.playback.unmarked_frames:
+            await self._ws.send_str(self._stream.mark(self.playback.mark()))
 
     async def _barge_in(self) -> None:
         """The model was interrupted: flush everything queued for the caller in this loop turn."""
@@ -1101,9 +1104,13 @@ class CallSession:
             heard_text=turn.heard if turn else None,
         )
 
-    async def _send_frames(self, frames: list[bytes], sampled: int = 0) -> None:
+    async def _send_frames(
+        self, frames: list[bytes], sampled: int = 0, *, mark: bool = True
+    ) -> None:
         """One media message for a chunk's 20 ms frames (Twilio takes any payload size; each
-        message is a socket write, the bridge's main cost), then a mark after them."""
+        message is a socket write, the bridge's main cost), then a mark after them: always
+        (``mark``: a clip, a turn's last frames), else once ``MARK_EVERY_FRAMES`` are unmarked
+        (the model's speech, chunk by chunk; see :mod:`agent.call.playback`)."""
         self._frame_timer.outbound(sampled, len(frames))
         ws, stream, playback = self._ws, self._stream, self.playback
         await ws.send_str(stream.media(frames[0] if len(frames) == 1 else b"".join(frames)))
@@ -1113,7 +1120,8 @@ class CallSession:
             log.info("call.first_audio", ms_since_start=self.stats.first_audio_ms)
         playback.sent(len(frames), now)
         self._timers.agent_heard_until(now + playback.unplayed_ms(now) / 1000)
-        await ws.send_str(stream.mark(playback.mark()))
+        if mark or playback.unmarked_frames >= MARK_EVERY_FRAMES:
+            await ws.send_str(stream.mark(playback.mark()))
 
     # -- timers ---------------------------------------------------------------------------------
 

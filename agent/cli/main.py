@@ -22,7 +22,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -198,8 +198,20 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)  # loads AGENTS_PATH: every problem is reported before listening
     if settings.use_emulator:
         app.cleanup_ctx.append(_embedded_emulator)
-    asyncio.run(_run_server(app, settings, reuse_port=args.reuse_port))
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        runner.run(_run_server(app, settings, reuse_port=args.reuse_port))
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``EVENT_LOOP``: uvloop's loop when asked for and installed, else asyncio's (None)."""
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # a platform without its wheel: asyncio's loop serves as well
+        return None
+    return uvloop.new_event_loop
 
 
 def _supervise_workers(settings: Settings, count: int) -> int:

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
 
 from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
@@ -114,6 +115,31 @@ class LiveConnection:
                 if isinstance(event, SetupComplete):
                     return event
                 raise LiveConnectError(f"expected setupComplete, got {event!r}", kind="protocol")
+
+    def send_now(self, message: str) -> bool:
+        """Write one client frame at once, without awaiting, when nothing stands in the way:
+        True if it went to the socket. False when the socket is not open, a fragmented send is
+        under way or flow control has paused writing: then await :meth:`send`, which waits
+        (drain) and raises as websockets does.
+
+        Why: websockets' ``send`` wraps every frame in an async context manager that checks the
+        state, writes and drains; per 20 ms caller frame that cost more than building, masking
+        and writing the frame itself (callgrind: ~54,000 instructions a message against ~35,000
+        here). The checks below are the ones its ``send_context`` makes before the same
+        ``protocol.send_text`` and ``send_data``; when they pass, its drain returns at once.
+        """
+        socket = self._socket
+        sans_io = socket.protocol
+        if (
+            sans_io.state is not State.OPEN
+            or sans_io.expect_continuation_frame
+            or socket.paused
+            or socket.transport.is_closing()
+        ):
+            return False
+        sans_io.send_text(message.encode())
+        socket.send_data()
+        return True
 
     async def send(self, message: str) -> None:
         """Send one client frame; a closed socket raises :class:`LiveClosedError`."""

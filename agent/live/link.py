@@ -223,7 +223,13 @@ class LiveLink:
     async def send_audio(self, pcm: bytes, sample_rate: int = 16000) -> None:
         """Send caller audio (PCM16 at ``sample_rate``) now, or hold it (bounded) while the
         connection is being replaced."""
-        await self._send(protocol.audio_message(pcm, sample_rate), audio=True)
+        message = protocol.audio_message(pcm, sample_rate)
+        conn = self._conn
+        # The usual case, inline: written at once, no await (see LiveConnection.send_now).
+        if conn is not None and conn.send_now(message):
+            self._held.sent(message, audio=True, now=self._clock())
+            return
+        await self._send(message, audio=True)
 
     async def send(self, message: str) -> None:
         """Send a client message (text turn, tool response...); held during a switch."""
@@ -235,7 +241,8 @@ class LiveLink:
             self._held.hold(message, audio=audio)
             return
         try:
-            await conn.send(message)
+            if not conn.send_now(message):
+                await conn.send(message)
         except LiveClosedError:
             # The model pump will see the close and reconnect; keep this one for the new socket.
             if self._conn is conn:

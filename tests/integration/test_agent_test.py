@@ -136,7 +136,7 @@ def test_words_the_emulator_hears_in_a_recording_make_it_call_the_tool(tmp_path:
     heard: list[int] = []
 
     def recogniser(pcm: bytes, rate: int, language: str) -> str:
-        heard.append(len(pcm))
+        heard.append(len(pcm) // (rate * 2 // 1000))  # milliseconds of the caller's audio
         return "i would like to check the status of order a one zero one seven"
 
     speech = EmulatorSpeech(transcribe=recogniser)
@@ -149,4 +149,4 @@ def test_words_the_emulator_hears_in_a_recording_make_it_call_the_tool(tmp_path:
         loop.close()
     assert outcome.passed, outcome.failures
     assert len(heard) == 1
-    assert heard[0] > 16000 * 2  # more than a second of the caller's 16 kHz audio
+    assert heard[0] > 1000  # more than a second of the caller's audio

@@ -14,6 +14,7 @@ import aiohttp
 import numpy as np
 
 from agent.audio.codec import pcm16_to_ulaw
+from agent.config.models import DEFAULT_AGENT
 from agent.server.app import begin_drain, drain
 from agent.server.state import CALLS, STATE
 from agent.server.stream import STREAM_MESSAGE_BYTES
@@ -49,10 +50,11 @@ async def test_the_caller_hears_a_spoken_reply(
     )  # 20 ms windows
     assert voiced * 20 > 3000
     assert report.protocol_errors == []
-    # Every caller frame the carrier sent reached the Live API as 16 kHz PCM.
+    # Every caller frame the carrier sent reached the Live API as PCM16 at the agent's input rate.
     (session,) = emulator.sessions
     sent_ms = report.utterances[-1].end_ms  # at least the audio up to the end of the utterance
-    assert session.audio_bytes_received >= sent_ms * 32
+    bytes_per_ms = DEFAULT_AGENT.input_sample_rate * 2 // 1000
+    assert session.audio_bytes_received >= sent_ms * bytes_per_ms
     assert session.answers_completed == 1
 
 
@@ -76,8 +78,8 @@ async def test_barge_in_clears_twilio_and_no_stale_frame_follows(
     stale = [t for t, kind in after_clear if kind == "media" and t < interrupting.end_ms // 20]
     assert stale == []
     # Marks pending at the clear came back unplayed, and the bridge did not count them as heard:
-    # it counts exactly the echoes that followed real playback.
-    assert any(not played for _, played in report.marks_echoed)
+    # it counts exactly the echoes that followed real playback (whether one was pending depends
+    # on where in its 200 ms between marks the clear fell; tests/unit/call covers that case).
     call = await bridge.app[CALLS].wait_ended(report.call_sid)
     assert call.playback.marks_played == sum(played for _, played in report.marks_echoed)
     assert emulator.sessions[0].interruptions == 1

@@ -346,6 +346,10 @@ class ScriptedConnection:
         self.sent: list[str] = []
         self._closed = asyncio.Event()
 
+    def send_now(self, message: str) -> bool:
+        self.sent.append(message)
+        return True
+
     async def send(self, message: str) -> None:
         self.sent.append(message)
 
@@ -410,6 +414,11 @@ class ModelStandIn:
         stand_in = self
 
         class Connection:
+            def send_now(self, message: str) -> bool:
+                sent.append(message)
+                stand_in.sent_changed.set()
+                return True
+
             async def send(self, message: str) -> None:
                 sent.append(message)
                 stand_in.sent_changed.set()

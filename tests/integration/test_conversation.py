@@ -104,8 +104,9 @@ async def test_after_a_barge_in_the_heard_transcript_stops_where_the_caller_stop
     assert cut.heard
     assert len(cut.heard) < len("Thanks for calling Acme. Your order shipped yesterday")
     # Marks that the clear sent back unplayed were not counted as heard: the bridge counts exactly
-    # the echoes that followed real playback.
-    assert any(not played for _, played in report.marks_echoed)
+    # the echoes that followed real playback. (With a mark every 200 ms, whether one was pending
+    # at the clear depends on where in those 200 ms the caller cut in; the unit tests of
+    # Playback cover the echo of a pending one.)
     assert call.playback.marks_played == sum(played for _, played in report.marks_echoed)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from agent.config.models import CallPolicy
+from agent.config.models import AgentConfig, CallPolicy
 from agent.live.budget import CircuitBreaker
 from agent.live.link import ReconnectPolicy
 from agent.live.targets import DeveloperApiTarget
@@ -26,7 +26,8 @@ from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start
 from .conftest import BridgeFactory, caller_clip
 from .test_conversation import voiced_ms
 
-PCM16_BYTES_PER_FRAME_16K = 640  # 20 ms at 16 kHz
+# 20 ms of caller audio as the Live API receives it, at the agent's input rate (8 kHz by default).
+PCM16_BYTES_PER_FRAME_IN = AgentConfig().input_sample_rate // 50 * 2
 PCM16_BYTES_PER_TICK_8K = 320  # what the carrier's timeline holds per 20 ms
 
 
@@ -64,7 +65,7 @@ async def test_a_call_survives_go_away_a_1011_and_a_dropped_socket_without_losin
     # closes the bridge resent its last 200 ms (frames the server may not have read), so those
     # arrive twice; nothing is missing and nothing else is repeated.
     frames_sent = len(report.heard) // PCM16_BYTES_PER_TICK_8K
-    frames_received = sum(s.audio_bytes_received for s in sessions) // PCM16_BYTES_PER_FRAME_16K
+    frames_received = sum(s.audio_bytes_received for s in sessions) // PCM16_BYTES_PER_FRAME_IN
     replayed = call.live_replayed_frames
     assert 0 < replayed <= 2 * 11  # two 200 ms windows; each end of one can cut into a frame
     assert frames_received == frames_sent + replayed

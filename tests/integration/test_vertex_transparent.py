@@ -34,7 +34,8 @@ from agent.sim.live.server import EmulatorOptions, Fault, RunningEmulator, start
 
 from .conftest import BridgeFactory, caller_clip
 
-PCM16_BYTES_PER_FRAME_16K = 640  # 20 ms at 16 kHz
+# 20 ms of caller audio as the Live API receives it, at the agent's input rate (8 kHz by default).
+PCM16_BYTES_PER_FRAME_IN = AgentConfig().input_sample_rate // 50 * 2
 PCM16_BYTES_PER_TICK_8K = 320  # what the carrier's timeline holds per 20 ms
 TOKEN = "ya29.emulator-test-token"
 MODEL = "gemini-live-2.5-flash-native-audio"
@@ -117,10 +118,10 @@ async def test_transparent_resumption_loses_no_caller_frame_and_repeats_none(
 
     # Every caller frame is in the final session's state once: none lost, none taken twice.
     frames_sent = len(report.heard) // PCM16_BYTES_PER_TICK_8K
-    assert sessions[-1].session_audio_bytes == frames_sent * PCM16_BYTES_PER_FRAME_16K
+    assert sessions[-1].session_audio_bytes == frames_sent * PCM16_BYTES_PER_FRAME_IN
     # What crossed the wire more than once is exactly what the bridge replayed: the caller audio
     # among the unconsumed messages, not a fixed 200 ms window.
-    received = sum(s.audio_bytes_received for s in sessions) // PCM16_BYTES_PER_FRAME_16K
+    received = sum(s.audio_bytes_received for s in sessions) // PCM16_BYTES_PER_FRAME_IN
     assert call.live_replayed_frames == replayed_audio > 0
     assert received == frames_sent + call.live_replayed_frames
     # The conversation went on: every utterance was answered, and the call ended normally.

@@ -50,11 +50,12 @@ def test_audio_section_measures_the_declared_delay_of_each_transcoder() -> None:
     assert section.details["us_per_frame"]["inbound"] > 0
 
 
-def test_bench_options_default_to_every_section_but_the_soak() -> None:
+def test_bench_options_default_to_every_section_but_the_soak_and_the_capacity_ramp() -> None:
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)
     args = parser.parse_args([])
-    assert args.only.split(",") == [name for name in SECTIONS if name != "soak"]
+    assert args.only.split(",") == [name for name in SECTIONS if name not in ("soak", "capacity")]
+    assert (args.capacity_max_calls, args.capacity_seconds) == (400, 12.0)
     assert not args.json
     assert (args.soak_calls, args.soak_minutes, args.soak_rounds) == (100, 10.0, 2)
 

@@ -179,3 +179,33 @@ def test_audio_sent_outside_a_turn_is_unplayed_until_its_mark_echoes() -> None:
     assert playback.mark_played(name, 2.6)
     assert playback.drained
     assert changes == [False, True]
+
+
+def test_unmarked_frames_count_what_a_mark_now_would_cover() -> None:
+    playback = Playback()
+    playback.start_turn()
+    playback.sent(2, 0.0)
+    playback.sent(2, 0.04)
+    assert playback.unmarked_frames == 4  # two chunks, no mark yet
+    playback.mark()
+    assert playback.unmarked_frames == 0
+    playback.sent(3, 0.08)
+    assert playback.unmarked_frames == 3
+    playback.clear(0.1)
+    assert playback.unmarked_frames == 0  # cleared audio needs no mark
+
+
+def test_with_a_mark_every_ten_frames_a_barge_in_still_cuts_at_the_played_frame() -> None:
+    """Marks every 200 ms instead of every 40 ms chunk: the player model counts time between
+    them, so the heard position at a clear is the same frame either way."""
+    playback = Playback()
+    playback.start_turn()
+    for chunk in range(10):  # 40 ms chunks sent as they come, in real time
+        playback.sent(2, chunk * 0.04)
+        if playback.unmarked_frames >= 10:
+            playback.mark()
+    assert playback.marks_sent == 2
+    assert playback.mark_played("m1", 0.2)  # the first 10 frames played by 200 ms
+    cleared = playback.clear(0.31)
+    assert cleared.heard_frames == 15  # 310 ms: 15 whole frames, as per-chunk marks would say
+    assert cleared.discarded_frames == 5

@@ -103,3 +103,12 @@ def test_emulate_backend_vertex_takes_the_key_env_as_the_bearer_token(
     assert options.backend == "vertex"
     assert options.access_token == "ya29.local"
     assert options.api_key is None
+
+
+def test_agent_serve_runs_on_uvloop_unless_asyncio_is_asked_for() -> None:
+    import uvloop
+
+    from agent.cli.main import _loop_factory
+
+    assert _loop_factory("uvloop") is uvloop.new_event_loop
+    assert _loop_factory("asyncio") is None  # asyncio.Runner's own default loop

@@ -4,6 +4,7 @@ does."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -11,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.config.models import AgentConfig
-from agent.errors import LiveConnectError, LiveRefusedError
+from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
 from agent.live.connection import LiveConnection
 from agent.live.targets import DeveloperApiTarget
 
@@ -91,3 +92,42 @@ async def test_an_http_status_at_the_handshake_is_mapped(
     assert caught.value.kind == kind
     assert isinstance(caught.value, LiveRefusedError) is refused
     assert f"HTTP {status}" in str(caught.value)
+
+
+async def test_send_now_writes_at_once_while_open_and_declines_once_closed() -> None:
+    """The per-frame fast path: a frame goes out without an await while the socket is open;
+    once the service has closed it, send_now declines and send() raises LiveClosedError, as
+    websockets' own path would."""
+    received: list[str] = []
+    arrived, closing = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # the setup
+        await ws.send_str('{"setupComplete":{}}')
+        message = await ws.receive()
+        received.append(message.data)
+        arrived.set()
+        await closing.wait()
+        await ws.close(code=1011, message=b"internal")
+        return ws
+
+    server = await serve(handler)
+    try:
+        target = DeveloperApiTarget(base_url=f"ws://127.0.0.1:{server.port}", api_key="k")
+        conn = await LiveConnection.open(target, AgentConfig(), timeout_s=5.0)
+        assert conn.send_now('{"realtimeInput":{}}') is True
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        assert received == ['{"realtimeInput":{}}']
+        closing.set()
+        async with asyncio.timeout(5):
+            with pytest.raises(LiveClosedError):
+                await anext(aiter(conn.events()))  # the close arrives
+        assert conn.send_now('{"realtimeInput":{}}') is False
+        with pytest.raises(LiveClosedError):
+            await conn.send('{"realtimeInput":{}}')
+        await conn.close()
+    finally:
+        await server.close()

@@ -48,6 +48,12 @@ class FakeConnection:
     def push(self, item: LiveEvent | Exception | None) -> None:
         self._inbox.put_nowait(item)
 
+    def send_now(self, message: str) -> bool:
+        if self.closed:
+            return False  # the link then awaits send(), which raises as the real one does
+        self.sent.append(message)
+        return True
+
     async def send(self, message: str) -> None:
         if self.closed:
             raise LiveClosedError(1011, "closed")

@@ -173,3 +173,10 @@ def test_the_console_token_is_a_secret() -> None:
     settings = Settings.from_env({"CONSOLE_TOKEN": "console-token-value"})
     assert "console-token-value" in settings.secrets()
     assert "console-token-value" not in repr(settings)
+
+
+def test_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    assert Settings.from_env({}).event_loop == "uvloop"
+    assert Settings.from_env({"EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="EVENT_LOOP"):
+        Settings.from_env({"EVENT_LOOP": "trio"})
