@@ -128,8 +128,13 @@ class CallTimers:
     def answer_owed(self, cause: str, now: float) -> None:
         """The model owes an answer from ``now``: the caller stopped speaking (``caller``), a
         tool result went back expecting one (``tool``), its turn ended with nothing in it
-        (``empty_turn``: due at once), or its audio stopped mid-turn (``audio``)."""
-        self._owed = cause
+        (``empty_turn``: due at once), or its audio stopped mid-turn (``audio``).
+
+        The caller falling silent while a tool's answer is already owed restarts the wait but
+        keeps the cause ``tool``: the bridge's VAD ends its hangover after a quick tool has
+        answered, and the stall is still the model not acting on that result."""
+        if not (cause == "caller" and self._owed == "tool"):
+            self._owed = cause
         self._quiet_since = now
         self._at_once = cause == "empty_turn"  # the model said it is done, with nothing said
 

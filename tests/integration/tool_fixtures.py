@@ -48,8 +48,10 @@ async def slow_order_status(order_id: str, call_sid: str) -> dict[str, Any]:
     return {"order_id": order_id, "status": "shipped", "eta": "Friday"}
 
 
-def quick(label: str) -> dict[str, str]:
-    """An instant answer (sync: it runs in a thread)."""
+async def quick(label: str) -> dict[str, str]:
+    """An instant answer. Async, on the call's own loop: a sync tool runs in a worker process,
+    and while the loop waits on another process looptime moves its clock with the real one, so
+    a busy machine would make the answer late in call time (tests of the worker are apart)."""
     return {"label": label}
 
 
@@ -76,8 +78,8 @@ async def too_slow() -> dict[str, str]:
     return {"status": "late"}
 
 
-def whose(label: str, call_sid: str) -> dict[str, str]:
-    """An instant answer that says which call it ran for."""
+async def whose(label: str, call_sid: str) -> dict[str, str]:
+    """An instant answer that says which call it ran for (async, as :func:`quick` is)."""
     return {"label": label, "call_sid": call_sid}
 
 

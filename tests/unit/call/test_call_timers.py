@@ -187,6 +187,16 @@ def test_audio_still_playing_or_a_blocking_tool_is_not_a_stall() -> None:
     assert timers.next_deadline() == 68.0
 
 
+def test_the_caller_falling_silent_after_a_tool_answered_keeps_the_stall_the_tools() -> None:
+    timers = CallTimers(STALL_ONLY, began=0.0)
+    timers.answer_owed("tool", 10.0)  # a quick tool answered before the VAD's hangover ended
+    timers.answer_owed("caller", 10.5)
+    assert timers.next_deadline() == 18.5  # the wait restarts from the caller's silence
+    assert timers.expired(18.5) == [Stall("tool", 8.0, 1)]
+    timers.answer_owed("caller", 19.0)  # the caller spoke again: still the tool's answer owed
+    assert timers.expired(27.0) == [Stall("tool", 8.0, 2)]  # the model is still unheard
+
+
 def test_without_stall_after_s_the_model_may_take_as_long_as_it_likes() -> None:
     policy = CallPolicy(
         idle_timeout_s=None, max_duration_s=None, tool_hold_after_s=None, stall_after_s=None
