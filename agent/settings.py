@@ -78,8 +78,8 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -165,32 +165,18 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _log_format(value: Any) -> Any:
-    value = _lower(value)
-    if value not in ("auto", "json", "console"):
-        raise _problem("must be auto, json or console")
-    return value
+def _one_of(choices: Any) -> Callable[[Any], Any]:
+    """A validator for a ``Literal`` of names: case and spaces ignored, else the names listed."""
+    names: tuple[str, ...] = get_args(choices)
+    listed = ", ".join(names[:-1]) + " or " + names[-1]
 
+    def validate(value: Any) -> Any:
+        value = _lower(value)
+        if value not in names:
+            raise _problem(f"must be {listed}, got {value!r}")
+        return value
 
-def _live_backend(value: Any) -> Any:
-    value = _lower(value)
-    if value not in ("gemini", "vertex"):
-        raise _problem(f"must be gemini or vertex, got {value!r}")
-    return value
-
-
-def _event_loop(value: Any) -> Any:
-    value = _lower(value)
-    if value not in ("uvloop", "asyncio"):
-        raise _problem(f"must be uvloop or asyncio, got {value!r}")
-    return value
-
-
-def _drain_mode(value: Any) -> Any:
-    value = _lower(value)
-    if value not in ("handover", "wait"):
-        raise _problem(f"must be handover or wait, got {value!r}")
-    return value
+    return validate
 
 
 def _fields(value: Any) -> Any:
@@ -243,7 +229,7 @@ class Settings(BaseSettings):
     # Bearer token of POST /calls (outbound calls); None: the endpoint is off (404).
     calls_api_token: OptionalSecret = None
     log_level: Annotated[str, BeforeValidator(_lower)] = "info"
-    log_format: Annotated[LogFormat, BeforeValidator(_log_format)] = "auto"
+    log_format: Annotated[LogFormat, BeforeValidator(_one_of(LogFormat))] = "auto"
     live_connect_timeout_s: float = 10.0
     # How often the server checks that its key opens a Live session for each agent's model
     # (agent.live.preflight); /readyz fails while the Live API refuses them. 0: never.
@@ -251,12 +237,12 @@ class Settings(BaseSettings):
     stream_start_timeout_s: float = 10.0
     drain_timeout_s: SecondsValue = 600.0  # DRAIN_MODE=wait: calls in progress get this long
     # On SIGTERM: "handover" moves calls in progress to other replicas; "wait" lets them finish.
-    drain_mode: Annotated[DrainMode, BeforeValidator(_drain_mode)] = "handover"
+    drain_mode: Annotated[DrainMode, BeforeValidator(_one_of(DrainMode))] = "handover"
     handover_timeout_s: SecondsValue = 30.0  # calls not quiet by then are handed over at once
     workers: Annotated[int, BeforeValidator(_whole)] = 1  # agent serve processes on the one port
     # uvloop made agent serve ~9 % cheaper per call-second beside the thin bridge (README,
     # Benchmarks); asyncio's own loop where uvloop is not installed, or when asked for.
-    event_loop: Annotated[EventLoopName, BeforeValidator(_event_loop)] = "uvloop"
+    event_loop: Annotated[EventLoopName, BeforeValidator(_one_of(EventLoopName))] = "uvloop"
     # Admission control, per process: about 40 calls fill a core (README, Scaling), so 50 leaves
     # headroom for bursts yet refuses the load that made greetings wait 16.8 s at 100 calls.
     max_calls: Annotated[int, BeforeValidator(_whole)] = 50
@@ -266,7 +252,7 @@ class Settings(BaseSettings):
     # Headers from connecting (or idle keep-alive) and a webhook's body: aiohttp's own default
     # held a connection that never finished its headers for an hour.
     http_read_timeout_s: SecondsValue = 15.0
-    live_backend: Annotated[LiveBackendName, BeforeValidator(_live_backend)] = "gemini"
+    live_backend: Annotated[LiveBackendName, BeforeValidator(_one_of(LiveBackendName))] = "gemini"
     vertex_project: OptionalText = None
     vertex_location: Annotated[str, BeforeValidator(_lower)] = "us-central1"
     database_url: str = Field(default="sqlite:///./calls.db", repr=False)

@@ -56,6 +56,7 @@ from agent.bench.cpu import (
     _thin_bridge,
     process_cpu_seconds,
 )
+from agent.bench.soak import rss_mb
 from agent.sim.carrier import CallReport
 
 __all__ = [
@@ -128,11 +129,14 @@ class CapacityStep:
 class Knee:
     """The most calls a bridge carried within the limits, and whether its ramp got past them."""
 
-    calls: int | None
+    step: CapacityStep | None
     """The last step within the limits (None: even the first was past them)."""
     reached: bool
-    """A step past the limits was measured: ``calls`` is the knee, not just the ramp's end."""
-    cpu_ms_per_call_second: float | None = None
+    """A step past the limits was measured: ``step`` is the knee, not just the ramp's end."""
+
+    @property
+    def calls(self) -> int | None:
+        return None if self.step is None else self.step.calls
 
 
 def find_knee(steps: Sequence[CapacityStep], limit_ms: float = QUEUEING_LIMIT_MS) -> Knee:
@@ -143,11 +147,8 @@ def find_knee(steps: Sequence[CapacityStep], limit_ms: float = QUEUEING_LIMIT_MS
     tail = len(ordered)
     while tail and ordered[tail - 1].past_knee(limit_ms):
         tail -= 1
-    reached = tail < len(ordered)
     good = next((s for s in reversed(ordered[:tail]) if not s.past_knee(limit_ms)), None)
-    return Knee(
-        good.calls if good else None, reached, good.cpu_ms_per_call_second if good else None
-    )
+    return Knee(good, reached=tail < len(ordered))
 
 
 def write_plots(
@@ -208,13 +209,6 @@ def write_plots(
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def _tree(pid: int) -> list[int]:
     """``pid`` and its live children (``--workers``: the supervisor and its workers)."""
     pids = [pid]
@@ -237,7 +231,7 @@ def _tree_cpu(pid: int) -> float:
 
 
 def _tree_rss_kib(pid: int) -> int:
-    return int(_tree_sum(pid, _rss_kib))
+    return int(_tree_sum(pid, lambda each: rss_mb(each) * 1024))
 
 
 def _probe(url: str, seconds: float) -> subprocess.Popen[bytes]:

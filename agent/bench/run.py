@@ -406,7 +406,7 @@ async def capacity_section(max_calls: int, seconds: float, plot_dir: str, comman
                     else "per machine measured",
                 )
             )
-        at_knee = next((s for s in ramp if s.calls == knee.calls), None)
+        at_knee = knee.step
         if at_knee is not None:
             section.figures.append(
                 reported(

@@ -224,25 +224,32 @@ class LiveLink:
         """Send caller audio (PCM16 at ``sample_rate``) now, or hold it (bounded) while the
         connection is being replaced."""
         message = protocol.audio_message(pcm, sample_rate)
-        conn = self._conn
-        # The usual case, inline: written at once, no await (see LiveConnection.send_now).
-        if conn is not None and conn.send_now(message):
-            self._held.sent(message, audio=True, now=self._clock())
-            return
-        await self._send(message, audio=True)
+        if not self._sent_at_once(message, audio=True):
+            await self._send(message, audio=True)
 
     async def send(self, message: str) -> None:
         """Send a client message (text turn, tool response...); held during a switch."""
-        await self._send(message, audio=False)
+        if not self._sent_at_once(message, audio=False):
+            await self._send(message, audio=False)
+
+    def _sent_at_once(self, message: str, *, audio: bool) -> bool:
+        """The usual case, without an await: written to an open socket that has room (see
+        LiveConnection.send_now) and remembered for a replay. False: :meth:`_send` it."""
+        conn = self._conn
+        if conn is None or not conn.send_now(message):
+            return False
+        self._held.sent(message, audio=audio, now=self._clock())
+        return True
 
     async def _send(self, message: str, *, audio: bool) -> None:
+        """The slow path: held while there is no connection, else awaited until the socket
+        takes it; a socket found closed holds it for the next connection."""
         conn = self._conn
         if conn is None:
             self._held.hold(message, audio=audio)
             return
         try:
-            if not conn.send_now(message):
-                await conn.send(message)
+            await conn.send(message)
         except LiveClosedError:
             # The model pump will see the close and reconnect; keep this one for the new socket.
             if self._conn is conn:

@@ -37,7 +37,8 @@ def test_the_knee_is_the_last_step_before_queueing_passes_the_limit() -> None:
     ramp = [step("agent", 50, 8.0), step("agent", 10, 1.0), step("agent", 100, 31.0)]
     knee = find_knee(ramp, limit_ms=20.0)
     assert (knee.calls, knee.reached) == (50, True)
-    assert knee.cpu_ms_per_call_second == 15.0
+    assert knee.step is not None
+    assert knee.step.cpu_ms_per_call_second == 15.0
 
 
 def test_lost_audio_is_past_the_knee_whatever_the_queueing() -> None:
