@@ -2,8 +2,9 @@
 
 It does only what every bridge must do: answer the voice webhook with ``<Connect><Stream>``,
 accept the media stream, open a Live API WebSocket when ``start`` arrives (no pre-connect), and
-move audio both ways through the same transcoders as the product (mu-law 8 kHz -> PCM16 16 kHz in,
-PCM16 24 kHz -> 20 ms mu-law frames out), plus a ``clear`` on ``interrupted`` so barge-in works.
+move audio both ways through the same transcoders as the product (mu-law 8 kHz -> PCM16 at the
+agent's ``input_sample_rate`` in, as is at 8 kHz or upsampled to 16 kHz; PCM16 24 kHz -> 20 ms
+mu-law frames out), plus a ``clear`` on ``interrupted`` so barge-in works.
 Nothing else (but a ``GET /healthz`` answering ``ok``, for the capacity bench's probe): no
 marks, playback tracking, metrics, call records, logs, signature checks,
 reconnection, CRM look-ups or tools.
@@ -32,6 +33,7 @@ from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from agent.audio.codec import ulaw_to_pcm16
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.config.loader import load
 from agent.config.models import AgentConfig
@@ -100,7 +102,7 @@ async def _stream(request: web.Request) -> web.WebSocketResponse:
             await live.send(protocol.text_turn_message(agent.greeting))
         model_to_caller = asyncio.create_task(_model_to_caller(live, ws, stream_sid))
         try:
-            await _caller_to_model(ws, live)
+            await _caller_to_model(ws, live, agent.input_sample_rate)
         finally:
             model_to_caller.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, ConnectionClosed):
@@ -120,17 +122,19 @@ async def _await_start(ws: web.WebSocketResponse) -> tuple[str, str] | None:
     return None
 
 
-async def _caller_to_model(ws: web.WebSocketResponse, live: ClientConnection) -> None:
+async def _caller_to_model(ws: web.WebSocketResponse, live: ClientConnection, rate: int) -> None:
     inbound = InboundTranscoder()
+    # The same audio agent serve sends: at 8 kHz the decoded frame as is, else upsampled.
+    transcode = ulaw_to_pcm16 if rate == 8000 else inbound.process
     async for message in ws:
         if message.type is not WSMsgType.TEXT:
             return
         data = json.loads(message.data)
         event = data.get("event")
         if event == "media":
-            pcm = inbound.process(binascii.a2b_base64(data["media"]["payload"]))
+            pcm = transcode(binascii.a2b_base64(data["media"]["payload"]))
             try:
-                await live.send(protocol.audio_message(pcm))
+                await live.send(protocol.audio_message(pcm, rate))
             except ConnectionClosed:
                 return
         elif event == "stop":

@@ -25,6 +25,7 @@ from agent.bench.report import Figure, Section, machine_info, render_json, rende
 from agent.bench.run import SECTIONS, add_bench_arguments, audio_section
 from agent.bench.thin import create_thin_app
 from agent.bench.tools import run_tools_bench
+from agent.config.models import DEFAULT_AGENT
 from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
 from agent.sim.live.server import EmulatorOptions, start_emulator
 
@@ -126,12 +127,15 @@ async def test_the_thin_bridge_moves_audio_both_ways() -> None:
         )
         report = await place_call(options, [load_caller_audio("transfer")])
         caller_chunks = sum(s.audio_chunks_received for s in emulator.sessions)
+        caller_bytes = sum(s.audio_bytes_received for s in emulator.sessions)
     finally:
         if runner is not None:
             await runner.cleanup()
         await emulator.close()
     assert report.media_received  # the greeting
     assert caller_chunks > 0
+    # The same caller audio agent serve sends: 20 ms frames at the default agent's input rate.
+    assert caller_bytes == caller_chunks * DEFAULT_AGENT.input_sample_rate // 50 * 2
 
 
 async def test_a_timed_call_without_webhook_is_answered_on_start() -> None:
