@@ -263,6 +263,7 @@ class CallSession:
         self.policy = agent.call
         self._live = live
         self._live_ready = live_ready
+        clock = clock.on_running_loop()  # a call lives on one loop: bind it once
         self._clock = clock.now
         self._wall = clock.wall
         self._inbound = InboundTranscoder()

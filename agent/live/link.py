@@ -140,6 +140,7 @@ class LiveLink:
         self._opener = opener
         self.wire = wire
         self.policy = policy
+        clock = clock.on_running_loop()  # a call lives on one loop: bind it once
         self._clock = clock.now
         self._wall = clock.wall
         self._sleep = sleep
