@@ -9,12 +9,19 @@ call above never sees a library exception.
 from __future__ import annotations
 
 import asyncio
+import os
+import struct
 from collections.abc import AsyncIterator
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
+
+try:  # websockets' C masking, as its own frame writer uses; the pure-Python one otherwise
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover (a websockets build without its C extension)
+    from websockets.utils import apply_mask
 
 from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
@@ -33,6 +40,49 @@ PING_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 2.0
 # The SDK refuses server frames over 1 MiB; leave headroom rather than close a call over one frame.
 MAX_FRAME_BYTES = 4 * 2**20
+# Masking keys fetched from the OS in one read per this many frames (see MaskKeys).
+MASK_KEYS_PER_READ = 512
+OP_TEXT = 0x1
+_FIN = 0x80
+_MASKED = 0x80
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
+
+
+class MaskKeys:
+    """RFC 6455 masking keys for a client's frames, read from ``os.urandom`` in batches.
+
+    The RFC asks for each key to come from a strong source of entropy and be unpredictable; it
+    does not ask for one system call per key, which is what websockets' writer makes (a
+    ``getrandom`` per frame, 50 a second per call: ~3 % of the bridge's CPU). A batch of keys
+    from the same source is as unpredictable, and is used once, in order.
+    """
+
+    __slots__ = ("_keys", "_next")
+
+    def __init__(self) -> None:
+        self._keys = b""
+        self._next = 0
+
+    def take(self) -> bytes:
+        at = self._next
+        if at >= len(self._keys):
+            self._keys, at = os.urandom(4 * MASK_KEYS_PER_READ), 0
+        self._next = at + 4
+        return self._keys[at : at + 4]
+
+
+def client_frame(payload: bytes, key: bytes, opcode: int = OP_TEXT) -> bytes:
+    """One final, masked frame (a client's; no extension in use) carrying ``payload``."""
+    size = len(payload)
+    first = _FIN | opcode
+    if size < 126:
+        head = bytes((first, _MASKED | size))
+    elif size < 65536:
+        head = _HEAD_16.pack(first, _MASKED | 126, size)
+    else:
+        head = _HEAD_64.pack(first, _MASKED | 127, size)
+    return head + key + apply_mask(payload, key)
 
 
 class LiveConnection:
@@ -42,6 +92,7 @@ class LiveConnection:
         self._socket = socket
         self.setup = setup
         self._closing = False
+        self._keys = MaskKeys()
 
     @classmethod
     async def open(
@@ -119,26 +170,32 @@ class LiveConnection:
     def send_now(self, message: str) -> bool:
         """Write one client frame at once, without awaiting, when nothing stands in the way:
         True if it went to the socket. False when the socket is not open, a fragmented send is
-        under way or flow control has paused writing: then await :meth:`send`, which waits
-        (drain) and raises as websockets does.
+        under way, websockets has frames of its own not yet written, an extension is in use, or
+        flow control has paused writing: then await :meth:`send`, which waits (drain) and
+        raises as websockets does.
 
         Why: websockets' ``send`` wraps every frame in an async context manager that checks the
-        state, writes and drains; per 20 ms caller frame that cost more than building, masking
-        and writing the frame itself (callgrind: ~54,000 instructions a message against ~35,000
-        here). The checks below are the ones its ``send_context`` makes before the same
-        ``protocol.send_text`` and ``send_data``; when they pass, its drain returns at once.
+        state, writes and drains, then builds the frame in Python and reads a masking key from
+        the OS; per 20 ms caller frame that cost more than the frame itself (callgrind: ~54,000
+        instructions a message through ``send``). The checks below are the ones its
+        ``send_context`` and ``send_text`` make; the frame is the same bytes its writer makes
+        (RFC 6455 5.2: FIN, text opcode, masked, length, key, masked payload), masked by its
+        C ``apply_mask``, with the key from :class:`MaskKeys`.
         """
         socket = self._socket
         sans_io = socket.protocol
         if (
             sans_io.state is not State.OPEN
             or sans_io.expect_continuation_frame
+            or sans_io.writes
+            or sans_io.extensions
             or socket.paused
-            or socket.transport.is_closing()
         ):
             return False
-        sans_io.send_text(message.encode())
-        socket.send_data()
+        transport = socket.transport
+        if transport.is_closing():
+            return False
+        transport.write(client_frame(message.encode(), self._keys.take()))
         return True
 
     async def send(self, message: str) -> None:

@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side
 
 from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
-from agent.live.connection import LiveConnection
+from agent.live.connection import MASK_KEYS_PER_READ, LiveConnection, MaskKeys, client_frame
 from agent.live.targets import DeveloperApiTarget
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -131,3 +133,25 @@ async def test_send_now_writes_at_once_while_open_and_declines_once_closed() -> 
         await conn.close()
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 2731, 65535, 65536])
+def test_a_hand_built_frame_is_what_websockets_parses_as_one_masked_text_frame(size: int) -> None:
+    """send_now's frame, at each length encoding RFC 6455 has (7 bits, 16 bits, 64 bits),
+    read back by websockets' own server-side parser: one final text frame, the payload intact."""
+    payload = bytes(32 + i % 95 for i in range(size))  # UTF-8, as a text frame must be
+    key = b"\x37\xfa\x21\x3d"
+    server = Protocol(Side.SERVER, max_size=None)  # open, as after the handshake
+    server.receive_data(client_frame(payload, key))
+    (frame,) = server.events_received()
+    assert isinstance(frame, Frame)
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, payload)
+
+
+def test_masking_keys_come_four_bytes_at_a_time_and_are_read_afresh_when_used_up() -> None:
+    keys = MaskKeys()
+    taken = [keys.take() for _ in range(2 * MASK_KEYS_PER_READ + 1)]
+    assert all(len(key) == 4 for key in taken)
+    # os.urandom: 1,025 draws of 32 bits repeating by chance is ~1e-4; a reuse bug repeats all.
+    assert len(set(taken)) > 2 * MASK_KEYS_PER_READ - 2
+    assert taken[:MASK_KEYS_PER_READ] != taken[MASK_KEYS_PER_READ : 2 * MASK_KEYS_PER_READ]
