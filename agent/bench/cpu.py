@@ -1,17 +1,18 @@
 """``agent bench`` CPU section: the bridge's CPU per call-second, next to the thinnest bridge's.
 
-Each bridge runs as its own process (``python -m agent serve`` with every feature on, and
-``python -m agent.bench.thin``), both answered by one Live API emulator process
-(``python -m agent emulate``). This process places ``calls`` concurrent calls into each bridge with
-the carrier simulator, in real time, for ``seconds`` each, into both bridges at the same time (on a
-shared machine, load from elsewhere then falls on both alike): the caller speaks, the model answers
-each utterance at once (``think_ms=0``) with a reply twice as long, and Twilio-style media flows
-both ways all the time (the phone streams silence between utterances). Each bridge's CPU time
-(user + system, all threads) is read from ``/proc/<pid>/stat`` before and after; CPU per
-call-second is the difference over the total length of its calls, set-up and tear-down included.
-It is also sampled every second, and the windows in which every call was up give a steady-state
-median. One short warm-up call per bridge runs first, unmeasured, so that one-time costs (lazy
-imports, first connections) are not charged to the figure.
+Each bridge runs as its own process (``python -m agent serve`` with every feature on,
+``python -m agent.bench.thin``, and ``python -m agent.bench.floor``, the least a Python bridge
+can spend), all answered by one Live API emulator process (``python -m agent emulate``). This
+process places ``calls`` concurrent calls into each bridge with the carrier simulator, in real
+time, for ``seconds`` each, into all of them at the same time (on a shared machine, load from
+elsewhere then falls on all alike): the caller speaks, the model answers each utterance at once
+(``think_ms=0``) with a reply twice as long, and Twilio-style media flows both ways all the time
+(the phone streams silence between utterances). Each bridge's CPU time (user + system, all
+threads) is read from ``/proc/<pid>/stat`` before and after; CPU per call-second is the difference
+over the total length of its calls, set-up and tear-down included. It is also sampled every
+second, and the windows in which every call was up give a steady-state median. One short warm-up
+call per bridge runs first, unmeasured, so that one-time costs (lazy imports, first connections)
+are not charged to the figure.
 
 Frames per call-second, counted by the carrier (and, for the product, by its ``/metrics``), show
 that audio flowed both ways.
@@ -95,7 +96,8 @@ class CpuRun:
     """One bridge under load: its CPU cost and proof that audio flowed."""
 
     bridge: str
-    """``agent`` (the product, every feature on) or ``thin`` (the yardstick)."""
+    """``agent`` (the product, every feature on), ``thin`` (the yardstick) or ``floor`` (the
+    least a Python bridge can spend: :mod:`agent.bench.floor`)."""
     calls: int
     call_seconds: float
     """Total length of the calls, as the carrier counted ticks."""
@@ -351,11 +353,12 @@ async def run_workers_bench(calls: int, seconds: float, workers: Sequence[int]) 
     return runs
 
 
-def _thin_bridge(workdir: Path, live_port: int) -> tuple[ChildProcess, int]:
+def _thin_bridge(workdir: Path, live_port: int, kind: str = "thin") -> tuple[ChildProcess, int]:
+    """The thin bridge (``thin``) or the floor (``floor``, :mod:`agent.bench.floor`)."""
     port = free_port()
-    argv = [sys.executable, "-m", "agent.bench.thin", "--port", str(port)]
+    argv = [sys.executable, "-m", f"agent.bench.{kind}", "--port", str(port)]
     argv += ["--live-url", f"ws://127.0.0.1:{live_port}"]
-    return ChildProcess("the thin bridge", argv, _base_env(), workdir / "thin.log"), port
+    return ChildProcess(f"the {kind} bridge", argv, _base_env(), workdir / f"{kind}.log"), port
 
 
 def _caller_script(seconds: float) -> list[bytes]:
@@ -483,11 +486,11 @@ def _steady_windows(
 
 
 async def run_cpu_bench(calls: int, seconds: float, rounds: int = 1) -> list[CpuRun]:
-    """Measure the thin bridge and the product side by side, ``rounds`` times.
+    """Measure the thin bridge, the product and the floor side by side, ``rounds`` times.
 
-    Both bridges run at once, each given the same ``calls`` calls of ``seconds`` over the same
-    window, so whatever else loads the machine loads both alike and the ratio stays fair. Every
-    process started here is stopped before this returns, whatever happens.
+    The three bridges run at once, each given the same ``calls`` calls of ``seconds`` over the
+    same window, so whatever else loads the machine loads all alike and the ratios stay fair.
+    Every process started here is stopped before this returns, whatever happens.
     """
     if calls < 1 or seconds <= 0 or rounds < 1:
         raise ValueError("calls and rounds must be at least 1, seconds positive")
@@ -501,19 +504,24 @@ async def run_cpu_bench(calls: int, seconds: float, rounds: int = 1) -> list[Cpu
         stack.enter_context(thin)
         agent, agent_port = _agent_bridge(workdir, live_port, token)
         stack.enter_context(agent)
+        floor, floor_port = _thin_bridge(workdir, live_port, "floor")
+        stack.enter_context(floor)
         await thin.wait_until_listening(thin_port)
         await agent.wait_until_listening(agent_port, "/readyz")
+        await floor.wait_until_listening(floor_port)
         # Warm-up, not measured: the first call pays for connections and lazy work.
         warm_up = min(2.0, seconds)
         await asyncio.gather(
             _place_calls(f"http://127.0.0.1:{thin_port}", 1, warm_up, None),
             _place_calls(f"http://127.0.0.1:{agent_port}", 1, warm_up, token),
+            _place_calls(f"http://127.0.0.1:{floor_port}", 1, warm_up, None),
         )
         await asyncio.sleep(0.3)
         for _ in range(rounds):
-            pair = await asyncio.gather(
+            trio = await asyncio.gather(
                 _measure("thin", thin, thin_port, calls, seconds, None),
                 _measure("agent", agent, agent_port, calls, seconds, token),
+                _measure("floor", floor, floor_port, calls, seconds, None),
             )
-            runs.extend(pair)
+            runs.extend(trio)
     return runs

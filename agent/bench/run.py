@@ -8,7 +8,8 @@ Sections (all by default; ``--only`` picks some):
 ``audio``      algorithmic delay per direction (the transcoders' ``delay_ms``, checked by sending a
                click through each and finding the output peak) and CPU per 20 ms frame.
 ``cpu``        CPU per call-second of ``agent serve`` (every feature on) and of the thinnest
-               possible bridge (:mod:`agent.bench.thin`), side by side as separate processes,
+               possible bridge (:mod:`agent.bench.thin`), and of the floor (the least a Python
+               bridge can spend, :mod:`agent.bench.floor`), side by side as separate processes,
                each with ``--calls`` concurrent real-time calls of ``--seconds``, ``--rounds``
                times (:mod:`agent.bench.cpu`).
 ``latency``    greeting after ``start`` with and without pre-connect, barge-in, reply latency and
@@ -171,7 +172,8 @@ def audio_section(seconds: float = 2.0) -> Section:
 
 
 async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
-    """CPU per call-second of ``agent serve`` against the thin bridge (:mod:`agent.bench.cpu`)."""
+    """CPU per call-second of ``agent serve`` and the floor against the thin bridge
+    (:mod:`agent.bench.cpu`)."""
     from dataclasses import asdict
 
     from agent.bench.calls import median
@@ -182,6 +184,7 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     section.details["runs"] = [asdict(run) for run in runs]
     thin = [r for r in runs if r.bridge == "thin"]
     agent = [r for r in runs if r.bridge == "agent"]
+    floor = [r for r in runs if r.bridge == "floor"]
 
     def med(rs: Sequence[Any], attr: str) -> float | None:
         return median([getattr(r, attr) for r in rs if getattr(r, attr) is not None])
@@ -196,6 +199,12 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
     ]
     ratio = median(ratios)
     section.details["round_ratios"] = ratios
+    floor_ratios = [
+        f.cpu_ms_per_call_second / t.cpu_ms_per_call_second
+        for t, f in zip(thin, floor, strict=True)
+        if t.cpu_ms_per_call_second > 0
+    ]
+    section.details["floor_round_ratios"] = floor_ratios
     thin_steady = median([w for r in thin for w in r.window_ms_per_call_second])
     agent_steady = median([w for r in agent for w in r.window_ms_per_call_second])
     steady_ratio = agent_steady / thin_steady if agent_steady is not None and thin_steady else None
@@ -227,6 +236,13 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
             digits=2,
         ),
         reported(
+            "floor / thin bridge CPU",
+            median(floor_ratios),
+            "x",
+            f"no features, no framework (agent.bench.floor): "
+            f"{_num(med(floor, 'cpu_ms_per_call_second'))} ms; rounds {_nums(floor_ratios, 2)}",
+        ),
+        reported(
             "agent serve / thin bridge CPU, steady state",
             steady_ratio,
             "x",
@@ -250,6 +266,12 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
             "frames in / out per call-second, agent (carrier)",
             _pair(
                 med(agent, "frames_in_per_call_second"), med(agent, "frames_out_per_call_second")
+            ),
+        ),
+        reported(
+            "frames in / out per call-second, floor (carrier)",
+            _pair(
+                med(floor, "frames_in_per_call_second"), med(floor, "frames_out_per_call_second")
             ),
         ),
         reported(

@@ -41,7 +41,7 @@ from agent.config.templates import TemplateContext, render_for_call
 from agent.live import protocol
 from agent.live.targets import DeveloperApiTarget
 
-__all__ = ["create_thin_app", "main"]
+__all__ = ["bridge_arguments", "caller_frames", "create_thin_app", "main"]
 
 _LIVE_URL = web.AppKey("thin_live_url", str)
 _PUBLIC_URL = web.AppKey("thin_public_url", str)
@@ -157,26 +157,48 @@ async def _model_to_caller(
         content = json.loads(raw).get("serverContent")
         if content is None:
             continue
-        if content.get("interrupted"):
-            outbound.reset()
+        chunks = caller_frames(content, outbound)
+        if chunks is None:
             await ws.send_str(clear)
             continue
-        turn = content.get("modelTurn")
-        if turn is not None:
-            for part in turn.get("parts") or ():
-                inline = part.get("inlineData")
-                if inline is not None:
-                    await send(outbound.process(binascii.a2b_base64(inline["data"])))
-        if content.get("generationComplete") or content.get("turnComplete"):
-            await send(outbound.flush())
+        for frames in chunks:
+            await send(frames)
+
+
+def caller_frames(
+    content: dict[str, Any], outbound: OutboundTranscoder
+) -> list[list[bytes]] | None:
+    """What one ``serverContent`` gives the caller: each audio part's 20 ms frames through
+    ``outbound`` (and the turn's last ones at its end). ``None`` for ``interrupted``: the
+    transcoder is reset, and the caller's player must be cleared."""
+    if content.get("interrupted"):
+        outbound.reset()
+        return None
+    chunks = []
+    turn = content.get("modelTurn")
+    if turn is not None:
+        for part in turn.get("parts") or ():
+            inline = part.get("inlineData")
+            if inline is not None:
+                chunks.append(outbound.process(binascii.a2b_base64(inline["data"])))
+    if content.get("generationComplete") or content.get("turnComplete"):
+        chunks.append(outbound.flush())
+    return chunks
+
+
+def bridge_arguments(
+    module: str, description: str | None, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """A bench bridge's command line: ``--port`` to listen on, ``--live-url`` to answer it."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--live-url", required=True, help="Live API base URL (ws://...)")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the thin bridge on loopback until terminated (SIGTERM or Ctrl-C)."""
-    parser = argparse.ArgumentParser(prog="python -m agent.bench.thin", description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--live-url", required=True, help="Live API base URL (ws://...)")
-    args = parser.parse_args(argv)
+    args = bridge_arguments("agent.bench.thin", __doc__, argv)
     app = create_thin_app(args.live_url, f"http://127.0.0.1:{args.port}")
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
     return 0

@@ -17,17 +17,26 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+import agent.bench.cpu as agent_bench_cpu
 from agent.audio.transcoder import InboundTranscoder, OutboundTranscoder
 from agent.bench.calls import in_process_bridge, timed_call, vad_detection_chunks
-from agent.bench.cpu import ChildProcess, frames_from_metrics, free_port, process_cpu_seconds
+from agent.bench.cpu import (
+    ChildProcess,
+    CpuRun,
+    frames_from_metrics,
+    free_port,
+    process_cpu_seconds,
+)
+from agent.bench.floor import parse_frames, server_frame, start_floor_server
 from agent.bench.live import run_latency_bench, run_reconnect_bench
 from agent.bench.report import Figure, Section, machine_info, render_json, render_table
-from agent.bench.run import SECTIONS, add_bench_arguments, audio_section
+from agent.bench.run import SECTIONS, add_bench_arguments, audio_section, cpu_section
 from agent.bench.thin import create_thin_app
 from agent.bench.tools import run_tools_bench
 from agent.config.models import DEFAULT_AGENT
-from agent.sim.carrier import CarrierOptions, load_caller_audio, place_call
-from agent.sim.live.server import EmulatorOptions, start_emulator
+from agent.live.connection import client_frame
+from agent.sim.carrier import CallReport, CarrierOptions, load_caller_audio, place_call
+from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
 
 SPEED = 10.0
 
@@ -111,6 +120,18 @@ def test_the_emulator_vad_decides_inside_and_after_a_clip() -> None:
     assert 0 <= started < ended
 
 
+async def _call_through(port: int, emulator: RunningEmulator) -> tuple[CallReport, int, int]:
+    """One short call into the bridge on ``port``: its report, and the caller audio the
+    emulator received (chunks, bytes)."""
+    options = CarrierOptions(
+        url=f"http://127.0.0.1:{port}", speed=SPEED, lead_ms=200, max_duration_s=2.0
+    )
+    report = await place_call(options, [load_caller_audio("transfer")])
+    caller_chunks = sum(s.audio_chunks_received for s in emulator.sessions)
+    caller_bytes = sum(s.audio_bytes_received for s in emulator.sessions)
+    return report, caller_chunks, caller_bytes
+
+
 async def test_the_thin_bridge_moves_audio_both_ways() -> None:
     """The CPU yardstick is a working bridge: it greets as agent serve does and hears the caller."""
     emulator = await start_emulator(EmulatorOptions(speed=SPEED))
@@ -122,12 +143,7 @@ async def test_the_thin_bridge_moves_audio_both_ways() -> None:
         )
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        options = CarrierOptions(
-            url=f"http://127.0.0.1:{port}", speed=SPEED, lead_ms=200, max_duration_s=2.0
-        )
-        report = await place_call(options, [load_caller_audio("transfer")])
-        caller_chunks = sum(s.audio_chunks_received for s in emulator.sessions)
-        caller_bytes = sum(s.audio_bytes_received for s in emulator.sessions)
+        report, caller_chunks, caller_bytes = await _call_through(port, emulator)
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -136,6 +152,42 @@ async def test_the_thin_bridge_moves_audio_both_ways() -> None:
     assert caller_chunks > 0
     # The same caller audio agent serve sends: 20 ms frames at the default agent's input rate.
     assert caller_bytes == caller_chunks * DEFAULT_AGENT.input_sample_rate // 50 * 2
+
+
+async def test_the_floor_bridge_moves_audio_both_ways() -> None:
+    """The floor is a working bridge too: it greets, hears the caller at 8 kHz, and sends each
+    model chunk as one media message of whole 20 ms frames."""
+    emulator = await start_emulator(EmulatorOptions(speed=SPEED))
+    server = await start_floor_server(emulator.url, 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        report, caller_chunks, caller_bytes = await _call_through(port, emulator)
+    finally:
+        server.close()
+        await server.wait_closed()
+        await emulator.close()
+    assert report.media_received  # the greeting
+    assert all(size % 160 == 0 for _, size in report.media_received)
+    assert caller_chunks > 0
+    assert caller_bytes == caller_chunks * 8000 // 50 * 2
+
+
+def test_the_floor_parses_masked_and_unmasked_frames_whole_and_in_pieces() -> None:
+    wire = (
+        client_frame(b"x" * 125, b"abcd")
+        + server_frame(b"y" * 126)
+        + client_frame(b"z" * 70_000, b"\x00\xff\x10\x01")
+        + server_frame(b"", 0x8)
+    )
+    expected = [(1, True, b"x" * 125), (1, True, b"y" * 126), (1, True, b"z" * 70_000)]
+    expected.append((8, True, b""))
+    assert parse_frames(bytearray(wire)) == expected
+    buffer, frames = bytearray(), []
+    for at in range(0, len(wire), 7):  # a read can end anywhere, even inside a header
+        buffer += wire[at : at + 7]
+        frames += parse_frames(buffer)
+    assert frames == expected
+    assert not buffer
 
 
 async def test_a_timed_call_without_webhook_is_answered_on_start() -> None:
@@ -173,3 +225,31 @@ async def test_tools_section_is_well_formed() -> None:
     _well_formed(section)
     assert len(section.details["worker_round_trip_us"]) == 20
     assert len(section.details["thread_round_trip_us"]) == 20
+
+
+async def test_cpu_section_reports_each_bridge_against_the_thin_one_round_by_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ratios are taken within each round (the bridges ran side by side), then the median."""
+
+    def run(bridge: str, cpu_ms: float) -> CpuRun:
+        return CpuRun(bridge, 10, 200.0, cpu_ms * 200, cpu_ms, 50.0, 30.6, None, None, 4, 4, 0)
+
+    rounds = [(10.0, 10.5, 6.0), (12.0, 11.4, 7.8), (11.0, 12.1, 6.6)]  # thin, agent, floor
+
+    async def fake_bench(calls: int, seconds: float, count: int) -> list[CpuRun]:
+        return [
+            run(name, ms)
+            for thin, agent, floor in rounds
+            for name, ms in (("thin", thin), ("agent", agent), ("floor", floor))
+        ]
+
+    monkeypatch.setattr(agent_bench_cpu, "run_cpu_bench", fake_bench)
+    section = await cpu_section(10, 20.0, 3)
+    _well_formed(section)
+    figures = {figure.name: figure for figure in section.figures}
+    assert figures["agent serve / thin bridge CPU"].value == pytest.approx(1.05)  # 1.05, .95, 1.1
+    assert figures["agent serve / thin bridge CPU"].passed is False
+    assert figures["floor / thin bridge CPU"].value == pytest.approx(0.6)  # 0.6, 0.65, 0.6
+    assert figures["floor / thin bridge CPU"].passed is None  # reported: what no design beats
+    assert section.details["floor_round_ratios"] == pytest.approx([0.6, 0.65, 0.6])
