@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from agent import wire
 from agent.config.models import AgentConfig, ToolsConfig
 from agent.config.tools import Behavior
 from agent.errors import ConfigError
@@ -391,8 +392,7 @@ def audio_message(pcm: bytes, sample_rate: int = 16000) -> str:
 
     Built by concatenation: it runs 50 times a second per call, and base64 text needs no escaping.
     """
-    data = binascii.b2a_base64(pcm, newline=False).decode("ascii")
-    return _AUDIO_PREFIX + data + _AUDIO_SUFFIXES[sample_rate]
+    return _AUDIO_PREFIX + wire.b64encode(pcm) + _AUDIO_SUFFIXES[sample_rate]
 
 
 def text_turn_message(text: str, *, role: str = "user", turn_complete: bool = True) -> str:
@@ -624,7 +624,7 @@ def decode_b64(data: str) -> bytes:
     missing = -len(data) % 4
     if missing:
         data += "=" * missing
-    return binascii.a2b_base64(data, strict_mode=True)
+    return wire.b64decode(data)
 
 
 def parse_duration(text: str) -> float:
@@ -637,7 +637,7 @@ def parse_duration(text: str) -> float:
 def parse_server_message(frame: str | bytes) -> list[LiveEvent]:
     """Every event carried by one server frame, in the order a client must act on them."""
     try:
-        message = json.loads(frame)
+        message = wire.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:
         return [LiveProtocolError(f"invalid JSON: {exc}", _excerpt(frame))]
     if not isinstance(message, dict):

@@ -21,13 +21,13 @@ malformed comes back as a :class:`ProtocolError` to log and drop.
 
 from __future__ import annotations
 
-import binascii
 import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from agent import wire
 from agent.errors import TelephonyError
 from agent.telephony.twilio import (
     RAW_LIMIT,
@@ -77,8 +77,8 @@ class BrowserMediaStream:
     def receive_text(self, text: str) -> TwilioEvent:
         """Parse one TEXT frame from the page into an event; never raises."""
         try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
+            msg = wire.loads(text)
+        except ValueError:  # whatever orjson refuses: bad syntax, deep nesting, NaN, huge numbers
             return _error("invalid JSON", text)
         if type(msg) is not dict:
             return _error("message is not a JSON object", text)
@@ -118,7 +118,7 @@ class BrowserMediaStream:
         self._check_started()
         payload = _str(msg, "payload")
         try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
+            audio = wire.b64decode(payload)
         except ValueError:
             raise _MalformedError("'payload' is not valid base64") from None
         timestamp_ms = self._bytes_in // 8  # 8 kHz mu-law: 8 bytes a millisecond
@@ -162,7 +162,7 @@ class BrowserMediaStream:
     def media(self, ulaw: bytes) -> str:
         """A ``media`` frame of raw 8 kHz mu-law audio (any length: the page buffers it)."""
         self._started()
-        payload = binascii.b2a_base64(ulaw, newline=False).decode("ascii")
+        payload = wire.b64encode(ulaw)
         return '{"event":"media","payload":"' + payload + '"}'
 
     def mark(self, name: str) -> str:

@@ -24,7 +24,6 @@ query string instead (``?ticket=…``), read by the server before the socket is 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -35,6 +34,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
+from agent import wire
 from agent.errors import TelephonyError
 from agent.telephony.twilio import (
     RAW_LIMIT,
@@ -104,8 +104,8 @@ class PlivoMediaStream:
     def receive_text(self, text: str) -> TwilioEvent:
         """Parse one TEXT frame from Plivo into an event; never raises."""
         try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
+            msg = wire.loads(text)
+        except ValueError:  # whatever orjson refuses: bad syntax, deep nesting, NaN, huge numbers
             return _error("invalid JSON", text)
         if type(msg) is not dict:
             return _error("message is not a JSON object", text)
@@ -152,7 +152,7 @@ class PlivoMediaStream:
         if type(payload) is not str:
             raise _MalformedError("'media.payload' is missing or not a string")
         try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
+            audio = wire.b64decode(payload)
         except ValueError:
             raise _MalformedError("'media.payload' is not valid base64") from None
         track = media.get("track", "inbound")
@@ -207,7 +207,7 @@ class PlivoMediaStream:
     def media(self, ulaw: bytes) -> str:
         """A ``playAudio`` frame of 8 kHz mu-law."""
         sid = self._started()
-        payload = binascii.b2a_base64(ulaw, newline=False).decode("ascii")
+        payload = wire.b64encode(ulaw)
         return (
             '{"event":"playAudio","streamId":"' + sid + '","media":{"contentType":"audio/x-mulaw",'
             '"sampleRate":8000,"payload":"' + payload + '"}}'

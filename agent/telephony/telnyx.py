@@ -30,13 +30,13 @@ audio path stays mu-law, with no per-frame conversion here.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from agent import wire
 from agent.errors import TelephonyError
 from agent.telephony.twilio import (
     RAW_LIMIT,
@@ -113,8 +113,8 @@ class TelnyxMediaStream:
     def receive_text(self, text: str) -> TwilioEvent:
         """Parse one TEXT frame from Telnyx into an event; never raises."""
         try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
+            msg = wire.loads(text)
+        except ValueError:  # whatever orjson refuses: bad syntax, deep nesting, NaN, huge numbers
             return _error("invalid JSON", text)
         if type(msg) is not dict:
             return _error("message is not a JSON object", text)
@@ -163,7 +163,7 @@ class TelnyxMediaStream:
         if type(payload) is not str:
             raise _MalformedError("'media.payload' is missing or not a string")
         try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
+            audio = wire.b64decode(payload)
         except ValueError:
             raise _MalformedError("'media.payload' is not valid base64") from None
         track = media.get("track", "inbound")
@@ -223,7 +223,7 @@ class TelnyxMediaStream:
     def media(self, ulaw: bytes) -> str:
         """A ``media`` frame of 8 kHz mu-law (Telnyx takes 20 ms to 30 s a frame)."""
         self._started()
-        payload = binascii.b2a_base64(ulaw, newline=False).decode("ascii")
+        payload = wire.b64encode(ulaw)
         return '{"event":"media","media":{"payload":"' + payload + '"}}'
 
     def mark(self, name: str) -> str:

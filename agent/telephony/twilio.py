@@ -13,19 +13,19 @@ which is what Twilio itself does with our malformed messages (error 31924). Misu
 (sending before the stream has started) is a programming error and raises
 :class:`~agent.errors.TelephonyError`.
 
-The media path runs 50 times a second per call, so it does one ``json.loads``, one base64 decode and
+The media path runs 50 times a second per call, so it does one JSON parse, one base64 decode and
 a handful of type checks, and the media builder is string concatenation rather than ``json.dumps``.
 """
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from agent import wire
 from agent.errors import TelephonyError
 
 __all__ = [
@@ -159,9 +159,8 @@ class TwilioMediaStream:
     def receive_text(self, text: str) -> TwilioEvent:
         """Parse one TEXT frame from Twilio into an event; never raises, whatever it holds."""
         try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
-            # ValueError: bad syntax or an over-long integer literal. RecursionError: deep nesting.
+            msg = wire.loads(text)
+        except ValueError:  # whatever orjson refuses: bad syntax, deep nesting, NaN, huge numbers
             return _error("invalid JSON", text)
         if type(msg) is not dict:
             return _error("message is not a JSON object", text)
@@ -191,7 +190,7 @@ class TwilioMediaStream:
             raise _MalformedError("'media.payload' is missing or not a string")
         try:
             # strict_mode rejects stray characters and bad padding instead of skipping them.
-            audio = binascii.a2b_base64(payload, strict_mode=True)
+            audio = wire.b64decode(payload)
         except ValueError:  # binascii.Error, and non-ASCII text
             raise _MalformedError("'media.payload' is not valid base64") from None
         track = _str(media, "track", "media")
@@ -287,7 +286,7 @@ class TwilioMediaStream:
     def media(self, ulaw: bytes) -> str:
         """Build a ``media`` frame of raw mu-law 8 kHz audio (any length; Twilio buffers it)."""
         sid = self._started_sid()
-        payload = binascii.b2a_base64(ulaw, newline=False).decode("ascii")
+        payload = wire.b64encode(ulaw)
         # The SID is [A-Za-z0-9]+ (checked at start) and base64 needs no escaping: no json.dumps.
         return '{"event":"media","streamSid":"' + sid + '","media":{"payload":"' + payload + '"}}'
 

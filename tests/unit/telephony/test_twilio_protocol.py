@@ -190,11 +190,11 @@ def test_a_whole_call_in_order() -> None:
         ("", "invalid JSON"),
         ("{", "invalid JSON"),
         ("not json", "invalid JSON"),
-        ("[" * 100_000, "invalid JSON"),  # deep nesting: RecursionError inside json
-        (
-            '{"event":"media","n":' + "9" * 5000 + "}",
-            "invalid JSON",
-        ),  # over Python's int digit limit
+        ("[" * 100_000, "invalid JSON"),  # deep nesting
+        ('{"event":"media","n":' + "9" * 5000 + "}", "invalid JSON"),  # a huge integer
+        # What Python's json writes for float("nan") and float("inf"): JavaScript, not JSON.
+        ('{"event":"media","media":{"timestamp":NaN}}', "invalid JSON"),
+        ('{"event":"media","media":{"timestamp":Infinity}}', "invalid JSON"),
         ("[]", "not a JSON object"),
         ('"media"', "not a JSON object"),
         ("null", "not a JSON object"),
@@ -332,8 +332,6 @@ def test_second_start_is_rejected_and_keeps_the_first_stream() -> None:
         pytest.param(lambda m: m["media"].update(chunk="2_0"), id="chunk underscore"),
         pytest.param(lambda m: m["media"].update(chunk="²"), id="chunk superscript digit"),
         pytest.param(lambda m: m["media"].update(chunk="9" * 5000), id="chunk huge string"),
-        pytest.param(lambda m: m["media"].update(timestamp=float("nan")), id="timestamp NaN"),
-        pytest.param(lambda m: m["media"].update(timestamp=float("inf")), id="timestamp inf"),
         pytest.param(lambda m: m["media"].update(timestamp={}), id="timestamp object"),
         pytest.param(lambda m: m.pop("streamSid"), id="no stream sid"),
         pytest.param(lambda m: m.update(streamSid="MZother"), id="foreign stream sid"),
