@@ -11,7 +11,7 @@ taken away, to show how much of a call's cost no Python design can remove:
   Live API before the callback returns, and a model chunk becomes one Twilio ``media`` message
   (all its 20 ms frames, as ``agent serve`` sends them); no task, future or queue per message;
 * the same transcoders, the same ``setup`` and greeting, 8 kHz caller audio, a ``clear`` on
-  ``interrupted``.
+  ``interrupted``; JSON and base64 by the compiled codecs ``agent serve`` uses (:mod:`agent.wire`).
 
 It is a measuring instrument, not a bridge to run: no TLS, no signature checks, no pings of its
 own, one request per HTTP connection, no limits on what a peer sends, and nothing else that
@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
-import json
 import os
 import struct
 from collections.abc import Sequence
@@ -37,6 +35,7 @@ from urllib.parse import urlsplit
 
 import uvloop
 
+from agent import wire
 from agent.audio.codec import ulaw_to_pcm16
 from agent.audio.transcoder import OutboundTranscoder
 from agent.bench.thin import bridge_arguments, caller_frames
@@ -180,10 +179,10 @@ class _LiveLeg(asyncio.Protocol):
             self.ready = True
             self._caller.live_ready()
             return
-        content: dict[str, Any] | None = json.loads(raw).get("serverContent")
+        content: dict[str, Any] | None = wire.loads(raw).get("serverContent")
         if content is None:
             return
-        chunks = caller_frames(content, self._outbound)
+        chunks = caller_frames(content, self._outbound, wire.b64decode)
         if chunks is None:
             self._caller.clear()
             return
@@ -276,10 +275,10 @@ class FloorCaller(asyncio.Protocol):
         return False
 
     def _on_message(self, raw: bytes) -> None:
-        data: dict[str, Any] = json.loads(raw)
+        data: dict[str, Any] = wire.loads(raw)
         event = data.get("event")
         if event == "media":
-            pcm = ulaw_to_pcm16(binascii.a2b_base64(data["media"]["payload"]))
+            pcm = ulaw_to_pcm16(wire.b64decode(data["media"]["payload"]))
             message = protocol.audio_message(pcm, 8000)
             live = self._live
             if live is not None and live.ready:
@@ -326,7 +325,7 @@ class FloorCaller(asyncio.Protocol):
     def media(self, frames: list[bytes]) -> None:
         """One ``media`` message for a chunk's 20 ms frames."""
         if frames:
-            payload = binascii.b2a_base64(b"".join(frames), newline=False).decode("ascii")
+            payload = wire.b64encode(b"".join(frames))
             self._write(server_frame((self._media_prefix + payload + '"}}').encode()))
 
     def clear(self) -> None:

@@ -16,6 +16,8 @@ instructions that enter it.) Workloads:
 ``inbound-8k``   a Twilio frame decoded and made a ``realtimeInput`` message at 8 kHz
 ``inbound-16k``  the same through the 16 kHz upsampler
 ``outbound``     a 40 ms model chunk (24 kHz) to mu-law frames and one Twilio ``media`` message
+``parse-twilio`` a Twilio ``media`` message (20 ms) parsed into a ``MediaReceived``
+``parse-live``   a Live API message carrying a 40 ms model chunk parsed into a ``ModelAudio``
 ``send-websockets`` / ``send-now``  an audio message written to a Live API WebSocket through
                  websockets' ``send``, or through :meth:`LiveConnection.send_now`; the server is a
                  sink in a child process, so only the sending side is counted
@@ -73,6 +75,34 @@ def _outbound(count: int) -> None:
         stream.media(b"".join(frames))
 
 
+def _parse_twilio(count: int) -> None:
+    from agent.telephony.twilio import TwilioMediaStream
+
+    stream = TwilioMediaStream()
+    stream.stream_sid = "MZ" + "0" * 32
+    payload = "/" * 212 + "/w=="  # 160 bytes of mu-law (0xff, silence)
+    message = (
+        '{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"3",'
+        f'"timestamp":"60","payload":"{payload}"}},"streamSid":"{stream.stream_sid}"}}'
+    )
+    for _ in range(count):
+        stream.receive_text(message)
+
+
+def _parse_live(count: int) -> None:
+    import binascii
+
+    from agent.live import protocol
+
+    data = binascii.b2a_base64(bytes(range(256)) * 7 + bytes(128), newline=False).decode()
+    message = (
+        '{"serverContent":{"modelTurn":{"parts":[{"inlineData":'
+        f'{{"mimeType":"audio/pcm;rate=24000","data":"{data}"}}}}]}}}}}}'
+    )
+    for _ in range(count):
+        protocol.parse_server_message(message)
+
+
 def _send(fast: bool) -> Callable[[int], None]:
     def run(count: int) -> None:
         sink = subprocess.Popen(
@@ -113,6 +143,8 @@ WORKLOADS: dict[str, Callable[[int], None]] = {
     "inbound-8k": _inbound(8000),
     "inbound-16k": _inbound(16000),
     "outbound": _outbound,
+    "parse-twilio": _parse_twilio,
+    "parse-live": _parse_live,
     "send-websockets": _send(fast=False),
     "send-now": _send(fast=True),
 }

@@ -26,7 +26,7 @@ import asyncio
 import binascii
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -134,7 +134,7 @@ async def _caller_to_model(ws: web.WebSocketResponse, live: ClientConnection, ra
         if event == "media":
             pcm = transcode(binascii.a2b_base64(data["media"]["payload"]))
             try:
-                await live.send(protocol.audio_message(pcm, rate))
+                await live.send(_audio_message(pcm, rate))
             except ConnectionClosed:
                 return
         elif event == "stop":
@@ -165,12 +165,22 @@ async def _model_to_caller(
             await send(frames)
 
 
+def _audio_message(pcm: bytes, rate: int) -> str:
+    """``protocol.audio_message`` as it was when the yardstick was set: the standard library's
+    base64 (``agent serve`` has since moved to pybase64, :mod:`agent.wire`)."""
+    data = binascii.b2a_base64(pcm, newline=False).decode("ascii")
+    suffix = f'","mimeType":"audio/pcm;rate={rate}"}}}}}}'  # the message's three closing braces
+    return '{"realtimeInput":{"audio":{"data":"' + data + suffix
+
+
 def caller_frames(
-    content: dict[str, Any], outbound: OutboundTranscoder
+    content: dict[str, Any],
+    outbound: OutboundTranscoder,
+    decode: Callable[[str], bytes] = binascii.a2b_base64,
 ) -> list[list[bytes]] | None:
     """What one ``serverContent`` gives the caller: each audio part's 20 ms frames through
-    ``outbound`` (and the turn's last ones at its end). ``None`` for ``interrupted``: the
-    transcoder is reset, and the caller's player must be cleared."""
+    ``outbound`` (and the turn's last ones at its end), its base64 read by ``decode``. ``None``
+    for ``interrupted``: the transcoder is reset, and the caller's player must be cleared."""
     if content.get("interrupted"):
         outbound.reset()
         return None
@@ -180,7 +190,7 @@ def caller_frames(
         for part in turn.get("parts") or ():
             inline = part.get("inlineData")
             if inline is not None:
-                chunks.append(outbound.process(binascii.a2b_base64(inline["data"])))
+                chunks.append(outbound.process(decode(inline["data"])))
     if content.get("generationComplete") or content.get("turnComplete"):
         chunks.append(outbound.flush())
     return chunks

@@ -31,9 +31,10 @@ from agent.bench.floor import parse_frames, server_frame, start_floor_server
 from agent.bench.live import run_latency_bench, run_reconnect_bench
 from agent.bench.report import Figure, Section, machine_info, render_json, render_table
 from agent.bench.run import SECTIONS, add_bench_arguments, audio_section, cpu_section
-from agent.bench.thin import create_thin_app
+from agent.bench.thin import _audio_message, create_thin_app
 from agent.bench.tools import run_tools_bench
 from agent.config.models import DEFAULT_AGENT
+from agent.live import protocol
 from agent.live.connection import client_frame
 from agent.sim.carrier import CallReport, CarrierOptions, load_caller_audio, place_call
 from agent.sim.live.server import EmulatorOptions, RunningEmulator, start_emulator
@@ -253,3 +254,10 @@ async def test_cpu_section_reports_each_bridge_against_the_thin_one_round_by_rou
     assert figures["floor / thin bridge CPU"].value == pytest.approx(0.6)  # 0.6, 0.65, 0.6
     assert figures["floor / thin bridge CPU"].passed is None  # reported: what no design beats
     assert section.details["floor_round_ratios"] == pytest.approx([0.6, 0.65, 0.6])
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_the_thin_bridge_sends_the_same_audio_message_as_agent_serve(rate: int) -> None:
+    """It builds it with the standard library's base64, as when the yardstick was set."""
+    pcm = os.urandom(rate // 50 * 2)
+    assert _audio_message(pcm, rate) == protocol.audio_message(pcm, rate)
