@@ -39,9 +39,9 @@ class Clock:
         """This clock, reading the running loop's ``time`` directly when it reads the loop's.
 
         Why: on Python 3.11 every ``asyncio.get_running_loop()`` makes a ``getpid`` system call
-        (to notice a fork), and a call reads its clock a few hundred times a second: 6 % of
-        ``agent serve``'s CPU in a py-spy profile under 10 calls. An object that lives on one loop
-        (a call) binds the loop once. Outside a running loop, or on another source: ``self``.
+        (to notice a fork), and a call reads its clock a few hundred times a second: 240 ns a read
+        against 44 ns for the bound ``loop.time`` (timeit, uvloop). An object that lives on one
+        loop (a call) binds the loop once. Outside a running loop, or on another source: ``self``.
         """
         if self.source is not loop_time:
             return self

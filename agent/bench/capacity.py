@@ -53,7 +53,7 @@ from agent.bench.cpu import (
     _emulator_process,
     _metrics_frames,
     _place_calls,
-    _thin_bridge,
+    _yardstick,
     process_cpu_seconds,
 )
 from agent.bench.soak import rss_mb
@@ -326,7 +326,7 @@ def _bridges(workdir: Path, live_port: int, token: str) -> Iterator[list[_Bridge
     # Every call of a step is admitted: the knee is the machine's, not MAX_CALLS's.
     limits = {"MAX_CALLS": "100000", "MAX_CONNECTIONS": "100000"}
     with contextlib.ExitStack() as stack:
-        thin, thin_port = _thin_bridge(workdir, live_port)
+        thin, thin_port = _yardstick(workdir, live_port)
         one, one_port = _agent_bridge(workdir, live_port, token, extra_env=limits)
         two_dir = workdir / "w2"
         two_dir.mkdir()

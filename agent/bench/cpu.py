@@ -353,7 +353,7 @@ async def run_workers_bench(calls: int, seconds: float, workers: Sequence[int]) 
     return runs
 
 
-def _thin_bridge(workdir: Path, live_port: int, kind: str = "thin") -> tuple[ChildProcess, int]:
+def _yardstick(workdir: Path, live_port: int, kind: str = "thin") -> tuple[ChildProcess, int]:
     """The thin bridge (``thin``) or the floor (``floor``, :mod:`agent.bench.floor`)."""
     port = free_port()
     argv = [sys.executable, "-m", f"agent.bench.{kind}", "--port", str(port)]
@@ -500,11 +500,11 @@ async def run_cpu_bench(calls: int, seconds: float, rounds: int = 1) -> list[Cpu
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-bench-")))
         emulator, live_port = stack.enter_context(_emulator_process(workdir))
         await emulator.wait_until_listening(live_port)
-        thin, thin_port = _thin_bridge(workdir, live_port)
+        thin, thin_port = _yardstick(workdir, live_port)
         stack.enter_context(thin)
         agent, agent_port = _agent_bridge(workdir, live_port, token)
         stack.enter_context(agent)
-        floor, floor_port = _thin_bridge(workdir, live_port, "floor")
+        floor, floor_port = _yardstick(workdir, live_port, "floor")
         stack.enter_context(floor)
         await thin.wait_until_listening(thin_port)
         await agent.wait_until_listening(agent_port, "/readyz")

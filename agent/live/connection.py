@@ -54,8 +54,8 @@ class MaskKeys:
 
     The RFC asks for each key to come from a strong source of entropy and be unpredictable; it
     does not ask for one system call per key, which is what websockets' writer makes (a
-    ``getrandom`` per frame, 50 a second per call: ~3 % of the bridge's CPU). A batch of keys
-    from the same source is as unpredictable, and is used once, in order.
+    ``getrandom`` per frame, 50 a second per call). A batch of keys from the same source is as
+    unpredictable, and each key is used once, in order.
     """
 
     __slots__ = ("_keys", "_next")
