@@ -28,7 +28,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import struct
 from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -43,32 +42,18 @@ from agent.config.loader import load
 from agent.config.models import AgentConfig
 from agent.config.templates import TemplateContext, render_for_call
 from agent.live import protocol
-from agent.live.connection import MaskKeys, client_frame
+from agent.live.connection import MaskKeys, apply_mask, client_frame, frame_head
 from agent.live.targets import DeveloperApiTarget
-
-try:  # as agent.live.connection does
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover
-    from websockets.utils import apply_mask
 
 __all__ = ["FloorCaller", "main", "parse_frames", "server_frame", "start_floor_server"]
 
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
-_HEAD_16 = struct.Struct("!BBH")
-_HEAD_64 = struct.Struct("!BBQ")
 
 
 def server_frame(payload: bytes, opcode: int = _TEXT) -> bytes:
     """One final, unmasked frame (a server's)."""
-    size = len(payload)
-    if size < 126:
-        head = bytes((0x80 | opcode, size))
-    elif size < 65536:
-        head = _HEAD_16.pack(0x80 | opcode, 126, size)
-    else:
-        head = _HEAD_64.pack(0x80 | opcode, 127, size)
-    return head + payload
+    return frame_head(opcode, len(payload), masked=False) + payload
 
 
 def parse_frames(buffer: bytearray) -> list[tuple[int, bool, bytes]]:
@@ -122,22 +107,56 @@ class _Messages:
         return whole
 
 
-class _LiveLeg(asyncio.Protocol):
-    """The client WebSocket to the Live API for one call."""
+class _Peer(asyncio.Protocol):
+    """One end of a WebSocket: frames in, control frames answered, messages to
+    :meth:`_on_message`. The two ends differ in how they frame (masked or not) and close."""
 
-    def __init__(self, caller: FloorCaller, setup: str, host: str, path: str) -> None:
-        self._caller, self._setup, self._host, self._path = caller, setup, host, path
+    def __init__(self) -> None:
         self._buffer = bytearray()
         self._messages = _Messages()
-        self._keys = MaskKeys()
-        self._upgraded = False
-        self.ready = False  # setupComplete received
-        self._outbound = OutboundTranscoder()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
+
+    def _receive(self) -> None:
+        """Act on every whole frame in the buffer."""
+        for opcode, fin, payload in parse_frames(self._buffer):
+            if opcode == _CLOSE:
+                self._closed_by_peer(payload)
+                return
+            if opcode == _PING:
+                self._send_frame(payload, _PONG)
+            elif opcode != _PONG:
+                message = self._messages.add(fin, payload)
+                if message is not None:
+                    self._on_message(message)
+
+    def _send_frame(self, payload: bytes, opcode: int) -> None:
+        raise NotImplementedError
+
+    def _closed_by_peer(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _on_message(self, raw: bytes) -> None:
+        raise NotImplementedError
+
+
+class _LiveLeg(_Peer):
+    """The client WebSocket to the Live API for one call."""
+
+    def __init__(self, caller: FloorCaller, setup: str, host: str, path: str) -> None:
+        super().__init__()
+        self._caller, self._setup, self._host, self._path = caller, setup, host, path
+        self._keys = MaskKeys()
+        self._upgraded = False
+        self.ready = False  # setupComplete received
+        self._outbound = OutboundTranscoder()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
         key = base64.b64encode(os.urandom(16)).decode()
         self.transport.write(
             f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
@@ -146,8 +165,14 @@ class _LiveLeg(asyncio.Protocol):
         )
 
     def send(self, text: str) -> None:
+        self._send_frame(text.encode(), _TEXT)
+
+    def _send_frame(self, payload: bytes, opcode: int) -> None:
         if self.transport is not None:
-            self.transport.write(client_frame(text.encode(), self._keys.take()))
+            self.transport.write(client_frame(payload, self._keys.take(), opcode))
+
+    def _closed_by_peer(self, payload: bytes) -> None:
+        self.close()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -162,17 +187,7 @@ class _LiveLeg(asyncio.Protocol):
             del buffer[: end + 4]
             self._upgraded = True
             self.send(self._setup)
-        for opcode, fin, payload in parse_frames(buffer):
-            if opcode == _CLOSE:
-                self.close()
-                return
-            if opcode == _PING:
-                assert self.transport is not None
-                self.transport.write(client_frame(payload, self._keys.take(), _PONG))
-            elif opcode != _PONG:
-                message = self._messages.add(fin, payload)
-                if message is not None:
-                    self._on_message(message)
+        self._receive()
 
     def _on_message(self, raw: bytes) -> None:
         if not self.ready:  # the first message is setupComplete
@@ -197,39 +212,28 @@ class _LiveLeg(asyncio.Protocol):
         self._caller.close()
 
 
-class FloorCaller(asyncio.Protocol):
+class FloorCaller(_Peer):
     """One connection from the carrier: the voice webhook, or the media stream of a call."""
 
     def __init__(self, live_url: str, public_url: str, agent: AgentConfig) -> None:
+        super().__init__()
         self._live_url, self._public_url, self._agent = live_url, public_url, agent
-        self._buffer = bytearray()
-        self._messages = _Messages()
         self._stream = False
         self._live: _LiveLeg | None = None
         self._waiting: list[str] = []  # caller audio until the Live API is set up
         self._media_prefix = self._clear = ""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        if not self._stream and not self._on_request():
-            return
-        for opcode, fin, payload in parse_frames(buffer):
-            if opcode == _CLOSE:
-                self._write(server_frame(payload[:2], _CLOSE))
-                self.close()
-                return
-            if opcode == _PING:
-                self._write(server_frame(payload, _PONG))
-            elif opcode != _PONG:
-                message = self._messages.add(fin, payload)
-                if message is not None:
-                    self._on_message(message)
+        self._buffer += data
+        if self._stream or self._on_request():
+            self._receive()
+
+    def _send_frame(self, payload: bytes, opcode: int) -> None:
+        self._write(server_frame(payload, opcode))
+
+    def _closed_by_peer(self, payload: bytes) -> None:
+        self._send_frame(payload[:2], _CLOSE)
+        self.close()
 
     def _on_request(self) -> bool:
         """Answer a whole HTTP request at the start of the buffer; True once it was the media

@@ -191,19 +191,19 @@ async def cpu_section(calls: int, seconds: float, rounds: int) -> Section:
 
     thin_ms = med(thin, "cpu_ms_per_call_second")
     agent_ms = med(agent, "cpu_ms_per_call_second")
-    # The bridges ran side by side in each round: compare them round by round.
-    ratios = [
-        a.cpu_ms_per_call_second / t.cpu_ms_per_call_second
-        for t, a in zip(thin, agent, strict=True)
-        if t.cpu_ms_per_call_second > 0
-    ]
+
+    def against_thin(bridge: Sequence[Any]) -> list[float]:
+        # The bridges ran side by side in each round: compare them round by round.
+        return [
+            b.cpu_ms_per_call_second / t.cpu_ms_per_call_second
+            for t, b in zip(thin, bridge, strict=True)
+            if t.cpu_ms_per_call_second > 0
+        ]
+
+    ratios = against_thin(agent)
     ratio = median(ratios)
     section.details["round_ratios"] = ratios
-    floor_ratios = [
-        f.cpu_ms_per_call_second / t.cpu_ms_per_call_second
-        for t, f in zip(thin, floor, strict=True)
-        if t.cpu_ms_per_call_second > 0
-    ]
+    floor_ratios = against_thin(floor)
     section.details["floor_round_ratios"] = floor_ratios
     thin_steady = median([w for r in thin for w in r.window_ms_per_call_second])
     agent_steady = median([w for r in agent for w in r.window_ms_per_call_second])

@@ -19,9 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 
 try:  # websockets' C masking, as its own frame writer uses; the pure-Python one otherwise
-    from websockets.speedups import apply_mask
+    from websockets.speedups import apply_mask as apply_mask
 except ImportError:  # pragma: no cover (a websockets build without its C extension)
-    from websockets.utils import apply_mask
+    from websockets.utils import apply_mask as apply_mask
 
 from agent.config.models import AgentConfig
 from agent.errors import LiveClosedError, LiveConnectError, LiveRefusedError
@@ -72,17 +72,19 @@ class MaskKeys:
         return self._keys[at : at + 4]
 
 
+def frame_head(opcode: int, size: int, *, masked: bool) -> bytes:
+    """The header of one final frame (RFC 6455 5.2) of ``size`` payload bytes, without the key."""
+    first, mask = _FIN | opcode, _MASKED if masked else 0
+    if size < 126:
+        return bytes((first, mask | size))
+    if size < 65536:
+        return _HEAD_16.pack(first, mask | 126, size)
+    return _HEAD_64.pack(first, mask | 127, size)
+
+
 def client_frame(payload: bytes, key: bytes, opcode: int = OP_TEXT) -> bytes:
     """One final, masked frame (a client's; no extension in use) carrying ``payload``."""
-    size = len(payload)
-    first = _FIN | opcode
-    if size < 126:
-        head = bytes((first, _MASKED | size))
-    elif size < 65536:
-        head = _HEAD_16.pack(first, _MASKED | 126, size)
-    else:
-        head = _HEAD_64.pack(first, _MASKED | 127, size)
-    return head + key + apply_mask(payload, key)
+    return frame_head(opcode, len(payload), masked=True) + key + apply_mask(payload, key)
 
 
 class LiveConnection:
